@@ -1,0 +1,7 @@
+"""CLI commands for the demo area (thin: parse options, call the library, print)."""
+
+from __future__ import annotations
+
+import click  # noqa: F401
+
+COMMANDS: list = []

@@ -1,0 +1,37 @@
+"""The one record every corpus reader produces and every later stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# One alignment segment: (start_s, end_s, symbol). Times in seconds relative to the utterance wav;
+# end_s is exclusive (IEMOCAP's inclusive EFrm is converted by the reader: end = (EFrm + 1 + 2) / 100).
+Segment = tuple[float, float, str]
+
+TIERS = ("word", "syllable", "phone")
+
+
+@dataclass
+class Utterance:
+    id: str
+    audio: Path
+    text: str  # raw transcript exactly as the corpus has it (tags and all)
+    label: (
+        str  # corpus label after label-set mapping (e.g. "hap" for IEMOCAP exc in the 4-class set)
+    )
+    speaker: str  # IEMOCAP: "Ses01_M" (session + letter of the LAST id field)
+    session: str | None = None  # IEMOCAP: "Ses01"
+    gender: str | None = None  # "F" | "M" | None
+    duration: float | None = None  # seconds, from the audio header when known
+    # alignment tiers: name ("word" | "syllable" | "phone") -> segments; None = utterance not aligned
+    tiers: dict[str, list[Segment]] | None = None
+    split: str | None = None  # "train" | "val" | "test" for predefined splits
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # extra manifest columns, corpus-specific info
+
+    @property
+    def aligned(self) -> bool:
+        return self.tiers is not None

@@ -1,0 +1,287 @@
+"""Fold plans: which utterance ids train, select (val) and score (test) in each fold.
+
+The plan is made explicit and saved beside every run (protocols.md) so two runs can be proven to use
+the same folds and anyone can check that no test id reaches training or model selection. Splitting
+uses scikit-learn (``StratifiedKFold``, ``train_test_split``); fold k's validation draw uses a seed
+derived from the plan seed and k (:func:`fold_seed`), so a single fold can be rebuilt or rerun alone.
+
+Splits (protocols.md):
+
+- ``loso``: one fold per session (sorted); val = 10 % of the training utterances, stratified by label.
+- ``lopo``: one fold per speaker (sorted); val = the other speaker(s) of the test speaker's session, or,
+  when the corpus has no sessions (or the session has a single speaker), the next speaker in sorted
+  order, wrapping round.
+- ``ra``: a seeded stratified 10-fold split; val = 10 % of the training utterances, stratified.
+- ``predefined``: one fold from ``Utterance.split`` (``train`` / ``val`` / ``test``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from emofuse.corpus.utterance import Utterance
+from emofuse.errors import EmofuseError
+
+SPLITS = ("loso", "lopo", "ra", "predefined")
+RA_FOLDS = 10
+VAL_FRACTION = 0.1
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """Seed for fold ``fold`` (1-based), derived from the plan/run seed.
+
+    Mixing through ``SeedSequence`` keeps neighbouring seeds' folds unrelated and lets one fold be
+    rerun alone with exactly the randomness it had inside the whole plan.
+    """
+    return int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
+
+
+@dataclass
+class Fold:
+    fold: int  # 1-based
+    train: list[str]
+    val: list[str]
+    test: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fold": self.fold, "train": self.train, "val": self.val, "test": self.test}
+
+
+@dataclass
+class FoldPlan:
+    split: str
+    seed: int
+    folds: list[Fold] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "seed": self.seed, "folds": [f.to_dict() for f in self.folds]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FoldPlan:
+        try:
+            folds = [
+                Fold(int(f["fold"]), list(f["train"]), list(f["val"]), list(f["test"]))
+                for f in data["folds"]
+            ]
+            plan = cls(str(data["split"]), int(data["seed"]), folds)
+        except (KeyError, TypeError, ValueError) as err:
+            raise EmofuseError(
+                f"fold plan is malformed ({err!r}); expected "
+                '{"split", "seed", "folds": [{"fold", "train", "val", "test"}]}'
+            ) from err
+        plan.check()
+        return plan
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> FoldPlan:
+        path = Path(path)
+        if not path.is_file():
+            raise EmofuseError(f"fold plan {path} does not exist; rerun the command that writes it")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise EmofuseError(
+                f"fold plan {path} is not valid JSON ({err}); delete it and rerun"
+            ) from err
+        return cls.from_dict(data)
+
+    def fold(self, k: int) -> Fold:
+        for f in self.folds:
+            if f.fold == k:
+                return f
+        valid = ",".join(str(f.fold) for f in self.folds)
+        raise EmofuseError(f"fold {k} is not in the {self.split} plan; valid folds: {valid}")
+
+    def check(self) -> None:
+        """Refuse a plan in which a test id also trains or selects the model in the same fold."""
+        for f in self.folds:
+            leaked = set(f.test) & (set(f.train) | set(f.val))
+            if leaked:
+                raise EmofuseError(
+                    f"fold {f.fold} of the {self.split} plan has test ids in train/val "
+                    f"(e.g. {sorted(leaked)[0]}); rebuild the plan"
+                )
+            if set(f.train) & set(f.val):
+                raise EmofuseError(
+                    f"fold {f.fold} of the {self.split} plan has val ids in train; rebuild the plan"
+                )
+
+
+def build_folds(utterances: Sequence[Utterance], split: str, seed: int = 0) -> FoldPlan:
+    """The fold plan for ``split`` over ``utterances`` (kept in their order inside every list)."""
+    return build_folds_from_columns(
+        ids=[u.id for u in utterances],
+        labels=[u.label for u in utterances],
+        speakers=[u.speaker for u in utterances],
+        sessions=[u.session for u in utterances],
+        splits=[u.split for u in utterances],
+        split=split,
+        seed=seed,
+    )
+
+
+def build_folds_from_columns(
+    ids: Sequence[str],
+    labels: Sequence[str],
+    speakers: Sequence[str],
+    sessions: Sequence[str | None],
+    splits: Sequence[str | None],
+    split: str,
+    seed: int = 0,
+) -> FoldPlan:
+    """Same as :func:`build_folds`, from parallel columns (e.g. a cache's utterance table)."""
+    if split not in SPLITS:
+        raise EmofuseError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if not ids:
+        raise EmofuseError("cannot build folds over an empty corpus")
+    dupes = [i for i, n in Counter(ids).items() if n > 1]
+    if dupes:
+        raise EmofuseError(f"utterance id {dupes[0]!r} appears more than once; ids must be unique")
+    ids = np.asarray(ids, dtype=object)
+    labels = np.asarray(labels, dtype=object)
+    builders = {"loso": _loso, "lopo": _lopo, "ra": _ra, "predefined": _predefined}
+    index_folds = builders[split](
+        labels=labels,
+        speakers=list(speakers),
+        sessions=list(sessions),
+        splits=list(splits),
+        seed=seed,
+    )
+    plan = FoldPlan(split, int(seed))
+    all_classes = sorted(set(labels))
+    for k, (tr, va, te) in enumerate(index_folds, start=1):
+        missing = sorted(set(all_classes) - set(labels[tr]))
+        if missing:
+            raise EmofuseError(
+                f"fold {k} of the {split} plan has no '{missing[0]}' utterances in its training set; "
+                "use another split or drop that class from the corpus"
+            )
+        if len(va) == 0:
+            raise EmofuseError(
+                f"fold {k} of the {split} plan has an empty validation set; the corpus is too small "
+                "for this split"
+            )
+        plan.folds.append(
+            Fold(k, ids[np.sort(tr)].tolist(), ids[np.sort(va)].tolist(), ids[np.sort(te)].tolist())
+        )
+    plan.check()
+    return plan
+
+
+# --- split builders: each returns [(train_idx, val_idx, test_idx), …] as int arrays ---------------
+
+
+def _val_from_train(train: np.ndarray, labels: np.ndarray, seed: int):
+    """Split VAL_FRACTION of ``train`` off for validation, stratified by label.
+
+    Stratification needs every class twice and at least one val row per class; tiny corpora that
+    cannot meet that get an unstratified draw instead (still seeded) rather than an error.
+    """
+    y = labels[train]
+    n_classes = len(set(y))
+    n_val = max(math.ceil(VAL_FRACTION * len(train)), n_classes)
+    stratify = y if min(Counter(y).values()) >= 2 and n_val <= len(train) - n_classes else None
+    n_val = min(n_val, len(train) - 1) if stratify is None else n_val
+    if n_val < 1:
+        return train, train[:0]
+    tr, va = train_test_split(train, test_size=n_val, stratify=stratify, random_state=seed)
+    return tr, va
+
+
+def _loso(labels, speakers, sessions, splits, seed):
+    if any(s is None or s == "" for s in sessions):
+        raise EmofuseError(
+            "split 'loso' needs a session for every utterance (manifest column 'session'); "
+            "use --split lopo or ra instead"
+        )
+    sess = np.asarray(sessions, dtype=object)
+    out = []
+    for k, name in enumerate(sorted(set(sessions)), start=1):
+        test = np.flatnonzero(sess == name)
+        tr, va = _val_from_train(np.flatnonzero(sess != name), labels, fold_seed(seed, k))
+        out.append((tr, va, test))
+    return out
+
+
+def _lopo(labels, speakers, sessions, splits, seed):
+    spk = np.asarray(speakers, dtype=object)
+    names = sorted(set(speakers))
+    if len(names) < 3:
+        raise EmofuseError(
+            f"split 'lopo' needs at least 3 speakers (test, val, train); the corpus has {len(names)}"
+        )
+    have_sessions = all(s not in (None, "") for s in sessions)
+    session_of = {}
+    if have_sessions:
+        for s, ses in zip(speakers, sessions, strict=True):
+            if session_of.setdefault(s, ses) != ses:
+                raise EmofuseError(
+                    f"speaker {s!r} appears in sessions {session_of[s]!r} and {ses!r}; "
+                    "lopo needs each speaker in one session"
+                )
+    out = []
+    for name in names:
+        val_speakers = _val_speakers(name, names, session_of)
+        test = np.flatnonzero(spk == name)
+        val = np.flatnonzero(np.isin(spk, list(val_speakers)))
+        train = np.flatnonzero(~np.isin(spk, [name, *val_speakers]))
+        out.append((train, val, test))
+    return out
+
+
+def _val_speakers(test_speaker: str, names: list[str], session_of: dict[str, str]) -> list[str]:
+    if session_of:
+        same = [s for s in names if s != test_speaker and session_of[s] == session_of[test_speaker]]
+        if same:
+            return same
+    return [names[(names.index(test_speaker) + 1) % len(names)]]
+
+
+def _ra(labels, speakers, sessions, splits, seed):
+    counts = Counter(labels)
+    if min(counts.values()) < RA_FOLDS:
+        rare = min(counts, key=counts.get)
+        raise EmofuseError(
+            f"split 'ra' needs at least {RA_FOLDS} utterances of every class; '{rare}' has "
+            f"{counts[rare]}; drop that class or use another split"
+        )
+    skf = StratifiedKFold(n_splits=RA_FOLDS, shuffle=True, random_state=seed % 2**32)
+    out = []
+    for k, (train, test) in enumerate(skf.split(np.zeros(len(labels)), labels), start=1):
+        tr, va = _val_from_train(train, labels, fold_seed(seed, k))
+        out.append((tr, va, test))
+    return out
+
+
+def _predefined(labels, speakers, sessions, splits, seed):
+    marks = np.asarray(splits, dtype=object)
+    bad = sorted({str(s) for s in splits if s not in ("train", "val", "test")})
+    if bad:
+        raise EmofuseError(
+            "split 'predefined' needs a 'split' column with train/val/test on every row "
+            f"(found {bad[0]!r}); add it to the manifest or use another split"
+        )
+    parts = [np.flatnonzero(marks == name) for name in ("train", "val", "test")]
+    for name, idx in zip(("train", "val", "test"), parts, strict=True):
+        if len(idx) == 0:
+            raise EmofuseError(
+                f"split 'predefined' has no rows marked {name!r} in the split column"
+            )
+    return [tuple(parts)]
+
+
+def label_set(labels: Iterable[str]) -> list[str]:
+    """The class order used everywhere (sorted label names): logits index i = ``label_set[i]``."""
+    return sorted(set(labels))

@@ -31,7 +31,29 @@ class Utterance:
     extra: dict[str, Any] = field(
         default_factory=dict
     )  # extra manifest columns, corpus-specific info
+    # what the text model should see: the reader's normalisation of `text` (emofuse.corpus.text);
+    # None = the reader was asked for no normalisation, use `text` as is
+    text_norm: str | None = None
 
     @property
     def aligned(self) -> bool:
         return self.tiers is not None
+
+    @property
+    def model_text(self) -> str:
+        """The text to feed a text model: the normalised text when there is one, else the raw."""
+        return self.text if self.text_norm is None else self.text_norm
+
+
+@dataclass
+class CorpusReadResult:
+    """What a reader kept, and what it left out and why (reason -> ids or file names)."""
+
+    utterances: list[Utterance]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, item: str) -> None:
+        self.skipped.setdefault(reason, []).append(item)
+
+    def __len__(self) -> int:
+        return len(self.utterances)

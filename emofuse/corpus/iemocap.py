@@ -1,0 +1,315 @@
+"""Reader for IEMOCAP_full_release, quirks included (see docs: iemocap.md).
+
+The corpus is read from three sources that must agree on the utterance set: the per-dialog
+EmoEvaluation summary files (labels), the per-dialog CRLF transcriptions (text) and the sentence
+wavs. Sphinx forced alignments add word/syllable/phone tiers where they exist. Everything the
+reader leaves out is reported in `CorpusReadResult.skipped` (reason -> ids / file names) so that
+a run says exactly which utterances it used — peers silently lose some.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from emofuse.corpus.text import normalize_text
+from emofuse.corpus.utterance import CorpusReadResult, Segment, Utterance
+from emofuse.errors import EmofuseError
+
+SESSIONS = tuple(f"Session{i}" for i in range(1, 6))
+
+# consensus label line of an EmoEvaluation summary file (tab separated), verbatim from the doc
+SUMMARY_RE = re.compile(
+    r"^\[(\d+\.\d{4}) - (\d+\.\d{4})\]\t(\S+)\t([a-z]{3})\t\[(\d\.\d{4}), (\d\.\d{4}), (\d\.\d{4})\]$"
+)
+# regular transcript line; untimed lines ("M: Yeah.") and XX ids ("..._MXX0") do not match
+TRANSCRIPT_RE = re.compile(r"^(Ses\d\d[FM]_\S+_[FM]\d{3}) \[(\d{3}\.\d{4})-(\d{3}\.\d{4})\]: (.*)$")
+
+# label set name -> {corpus code: label}; codes outside the mapping are skipped (and reported)
+LABEL_SETS: dict[str, dict[str, str] | None] = {
+    "4": {"ang": "ang", "hap": "hap", "exc": "hap", "sad": "sad", "neu": "neu"},
+    "5": {"ang": "ang", "hap": "hap", "exc": "exc", "sad": "sad", "neu": "neu"},
+    "6": {"ang": "ang", "hap": "hap", "exc": "exc", "sad": "sad", "neu": "neu", "fru": "fru"},
+    "all": None,  # every code as is, xxx (no agreement) included
+}
+
+ALIGNMENT_EXT = {"word": ".wdseg", "syllable": ".syseg", "phone": ".phseg"}
+FRAME_DELAY = 2  # Documentation/timeinfo.txt: frame times carry a 2-frame (20 ms) delay
+FRAME_S = 0.01
+
+SKIP_TWIN = "macOS ._ twin (not corpus data)"
+SKIP_ODD_LINE = "odd transcript line (untimed or XX id; no wav, no label)"
+SKIP_NO_WAV = "no sentence wav"
+SKIP_NO_TEXT = "no transcript line"
+SKIP_BAD_SUMMARY = "label line not in the summary format"
+SKIP_NOT_IMPRO = "scripted dialog (--improvised-only)"
+
+
+def skip_label_reason(code: str, classes: str) -> str:
+    return f"label {code} not in label set {classes}"
+
+
+def is_twin(name: str) -> bool:
+    """macOS AppleDouble companions (`._X`) sit beside real files in some copies."""
+    return name.startswith("._")
+
+
+def speaker_of(utt_id: str) -> tuple[str, str, str]:
+    """(session, speaker, gender) from an utterance id.
+
+    The speaker is the letter of the LAST field (`Ses01F_impro01_M000` is spoken by Ses01_M);
+    the letter after the session number only says who wore the markers.
+    """
+    session = utt_id[:5]
+    gender = utt_id.rsplit("_", 1)[1][0]
+    return session, f"{session}_{gender}", gender
+
+
+def dialog_of(utt_id: str) -> str:
+    return utt_id.rsplit("_", 1)[0]
+
+
+def is_improvised(dialog: str) -> bool:
+    return "_impro" in dialog
+
+
+def frames_to_seconds(sfrm: int, efrm: int) -> tuple[float, float]:
+    """Sphinx frames [SFrm, EFrm] (EFrm inclusive) -> seconds [start, end) with the 2-frame delay."""
+    start = round((sfrm + FRAME_DELAY) * FRAME_S, 2)
+    end = round((efrm + 1 + FRAME_DELAY) * FRAME_S, 2)
+    return start, end
+
+
+def parse_alignment(path: Path) -> list[Segment]:
+    """Parse a Sphinx-3 .wdseg/.syseg/.phseg file by whitespace columns.
+
+    Rows are `SFrm EFrm SegAScr SYMBOL...`; the symbol may contain a space (`AH(HH,L) b`), so it is
+    the rest of the row. The header (`SFrm EFrm ...`) and the `Total score` trailer are skipped.
+    """
+    segments: list[Segment] = []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        cols = line.split()
+        if not cols or cols[0] == "SFrm" or line.strip().startswith("Total score"):
+            continue
+        try:
+            sfrm, efrm = int(cols[0]), int(cols[1])
+            int(cols[2])
+            symbol = " ".join(cols[3:])
+        except (ValueError, IndexError):
+            raise EmofuseError(
+                f"{path}:{lineno}: not a Sphinx alignment row ({line.strip()!r}); "
+                "expected 'SFrm EFrm SegAScr SYMBOL' — repair or remove the file"
+            ) from None
+        if not symbol or efrm < sfrm:
+            raise EmofuseError(
+                f"{path}:{lineno}: bad alignment row {line.strip()!r} — repair or remove the file"
+            )
+        start, end = frames_to_seconds(sfrm, efrm)
+        segments.append((start, end, symbol))
+    return segments
+
+
+def read_tiers(align_dir: Path, utt_id: str) -> dict[str, list[Segment]] | None:
+    """The tiers whose files exist for `utt_id`, or None when the utterance has no alignment."""
+    tiers = {}
+    for tier, ext in ALIGNMENT_EXT.items():
+        path = align_dir / f"{utt_id}{ext}"
+        if path.is_file():
+            tiers[tier] = parse_alignment(path)
+    return tiers or None
+
+
+def parse_annotations(lines: Iterable[str]) -> dict[str, dict]:
+    """Annotator lines of one block -> {"categorical": {who: [labels]}, "dimensional": {who: {...}}}.
+
+    The lines are messy (empty choices `C-M5:\\t;\\t()`, stray separators `Other; ;`, several labels,
+    an empty `dom ;`, double spaces), so every field is split and stripped, empties dropped, and a
+    missing rating becomes None instead of an error.
+    """
+    categorical: dict[str, list[str]] = {}
+    dimensional: dict[str, dict[str, float | None]] = {}
+    for line in lines:
+        head, _, rest = line.partition(":")
+        who = head.strip()
+        fields = rest.split("\t")
+        body = next((f for f in fields if f.strip()), "")
+        if who.startswith("C-"):
+            categorical[who] = [c.strip() for c in body.split(";") if c.strip()]
+        elif who.startswith("A-"):
+            ratings: dict[str, float | None] = {"val": None, "act": None, "dom": None}
+            for part in body.split(";"):
+                m = re.match(r"^\s*(val|act|dom)\s*([0-9]+(?:\.[0-9]+)?)?\s*$", part)
+                if m:
+                    ratings[m.group(1)] = float(m.group(2)) if m.group(2) else None
+            dimensional[who] = ratings
+    return {"categorical": categorical, "dimensional": dimensional}
+
+
+def parse_summary(path: Path, result: CorpusReadResult) -> list[dict]:
+    """One record per summary line of an EmoEvaluation/<dialog>.txt file (annotators attached)."""
+    records: list[dict] = []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.rstrip("\r")
+        if line.startswith("["):
+            m = SUMMARY_RE.match(line)
+            if not m:
+                result.skip(SKIP_BAD_SUMMARY, f"{path.name}:{lineno}")
+                continue
+            start, end, utt_id, code, v, a, d = m.groups()
+            records.append(
+                {
+                    "id": utt_id,
+                    "code": code,
+                    "start": float(start),
+                    "end": float(end),
+                    "vad": [float(v), float(a), float(d)],
+                    "annotator_lines": [],
+                }
+            )
+        elif records and (line.startswith("C-") or line.startswith("A-")):
+            records[-1]["annotator_lines"].append(line)
+    for rec in records:
+        rec["annotations"] = parse_annotations(rec.pop("annotator_lines"))
+    return records
+
+
+def parse_transcript(path: Path, result: CorpusReadResult) -> dict[str, tuple[float, float, str]]:
+    """id -> (start, end, raw text) from a CRLF transcription file; odd lines are reported."""
+    out: dict[str, tuple[float, float, str]] = {}
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line:
+            continue
+        m = TRANSCRIPT_RE.match(line)
+        if not m:
+            result.skip(SKIP_ODD_LINE, f"{path.name}:{lineno}")
+            continue
+        utt_id, start, end, raw = m.groups()
+        out[utt_id] = (float(start), float(end), raw)
+    return out
+
+
+def find_root(root: Path) -> Path:
+    """Accept IEMOCAP_full_release itself or a folder holding it; else say what is missing."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise EmofuseError(f"IEMOCAP root {root} does not exist: pass --root IEMOCAP_full_release")
+    if not (root / "Session1").is_dir() and (root / "IEMOCAP_full_release").is_dir():
+        root = root / "IEMOCAP_full_release"
+    for session in SESSIONS:
+        for sub in ("", "/dialog/EmoEvaluation", "/dialog/transcriptions", "/sentences/wav"):
+            if not (root / f"{session}{sub}").is_dir():
+                raise EmofuseError(
+                    f"{root} is not IEMOCAP_full_release: expected folder {session}{sub} is missing"
+                    " — point --root at the folder that holds Session1 … Session5"
+                )
+    return root
+
+
+def _scan(folder: Path, suffix: str, result: CorpusReadResult) -> list[str]:
+    """Names in `folder` ending in `suffix`, macOS twins reported and left out."""
+    names = []
+    if not folder.is_dir():
+        return names
+    with os.scandir(folder) as it:
+        for entry in it:
+            if is_twin(entry.name):
+                result.skip(SKIP_TWIN, str(Path(folder.name) / entry.name))
+            elif entry.name.endswith(suffix) and entry.is_file():
+                names.append(entry.name)
+    return sorted(names)
+
+
+def read_iemocap(
+    root: str | Path,
+    classes: str = "4",
+    improvised_only: bool = False,
+    text_norm: str = "default",
+    progress: bool = True,
+) -> CorpusReadResult:
+    """Read IEMOCAP_full_release into Utterance records.
+
+    classes: "4" (ang, hap = hap + exc, sad, neu), "5" (hap and exc apart), "6" (+ fru) or "all".
+    improvised_only: keep improvised dialogs only (scripted transcripts repeat across sessions).
+    text_norm: see emofuse.corpus.text.normalize_text; the raw transcript stays in `text`.
+    """
+    if classes not in LABEL_SETS:
+        raise EmofuseError(
+            f"unknown IEMOCAP label set --classes {classes}: choose one of {', '.join(LABEL_SETS)}"
+        )
+    normalize_text("", text_norm)  # validate the option before reading anything
+    mapping = LABEL_SETS[classes]
+    root = find_root(Path(root))
+    result = CorpusReadResult(utterances=[])
+    for session in SESSIONS:
+        sdir = root / session
+        emo_dir = sdir / "dialog" / "EmoEvaluation"
+        txt_dir = sdir / "dialog" / "transcriptions"
+        # twins are reported wherever they are; transcripts and wavs are then looked up by name
+        _scan(txt_dir, ".txt", result)
+        _scan(sdir / "sentences" / "wav", ".wav", result)
+        dialogs = [n[: -len(".txt")] for n in _scan(emo_dir, ".txt", result)]
+        for dialog in tqdm(dialogs, desc=f"IEMOCAP {session}", disable=not progress, leave=False):
+            records = parse_summary(emo_dir / f"{dialog}.txt", result)
+            tpath = txt_dir / f"{dialog}.txt"
+            texts = parse_transcript(tpath, result) if tpath.is_file() else {}
+            wav_dir = sdir / "sentences" / "wav" / dialog
+            wavs = set(_scan(wav_dir, ".wav", result))
+            align_dir = sdir / "sentences" / "ForcedAlignment" / dialog
+            _scan(align_dir, "seg", result)
+            for rec in records:
+                utt_id, code = rec["id"], rec["code"]
+                if improvised_only and not is_improvised(dialog):
+                    result.skip(SKIP_NOT_IMPRO, utt_id)
+                    continue
+                if mapping is not None and code not in mapping:
+                    result.skip(skip_label_reason(code, classes), utt_id)
+                    continue
+                if f"{utt_id}.wav" not in wavs:
+                    result.skip(SKIP_NO_WAV, utt_id)
+                    continue
+                if utt_id not in texts:
+                    result.skip(SKIP_NO_TEXT, utt_id)
+                    continue
+                ses, speaker, gender = speaker_of(utt_id)
+                audio = wav_dir / f"{utt_id}.wav"
+                raw = texts[utt_id][2]
+                result.utterances.append(
+                    Utterance(
+                        id=utt_id,
+                        audio=audio,
+                        text=raw,
+                        label=code if mapping is None else mapping[code],
+                        speaker=speaker,
+                        session=ses,
+                        gender=gender,
+                        duration=sf.info(str(audio)).duration,
+                        tiers=read_tiers(align_dir, utt_id),
+                        extra={
+                            "dialog": dialog,
+                            "improvised": is_improvised(dialog),
+                            "code": code,
+                            "start": rec["start"],
+                            "end": rec["end"],
+                            "vad": rec["vad"],
+                            "annotations": rec["annotations"],
+                        },
+                        text_norm=None if text_norm == "raw" else normalize_text(raw, text_norm),
+                    )
+                )
+    result.utterances.sort(key=lambda u: u.id)
+    if not result.utterances:
+        raise EmofuseError(
+            f"no utterance of {root} is in label set {classes}"
+            + (" among improvised dialogs" if improvised_only else "")
+            + " — check --classes / --improvised-only"
+        )
+    return result

@@ -1,0 +1,188 @@
+"""Reader for a user's own corpus: a CSV or JSONL manifest beside (or above) the audio files.
+
+Columns: id, audio, text, label, speaker (required); session, gender, split (optional); any other
+column is kept in `Utterance.extra`. Audio paths are relative to the manifest's folder (absolute
+ones are used as is) and may be in any format and sample rate soundfile reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from emofuse.corpus.text import normalize_text
+from emofuse.corpus.utterance import CorpusReadResult, Utterance
+from emofuse.errors import EmofuseError
+
+REQUIRED = ("id", "audio", "text", "label", "speaker")
+OPTIONAL = ("session", "gender", "split")
+SPLITS = ("train", "val", "test")
+GENDERS = {"f": "F", "female": "F", "m": "M", "male": "M"}
+
+SKIP_MISSING = "audio file missing (--skip-missing)"
+SKIP_UNREADABLE = "audio unreadable by soundfile (--skip-missing)"
+SKIP_LABEL = "label not in --classes"
+
+
+def _load_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(columns, rows) of a CSV or JSONL manifest; every value as a string."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or [])
+            rows = []
+            for lineno, row in enumerate(reader, 2):
+                if None in row:
+                    raise EmofuseError(
+                        f"manifest {path} line {lineno} has more fields than the header — "
+                        "quote values that contain commas"
+                    )
+                rows.append({k: (v or "") for k, v in row.items()})
+        if not columns:
+            raise EmofuseError(f"manifest {path} is empty: it needs a header {','.join(REQUIRED)}")
+        if len(set(columns)) != len(columns) or any(not c.strip() for c in columns):
+            raise EmofuseError(
+                f"manifest {path}: header {','.join(columns)} has an empty or repeated column name"
+            )
+        return columns, rows
+    if suffix in (".jsonl", ".ndjson"):
+        columns: list[str] = []
+        rows = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise EmofuseError(
+                    f"manifest {path} line {lineno} is not JSON: {err.msg}"
+                ) from None
+            if not isinstance(obj, dict):
+                raise EmofuseError(f"manifest {path} line {lineno} is not a JSON object")
+            columns += [k for k in obj if k not in columns]
+            rows.append({k: "" if v is None else str(v) for k, v in obj.items()})
+        return columns, rows
+    raise EmofuseError(f"manifest {path}: unknown format {suffix!r}; use a .csv or .jsonl file")
+
+
+def _check_columns(path: Path, columns: list[str]) -> list[str]:
+    """Missing required columns and misspelt known ones are errors; returns the extra columns."""
+    known = REQUIRED + OPTIONAL
+    extras = [c for c in columns if c not in known]
+    missing = [c for c in REQUIRED if c not in columns]
+    for col in extras:
+        # a column that looks like a known one (Label, labels, speaker_id …) is a typo, not data
+        guess = difflib.get_close_matches(
+            col.lower(), [k for k in known if k not in columns], 1, 0.75
+        )
+        if guess or col.lower() in known:
+            raise EmofuseError(
+                f"manifest {path}: unknown column {col!r}; did you mean {(guess or [col.lower()])[0]!r}? "
+                f"(columns: {','.join(REQUIRED)} and optional {','.join(OPTIONAL)})"
+            )
+    if missing:
+        raise EmofuseError(
+            f"manifest {path}: missing column(s) {','.join(missing)} "
+            f"(needs {','.join(REQUIRED)}; optional {','.join(OPTIONAL)})"
+        )
+    return extras
+
+
+def read_manifest(
+    manifest: str | Path,
+    skip_missing: bool = False,
+    labels: Sequence[str] | None = None,
+    text_norm: str = "default",
+    progress: bool = True,
+) -> CorpusReadResult:
+    """Read a CSV/JSONL manifest into Utterance records (see the module docstring for columns).
+
+    skip_missing: skip rows whose audio file is missing or unreadable (reported in `skipped`)
+    instead of failing. labels: keep only these labels (others reported in `skipped`).
+    """
+    path = Path(manifest).expanduser()
+    if not path.is_file():
+        raise EmofuseError(f"manifest {path} does not exist: pass --manifest FILE (.csv or .jsonl)")
+    normalize_text("", text_norm)
+    columns, rows = _load_rows(path)
+    extras = _check_columns(path, columns)
+    base = path.parent
+    result = CorpusReadResult(utterances=[])
+    seen: dict[str, int] = {}
+    keep = set(labels) if labels else None
+    for rowno, row in enumerate(tqdm(rows, desc="manifest", disable=not progress, leave=False), 1):
+        where = f"manifest {path} row {rowno}"
+        for col in ("id", "audio", "label", "speaker"):
+            if not row.get(col, "").strip():
+                raise EmofuseError(f"{where}: empty {col!r} — fill it in or remove the row")
+        utt_id = row["id"].strip()
+        if utt_id in seen:
+            raise EmofuseError(
+                f"{where}: duplicate id {utt_id!r} (also row {seen[utt_id]}) — ids must be unique"
+            )
+        seen[utt_id] = rowno
+        split = row.get("split", "").strip().lower() or None
+        if split is not None and split not in SPLITS:
+            raise EmofuseError(
+                f"{where}: bad split {row['split']!r} for {utt_id}; use train, val, test or leave empty"
+            )
+        gender_raw = row.get("gender", "").strip()
+        gender = GENDERS.get(gender_raw.lower()) if gender_raw else None
+        if gender_raw and gender is None:
+            raise EmofuseError(
+                f"{where}: bad gender {gender_raw!r} for {utt_id}; use F, M or leave empty"
+            )
+        label = row["label"].strip()
+        if keep is not None and label not in keep:
+            result.skip(SKIP_LABEL, utt_id)
+            continue
+        audio = Path(row["audio"].strip()).expanduser()
+        audio = audio if audio.is_absolute() else base / audio
+        if not audio.is_file():
+            if skip_missing:
+                result.skip(SKIP_MISSING, utt_id)
+                continue
+            raise EmofuseError(
+                f"{where}: audio file {audio} for {utt_id} is missing — fix the path "
+                "(relative to the manifest) or pass --skip-missing"
+            )
+        try:
+            duration = sf.info(str(audio)).duration
+        except RuntimeError:  # soundfile's LibsndfileError
+            if skip_missing:
+                result.skip(SKIP_UNREADABLE, utt_id)
+                continue
+            raise EmofuseError(
+                f"{where}: soundfile cannot read {audio} for {utt_id} — convert it to wav/flac "
+                "or pass --skip-missing"
+            ) from None
+        text = row.get("text", "")
+        result.utterances.append(
+            Utterance(
+                id=utt_id,
+                audio=audio,
+                text=text,
+                label=label,
+                speaker=row["speaker"].strip(),
+                session=row.get("session", "").strip() or None,
+                gender=gender,
+                duration=duration,
+                tiers=None,
+                split=split,
+                extra={c: row.get(c, "") for c in extras},
+                text_norm=None if text_norm == "raw" else normalize_text(text, text_norm),
+            )
+        )
+    if not rows:
+        raise EmofuseError(f"manifest {path} has no rows: empty label set — add utterances")
+    if not result.utterances:
+        why = f"none has a label in {sorted(keep)}" if keep else "no row has a readable audio file"
+        raise EmofuseError(f"manifest {path}: empty label set ({len(rows)} rows, {why}) — check it")
+    return result

@@ -2,6 +2,92 @@
 
 from __future__ import annotations
 
-import click  # noqa: F401
+import json
 
-COMMANDS: list = []
+import click
+import torch
+
+from emofuse.heads.base import InputDims, count_parameters
+from emofuse.heads.registry import get_head, list_heads
+
+FBANK_DIM = 80
+
+
+def head_table(
+    speech_dim: int,
+    text_dim: int,
+    speaker_dim: int,
+    speech_layers: int,
+    text_layers: int,
+    n_classes: int,
+    extra: tuple[str, ...] = (),
+) -> list[dict]:
+    """One row per (head, preset): parameter count for these input widths, streams it reads."""
+    dims = InputDims(
+        speech=(speech_layers, speech_dim),
+        text=(text_layers, text_dim),
+        speaker=speaker_dim,
+        phone=(speech_layers, speech_dim),
+        syllable=(speech_layers, speech_dim),
+        word=(speech_layers, speech_dim),
+        fbank=(1, FBANK_DIM),
+    )
+    rows = []
+    for name in list_heads() + list(extra):
+        cls = get_head(name)
+        for preset in cls.presets or {None: {}}:
+            cfg = cls.make_config(preset)
+            # The meta device allocates nothing: counting the paper preset costs no memory.
+            with torch.device("meta"):
+                head = cls(cfg, dims, n_classes)
+            rows.append(
+                {
+                    "head": name,
+                    "preset": preset,
+                    "parameters": count_parameters(head),
+                    "streams": sorted(cls.required_streams(cfg)),
+                    "description": (cls.__doc__ or "").strip().splitlines()[0],
+                }
+            )
+    return rows
+
+
+@click.command("heads")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--speech-dim", default=1024, show_default=True, help="Speech feature width D.")
+@click.option("--text-dim", default=768, show_default=True, help="Text token width D_t.")
+@click.option("--speaker-dim", default=192, show_default=True, help="Speaker vector width F.")
+@click.option("--speech-layers", default=1, show_default=True, help="Cached speech layers loaded.")
+@click.option("--text-layers", default=1, show_default=True, help="Cached text layers loaded.")
+@click.option("--classes", "n_classes", default=4, show_default=True, help="Number of classes.")
+@click.option(
+    "--head", "extra", multiple=True, help="Also list a user head (path/to/file.py:ClassName)."
+)
+def heads_command(
+    as_json: bool,
+    speech_dim: int,
+    text_dim: int,
+    speaker_dim: int,
+    speech_layers: int,
+    text_layers: int,
+    n_classes: int,
+    extra: tuple[str, ...],
+) -> None:
+    """List the heads and their presets with parameter counts for the given input widths."""
+    rows = head_table(
+        speech_dim, text_dim, speaker_dim, speech_layers, text_layers, n_classes, extra
+    )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'head':<14}{'preset':<8}{'parameters':>14}  streams")
+    for row in rows:
+        streams = ",".join(row["streams"])
+        click.echo(f"{row['head']:<14}{row['preset'] or '-':<8}{row['parameters']:>14,}  {streams}")
+    click.echo(
+        f"(inputs: speech {speech_layers}x{speech_dim}, text {text_layers}x{text_dim}, "
+        f"speaker {speaker_dim}, {n_classes} classes; --set key=value changes any config field)"
+    )
+
+
+COMMANDS: list = [heads_command]

@@ -1,0 +1,312 @@
+"""TDFNet (transformer-based deep-scale fusion network, TASLP 2023, section III, eqs. 1-11).
+
+Four modules (paper Fig. 1):
+- ME: cached encoder states. A = speech frames (HuBERT), T = text tokens (BERT), S = speaker vector
+  (ECAPA). Each cached stream is first reduced over its loaded layers by ``LayerMix``.
+- DST (Fig. 2, eqs. 1-5): per modality ``global_layers`` transformer layers -> A', T'; then N blocks,
+  each a stride-2 Conv1d (halves length and width), a two-layer GRU whose weights are ONE module called
+  by both the speech and the text path (eqs. 1-2), and a post-norm GELU transformer layer (eq. 5) ->
+  D_i (speech), H_i (text). Every level i = 1..N goes to MFC.
+- MT (Fig. 4, eqs. 6-9): C_AT = cross-attention layer, queries A, keys/values T; C_TA the reverse
+  (eqs. 6-7); C = ``mt_layers`` transformer layers over the time concatenation [A; T] (eq. 8);
+  U = [S, Pool(C), Pool(C_AT), Pool(C_TA)] with AVG-MAX Pool, so U has 6d + f values (eq. 9).
+- MFC (eqs. 10-11): O = [Pool(A), Pool(T), Pool(A'), Pool(T'), U, Pool(D_i), Pool(H_i)];
+  alpha = sigmoid(W_alpha O); P = GELU(W (alpha * O) + b); logits = classifier(P). ``embed`` = P.
+
+Open choices, settled here (heads.md lists them):
+1. Common width: A (1024-d) and T (768-d) must meet in the shared GRU and in cross-attention, so each
+   modality gets its own Linear to ``d_model`` (768 in ``paper``, the BERT width the paper's 384 = d/2
+   implies) followed by dropout. A and T in eqs. 6-10 are these projected sequences.
+2. Lengths: the paper truncates/pads to n = 512 frames / 128 tokens; ``max_speech_len`` /
+   ``max_text_len`` keep the first rows (None = keep all). Padding is masked, never computed on, so
+   padding up to n is unnecessary. The paper's n = 64 after the first downscale does not follow from
+   n = 512; here every block halves the length exactly: ceil(n / 2) per block (512 -> 256 -> 128).
+3. Downscale conv: kernel ``conv_kernel`` (3), stride 2, padding kernel // 2, no activation (the GRU
+   follows); padded rows are zeroed before it so a real output row sees the same zeros a lone
+   utterance is padded with; the mask is downsampled to the first ceil(len / 2) rows. Separate convs
+   per modality (only the GRU is said to share weights).
+4. Shared GRU (eqs. 1-2): in the block of output width w, GRU_1 has hidden 2w and GRU_2 hidden w
+   (paper block 1: 768 then 384). Run on packed sequences, so padding cannot leak in. Unidirectional,
+   dropout between GRU_1 and GRU_2. The block transformer layers (eq. 5) are per modality.
+5. Eq. 5 writes the feed-forward as one W; the implementation details give every transformer layer
+   12 heads and a 4096 feed-forward, so eq. 5 is read as the standard post-norm layer
+   LN(x + FFN(LN(x + Attn(x)))) with FFN = Linear(d, 4096) -> GELU -> Linear(4096, d). The same layer
+   serves eq. 7 with keys/values from the other modality. No positional encoding (the pretrained
+   states carry position; [A; T] in eq. 8 is a set of attended rows).
+6. Pooling: "AvgPool" in eq. 9 is the AVG-MAX pooling of Fig. 1 (the only reading that gives
+   U in R^(6d+f)). U is a vector and enters O as is. Eq. 10 then gives 14d + f + sum_i d/2^(i-2)
+   values; the paper's count (12d + f + ...) leaves out two of the 2d-pools of A, T, A', T'; we keep
+   all of eq. 10's terms.
+7. Eq. 11: W_alpha is a full (|O| x |O|) matrix without bias (as written); W maps to ``fusion_dim``
+   (768 in ``paper``) because P in R^4 through a GELU cannot be a classifier; a linear classifier over
+   the classes follows. Dropout (``dropout``, 0.1; the paper gives none) after each projection, inside
+   every attention/FFN, between the GRUs and on P.
+8. Ablations (Table V), as config switches: ``paths`` = audio | text keeps one modality (its DST
+   path; MT needs both modalities so it goes; the speaker vector belongs to the audio path);
+   ``use_dst`` = false drops DST (A', T', D_i, H_i); ``use_mt`` = false drops MT's learned layers
+   (C, C_AT, C_TA: U is then S alone); ``speech_stream`` = fbank is "without ME" (log-mel frames from
+   the cache in place of the pretrained speech encoder). ``use_speaker`` = false drops S.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from emofuse.errors import EmofuseError
+from emofuse.heads.base import (
+    AttentionLayer,
+    Encoder,
+    Head,
+    HeadConfig,
+    InputDims,
+    LayerMix,
+    avg_max_pool,
+    pick,
+    truncate,
+    zero_padding,
+)
+
+PATHS = ("both", "audio", "text")
+
+
+@dataclass
+class TDFNetConfig(HeadConfig):
+    d_model: int = 768  # common width after the ME projections
+    heads: int = 12
+    ffn: int = 4096
+    global_layers: int = 2  # DST transformer layers giving A', T'
+    n_blocks: int = 2  # N DST blocks
+    conv_kernel: int = 3
+    mt_layers: int = 2  # transformer layers over [A; T] (eq. 8)
+    fusion_dim: int = 768  # width of P (eq. 11)
+    max_speech_len: int | None = 512
+    max_text_len: int | None = 128
+    speech_stream: str = "speech"  # speech | fbank (= "without ME")
+    paths: str = "both"  # both | audio | text
+    use_dst: bool = True
+    use_mt: bool = True
+    use_speaker: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        if self.paths not in PATHS:
+            raise EmofuseError(f"--set paths={self.paths}: choose one of {', '.join(PATHS)}")
+        if self.speech_stream not in ("speech", "fbank"):
+            raise EmofuseError(f"--set speech_stream={self.speech_stream}: choose speech or fbank")
+        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+            raise EmofuseError(f"--set conv_kernel={self.conv_kernel}: use an odd kernel size")
+        if self.n_blocks < 0 or self.global_layers < 0 or self.mt_layers < 0:
+            raise EmofuseError("--set n_blocks/global_layers/mt_layers: counts must be >= 0")
+        for i in range(self.n_blocks + 1):
+            width = self.d_model // 2**i
+            if self.d_model % 2**i or width % self.heads:
+                raise EmofuseError(
+                    f"--set d_model={self.d_model}: with n_blocks={self.n_blocks} and "
+                    f"heads={self.heads}, d_model / 2^i must stay divisible by heads"
+                )
+        for key in ("max_speech_len", "max_text_len"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise EmofuseError(f"--set {key}={value}: use a positive length or none")
+
+    @property
+    def speech_on(self) -> bool:
+        return self.paths in ("both", "audio")
+
+    @property
+    def text_on(self) -> bool:
+        return self.paths in ("both", "text")
+
+    @property
+    def mt_on(self) -> bool:
+        return self.use_mt and self.paths == "both"
+
+    @property
+    def speaker_on(self) -> bool:
+        return self.use_speaker and self.speech_on
+
+
+class SharedGRU(nn.Module):
+    """GRU_1 (hidden 2w) -> GRU_2 (hidden w), eqs. 1-2: one module, called by both paths."""
+
+    def __init__(self, width: int, dropout: float) -> None:
+        super().__init__()
+        self.gru1 = nn.GRU(width, 2 * width, batch_first=True)
+        self.gru2 = nn.GRU(2 * width, width, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # Masks are prefixes (real rows first), so packing by length sees exactly the real rows.
+        lengths = mask.sum(1).clamp(min=1).cpu()  # (B,)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        hidden, _ = self.gru1(packed)  # G_h, packed (ΣT, 2w)
+        hidden = hidden._replace(data=self.drop(hidden.data))
+        out, _ = self.gru2(hidden)  # G_A / G_T, packed (ΣT, w)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out  # (B, T, w)
+
+
+def halve_mask(mask: Tensor) -> Tensor:
+    """(B, T) prefix mask -> (B, ceil(T/2)): the rows a stride-2 'same' conv computes from real input."""
+    lengths = (mask.sum(1) + 1) // 2  # (B,)
+    steps = torch.arange((mask.shape[1] + 1) // 2, device=mask.device)
+    return steps[None, :] < lengths[:, None]  # (B, ceil(T/2))
+
+
+class DeepScale(nn.Module):
+    """DST (Fig. 2): global layers -> A'; N x (conv down, shared GRU, transformer layer) -> D_i."""
+
+    def __init__(self, cfg: TDFNetConfig, modalities: tuple[str, ...]) -> None:
+        super().__init__()
+        d, k = cfg.d_model, cfg.conv_kernel
+        self.globals = nn.ModuleDict(
+            {m: Encoder(cfg.global_layers, d, cfg.heads, cfg.ffn, cfg.dropout) for m in modalities}
+        )
+        self.convs, self.grus, self.layers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for i in range(cfg.n_blocks):
+            w_in, w = d // 2**i, d // 2 ** (i + 1)
+            self.convs.append(
+                nn.ModuleDict(
+                    {m: nn.Conv1d(w_in, w, k, stride=2, padding=k // 2) for m in modalities}
+                )
+            )
+            self.grus.append(SharedGRU(w, cfg.dropout))
+            self.layers.append(
+                nn.ModuleDict(
+                    {m: AttentionLayer(w, cfg.heads, cfg.ffn, cfg.dropout) for m in modalities}
+                )
+            )
+
+    def path(self, modality: str, x: Tensor, mask: Tensor) -> tuple[Tensor, list[tuple]]:
+        """One modality's path: A' (B, T, d) and [(D_i (B, T/2^i, d/2^i), mask_i)] for i = 1..N."""
+        x_global = self.globals[modality](x, mask)  # A' (B, T, d)
+        levels, h, h_mask = [], x_global, mask
+        for conv, gru, layer in zip(self.convs, self.grus, self.layers, strict=True):
+            h = conv[modality](zero_padding(h, h_mask).transpose(1, 2)).transpose(1, 2)
+            h_mask = halve_mask(h_mask)  # h: (B, ceil(T/2), w)
+            h = gru(h, h_mask)  # G_A / G_T (B, T_i, w)
+            h = layer[modality](h, h_mask)  # D_i / H_i (B, T_i, w), eq. 5
+            levels.append((h, h_mask))
+        return x_global, levels
+
+
+class Mutual(nn.Module):
+    """MT (Fig. 4, eqs. 6-9 without S): [Pool(C), Pool(C_AT), Pool(C_TA)] -> (B, 6d)."""
+
+    def __init__(self, cfg: TDFNetConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.c_at = AttentionLayer(d, cfg.heads, cfg.ffn, cfg.dropout)
+        self.c_ta = AttentionLayer(d, cfg.heads, cfg.ffn, cfg.dropout)
+        self.concat = Encoder(cfg.mt_layers, d, cfg.heads, cfg.ffn, cfg.dropout)
+
+    def forward(self, a: Tensor, a_mask: Tensor, t: Tensor, t_mask: Tensor) -> Tensor:
+        c_at = self.c_at(a, a_mask, t, t_mask)  # (B, T_a, d), eqs. 6-7
+        c_ta = self.c_ta(t, t_mask, a, a_mask)  # (B, T_t, d)
+        both_mask = torch.cat([a_mask, t_mask], dim=1)  # (B, T_a + T_t)
+        c = self.concat(torch.cat([a, t], dim=1), both_mask)  # (B, T_a + T_t, d), eq. 8
+        return torch.cat(
+            [avg_max_pool(c, both_mask), avg_max_pool(c_at, a_mask), avg_max_pool(c_ta, t_mask)],
+            dim=-1,
+        )  # (B, 6d)
+
+
+class FusionGate(nn.Module):
+    """MFC eq. 11: alpha = sigmoid(W_alpha O); P = GELU(W (alpha * O) + b)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.gate = nn.Linear(in_dim, in_dim, bias=False)
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, o: Tensor) -> Tensor:
+        alpha = torch.sigmoid(self.gate(o))  # (B, |O|)
+        return self.drop(self.act(self.proj(alpha * o)))  # P (B, fusion_dim)
+
+
+class TDFNet(Head):
+    """TDFNet: deep-scale (DST) + mutual (MT) transformers fused by a gated classifier (MFC)."""
+
+    name = "tdfnet"
+    Config = TDFNetConfig
+    presets = {
+        "paper": {},  # the defaults are the paper's sizes
+        "small": {"d_model": 64, "heads": 4, "ffn": 128, "fusion_dim": 64},
+    }
+
+    @classmethod
+    def required_streams(cls, cfg: TDFNetConfig) -> set[str]:
+        streams = set()
+        if cfg.speech_on:
+            streams.add(cfg.speech_stream)
+        if cfg.text_on:
+            streams.add("text")
+        if cfg.speaker_on:
+            streams.add("speaker")
+        return streams
+
+    def __init__(self, cfg: TDFNetConfig, dims: InputDims, n_classes: int) -> None:
+        super().__init__(cfg, dims, n_classes)
+        d = cfg.d_model
+        modalities = tuple(m for m, on in (("speech", cfg.speech_on), ("text", cfg.text_on)) if on)
+        self.drop = nn.Dropout(cfg.dropout)
+        o_dim = 0
+        if cfg.speech_on:
+            layers, width = dims.get(cfg.speech_stream)
+            self.speech_mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index)
+            self.speech_proj = nn.Linear(width, d)  # ME
+        if cfg.text_on:
+            layers, width = dims.get("text")
+            self.text_mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index)
+            self.text_proj = nn.Linear(width, d)  # ME
+        o_dim += 2 * d * len(modalities)  # Pool(A), Pool(T)
+        if cfg.use_dst:
+            self.dst = DeepScale(cfg, modalities)
+            levels = sum(2 * (d // 2**i) for i in range(1, cfg.n_blocks + 1))
+            o_dim += len(modalities) * (2 * d + levels)  # Pool(A'), Pool(D_i) (and text)
+        if cfg.mt_on:
+            self.mt = Mutual(cfg)
+            o_dim += 6 * d  # U without S
+        if cfg.speaker_on:
+            o_dim += dims.get("speaker")[1]  # S in U
+        self.o_dim = o_dim
+        self.mfc = FusionGate(o_dim, cfg.fusion_dim, cfg.dropout)
+        self.classifier = nn.Linear(cfg.fusion_dim, n_classes)
+
+    def inputs(self, batch: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
+        """ME: {modality: (projected sequence (B, T, d), mask (B, T))} after truncation."""
+        out = {}
+        if self.cfg.speech_on:
+            x, mask = pick(batch, self.cfg.speech_stream)  # (B, T, L, D)
+            x, mask = truncate(x, mask, self.cfg.max_speech_len)
+            out["speech"] = (self.drop(self.speech_proj(self.speech_mix(x))), mask)  # A (B, T, d)
+        if self.cfg.text_on:
+            x, mask = pick(batch, "text")  # (B, N, L_t, D_t)
+            x, mask = truncate(x, mask, self.cfg.max_text_len)
+            out["text"] = (self.drop(self.text_proj(self.text_mix(x))), mask)  # T (B, N, d)
+        return out
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        seqs = self.inputs(batch)
+        pooled = [avg_max_pool(x, m) for x, m in seqs.values()]  # Pool(A), Pool(T): (B, 2d) each
+        levels: list[Tensor] = []
+        if self.cfg.use_dst:
+            for modality, (x, mask) in seqs.items():
+                x_global, deep = self.dst.path(modality, x, mask)
+                pooled.append(avg_max_pool(x_global, mask))  # Pool(A') (B, 2d)
+                levels += [avg_max_pool(h, h_mask) for h, h_mask in deep]  # (B, 2d/2^i)
+        u: list[Tensor] = []
+        if self.cfg.speaker_on:
+            if "speaker" not in batch:
+                raise EmofuseError("the batch has no 'speaker' stream: load it from the cache")
+            u.append(batch["speaker"].float())  # S (B, f)
+        if self.cfg.mt_on:
+            u.append(self.mt(*seqs["speech"], *seqs["text"]))  # (B, 6d)
+        o = torch.cat(pooled + u + levels, dim=-1)  # O (B, |O|), eq. 10
+        return self.mfc(o)  # P (B, fusion_dim), eq. 11

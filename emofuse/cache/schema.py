@@ -1,0 +1,250 @@
+"""The cache schema: stream specs, the utterance table, canonical JSON and the fingerprint.
+
+One schema serves both backends (HDF5 and Zarr v3). What lives where inside a store:
+
+- ``streams/<stream>/offsets``  (N + 1,) int64 — ragged streams only: utterance i owns rows
+  ``offsets[i]:offsets[i+1]``.
+- ``streams/<stream>/<array>``  the concatenated rows. An array whose per-row shape has two or more
+  axes (``data`` (L, D) of speech, segments, text, fbank, pooled mean/std) is stored **layer-major**
+  as (L, rows, D), so that loading 1 of 25 layers reads one contiguous 1/25 of the bytes. Other
+  arrays (spans (2,), word_ids (), speaker (F,)) are stored row-major (rows, ...).
+- ``streams/<stream>/<array>.utf8`` + ``<array>.offsets`` — string arrays (segment symbols): UTF-8
+  bytes + (rows + 1) byte offsets, the same ragged trick, identical in both backends.
+- ``checksums/<stream>/<array>`` uint32 CRC-32 per (layer, utterance) or per utterance: lets
+  ``verify`` name the damaged utterances; whole-array SHA-256s live in the metadata.
+- ``table`` uint8: canonical JSON of the utterance table (columnar).
+- metadata (format, versions, fingerprint, settings, stream specs, skipped, checksums) — Zarr root
+  attributes / an HDF5 ``meta`` uint8 JSON dataset (HDF5 attributes are limited to 64 KiB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emofuse.errors import EmofuseError
+
+FORMAT = "emofuse-cache"
+FORMAT_VERSION = 1
+RAGGED, FIXED = "ragged", "fixed"
+STR = "str"  # logical dtype of string arrays (stored as UTF-8 bytes + offsets)
+
+# Utterance-table columns in their documented order; extra keys of a meta row follow, sorted.
+TABLE_COLUMNS = (
+    "id",
+    "speaker",
+    "session",
+    "gender",
+    "label",
+    "duration",
+    "text",
+    "text_norm",
+    "aligned",
+    "n_frames",
+    "flags",
+    "split",
+    "extra",
+)
+# Typed columns: the reader returns these as numeric numpy arrays (None -> the fill value).
+TYPED_COLUMNS = {
+    "duration": (np.float64, math.nan),
+    "n_frames": (np.int64, -1),
+    "aligned": (bool, False),
+}
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One named array of a stream: its dtype and the shape of ONE row (e.g. (L, D) for speech)."""
+
+    dtype: str
+    row_shape: tuple[int, ...] = ()
+
+    @property
+    def layered(self) -> bool:
+        """Arrays with >= 2 per-row axes store their first axis (layers) outermost."""
+        return len(self.row_shape) >= 2
+
+    @property
+    def is_str(self) -> bool:
+        return self.dtype == STR
+
+    def to_json(self) -> dict:
+        return {"dtype": self.dtype, "row_shape": list(self.row_shape)}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ArraySpec:
+        if isinstance(obj, ArraySpec):
+            return obj
+        if isinstance(obj, (tuple, list)):  # ("float16", (L, D)) shorthand
+            dtype, shape = obj
+            return cls(_dtype_name(dtype), tuple(int(s) for s in shape))
+        shape = obj.get("row_shape", obj.get("shape", ()))
+        return cls(_dtype_name(obj["dtype"]), tuple(int(s) for s in shape))
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream: ragged (any number of rows per utterance) or fixed (one row per utterance).
+
+    ``attrs`` carries what a reader needs to interpret it (model, layers, dim, frame_rate ...).
+    """
+
+    name: str
+    kind: str
+    arrays: dict[str, ArraySpec]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in (RAGGED, FIXED):
+            raise EmofuseError(
+                f"stream {self.name!r}: kind must be 'ragged' or 'fixed', not {self.kind!r}"
+            )
+        if not self.arrays:
+            raise EmofuseError(f"stream {self.name!r} declares no arrays")
+        for name in self.arrays:
+            if not name or "/" in name or "." in name or name == "offsets":
+                raise EmofuseError(
+                    f"stream {self.name!r}: array name {name!r} is reserved or invalid"
+                )
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "arrays": {k: v.to_json() for k, v in sorted(self.arrays.items())},
+            "attrs": jsonable(self.attrs),
+        }
+
+    @classmethod
+    def from_json(cls, name: str, obj: Any) -> StreamSpec:
+        if isinstance(obj, StreamSpec):
+            return obj if obj.name == name else StreamSpec(name, obj.kind, obj.arrays, obj.attrs)
+        arrays = {k: ArraySpec.from_json(v) for k, v in obj["arrays"].items()}
+        return cls(name, obj["kind"], arrays, dict(obj.get("attrs", {})))
+
+
+def ragged(name: str, arrays: dict[str, Any], **attrs: Any) -> StreamSpec:
+    """Shorthand: ``ragged("speech", {"data": ("float16", (L, D))}, model=..., layers=[...])``."""
+    return StreamSpec(name, RAGGED, {k: ArraySpec.from_json(v) for k, v in arrays.items()}, attrs)
+
+
+def fixed(name: str, arrays: dict[str, Any], **attrs: Any) -> StreamSpec:
+    """Shorthand: ``fixed("speaker", {"data": ("float16", (192,))}, model=...)``."""
+    return StreamSpec(name, FIXED, {k: ArraySpec.from_json(v) for k, v in arrays.items()}, attrs)
+
+
+def normalise_specs(streams: Any) -> dict[str, StreamSpec]:
+    """Accept a list of StreamSpec, a dict name -> StreamSpec, or plain JSON dicts."""
+    if streams is None:
+        raise EmofuseError("CacheWriter needs streams=... (the stream specs of the extraction)")
+    if isinstance(streams, dict):
+        specs = {name: StreamSpec.from_json(name, s) for name, s in streams.items()}
+    else:
+        specs = {s.name: s for s in streams}
+    for name in specs:
+        if not name or "/" in name or "." in name:
+            raise EmofuseError(f"stream name {name!r} is invalid (no '/' or '.', not empty)")
+    return dict(sorted(specs.items()))
+
+
+@dataclass
+class ArrayInfo:
+    """What a reader knows about one stored array: logical shape is rows-first (R, *row_shape)."""
+
+    dtype: str
+    row_shape: tuple[int, ...]
+    rows: int
+    nbytes: int  # raw (uncompressed) bytes
+    sha256: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.rows, *self.row_shape)
+
+    @property
+    def layered(self) -> bool:
+        return len(self.row_shape) >= 2
+
+
+@dataclass
+class StreamInfo:
+    """A stored stream: kind, attrs (model, layers, dim, frame_rate ...), arrays and total rows."""
+
+    name: str
+    kind: str
+    attrs: dict[str, Any]
+    arrays: dict[str, ArrayInfo]
+    rows: int
+    n_utterances: int
+
+    @property
+    def layers(self) -> list[int] | None:
+        layers = self.attrs.get("layers")
+        return None if layers is None else [int(x) for x in layers]
+
+    @property
+    def nbytes(self) -> int:
+        """Raw bytes of the arrays plus the offsets of a ragged stream."""
+        offsets = 8 * (self.n_utterances + 1) if self.kind == RAGGED else 0
+        return sum(a.nbytes for a in self.arrays.values()) + offsets
+
+
+# --- canonical JSON and fingerprint ---------------------------------------------------------
+
+
+def jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples, Paths and sets to plain JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(jsonable(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the same value always gives the same bytes."""
+    return json.dumps(
+        jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def fingerprint_of(settings: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the extraction settings (what makes two caches comparable)."""
+    return hashlib.sha256(canonical_json(settings)).hexdigest()
+
+
+def _dtype_name(dtype: Any) -> str:
+    if dtype in (str, STR, "U", "O", object):
+        return STR
+    return np.dtype(dtype).name
+
+
+def backend_of(path: Path) -> str:
+    """``.h5``/``.hdf5`` -> HDF5, ``.zarr`` -> Zarr v3; anything else is a user error."""
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        return "hdf5"
+    if suffix == ".zarr":
+        return "zarr"
+    raise EmofuseError(f"{path}: a cache name must end in .h5 (HDF5) or .zarr (Zarr v3)")
+
+
+def parts_dir(path: Path) -> Path:
+    """Where an unfinished store keeps its committed parts."""
+    return path.with_name(path.name + ".parts")

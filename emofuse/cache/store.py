@@ -1,0 +1,52 @@
+"""Open a store by name (.h5 -> HDF5, .zarr -> Zarr v3) and tell a cache from anything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emofuse.cache.hdf5 import HDF5_SIGNATURE, HDF5Store
+from emofuse.cache.schema import FORMAT, FORMAT_VERSION, backend_of
+from emofuse.cache.zarr import ZarrStore
+from emofuse.errors import EmofuseError
+
+Store = HDF5Store | ZarrStore
+
+
+def make_store(kind: str, path: Path, mode: str) -> Store:
+    return HDF5Store(path, mode) if kind == "hdf5" else ZarrStore(path, mode)
+
+
+def open_store(path: Path) -> tuple[Store, dict]:
+    """Open an existing store read-only and return it with its metadata.
+
+    Raises EmofuseError for anything that is not an emofuse cache or is newer than this code.
+    """
+    path = Path(path)
+    kind = backend_of(path)
+    not_cache = f"{path} is not an emofuse cache (no emofuse metadata); check the path"
+    if kind == "hdf5":
+        if not path.is_file():
+            raise EmofuseError(not_cache)
+        with open(path, "rb") as fh:
+            if fh.read(8) != HDF5_SIGNATURE:
+                raise EmofuseError(not_cache)
+    elif not (path / "zarr.json").is_file():
+        raise EmofuseError(not_cache)
+    store = make_store(kind, path, "r")
+    try:
+        meta = store.read_meta()
+    except (OSError, ValueError, KeyError) as err:
+        store.close()
+        raise EmofuseError(
+            f"{path}: unreadable cache metadata ({err}); the store is damaged"
+        ) from err
+    if not meta or meta.get("format") != FORMAT:
+        store.close()
+        raise EmofuseError(not_cache)
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        store.close()
+        raise EmofuseError(
+            f"{path} has cache format version {meta['format_version']}, newer than this emofuse "
+            f"reads ({FORMAT_VERSION}); upgrade emofuse (pip install -U emofuse)"
+        )
+    return store, meta

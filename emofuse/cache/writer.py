@@ -1,0 +1,442 @@
+"""The crash-safe, resumable cache writer.
+
+Extraction is hours of GPU time, so the writer never holds the only copy of finished work for long:
+``add()`` buffers utterances and commits them as an atomic *part* (see parts.py) every ``flush_mb``
+MiB or ``flush_s`` seconds (``flush_mb=0``: every add). A SIGKILL or power loss loses at most the
+uncommitted buffer. Reopening with the same fingerprint resumes: ``done_ids()`` lists what is stored
+(or skipped) by every rank. ``close(order)`` consolidates all parts into ``NAME.h5``/``NAME.zarr``
+in the canonical order — written under a temp name, verified, fsynced, then renamed — so the final
+store only ever appears complete, and its content does not depend on how the work was split into
+parts, ranks or resumed runs.
+
+Sharded extraction (torchrun): every rank opens ``CacheWriter(..., rank=r, world_size=w)`` and
+writes its own parts; each rank calls ``flush()`` (or ``close()``, which on rank != 0 only
+flushes); after a barrier rank 0 calls ``close(order=ids)`` and consolidates every rank's parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from emofuse import __version__
+from emofuse.cache.parts import (
+    MANIFEST,
+    commit_part,
+    fsync_path,
+    fsync_tree,
+    list_parts,
+    part_name,
+    remove_stale_temps,
+    write_json_atomically,
+)
+from emofuse.cache.plan import Plan, chunk_shape, little_endian, stored_name, stored_shape
+from emofuse.cache.schema import (
+    FORMAT_VERSION,
+    RAGGED,
+    StreamSpec,
+    backend_of,
+    canonical_json,
+    fingerprint_of,
+    jsonable,
+    normalise_specs,
+    parts_dir,
+)
+from emofuse.cache.store import make_store, open_store
+from emofuse.cache.verify import verify_store
+from emofuse.errors import EmofuseError
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """numpy or torch (any device, bf16 included) -> numpy, without importing torch."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)
+
+
+class CacheWriter:
+    """Write utterances into a cache; see the module docstring for the crash/resume contract."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        fingerprint: str | None = None,
+        settings: dict[str, Any] | None = None,
+        streams: Any = None,
+        rank: int = 0,
+        world_size: int = 1,
+        compression: str | None = None,
+        flush_mb: float = 64.0,
+        flush_s: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self.kind = backend_of(self.path)
+        self.settings = jsonable(settings or {})
+        self.fingerprint = fingerprint or fingerprint_of(self.settings)
+        self.specs = normalise_specs(streams)
+        if not 0 <= rank < world_size:
+            raise EmofuseError(f"CacheWriter: rank {rank} is outside world_size {world_size}")
+        if compression not in (None, "gzip", "zstd"):
+            raise EmofuseError(f"unknown compression {compression!r}: use none, gzip or zstd")
+        self.rank, self.world_size, self.compression = rank, world_size, compression
+        self.flush_bytes, self.flush_s = int(flush_mb * (1 << 20)), flush_s
+        self.folder = parts_dir(self.path)
+        self._buffer: list[tuple[dict, dict[str, dict[str, np.ndarray]]]] = []
+        self._skips: list[dict] = []
+        self._buffered_bytes = 0
+        self._last_flush = time.monotonic()
+        self._ids: set[str] = set()
+        self._complete = False
+        self._closed = False
+        if self.path.exists():
+            self._open_complete()
+        else:
+            self._open_parts()
+
+    # --- opening: every check happens before anything is written -----------------------------
+    def _open_complete(self) -> None:
+        store, meta = open_store(self.path)  # EmofuseError: not a cache / newer format
+        try:
+            self._check_fingerprint(meta, str(self.path))
+            table = json.loads(little_endian(store.read("table", (slice(None),))).tobytes())
+        finally:
+            store.close()
+        self._ids = set(table["id"]) | {s["id"] for s in meta["skipped"]}
+        self._complete = True
+
+    def _open_parts(self) -> None:
+        manifest_file = self.folder / MANIFEST
+        if manifest_file.is_file():
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            self._check_fingerprint(manifest, str(self.folder))
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "emofuse_version": __version__,
+                "fingerprint": self.fingerprint,
+                "settings": self.settings,
+                "streams": {n: s.to_json() for n, s in self.specs.items()},
+                "compression": self.compression,
+            }
+            write_json_atomically(manifest_file, manifest, f"rank{self.rank}-{os.getpid()}")
+        remove_stale_temps(self.folder, self.rank)
+        own = [p for p in list_parts(self.folder) if p.name.startswith(part_name(self.rank, 0)[:7])]
+        self._seq = int(own[-1].name.split("-")[1]) + 1 if own else 0
+        self._ids = self._scan_done()
+
+    def _check_fingerprint(self, meta: dict, where: str) -> None:
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise EmofuseError(
+                f"{where} was written by a newer emofuse (format {meta['format_version']}); "
+                "upgrade emofuse or choose another output name"
+            )
+        if meta.get("fingerprint") != self.fingerprint:
+            raise EmofuseError(
+                f"{where} was extracted with different settings (fingerprint "
+                f"{str(meta.get('fingerprint'))[:12]}… != {self.fingerprint[:12]}…); "
+                "use the same settings to resume, or choose another output name"
+            )
+        stored = normalise_specs(meta["streams"])
+        if canonical_json({n: s.to_json() for n, s in stored.items()}) != canonical_json(
+            {n: s.to_json() for n, s in self.specs.items()}
+        ):
+            raise EmofuseError(
+                f"{where} has different stream specs ({', '.join(stored)}) for the same "
+                "fingerprint; use the same streams to resume, or choose another output name"
+            )
+
+    def _scan_done(self) -> set[str]:
+        done: set[str] = set()
+        for path in list_parts(self.folder):
+            index = json.loads((path / "index.json").read_text(encoding="utf-8"))
+            done.update(index["ids"])
+            done.update(s["id"] for s in index["skipped"])
+        return done
+
+    # --- writing ---------------------------------------------------------------------------------
+    def done_ids(self) -> set[str]:
+        """Ids already stored or skipped, by any rank (committed parts and this writer's buffer)."""
+        if not self._complete:
+            self._ids |= self._scan_done()
+        return set(self._ids)
+
+    def add(self, meta_row: dict[str, Any], data: dict[str, dict[str, Any]]) -> None:
+        """Buffer one utterance: its table row and, per stream, its arrays (numpy or torch)."""
+        uid = meta_row.get("id")
+        if not isinstance(uid, str) or not uid:
+            raise EmofuseError(
+                f"CacheWriter.add: meta row needs a non-empty string 'id' (got {uid!r})"
+            )
+        if self._complete:
+            raise EmofuseError(
+                f"{self.path} is already complete; choose another output name to add {uid!r}"
+            )
+        if uid in self._ids:
+            raise EmofuseError(
+                f"{self.path}: utterance {uid!r} is already stored (skip done_ids())"
+            )
+        unknown = set(data) - set(self.specs)
+        if unknown:
+            raise EmofuseError(
+                f"utterance {uid!r}: stream(s) {sorted(unknown)} not declared in the writer's "
+                f"streams ({', '.join(self.specs)})"
+            )
+        arrays = {name: self._check(uid, spec, data.get(name)) for name, spec in self.specs.items()}
+        self._buffer.append((jsonable(meta_row), arrays))
+        self._ids.add(uid)
+        self._buffered_bytes += sum(
+            a.nbytes for s in arrays.values() for a in s.values() if isinstance(a, np.ndarray)
+        )
+        self._maybe_flush()
+
+    def _check(self, uid: str, spec: StreamSpec, given: dict | None) -> dict[str, Any]:
+        """Validate shapes against the spec and cast to the stored dtype (fp16 by default)."""
+        if not given:
+            if spec.kind != RAGGED:
+                raise EmofuseError(f"utterance {uid!r}: fixed stream {spec.name!r} is missing")
+            given = {}  # a ragged stream left out = 0 rows (e.g. no segments when unaligned)
+        missing = set(spec.arrays) - set(given) if given else set()
+        extra = set(given) - set(spec.arrays)
+        if missing or extra:
+            raise EmofuseError(
+                f"utterance {uid!r} stream {spec.name!r}: arrays {sorted(given)} do not match "
+                f"the spec {sorted(spec.arrays)}"
+            )
+        out: dict[str, Any] = {}
+        rows = set()
+        for aname, aspec in spec.arrays.items():
+            value = given.get(aname)
+            if aspec.is_str:
+                value = [] if value is None else [str(v) for v in value]
+                n = len(value)
+                if spec.kind != RAGGED:
+                    raise EmofuseError(f"stream {spec.name!r}: string arrays need a ragged stream")
+            else:
+                if value is None:
+                    value = np.zeros((0, *aspec.row_shape), aspec.dtype)
+                value = _to_numpy(value)
+                got = tuple(value.shape[1:] if spec.kind == RAGGED else value.shape)
+                if got != aspec.row_shape:
+                    want = ("(rows, " if spec.kind == RAGGED else "(") + ", ".join(
+                        map(str, aspec.row_shape)
+                    )
+                    raise EmofuseError(
+                        f"utterance {uid!r} stream {spec.name!r} array {aname!r}: shape "
+                        f"{tuple(value.shape)} does not match the spec {want})"
+                    )
+                if spec.kind != RAGGED:
+                    value = value[None]  # (1, *row_shape): one row
+                value = value.astype(aspec.dtype, copy=False)
+                n = len(value)
+            rows.add(n)
+            out[aname] = value
+        if len(rows) > 1:
+            raise EmofuseError(
+                f"utterance {uid!r} stream {spec.name!r}: arrays have different row counts {sorted(rows)}"
+            )
+        return out
+
+    def skip(self, utt_id: str, reason: str) -> None:
+        """Record an utterance that cannot be stored (bad audio ...): listed in ``skipped``."""
+        if utt_id in self._ids:
+            raise EmofuseError(f"{self.path}: utterance {utt_id!r} is already stored or skipped")
+        self._skips.append({"id": utt_id, "reason": str(reason)})
+        self._ids.add(utt_id)
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if (
+            self._buffered_bytes >= self.flush_bytes
+            or time.monotonic() - self._last_flush >= self.flush_s
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffer as one atomic part (durable once this returns)."""
+        self._last_flush = time.monotonic()
+        if self._complete or (not self._buffer and not self._skips):
+            return
+        index: dict[str, Any] = {
+            "ids": [m["id"] for m, _ in self._buffer],
+            "meta": [m for m, _ in self._buffer],
+            "skipped": self._skips,
+            "rows": {},
+            "strings": {},
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for name, spec in self.specs.items():
+            per_utt = [a[name] for _, a in self._buffer]
+            counts = [len(next(iter(u.values()))) for u in per_utt]
+            index["rows"][name] = counts
+            for aname, aspec in spec.arrays.items():
+                key = f"{name}.{aname}"
+                if aspec.is_str:
+                    index["strings"][key] = [s for u in per_utt for s in u[aname]]
+                    continue
+                rows = np.concatenate(
+                    [u[aname] for u in per_utt] or [np.zeros((0, *aspec.row_shape), aspec.dtype)]
+                )  # (rows, *row_shape)
+                arrays[key] = np.moveaxis(rows, 1, 0) if aspec.layered else rows  # (L, rows, D)
+        commit_part(self.folder, self.rank, self._seq, index, arrays)
+        self._seq += 1
+        self._buffer, self._skips, self._buffered_bytes = [], [], 0
+
+    def close(self, order: list[str] | None = None) -> str | None:
+        """Flush; on rank 0 consolidate every rank's parts in ``order``. Returns the digest.
+
+        ``order`` is the canonical utterance order (corpus order); ids that were skipped are allowed
+        in it. ``None`` sorts ids. On rank != 0 this only flushes (rank 0 consolidates after a barrier).
+        """
+        if self._closed:
+            return None
+        self.flush()
+        if self.rank != 0:
+            self._closed = True
+            return None
+        if self._complete:
+            self._closed = True
+            missing = [uid for uid in order or [] if uid not in self._ids]
+            if missing:
+                raise EmofuseError(
+                    f"{self.path} is complete but lacks {len(missing)} utterances of the order "
+                    f"(first: {missing[0]!r}); extract into a new output name"
+                )
+            return None
+        digest = consolidate(self.path, order=order, compression=self.compression)
+        self._complete = self._closed = True
+        return digest
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # keep what was done for the resume; never consolidate a failed run
+            self.flush()
+
+
+def consolidate(
+    path: str | Path,
+    order: list[str] | None = None,
+    compression: str | None = None,
+    progress: bool = True,
+) -> str:
+    """Build the final store from all committed parts; returns the verified content digest."""
+    path = Path(path)
+    kind = backend_of(path)
+    folder = parts_dir(path)
+    if path.exists():
+        raise EmofuseError(f"{path} already exists; remove it or choose another output name")
+    if not (folder / MANIFEST).is_file():
+        raise EmofuseError(f"{folder}: no parts to consolidate; run the extraction first")
+    plan = Plan(folder, order)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    store = make_store(kind, tmp, "w")
+    meta = plan.meta(complete=False, compression=compression)
+    n = len(plan.ids)
+    total = sum(m["nbytes"] for s in meta["streams"].values() for m in s["arrays"].values())
+    bar = tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc=f"consolidate {path.name}",
+        disable=not progress,
+    )
+    for name, spec in plan.specs.items():
+        smeta = meta["streams"][name]
+        rows = plan.rows(name)
+        if spec.kind == RAGGED:
+            off = plan.offsets[name]
+            store.create(
+                stored_name(name, "offsets"),
+                off.shape,
+                "int64",
+                (max(1, min(len(off), 1 << 20)),),
+                compression,
+            )
+            store.write(stored_name(name, "offsets"), (slice(None),), off)
+            smeta["offsets_sha256"] = _sha(off)
+        for aname, aspec in spec.arrays.items():
+            if aspec.is_str:
+                data, soff, crc = plan.strings(name, aname)
+                for suffix, arr in (("utf8", data), ("offsets", soff)):
+                    target = stored_name(name, f"{aname}.{suffix}")
+                    store.create(
+                        target,
+                        arr.shape,
+                        arr.dtype.name,
+                        (max(1, min(len(arr), 1 << 22)),),
+                        compression,
+                    )
+                    store.write(target, (slice(None),), arr)
+                smeta["arrays"][aname]["nbytes"] = int(data.nbytes)
+                smeta["arrays"][aname]["sha256"] = _sha(
+                    little_endian(data).tobytes() + little_endian(soff).tobytes()
+                )
+            else:
+                target = stored_name(name, aname)
+                store.create(
+                    target,
+                    stored_shape(aspec, rows),
+                    aspec.dtype,
+                    chunk_shape(aspec, rows),
+                    compression,
+                )
+                crc = np.zeros((aspec.row_shape[0], n) if aspec.layered else (n,), np.uint32)
+                sha = hashlib.sha256()
+                for idx, block in plan.blocks(name, aname, crc):
+                    store.write(target, idx, block)
+                    sha.update(little_endian(block))
+                    bar.update(block.nbytes)
+                smeta["arrays"][aname]["sha256"] = sha.hexdigest()
+            store.create(f"checksums/{name}/{aname}", crc.shape, "uint32", _chunks(crc.shape), None)
+            store.write(f"checksums/{name}/{aname}", (slice(None),) * crc.ndim, crc)
+    bar.close()
+    plan.release()
+    table = np.frombuffer(plan.table_json(), dtype=np.uint8)
+    store.create("table", table.shape, "uint8", (max(1, len(table)),), compression)
+    store.write("table", (slice(None),), table)
+    meta["table"]["sha256"] = _sha(table)
+    store.write_meta(meta)
+    store.flush()
+    result = verify_store(store, meta, progress=progress)
+    if not result.ok:
+        store.close()
+        raise EmofuseError(
+            f"{tmp}: consolidated store failed verification ({result.problems[0]}); parts kept in {folder}"
+        )
+    meta["complete"] = True
+    store.write_meta(meta)
+    store.close()
+    if tmp.is_dir():
+        fsync_tree(tmp)
+    else:
+        fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+    shutil.rmtree(folder)  # only after the complete store is durable under its final name
+    return result.digest
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(max(1, int(s)) for s in shape)
+
+
+def _sha(data: bytes | np.ndarray) -> str:
+    raw = little_endian(data).tobytes() if isinstance(data, np.ndarray) else data
+    return hashlib.sha256(raw).hexdigest()

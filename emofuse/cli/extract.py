@@ -1,7 +1,172 @@
-"""CLI commands for the extract area (thin: parse options, call the library, print)."""
+"""``emofuse extract``: read a corpus, run the frozen encoders once, write the feature cache."""
 
 from __future__ import annotations
 
-import click  # noqa: F401
+from pathlib import Path
 
-COMMANDS: list = []
+import click
+
+from emofuse.extract import (
+    DEFAULT_SPEAKER,
+    DEFAULT_SPEECH,
+    DEFAULT_TEXT,
+    DTYPES,
+    GRANULARITIES,
+    ExtractConfig,
+    ExtractSummary,
+    run_extract,
+)
+
+
+def _model(value: str) -> str | None:
+    return None if value.strip().lower() == "none" else value
+
+
+def _granularity(ctx, param, value: str) -> tuple[str, ...]:
+    parts = tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+    bad = [p for p in parts if p not in GRANULARITIES]
+    if bad or not parts:
+        raise click.BadParameter(f"{value!r}: a comma list from {','.join(GRANULARITIES)}")
+    return parts
+
+
+def corpus_options(func):
+    """--corpus/--root/--manifest/... : the corpus area's decorator when it has one."""
+    from emofuse.cli import corpus as corpus_cli
+
+    shared = getattr(corpus_cli, "corpus_options", None)
+    if shared is not None:
+        return shared(func)
+    for option in reversed(
+        [
+            click.option("--corpus", type=click.Choice(["iemocap", "manifest"]), required=True),
+            click.option("--root", type=click.Path(path_type=Path), help="IEMOCAP_full_release"),
+            click.option("--manifest", type=click.Path(path_type=Path), help=".csv or .jsonl"),
+            click.option("--classes", default=None, help="label set (iemocap: 4|5|6|all)"),
+            click.option("--improvised-only", is_flag=True, help="IEMOCAP improvised dialogs only"),
+            click.option("--skip-missing", is_flag=True, help="skip manifest rows without audio"),
+            click.option("--text-norm", default="default", show_default=True),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@click.command("extract")
+@corpus_options
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="cache/NAME.h5 (HDF5) or cache/NAME.zarr (Zarr v3)",
+)
+@click.option(
+    "--speech-model", default=DEFAULT_SPEECH, show_default=True, help="hub id, folder, or none"
+)
+@click.option(
+    "--text-model", default=DEFAULT_TEXT, show_default=True, help="hub id, folder, or none"
+)
+@click.option(
+    "--speaker-model", default=DEFAULT_SPEAKER, show_default=True, help="hub id, folder, or none"
+)
+@click.option(
+    "--layers", default="all", show_default=True, help="speech layers stored: all|last|0,6,12"
+)
+@click.option("--text-layers", default="all", show_default=True, help="text layers stored")
+@click.option(
+    "--granularity",
+    default=",".join(GRANULARITIES),
+    show_default=True,
+    callback=_granularity,
+    help="speech streams: frame and/or segment tiers",
+)
+@click.option("--keep-fillers", is_flag=True, help="pool silences and fillers as segments too")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", *DTYPES]),
+    default="auto",
+    show_default=True,
+    help="compute dtype (auto: float16 on CUDA, float32 on CPU); the cache stores float16",
+)
+@click.option("--batch-seconds", type=click.FloatRange(min=1.0), default=120.0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="first N utterances only")
+@click.option("--strict", is_flag=True, help="bad audio is fatal instead of skipped")
+@click.option("--fbank", is_flag=True, help="also store 80-bin log-mel frames")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="audio decoding threads",
+)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def extract_cmd(**opts) -> None:
+    """Run frozen speech/text/speaker encoders once over a corpus into a feature cache.
+
+    Resumes an interrupted run into the same --out when the settings match.
+    """
+    from emofuse.corpus import read_corpus
+
+    read = read_corpus(
+        opts["corpus"],
+        root=opts["root"],
+        manifest=opts["manifest"],
+        classes=opts["classes"],
+        improvised_only=opts["improvised_only"],
+        skip_missing=opts["skip_missing"],
+        text_norm=opts["text_norm"],
+        progress=not opts["quiet"],
+    )
+    for reason, items in read.skipped.items():
+        click.echo(
+            f"corpus: skipped {len(items)} ({reason}), e.g. {', '.join(items[:3])}", err=True
+        )
+    cfg = ExtractConfig(
+        out=opts["out"],
+        speech_model=_model(opts["speech_model"]),
+        text_model=_model(opts["text_model"]),
+        speaker_model=_model(opts["speaker_model"]),
+        layers=opts["layers"],
+        text_layers=opts["text_layers"],
+        granularity=opts["granularity"],
+        keep_fillers=opts["keep_fillers"],
+        text_norm=opts["text_norm"],
+        fbank=opts["fbank"],
+        device=opts["device"],
+        dtype=opts["dtype"],
+        batch_seconds=opts["batch_seconds"],
+        limit=opts["limit"],
+        strict=opts["strict"],
+        decode_workers=opts["workers"],
+        progress=not opts["quiet"],
+    )
+    summary = run_extract(read.utterances, cfg, echo=click.echo)
+    if summary.is_main:
+        _print_summary(summary)
+
+
+def _print_summary(s: ExtractSummary) -> None:
+    rate = s.audio_seconds / s.wall_seconds if s.wall_seconds else 0.0
+    click.echo(
+        f"stored {s.stored} utterances ({s.audio_seconds / 3600:.2f} h of audio,"
+        f" {rate:.1f} audio-s/s) in {s.out}"
+        + (f"; {s.resumed} were already there" if s.resumed else "")
+    )
+    if s.digest:
+        click.echo(f"digest: {s.digest}")
+    if s.padded:
+        click.echo(f"padded to the model minimum: {len(s.padded)} ({', '.join(s.padded[:5])})")
+    if s.truncated:
+        click.echo(f"transcripts truncated at the text model's maximum: {s.truncated}")
+    if s.unaligned:
+        click.echo(f"unaligned (frame-level features only): {s.unaligned}")
+    if s.skipped:
+        click.echo(f"skipped {len(s.skipped)} utterances for bad audio:")
+        for item in s.skipped:
+            click.echo(f"  {item['id']}: {item['reason']}")
+
+
+COMMANDS: list = [extract_cmd]

@@ -113,6 +113,7 @@ class CacheWriter:
         finally:
             store.close()
         self._ids = set(table["id"]) | {s["id"] for s in meta["skipped"]}
+        self._digest = meta.get("digest")
         self._complete = True
 
     def _open_parts(self) -> None:
@@ -313,7 +314,7 @@ class CacheWriter:
                     f"{self.path} is complete but lacks {len(missing)} utterances of the order "
                     f"(first: {missing[0]!r}); extract into a new output name"
                 )
-            return None
+            return self._digest
         digest = consolidate(self.path, order=order, compression=self.compression)
         self._complete = self._closed = True
         return digest
@@ -421,6 +422,7 @@ def consolidate(
             f"{tmp}: consolidated store failed verification ({result.problems[0]}); parts kept in {folder}"
         )
     meta["complete"] = True
+    meta["digest"] = result.digest  # for `info` and re-runs; verify recomputes it from the data
     store.write_meta(meta)
     store.close()
     if tmp.is_dir():

@@ -2,6 +2,47 @@
 
 from __future__ import annotations
 
-import click  # noqa: F401
+import json
+import sys
 
-COMMANDS: list = []
+import click
+
+from emofuse.cache import open_cache, verify_cache
+from emofuse.cache.summary import format_summary, summarize
+
+
+@click.command("info")
+@click.argument("cache", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(cache: str, as_json: bool) -> None:
+    """Describe CACHE: utterances, labels, speakers, streams, models, layers, size on disk.
+
+    An unfinished cache (extraction interrupted) is described too, marked INCOMPLETE.
+    """
+    with open_cache(cache, allow_incomplete=True) as c:
+        summary = summarize(c)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+@click.command("verify")
+@click.argument("cache", type=click.Path(path_type=str))
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+def verify(cache: str, progress: bool | None) -> None:
+    """Recompute CACHE's stored checksums; exit 1 naming damaged streams and utterances.
+
+    Prints `digest: <sha256>`, a content digest equal for the same content in HDF5 and Zarr.
+    """
+    show = sys.stderr.isatty() if progress is None else progress
+    result = verify_cache(cache, progress=show)
+    for problem in result.problems:
+        click.echo(f"damaged: {problem}")
+    click.echo(f"digest: {result.digest}")
+    if not result.ok:
+        click.echo(f"verify: FAILED, {len(result.problems)} problem(s) in {cache}")
+        sys.exit(1)
+    click.echo(f"verify: ok, {result.checked_bytes} bytes checked")
+
+
+COMMANDS: list = [info, verify]

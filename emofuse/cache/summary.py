@@ -1,0 +1,80 @@
+"""What ``emofuse info`` shows: a plain dict (printed as text or JSON) describing a cache."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from emofuse.cache.reader import Cache
+
+
+def summarize(cache: Cache) -> dict[str, Any]:
+    """Utterances, labels, speakers, streams (shape, dtype, bytes, model, layers), sizes."""
+    streams = {}
+    for name, info in cache.streams.items():
+        streams[name] = {
+            "kind": info.kind,
+            "rows": info.rows,
+            "bytes": info.nbytes,
+            "model": info.attrs.get("model"),
+            "layers": info.layers,
+            "attrs": info.attrs,
+            "arrays": {
+                a: {"shape": list(ai.shape), "dtype": ai.dtype, "bytes": ai.nbytes}
+                for a, ai in info.arrays.items()
+            },
+        }
+    raw, disk = cache.raw_bytes(), cache.disk_bytes()
+    return {
+        "path": str(cache.path),
+        "backend": {"hdf5": "HDF5", "zarr": "Zarr v3", "parts": "parts (unfinished)"}[
+            cache._store.kind
+        ],
+        "complete": cache.complete,
+        "format_version": cache.format_version,
+        "emofuse_version": cache.emofuse_version,
+        "fingerprint": cache.fingerprint,
+        "digest": cache.meta.get("digest"),
+        "compression": cache.compression,
+        "utterances": len(cache.ids),
+        "skipped": len(cache.skipped),
+        "labels": dict(sorted(Counter(str(x) for x in cache.table.get("label", [])).items())),
+        "speakers": len({str(x) for x in cache.table.get("speaker", [])}),
+        "models": sorted({str(s["model"]) for s in streams.values() if s["model"]}),
+        "streams": streams,
+        "raw_bytes": raw,
+        "disk_bytes": disk,
+        "disk_over_raw": round(disk / raw, 4) if raw else None,
+    }
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"cache:       {s['path']} ({s['backend']}, {'complete' if s['complete'] else 'INCOMPLETE'})",
+        f"format:      v{s['format_version']}, written by emofuse {s['emofuse_version']}, "
+        f"compression {s['compression'] or 'none'}",
+        f"fingerprint: {s['fingerprint']}",
+        f"utterances:  {s['utterances']} ({s['skipped']} skipped), {s['speakers']} speakers",
+        "labels:      " + ", ".join(f"{k} {v}" for k, v in s["labels"].items()),
+        "models:      " + (", ".join(s["models"]) or "-"),
+        "streams:",
+    ]
+    for name, st in s["streams"].items():
+        layers = f" layers={st['layers']}" if st["layers"] is not None else ""
+        lines.append(f"  {name:<12} {st['kind']:<6} {human(st['bytes']):>10}{layers}")
+        for a, ai in st["arrays"].items():
+            shape = "x".join(str(d) for d in ai["shape"])
+            lines.append(f"    {a:<10} {shape:<22} {ai['dtype']:<8} {human(ai['bytes']):>10}")
+    ratio = f" ({s['disk_over_raw']:.3f}x raw)" if s["disk_over_raw"] else ""
+    lines.append(
+        f"size:        {human(s['disk_bytes'])} on disk, {human(s['raw_bytes'])} raw{ratio}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""Helpers shared by the encoders: device/dtype handling, batching plans, fingerprints, load errors.
+
+Kept in one place so that every encoder reports the same kind of revision (for the cache fingerprint)
+and the same one-line error when a model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from emofuse.errors import EmofuseError
+
+SAMPLE_RATE = 16_000
+
+# Weight files whose bytes identify a model folder (transformers, SpeechBrain, plain torch).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def as_device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device if device is not None else "cpu")
+
+
+def as_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """Accept a torch dtype or a CLI-style name ("fp16", "bf16", "fp32")."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise EmofuseError(f"unknown dtype '{dtype}': use one of fp32, fp16, bf16") from None
+
+
+def is_local(name_or_path: str | os.PathLike) -> bool:
+    """A name is a local folder if it exists, or if it is spelled like a path (so a typo in a
+    folder name gives 'folder not found' instead of a confusing hub lookup)."""
+    text = str(name_or_path)
+    # hub ids are "name" or "org/name"; anything deeper or anchored is a path
+    return (
+        Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+    )
+
+
+def check_folder(name_or_path: str | os.PathLike, option: str) -> None:
+    """Raise the one-line error for a local path that is not a folder."""
+    path = Path(str(name_or_path)).expanduser()
+    if is_local(name_or_path) and not path.is_dir():
+        raise EmofuseError(
+            f"{option} {name_or_path}: model folder not found; pass an existing folder"
+        )
+
+
+def load_error(kind: str, name: str, option: str, exc: BaseException) -> EmofuseError:
+    """The one-line message for a model that cannot be loaded: what failed and how to fix it."""
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if is_local(name):
+        return EmofuseError(
+            f"cannot load {kind} model from folder {name} ({reason}); the folder must hold the model's "
+            f"config and weights as written by save_pretrained (or huggingface-cli download)"
+        )
+    return EmofuseError(
+        f"cannot load {kind} model '{name}' ({reason}); no model hub is reachable here: on a connected "
+        f"machine run `huggingface-cli download {name} --local-dir DIR` (or save_pretrained to DIR), "
+        f"copy DIR here and pass {option} DIR"
+    )
+
+
+def weights_sha256(folder: str | os.PathLike) -> str:
+    """sha256 over the names and bytes of the weight files in a folder (sorted): the revision of a
+    local model, so that the cache fingerprint changes when the weights do."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def hub_commit(resolved_file: str | os.PathLike | None) -> str | None:
+    """The commit hash of a path in the Hugging Face cache (…/snapshots/<commit>[/file])."""
+    if resolved_file is None:
+        return None
+    parts = Path(resolved_file).parts
+    if "snapshots" in parts:
+        idx = parts.index("snapshots")
+        if idx + 1 < len(parts):
+            return parts[idx + 1]
+    return None
+
+
+def model_revision(name_or_path: str, resolved_dir: str | os.PathLike | None = None) -> str:
+    """Hub commit hash when the model came from the hub cache, else a hash of the weight files."""
+    folder = (
+        Path(resolved_dir) if resolved_dir is not None else Path(str(name_or_path)).expanduser()
+    )
+    if not is_local(name_or_path):
+        commit = hub_commit(folder)
+        if commit:
+            return commit
+    if folder.is_dir():
+        return weights_sha256(folder)
+    return "unknown"
+
+
+def plan_batches(
+    lengths: Sequence[int], budget: int, max_items: int | None = None
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first.
+
+    A batch's padded size (items x longest length) stays within ``budget`` (a single item longer
+    than the budget gets a batch of its own), so sorting keeps padding waste small and memory bounded.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for idx in order:
+        longest = int(lengths[current[0]]) if current else int(lengths[idx])
+        full = max_items is not None and len(current) >= max_items
+        if current and (full or (len(current) + 1) * longest > budget):
+            batches.append(current)
+            current = []
+        current.append(idx)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@contextmanager
+def quiet_hf():
+    """Hide transformers' per-load progress bars (extract shows its own progress)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host → device copy; on CUDA from pinned memory without blocking the host."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

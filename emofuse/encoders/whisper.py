@@ -1,0 +1,170 @@
+"""Whisper encoders on real frames only: no 30 s padding, 30 s windows for longer audio.
+
+Hugging Face's ``WhisperEncoder.forward`` insists on exactly 3000 mel frames (30 s) and adds all 1500
+positional embeddings, so a 4 s clip costs as much as 30 s and its frames attend over 26 s of padding.
+Here the encoder runs on the utterance's own mel frames with the positional table sliced to their
+length (measured ~10x faster on short clips). That is not numerically the padded model's output:
+Whisper's encoder attends over the whole window, so the padded frames influence the real ones; it is
+the model applied to the real audio, consistently for every utterance whatever its batch.
+
+Longer audio is cut into windows of the model's 30 s, each encoded on its own and concatenated.
+Batches of windows of different lengths are padded with zero mel frames and masked: the conv outputs
+of padded frames are zeroed before the strided conv (as the conv's own zero padding would be) and
+attention ignores them, so batched output equals one-at-a-time output.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import WhisperFeatureExtractor, WhisperModel
+from transformers.masking_utils import create_bidirectional_mask
+
+from emofuse.encoders._common import (
+    SAMPLE_RATE,
+    load_error,
+    model_revision,
+    plan_batches,
+    to_device,
+)
+from emofuse.encoders.speech import OPTION, SpeechEncoder, _from_pretrained, _resolved_dir
+
+
+class WhisperSpeechEncoder(SpeechEncoder):
+    """A Whisper encoder (``WhisperModel.get_encoder()``) with its feature extractor."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_extractor: WhisperFeatureExtractor,
+        model_id: str,
+        revision: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_batch_seconds: float,
+    ):
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.feature_extractor = feature_extractor
+        self.model_id = model_id
+        self.revision = revision
+        self.device = device
+        self.dtype = dtype
+        config = encoder.config
+        self.family = "whisper"
+        self.hop = feature_extractor.hop_length  # 160 samples = one mel frame (100 /s)
+        stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]  # 2 mel frames per output frame
+        self.mel_per_frame = stride
+        self.window_frames = config.max_source_positions  # 1500 output frames = 30 s
+        self.window_samples = self.window_frames * stride * self.hop  # 480_000
+        self.num_layers = config.encoder_layers + 1
+        self.dim = config.d_model
+        self.frame_rate = SAMPLE_RATE / (self.hop * stride)
+        self.min_samples = stride * self.hop  # one output frame
+        self.max_batch_mel = int(max_batch_seconds * SAMPLE_RATE / self.hop)
+
+    def _window_frames(self, n_samples: int) -> int:
+        return (n_samples // self.hop) // self.mel_per_frame
+
+    def n_frames(self, n_samples: int) -> int:
+        """mel frames // 2 per 30 s window (a trailing window too short for a frame adds none)."""
+        full, rest = divmod(int(n_samples), self.window_samples)
+        return full * self.window_frames + self._window_frames(rest)
+
+    def windows(self, wav: np.ndarray) -> list[np.ndarray]:
+        """The ≤ 30 s pieces encoded on their own (pieces too short for one frame are dropped)."""
+        pieces = [wav[s : s + self.window_samples] for s in range(0, len(wav), self.window_samples)]
+        return [p for p in pieces if self._window_frames(len(p)) > 0]
+
+    def mel(self, window: np.ndarray) -> np.ndarray:
+        """Log-mel (n_mels, 2 * frames) of one window, as Whisper sees audio followed by silence.
+
+        Zeros are appended (HF pads with zeros to 30 s; the STFT of the last real frames reaches past
+        the end), then only the frames belonging to the audio are kept, an even number of them.
+        """
+        n_mel = self._window_frames(len(window)) * self.mel_per_frame
+        padded = np.concatenate([window, np.zeros(self.feature_extractor.n_fft, np.float32)])
+        feats = self.feature_extractor(
+            padded,
+            sampling_rate=SAMPLE_RATE,
+            padding="longest",
+            truncation=False,
+            return_tensors="np",
+        )["input_features"][0]  # (n_mels, M')
+        return feats[:, :n_mel].astype(np.float32, copy=False)
+
+    def _encode_checked(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
+        owners: list[int] = []  # utterance index of each window, windows in order
+        mels: list[np.ndarray] = []
+        for idx, wav in enumerate(arrays):
+            for window in self.windows(wav):
+                owners.append(idx)
+                mels.append(self.mel(window))
+        outputs: list[torch.Tensor | None] = [None] * len(mels)
+        for batch in plan_batches([m.shape[1] for m in mels], self.max_batch_mel):
+            for j, states in zip(batch, self.forward_mels([mels[j] for j in batch]), strict=True):
+                outputs[j] = states
+        per_utt: list[list[torch.Tensor]] = [[] for _ in arrays]
+        for owner, states in zip(owners, outputs, strict=True):
+            per_utt[owner].append(states)
+        return [torch.cat(parts, dim=0) for parts in per_utt]
+
+    def forward_mels(self, mels: list[np.ndarray]) -> list[torch.Tensor]:
+        """Encode log-mel windows (each (n_mels, M), M even, M ≤ 3000) → (M/2, num_layers, D) each.
+
+        Hidden states follow Hugging Face's: the embedding output, each layer's output, and the last
+        one after the final layer norm.
+        """
+        enc = self.encoder
+        lengths = [m.shape[1] for m in mels]
+        frames = [n // self.mel_per_frame for n in lengths]
+        batch, longest = len(mels), max(lengths)
+        padded = torch.zeros(batch, mels[0].shape[0], longest)  # (B, n_mels, M)
+        for i, m in enumerate(mels):
+            padded[i, :, : m.shape[1]] = torch.from_numpy(m)
+        x = to_device(padded, self.device).to(self.dtype)
+        ragged = len(set(lengths)) > 1
+        hidden = nn.functional.gelu(enc.conv1(x))  # (B, D, M)
+        if ragged:
+            mel_mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+            hidden = hidden * mel_mask[:, None, :].to(self.device, hidden.dtype)
+        hidden = nn.functional.gelu(enc.conv2(hidden))  # (B, D, T)
+        hidden = hidden.permute(0, 2, 1)  # (B, T, D)
+        t_max = hidden.shape[1]
+        hidden = hidden + enc.embed_positions.weight[:t_max]  # sliced positions: (B, T, D)
+        mask = None
+        if ragged:
+            frame_mask = torch.arange(t_max)[None, :] < torch.tensor(frames)[:, None]
+            mask = create_bidirectional_mask(
+                config=enc.config,
+                inputs_embeds=hidden,
+                attention_mask=frame_mask.to(self.device),
+            )
+        states = [hidden]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
+            for layer in enc.layers:
+                hidden = layer(hidden, mask)  # (B, T, D)
+                states.append(hidden)
+        states[-1] = enc.layer_norm(hidden)
+        stacked = torch.stack(states, dim=2).to("cpu", torch.float32)  # (B, T, L, D)
+        return [stacked[i, : frames[i]].clone() for i in range(batch)]
+
+
+def load_whisper_encoder(
+    name: str, device: torch.device, dtype: torch.dtype, max_batch_seconds: float
+) -> WhisperSpeechEncoder:
+    """Load only what is needed: the encoder of a WhisperModel checkpoint, and its mel front end."""
+    try:
+        model = _from_pretrained(WhisperModel, name, device, dtype)
+        encoder = model.get_encoder().to(device)
+        del model  # the decoder is never used
+        feature_extractor = WhisperFeatureExtractor.from_pretrained(name)
+    except Exception as exc:  # noqa: BLE001 - any failure here is "cannot load this model"
+        raise load_error("speech", name, OPTION, exc) from exc
+    revision = model_revision(name, _resolved_dir(name))
+    return WhisperSpeechEncoder(
+        encoder, feature_extractor, name, revision, device, dtype, max_batch_seconds
+    )

@@ -16,8 +16,6 @@ import numpy as np
 
 from emofuse.errors import EmofuseError
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
 
 def _filters(compression: str | None) -> dict[str, Any]:
     if compression is None:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from emofuse.cache.hdf5 import HDF5_SIGNATURE, HDF5Store
 from emofuse.cache.schema import FORMAT, FORMAT_VERSION, backend_of
-from emofuse.cache.zarr import ZarrStore
 from emofuse.errors import EmofuseError
 
-Store = HDF5Store | ZarrStore
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+Store = Any  # HDF5Store | ZarrStore | reader.PartsStore: read/read_into/shape/read_meta/close
 
 
 def make_store(kind: str, path: Path, mode: str) -> Store:
-    return HDF5Store(path, mode) if kind == "hdf5" else ZarrStore(path, mode)
+    """Import a backend only when used (zarr alone takes ~1 s to import)."""
+    if kind == "hdf5":
+        from emofuse.cache.hdf5 import HDF5Store
+
+        return HDF5Store(path, mode)
+    from emofuse.cache.zarr import ZarrStore
+
+    return ZarrStore(path, mode)
 
 
 def open_store(path: Path) -> tuple[Store, dict]:

@@ -344,9 +344,9 @@ def consolidate(
     if not (folder / MANIFEST).is_file():
         raise EmofuseError(f"{folder}: no parts to consolidate; run the extraction first")
     plan = Plan(folder, order)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a consolidation killed midway
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     store = make_store(kind, tmp, "w")
     meta = plan.meta(complete=False, compression=compression)
     n = len(plan.ids)

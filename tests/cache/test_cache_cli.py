@@ -1,0 +1,140 @@
+"""`emofuse info` / `emofuse verify` and every bad input: one clear line, non-zero, no write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from cache_synth import N_UTTS, SETTINGS, feed, specs
+from click.testing import CliRunner
+
+from emofuse.cache import CacheWriter, open_cache
+from emofuse.cli import cli
+from emofuse.errors import EmofuseError
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root (or root itself) -> sha256: proves nothing was written."""
+    files = [root] if root.is_file() else [Path(d) / f for d, _, fs in os.walk(root) for f in fs]
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def one_error_line(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_info_text_and_json(reference):
+    path, digest = reference
+    text = invoke("info", str(path))
+    assert text.exit_code == 0 and "complete" in text.output and "INCOMPLETE" not in text.output
+    assert "speech" in text.output and "tiny-hubert" in text.output
+    js = invoke("info", str(path), "--json")
+    assert js.exit_code == 0
+    info = json.loads(js.output)
+    assert info["complete"] and info["digest"] == digest
+    assert info["utterances"] == N_UTTS - 2 and info["skipped"] == 2
+    assert sum(info["labels"].values()) == N_UTTS - 2 and info["speakers"] == 3
+    speech = info["streams"]["speech"]
+    with open_cache(path) as c:
+        rows = int(c.load("speech")[1][-1])
+    assert speech["arrays"]["data"]["shape"] == [rows, 2, 6]
+    assert speech["arrays"]["data"]["bytes"] == rows * 2 * 6 * 2 and speech["layers"] == [1, 3]
+    assert info["models"] == ["tiny-bert", "tiny-ecapa", "tiny-hubert"]
+    assert info["disk_bytes"] > 0 and info["raw_bytes"] > 0
+
+
+def test_incomplete_store_is_refused_but_described(tmp_path, suffix):
+    path = tmp_path / f"part{suffix}"
+    w = CacheWriter(path, settings=SETTINGS, streams=specs(), flush_mb=0)
+    feed(w, 5)
+    w.flush()  # a crash here: parts only
+    one_error_line(invoke("verify", str(path)), str(path), "incomplete")
+    with pytest.raises(EmofuseError, match="incomplete"):
+        open_cache(path)
+    info = invoke("info", str(path), "--json")
+    assert info.exit_code == 0 and json.loads(info.output)["complete"] is False
+    assert json.loads(info.output)["utterances"] == 5
+    assert "INCOMPLETE" in invoke("info", str(path)).output
+
+
+def test_not_a_cache(tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_text("hello")
+    one_error_line(invoke("info", str(junk)), str(junk), "not an emofuse cache")
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["x"] = [1, 2, 3]
+    one_error_line(invoke("verify", str(plain)), "not an emofuse cache")
+    folder = tmp_path / "empty.zarr"
+    folder.mkdir()
+    one_error_line(invoke("info", str(folder)), "not an emofuse cache")
+    one_error_line(invoke("info", str(tmp_path / "missing.zarr")), "no cache at")
+    one_error_line(invoke("info", str(tmp_path / "cache.txt")), "must end in .h5")
+    before = snapshot(plain)  # a writer refuses to touch it
+    with pytest.raises(EmofuseError, match="not an emofuse cache"):
+        CacheWriter(plain, settings=SETTINGS, streams=specs())
+    assert snapshot(plain) == before
+
+
+def test_newer_format_version(reference):
+    path, _ = reference
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            meta = json.loads(f["meta"][()].tobytes())
+            meta["format_version"] = 99
+            del f["meta"]
+            f["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    else:
+        g = zarr.open_group(str(path), mode="r+")
+        g.attrs["emofuse"] = {**g.attrs["emofuse"], "format_version": 99}
+    one_error_line(invoke("info", str(path)), "format version 99", "upgrade emofuse")
+    one_error_line(invoke("verify", str(path)), "newer")
+    before = snapshot(path)
+    with pytest.raises(EmofuseError, match="newer"):
+        CacheWriter(path, settings=SETTINGS, streams=specs())
+    assert snapshot(path) == before
+
+
+def test_missing_stream(reference):
+    path, _ = reference
+    with open_cache(path) as c:
+        with pytest.raises(EmofuseError, match="lacks stream.*phone"):
+            c.require({"speech", "phone"})
+        with pytest.raises(EmofuseError, match="no stream 'fbank'"):
+            c.load("fbank")
+
+
+@pytest.mark.parametrize("state", ["complete", "parts"])
+def test_fingerprint_mismatch_on_resume_writes_nothing(tmp_path, suffix, state):
+    path = tmp_path / f"fp{suffix}"
+    w = CacheWriter(path, settings=SETTINGS, streams=specs(), flush_mb=0)
+    feed(w, 4)
+    if state == "complete":
+        w.close()
+        watched = path
+    else:
+        w.flush()
+        watched = Path(str(path) + ".parts")
+    before = snapshot(watched)
+    with pytest.raises(EmofuseError, match="different settings") as err:
+        CacheWriter(path, settings={**SETTINGS, "dtype": "float32"}, streams=specs())
+    assert "\n" not in str(err.value) and str(watched) in str(err.value)
+    assert snapshot(watched) == before
+    # same fingerprint, other streams: refused too
+    with pytest.raises(EmofuseError, match="stream specs"):
+        CacheWriter(path, settings=SETTINGS, streams=specs()[:2])
+    assert snapshot(watched) == before

@@ -1,0 +1,247 @@
+"""In-memory training data: the streams a head needs, loaded once, batched by index.
+
+Why not a DataLoader: the cached arrays of a whole corpus fit in (GPU) memory, so reading them once
+and slicing batches with tensor ops is an order of magnitude faster than per-item reads, and it
+avoids the HDF5 handle-sharing / Zarr fork problems that worker processes bring (design.md).
+
+A ragged stream is kept as its concatenated rows ``values`` (R, L, D) plus ``offsets`` (N + 1,);
+a batch gathers rows with one advanced-indexing call over a (B, T) row-index matrix built from the
+offsets, so there is no per-sample Python loop in the step. Rows past a head's max length are
+truncated (the first ``max_len`` rows are kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from emofuse.errors import EmofuseError
+
+RAGGED_STREAMS = ("speech", "text", "phone", "syllable", "word", "fbank")
+SEGMENT_STREAMS = ("phone", "syllable", "word")
+# how each stream is produced, for the "cache lacks a stream" message
+STREAM_SOURCE = {
+    "speech": "extract with a speech model (--speech-model) and keep the frames",
+    "text": "extract with a text model (--text-model)",
+    "speaker": "extract with a speaker model (--speaker-model)",
+    "phone": "extract with --granularity phone (needs alignments)",
+    "syllable": "extract with --granularity syllable (needs alignments)",
+    "word": "extract with --granularity word (needs alignments)",
+    "fbank": "extract with --fbank",
+}
+
+
+@dataclass
+class StreamData:
+    """One stream in memory: ragged (``offsets`` set) or fixed (one row per utterance)."""
+
+    values: Tensor  # ragged: (R, L, D) concatenated rows; fixed: (N, ...)
+    offsets: Tensor | None  # (N + 1,) int64, ragged only
+    max_len: int | None = None  # truncation for ragged streams (None = keep every row)
+
+    @property
+    def ragged(self) -> bool:
+        return self.offsets is not None
+
+    def lengths(self) -> Tensor:
+        """Rows per utterance after truncation, (N,) int64."""
+        assert self.offsets is not None
+        lens = self.offsets[1:] - self.offsets[:-1]
+        return lens.clamp(max=self.max_len) if self.max_len else lens
+
+    def dims(self) -> tuple[int, ...]:
+        """Per-row shape: (L, D) for layered streams, (F,) for a speaker vector."""
+        return tuple(self.values.shape[1:])
+
+
+def layers_for(stream: str, cfg: Any) -> list[int] | None:
+    """Which cached layers a head config asks for in ``stream`` (None = all)."""
+    if stream == "text":
+        return getattr(cfg, "text_layers", None)
+    if stream in ("speech", *SEGMENT_STREAMS):
+        return getattr(cfg, "speech_layers", None)
+    return None
+
+
+def max_len_for(stream: str, cfg: Any) -> int | None:
+    """The head config's max length for ``stream`` (None = no truncation).
+
+    Heads name it ``max_<stream>_len`` (e.g. ``max_speech_len`` 512 and ``max_text_len`` 128 in
+    TDFNet's paper preset); segment streams and fbank follow the same pattern.
+    """
+    value = getattr(cfg, f"max_{stream}_len", None)
+    if value is None and stream == "fbank":
+        value = getattr(cfg, "max_speech_len", None)
+    return int(value) if value else None
+
+
+class TrainData:
+    """Every stream a head needs for every cached utterance, in memory, with vectorised batching."""
+
+    def __init__(
+        self,
+        streams: dict[str, StreamData],
+        labels: Tensor,
+        label_names: list[str],
+        ids: Sequence[str],
+        aligned: Tensor | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.streams = streams
+        self.labels = labels  # (N,) int64 index into label_names
+        self.label_names = label_names
+        self.ids = list(ids)
+        self.index = {u: i for i, u in enumerate(self.ids)}
+        self.aligned = aligned if aligned is not None else torch.ones(len(self.ids), dtype=bool)
+        self.device = torch.device(device)
+        lens = [s.lengths() for s in streams.values() if s.ragged]
+        # padding cost proxy for bucketing: total rows over the ragged streams
+        self.cost = (
+            torch.stack(lens).sum(0) if lens else torch.zeros(len(self.ids), dtype=torch.long)
+        )
+
+    @classmethod
+    def from_cache(
+        cls,
+        cache: Any,
+        streams: set[str],
+        cfg: Any,
+        device: torch.device | str = "cpu",
+    ) -> TrainData:
+        """Load ``streams`` from an open cache (``emofuse.cache.open_cache``) once.
+
+        Arrays go to ``device`` when it is a GPU with room for them (with headroom for the model),
+        otherwise they stay in host memory and each batch is moved.
+        """
+        missing = sorted(set(streams) - set(cache.streams))
+        if missing:
+            s = missing[0]
+            raise EmofuseError(
+                f"the head needs stream '{s}' but cache {getattr(cache, 'path', '')} has only "
+                f"{', '.join(sorted(cache.streams))}; {STREAM_SOURCE.get(s, 'extract it')}"
+            )
+        loaded: dict[str, StreamData] = {}
+        for name in sorted(streams):
+            values, offsets = cache.load(name, "data", layers=layers_for(name, cfg))
+            v = torch.from_numpy(np.ascontiguousarray(values))
+            fixed = getattr(cache.streams[name], "kind", None) == "fixed"
+            o = (
+                None
+                if offsets is None or fixed
+                else torch.from_numpy(np.asarray(offsets, np.int64))
+            )
+            if name in RAGGED_STREAMS and o is None:
+                raise EmofuseError(f"cache stream '{name}' should be ragged but has no offsets")
+            if o is not None and v.ndim == 2:  # (R, D) → (R, 1, D): one "layer"
+                v = v[:, None, :]
+            loaded[name] = StreamData(v, o, max_len_for(name, cfg) if o is not None else None)
+        table = cache.table
+        label_names = sorted({str(x) for x in table["label"]})
+        lookup = {name: i for i, name in enumerate(label_names)}
+        labels = torch.tensor([lookup[str(x)] for x in table["label"]], dtype=torch.long)
+        aligned = torch.as_tensor(
+            np.asarray(table.get("aligned", np.ones(len(labels))), dtype=bool)
+        )
+        data = cls(loaded, labels, label_names, [str(i) for i in cache.ids], aligned, "cpu")
+        return data.to(resolve_device(device))
+
+    def to(self, device: torch.device) -> TrainData:
+        """Move the arrays to ``device`` if they fit (GPU); batches follow ``self.device``."""
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            need = sum(s.values.nbytes for s in self.streams.values())
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if need < 0.6 * free:
+                for s in self.streams.values():
+                    s.values = s.values.to(self.device)
+                    s.offsets = None if s.offsets is None else s.offsets.to(self.device)
+                self.labels = self.labels.to(self.device)
+                self.aligned = self.aligned.to(self.device)
+            else:  # keep on host; pinned memory makes the per-batch copy asynchronous
+                for s in self.streams.values():
+                    s.values = s.values.pin_memory()
+        return self
+
+    def dims(self) -> dict[str, tuple[int, ...]]:
+        """Per-stream row shape the head will see ((L, D) or (F,))."""
+        return {name: s.dims() for name, s in self.streams.items()}
+
+    def indices(self, ids: Sequence[str]) -> Tensor:
+        """Positions of ``ids`` in the data; unknown ids are a user error (plan vs cache)."""
+        try:
+            return torch.tensor([self.index[u] for u in ids], dtype=torch.long)
+        except KeyError as err:
+            raise EmofuseError(
+                f"utterance {err.args[0]!r} of the fold plan is not in the cache; "
+                "rebuild the plan from this cache"
+            ) from None
+
+    def batch(self, idx: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+        """Padded batch for rows ``idx`` (B,): stream tensors, ``<stream>_mask``, ``aligned``."""
+        out: dict[str, Tensor] = {}
+        idx_host = idx
+        for name, s in self.streams.items():
+            i = idx.to(s.values.device)
+            if not s.ragged:
+                out[name] = s.values[i].to(self.device, dtype, non_blocking=True)  # (B, F)
+                continue
+            starts = s.offsets[i]  # (B,)
+            lens = s.offsets[i + 1] - starts
+            if s.max_len:
+                lens = lens.clamp(max=s.max_len)
+            t = max(int(lens.max()), 1)
+            pos = torch.arange(t, device=starts.device)  # (T,)
+            mask = pos[None, :] < lens[:, None]  # (B, T)
+            rows = torch.where(mask, starts[:, None] + pos[None, :], 0)  # (B, T)
+            x = s.values[rows]  # (B, T, L, D)
+            x = x.to(self.device, dtype, non_blocking=True)
+            mask = mask.to(self.device)
+            out[name] = x * mask[..., None, None].to(dtype)  # padded rows are exactly zero
+            out[f"{name}_mask"] = mask
+        if any(g in self.streams for g in SEGMENT_STREAMS):
+            out["aligned"] = self.aligned[idx_host.to(self.aligned.device)].to(self.device)
+            for g in SEGMENT_STREAMS:  # unaligned rows: all-False segment mask (contract §3)
+                if g in out:
+                    out[f"{g}_mask"] = out[f"{g}_mask"] & out["aligned"][:, None]
+        return out
+
+    def train_batches(
+        self, ids_idx: Tensor, batch_size: int, generator: torch.Generator
+    ) -> list[Tensor]:
+        """Length-bucketed, shuffled batches for one epoch (seeded through ``generator``).
+
+        Shuffle, sort by length inside windows of 50 batches, cut, shuffle the batch order: batches
+        hold similar lengths (little padding) yet differ every epoch.
+        """
+        perm = ids_idx[torch.randperm(len(ids_idx), generator=generator)]
+        window = batch_size * 50
+        batches: list[Tensor] = []
+        for w in range(0, len(perm), window):
+            chunk = perm[w : w + window]
+            chunk = chunk[torch.argsort(self.cost[chunk], stable=True)]
+            batches += list(torch.split(chunk, batch_size))
+        order = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in order]
+
+    def eval_batches(self, ids_idx: Tensor, batch_size: int) -> Iterator[Tensor]:
+        """Length-sorted batches (deterministic); callers scatter results back by index."""
+        ordered = ids_idx[torch.argsort(self.cost[ids_idx], stable=True)]
+        yield from torch.split(ordered, batch_size)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` → the first CUDA GPU when there is one, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise EmofuseError(f"--device {device!r} is not a device; use auto, cpu or cuda") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EmofuseError(f"--device {device} asked for a GPU but CUDA is not available; use cpu")
+    return dev

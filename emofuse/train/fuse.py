@@ -1,0 +1,159 @@
+"""Late fusion of trained runs: per-fold weighted averages of class probabilities.
+
+Weights are chosen for each fold on that fold's validation probabilities only (heads.md), from a
+grid over the simplex that includes every single run (its vertices). The chosen weights therefore
+score at least as well as the best member on validation by construction; the test set is scored
+once, with those weights, and never takes part in the choice.
+
+Criterion: validation UA (the protocol's headline metric); ties go to the lower validation
+cross-entropy, then to the earlier grid point (the grid lists single runs first).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, log_loss
+from tqdm import tqdm
+
+from emofuse.errors import EmofuseError
+from emofuse.train.folds import FoldPlan
+from emofuse.train.metrics import summarize
+from emofuse.train.run import (
+    _json_write,
+    finished_folds,
+    fold_dir,
+    read_predictions,
+    write_predictions,
+    write_summary,
+)
+
+GRID_STEPS = 10  # weights in multiples of 1/10
+
+
+def weight_grid(n_runs: int, steps: int = GRID_STEPS) -> np.ndarray:
+    """(W, n_runs) non-negative weights summing to 1; single-run vertices come first."""
+    vertices = np.eye(n_runs)
+    points = [
+        np.array(c) / steps
+        for c in itertools.product(range(steps + 1), repeat=n_runs)
+        if sum(c) == steps and max(c) < steps
+    ]
+    return np.concatenate([vertices, np.array(points).reshape(-1, n_runs)])
+
+
+def choose_weights(
+    val_probs: Sequence[np.ndarray], val_true: Sequence[str], labels: list[str]
+) -> tuple[np.ndarray, float, list[float]]:
+    """Best grid weights on validation → (weights (R,), fused val UA, each member's val UA)."""
+    stack = np.stack(val_probs)  # (R, N, C)
+    names = np.asarray(labels)
+    y = np.asarray(val_true)
+    best: tuple[float, float, int] | None = None
+    grid = weight_grid(len(val_probs))
+    for w_i, w in enumerate(grid):
+        fused = np.einsum("r,rnc->nc", w, stack)  # (N, C)
+        ua = balanced_accuracy_score(y, names[fused.argmax(1)])
+        nll = log_loss(y, fused / fused.sum(1, keepdims=True), labels=labels)
+        key = (-ua, nll, w_i)
+        if best is None or key < best:
+            best = key
+    assert best is not None
+    members = [float(balanced_accuracy_score(y, names[p.argmax(1)])) for p in val_probs]
+    return grid[best[2]], -best[0], members
+
+
+def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """Fuse finished runs on the same fold plan into the run folder ``out``; return its summary."""
+    runs = [Path(r) for r in runs]
+    out = Path(out)
+    if len(runs) < 2:
+        raise EmofuseError("fuse needs at least two run folders")
+    plans = [FoldPlan.load(r / "folds.json") for r in runs]
+    for r, p in zip(runs[1:], plans[1:], strict=True):
+        if p.to_dict() != plans[0].to_dict():
+            raise EmofuseError(
+                f"{r} and {runs[0]} use different fold plans; fuse runs trained with the same "
+                "--split and --seed on the same corpus"
+            )
+    folds = finished_folds(runs[0])
+    for r in runs[1:]:
+        missing = sorted(set(folds) - set(finished_folds(r)))
+        if missing:
+            raise EmofuseError(
+                f"{r} has not finished fold {missing[0]}; finish it with `emofuse train`"
+            )
+    if not folds:
+        raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(runs[0] / "folds.json", out / "folds.json")
+    weights: dict[int, list[float]] = {}
+    for k in tqdm(folds, desc="fuse", leave=False):
+        val = [_aligned(r, k, "val_predictions.csv") for r in runs]
+        test = [_aligned(r, k, "predictions.csv") for r in runs]
+        labels = val[0]["labels"]
+        if any(p["ids"] != val[0]["ids"] for p in val) or any(
+            p["ids"] != test[0]["ids"] for p in test
+        ):
+            raise EmofuseError(f"fold {k}: the runs predicted different utterances; retrain them")
+        if any(v["labels"] != labels for v in val):
+            raise EmofuseError(f"runs {', '.join(map(str, runs))} have different class sets")
+        w, fused_ua, member_ua = choose_weights([v["probs"] for v in val], val[0]["true"], labels)
+        weights[k] = w.tolist()
+        d = fold_dir(out, k)
+        d.mkdir(exist_ok=True)
+        for fname, parts in (("val_predictions.csv", val), ("predictions.csv", test)):
+            probs = np.einsum("r,rnc->nc", w, np.stack([p["probs"] for p in parts]))  # (N, C)
+            write_predictions(d / fname, k, parts[0]["ids"], parts[0]["true"], probs, labels)
+        pred = read_predictions(d / "predictions.csv")
+        fold_scores = summarize([(k, pred["true"], pred["predicted"])], labels)
+        metrics = json.loads((fold_dir(runs[0], k) / "metrics.json").read_text())
+        _json_write(
+            d / "metrics.json",
+            {
+                "fold": k,
+                "test_set": metrics.get("test_set", ""),
+                **fold_scores["pooled"],
+                "weights": dict(zip(map(str, runs), w.tolist(), strict=True)),
+                "val_UA_fused": fused_ua,
+                "val_UA_members": dict(zip(map(str, runs), member_ua, strict=True)),
+                "confusion": fold_scores["confusion"],
+            },
+        )
+    first = json.loads((runs[0] / "config.json").read_text())
+    _json_write(
+        out / "config.json",
+        {
+            "head": "late fusion of " + " + ".join(map(str, runs)),
+            "fused_runs": [str(r) for r in runs],
+            "criterion": "validation UA, ties by validation cross-entropy",
+            "grid_steps": GRID_STEPS,
+            "weights": {str(k): v for k, v in weights.items()},
+            "split": plans[0].split,
+            "seed": plans[0].seed,
+            "cache_fingerprint": first.get("cache_fingerprint"),
+        },
+    )
+    summary = write_summary(out, plans[0])
+    from emofuse.train.report import write_report
+
+    write_report(out)
+    return summary
+
+
+def _aligned(run: Path, k: int, fname: str) -> dict[str, Any]:
+    """A fold's predictions sorted by id, so the runs' rows line up whatever order they were saved."""
+    p = read_predictions(fold_dir(run, k) / fname)
+    order = np.argsort(np.asarray(p["ids"]), kind="stable")
+    return {
+        "ids": [p["ids"][i] for i in order],
+        "true": [p["true"][i] for i in order],
+        "labels": p["labels"],
+        "probs": p["probs"][order],
+    }

@@ -1,0 +1,174 @@
+"""report.md and PNG plots of a run folder, regenerated from its files alone.
+
+The report states which numbers are mean ± std over folds (the papers' convention, e.g. TDFNet
+Table I) and which are pooled over the concatenated test predictions, because the two differ and
+peers' tables rarely say which they give.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from emofuse.errors import EmofuseError  # noqa: E402
+
+METRICS = ("UA", "WA", "F1")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise EmofuseError(f"{path} is missing; is {path.parent} a finished `emofuse train` run?")
+    return json.loads(path.read_text())
+
+
+def write_report(run: str | Path, tsne: bool = False) -> Path:
+    """Write report.md, confusion.png, curves.png (and tsne.png) into the run folder."""
+    run = Path(run)
+    summary = load_json(run / "summary.json")
+    config = load_json(run / "config.json")
+    fold_metrics = {}
+    for f in summary["folds"]:
+        path = run / f"fold_{f['fold']:02d}" / "metrics.json"
+        fold_metrics[f["fold"]] = json.loads(path.read_text()) if path.is_file() else {}
+    labels = summary["labels"]
+    plot_confusion(summary["confusion"], labels, run / "confusion.png")
+    has_curves = plot_curves(run, run / "curves.png")
+    lines = [
+        f"# Run report: {run.name}",
+        "",
+        f"- head: `{config.get('head')}`"
+        + (f" (preset `{config['preset']}`)" if config.get("preset") else ""),
+        f"- split: `{summary.get('split', config.get('split'))}`, seed {config.get('seed')}, "
+        f"{len(summary['folds'])} of {summary.get('folds_planned', len(summary['folds']))} folds finished",
+        f"- cache fingerprint: `{config.get('cache_fingerprint')}`",
+        "- model selection: best validation loss (the test set never selects a checkpoint)",
+        "",
+        "## Per fold (test set of each fold, %)",
+        "",
+        "| fold | test set | UA | WA | F1 | best epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in summary["folds"]:
+        m = fold_metrics.get(f["fold"], {})
+        lines.append(
+            f"| {f['fold']} | {m.get('test_set', '')} | {_pct(f['UA'])} | {_pct(f['WA'])} | "
+            f"{_pct(f['F1'])} | {m.get('best_epoch', '')} |"
+        )
+    mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
+    lines.append(
+        "| **mean ± std over folds** | | "
+        + " | ".join(f"{_pct(mean[k])} ± {_pct(std[k])}" for k in METRICS)
+        + " | |"
+    )
+    lines.append(
+        "| **pooled** (all test predictions as one set) | | "
+        + " | ".join(_pct(pooled[k]) for k in METRICS)
+        + " | |"
+    )
+    lines += [
+        "",
+        "UA = unweighted accuracy (mean per-class recall, `balanced_accuracy_score`); WA = weighted "
+        'accuracy (overall accuracy, `accuracy_score`); F1 = macro F1. "mean ± std" averages the '
+        'per-fold values (population std); "pooled" scores the concatenated test predictions of all '
+        "folds.",
+        "",
+        "## Pooled confusion matrix (rows = true, columns = predicted; counts, row %)",
+        "",
+        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    counts, norm = summary["confusion"]["counts"], summary["confusion"]["normalized"]
+    for lab, row_c, row_n in zip(labels, counts, norm, strict=True):
+        cells = [f"{c} ({100 * n:.1f})" for c, n in zip(row_c, row_n, strict=True)]
+        lines.append(f"| **{lab}** | " + " | ".join(cells) + " |")
+    lines += ["", "![confusion](confusion.png)"]
+    if has_curves:
+        lines += ["", "![training curves](curves.png)"]
+    if tsne:
+        plot_tsne(run, run / "tsne.png")
+    if (run / "tsne.png").is_file():
+        lines += ["", "![t-SNE of pooled test embeddings](tsne.png)"]
+    (run / "report.md").write_text("\n".join(lines) + "\n")
+    return run / "report.md"
+
+
+def plot_confusion(confusion: dict[str, Any], labels: list[str], path: Path) -> None:
+    """Row-normalised pooled confusion matrix, each cell annotated with % and count."""
+    norm = np.asarray(confusion["normalized"], dtype=float)  # (C, C)
+    counts = np.asarray(confusion["counts"])
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(
+                j, i, f"{100 * norm[i, j]:.1f}%\n({counts[i, j]})", ha="center", va="center",
+                color="white" if norm[i, j] > 0.5 else "black", fontsize=8,
+            )  # fmt: skip
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("pooled test confusion (row %)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(run: Path, path: Path) -> bool:
+    """Training/validation loss and validation UA per epoch, one line per fold (False: no curves)."""
+    files = sorted(run.glob("fold_*/curves.jsonl"))
+    if not files:  # e.g. a late-fusion run: nothing was trained
+        return False
+    fig, (ax_loss, ax_ua) = plt.subplots(1, 2, figsize=(10, 4))
+    for curves in files:
+        rows = [json.loads(line) for line in curves.read_text().splitlines() if line.strip()]
+        if not rows:
+            continue
+        epochs = [r["epoch"] for r in rows]
+        (line,) = ax_loss.plot(epochs, [r["val_loss"] for r in rows], label=curves.parent.name)
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], "--", color=line.get_color())
+        ax_ua.plot(epochs, [r["val_UA"] for r in rows], color=line.get_color())
+    ax_loss.set_title("loss (solid = validation, dashed = train)")
+    ax_loss.set_xlabel("epoch")
+    ax_ua.set_title("validation UA")
+    ax_ua.set_xlabel("epoch")
+    ax_loss.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_tsne(run: Path, path: Path, seed: int = 0) -> None:
+    """t-SNE of the pooled test-utterance embeddings (each fold's own model), coloured by label."""
+    from sklearn.manifold import TSNE
+
+    from emofuse.train.run import fold_embeddings
+
+    emb, labels = fold_embeddings(run)  # (N, E), (N,)
+    perplexity = float(min(30, max(2, (len(emb) - 1) // 3)))
+    xy = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(
+        emb
+    )
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for lab in sorted(set(labels)):
+        sel = np.asarray(labels) == lab
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=6, label=lab)
+    ax.legend(markerscale=3)
+    ax.set_title("t-SNE of test-utterance embeddings (pooled over folds)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,414 @@
+"""A training run: cache + head + fold plan → a self-contained, resumable run folder.
+
+Run folder layout (contract, docs/architecture.md §5)::
+
+    config.json            everything needed to rerun (head, config, split, seed, loop, cache fingerprint)
+    folds.json             the fold plan (FoldPlan JSON)
+    fold_01/               curves.jsonl (one JSON line per epoch), checkpoint.pt (best val loss),
+                           predictions.csv (test), val_predictions.csv, metrics.json (written last:
+                           its presence marks the fold finished, so a rerun skips it)
+    predictions.csv        pooled test predictions: id, fold, true, predicted, p_<label>…
+    val_predictions.csv    the same for validation (late fusion picks its weights on these)
+    summary.json           per-fold, mean, std, pooled UA/WA/F1 (fractions) + pooled confusion
+    report.md, confusion.png, curves.png
+
+Folds are independent and seeded from (seed, fold) alone, so they can run in any order, resume
+after a kill, or spread over ``torchrun`` ranks (round-robin) with results identical to a serial run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from emofuse import __version__
+from emofuse.errors import EmofuseError
+from emofuse.train.data import TrainData
+from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
+from emofuse.train.loop import FoldOutput, LoopConfig, train_fold
+from emofuse.train.metrics import summarize
+
+# config.json keys that may change between a run and its resume without changing any result
+RESUME_FREE = ("folds", "device", "cache")
+
+
+def resolve_head(spec: str) -> type:
+    """``NAME`` from the head registry, or ``path/to/file.py:Class`` for a user's own head."""
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        path, cls_name = spec.rsplit(":", 1)
+        if not Path(path).is_file():
+            raise EmofuseError(f"--head {spec}: file {path} does not exist")
+        # registered under a name unique to the resolved path: dataclasses (and pickling) look the
+        # module up in sys.modules, and loading the same file twice must give the same class
+        resolved = Path(path).resolve()
+        mod_name = "emofuse_user_head_" + hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
+        module = sys.modules.get(mod_name)
+        if module is None:
+            module_spec = importlib.util.spec_from_file_location(mod_name, resolved)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[mod_name] = module
+            try:
+                module_spec.loader.exec_module(module)
+            except Exception:
+                del sys.modules[mod_name]
+                raise
+        if not hasattr(module, cls_name):
+            raise EmofuseError(f"--head {spec}: {path} defines no class {cls_name}")
+        return getattr(module, cls_name)
+    from emofuse.heads import get_head  # the registry raises EmofuseError listing valid names
+
+    return get_head(spec)
+
+
+def make_dims(data: TrainData) -> Any:
+    """The heads' ``InputDims`` from what the data layer loaded ((L, D) per stream, speaker (1, F))."""
+    from emofuse.heads.base import InputDims
+
+    dims = {k: (v[0] if len(v) == 1 else v) for k, v in data.dims().items()}
+    return InputDims(**dims)
+
+
+def _json_write(path: Path, obj: Any) -> None:
+    """Write atomically (tmp + rename): a kill never leaves a half-written marker file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _dist_env() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def fold_dir(out: Path, k: int) -> Path:
+    return out / f"fold_{k:02d}"
+
+
+def write_predictions(
+    path: Path, fold: int, ids: Sequence[str], true: Sequence[str], probs: np.ndarray, labels
+) -> None:
+    """CSV with id, fold, true, predicted, one probability column per class (full precision)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "fold", "true", "predicted", *[f"p_{lab}" for lab in labels]])
+        pred = np.asarray(labels)[probs.argmax(1)]
+        for i, t, p, row in zip(ids, true, pred, probs, strict=True):
+            w.writerow([i, fold, t, p, *[repr(float(x)) for x in row]])
+    os.replace(tmp, path)
+
+
+def read_predictions(path: Path) -> dict[str, Any]:
+    """``{"ids", "fold", "true", "predicted", "labels", "probs" (N, C)}`` from a predictions CSV."""
+    if not path.is_file():
+        raise EmofuseError(f"{path} is missing; rerun `emofuse train` for this run folder")
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    labels = [h[2:] for h in header[4:]]
+    probs = np.array([[float(x) for x in r[4:]] for r in body], dtype=np.float64).reshape(
+        len(body), len(labels)
+    )
+    return {
+        "ids": [r[0] for r in body],
+        "fold": [int(r[1]) for r in body],
+        "true": [r[2] for r in body],
+        "predicted": [r[3] for r in body],
+        "labels": labels,
+        "probs": probs,
+    }
+
+
+def test_set_name(split: str, fold: Fold, table: dict[str, Any]) -> str:
+    """What fold k tests, for the report: the session (loso), the speaker (lopo), or the tenth."""
+    column = {"loso": "session", "lopo": "speaker"}.get(split)
+    if column is None:
+        return "test rows" if split == "predefined" else f"tenth {fold.fold}"
+    test = set(fold.test)
+    values = {str(v) for i, v in zip(table["id"], table[column], strict=True) if str(i) in test}
+    return ",".join(sorted(values))
+
+
+def save_fold(
+    out: Path,
+    result: FoldOutput,
+    data: TrainData,
+    head_meta: dict[str, Any],
+    test_set: str = "",
+) -> dict:
+    """Write one finished fold; metrics.json goes last and marks the fold done."""
+    d = fold_dir(out, result.fold)
+    d.mkdir(parents=True, exist_ok=True)
+    names = data.label_names
+    torch.save(
+        {**head_meta, "fold": result.fold, "state_dict": result.state_dict}, d / "checkpoint.pt"
+    )
+    for fname, idx, probs in (
+        ("val_predictions.csv", result.val_idx, result.val_probs),
+        ("predictions.csv", result.test_idx, result.test_probs),
+    ):
+        ids = [data.ids[i] for i in idx.tolist()]
+        true = [names[int(y)] for y in data.labels[idx.to(data.labels.device)].tolist()]
+        write_predictions(d / fname, result.fold, ids, true, probs, names)
+    test = read_predictions(d / "predictions.csv")
+    fold_summary = summarize([(result.fold, test["true"], test["predicted"])], names)
+    metrics = {
+        "fold": result.fold,
+        "test_set": test_set,
+        **{m: fold_summary["pooled"][m] for m in ("UA", "WA", "F1")},
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.curves),
+        "confusion": fold_summary["confusion"],
+    }
+    _json_write(d / "metrics.json", metrics)
+    return metrics
+
+
+def finished_folds(out: Path) -> list[int]:
+    return sorted(
+        int(p.parent.name.split("_")[1]) for p in out.glob("fold_*/metrics.json") if p.is_file()
+    )
+
+
+def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
+    """summary.json + pooled predictions CSVs from every finished fold (in fold order)."""
+    done = finished_folds(out)
+    if not done:
+        raise EmofuseError(f"{out} has no finished fold yet; run `emofuse train` first")
+    per_fold, labels = [], None
+    for kind in ("predictions.csv", "val_predictions.csv"):
+        parts = [read_predictions(fold_dir(out, k) / kind) for k in done]
+        labels = parts[0]["labels"]
+        with (out / kind).open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "fold", "true", "predicted", *[f"p_{lab}" for lab in labels]])
+            for p in parts:
+                for r in zip(
+                    p["ids"], p["fold"], p["true"], p["predicted"], p["probs"], strict=True
+                ):
+                    w.writerow([*r[:4], *[repr(float(x)) for x in r[4]]])
+        if kind == "predictions.csv":
+            per_fold = [(k, p["true"], p["predicted"]) for k, p in zip(done, parts, strict=True)]
+    summary = summarize(per_fold, labels)
+    summary["split"] = plan.split
+    summary["folds_planned"] = len(plan.folds)
+    _json_write(out / "summary.json", summary)
+    return summary
+
+
+def run_config(
+    head_spec: str,
+    head_cls: type,
+    cfg: Any,
+    preset: str | None,
+    sets: dict[str, str],
+    cache: Any,
+    split: str,
+    loop: LoopConfig,
+    labels: list[str],
+    folds: list[int] | None,
+    device: str,
+) -> dict[str, Any]:
+    return {
+        "emofuse_version": __version__,
+        "head": head_spec,
+        "head_name": getattr(head_cls, "name", head_cls.__name__),
+        "preset": preset,
+        "set": dict(sets),
+        "head_config": dataclasses.asdict(cfg),
+        "cache": str(getattr(cache, "path", cache)),
+        "cache_fingerprint": cache.fingerprint,
+        "split": split,
+        "seed": loop.seed,
+        "loop": dataclasses.asdict(loop),
+        "labels": labels,
+        "folds": folds,
+        "device": device,
+    }
+
+
+def check_resume(out: Path, config: dict[str, Any]) -> None:
+    """Refuse to mix results of different settings in one run folder."""
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    for key in sorted(set(old) | set(config)):
+        if key in RESUME_FREE:
+            continue
+        if old.get(key) != config.get(key):
+            raise EmofuseError(
+                f"run folder {out} was made with different settings ({key}: {old.get(key)!r} vs "
+                f"{config.get(key)!r}); use a new --out or the original settings"
+            )
+
+
+def train_run(
+    cache: Any,
+    head_spec: str,
+    out: str | Path,
+    split: str,
+    preset: str | None = None,
+    sets: dict[str, str] | None = None,
+    loop: LoopConfig | None = None,
+    folds: Sequence[int] | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Train every selected fold not already finished in ``out``; return the summary (rank 0).
+
+    ``cache`` is a path (opened with ``emofuse.cache.open_cache``) or an open cache object.
+    Under torchrun (RANK / WORLD_SIZE set) folds are dealt round-robin to ranks; rank 0 writes the
+    summary after every rank has finished (other ranks return None).
+    """
+    loop = loop or LoopConfig()
+    sets = dict(sets or {})
+    out = Path(out)
+    if isinstance(cache, str | Path):
+        from emofuse.cache import open_cache
+
+        cache = open_cache(cache)
+    head_cls = resolve_head(head_spec)
+    cfg = head_cls.make_config(preset, sets)
+    rank, world = _dist_env()
+    if world > 1 and device == "auto" and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    data = TrainData.from_cache(cache, set(head_cls.required_streams(cfg)), cfg, device)
+    table = cache.table
+    plan = build_folds_from_columns(
+        ids=[str(i) for i in table["id"]],
+        labels=[str(x) for x in table["label"]],
+        speakers=[str(x) for x in table["speaker"]],
+        sessions=[None if x in (None, "") else str(x) for x in table["session"]],
+        splits=[
+            None if x in (None, "") else str(x) for x in table.get("split", [None] * len(data.ids))
+        ],
+        split=split,
+        seed=loop.seed,
+    )
+    valid = [f.fold for f in plan.folds]
+    selected = list(folds) if folds else valid
+    bad = [k for k in selected if k not in valid]
+    if bad:
+        raise EmofuseError(
+            f"--folds {bad[0]} is not a fold of the {split} plan; valid folds: "
+            f"{','.join(map(str, valid))}"
+        )
+    config = run_config(
+        head_spec, head_cls, cfg, preset, sets, cache, split, loop, data.label_names,
+        list(folds) if folds else None, str(data.device),
+    )  # fmt: skip
+    check_resume(out, config)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "folds.json").is_file() and FoldPlan.load(
+        out / "folds.json"
+    ).to_dict() != plan.to_dict():
+        raise EmofuseError(
+            f"run folder {out} holds a different fold plan (the cache changed?); use a new --out"
+        )
+    if rank == 0:
+        _json_write(out / "config.json", config)
+        plan.save(out / "folds.json")
+
+    dims = make_dims(data)
+    head_meta = {
+        "head": head_spec,
+        "head_name": config["head_name"],
+        "head_config": config["head_config"],
+        "dims": dims.as_dict(),
+        "labels": data.label_names,
+        "cache_fingerprint": cache.fingerprint,
+    }
+    if world > 1:
+        # gloo works on CPU and GPU alike: the only collective is one barrier
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
+        dist.barrier()  # rank 0 has written config.json / folds.json
+    done = set(finished_folds(out))
+    todo = [k for k in selected if k not in done]
+    for k in todo[rank::world]:
+        d = fold_dir(out, k)
+        if d.exists():  # a fold killed mid-way restarts from scratch (its seed makes it identical)
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        with (d / "curves.jsonl").open("w") as curves:
+
+            def log(row: dict[str, Any], fh=curves) -> None:
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+
+            result = train_fold(
+                lambda: head_cls(cfg, dims, len(data.label_names)),
+                data,
+                plan.fold(k),
+                loop,
+                on_epoch=log,
+                progress=progress,
+            )
+        save_fold(out, result, data, head_meta, test_set_name(plan.split, plan.fold(k), table))
+
+    if world > 1:
+        dist.barrier()  # every rank's folds are on disk before rank 0 summarises
+        dist.destroy_process_group()
+    if rank != 0:
+        return None
+    summary = write_summary(out, plan)
+    from emofuse.train.report import write_report
+
+    write_report(out)
+    return summary
+
+
+def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> Any:
+    """The best checkpoint of fold ``k`` as a ready head in eval mode."""
+    from emofuse.heads.base import InputDims
+
+    ckpt_path = fold_dir(run, k) / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise EmofuseError(f"{ckpt_path} is missing; rerun `emofuse train` for {run}")
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    head_cls = resolve_head(ckpt["head"])
+    cfg = head_cls.make_config(None, ckpt["head_config"])
+    model = head_cls(
+        cfg, InputDims(**{k2: tuple(v) for k2, v in ckpt["dims"].items()}), len(ckpt["labels"])
+    )
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
+
+
+def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, list[str]]:
+    """``head.embed`` of every finished fold's test utterances, by that fold's model (pooled)."""
+    from emofuse.cache import open_cache
+    from emofuse.train.loop import forward_all
+
+    run = Path(run)
+    config = json.loads((run / "config.json").read_text())
+    cache = open_cache(config["cache"])
+    if cache.fingerprint != config["cache_fingerprint"]:
+        raise EmofuseError(
+            f"cache {config['cache']} changed since {run} was trained (fingerprint differs); "
+            "t-SNE needs the same cache"
+        )
+    head_cls = resolve_head(config["head"])
+    cfg = head_cls.make_config(None, config["head_config"])
+    data = TrainData.from_cache(cache, set(head_cls.required_streams(cfg)), cfg, device)
+    plan = FoldPlan.load(run / "folds.json")
+    embs, labels = [], []
+    for k in finished_folds(run):
+        model = load_fold_model(run, k, data.device)
+        idx = data.indices(plan.fold(k).test)
+        embs.append(forward_all(model, data, idx, 64, embed=True).numpy())  # (N_k, E)
+        labels += [data.label_names[int(y)] for y in data.labels[idx.to(data.labels.device)]]
+    return np.concatenate(embs), labels

@@ -1,0 +1,186 @@
+"""Training runs on an in-memory cache: run folder, determinism, resume, fusion, report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import emofuse.train.run as run_mod
+from emofuse.errors import EmofuseError
+from emofuse.train.fuse import fuse_runs
+from emofuse.train.loop import LoopConfig
+from emofuse.train.report import write_report
+from emofuse.train.run import read_predictions, train_run
+
+from .conftest import TINY_HEAD, FakeCache
+
+LOOP = LoopConfig(epochs=4, batch_size=16, lr=3e-3, patience=2, seed=0)
+FOLD_FILES = (
+    "curves.jsonl",
+    "checkpoint.pt",
+    "predictions.csv",
+    "val_predictions.csv",
+    "metrics.json",
+)
+RUN_FILES = (
+    "config.json",
+    "folds.json",
+    "predictions.csv",
+    "val_predictions.csv",
+    "summary.json",
+    "report.md",
+    "confusion.png",
+    "curves.png",
+)
+
+
+def train(cache, out, **kw):
+    kw.setdefault("loop", LOOP)
+    return train_run(cache, TINY_HEAD, out, kw.pop("split", "loso"), progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return FakeCache(n_per_speaker=12)
+
+
+@pytest.fixture(scope="module")
+def loso_run(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    return out, train(cache, out)
+
+
+def test_run_folder_has_every_file_and_honest_summary(loso_run, cache):
+    out, summary = loso_run
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    for k in range(1, 6):
+        for name in FOLD_FILES:
+            assert (out / f"fold_{k:02d}" / name).is_file(), (k, name)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["folds"] == summary["folds"]
+    assert [f["fold"] for f in on_disk["folds"]] == [1, 2, 3, 4, 5]
+    assert (
+        set(on_disk["mean"]) == {"UA", "WA", "F1"} == set(on_disk["std"]) == set(on_disk["pooled"])
+    )
+    assert all(0 <= f["UA"] <= 1 for f in on_disk["folds"])
+    assert on_disk["mean"]["UA"] == pytest.approx(np.mean([f["UA"] for f in on_disk["folds"]]))
+    # the signal is learnable: well above 4-class chance
+    assert on_disk["pooled"]["UA"] > 0.6
+    # predictions cover every utterance exactly once, probabilities sum to one
+    pred = read_predictions(out / "predictions.csv")
+    assert sorted(pred["ids"]) == sorted(cache.ids)
+    assert np.allclose(pred["probs"].sum(1), 1, atol=1e-5)
+    assert pred["predicted"] == [pred["labels"][i] for i in pred["probs"].argmax(1)]
+    # per-epoch curves; early stopping never runs past --epochs; best epoch ≤ epochs run
+    for k in range(1, 6):
+        rows = [
+            json.loads(x) for x in (out / f"fold_{k:02d}/curves.jsonl").read_text().splitlines()
+        ]
+        metrics = json.loads((out / f"fold_{k:02d}/metrics.json").read_text())
+        assert 1 <= len(rows) <= LOOP.epochs and [r["epoch"] for r in rows] == list(
+            range(1, len(rows) + 1)
+        )
+        best = min(rows, key=lambda r: r["val_loss"])["epoch"]
+        assert metrics["best_epoch"] == best
+        assert metrics["test_set"] == f"Ses0{k}"
+    config = json.loads((out / "config.json").read_text())
+    assert config["cache_fingerprint"] == cache.fingerprint
+    assert config["head_config"]["hidden"] == 16 and config["split"] == "loso"
+    report = (out / "report.md").read_text()
+    assert "mean ± std over folds" in report and "pooled" in report
+    assert f"{100 * summary['pooled']['UA']:.2f}" in report
+
+
+def test_same_seed_same_numbers_other_seed_differs(loso_run, cache, tmp_path):
+    out, summary = loso_run
+    again = train(cache, tmp_path / "b")
+    assert again["folds"] == summary["folds"]
+    a = read_predictions(out / "predictions.csv")["probs"]
+    b = read_predictions(tmp_path / "b" / "predictions.csv")["probs"]
+    assert np.array_equal(a, b)
+    train(cache, tmp_path / "c", loop=LoopConfig(**{**LOOP.__dict__, "seed": 1}))
+    c = read_predictions(tmp_path / "c" / "predictions.csv")
+    assert not np.array_equal(np.sort(a, axis=None), np.sort(c["probs"], axis=None))
+
+
+def test_killed_run_resumes_to_the_same_summary(loso_run, cache, tmp_path, monkeypatch):
+    out, summary = loso_run
+    real = run_mod.train_fold
+
+    def dies_in_fold_3(build, data, fold, cfg, on_epoch=None, progress=True):
+        if fold.fold == 3:
+            on_epoch({"fold": 3, "epoch": 1, "val_loss": 0, "train_loss": 0, "val_UA": 0})
+            raise KeyboardInterrupt  # a kill in the middle of fold 3
+        return real(build, data, fold, cfg, on_epoch, progress)
+
+    monkeypatch.setattr(run_mod, "train_fold", dies_in_fold_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cache, tmp_path / "k")
+    assert run_mod.finished_folds(tmp_path / "k") == [1, 2]
+    assert not (tmp_path / "k" / "summary.json").exists()
+    monkeypatch.setattr(run_mod, "train_fold", real)
+    trained = []
+    monkeypatch.setattr(
+        run_mod, "train_fold", lambda *a, **kw: trained.append(a[2].fold) or real(*a, **kw)
+    )
+    resumed = train(cache, tmp_path / "k")
+    assert trained == [3, 4, 5]  # finished folds skipped
+    assert resumed["folds"] == summary["folds"]
+    assert resumed["pooled"] == summary["pooled"]
+
+
+def test_single_fold_rerun_alone_matches_the_plan(loso_run, cache, tmp_path):
+    out, summary = loso_run
+    alone = train(cache, tmp_path / "f4", folds=[4])
+    assert alone["folds"] == [summary["folds"][3]]
+
+
+def test_resume_with_other_settings_is_refused(loso_run, cache):
+    out, _ = loso_run
+    with pytest.raises(EmofuseError, match="different settings.*loop"):
+        train(cache, out, loop=LoopConfig(**{**LOOP.__dict__, "lr": 1e-2}))
+
+
+def test_bad_set_key_and_fold_are_one_line_errors(cache, tmp_path):
+    with pytest.raises(EmofuseError, match="--set nope.*options:.*hidden"):
+        train(cache, tmp_path / "x", sets={"nope": "1"})
+    with pytest.raises(EmofuseError, match="--folds 7 .*valid folds: 1,2,3,4,5"):
+        train(cache, tmp_path / "x", folds=[7])
+
+
+def test_fuse_is_at_least_its_best_member_on_validation(loso_run, cache, tmp_path):
+    out_a, _ = loso_run
+    # a weaker second member: speech only, other seed
+    out_b = tmp_path / "b"
+    train_run(
+        cache, TINY_HEAD, out_b, "loso", sets={"use_text": "false"},
+        loop=LoopConfig(**{**LOOP.__dict__, "epochs": 2}), progress=False,
+    )  # fmt: skip
+    fused = fuse_runs([out_a, out_b], tmp_path / "fused")
+    assert len(fused["folds"]) == 5
+    for k in range(1, 6):
+        m = json.loads((tmp_path / "fused" / f"fold_{k:02d}/metrics.json").read_text())
+        assert m["val_UA_fused"] >= max(m["val_UA_members"].values()) - 1e-12
+        assert sum(m["weights"].values()) == pytest.approx(1.0)
+        # the reported fused val UA is what the saved val predictions score
+        val = read_predictions(tmp_path / "fused" / f"fold_{k:02d}/val_predictions.csv")
+        from emofuse.train.metrics import scores
+
+        assert scores(val["true"], val["predicted"])["UA"] == pytest.approx(m["val_UA_fused"])
+    assert (tmp_path / "fused" / "report.md").is_file()
+    # a run on another plan is refused
+    out_c = tmp_path / "c"
+    train(cache, out_c, split="lopo", loop=LoopConfig(**{**LOOP.__dict__, "epochs": 1}), folds=[1])
+    with pytest.raises(EmofuseError, match="different fold plans"):
+        fuse_runs([out_a, out_c], tmp_path / "bad")
+
+
+def test_report_regenerates(loso_run):
+    out, _ = loso_run
+    (out / "report.md").unlink()
+    (out / "confusion.png").unlink()
+    write_report(out)
+    assert (out / "report.md").is_file() and (out / "confusion.png").stat().st_size > 1000

@@ -1,0 +1,73 @@
+"""Layer mixing, masked pooling and config parsing shared by every head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emofuse.errors import EmofuseError
+from emofuse.heads.base import LayerMix, avg_max_pool, masked_max, masked_mean
+from emofuse.heads.tdfnet import TDFNet
+
+
+def test_weighted_mix_starts_as_the_mean_and_learns_towards_a_layer() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, 8)  # (B, T, L, D)
+    mix = LayerMix(4, "weighted")
+    assert torch.allclose(mix(x), x.mean(2), atol=1e-6)
+    target = x[:, :, 2]  # the signal lives in layer 2
+    opt = torch.optim.SGD(mix.parameters(), lr=5.0)
+    for _ in range(50):
+        opt.zero_grad()
+        ((mix(x) - target) ** 2).mean().backward()
+        opt.step()
+    weights = torch.softmax(mix.weights, 0)
+    assert weights.argmax() == 2 and weights[2] > 0.8
+
+
+def test_single_and_mean_mixes_have_no_parameters() -> None:
+    x = torch.randn(3, 4, 8)  # (T, L, D)
+    assert torch.equal(LayerMix(4, "single", 1)(x), x[:, 1])
+    assert torch.equal(LayerMix(4, "single")(x), x[:, -1])
+    assert torch.allclose(LayerMix(4, "mean")(x), x.mean(1))
+    assert list(LayerMix(4, "mean").parameters()) == []
+    assert list(LayerMix(1, "weighted").parameters()) == []  # one layer: nothing to weigh
+    with pytest.raises(EmofuseError, match="mix_index=4"):
+        LayerMix(4, "single", 4)
+
+
+def test_masked_pooling_ignores_padding() -> None:
+    x = torch.tensor([[[1.0], [3.0], [100.0]], [[-2.0], [-4.0], [-6.0]]])  # (2, 3, 1)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    assert masked_mean(x, mask).flatten().tolist() == [2.0, -4.0]
+    assert masked_max(x, mask).flatten().tolist() == [3.0, -2.0]
+    empty = masked_max(x, torch.zeros(2, 3, dtype=torch.bool))
+    assert empty.abs().sum() == 0  # no real rows: zeros, not -inf
+    assert avg_max_pool(x, mask).shape == (2, 2)
+
+
+def test_config_overrides_parse_strings_and_typed_values() -> None:
+    cfg = TDFNet.make_config(
+        "small",
+        {
+            "use_mt": "false",
+            "max_speech_len": "none",
+            "speech_layers": "[3, 6,9]",
+            "dropout": "0.2",
+        },
+    )
+    assert cfg.use_mt is False and cfg.max_speech_len is None
+    assert cfg.speech_layers == [3, 6, 9] and cfg.dropout == 0.2
+    assert cfg.d_model == 64  # from the preset
+    again = TDFNet.make_config(None, {"speech_layers": [1], "use_dst": False, "n_blocks": 1})
+    assert again.speech_layers == [1] and again.use_dst is False and again.d_model == 768
+    with pytest.raises(EmofuseError, match="no such option"):
+        TDFNet.make_config("small", {"width": "3"})
+    with pytest.raises(EmofuseError, match="n_blocks"):
+        TDFNet.make_config("small", {"n_blocks": "two"})
+    with pytest.raises(EmofuseError, match="use_mt"):
+        TDFNet.make_config("small", {"use_mt": "maybe"})
+    with pytest.raises(EmofuseError, match="layer_mix"):
+        TDFNet.make_config("small", {"layer_mix": "max"})
+    with pytest.raises(EmofuseError, match="unknown preset 'huge'"):
+        TDFNet.make_config("huge")

@@ -134,6 +134,10 @@ class CoAttention(Head):
         )
         self.classifier = nn.Linear(cfg.hidden, n_classes)
 
+    def max_lengths(self) -> dict[str, int]:
+        limits = {"speech": self.cfg.max_speech_len, "text": self.cfg.max_text_len}
+        return {k: v for k, v in limits.items() if v is not None}
+
     def _speech(self, x: Tensor) -> Tensor:
         return self.drop(self.speech_proj(self.speech_mix(x)))  # (B, T, L, D) -> (B, T, d)
 

@@ -219,3 +219,9 @@ def test_config_errors_name_the_option() -> None:
         TDFNet.make_config(None, {"speech_stream": "mfcc"})
     with pytest.raises(EmofuseError, match="'speaker' stream"):
         TDFNet(TDFNet.make_config("small"), dataclasses.replace(DIMS, speaker=None), 4)
+
+
+def test_max_lengths_report_the_truncating_streams() -> None:
+    assert small().max_lengths() == {"speech": 512, "text": 128}
+    assert small(speech_stream="fbank", max_text_len="none").max_lengths() == {"fbank": 512}
+    assert small(paths="text", max_text_len=64).max_lengths() == {"text": 64}

@@ -249,6 +249,7 @@ def read_iemocap(
     mapping = LABEL_SETS[classes]
     root = find_root(Path(root))
     result = CorpusReadResult(utterances=[])
+    _scan(root, "\0", result)  # twins at the top (._README.txt …); nothing else is read there
     for session in SESSIONS:
         sdir = root / session
         emo_dir = sdir / "dialog" / "EmoEvaluation"

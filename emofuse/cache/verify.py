@@ -3,9 +3,10 @@
 ``verify`` re-reads every array in large blocks, recomputes the whole-array SHA-256 and the
 per-(layer, utterance) CRC-32 stored at consolidation, and names the damaged stream and utterances.
 In the same pass it computes the content digest: SHA-256 over the metadata that defines the content
-(fingerprint, settings, stream specs, skipped), the table and every array's values in stored order
-as little-endian bytes — independent of backend, chunking and compression, so the same content in
-HDF5 and Zarr gives the same digest.
+(fingerprint, settings, stream specs, skipped), then, in sorted stream/array order, each array's
+name, dtype, shape and the SHA-256 of its values as little-endian bytes in stored order (a hash of
+hashes: every byte is read and hashed once) — independent of backend, chunking and compression, so
+the same content in HDF5 and Zarr gives the same digest.
 """
 
 from __future__ import annotations
@@ -77,14 +78,15 @@ def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResu
     problems: list[str] = []
     checked = 0
 
-    def feed(label: str, arr: np.ndarray) -> None:
+    def feed(label: str, arr: np.ndarray, sha: str | None = None) -> None:
         digest.update(f"{label}:{arr.dtype.str}:{list(arr.shape)}\n".encode())
+        digest.update((sha or hashlib.sha256(arr).hexdigest()).encode() + b"\n")
 
     table_raw = little_endian(store.read("table", (slice(None),)))
     checked += table_raw.nbytes
-    feed("table", table_raw)
-    digest.update(table_raw.tobytes())
-    if hashlib.sha256(table_raw).hexdigest() != meta["table"]["sha256"]:
+    table_sha = hashlib.sha256(table_raw).hexdigest()
+    feed("table", table_raw, table_sha)
+    if table_sha != meta["table"]["sha256"]:
         problems.append("table: checksum mismatch (utterance table damaged)")
         ids: list[str] = []
     else:
@@ -101,10 +103,10 @@ def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResu
     for name, smeta in sorted(meta["streams"].items()):
         if smeta["kind"] == RAGGED:
             offsets = store.read(stored_name(name, "offsets"), (slice(None),)).astype(np.int64)
-            feed(f"{name}/offsets", little_endian(offsets))
-            digest.update(little_endian(offsets).tobytes())
+            offsets_sha = hashlib.sha256(little_endian(offsets)).hexdigest()
+            feed(f"{name}/offsets", little_endian(offsets), offsets_sha)
             ok_offsets = (
-                hashlib.sha256(little_endian(offsets)).hexdigest() == smeta["offsets_sha256"]
+                offsets_sha == smeta["offsets_sha256"]
                 and len(offsets) == n + 1
                 and offsets[0] == 0
                 and bool(np.all(np.diff(offsets) >= 0))
@@ -119,9 +121,7 @@ def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResu
             spec = ArraySpec.from_json(ameta)
             label = f"stream {name!r} array {aname!r}"
             try:
-                sha, crc = _scan_array(
-                    store, name, aname, spec, smeta["rows"], offsets, feed, digest
-                )
+                sha, crc = _scan_array(store, name, aname, spec, smeta["rows"], offsets, feed)
             except Exception as err:  # a damaged chunk can fail to decode in either backend
                 problems.append(f"{label}: unreadable ({type(err).__name__}: {err})")
                 continue
@@ -138,7 +138,7 @@ def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResu
     return VerifyResult(digest.hexdigest(), problems, checked)
 
 
-def _scan_array(store, name, aname, spec, rows, offsets, feed, digest) -> tuple[str, np.ndarray]:
+def _scan_array(store, name, aname, spec, rows, offsets, feed) -> tuple[str, np.ndarray]:
     """Read one array in blocks: its SHA-256 and per-utterance CRCs; feed the digest."""
     n = len(offsets) - 1
     sha = hashlib.sha256()
@@ -147,7 +147,6 @@ def _scan_array(store, name, aname, spec, rows, offsets, feed, digest) -> tuple[
         soff = little_endian(store.read(stored_name(name, f"{aname}.offsets"), (slice(None),)))
         for label, arr in ((f"{name}/{aname}.utf8", data), (f"{name}/{aname}.offsets", soff)):
             feed(label, arr)
-            digest.update(arr.tobytes())
             sha.update(arr.tobytes())
         crc = np.array(
             [zlib.crc32(data[soff[offsets[i]] : soff[offsets[i + 1]]]) for i in range(n)],
@@ -156,8 +155,6 @@ def _scan_array(store, name, aname, spec, rows, offsets, feed, digest) -> tuple[
         return sha.hexdigest(), crc
     target = stored_name(name, aname)
     shape = store.shape(target)
-    feed(f"{name}/{aname}", np.empty((0,), dtype=spec.dtype))
-    digest.update(f"{list(shape)}\n".encode())
     layers = shape[0] if spec.layered else 1
     crc = np.zeros((layers, n) if spec.layered else (n,), dtype=np.uint32)
     step = read_block_rows(spec, rows)
@@ -169,10 +166,11 @@ def _scan_array(store, name, aname, spec, rows, offsets, feed, digest) -> tuple[
                 idx = (layer, slice(a, a + step)) if spec.layered else (slice(a, a + step),)
                 blk = little_endian(store.read(target, idx))
                 sha.update(blk)
-                digest.update(blk)
                 yield a, blk
 
         _crc_scan(blocks(), offsets, crc[layer] if spec.layered else crc)
+    feed(f"{name}/{aname}", np.zeros((0,), dtype=spec.dtype), sha.hexdigest())
+    feed(f"{name}/{aname}.shape", np.asarray(shape, dtype=np.int64))
     return sha.hexdigest(), crc
 
 

@@ -1,7 +1,162 @@
-"""CLI commands for the corpus area (thin: parse options, call the library, print)."""
+"""CLI commands for the corpus area (thin: parse options, call the library, print).
+
+`emofuse corpus stats | synth | folds`. The corpus options are declared once (`corpus_options`)
+and shared by every command that reads a corpus, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
-import click  # noqa: F401
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
 
-COMMANDS: list = []
+import click
+
+from emofuse.corpus import CORPORA, CorpusReadResult, read_corpus
+from emofuse.corpus.text import TEXT_NORMS
+
+
+def corpus_options(func: Callable) -> Callable:
+    """Add the options that select and read a corpus; the command gets `corpus: CorpusReadResult`."""
+
+    @click.option(
+        "--corpus",
+        "kind",
+        type=click.Choice(CORPORA),
+        default="iemocap",
+        show_default=True,
+        help="Corpus reader (the synthetic corpus is read with iemocap).",
+    )
+    @click.option(
+        "--root",
+        type=click.Path(path_type=Path),
+        help="IEMOCAP_full_release folder (or a synthetic corpus from `emofuse corpus synth`).",
+    )
+    @click.option(
+        "--manifest",
+        type=click.Path(path_type=Path),
+        help="CSV/JSONL with id,audio,text,label,speaker [,session,gender,split].",
+    )
+    @click.option(
+        "--classes",
+        default=None,
+        help="IEMOCAP label set 4 (default), 5, 6 or all; manifest: all (default) or a,b,c.",
+    )
+    @click.option("--improvised-only", is_flag=True, help="IEMOCAP: improvised dialogs only.")
+    @click.option(
+        "--skip-missing",
+        is_flag=True,
+        help="Manifest: skip rows whose audio is missing or unreadable (counted in skipped).",
+    )
+    @click.option(
+        "--text-norm",
+        type=click.Choice(TEXT_NORMS),
+        default="default",
+        show_default=True,
+        help="What the text model sees: default = tags removed, spaces collapsed.",
+    )
+    @functools.wraps(func)
+    def wrapper(kind, root, manifest, classes, improvised_only, skip_missing, text_norm, **kw):
+        corpus = read_corpus(
+            kind,
+            root=root,
+            manifest=manifest,
+            classes=classes,
+            improvised_only=improvised_only,
+            skip_missing=skip_missing,
+            text_norm=text_norm,
+        )
+        return func(corpus=corpus, **kw)
+
+    return wrapper
+
+
+@click.group("corpus")
+def corpus() -> None:
+    """Read corpora (IEMOCAP, a manifest), write the synthetic one, print stats and fold plans."""
+
+
+@corpus.command("stats")
+@corpus_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats(corpus: CorpusReadResult, as_json: bool) -> None:
+    """Utterances by label, session, speaker and gender; alignments; what was skipped and why."""
+    from emofuse.corpus.stats import corpus_stats, format_stats
+
+    result = corpus_stats(corpus)
+    click.echo(json.dumps(result, indent=1) if as_json else format_stats(result))
+
+
+@corpus.command("synth")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option(
+    "--profile",
+    type=click.Choice(["demo", "counts"]),
+    default="demo",
+    show_default=True,
+    help="demo: small 1–3 s corpus; counts: the real 4-class counts with very short audio.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--utterances-per-speaker", type=int, default=None, help="demo: 4-class utterances (40)."
+)
+@click.option(
+    "--others-per-speaker", type=int, default=None, help="demo: xxx/fru/sur/… utterances (8)."
+)
+@click.option(
+    "--duration",
+    type=(float, float),
+    default=None,
+    help="MIN MAX seconds (demo 1 3, counts 0.05 0.2).",
+)
+def synth(out, profile, seed, utterances_per_speaker, others_per_speaker, duration) -> None:
+    """Write the synthetic corpus in the IEMOCAP_full_release layout."""
+    from emofuse.corpus.synthetic import write_synthetic_corpus
+
+    result = write_synthetic_corpus(
+        out,
+        profile=profile,
+        seed=seed,
+        utterances_per_speaker=utterances_per_speaker,
+        others_per_speaker=others_per_speaker,
+        duration=duration,
+    )
+    click.echo(
+        f"wrote {len(result.utterances)} utterances ({profile}, seed {seed}) to {result.root}"
+    )
+
+
+@corpus.command("folds")
+@corpus_options
+@click.option(
+    "--split",
+    type=click.Choice(["loso", "lopo", "ra", "predefined"]),
+    required=True,
+    help="Fold protocol (protocols.md).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Also save the plan here."
+)
+def folds(corpus: CorpusReadResult, split: str, seed: int, as_json: bool, out) -> None:
+    """Print the fold plan (train / val / test ids per fold) for a corpus."""
+    from emofuse.train.folds import build_folds
+
+    plan = build_folds(corpus.utterances, split, seed)
+    data = plan.to_dict()
+    if out is not None:
+        Path(out).write_text(json.dumps(data, indent=1) + "\n")
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"{split} (seed {seed}): {len(data['folds'])} folds")
+    for f in data["folds"]:
+        click.echo(
+            f"  fold {f['fold']:>2}: train {len(f['train']):>5}  val {len(f['val']):>5}  "
+            f"test {len(f['test']):>5}"
+        )
+
+
+COMMANDS: list = [corpus]

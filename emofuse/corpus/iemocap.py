@@ -214,7 +214,7 @@ def find_root(root: Path) -> Path:
     return root
 
 
-def _scan(folder: Path, suffix: str, result: CorpusReadResult) -> list[str]:
+def _scan(folder: Path, suffix: str, result: CorpusReadResult, root: Path) -> list[str]:
     """Names in `folder` ending in `suffix`, macOS twins reported and left out."""
     names = []
     if not folder.is_dir():
@@ -222,7 +222,7 @@ def _scan(folder: Path, suffix: str, result: CorpusReadResult) -> list[str]:
     with os.scandir(folder) as it:
         for entry in it:
             if is_twin(entry.name):
-                result.skip(SKIP_TWIN, str(Path(folder.name) / entry.name))
+                result.skip(SKIP_TWIN, (folder / entry.name).relative_to(root).as_posix())
             elif entry.name.endswith(suffix) and entry.is_file():
                 names.append(entry.name)
     return sorted(names)
@@ -249,63 +249,66 @@ def read_iemocap(
     mapping = LABEL_SETS[classes]
     root = find_root(Path(root))
     result = CorpusReadResult(utterances=[])
-    _scan(root, "\0", result)  # twins at the top (._README.txt …); nothing else is read there
+    _scan(root, "\0", result, root)  # twins at the top (._README.txt …); nothing else is read there
+    work: list[tuple[str, str]] = []  # (session, dialog) in corpus order
     for session in SESSIONS:
+        sdir = root / session
+        # twins are reported wherever they are; transcripts and wavs are then looked up by name
+        _scan(sdir / "dialog" / "transcriptions", ".txt", result, root)
+        _scan(sdir / "sentences" / "wav", ".wav", result, root)
+        emo_dir = sdir / "dialog" / "EmoEvaluation"
+        work += [(session, n[: -len(".txt")]) for n in _scan(emo_dir, ".txt", result, root)]
+    for session, dialog in tqdm(work, desc="IEMOCAP dialogs", disable=not progress, leave=False):
         sdir = root / session
         emo_dir = sdir / "dialog" / "EmoEvaluation"
         txt_dir = sdir / "dialog" / "transcriptions"
-        # twins are reported wherever they are; transcripts and wavs are then looked up by name
-        _scan(txt_dir, ".txt", result)
-        _scan(sdir / "sentences" / "wav", ".wav", result)
-        dialogs = [n[: -len(".txt")] for n in _scan(emo_dir, ".txt", result)]
-        for dialog in tqdm(dialogs, desc=f"IEMOCAP {session}", disable=not progress, leave=False):
-            records = parse_summary(emo_dir / f"{dialog}.txt", result)
-            tpath = txt_dir / f"{dialog}.txt"
-            texts = parse_transcript(tpath, result) if tpath.is_file() else {}
-            wav_dir = sdir / "sentences" / "wav" / dialog
-            wavs = set(_scan(wav_dir, ".wav", result))
-            align_dir = sdir / "sentences" / "ForcedAlignment" / dialog
-            _scan(align_dir, "seg", result)
-            for rec in records:
-                utt_id, code = rec["id"], rec["code"]
-                if improvised_only and not is_improvised(dialog):
-                    result.skip(SKIP_NOT_IMPRO, utt_id)
-                    continue
-                if mapping is not None and code not in mapping:
-                    result.skip(skip_label_reason(code, classes), utt_id)
-                    continue
-                if f"{utt_id}.wav" not in wavs:
-                    result.skip(SKIP_NO_WAV, utt_id)
-                    continue
-                if utt_id not in texts:
-                    result.skip(SKIP_NO_TEXT, utt_id)
-                    continue
-                ses, speaker, gender = speaker_of(utt_id)
-                audio = wav_dir / f"{utt_id}.wav"
-                raw = texts[utt_id][2]
-                result.utterances.append(
-                    Utterance(
-                        id=utt_id,
-                        audio=audio,
-                        text=raw,
-                        label=code if mapping is None else mapping[code],
-                        speaker=speaker,
-                        session=ses,
-                        gender=gender,
-                        duration=sf.info(str(audio)).duration,
-                        tiers=read_tiers(align_dir, utt_id),
-                        extra={
-                            "dialog": dialog,
-                            "improvised": is_improvised(dialog),
-                            "code": code,
-                            "start": rec["start"],
-                            "end": rec["end"],
-                            "vad": rec["vad"],
-                            "annotations": rec["annotations"],
-                        },
-                        text_norm=None if text_norm == "raw" else normalize_text(raw, text_norm),
-                    )
+        records = parse_summary(emo_dir / f"{dialog}.txt", result)
+        tpath = txt_dir / f"{dialog}.txt"
+        texts = parse_transcript(tpath, result) if tpath.is_file() else {}
+        wav_dir = sdir / "sentences" / "wav" / dialog
+        wavs = set(_scan(wav_dir, ".wav", result, root))
+        align_dir = sdir / "sentences" / "ForcedAlignment" / dialog
+        _scan(align_dir, "seg", result, root)
+        for rec in records:
+            utt_id, code = rec["id"], rec["code"]
+            if improvised_only and not is_improvised(dialog):
+                result.skip(SKIP_NOT_IMPRO, utt_id)
+                continue
+            if mapping is not None and code not in mapping:
+                result.skip(skip_label_reason(code, classes), utt_id)
+                continue
+            if f"{utt_id}.wav" not in wavs:
+                result.skip(SKIP_NO_WAV, utt_id)
+                continue
+            if utt_id not in texts:
+                result.skip(SKIP_NO_TEXT, utt_id)
+                continue
+            ses, speaker, gender = speaker_of(utt_id)
+            audio = wav_dir / f"{utt_id}.wav"
+            raw = texts[utt_id][2]
+            result.utterances.append(
+                Utterance(
+                    id=utt_id,
+                    audio=audio,
+                    text=raw,
+                    label=code if mapping is None else mapping[code],
+                    speaker=speaker,
+                    session=ses,
+                    gender=gender,
+                    duration=sf.info(str(audio)).duration,
+                    tiers=read_tiers(align_dir, utt_id),
+                    extra={
+                        "dialog": dialog,
+                        "improvised": is_improvised(dialog),
+                        "code": code,
+                        "start": rec["start"],
+                        "end": rec["end"],
+                        "vad": rec["vad"],
+                        "annotations": rec["annotations"],
+                    },
+                    text_norm=None if text_norm == "raw" else normalize_text(raw, text_norm),
                 )
+            )
     result.utterances.sort(key=lambda u: u.id)
     if not result.utterances:
         raise EmofuseError(

@@ -1,0 +1,79 @@
+"""BERT-family text encoder: word ids, truncation, padding invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emofuse.encoders import load_text_encoder
+from emofuse.errors import EmofuseError
+
+TEXTS = [
+    "Hello, how are you today?",
+    "",
+    "I'm so ANGRY right now!!",
+    "yes",
+    "unbelievably wonderful news everybody",
+]
+
+
+@pytest.fixture(scope="module")
+def text_encoder(tiny):
+    return load_text_encoder(tiny.text)
+
+
+def test_word_ids_line_up_with_whitespace_words(text_encoder):
+    outs = text_encoder.encode(TEXTS)
+    tok = text_encoder.tokenizer
+    for text, out in zip(TEXTS, outs, strict=True):
+        words = text.split()
+        ids = text_encoder.tokenize([text])["input_ids"][0]
+        assert out.states.shape == (len(ids), text_encoder.num_layers, text_encoder.dim)
+        assert out.word_ids.shape == (len(ids),)
+        assert out.word_ids[0] == -1 and out.word_ids[-1] == -1  # [CLS] ... [SEP]
+        real = out.word_ids[1:-1]
+        assert (real >= 0).all()
+        # every word gets at least one token, in order, and the tokens of word j spell word j
+        assert sorted(set(real.tolist())) == list(range(len(words)))
+        assert (real[1:] >= real[:-1]).all()
+        for j, word in enumerate(words):
+            pieces = tok.convert_ids_to_tokens(
+                [ids[k] for k in range(len(ids)) if out.word_ids[k] == j]
+            )
+            assert "".join(p.removeprefix("##") for p in pieces) == word.lower()
+        assert not out.truncated
+
+
+def test_empty_text_is_just_cls_sep(text_encoder):
+    (out,) = text_encoder.encode([""])
+    assert out.states.shape[0] == 2 and out.word_ids.tolist() == [-1, -1]
+
+
+def test_batched_equals_one_at_a_time(text_encoder):
+    batched = text_encoder.encode(TEXTS)
+    for text, b in zip(TEXTS, batched, strict=True):
+        (single,) = text_encoder.encode([text])
+        assert b.states.shape == single.states.shape
+        assert float((b.states - single.states).abs().max()) <= 1e-4
+        assert b.states.dtype == torch.float32
+
+
+def test_truncation_is_counted(tiny):
+    enc = load_text_encoder(tiny.text, max_tokens=8)
+    long_text = "one two three four five six seven eight nine ten"
+    outs = enc.encode([long_text, "short one", long_text + " eleven"])
+    assert [o.truncated for o in outs] == [True, False, True]
+    assert enc.n_truncated == 2
+    assert outs[0].states.shape[0] == 8
+    assert outs[0].word_ids.tolist() == [-1, 0, 1, 2, 3, 4, 5, -1]
+    assert enc.max_tokens == 8 and load_text_encoder(tiny.text).max_tokens == 512
+
+
+def test_missing_or_broken_folder_is_one_line_error(tmp_path):
+    with pytest.raises(EmofuseError, match="not found"):
+        load_text_encoder(tmp_path / "missing")
+    (tmp_path / "config.json").write_text("{ broken")
+    with pytest.raises(EmofuseError) as err:
+        load_text_encoder(tmp_path)
+    assert "--text-model" in str(err.value) or str(tmp_path) in str(err.value)
+    assert "\n" not in str(err.value)

@@ -125,6 +125,9 @@ def read_tiers(align_dir: Path, utt_id: str) -> dict[str, list[Segment]] | None:
     return tiers or None
 
 
+_COMMENT = re.compile(r"\([^()]*\)\s*$")
+
+
 def parse_annotations(lines: Iterable[str]) -> dict[str, dict]:
     """Annotator lines of one block -> {"categorical": {who: [labels]}, "dimensional": {who: {...}}}.
 
@@ -137,8 +140,8 @@ def parse_annotations(lines: Iterable[str]) -> dict[str, dict]:
     for line in lines:
         head, _, rest = line.partition(":")
         who = head.strip()
-        fields = rest.split("\t")
-        body = next((f for f in fields if f.strip()), "")
+        # drop the trailing "(comment)"; what is left holds the choices / ratings
+        body = _COMMENT.sub("", rest.strip())
         if who.startswith("C-"):
             categorical[who] = [c.strip() for c in body.split(";") if c.strip()]
         elif who.startswith("A-"):

@@ -1,0 +1,212 @@
+"""The IEMOCAP reader on handwritten fixtures holding the verbatim lines of iemocap.md."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from emofuse.corpus import read_corpus
+from emofuse.corpus.iemocap import (
+    SKIP_BAD_SUMMARY,
+    SKIP_NO_WAV,
+    SKIP_NOT_IMPRO,
+    SKIP_ODD_LINE,
+    SKIP_TWIN,
+    parse_alignment,
+    parse_annotations,
+    skip_label_reason,
+    speaker_of,
+)
+from emofuse.corpus.text import normalize_text
+from emofuse.errors import EmofuseError
+
+
+def _read(root, **kw):
+    return read_corpus("iemocap", root=root, progress=False, **kw)
+
+
+def test_four_class_set_merges_exc_and_reports_every_skip(mini_iemocap):
+    res = _read(mini_iemocap)
+    got = {u.id: u.label for u in res.utterances}
+    assert got == {
+        "Ses01F_impro01_F000": "neu",
+        "Ses01F_impro01_M001": "hap",  # exc merged into hap
+        "Ses01F_impro03_M007": "hap",
+        "Ses03M_impro05a_F000": "ang",  # irregular dialog name
+        "Ses05M_script01_1b_F002": "neu",  # irregular dialog name
+    }
+    assert res.skipped[skip_label_reason("fru", "4")] == ["Ses01F_impro01_M000"]
+    assert res.skipped[skip_label_reason("xxx", "4")] == ["Ses03M_impro05a_M000"]
+    assert res.skipped[SKIP_NO_WAV] == ["Ses01F_impro03_F013"]
+    # 5 untimed lines in Ses01F_impro01 + the XX line in session 3, by file:line
+    odd = res.skipped[SKIP_ODD_LINE]
+    assert len(odd) == 6
+    assert "Ses03M_impro05a.txt:2" in odd and "Ses01F_impro01.txt:8" in odd
+    assert sorted(res.skipped[SKIP_TWIN]) == sorted(
+        [
+            "Session1/sentences/wav/Ses01F_impro01/._Ses01F_impro01_F000.wav",
+            "Session1/dialog/EmoEvaluation/._Ses01F_impro01.txt",
+            "Session1/dialog/transcriptions/._Ses01F_impro01.txt",
+            "Session1/sentences/ForcedAlignment/Ses01F_impro01/._Ses01F_impro01_F000.wdseg",
+        ]
+    )
+    assert not any("XX" in u.id or u.id.startswith("._") for u in res.utterances)
+
+
+@pytest.mark.parametrize(
+    ("classes", "labels"),
+    [
+        ("5", {"neu": 2, "exc": 1, "hap": 1, "ang": 1}),
+        ("6", {"neu": 2, "exc": 1, "hap": 1, "ang": 1, "fru": 1}),
+        ("all", {"neu": 2, "exc": 1, "hap": 1, "ang": 1, "fru": 1, "xxx": 1}),
+    ],
+)
+def test_label_sets(mini_iemocap, classes, labels):
+    res = _read(mini_iemocap, classes=classes)
+    counts: dict[str, int] = {}
+    for u in res.utterances:
+        counts[u.label] = counts.get(u.label, 0) + 1
+    assert counts == labels
+    assert res.utterances[0].extra["code"] in {"neu", "exc", "hap", "ang", "fru", "xxx"}
+
+
+def test_speaker_is_the_last_field_not_the_letter_after_the_session(mini_iemocap):
+    by_id = {u.id: u for u in _read(mini_iemocap).utterances}
+    m = by_id["Ses01F_impro01_M001"]
+    assert (m.session, m.speaker, m.gender) == ("Ses01", "Ses01_M", "M")
+    f = by_id["Ses05M_script01_1b_F002"]
+    assert (f.session, f.speaker, f.gender) == ("Ses05", "Ses05_F", "F")
+    assert speaker_of("Ses03M_impro05a_F000") == ("Ses03", "Ses03_F", "F")
+    assert f.extra["dialog"] == "Ses05M_script01_1b" and not f.extra["improvised"]
+
+
+def test_alignment_seconds_use_the_two_frame_delay_and_inclusive_end(mini_iemocap):
+    u = {u.id: u for u in _read(mini_iemocap).utterances}["Ses01F_impro01_F000"]
+    assert u.aligned
+    assert u.tiers["word"] == [
+        (0.02, 0.43, "<s>"),
+        (0.43, 0.75, "WHAT(2)"),
+        (0.75, 1.35, "++LAUGHTER++"),
+        (1.35, 1.49, "WELL"),
+        (1.49, 1.72, "<sil>"),
+        (1.72, 2.02, "</s>"),
+    ]
+    # the phone symbol with its context and position letter stays one symbol
+    assert [s for _, _, s in u.tiers["phone"]] == ["SIL", "W(SIL,AH) b", "AH(HH,L) e", "+LAUGHTER+"]
+    assert u.tiers["syllable"][1] == (0.43, 2.02, "w_ah")
+    assert u.duration == pytest.approx(2.02)
+    assert u.extra["start"] == 6.2901 and u.extra["vad"] == [2.5, 2.5, 2.5]
+
+
+def test_unaligned_utterance_is_kept_and_flagged(mini_iemocap):
+    u = {u.id: u for u in _read(mini_iemocap).utterances}["Ses01F_impro01_M001"]
+    assert u.tiers is None and not u.aligned
+
+
+def test_raw_text_is_kept_and_normalised_text_drops_tags(mini_iemocap):
+    by_id = {u.id: u for u in _read(mini_iemocap, classes="all").utterances}
+    m7 = by_id["Ses01F_impro03_M007"]
+    assert m7.text == "[LAUGHTER] That's really romantic."
+    assert m7.text_norm == "That's really romantic."
+    assert by_id["Ses01F_impro01_M001"].text == "Oh  [LAUGHTER] great!"
+    assert by_id["Ses01F_impro01_M001"].model_text == "Oh great!"
+    assert by_id["Ses03M_impro05a_M000"].text_norm == "Fine."
+    raw = by_id["Ses03M_impro05a_M000"]
+    assert raw.text == "[BREATHING] [garbage] Fine."
+    assert (
+        normalize_text("I guess I'll-  I guess I'll have an internet husband.[LAUGHTER]")
+        == "I guess I'll- I guess I'll have an internet husband."
+    )
+    assert normalize_text("Oh  [LAUGHTER] great!", "tags") == "Oh [LAUGHTER] great!"
+    kept = _read(mini_iemocap, text_norm="raw").utterances[0]
+    assert kept.text_norm is None and kept.model_text == kept.text
+
+
+def test_messy_annotator_lines(mini_iemocap):
+    by_id = {u.id: u for u in _read(mini_iemocap, classes="6").utterances}
+    ann = by_id["Ses01F_impro01_M000"].extra["annotations"]
+    assert ann["categorical"] == {
+        "C-M5": [],
+        "C-E1": ["Other"],
+        "C-E3": ["Frustration", "Disgust"],
+    }
+    assert ann["dimensional"] == {"A-E1": {"val": 2.0, "act": 3.0, "dom": None}}
+    f0 = by_id["Ses01F_impro01_F000"].extra["annotations"]
+    assert f0["dimensional"]["A-E3"] == {"val": 3.0, "act": 2.0, "dom": 2.0}
+    assert f0["categorical"]["C-F1"] == ["Neutral"]
+    assert parse_annotations(["C-E9:\t\t(no tab choice)", "A-E9:\tval ; act 4;\t()"]) == {
+        "categorical": {"C-E9": []},
+        "dimensional": {"A-E9": {"val": None, "act": 4.0, "dom": None}},
+    }
+
+
+def test_improvised_only(mini_iemocap):
+    res = _read(mini_iemocap, improvised_only=True)
+    assert all(u.extra["improvised"] for u in res.utterances)
+    assert res.skipped[SKIP_NOT_IMPRO] == ["Ses05M_script01_1b_F002"]
+    assert len(res.utterances) == 4
+
+
+def test_malformed_summary_line_is_reported(mini_iemocap):
+    path = mini_iemocap / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    path.write_text(path.read_text() + "[1.0 - 2.0] Ses01F_impro01_F009 neu [2.5, 2.5, 2.5]\n\n")
+    res = _read(mini_iemocap)
+    assert res.skipped[SKIP_BAD_SUMMARY] == ["Ses01F_impro01.txt:18"]
+
+
+def test_parent_folder_is_accepted(mini_iemocap):
+    assert len(_read(mini_iemocap.parent).utterances) == 5
+
+
+@pytest.mark.parametrize(
+    "remove", ["Session1", "Session3/dialog/transcriptions", "Session5/sentences/wav"]
+)
+def test_not_iemocap_names_the_missing_folder(mini_iemocap, remove):
+    import shutil
+
+    shutil.rmtree(mini_iemocap / remove)
+    with pytest.raises(EmofuseError, match=f"expected folder {remove} is missing"):
+        _read(mini_iemocap)
+    result = CliRunner().invoke(cli, ["corpus", "stats", "--root", str(mini_iemocap)])
+    assert result.exit_code == 2
+    assert f"expected folder {remove} is missing" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_alignment_row_names_file_and_line(tmp_path):
+    path = tmp_path / "x.wdseg"
+    path.write_text("\t SFrm  EFrm    SegAScr Word\n\t    0   oops     -1 <s>\n")
+    with pytest.raises(EmofuseError, match=r"x\.wdseg:2"):
+        parse_alignment(path)
+
+
+def test_bad_options(mini_iemocap):
+    with pytest.raises(EmofuseError, match="--classes 7"):
+        _read(mini_iemocap, classes="7")
+    with pytest.raises(EmofuseError, match="text normalisation"):
+        _read(mini_iemocap, text_norm="shout")
+
+
+def test_stats_json_through_the_cli(mini_iemocap):
+    out = CliRunner().invoke(cli, ["corpus", "stats", "--root", str(mini_iemocap), "--json"])
+    assert out.exit_code == 0, out.output
+    stats = json.loads(out.stdout)
+    assert set(stats) >= {
+        "utterances",
+        "labels",
+        "sessions",
+        "speakers",
+        "genders",
+        "with_alignment",
+        "skipped",
+    }
+    assert stats["utterances"] == 5 and stats["with_alignment"] == 1
+    assert stats["labels"] == {"ang": 1, "hap": 2, "neu": 2}
+    assert stats["sessions"] == {"Ses01": 3, "Ses03": 1, "Ses05": 1}
+    assert stats["speakers"] == {"Ses01_F": 1, "Ses01_M": 2, "Ses03_F": 1, "Ses05_F": 1}
+    assert stats["genders"] == {"F": 3, "M": 2}
+    assert stats["skipped"][SKIP_ODD_LINE]["count"] == 6
+    assert len(stats["skipped"][SKIP_ODD_LINE]["examples"]) == 3

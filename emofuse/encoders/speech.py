@@ -70,13 +70,24 @@ class SpeechEncoder:
     def n_frames(self, n_samples: int) -> int:
         raise NotImplementedError
 
-    def encode(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """Per utterance (T_i, num_layers, dim) float32 on CPU, real frames only, T_i == n_frames."""
+    def encode(
+        self, wavs: Sequence[np.ndarray], out_dtype: torch.dtype = torch.float32
+    ) -> list[torch.Tensor]:
+        """Per utterance (T_i, num_layers, dim) on CPU, real frames only, T_i == n_frames.
+
+        ``out_dtype=torch.float16`` halves the device → host copy when the caller stores fp16.
+        """
         arrays = [self._check(i, w) for i, w in enumerate(wavs)]
         if not arrays:
             return []
+        self._out_dtype = out_dtype
         with torch.inference_mode():
             return self._encode_checked(arrays)
+
+    def _to_host(self, states: torch.Tensor, frames: list[int]) -> list[torch.Tensor]:
+        """(B, T, L, D) on the device → per-utterance (T_i, L, D) views of one host tensor."""
+        host = states.to(getattr(self, "_out_dtype", torch.float32)).cpu()
+        return [host[i, :n] for i, n in enumerate(frames)]
 
     def _encode_checked(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -223,9 +234,7 @@ class SSLSpeechEncoder(SpeechEncoder):
             out = self._run(x, sample_mask, lengths, frames, ragged)
         finally:
             self._frame_mask = None
-        states = torch.stack(out.hidden_states, dim=2)  # (B, T, L, D)
-        states = states.to("cpu", torch.float32)
-        return [states[i, : frames[i]].clone() for i in range(batch)]
+        return self._to_host(torch.stack(out.hidden_states, dim=2), frames)  # (B, T, L, D)
 
     def _run(self, x, sample_mask, lengths: list[int], frames: list[int], ragged: bool):
         with warnings.catch_warnings():

@@ -149,8 +149,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
                 hidden = layer(hidden, mask)  # (B, T, D)
                 states.append(hidden)
         states[-1] = enc.layer_norm(hidden)
-        stacked = torch.stack(states, dim=2).to("cpu", torch.float32)  # (B, T, L, D)
-        return [stacked[i, : frames[i]].clone() for i in range(batch)]
+        return self._to_host(torch.stack(states, dim=2), frames)  # (B, T, L, D)
 
 
 def load_whisper_encoder(

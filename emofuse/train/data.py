@@ -4,9 +4,10 @@ Why not a DataLoader: the cached arrays of a whole corpus fit in (GPU) memory, s
 and slicing batches with tensor ops is an order of magnitude faster than per-item reads, and it
 avoids the HDF5 handle-sharing / Zarr fork problems that worker processes bring (design.md).
 
-A ragged stream is kept as its concatenated rows ``values`` (R, L, D) plus ``offsets`` (N + 1,);
-a batch gathers rows with one advanced-indexing call over a (B, T) row-index matrix built from the
-offsets, so there is no per-sample Python loop in the step. Rows past a head's max length are
+A ragged stream is kept as its concatenated rows ``values`` (R, L, D) plus ``offsets`` (N + 1,)
+and one extra zero row; a batch gathers rows with one ``index_select`` over a (B, T) row-index
+matrix built from the offsets (padding positions point at the zero row, so no masking multiply),
+so there is no per-sample Python loop in the step. Rows past a head's max length are
 truncated (the first ``max_len`` rows are kept).
 """
 
@@ -26,13 +27,13 @@ RAGGED_STREAMS = ("speech", "text", "phone", "syllable", "word", "fbank")
 SEGMENT_STREAMS = ("phone", "syllable", "word")
 # how each stream is produced, for the "cache lacks a stream" message
 STREAM_SOURCE = {
-    "speech": "extract with a speech model (--speech-model) and keep the frames",
-    "text": "extract with a text model (--text-model)",
-    "speaker": "extract with a speaker model (--speaker-model)",
-    "phone": "extract with --granularity phone (needs alignments)",
-    "syllable": "extract with --granularity syllable (needs alignments)",
-    "word": "extract with --granularity word (needs alignments)",
-    "fbank": "extract with --fbank",
+    "speech": "re-extract with a --speech-model and 'frame' in --granularity",
+    "text": "re-extract with a --text-model (not none)",
+    "speaker": "re-extract with a --speaker-model (not none)",
+    "phone": "re-extract with 'phone' in --granularity (needs alignments)",
+    "syllable": "re-extract with 'syllable' in --granularity (needs alignments)",
+    "word": "re-extract with 'word' in --granularity (needs alignments)",
+    "fbank": "re-extract with --fbank",
 }
 
 
@@ -40,7 +41,7 @@ STREAM_SOURCE = {
 class StreamData:
     """One stream in memory: ragged (``offsets`` set) or fixed (one row per utterance)."""
 
-    values: Tensor  # ragged: (R, L, D) concatenated rows; fixed: (N, ...)
+    values: Tensor  # ragged: (R + 1, L, D) concatenated rows + one zero row; fixed: (N, ...)
     offsets: Tensor | None  # (N + 1,) int64, ragged only
     max_len: int | None = None  # truncation for ragged streams (None = keep every row)
 
@@ -139,6 +140,8 @@ class TrainData:
                 raise EmofuseError(f"cache stream '{name}' should be ragged but has no offsets")
             if o is not None and v.ndim == 2:  # (R, D) → (R, 1, D): one "layer"
                 v = v[:, None, :]
+            if o is not None:  # one zero row after the data: every padded position points at it
+                v = torch.cat([v, v.new_zeros((1, *v.shape[1:]))])
             loaded[name] = StreamData(v, o, max_len_for(name, cfg) if o is not None else None)
         table = cache.table
         label_names = sorted({str(x) for x in table["label"]})
@@ -197,12 +200,12 @@ class TrainData:
             t = max(int(lens.max()), 1)
             pos = torch.arange(t, device=starts.device)  # (T,)
             mask = pos[None, :] < lens[:, None]  # (B, T)
-            rows = torch.where(mask, starts[:, None] + pos[None, :], 0)  # (B, T)
-            x = s.values[rows]  # (B, T, L, D)
-            x = x.to(self.device, dtype, non_blocking=True)
-            mask = mask.to(self.device)
-            out[name] = x * mask[..., None, None].to(dtype)  # padded rows are exactly zero
-            out[f"{name}_mask"] = mask
+            pad_row = s.values.shape[0] - 1  # the zero row appended at load time
+            rows = torch.where(mask, starts[:, None] + pos[None, :], pad_row)  # (B, T)
+            x = s.values.index_select(0, rows.reshape(-1))  # (B*T, L, D), padding exactly zero
+            x = x.view(len(i), t, *s.values.shape[1:])  # (B, T, L, D)
+            out[name] = x.to(self.device, dtype, non_blocking=True)
+            out[f"{name}_mask"] = mask.to(self.device)
         if any(g in self.streams for g in SEGMENT_STREAMS):
             out["aligned"] = self.aligned[idx_host.to(self.aligned.device)].to(self.device)
             for g in SEGMENT_STREAMS:  # unaligned rows: all-False segment mask (contract §3)

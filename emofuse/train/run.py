@@ -21,12 +21,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import hashlib
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,29 +44,11 @@ RESUME_FREE = ("folds", "device", "cache")
 
 
 def resolve_head(spec: str) -> type:
-    """``NAME`` from the head registry, or ``path/to/file.py:Class`` for a user's own head."""
-    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
-        path, cls_name = spec.rsplit(":", 1)
-        if not Path(path).is_file():
-            raise EmofuseError(f"--head {spec}: file {path} does not exist")
-        # registered under a name unique to the resolved path: dataclasses (and pickling) look the
-        # module up in sys.modules, and loading the same file twice must give the same class
-        resolved = Path(path).resolve()
-        mod_name = "emofuse_user_head_" + hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
-        module = sys.modules.get(mod_name)
-        if module is None:
-            module_spec = importlib.util.spec_from_file_location(mod_name, resolved)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[mod_name] = module
-            try:
-                module_spec.loader.exec_module(module)
-            except Exception:
-                del sys.modules[mod_name]
-                raise
-        if not hasattr(module, cls_name):
-            raise EmofuseError(f"--head {spec}: {path} defines no class {cls_name}")
-        return getattr(module, cls_name)
-    from emofuse.heads import get_head  # the registry raises EmofuseError listing valid names
+    """``NAME`` from the head registry, or ``path/to/file.py:Class`` for a user's own head.
+
+    The registry raises a one-line EmofuseError listing the built-in names for an unknown head.
+    """
+    from emofuse.heads import get_head
 
     return get_head(spec)
 

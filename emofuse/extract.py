@@ -61,6 +61,7 @@ class ExtractConfig:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float32 | float16 | bfloat16
     batch_seconds: float = 120.0  # padded audio seconds per speech-model batch
+    flush_seconds: float = 10.0  # commit finished work at least this often (what a kill can lose)
     limit: int | None = None
     strict: bool = False
     decode_workers: int = 4
@@ -180,20 +181,23 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def load_models(cfg: ExtractConfig, device: torch.device, dtype: torch.dtype) -> Models:
     """Load the frozen encoders (each raises EmofuseError naming itself when it cannot load)."""
-    from emofuse import encoders
+    from emofuse.encoders.fbank import FbankEncoder
+    from emofuse.encoders.speaker import load_speaker_encoder
+    from emofuse.encoders.speech import load_speech_encoder
+    from emofuse.encoders.text import load_text_encoder
 
     speech = text = speaker = fbank = None
     if cfg.speech_model:
-        speech = encoders.load_speech_encoder(
+        speech = load_speech_encoder(
             cfg.speech_model, device=device, dtype=dtype, max_batch_seconds=cfg.batch_seconds
         )
     if cfg.text_model:
-        text = encoders.load_text_encoder(cfg.text_model, device=device, dtype=dtype)
+        text = load_text_encoder(cfg.text_model, device=device, dtype=dtype)
     if cfg.speaker_model:
         savedir = cfg.model_dir or Path(cfg.out).parent / ".emofuse-models"
-        speaker = encoders.load_speaker_encoder(cfg.speaker_model, device=device, savedir=savedir)
+        speaker = load_speaker_encoder(cfg.speaker_model, device=device, savedir=savedir)
     if cfg.fbank:
-        fbank = encoders.FbankEncoder()
+        fbank = FbankEncoder()
     return Models(speech, text, speaker, fbank)
 
 
@@ -560,6 +564,7 @@ def run_extract(
             streams=stream_specs(cfg, models, layers, text_layers),
             rank=ddp.rank,
             world_size=ddp.world_size,
+            flush_s=cfg.flush_seconds,
         )
         done = set(writer.done_ids())
         summary = ExtractSummary(Path(cfg.out), resumed=len(done), is_main=ddp.rank == 0)
@@ -663,7 +668,7 @@ def stream_specs(cfg: ExtractConfig, models: Models, layers: list[int], text_lay
         specs.append(
             ragged(
                 "fbank",
-                {"data": ("float16", (1, 80))},
+                {"data": ("float16", (1, models.fbank.dim))},
                 frame_rate=getattr(models.fbank, "frame_rate", 100.0),
             )
         )
@@ -685,7 +690,13 @@ def _run_batches(
 ) -> None:
     """Decode ahead (thread pool) → encode (this thread) → store (writer thread)."""
     encode = _Encoders(cfg, models, layers, text_layers)
-    min_samples = int(getattr(models.speech, "min_samples", 0) or 0)
+    # pad short audio to what every model present accepts (speech conv stack, Fbank window ...)
+    min_samples = max(
+        [
+            int(getattr(m, "min_samples", 0) or 0)
+            for m in (models.speech, models.speaker, models.fbank)
+        ]
+    )
     total = sum(durations[i] for b in batches for i in b)
     bar = tqdm(
         total=total,

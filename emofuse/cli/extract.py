@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.corpus import corpus_options
 from emofuse.extract import (
     DEFAULT_SPEAKER,
     DEFAULT_SPEECH,
@@ -28,28 +29,6 @@ def _granularity(ctx, param, value: str) -> tuple[str, ...]:
     if bad or not parts:
         raise click.BadParameter(f"{value!r}: a comma list from {','.join(GRANULARITIES)}")
     return parts
-
-
-def corpus_options(func):
-    """--corpus/--root/--manifest/... : the corpus area's decorator when it has one."""
-    from emofuse.cli import corpus as corpus_cli
-
-    shared = getattr(corpus_cli, "corpus_options", None)
-    if shared is not None:
-        return shared(func)
-    for option in reversed(
-        [
-            click.option("--corpus", type=click.Choice(["iemocap", "manifest"]), required=True),
-            click.option("--root", type=click.Path(path_type=Path), help="IEMOCAP_full_release"),
-            click.option("--manifest", type=click.Path(path_type=Path), help=".csv or .jsonl"),
-            click.option("--classes", default=None, help="label set (iemocap: 4|5|6|all)"),
-            click.option("--improvised-only", is_flag=True, help="IEMOCAP improvised dialogs only"),
-            click.option("--skip-missing", is_flag=True, help="skip manifest rows without audio"),
-            click.option("--text-norm", default="default", show_default=True),
-        ]
-    ):
-        func = option(func)
-    return func
 
 
 @click.command("extract")
@@ -102,28 +81,26 @@ def corpus_options(func):
     show_default=True,
     help="audio decoding threads",
 )
+@click.option(
+    "--flush-seconds",
+    type=click.FloatRange(min=0.0),
+    default=10.0,
+    show_default=True,
+    help="commit finished utterances to disk at least this often (a kill loses at most this much)",
+)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def extract_cmd(**opts) -> None:
     """Run frozen speech/text/speaker encoders once over a corpus into a feature cache.
 
     Resumes an interrupted run into the same --out when the settings match.
     """
-    from emofuse.corpus import read_corpus
-
-    read = read_corpus(
-        opts["corpus"],
-        root=opts["root"],
-        manifest=opts["manifest"],
-        classes=opts["classes"],
-        improvised_only=opts["improvised_only"],
-        skip_missing=opts["skip_missing"],
-        text_norm=opts["text_norm"],
-        progress=not opts["quiet"],
-    )
+    read = opts.pop("corpus")
     for reason, items in read.skipped.items():
         click.echo(
             f"corpus: skipped {len(items)} ({reason}), e.g. {', '.join(items[:3])}", err=True
         )
+    # the reader's normalisation mode belongs in the fingerprint (corpus_options consumed it)
+    text_norm = click.get_current_context().params.get("text_norm", "default")
     cfg = ExtractConfig(
         out=opts["out"],
         speech_model=_model(opts["speech_model"]),
@@ -133,7 +110,7 @@ def extract_cmd(**opts) -> None:
         text_layers=opts["text_layers"],
         granularity=opts["granularity"],
         keep_fillers=opts["keep_fillers"],
-        text_norm=opts["text_norm"],
+        text_norm=text_norm,
         fbank=opts["fbank"],
         device=opts["device"],
         dtype=opts["dtype"],
@@ -141,6 +118,7 @@ def extract_cmd(**opts) -> None:
         limit=opts["limit"],
         strict=opts["strict"],
         decode_workers=opts["workers"],
+        flush_seconds=opts["flush_seconds"],
         progress=not opts["quiet"],
     )
     summary = run_extract(read.utterances, cfg, echo=click.echo)

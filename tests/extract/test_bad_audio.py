@@ -1,0 +1,83 @@
+"""Bad input: corrupt, empty, silent, 44.1 kHz stereo and too-short audio; --strict."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from emofuse.cache import open_cache
+from emofuse.cli import cli
+from emofuse.encoders.speech import load_speech_encoder
+
+
+@pytest.fixture(scope="module")
+def bad_manifest(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bad-audio")
+    rng = np.random.default_rng(0)
+    sf.write(folder / "good.wav", 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
+    stereo = 0.1 * rng.standard_normal((52920, 2)).astype(np.float32)  # 1.2 s at 44.1 kHz
+    sf.write(folder / "stereo44.flac", stereo, 44100)
+    # corrupt: a valid FLAC header (the reader's header check passes) over garbage frames
+    sf.write(folder / "corrupt.flac", 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
+    head = (folder / "corrupt.flac").read_bytes()[:300]
+    (folder / "corrupt.flac").write_bytes(head + rng.bytes(20000))
+    sf.write(folder / "empty.wav", np.zeros(0, np.float32), 16000)
+    sf.write(folder / "silent.wav", np.zeros(16000, np.float32), 16000)
+    sf.write(folder / "short.wav", 0.1 * rng.standard_normal(200).astype(np.float32), 16000)
+    names = ["good.wav", "stereo44.flac", "corrupt.flac", "empty.wav", "silent.wav", "short.wav"]
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "audio", "text", "label", "speaker"])
+        for name in names:
+            w.writerow([Path(name).stem, name, "hello there", "neu", "spk1"])
+    return folder / "manifest.csv"
+
+
+def _args(manifest: Path, tiny, out: Path) -> list[str]:
+    return [
+        "extract", "--corpus", "manifest", "--manifest", str(manifest), "--out", str(out),
+        "--speech-model", str(tiny.speech["wav2vec2-group"]), "--text-model", "none",
+        "--speaker-model", "none", "--quiet",
+    ]  # fmt: skip
+
+
+def test_bad_audio_is_skipped_reported_and_listed(tmp_path, bad_manifest, tiny) -> None:
+    out = tmp_path / "bad.h5"
+    result = CliRunner().invoke(cli, _args(bad_manifest, tiny, out))
+    assert result.exit_code == 0, result.output
+    assert "skipped 3 utterances for bad audio" in result.output
+    for uid in ("corrupt", "empty", "silent"):
+        assert f"  {uid}: " in result.output
+    c = open_cache(out)
+    reasons = {s["id"]: s["reason"] for s in c.skipped}
+    assert set(reasons) == {"corrupt", "empty", "silent"}
+    assert "unreadable" in reasons["corrupt"] and "empty" in reasons["empty"]
+    assert "silent" in reasons["silent"]
+    assert c.ids == ["good", "stereo44", "short"]
+    enc = load_speech_encoder(tiny.speech["wav2vec2-group"])
+    flags = dict(zip(c.ids, c.table["flags"], strict=True))
+    frames = dict(zip(c.ids, c.table["n_frames"].tolist(), strict=True))
+    duration = dict(zip(c.ids, c.table["duration"].tolist(), strict=True))
+    # 44.1 kHz stereo: downmixed and resampled to 19,200 samples at 16 kHz
+    assert "resampled:44100" in flags["stereo44"] and "downmixed:2" in flags["stereo44"]
+    assert duration["stereo44"] == pytest.approx(1.2)
+    assert frames["stereo44"] == enc.n_frames(19200)
+    # too short: padded to the model minimum, flagged, still stored with its true duration
+    assert "padded" in flags["short"] and "padded" not in flags["good"]
+    assert duration["short"] == pytest.approx(200 / 16000)
+    assert frames["short"] == enc.n_frames(enc.min_samples) >= 1
+
+
+def test_strict_makes_bad_audio_fatal(tmp_path, bad_manifest, tiny) -> None:
+    out = tmp_path / "strict.h5"
+    result = CliRunner().invoke(cli, [*_args(bad_manifest, tiny, out), "--strict"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    error_lines = [x for x in result.output.splitlines() if x.startswith("error: ")]
+    assert len(error_lines) == 1 and "corrupt" in error_lines[0] and "--strict" in error_lines[0]
+    assert not out.exists()  # never reported complete

@@ -1,0 +1,186 @@
+"""`emofuse extract` end to end on the synthetic corpus with tiny models of the real classes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from emofuse.cache import open_cache
+from emofuse.cli import cli
+from emofuse.encoders.fbank import FbankEncoder
+from emofuse.encoders.speech import load_speech_encoder
+from emofuse.extract import plan_batches, shard_batches
+from emofuse.segments import tier_to_spans
+
+from .conftest import LIMIT, PYTHON, extract_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _digest(path: Path) -> str:
+    result = CliRunner().invoke(cli, ["verify", str(path)])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("digest: "))
+    return line.split()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    # same intra-op thread count as the in-process reference: CPU kernels split work by thread,
+    # which moves last bits (torchrun would otherwise default every worker to 1 thread)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    return env
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, corpus_root, tiny) -> Path:
+    """One uninterrupted single-process run with every stream (in process, via CliRunner)."""
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    result = CliRunner().invoke(cli, extract_args(corpus_root, tiny, out))
+    assert result.exit_code == 0, result.output
+    assert "digest: " in result.output and f"stored {LIMIT} utterances" in result.output
+    return out
+
+
+# the subprocess tests (kill/resume, torchrun) run speech + fbank only: loading SpeechBrain and the
+# text model in every process would triple their time; the in-process tests cover those streams
+LIGHT = ("--text-model", "none", "--speaker-model", "none")
+
+
+@pytest.fixture(scope="module")
+def light_reference(tmp_path_factory, corpus_root, tiny) -> Path:
+    out = tmp_path_factory.mktemp("ref-light") / "ref.h5"
+    result = CliRunner().invoke(cli, extract_args(corpus_root, tiny, out, *LIGHT))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_stream_is_stored_and_consistent(reference, utterances, tiny) -> None:
+    c = open_cache(reference)
+    assert c.complete and c.ids == [u.id for u in utterances]  # corpus order, nothing lost
+    assert set(c.streams) == {
+        "speech", "speech_mean", "speech_std", "phone", "syllable", "word", "text", "speaker",
+        "fbank",
+    }  # fmt: skip
+    enc = load_speech_encoder(tiny.speech["hubert"])
+    samples = [sf.info(str(u.audio)).frames for u in utterances]
+    # frames per utterance follow the model's own length formula, in the table and the stream
+    frames, off = c.load("speech", "data")
+    assert frames.shape[1:] == (enc.num_layers, enc.dim) and frames.dtype == np.float16
+    assert np.diff(off).tolist() == [enc.n_frames(n) for n in samples]
+    assert c.table["n_frames"].tolist() == [enc.n_frames(n) for n in samples]
+    # pooled mean over every layer equals the mean of the stored frames
+    mean, _ = c.load("speech_mean", "data")
+    for i in (0, LIMIT // 2, LIMIT - 1):
+        direct = frames[off[i] : off[i + 1]].astype(np.float32).mean(0)
+        np.testing.assert_allclose(mean[i], direct, atol=2e-3, rtol=2e-3)
+    # segments: spans follow the tiers, embeddings are the mean of their frames
+    for tier in ("phone", "syllable", "word"):
+        seg, soff = c.load(tier, "data")
+        spans, _ = c.load(tier, "spans")
+        symbols, _ = c.load(tier, "symbols")
+        for i, u in enumerate(utterances):
+            a, b = soff[i], soff[i + 1]
+            if not u.aligned:  # kept with frame-level features, zero segment rows
+                assert b == a
+                continue
+            want = tier_to_spans(u.tiers[tier], enc.frame_rate, int(np.diff(off)[i]))
+            assert spans[a:b].tolist() == want.spans.tolist(), (tier, u.id)
+            assert list(symbols[a:b]) == want.symbols
+            assert b > a  # every synthetic utterance has words
+            utt = frames[off[i] : off[i + 1]].astype(np.float32)
+            for row, (s, e) in zip(seg[a:b], want.spans, strict=True):
+                np.testing.assert_allclose(row, utt[s:e].mean(0), atol=2e-3, rtol=2e-3)
+    assert all("SIL" not in s and "<s>" not in s for s in c.load("word", "symbols")[0])
+    # text: word ids index the normalised words; speaker: one finite vector each; fbank at 100 Hz
+    word_ids, toff = c.load("text", "word_ids")
+    for i, norm in enumerate(c.table["text_norm"]):
+        ids = word_ids[toff[i] : toff[i + 1]]
+        assert ids.max() == len(str(norm).split()) - 1 and (ids == -1).sum() == 2  # CLS, SEP
+    spk, _ = c.load("speaker", "data")
+    assert spk.shape[0] == LIMIT and np.isfinite(spk).all() and np.abs(spk).sum(1).min() > 0
+    _, foff = c.load("fbank", "data")
+    assert np.diff(foff).tolist() == [FbankEncoder().n_frames(n) for n in samples]
+    assert c.table["aligned"].tolist() == [u.aligned for u in utterances] and c.skipped == []
+    fp = c.settings["fingerprint"]
+    assert fp["speech_model"]["revision"].startswith("sha256:") and fp["layers"] == list(
+        range(enc.num_layers)
+    )
+
+
+def test_sigkill_then_resume_gives_the_same_digest(
+    tmp_path, light_reference, corpus_root, tiny
+) -> None:
+    out = tmp_path / "killed.h5"
+    cmd = [
+        PYTHON,
+        "-m",
+        "emofuse",
+        *extract_args(corpus_root, tiny, out, *LIGHT, "--flush-seconds", "0"),
+    ]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    parts = Path(str(out) + ".parts")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.is_dir() and len([p for p in parts.iterdir() if p.name.startswith("rank")]) >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not out.exists()  # never reported complete
+    resumed = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "already there" in resumed.stdout  # it resumed, it did not start over
+    assert _digest(out) == _digest(light_reference)
+
+
+def test_two_process_torchrun_matches_single_process(tmp_path, light_reference, corpus_root, tiny):
+    out = tmp_path / "ddp.zarr"  # the other backend: the digest is backend-independent
+    torchrun = Path(PYTHON).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc-per-node", "2", "-m", "emofuse",
+           *extract_args(corpus_root, tiny, out, *LIGHT)]  # fmt: skip
+    run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count(f"stored {LIMIT} utterances") == 1  # rank 0 reports the whole run
+    assert _digest(out) == _digest(light_reference)
+
+
+def test_resume_with_other_settings_is_refused_without_writing(tmp_path, corpus_root, tiny):
+    out = tmp_path / "fp.h5"
+    base = extract_args(corpus_root, tiny, out, "--text-model", "none", "--speaker-model", "none")
+    first = CliRunner().invoke(cli, [*base, "--limit", "5"])
+    assert first.exit_code == 0, first.output
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    again = CliRunner().invoke(cli, [*base, "--layers", "last"])
+    assert again.exit_code == 2
+    assert "different settings" in again.output and "Traceback" not in again.output
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    assert not Path(str(out) + ".parts").exists()
+
+
+def test_batches_are_length_bucketed_and_shards_balanced() -> None:
+    rng = np.random.default_rng(0)
+    durations = rng.uniform(0.5, 12.0, 200).tolist()
+    batches = plan_batches(durations, 30.0)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    for b in batches:  # padded seconds within budget unless alone
+        assert len(b) == 1 or max(durations[i] for i in b) * len(b) <= 30.0
+    shards = [shard_batches(batches, durations, r, 3) for r in range(3)]
+    assert sorted(i for s in shards for b in s for i in b) == list(range(200))
+    loads = [sum(durations[i] for b in s for i in b) for s in shards]
+    assert max(loads) - min(loads) <= 30.0  # within one batch (longest-first greedy)
+    assert shards == [shard_batches(batches, durations, r, 3) for r in range(3)]  # deterministic
+    assert json.dumps(plan_batches(durations, 30.0)) == json.dumps(batches)

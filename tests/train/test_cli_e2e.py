@@ -1,0 +1,160 @@
+"""Whole commands: `emofuse extract` (tiny encoders, synthetic corpus) → train → fuse → report,
+the bad-input messages, and a 2-process torchrun that must equal the serial run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from emofuse.corpus import write_synthetic_corpus
+from emofuse.encoders.tiny import build_tiny_models
+from emofuse.train.run import read_predictions
+
+TRAIN = ["--epochs", "3", "--batch-size", "8", "--lr", "3e-3", "--patience", "2", "--quiet"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def cache_path(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("e2e")
+    tiny = build_tiny_models(base / "models")
+    root = base / "IEMOCAP_full_release"
+    write_synthetic_corpus(
+        root, utterances_per_speaker=8, others_per_speaker=0, duration=(0.5, 1.5), progress=False
+    )
+    out = base / "syn.h5"
+    result = invoke(
+        "extract", "--corpus", "iemocap", "--root", root, "--out", out,
+        "--speech-model", tiny.speech["hubert"], "--text-model", tiny.text,
+        "--speaker-model", tiny.speaker, "--granularity", "frame", "--batch-seconds", "4",
+        "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def serial_run(cache_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "concat"
+    result = invoke(
+        "train", "--cache", cache_path, "--split", "loso", "--head", "concat",
+        "--preset", "small", "--out", out, *TRAIN,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "mean ± std over folds" in result.output and "pooled" in result.output
+    return out
+
+
+def test_extract_then_train_writes_the_whole_run_folder(serial_run, cache_path):
+    out = serial_run
+    for name in ("config.json", "folds.json", "predictions.csv", "val_predictions.csv",
+                 "summary.json", "report.md", "confusion.png", "curves.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    for k in range(1, 6):
+        for name in ("curves.jsonl", "checkpoint.pt", "predictions.csv", "metrics.json"):
+            assert (out / f"fold_{k:02d}" / name).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["folds"]) == 5 and summary["labels"] == ["ang", "hap", "neu", "sad"]
+    from emofuse.cache import open_cache
+
+    cache = open_cache(cache_path)
+    config = json.loads((out / "config.json").read_text())
+    assert config["cache_fingerprint"] == cache.fingerprint
+    pred = read_predictions(out / "predictions.csv")
+    assert sorted(pred["ids"]) == sorted(cache.ids)
+    plan = json.loads((out / "folds.json").read_text())
+    sessions = dict(zip(cache.table["id"], cache.table["session"], strict=True))
+    for f in plan["folds"]:
+        assert {sessions[i] for i in f["test"]} == {f"Ses0{f['fold']}"}
+        assert not {sessions[i] for i in f["train"] + f["val"]} & {f"Ses0{f['fold']}"}
+
+
+def test_rerun_skips_finished_folds_and_report_tsne(serial_run, cache_path):
+    before = (serial_run / "summary.json").read_text()
+    mtime = (serial_run / "fold_01" / "checkpoint.pt").stat().st_mtime_ns
+    result = invoke(
+        "train", "--cache", cache_path, "--split", "loso", "--head", "concat",
+        "--preset", "small", "--out", serial_run, *TRAIN,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (serial_run / "fold_01" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert json.loads((serial_run / "summary.json").read_text()) == json.loads(before)
+    result = invoke("report", serial_run, "--tsne")
+    assert result.exit_code == 0, result.output
+    assert (serial_run / "tsne.png").stat().st_size > 1000
+    assert "tsne.png" in (serial_run / "report.md").read_text()
+
+
+def test_fuse_command(serial_run, cache_path, tmp_path):
+    audio = tmp_path / "audio"
+    result = invoke(
+        "train", "--cache", cache_path, "--split", "loso", "--head", "audio",
+        "--preset", "small", "--out", audio, *TRAIN,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = invoke("fuse", serial_run, audio, "--out", tmp_path / "fused")
+    assert result.exit_code == 0, result.output
+    assert "fold 1 weights" in result.output
+    for k in range(1, 6):
+        m = json.loads((tmp_path / "fused" / f"fold_{k:02d}" / "metrics.json").read_text())
+        assert m["val_UA_fused"] >= max(m["val_UA_members"].values())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--head", "nope"], r"unknown head \(built-in: tdfnet"),
+        (["--head", "concat", "--set", "bogus=1"], "--set bogus: head concat has no such option"),
+        (["--head", "audio", "--set", "speech_stream=fbank"], "stream 'fbank'.*--fbank"),
+        (["--head", "concat", "--folds", "9"], "--folds 9 is not a fold"),
+    ],
+)
+def test_bad_input_is_one_line(cache_path, tmp_path, args, message):
+    result = invoke("train", "--cache", cache_path, "--split", "loso", "--out", tmp_path / "r",
+                    *args, *TRAIN)  # fmt: skip
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_missing_or_incomplete_cache(tmp_path):
+    result = invoke("train", "--cache", tmp_path / "none.h5", "--split", "loso", "--head",
+                    "concat", "--out", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 2 and "does not exist" in result.output
+    (tmp_path / "half.h5.parts").mkdir()
+    (tmp_path / "half.h5").write_bytes(b"not a cache")
+    result = invoke("train", "--cache", tmp_path / "half.h5", "--split", "loso", "--head",
+                    "concat", "--out", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+
+
+def test_torchrun_two_processes_equal_serial(serial_run, cache_path, tmp_path):
+    out = tmp_path / "dist"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the serial run used one thread too
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "-m", "emofuse", "train", "--cache",
+         str(cache_path), "--split", "loso", "--head", "concat", "--preset", "small",
+         "--out", str(out), "--device", "cpu", *TRAIN],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = json.loads((serial_run / "summary.json").read_text())
+    b = json.loads((out / "summary.json").read_text())
+    assert a["folds"] == b["folds"] and a["pooled"] == b["pooled"]
+    pa, pb = (read_predictions(r / "predictions.csv") for r in (serial_run, out))
+    assert pa["ids"] == pb["ids"] and np.array_equal(pa["probs"], pb["probs"])

@@ -36,7 +36,7 @@ from transformers import (
 
 from emofuse.encoders._common import quiet_hf
 
-TINY_VERSION = 1  # bump when the builders change, so stale folders are rebuilt
+TINY_VERSION = 2  # bump when the builders change, so stale folders are rebuilt
 
 SPEECH_FAMILIES = (
     "wav2vec2-group",  # wav2vec2-base style: group-norm conv front end, trained without attention masks
@@ -52,7 +52,7 @@ _SSL_COMMON = dict(
     num_hidden_layers=2,
     num_attention_heads=2,
     intermediate_size=64,
-    conv_dim=(16,) * 7,
+    conv_dim=(64,) * 7,
     conv_kernel=(10, 3, 3, 3, 3, 2, 2),
     conv_stride=(5, 2, 2, 2, 2, 2, 2),
     num_conv_pos_embedding_groups=4,

@@ -26,8 +26,10 @@ Open choices, settled here (heads.md lists them):
    utterance is padded with; the mask is downsampled to the first ceil(len / 2) rows. Separate convs
    per modality (only the GRU is said to share weights).
 4. Shared GRU (eqs. 1-2): in the block of output width w, GRU_1 has hidden 2w and GRU_2 hidden w
-   (paper block 1: 768 then 384). Run on packed sequences, so padding cannot leak in. Unidirectional,
-   dropout between GRU_1 and GRU_2. The block transformer layers (eq. 5) are per modality.
+   (paper block 1: 768 then 384). Run on packed sequences, so padding cannot leak in; the speech
+   and text sequences go through it in one call (stacked along the batch: same weights, half the
+   sequential steps). Unidirectional, dropout between GRU_1 and GRU_2. The block transformer
+   layers (eq. 5) are per modality.
 5. Eq. 5 writes the feed-forward as one W; the implementation details give every transformer layer
    12 heads and a 4096 feed-forward, so eq. 5 is read as the standard post-norm layer
    LN(x + FFN(LN(x + Attn(x)))) with FFN = Linear(d, 4096) -> GELU -> Linear(4096, d). The same layer
@@ -53,6 +55,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -181,17 +184,41 @@ class DeepScale(nn.Module):
                 )
             )
 
-    def path(self, modality: str, x: Tensor, mask: Tensor) -> tuple[Tensor, list[tuple]]:
-        """One modality's path: A' (B, T, d) and [(D_i (B, T/2^i, d/2^i), mask_i)] for i = 1..N."""
-        x_global = self.globals[modality](x, mask)  # A' (B, T, d)
-        levels, h, h_mask = [], x_global, mask
+    def forward(self, seqs: dict[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[Tensor, list]]:
+        """{modality: (x (B, T, d), mask)} -> {modality: (A' (B, T, d), [(D_i, mask_i), ...])}.
+
+        The shared GRU sees both modalities in ONE packed call (stacked along the batch): the same
+        weights either way, half the sequential GRU steps of running the paths one after the other.
+        """
+        h = {m: (self.globals[m](x, mask), mask) for m, (x, mask) in seqs.items()}  # A', T'
+        out = {m: (h[m][0], []) for m in seqs}
         for conv, gru, layer in zip(self.convs, self.grus, self.layers, strict=True):
-            h = conv[modality](zero_padding(h, h_mask).transpose(1, 2)).transpose(1, 2)
-            h_mask = halve_mask(h_mask)  # h: (B, ceil(T/2), w)
-            h = gru(h, h_mask)  # G_A / G_T (B, T_i, w)
-            h = layer[modality](h, h_mask)  # D_i / H_i (B, T_i, w), eq. 5
-            levels.append((h, h_mask))
-        return x_global, levels
+            down = {}
+            for m, (x, mask) in h.items():
+                x = conv[m](zero_padding(x, mask).transpose(1, 2)).transpose(1, 2)
+                down[m] = (x, halve_mask(mask))  # (B, ceil(T/2), w)
+            grouped = joint_gru(gru, down)  # G_A, G_T
+            for m, (_, mask) in down.items():
+                h[m] = (layer[m](grouped[m], mask), mask)  # D_i / H_i (B, T_i, w), eq. 5
+                out[m][1].append(h[m])
+        return out
+
+    def path(self, modality: str, x: Tensor, mask: Tensor) -> tuple[Tensor, list[tuple]]:
+        """One modality alone: A' (B, T, d) and [(D_i (B, T/2^i, d/2^i), mask_i)] for i = 1..N."""
+        return self({modality: (x, mask)})[modality]
+
+
+def joint_gru(gru: SharedGRU, parts: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """Run one GRU over several masked sequences at once: stack along batch, split back."""
+    length = max(x.shape[1] for x, _ in parts.values())
+    xs = torch.cat([F.pad(x, (0, 0, 0, length - x.shape[1])) for x, _ in parts.values()])
+    masks = torch.cat([F.pad(m, (0, length - m.shape[1])) for _, m in parts.values()])
+    ys = gru(xs, masks)  # (ΣB, T_max, w)
+    out, row = {}, 0
+    for m, (x, _) in parts.items():
+        out[m] = ys[row : row + x.shape[0], : x.shape[1]]  # (B, T_m, w)
+        row += x.shape[0]
+    return out
 
 
 class Mutual(nn.Module):
@@ -305,8 +332,8 @@ class TDFNet(Head):
         pooled = [avg_max_pool(x, m) for x, m in seqs.values()]  # Pool(A), Pool(T): (B, 2d) each
         levels: list[Tensor] = []
         if self.cfg.use_dst:
-            for modality, (x, mask) in seqs.items():
-                x_global, deep = self.dst.path(modality, x, mask)
+            for modality, (x_global, deep) in self.dst(seqs).items():
+                mask = seqs[modality][1]
                 pooled.append(avg_max_pool(x_global, mask))  # Pool(A') (B, 2d)
                 levels += [avg_max_pool(h, h_mask) for h, h_mask in deep]  # (B, 2d/2^i)
         u: list[Tensor] = []

@@ -225,3 +225,16 @@ def test_max_lengths_report_the_truncating_streams() -> None:
     assert small().max_lengths() == {"speech": 512, "text": 128}
     assert small(speech_stream="fbank", max_text_len="none").max_lengths() == {"fbank": 512}
     assert small(paths="text", max_text_len=64).max_lengths() == {"text": 64}
+
+
+def test_joint_gru_call_equals_running_each_path_alone(batch_mixed) -> None:
+    head = small().eval()
+    with torch.no_grad():
+        seqs = head.inputs(batch_mixed)
+        joint = head.dst(seqs)
+        for modality in ("speech", "text"):
+            alone_global, alone_levels = head.dst.path(modality, *seqs[modality])
+            assert torch.equal(joint[modality][0], alone_global)
+            for (h, m), (h2, m2) in zip(joint[modality][1], alone_levels, strict=True):
+                assert torch.equal(m, m2)
+                assert (h - h2)[m].abs().max() <= 1e-5

@@ -79,7 +79,7 @@ def test_bucketed_batches_cover_each_index_once_with_less_padding(fake_cache):
 
 def test_missing_stream_names_it_and_the_extract_option():
     cache = FakeCache(n_per_speaker=2, streams=("speech", "speaker"))
-    with pytest.raises(EmofuseError, match="stream 'text'.*--text-model"):
+    with pytest.raises(EmofuseError, match="stream .text.*--text-model"):
         TrainData.from_cache(cache, {"speech", "text"}, cfg(), "cpu")
 
 

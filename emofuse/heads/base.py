@@ -76,6 +76,8 @@ class InputDims:
             value = getattr(self, name)
             if isinstance(value, int):
                 object.__setattr__(self, name, (1, value))
+            elif value is not None and len(value) == 1:  # a per-row shape (F,)
+                object.__setattr__(self, name, (1, int(value[0])))
             elif value is not None:
                 object.__setattr__(self, name, (int(value[0]), int(value[1])))
 

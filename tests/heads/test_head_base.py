@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emofuse.errors import EmofuseError
-from emofuse.heads.base import LayerMix, avg_max_pool, masked_max, masked_mean
+from emofuse.heads.base import InputDims, LayerMix, avg_max_pool, masked_max, masked_mean
 from emofuse.heads.tdfnet import TDFNet
 
 
@@ -34,6 +34,15 @@ def test_single_and_mean_mixes_have_no_parameters() -> None:
     assert list(LayerMix(1, "weighted").parameters()) == []  # one layer: nothing to weigh
     with pytest.raises(EmofuseError, match="mix_index=4"):
         LayerMix(4, "single", 4)
+
+
+def test_input_dims_accept_speaker_width_in_any_form() -> None:
+    for speaker in (192, (192,), (1, 192), [1, 192]):
+        dims = InputDims(speech=[2, 32], speaker=speaker)
+        assert dims.speaker == (1, 192) and dims.speech == (2, 32)
+    assert dims.as_dict() == {"speech": [2, 32], "speaker": [1, 192]}
+    with pytest.raises(EmofuseError, match="'text' stream"):
+        dims.get("text")
 
 
 def test_masked_pooling_ignores_padding() -> None:

@@ -13,7 +13,8 @@ def _counts(values) -> dict[str, int]:
 
 
 def corpus_stats(result: CorpusReadResult, examples: int = 3) -> dict[str, Any]:
-    """One JSON-able object: utterances, labels, sessions, speakers, genders, with_alignment, skipped.
+    """One JSON-able object: utterances, labels, sessions, speakers, genders, with_alignment, skipped
+    (plus session_labels, the session × label table, and hours of audio).
 
     `skipped` maps each reason to {"count": n, "examples": first `examples` ids}.
     """
@@ -25,6 +26,10 @@ def corpus_stats(result: CorpusReadResult, examples: int = 3) -> dict[str, Any]:
         "sessions": _counts(u.session for u in utts),
         "speakers": _counts(u.speaker for u in utts),
         "genders": _counts(u.gender for u in utts),
+        "session_labels": {
+            ses: _counts(u.label for u in utts if u.session == ses)
+            for ses in sorted({u.session for u in utts if u.session is not None})
+        },
         "with_alignment": sum(u.aligned for u in utts),
         "hours": round(sum(durations) / 3600, 4),
         "skipped": {

@@ -292,7 +292,7 @@ class _Plan:
     phones: list[tuple[str, str, int, str]]
     words: list[tuple[str, int, int]]  # (symbol, first phone, last phone)
     sylls: list[tuple[str, int, int]]
-    accents: list[tuple[int, int, float]]  # (first unit, end unit, height 0..1) per real word
+    accents: list[tuple[int, int, float]]  # (first phone, last phone, height 0..1) per real word
 
 
 def _sentence(rng, code: str, words_from: str, cfg: dict) -> tuple[list[str], list[str | None]]:
@@ -319,6 +319,22 @@ def _sentence(rng, code: str, words_from: str, cfg: dict) -> tuple[list[str], li
     return words, tags
 
 
+def _fit(phones: list[tuple[str, str, int, str]], cfg: dict) -> None:
+    """Hold the utterance inside the duration range: shorten the longest segments (never below
+    min_units) or lengthen the closing silence. Works in whole 10 ms units, before any frame
+    is computed, so the tiers stay exact."""
+    lo, hi = cfg["units_range"]
+    total = sum(p[2] for p in phones)
+    while total > hi:
+        k = max(range(len(phones)), key=lambda i: phones[i][2])
+        if phones[k][2] <= cfg["min_units"]:
+            break
+        phones[k] = (*phones[k][:2], phones[k][2] - 1, phones[k][3])
+        total -= 1
+    if total < lo:
+        phones[-1] = (*phones[-1][:2], phones[-1][2] + lo - total, phones[-1][3])
+
+
 def _plan(rng, code: str, words_from: str, voice: dict, cfg: dict) -> _Plan:
     words, tags = _sentence(rng, code, words_from, cfg)
     scale = cfg["unit_scale"] / voice["tempo"]
@@ -331,16 +347,13 @@ def _plan(rng, code: str, words_from: str, voice: dict, cfg: dict) -> _Plan:
     srows: list[tuple[str, int, int]] = []
     accents: list[tuple[int, int, float]] = []
     text_parts: list[str] = []
-    pos = 0  # in units
 
     def silence(sym: str, n: int) -> None:
-        nonlocal pos
         phones.append(("SIL", "SIL", n, "sil"))
         wrows.append((sym, len(phones) - 1, len(phones) - 1))
         srows.append(("SIL", len(phones) - 1, len(phones) - 1))
-        pos += n
 
-    silence("<s>", max(cfg["min_units"], units(25)))
+    silence("<s>", max(cfg["min_units"], units(cfg["edge_units"][0])))
     for i in range(len(words) + 1):
         tag = tags[i]
         if tag is not None:
@@ -350,7 +363,6 @@ def _plan(rng, code: str, words_from: str, voice: dict, cfg: dict) -> _Plan:
             wrows.append((filler, len(phones) - 1, len(phones) - 1))
             srows.append((phone, len(phones) - 1, len(phones) - 1))
             text_parts.append(tag)
-            pos += n
         if i == len(words):
             break
         word = words[i]
@@ -359,7 +371,7 @@ def _plan(rng, code: str, words_from: str, voice: dict, cfg: dict) -> _Plan:
         if rng.random() < 0.1 and len(pron) > 1:  # an alternate pronunciation: WORD(2)
             symbol += "(2)"
             pron = pron[:-1] + ["AH"] if pron[-1] in VOWELS else pron + ["AH"]
-        first, start_unit = len(phones), pos
+        first = len(phones)
         for j, ph in enumerate(pron):
             base = 9 if ph in VOWELS else (6 if ph in STOPS else 7)
             n = units(base)
@@ -367,16 +379,17 @@ def _plan(rng, code: str, words_from: str, voice: dict, cfg: dict) -> _Plan:
                 "s" if len(pron) == 1 else ("b" if j == 0 else ("e" if j == len(pron) - 1 else "i"))
             )
             phones.append((ph, ph, n, "word:" + wpos))
-            pos += n
+        a = first
         for syl in syllabify(pron):
-            a = first + sum(len(s) for s in syllabify(pron)[: syllabify(pron).index(syl)])
             srows.append(("_".join(syl), a, a + len(syl) - 1))
+            a += len(syl)
         wrows.append((symbol, first, len(phones) - 1))
-        accents.append((start_unit, pos, float(rng.uniform(0.3, 1.0))))
+        accents.append((first, len(phones) - 1, float(rng.uniform(0.3, 1.0))))
         text_parts.append(word)
         if i < len(words) - 1 and rng.random() < cfg["p_pause"]:
             silence("<sil>", units(15))
-    silence("</s>", max(cfg["min_units"], units(20)))
+    silence("</s>", max(cfg["min_units"], units(cfg["edge_units"][1])))
+    _fit(phones, cfg)
     # context-dependent phone symbols as Sphinx writes them: AH(HH,L) b
     named = []
     for k, (ph, base, n, kind) in enumerate(phones):
@@ -463,8 +476,9 @@ def _synthesise(rng, plan: _Plan, voice: dict) -> tuple[np.ndarray, list[tuple[i
     n = (total_units + DELAY) * UNIT
     # pitch contour in semitones: declination + one accent hump per word
     st = np.arange(total_units + DELAY) * (-0.3 * voice["range"] / (total_units + DELAY))
-    for a, b, h in plan.accents:
-        a, b = a + DELAY, b + DELAY
+    starts = np.cumsum([0] + [p[2] for p in plan.phones]) + DELAY  # unit where each phone starts
+    for first, last, h in plan.accents:
+        a, b = int(starts[first]), int(starts[last + 1])
         st[a:b] += h * voice["range"] * np.sin(np.pi * (np.arange(b - a) + 0.5) / (b - a))
     centres = (np.arange(len(st)) + 0.5) * UNIT
     f0 = voice["f0"] * 2 ** (np.interp(np.arange(n), centres, st) / 12)  # (n,)
@@ -579,6 +593,8 @@ def _prepare(out: Path) -> None:
             )
         shutil.rmtree(out)  # our own earlier output: rewrite it from scratch
     out.mkdir(parents=True, exist_ok=True)
+    # written first, so that an interrupted run can be overwritten by the next one
+    (out / MARKER).write_text(json.dumps({"complete": False}) + "\n")
 
 
 DOC_TIMEINFO = """Synthetic IEMOCAP-layout corpus written by emofuse (not the real IEMOCAP).
@@ -626,7 +642,9 @@ def write_synthetic_corpus(
         "max_word_len": 4 if short else 99,
         "unit_scale": 0.35 if short else 1.0,
         "min_units": 2 if short else 3,
-        "p_tag": 0.05,
+        "p_tag": 0.0 if short else 0.05,
+        "edge_units": (3, 2) if short else (25, 20),
+        "units_range": (round(lo * 100) - DELAY, round(hi * 100) - DELAY),
         "p_pause": 0.0 if short else 0.15,
     }
     n_untimed = N_UNTIMED if counts else 10
@@ -653,7 +671,15 @@ def write_synthetic_corpus(
     bar.close()
     _write_extras(out, corpus, profile, seed)
     (out / MARKER).write_text(
-        json.dumps({"profile": profile, "seed": seed, "utterances": len(corpus.utterances)}) + "\n"
+        json.dumps(
+            {
+                "profile": profile,
+                "seed": seed,
+                "utterances": len(corpus.utterances),
+                "complete": True,
+            }
+        )
+        + "\n"
     )
     return corpus
 

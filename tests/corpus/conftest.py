@@ -3,6 +3,7 @@ handwritten IEMOCAP_full_release with the verbatim lines of iemocap.md."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,11 @@ def demo_corpus(tmp_path_factory) -> SyntheticCorpus:
 
 
 @pytest.fixture(scope="session")
-def counts_corpus(tmp_path_factory) -> SyntheticCorpus:
-    return write_synthetic_corpus(
-        tmp_path_factory.mktemp("counts"), "counts", seed=0, progress=False
-    )
+def counts_corpus():
+    """10,039 utterances (≈ 40k files): removed at teardown rather than left to pytest's
+    retention, so no later test session (ours or another area's) pays for deleting them."""
+    with tempfile.TemporaryDirectory(prefix="emofuse-counts-") as tmp:
+        yield write_synthetic_corpus(Path(tmp) / "counts", "counts", seed=0, progress=False)
 
 
 # AppleDouble companion bytes as macOS writes them: magic 00 05 16 07, version 00 02 00 00

@@ -17,7 +17,6 @@ import tempfile
 import time
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
@@ -27,6 +26,8 @@ SR = 16_000
 
 
 def load_clips(data: str, limit: int) -> list[np.ndarray]:
+    import soundfile as sf
+
     files = sorted(glob.glob(os.path.join(data, "audio", "*", "*.flac")))
     step = max(1, len(files) // limit)
     clips = []

@@ -1,0 +1,65 @@
+"""`emofuse corpus folds` and the shared corpus options, through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from emofuse.corpus import read_corpus
+
+
+def _folds(root, *extra):
+    args = ["corpus", "folds", "--root", str(root), "--json", *extra]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
+def test_lopo_plan_uses_the_true_speaker(demo_corpus, tmp_path):
+    plan = _folds(
+        demo_corpus.root, "--split", "lopo", "--seed", "3", "--out", str(tmp_path / "p.json")
+    )
+    assert plan["split"] == "lopo" and len(plan["folds"]) == 10
+    speaker = {
+        u.id: u.speaker
+        for u in read_corpus("iemocap", root=demo_corpus.root, progress=False).utterances
+    }
+    for fold in plan["folds"]:
+        test_spk = {speaker[i] for i in fold["test"]}
+        val_spk = {speaker[i] for i in fold["val"]}
+        assert len(test_spk) == 1 and len(val_spk) == 1
+        (t,), (v,) = test_spk, val_spk
+        assert t[:5] == v[:5] and t != v  # the other speaker of the same session
+        assert not set(fold["test"]) & (set(fold["train"]) | set(fold["val"]))
+    assert json.loads((tmp_path / "p.json").read_text()) == plan
+    assert _folds(demo_corpus.root, "--split", "lopo", "--seed", "3") == plan
+
+
+def test_loso_plan_respects_corpus_options(demo_corpus):
+    plan = _folds(demo_corpus.root, "--split", "loso", "--improvised-only", "--classes", "6")
+    ids = {i for f in plan["folds"] for part in ("train", "val", "test") for i in f[part]}
+    assert all("_impro" in i for i in ids)
+    assert [sorted({i[:5] for i in f["test"]}) for f in plan["folds"]] == [
+        ["Ses01"],
+        ["Ses02"],
+        ["Ses03"],
+        ["Ses04"],
+        ["Ses05"],
+    ]
+
+
+def test_folds_text_summary_and_bad_option(demo_corpus):
+    out = CliRunner().invoke(
+        cli, ["corpus", "folds", "--root", str(demo_corpus.root), "--split", "loso"]
+    )
+    assert out.exit_code == 0 and "fold  5" in out.output
+    bad = CliRunner().invoke(cli, ["corpus", "stats", "--corpus", "manifest"])
+    assert bad.exit_code == 2 and "needs --manifest" in bad.output and "Traceback" not in bad.output
+
+
+def test_help_lists_the_corpus_commands():
+    out = CliRunner().invoke(cli, ["corpus", "--help"])
+    assert out.exit_code == 0
+    assert all(cmd in out.output for cmd in ("stats", "synth", "folds"))

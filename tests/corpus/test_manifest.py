@@ -1,0 +1,170 @@
+"""The manifest reader: CSV/JSONL, relative audio, extra columns, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from emofuse.corpus import read_corpus
+from emofuse.corpus.manifest import SKIP_MISSING
+from emofuse.errors import EmofuseError
+
+HEADER = "id,audio,text,label,speaker,session,gender,split,room"
+
+
+@pytest.fixture
+def audio_dir(tmp_path) -> Path:
+    """Clips in several formats and rates: soundfile reads them all."""
+    d = tmp_path / "clips"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(d / "a.wav", rng.standard_normal(8000) * 0.1, 16000, subtype="PCM_16")
+    sf.write(d / "b.flac", rng.standard_normal(22050) * 0.1, 44100)
+    sf.write(d / "c.ogg", rng.standard_normal(12000) * 0.1, 8000)
+    return tmp_path
+
+
+def _csv(root: Path, rows: list[str], header: str = HEADER, name: str = "m.csv") -> Path:
+    path = root / name
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+ROWS = [
+    "u1,clips/a.wav,Hello there.,neu,spk1,s1,F,train,kitchen",
+    'u2,clips/b.flac,"Well, no [LAUGHTER]!",hap,spk2,s1,male,val,hall',
+    "u3,clips/c.ogg,,sad,spk1,s2,,test,",
+]
+
+
+def _read(path, **kw):
+    return read_corpus("manifest", manifest=path, progress=False, **kw)
+
+
+def test_csv_fields_durations_and_extra_columns(audio_dir):
+    res = _read(_csv(audio_dir, ROWS))
+    u1, u2, u3 = res.utterances
+    assert u1.audio == audio_dir / "clips" / "a.wav"
+    assert (u1.label, u1.speaker, u1.session, u1.gender, u1.split) == (
+        "neu",
+        "spk1",
+        "s1",
+        "F",
+        "train",
+    )
+    assert u1.duration == pytest.approx(0.5)
+    assert u2.duration == pytest.approx(0.5) and u3.duration == pytest.approx(1.5)
+    assert u2.gender == "M" and u3.gender is None
+    assert u2.text == "Well, no [LAUGHTER]!" and u2.text_norm == "Well, no !"
+    assert u1.extra == {"room": "kitchen"} and u3.extra == {"room": ""}
+    assert res.skipped == {}
+
+
+def test_jsonl_and_label_filter(audio_dir):
+    path = audio_dir / "m.jsonl"
+    rows = [
+        {
+            "id": "x1",
+            "audio": "clips/a.wav",
+            "text": "hi",
+            "label": "ang",
+            "speaker": "p",
+            "age": 31,
+        },
+        {
+            "id": "x2",
+            "audio": str(audio_dir / "clips" / "b.flac"),
+            "text": "yo",
+            "label": "neu",
+            "speaker": "q",
+        },
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    res = _read(path)
+    assert [u.id for u in res.utterances] == ["x1", "x2"]
+    assert res.utterances[0].extra["age"] == "31" and res.utterances[1].session is None
+    only = _read(path, classes="neu")
+    assert [u.id for u in only.utterances] == ["x2"]
+    assert only.skipped["label not in --classes"] == ["x1"]
+
+
+def test_missing_audio_fails_naming_it_or_is_skipped(audio_dir):
+    rows = [*ROWS, "u4,clips/gone.wav,x,neu,spk3,s2,F,train,"]
+    path = _csv(audio_dir, rows)
+    with pytest.raises(EmofuseError, match=r"gone\.wav.*--skip-missing"):
+        _read(path)
+    res = _read(path, skip_missing=True)
+    assert len(res.utterances) == 3 and res.skipped[SKIP_MISSING] == ["u4"]
+    out = CliRunner().invoke(
+        cli,
+        [
+            "corpus",
+            "stats",
+            "--corpus",
+            "manifest",
+            "--manifest",
+            str(path),
+            "--skip-missing",
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["skipped"][SKIP_MISSING] == {"count": 1, "examples": ["u4"]}
+    bad = CliRunner().invoke(
+        cli, ["corpus", "stats", "--corpus", "manifest", "--manifest", str(path)]
+    )
+    assert bad.exit_code == 2 and "gone.wav" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        ("id,audio,text,speaker", ["u1,clips/a.wav,x,s"], "missing column.*label"),
+        (
+            "id,audio,text,Label,speaker",
+            ["u1,clips/a.wav,x,neu,s"],
+            "unknown column 'Label'.*'label'",
+        ),
+        (
+            "id,audio,text,label,speakr",
+            ["u1,clips/a.wav,x,neu,s"],
+            "unknown column 'speakr'.*'speaker'",
+        ),
+        (HEADER, [ROWS[0], ROWS[0]], "duplicate id 'u1'.*row 1"),
+        (HEADER, [ROWS[0].replace("train", "dev")], "bad split 'dev'"),
+        (HEADER, [ROWS[0].replace(",F,", ",X,")], "bad gender 'X'"),
+        (HEADER, [ROWS[0].replace(",neu,", ",,")], "empty 'label'"),
+        (HEADER, [], "no rows: empty label set"),
+        ("id,audio,text,label,label", ["u1,a,x,y,z"], "empty or repeated column"),
+    ],
+)
+def test_bad_manifests(audio_dir, header, rows, message):
+    path = _csv(audio_dir, rows, header)
+    with pytest.raises(EmofuseError, match=message) as err:
+        _read(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_label_filter_that_keeps_nothing_is_an_empty_label_set(audio_dir):
+    with pytest.raises(EmofuseError, match="empty label set"):
+        _read(_csv(audio_dir, ROWS), classes="fear,joy")
+
+
+def test_unreadable_audio_and_unknown_format(audio_dir):
+    (audio_dir / "clips" / "junk.wav").write_bytes(b"not audio at all")
+    path = _csv(audio_dir, [*ROWS, "u9,clips/junk.wav,x,neu,s,,,,"])
+    with pytest.raises(EmofuseError, match="soundfile cannot read"):
+        _read(path)
+    assert len(_read(path, skip_missing=True).utterances) == 3
+    other = audio_dir / "m.tsv"
+    other.write_text("id\n")
+    with pytest.raises(EmofuseError, match="unknown format"):
+        _read(other)
+    with pytest.raises(EmofuseError, match="does not exist"):
+        _read(audio_dir / "nope.csv")

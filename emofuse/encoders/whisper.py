@@ -10,7 +10,9 @@ the model applied to the real audio, consistently for every utterance whatever i
 Longer audio is cut into windows of the model's 30 s, each encoded on its own and concatenated.
 Batches of windows of different lengths are padded with zero mel frames and masked: the conv outputs
 of padded frames are zeroed before the strided conv (as the conv's own zero padding would be) and
-attention ignores them, so batched output equals one-at-a-time output.
+attention ignores them, so batched output equals one-at-a-time output up to float rounding (checked
+≤ 1e-4 on the tiny model; real Whisper-base has layers whose values reach ±400, where fp32 rounding of
+a different batch shape is ~1e-3 absolute, ~5e-6 relative).
 """
 
 from __future__ import annotations

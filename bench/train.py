@@ -56,8 +56,9 @@ def write_cache(path: Path, n: int, seed: int = 0) -> None:
 
     for i, d in enumerate(dur):
         t, tokens = int(d * 50), min(int(d * 2.5) + 4, 128)
-        meta = {"id": f"utt{i:05d}", "label": LABELS[i % 4], "speaker": f"Ses0{i % 5 + 1}_F",
-                "session": f"Ses0{i % 5 + 1}", "duration": float(d), "aligned": True}  # fmt: skip
+        ses = f"Ses0{i % 5 + 1}"  # 5 sessions x 2 speakers, so every split (lopo too) applies
+        meta = {"id": f"utt{i:05d}", "label": LABELS[i % 4], "speaker": f"{ses}_{'FM'[i // 5 % 2]}",
+                "session": ses, "duration": float(d), "aligned": True}  # fmt: skip
         w.add(
             meta,
             {

@@ -1,0 +1,95 @@
+"""Whole fold plan timing: `emofuse train` over every fold of a split on an IEMOCAP-sized cache.
+
+    .venv/bin/python bench/plan.py --head tdfnet --preset small --split loso [--scale 1.0]
+    python3 bench/plan.py --head tdfnet --preset paper --split lopo --device cuda   # on a GPU
+
+Writes the synthetic IEMOCAP-shaped cache of bench/train.py (5,531 utterances at scale 1.0: one
+1024-d speech layer at 50 frames/s with IEMOCAP's duration distribution, 768-d text tokens, a 192-d
+speaker vector; random fp16), then runs ``emofuse.train.run.train_run`` — exactly what
+``emofuse train`` does, early stopping included — and prints wall minutes for the whole plan, the
+epochs each fold ran and seconds per epoch (so a 20-epoch plan can be extrapolated: random features
+make early stopping fire sooner than real ones do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train import write_cache  # noqa: E402  (bench/train.py, the same cache)
+
+from emofuse.train.loop import LoopConfig  # noqa: E402
+from emofuse.train.run import train_run  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="1.0 = IEMOCAP 4-class size")
+    ap.add_argument("--head", default="tdfnet")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--split", default="loso")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--folds", default=None, help="only these folds, e.g. 1,2 (default: all)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--tmp", default=None)
+    args = ap.parse_args()
+    n = int(5531 * args.scale)
+    tmp = Path(tempfile.mkdtemp(dir=args.tmp))
+    try:
+        cache = tmp / "bench.h5"
+        t0 = time.perf_counter()
+        write_cache(cache, n)
+        print(f"cache: {n} utterances written in {time.perf_counter() - t0:.1f} s", flush=True)
+        folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+        t0 = time.perf_counter()
+        # cut off by `timeout` (SIGTERM): still report the folds and epochs completed so far
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        summary = None
+        try:
+            summary = train_run(
+                cache,
+                args.head,
+                tmp / "run",
+                args.split,
+                preset=args.preset,
+                loop=LoopConfig(epochs=args.epochs, seed=0),
+                folds=folds,
+                device=args.device,
+                progress=False,
+            )
+        except KeyboardInterrupt:
+            pass
+        wall = time.perf_counter() - t0
+        epochs, per_epoch = [], []
+        for f in sorted((tmp / "run").glob("fold_*/curves.jsonl")):
+            rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            epochs.append(len(rows))
+            per_epoch += [r["seconds"] for r in rows]
+        mean_epoch = sum(per_epoch) / max(len(per_epoch), 1)
+        if summary is None:
+            print(
+                f"{args.head} {args.preset} {args.split}: CUT OFF after {wall / 60:.2f} min "
+                f"(epochs logged per fold so far {epochs}, the last fold possibly unfinished; "
+                f"{mean_epoch:.1f} s per epoch over {len(per_epoch)} epochs)"
+            )
+            return
+        print(
+            f"{args.head} {args.preset} {args.split}: {len(epochs)} folds in {wall / 60:.2f} min "
+            f"(epochs per fold {epochs}; {mean_epoch:.1f} s per epoch; a full 20-epoch plan would "
+            f"take ≈ {len(epochs) * 20 * mean_epoch / 60:.1f} min); pooled UA "
+            f"{summary['pooled']['UA']:.3f} on random features (chance 0.25)"
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

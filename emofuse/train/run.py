@@ -210,6 +210,8 @@ def run_config(
         "head_config": dataclasses.asdict(cfg),
         "cache": str(getattr(cache, "path", cache)),
         "cache_fingerprint": cache.fingerprint,
+        # the extraction settings (encoders, layers, text normalisation): what predict re-creates
+        "cache_settings": getattr(cache, "settings", None),
         "split": split,
         "seed": loop.seed,
         "loop": dataclasses.asdict(loop),

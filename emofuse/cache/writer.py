@@ -79,8 +79,10 @@ class CacheWriter:
         compression: str | None = None,
         flush_mb: float = 64.0,
         flush_s: float = 10.0,
+        progress: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.progress = progress  # bars for the consolidation and its verification
         self.kind = backend_of(self.path)
         self.settings = jsonable(settings or {})
         self.fingerprint = fingerprint or fingerprint_of(self.settings)
@@ -315,7 +317,9 @@ class CacheWriter:
                     f"(first: {missing[0]!r}); extract into a new output name"
                 )
             return self._digest
-        digest = consolidate(self.path, order=order, compression=self.compression)
+        digest = consolidate(
+            self.path, order=order, compression=self.compression, progress=self.progress
+        )
         self._complete = self._closed = True
         return digest
 

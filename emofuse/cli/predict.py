@@ -1,7 +1,43 @@
-"""CLI commands for the predict area (thin: parse options, call the library, print)."""
+"""``emofuse predict``: a trained run on new recordings (thin: the work is in emofuse.predict)."""
 
 from __future__ import annotations
 
-import click  # noqa: F401
+import json
+from pathlib import Path
 
-COMMANDS: list = []
+import click
+
+
+@click.command("predict")
+@click.option("--run", "run", required=True, type=click.Path(path_type=Path), help="run folder")
+@click.argument("audio", nargs=-1, required=True)
+@click.option("--text", default=None, help="transcript used for every AUDIO file")
+@click.option(
+    "--transcripts",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="CSV with columns audio,text (one row per AUDIO file)",
+)
+@click.option("--fold", default=None, type=int, help="use fold k's model only (default: average)")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda …")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def predict_cmd(run, audio, text, transcripts, fold, device, as_json) -> None:
+    """Label and class probabilities for new AUDIO files (any rate, channels, soundfile format)."""
+    from emofuse.predict import predict
+
+    result = predict(run, audio, text=text, transcripts=transcripts, fold=fold, device=device)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    which = "fold " + str(result.folds[0]) if len(result.folds) == 1 else "mean of folds"
+    click.echo(
+        f"({which} {','.join(map(str, result.folds))})" if len(result.folds) > 1 else f"({which})"
+    )
+    for p in result.predictions:
+        probs = "  ".join(f"{c} {x:.3f}" for c, x in p.probabilities.items())
+        click.echo(f"{p.audio}\t{p.label}\t{probs}")
+
+
+COMMANDS = [predict_cmd]

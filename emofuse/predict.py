@@ -1,0 +1,248 @@
+"""Trained heads on new recordings: same encoders, same features, fold models averaged.
+
+``predict`` does not re-implement feature extraction. It builds Utterance records for the new
+files and runs the very extraction pipeline (``emofuse.extract.run_extract``) with the settings
+recorded in the run's cache, into a temporary cache; it then checks that the models it loaded are
+the ones the run was trained on (same model ids and weight hashes, layers, text normalisation),
+loads the temporary cache with the training data layer and runs the heads. Whatever holds for the
+training features (padding invariance, true frame counts, fp16 storage) holds here too.
+
+New audio has no forced alignment: segment streams come out empty, and heads that read them fall
+back to frames for those branches (as they do for unaligned corpus utterances); the report says so.
+Without a transcript the text model sees an empty string (only its special tokens).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emofuse.corpus import Utterance
+from emofuse.corpus.text import normalize_text
+from emofuse.errors import EmofuseError
+from emofuse.train.data import SEGMENT_STREAMS, TrainData, resolve_device
+from emofuse.train.loop import predict_probs
+from emofuse.train.run import finished_folds, load_fold_model, resolve_head
+
+# fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
+# extracted the training cache and the machine that predicts (fp16 storage rounds both the same way)
+MATCH_KEYS = ("speech_model", "text_model", "speaker_model", "fbank", "layers", "text_layers")
+
+
+@dataclass
+class Prediction:
+    audio: str
+    label: str
+    probabilities: dict[str, float]
+    text: str | None
+
+
+@dataclass
+class PredictResult:
+    predictions: list[Prediction]
+    folds: list[int]
+    notes: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "folds": self.folds,
+            "notes": self.notes,
+            "skipped": self.skipped,
+            "predictions": [p.__dict__ for p in self.predictions],
+        }
+
+
+def read_transcripts(path: str | Path) -> dict[str, str]:
+    """A CSV with columns ``audio,text`` (audio as given on the command line, or its file name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmofuseError(f"--transcripts {path} not found: give a CSV with columns audio,text")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"audio", "text"} - set(reader.fieldnames or [])
+        if missing:
+            raise EmofuseError(
+                f"--transcripts {path} lacks column(s) {', '.join(sorted(missing))}: "
+                "it needs a header line audio,text"
+            )
+        return {row["audio"]: row["text"] or "" for row in reader}
+
+
+def _text_for(audio: Path, given: str, transcripts: dict[str, str] | None) -> str | None:
+    if transcripts is None:
+        return None
+    for key in (given, str(audio), audio.name):
+        if key in transcripts:
+            return transcripts[key]
+    raise EmofuseError(f"--transcripts has no row for {given}: add a line '{given},<text>'")
+
+
+def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run config, extraction settings of the cache it was trained on)."""
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise EmofuseError(f"{run} is not an emofuse run folder (no config.json): give --run RUN")
+    config = json.loads(cfg_path.read_text())
+    settings = config.get("cache_settings")
+    if not settings:
+        raise EmofuseError(
+            f"{cfg_path} does not record the extraction settings (trained with an older emofuse); "
+            "retrain the run to predict with it"
+        )
+    return config, settings
+
+
+def _extract_config(settings: dict[str, Any], out: Path, device: str):
+    from emofuse.extract import ExtractConfig
+
+    fp = settings["fingerprint"]
+    return ExtractConfig(
+        out=out,
+        speech_model=settings.get("speech_model"),
+        text_model=settings.get("text_model"),
+        speaker_model=settings.get("speaker_model"),
+        layers=",".join(str(x) for x in fp.get("layers") or []) or "all",
+        text_layers=",".join(str(x) for x in fp.get("text_layers") or []) or "all",
+        # same streams as the training cache; new audio has no alignment, so segment rows are empty
+        granularity=tuple(settings.get("granularity") or ("frame",)),
+        keep_fillers=bool(settings.get("keep_fillers", False)),
+        text_norm=settings.get("text_norm", "default"),
+        fbank=bool(settings.get("fbank")),
+        device=device,
+        dtype="float32" if device == "cpu" else "auto",
+        batch_seconds=float(settings.get("batch_seconds", 120.0)),
+        model_dir=out.parent / "models",
+        progress=False,
+    )
+
+
+def _check_same_encoders(run: Path, trained: dict[str, Any], now: dict[str, Any]) -> None:
+    for key in MATCH_KEYS:
+        if trained.get(key) != now.get(key):
+            raise EmofuseError(
+                f"the encoders loaded now differ from those {run} was trained on ({key}: "
+                f"{trained.get(key)!r} vs {now.get(key)!r}); restore the original model folders"
+            )
+
+
+def predict(
+    run: str | Path,
+    audio: Sequence[str],
+    text: str | None = None,
+    transcripts: str | Path | None = None,
+    fold: int | None = None,
+    device: str = "auto",
+) -> PredictResult:
+    """Label + class probabilities for each audio file, by the run's fold models (averaged)."""
+    from emofuse.cache import open_cache
+    from emofuse.extract import run_extract
+
+    run = Path(run)
+    config, settings = _run_settings(run)
+    if not audio:
+        raise EmofuseError("no AUDIO given: name one or more audio files")
+    if text is not None and transcripts is not None:
+        raise EmofuseError("give --text or --transcripts, not both")
+    table = read_transcripts(transcripts) if transcripts is not None else None
+    folds = finished_folds(run)
+    if fold is not None:
+        if fold not in folds:
+            raise EmofuseError(
+                f"--fold {fold}: {run} has finished folds {', '.join(map(str, folds)) or 'none'}"
+            )
+        folds = [fold]
+    if not folds:
+        raise EmofuseError(f"{run} has no finished fold: run `emofuse train` to completion first")
+
+    norm = settings.get("text_norm", "default")
+    utts, texts = [], []
+    for i, given in enumerate(audio):
+        path = Path(given)
+        if not path.is_file():
+            raise EmofuseError(f"audio file {given} not found")
+        t = text if text is not None else _text_for(path, given, table)
+        texts.append(t)
+        raw = t or ""  # the text model sees what the corpus reader would have given it
+        utts.append(
+            Utterance(
+                id=f"{i:06d}",
+                audio=path.resolve(),
+                text=raw,
+                label="?",
+                speaker="?",
+                text_norm=normalize_text(raw, norm),
+            )
+        )
+
+    dev = resolve_device(device)
+    head_cls = resolve_head(config["head"])
+    head_cfg = head_cls.make_config(None, config["head_config"])
+    needs = set(head_cls.required_streams(head_cfg))
+    notes: list[str] = []
+    if needs & set(SEGMENT_STREAMS):
+        notes.append(
+            "new audio has no forced alignment: the head's "
+            + ",".join(sorted(needs & set(SEGMENT_STREAMS)))
+            + " branches use the speech frames instead"
+        )
+    if "text" in needs and text is None and table is None:
+        notes.append("no transcript given: the text stream is empty (the text model saw '')")
+
+    with tempfile.TemporaryDirectory(prefix="emofuse-predict-") as tmp:
+        cache_path = Path(tmp) / "features.h5"
+        summary = run_extract(utts, _extract_config(settings, cache_path, dev.type), echo=_quiet)
+        _check_same_encoders(run, settings["fingerprint"], _cache_fingerprint(cache_path))
+        if summary.skipped:
+            by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
+            bad = summary.skipped[0]
+            raise EmofuseError(f"{by_id.get(bad['id'], bad['id'])}: {bad['reason']}")
+        cache = open_cache(cache_path)
+        data = TrainData.from_cache(cache, _loadable(needs, cache), head_cfg, dev)
+        idx = data.indices([u.id for u in utts])
+        probs = np.zeros((len(utts), len(config["labels"])))
+        for k in folds:
+            model = load_fold_model(run, k, data.device)
+            with torch.no_grad():
+                probs += predict_probs(model, data, idx, 32)  # (N, C)
+        probs /= len(folds)
+    labels = list(config["labels"])
+    preds = [
+        Prediction(
+            audio=str(a),
+            label=labels[int(np.argmax(p))],
+            probabilities={c: float(x) for c, x in zip(labels, p, strict=True)},
+            text=t,
+        )
+        for a, p, t in zip(audio, probs, texts, strict=True)
+    ]
+    return PredictResult(preds, folds, notes)
+
+
+def _quiet(_: str) -> None:
+    """Extraction's progress lines are not predict's output."""
+
+
+def _cache_fingerprint(path: Path) -> dict[str, Any]:
+    from emofuse.cache import open_cache
+
+    return open_cache(path).settings["fingerprint"]
+
+
+def _loadable(needs: set[str], cache: Any) -> set[str]:
+    """Streams to load: all the head needs, or a one-line refusal naming the one that is missing."""
+    missing = sorted(needs - set(cache.streams))
+    if missing:
+        raise EmofuseError(
+            f"the head needs stream '{missing[0]}', which cannot be made for new audio with the "
+            "run's extraction settings"
+        )
+    return needs

@@ -1,0 +1,126 @@
+"""`emofuse predict`: the same features and heads as training, on new files.
+
+One tiny pipeline (synthetic corpus → tiny encoders → cache → a one-fold run of a head that reads
+speech, text and speaker) is built once; predict must reproduce that run's saved test predictions
+for fold 1's test wavs, and handle resampled stereo audio, missing files and vanished encoders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from emofuse.corpus import read_corpus, write_synthetic_corpus
+from emofuse.encoders.tiny import build_tiny_models
+from emofuse.train.run import read_predictions
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("predict")
+    tiny = build_tiny_models(base / "models")
+    root = base / "corpus"
+    write_synthetic_corpus(
+        root, utterances_per_speaker=6, others_per_speaker=0, duration=(0.5, 1.2), progress=False
+    )
+    cache = base / "cache.h5"
+    result = invoke(
+        "extract", "--corpus", "iemocap", "--root", root, "--out", cache,
+        "--speech-model", tiny.speech["hubert"], "--text-model", tiny.text,
+        "--speaker-model", tiny.speaker, "--granularity", "frame", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = base / "run"
+    result = invoke(
+        "train", "--cache", cache, "--split", "loso", "--head", "tdfnet", "--preset", "small",
+        "--set", "d_model=32", "--set", "ffn=64", "--folds", "1", "--epochs", "2",
+        "--batch-size", "8", "--lr", "1e-3", "--out", run, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    utts = {u.id: u for u in read_corpus("iemocap", root=root, progress=False).utterances}
+    plan = json.loads((run / "folds.json").read_text())
+    test_ids = plan["folds"][0]["test"]
+    return {"base": base, "run": run, "utts": utts, "test_ids": test_ids, "tiny": tiny}
+
+
+def write_transcripts(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["audio", "text"])
+        w.writerows(rows)
+    return path
+
+
+def test_predict_reproduces_the_runs_test_predictions(trained):
+    utts, ids = trained["utts"], trained["test_ids"]
+    files = [str(utts[i].audio) for i in ids]
+    transcripts = write_transcripts(
+        trained["base"] / "transcripts.csv", [(str(utts[i].audio), utts[i].text) for i in ids]
+    )
+    result = invoke(
+        "predict", "--run", trained["run"], "--fold", "1", "--transcripts", transcripts,
+        "--json", *files,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    saved = read_predictions(trained["run"] / "fold_01" / "predictions.csv")
+    saved_label = dict(zip(saved["ids"], saved["predicted"], strict=True))
+    got = [p["label"] for p in out["predictions"]]
+    assert got == [saved_label[i] for i in ids]
+    probs = np.array([list(p["probabilities"].values()) for p in out["predictions"]])
+    assert probs.shape == (len(ids), 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    # the saved probabilities too, not only the arg-max (fp16 cache on both sides)
+    saved_probs = {i: p for i, p in zip(saved["ids"], saved["probs"], strict=True)}
+    np.testing.assert_allclose(probs, np.array([saved_probs[i] for i in ids]), atol=2e-3)
+
+
+def test_predict_takes_44k_stereo_and_averages_folds_without_transcript(trained, tmp_path):
+    utt = trained["utts"][trained["test_ids"][0]]
+    wav, rate = sf.read(utt.audio, dtype="float32")
+    t_old = np.arange(len(wav)) / rate
+    t_new = np.arange(int(len(wav) * 44100 / rate)) / 44100
+    resampled = np.interp(t_new, t_old, wav).astype(np.float32)
+    stereo = tmp_path / "stereo44k.flac"
+    sf.write(stereo, np.stack([resampled, 0.5 * resampled], axis=1), 44100)
+    result = invoke("predict", "--run", trained["run"], stereo)
+    assert result.exit_code == 0, result.output
+    assert "no transcript given" in result.output
+    line = [x for x in result.output.splitlines() if x.startswith(str(stereo))]
+    assert len(line) == 1
+    label, *probs = line[0].split("\t")[1:]
+    assert label in {"ang", "hap", "neu", "sad"}
+    values = [float(x.split()[1]) for x in probs[0].split("  ")]
+    assert abs(sum(values) - 1.0) < 2e-3  # printed with 3 decimals
+
+
+def test_predict_missing_audio_is_one_line(trained, tmp_path):
+    missing = tmp_path / "nope.wav"
+    result = invoke("predict", "--run", trained["run"], missing)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: audio file {missing} not found"
+
+
+def test_predict_refuses_when_the_encoders_are_gone(trained):
+    speech = Path(trained["tiny"].speech["hubert"])
+    hidden = speech.with_name(speech.name + "-moved")
+    utt = trained["utts"][trained["test_ids"][0]]
+    speech.rename(hidden)  # the folder the run's cache was extracted with disappears
+    try:
+        result = invoke("predict", "--run", trained["run"], utt.audio)
+    finally:
+        hidden.rename(speech)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(speech) in lines[0], lines

@@ -31,10 +31,8 @@ def predict_cmd(run, audio, text, transcripts, fold, device, as_json) -> None:
         return
     for note in result.notes:
         click.echo(f"note: {note}")
-    which = "fold " + str(result.folds[0]) if len(result.folds) == 1 else "mean of folds"
-    click.echo(
-        f"({which} {','.join(map(str, result.folds))})" if len(result.folds) > 1 else f"({which})"
-    )
+    folds = ",".join(map(str, result.folds))
+    click.echo(f"(fold {folds})" if len(result.folds) == 1 else f"(mean of folds {folds})")
     for p in result.predictions:
         probs = "  ".join(f"{c} {x:.3f}" for c, x in p.probabilities.items())
         click.echo(f"{p.audio}\t{p.label}\t{probs}")

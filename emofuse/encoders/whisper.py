@@ -86,32 +86,81 @@ class WhisperSpeechEncoder(SpeechEncoder):
         Zeros are appended (HF pads with zeros to 30 s; the STFT of the last real frames reaches past
         the end), then only the frames belonging to the audio are kept, an even number of them.
         """
-        n_mel = self._window_frames(len(window)) * self.mel_per_frame
-        padded = np.concatenate([window, np.zeros(self.feature_extractor.n_fft, np.float32)])
-        feats = self.feature_extractor(
-            padded,
-            sampling_rate=SAMPLE_RATE,
-            padding="longest",
-            truncation=False,
-            return_tensors="np",
-        )["input_features"][0]  # (n_mels, M')
-        return feats[:, :n_mel].astype(np.float32, copy=False)
+        mels, lengths = self.log_mel([np.asarray(window, np.float32)])
+        return mels[0, :, : lengths[0]].numpy()
+
+    def log_mel(self, windows: list[np.ndarray]) -> tuple[torch.Tensor, list[int]]:
+        """Log-mel of several windows at once: (B, n_mels, M) zero-padded, and each one's length.
+
+        The numbers of Hugging Face's torch front end run on each window + ``n_fft`` zeros (what
+        ``mel`` promised before): one batched STFT instead of one per window. Frames of a shorter
+        window only see its own samples and zeros (the zeros a lone window's end padding would
+        reflect), the log floor (``max - 8``) is taken per window over exactly the frames HF keeps,
+        and frames past a window's length are zero (what forward's masking expects).
+        """
+        fe = self.feature_extractor
+        if getattr(fe, "dither", 0.0):  # random dither: keep HF's own per-window path
+            return self._log_mel_hf(windows)
+        n_fft, hop = fe.n_fft, self.hop
+        if not hasattr(self, "_mel_window"):
+            self._mel_window = torch.hann_window(n_fft)
+            self._mel_filters = torch.from_numpy(fe.mel_filters).float().T.contiguous()
+        sizes = [len(w) + n_fft for w in windows]  # each window + n_fft zeros
+        kept = [n // hop for n in sizes]  # STFT frames HF keeps (it drops the last one)
+        lengths = [self._window_frames(len(w)) * self.mel_per_frame for w in windows]
+        wav = torch.zeros(len(windows), max(sizes))  # (B, S)
+        for i, w in enumerate(windows):
+            wav[i, : len(w)] = torch.from_numpy(w)
+        spec = torch.stft(wav, n_fft, hop, window=self._mel_window, return_complex=True)
+        power = (spec[..., : max(kept)].abs() ** 2).contiguous()  # (B, n_freq, F)
+        log = torch.clamp(self._mel_filters @ power, min=1e-10).log10()  # (B, n_mels, F)
+        frame = torch.arange(log.shape[-1])
+        outside = frame[None, :] >= torch.tensor(kept)[:, None]  # (B, F)
+        peak = log.masked_fill(outside[:, None, :], -torch.inf).amax(dim=(1, 2), keepdim=True)
+        log = (torch.maximum(log[..., : max(lengths)], peak - 8.0) + 4.0) / 4.0  # (B, n_mels, M)
+        real = frame[None, : max(lengths)] < torch.tensor(lengths)[:, None]  # (B, M)
+        return log * real[:, None, :], lengths
+
+    def _log_mel_hf(self, windows: list[np.ndarray]) -> tuple[torch.Tensor, list[int]]:
+        mels = []
+        for window in windows:
+            n_mel = self._window_frames(len(window)) * self.mel_per_frame
+            padded = np.concatenate([window, np.zeros(self.feature_extractor.n_fft, np.float32)])
+            feats = self.feature_extractor(
+                padded,
+                sampling_rate=SAMPLE_RATE,
+                padding="longest",
+                truncation=False,
+                return_tensors="np",
+            )["input_features"][0]  # (n_mels, M')
+            mels.append(feats[:, :n_mel].astype(np.float32, copy=False))
+        return self._pad_mels(mels), [m.shape[1] for m in mels]
+
+    @staticmethod
+    def _pad_mels(mels: list[np.ndarray]) -> torch.Tensor:
+        padded = torch.zeros(len(mels), mels[0].shape[0], max(m.shape[1] for m in mels))
+        for i, m in enumerate(mels):
+            padded[i, :, : m.shape[1]] = torch.from_numpy(m)
+        return padded  # (B, n_mels, M)
 
     def _encode_checked(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
         owners: list[int] = []  # utterance index of each window, windows in order
-        mels: list[np.ndarray] = []
+        windows: list[np.ndarray] = []
         for idx, wav in enumerate(arrays):
             for window in self.windows(wav):
                 owners.append(idx)
-                mels.append(self.mel(window))
-        outputs: list[torch.Tensor | None] = [None] * len(mels)
-        for batch in plan_batches([m.shape[1] for m in mels], self.max_batch_mel):
-            for j, states in zip(batch, self.forward_mels([mels[j] for j in batch]), strict=True):
+                windows.append(window)
+        n_mel = [self._window_frames(len(w)) * self.mel_per_frame for w in windows]
+        outputs: list[torch.Tensor | None] = [None] * len(windows)
+        for batch in plan_batches(n_mel, self.max_batch_mel):
+            mels, lengths = self.log_mel([windows[j] for j in batch])
+            for j, states in zip(batch, self._forward_padded(mels, lengths), strict=True):
                 outputs[j] = states
         per_utt: list[list[torch.Tensor]] = [[] for _ in arrays]
         for owner, states in zip(owners, outputs, strict=True):
             per_utt[owner].append(states)
-        return [torch.cat(parts, dim=0) for parts in per_utt]
+        # one window (every clip under 30 s): its view as is, no copy
+        return [parts[0] if len(parts) == 1 else torch.cat(parts, dim=0) for parts in per_utt]
 
     def forward_mels(self, mels: list[np.ndarray]) -> list[torch.Tensor]:
         """Encode log-mel windows (each (n_mels, M), M even, M ≤ 3000) → (M/2, num_layers, D) each.
@@ -119,13 +168,14 @@ class WhisperSpeechEncoder(SpeechEncoder):
         Hidden states follow Hugging Face's: the embedding output, each layer's output, and the last
         one after the final layer norm.
         """
+        return self._forward_padded(self._pad_mels(mels), [m.shape[1] for m in mels])
+
+    def _forward_padded(self, padded: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+        """``forward_mels`` on mels already zero-padded into one (B, n_mels, M) tensor."""
         enc = self.encoder
-        lengths = [m.shape[1] for m in mels]
         frames = [n // self.mel_per_frame for n in lengths]
-        batch, longest = len(mels), max(lengths)
-        padded = torch.zeros(batch, mels[0].shape[0], longest)  # (B, n_mels, M)
-        for i, m in enumerate(mels):
-            padded[i, :, : m.shape[1]] = torch.from_numpy(m)
+        longest = max(lengths)
+        padded = padded[..., :longest]
         x = to_device(padded, self.device).to(self.dtype)
         ragged = len(set(lengths)) > 1
         hidden = nn.functional.gelu(enc.conv1(x))  # (B, D, M)

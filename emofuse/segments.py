@@ -98,9 +98,16 @@ def pool_utterances(
     """Pool several utterances' segments in one call: frames[i] (T_i, L, D), spans[i] (S_i, 2)."""
     if not frames:
         return []
-    offsets = np.cumsum([0] + [f.shape[0] for f in frames[:-1]])
-    all_spans = np.concatenate(
-        [np.asarray(s, np.int64).reshape(-1, 2) + o for s, o in zip(spans, offsets, strict=True)]
-    )  # (sum S_i, 2)
-    pooled = pool_spans(torch.cat(list(frames), 0), all_spans)  # (sum S_i, L, D)
-    return list(torch.split(pooled, [len(s) for s in spans], 0))
+    spans = [np.asarray(s, np.int64).reshape(-1, 2) for s in spans]
+    # only utterances with segments are gathered (an unaligned batch copies no frames at all)
+    used = [i for i, s in enumerate(spans) if len(s)]
+    out = [f.new_zeros((0, *f.shape[1:])) for f in frames]
+    if not used:
+        return out
+    offsets = np.cumsum([0] + [frames[i].shape[0] for i in used[:-1]])
+    all_spans = np.concatenate([spans[i] + o for i, o in zip(used, offsets, strict=True)])
+    together = frames[used[0]] if len(used) == 1 else torch.cat([frames[i] for i in used], 0)
+    pooled = pool_spans(together, all_spans)  # (sum S_i, L, D)
+    for i, p in zip(used, torch.split(pooled, [len(spans[i]) for i in used], 0), strict=True):
+        out[i] = p
+    return out

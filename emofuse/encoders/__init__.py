@@ -3,17 +3,62 @@
 All take 16 kHz mono float32 numpy waveforms / raw strings and run under ``torch.inference_mode()``;
 batched output equals one-at-a-time output. ``build_tiny_models`` makes tiny random models of the real
 classes for tests and the demo (no model hub is needed).
+
+The names below are imported on first use (PEP 562): importing one submodule (extract needs
+speech + text) does not pay for the others — ``tiny`` alone pulls in five model families of
+transformers, seconds of start-up on a busy 2-core machine.
 """
 
-from emofuse.encoders.fbank import FbankEncoder
-from emofuse.encoders.speaker import DEFAULT_SPEAKER_MODEL, SpeakerEncoder, load_speaker_encoder
-from emofuse.encoders.speech import SpeechEncoder, SSLSpeechEncoder, load_speech_encoder
-from emofuse.encoders.text import TextEncoder, TextOut, load_text_encoder
-from emofuse.encoders.tiny import SPEECH_FAMILIES, TinyModels, build_tiny_models
-from emofuse.encoders.whisper import WhisperSpeechEncoder
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 DEFAULT_SPEECH_MODEL = "facebook/hubert-large-ll60k"
 DEFAULT_TEXT_MODEL = "bert-base-uncased"
+
+_LAZY = {
+    "FbankEncoder": "fbank",
+    "DEFAULT_SPEAKER_MODEL": "speaker",
+    "SpeakerEncoder": "speaker",
+    "load_speaker_encoder": "speaker",
+    "SpeechEncoder": "speech",
+    "SSLSpeechEncoder": "speech",
+    "load_speech_encoder": "speech",
+    "TextEncoder": "text",
+    "TextOut": "text",
+    "load_text_encoder": "text",
+    "SPEECH_FAMILIES": "tiny",
+    "TinyModels": "tiny",
+    "build_tiny_models": "tiny",
+    "WhisperSpeechEncoder": "whisper",
+}
+
+if TYPE_CHECKING:  # static tools see the eager imports
+    from emofuse.encoders.fbank import FbankEncoder
+    from emofuse.encoders.speaker import (
+        DEFAULT_SPEAKER_MODEL,
+        SpeakerEncoder,
+        load_speaker_encoder,
+    )
+    from emofuse.encoders.speech import SpeechEncoder, SSLSpeechEncoder, load_speech_encoder
+    from emofuse.encoders.text import TextEncoder, TextOut, load_text_encoder
+    from emofuse.encoders.tiny import SPEECH_FAMILIES, TinyModels, build_tiny_models
+    from emofuse.encoders.whisper import WhisperSpeechEncoder
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "DEFAULT_SPEAKER_MODEL",

@@ -65,6 +65,10 @@ class ExtractConfig:
     limit: int | None = None
     strict: bool = False
     decode_workers: int = 4
+    # torch intra-op threads for this run (None: torch's current setting, i.e. OMP_NUM_THREADS or
+    # one per core). Not load-adaptive on purpose: the thread count moves the last bits of CPU
+    # kernels, and a resumed or torchrun-sharded run must store what an uninterrupted one stores.
+    threads: int | None = None
     model_dir: Path | None = None  # where SpeechBrain keeps its loaded hparams (savedir)
     progress: bool = True
 
@@ -181,22 +185,26 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def load_models(cfg: ExtractConfig, device: torch.device, dtype: torch.dtype) -> Models:
     """Load the frozen encoders (each raises EmofuseError naming itself when it cannot load)."""
-    from emofuse.encoders.fbank import FbankEncoder
-    from emofuse.encoders.speaker import load_speaker_encoder
-    from emofuse.encoders.speech import load_speech_encoder
-    from emofuse.encoders.text import load_text_encoder
-
+    # each import only when its model is asked for (start-up time counts on a short corpus)
     speech = text = speaker = fbank = None
     if cfg.speech_model:
+        from emofuse.encoders.speech import load_speech_encoder
+
         speech = load_speech_encoder(
             cfg.speech_model, device=device, dtype=dtype, max_batch_seconds=cfg.batch_seconds
         )
     if cfg.text_model:
+        from emofuse.encoders.text import load_text_encoder
+
         text = load_text_encoder(cfg.text_model, device=device, dtype=dtype)
     if cfg.speaker_model:
+        from emofuse.encoders.speaker import load_speaker_encoder
+
         savedir = cfg.model_dir or Path(cfg.out).parent / ".emofuse-models"
         speaker = load_speaker_encoder(cfg.speaker_model, device=device, savedir=savedir)
     if cfg.fbank:
+        from emofuse.encoders.fbank import FbankEncoder
+
         fbank = FbankEncoder()
     return Models(speech, text, speaker, fbank)
 
@@ -272,8 +280,24 @@ def _decode(utt: Utterance, min_samples: int) -> _Decoded:
 
 
 def _half(x: torch.Tensor) -> torch.Tensor:
-    """fp16 for storage; clamped so a rare large activation is stored as ±max, not inf."""
-    return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16)
+    """fp16 for storage; clamped so a rare large activation is stored as ±max, not inf.
+
+    One conversion pass; the clamp (an extra full-size fp32 pass) only runs when a value overflowed.
+    """
+    if x.dtype == torch.float16:
+        return x
+    if x.numel():
+        low, high = torch.aminmax(x)
+        if low < -FP16_MAX or high > FP16_MAX:
+            return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16)
+    return x.to(torch.float16)
+
+
+def _pick(x: torch.Tensor, index: list[int], every: int, dim: int) -> torch.Tensor:
+    """``x`` restricted to ``index`` along ``dim``; no copy when every position is kept."""
+    if list(index) == list(range(every)):
+        return x
+    return x.index_select(dim, torch.as_tensor(index, device=x.device))
 
 
 def _to_numpy(tensors: list[torch.Tensor]) -> list[np.ndarray]:
@@ -308,7 +332,10 @@ class _Encoders:
             self._speech(frames, batch, data)
         if m.text is not None:
             outs = m.text.encode([d.utt.model_text for d in batch])
-            states = _to_numpy([_half(o.states[:, self.text_layers]) for o in outs])  # (N, Lt, Dt)
+            every = m.text.num_layers
+            states = _to_numpy(
+                [_half(_pick(o.states, self.text_layers, every, 1)) for o in outs]
+            )  # (N, Lt, Dt)
             for row, o, s in zip(data, outs, states, strict=True):
                 row["text"] = {"data": s, "word_ids": np.asarray(o.word_ids, np.int32)}
         if m.speaker is not None:
@@ -329,7 +356,8 @@ class _Encoders:
         ]
 
     def _speech(self, frames: list[torch.Tensor], batch: list[_Decoded], data: list[dict]) -> None:
-        sel = [f[:, self.layers] for f in frames]  # (T_i, L, D)
+        every = self.models.speech.num_layers
+        sel = [_pick(f, self.layers, every, 1) for f in frames]  # (T_i, L, D)
         stats = [torch.std_mean(f, dim=0, correction=0) for f in frames]  # (L_all, D) each
         host = _to_numpy(
             [_half(s) for s in sel] + [_half(m) for _, m in stats] + [_half(s) for s, _ in stats]
@@ -543,6 +571,10 @@ def run_extract(
     device = resolve_device(cfg.device, ddp.local_rank)
     dtype = resolve_dtype(cfg.dtype, device)
     ddp.init(device)
+    threads_before = torch.get_num_threads()
+    threads = cfg.threads if device.type == "cpu" else None
+    if threads:
+        torch.set_num_threads(threads)
     try:
         models = load_models(cfg, device, dtype)
         layers = parse_layers(cfg.layers, models.speech.num_layers) if models.speech else []
@@ -565,6 +597,7 @@ def run_extract(
             rank=ddp.rank,
             world_size=ddp.world_size,
             flush_s=cfg.flush_seconds,
+            progress=cfg.progress and ddp.rank == 0,
         )
         done = set(writer.done_ids())
         summary = ExtractSummary(Path(cfg.out), resumed=len(done), is_main=ddp.rank == 0)
@@ -574,6 +607,7 @@ def run_extract(
                 f"extracting {len(utts)} utterances ({sum(durations) / 3600:.2f} h) into {cfg.out};"
                 f" estimated size {_human(summary.estimate_bytes)}"
                 + (f"; resuming: {len(done)} already stored" if done else "")
+                + (f"; {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
             )
         todo = [b for b in batches if any(utts[i].id not in done for i in b)]
         _run_batches(
@@ -592,6 +626,8 @@ def run_extract(
         _finish(writer, ddp, [u.id for u in utts], summary)
     finally:
         ddp.shutdown()
+        if threads:
+            torch.set_num_threads(threads_before)
     summary.wall_seconds = time.perf_counter() - start
     return summary
 

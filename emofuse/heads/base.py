@@ -104,6 +104,10 @@ class HeadConfig:
     layer_mix: str = "weighted"  # weighted (SUPERB softmax sum) | mean | single
     mix_index: int = -1  # with layer_mix=single: which of the loaded layers (-1 = last)
     dropout: float = 0.1
+    # LayerNorm (no affine) on every loaded layer of every row before the mix (s3prl's
+    # Featurizer normalize): puts layers of very different scale (Whisper's deeper layers) on one
+    # footing, so the mix weights compare layers, not magnitudes
+    layer_norm: bool = False
 
     def validate(self) -> None:
         """Raise EmofuseError on a value no head can use (called by make_config and Head)."""
@@ -223,10 +227,16 @@ class LayerMix(nn.Module):
     """(…, L, D) -> (…, D): one layer, the mean, or the SUPERB weighted sum of the cached layers.
 
     The weighted sum is a softmax over one learnable scalar per layer, initialised equal, so training
-    starts from the mean and moves towards the layers that help.
+    starts from the mean and moves towards the layers that help. With ``normalize`` every layer of
+    every row is first layer-normalised over D (no affine; per row, so padding invariance holds):
+    raw hidden states differ in scale across layers by up to ~4x RMS in Whisper-base, with a few
+    outlier dimensions in the deeper layers, so an unnormalised sum is dominated by the largest
+    layers whatever the weights say.
     """
 
-    def __init__(self, n_layers: int, mode: str = "weighted", index: int = -1) -> None:
+    def __init__(
+        self, n_layers: int, mode: str = "weighted", index: int = -1, normalize: bool = False
+    ) -> None:
         super().__init__()
         if mode not in LAYER_MIXES:
             raise EmofuseError(f"--set layer_mix={mode}: choose one of {', '.join(LAYER_MIXES)}")
@@ -239,10 +249,17 @@ class LayerMix(nn.Module):
         if n_layers == 1:
             mode, index = "single", 0
         self.mode, self.index, self.n_layers = mode, index, n_layers
+        self.normalize = normalize
         if mode == "weighted":
             self.weights = nn.Parameter(torch.zeros(n_layers))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.normalize:
+            if self.mode == "single":  # normalise only the layer that is used
+                x = x[..., [self.index], :]  # (…, 1, D)
+            x = F.layer_norm(x, (x.shape[-1],))  # (…, L, D), each layer of each row on its own
+            if self.mode == "single":
+                return x[..., 0, :]
         if self.mode == "single":
             return x[..., self.index, :]  # (…, D)
         if self.mode == "mean":

@@ -3,7 +3,10 @@
 ``audio`` is the SUPERB / EmoBox downstream probe: layer mix -> Linear(D, hidden) -> ReLU -> masked
 mean over frames -> Linear(hidden, C). ``text`` is the same over text tokens. ``concat`` pools both
 modalities that way, concatenates the two (B, hidden) vectors and classifies them with an MLP.
-``hidden`` is 256 in ``paper`` (SUPERB's probe width).
+``hidden`` is 256 in ``paper`` (SUPERB's probe width). ``pool=meanstd`` pools each sequence into
+[masked mean, masked std] of the projected rows (statistics pooling, as in x-vector / ECAPA and the
+mean+std linear probes emotion papers compare with), so the probe sees how the frames vary, not only
+their average; the embedding is then 2 ``hidden`` wide.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from emofuse.heads.base import Head, HeadConfig, InputDims, LayerMix, masked_mea
 class ProbeConfig(HeadConfig):
     hidden: int = 256
     speech_stream: str = "speech"  # speech | fbank (a non-pretrained front end)
+    pool: str = "mean"  # mean (SUPERB) | meanstd (statistics pooling: mean and std over rows)
 
     def validate(self) -> None:
         super().validate()
@@ -28,19 +32,27 @@ class ProbeConfig(HeadConfig):
             raise EmofuseError(f"--set hidden={self.hidden}: use a positive width")
         if self.speech_stream not in ("speech", "fbank"):
             raise EmofuseError(f"--set speech_stream={self.speech_stream}: choose speech or fbank")
+        if self.pool not in ("mean", "meanstd"):
+            raise EmofuseError(f"--set pool={self.pool}: choose mean or meanstd")
 
 
 class SequenceProbe(nn.Module):
-    """(B, T, L, D) + mask -> (B, hidden): layer mix, Linear + ReLU per row, masked mean."""
+    """(B, T, L, D) + mask -> (B, out): layer mix, Linear + ReLU per row, masked mean (and std)."""
 
     def __init__(self, layers: int, width: int, cfg: ProbeConfig) -> None:
         super().__init__()
-        self.mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index)
+        self.mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
         self.proj = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
+        self.std = cfg.pool == "meanstd"
+        self.out = cfg.hidden * (2 if self.std else 1)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         rows = self.proj(self.mix(x))  # (B, T, hidden)
-        return masked_mean(rows, mask)  # (B, hidden)
+        mean = masked_mean(rows, mask)  # (B, hidden)
+        if not self.std:
+            return mean
+        var = masked_mean((rows - mean[:, None]) ** 2, mask)  # (B, hidden), padding masked out
+        return torch.cat([mean, (var + 1e-6).sqrt()], dim=-1)  # (B, 2 hidden)
 
 
 _PRESETS = {"small": {"hidden": 64}, "paper": {"hidden": 256}}
@@ -60,7 +72,7 @@ class AudioProbe(Head):
     def __init__(self, cfg: ProbeConfig, dims: InputDims, n_classes: int) -> None:
         super().__init__(cfg, dims, n_classes)
         self.probe = SequenceProbe(*dims.get(cfg.speech_stream), cfg)
-        self.classifier = nn.Linear(cfg.hidden, n_classes)
+        self.classifier = nn.Linear(self.probe.out, n_classes)
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.probe(*pick(batch, self.cfg.speech_stream))  # (B, hidden)
@@ -80,7 +92,7 @@ class TextProbe(Head):
     def __init__(self, cfg: ProbeConfig, dims: InputDims, n_classes: int) -> None:
         super().__init__(cfg, dims, n_classes)
         self.probe = SequenceProbe(*dims.get("text"), cfg)
-        self.classifier = nn.Linear(cfg.hidden, n_classes)
+        self.classifier = nn.Linear(self.probe.out, n_classes)
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.probe(*pick(batch, "text"))  # (B, hidden)
@@ -102,7 +114,9 @@ class ConcatProbe(Head):
         self.speech = SequenceProbe(*dims.get(cfg.speech_stream), cfg)
         self.text = SequenceProbe(*dims.get("text"), cfg)
         self.mlp = nn.Sequential(
-            nn.Linear(2 * cfg.hidden, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)
+            nn.Linear(self.speech.out + self.text.out, cfg.hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
         )
         self.classifier = nn.Linear(cfg.hidden, n_classes)
 

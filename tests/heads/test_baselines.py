@@ -59,3 +59,25 @@ def test_audio_probe_on_fbank_reads_only_fbank(batch_mixed) -> None:
     with torch.no_grad():
         assert torch.equal(head(batch_mixed), head(other))
         assert head(batch_mixed).shape == (5, 4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_meanstd_pooling_and_layer_norm_keep_padding_invariance(name, batch_mixed) -> None:
+    head = build(name, pool="meanstd", layer_norm=True).eval()
+    width = 64 if name == "concat" else 128  # concat's MLP brings it back to hidden
+    assert head.embed(batch_mixed).shape == (5, width)
+    assert head(batch_mixed).shape == (5, 4)
+    assert max_padding_diff(head, batch_mixed) <= 1e-5
+
+
+def test_meanstd_pooling_is_mean_and_std_of_the_projected_frames() -> None:
+    head = build("audio", dropout=0.0, pool="meanstd").eval()
+    batch = make_batch(DIMS, [5, 8], [2, 2], seed=8)
+    x = batch["speech"][0, :5]  # (T, L, D) real frames of utterance 0
+    with torch.no_grad():
+        rows = head.probe.proj(head.probe.mix(x))  # (T, hidden)
+        std = (rows.var(0, unbiased=False) + 1e-6).sqrt()  # eps keeps the gradient finite
+        expected = torch.cat([rows.mean(0), std])
+        assert torch.allclose(head.embed(batch)[0], expected, atol=1e-4)
+    with pytest.raises(Exception, match="pool=max"):
+        build("audio", pool="max")

@@ -36,6 +36,23 @@ def test_single_and_mean_mixes_have_no_parameters() -> None:
         LayerMix(4, "single", 4)
 
 
+def test_normalized_mix_puts_layers_of_any_scale_on_one_footing() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, 8)  # (B, T, L, D)
+    scaled = x * torch.tensor([1.0, 3.0, 10.0, 100.0])[:, None]  # layer 3 is 100x larger
+    ln = torch.nn.functional.layer_norm(x, (8,))
+    for mode, expected in (("mean", ln.mean(2)), ("single", ln[:, :, 1])):
+        mix = LayerMix(4, mode, 1, normalize=True)
+        assert torch.allclose(mix(scaled), expected, atol=1e-4)  # the scale is gone
+    weighted = LayerMix(4, "weighted", normalize=True)
+    assert torch.allclose(weighted(scaled), ln.mean(2), atol=1e-4)
+    # per row: padding rows (zeros) stay zero and never change a real row
+    padded = torch.cat([scaled, torch.zeros(2, 3, 4, 8)], dim=1)
+    assert torch.allclose(weighted(padded)[:, :5], weighted(scaled), atol=1e-6)
+    assert torch.equal(weighted(padded)[:, 5:], torch.zeros(2, 3, 8))
+    assert not LayerMix(4, "mean").normalize  # off unless asked for (HeadConfig.layer_norm)
+
+
 def test_input_dims_accept_speaker_width_in_any_form() -> None:
     for speaker in (192, (192,), (1, 192), [1, 192]):
         dims = InputDims(speech=[2, 32], speaker=speaker)

@@ -18,9 +18,7 @@ class Utterance:
     id: str
     audio: Path
     text: str  # raw transcript exactly as the corpus has it (tags and all)
-    label: (
-        str  # corpus label after label-set mapping (e.g. "hap" for IEMOCAP exc in the 4-class set)
-    )
+    label: str  # after label-set mapping (e.g. "hap" for IEMOCAP "exc" in the 4-class set)
     speaker: str  # IEMOCAP: "Ses01_M" (session + letter of the LAST id field)
     session: str | None = None  # IEMOCAP: "Ses01"
     gender: str | None = None  # "F" | "M" | None
@@ -28,9 +26,7 @@ class Utterance:
     # alignment tiers: name ("word" | "syllable" | "phone") -> segments; None = utterance not aligned
     tiers: dict[str, list[Segment]] | None = None
     split: str | None = None  # "train" | "val" | "test" for predefined splits
-    extra: dict[str, Any] = field(
-        default_factory=dict
-    )  # extra manifest columns, corpus-specific info
+    extra: dict[str, Any] = field(default_factory=dict)  # extra manifest columns, corpus info
     # what the text model should see: the reader's normalisation of `text` (emofuse.corpus.text);
     # None = the reader was asked for no normalisation, use `text` as is
     text_norm: str | None = None

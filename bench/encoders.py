@@ -66,19 +66,12 @@ def bench_cpu(args) -> None:
 
 
 def bench_gpu(args) -> None:
-    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+    from extract import hubert_large_config  # bench/extract.py: one definition of the architecture
+    from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
     assert torch.cuda.is_available(), "gpu mode needs CUDA"
     folder = tempfile.mkdtemp(prefix="hubert-large-random-")
-    config = HubertConfig(  # facebook/hubert-large-ll60k's architecture
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        conv_bias=True,
-    )
+    config = hubert_large_config()  # facebook/hubert-large-ll60k's architecture
     torch.manual_seed(0)
     HubertModel(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)

@@ -20,7 +20,7 @@ from typing import Any
 # The demo corpus is small (400 utterances), so it takes a higher learning rate and smaller batches
 # than the paper's protocol (lr 1e-4, batch 32) to converge in a few epochs.
 DEMO_HEADS: tuple[tuple[str, str, dict[str, str], dict[str, Any]], ...] = (
-    ("coattention", "small", {}, {"lr": 1e-3, "batch_size": 16, "epochs": 8}),
+    ("coattention", "small", {}, {"lr": 1e-3, "batch_size": 16, "epochs": 6}),
     ("tdfnet", "small", {}, {"lr": 3e-4, "batch_size": 16, "epochs": 6}),
 )
 

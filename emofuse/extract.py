@@ -32,6 +32,7 @@ from tqdm import tqdm
 from emofuse import __version__
 from emofuse.audio import SAMPLE_RATE, AudioProblem, duration_of, load_audio
 from emofuse.corpus import Utterance
+from emofuse.encoders._common import plan_batches as bucket
 from emofuse.errors import EmofuseError
 from emofuse.segments import pool_utterances, tier_to_spans
 
@@ -118,20 +119,9 @@ def plan_batches(durations: Sequence[float], batch_seconds: float) -> list[list[
     """Length-bucketed batches: similar lengths together, padded seconds ≤ ``batch_seconds``.
 
     Deterministic in the durations alone (ties broken by corpus position). An utterance longer
-    than the budget gets a batch of its own.
+    than the budget gets a batch of its own. The encoders' own bucketing, in seconds.
     """
-    order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = durations[current[0]] if current else durations[i]  # sorted: first is longest
-        if current and longest * (len(current) + 1) > batch_seconds:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    return bucket(durations, batch_seconds)
 
 
 def shard_batches(

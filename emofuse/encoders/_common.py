@@ -123,18 +123,20 @@ def model_revision(name_or_path: str, resolved_dir: str | os.PathLike | None = N
 
 
 def plan_batches(
-    lengths: Sequence[int], budget: int, max_items: int | None = None
+    lengths: Sequence[float], budget: float, max_items: int | None = None
 ) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first.
+    """Indices grouped into batches of similar length, longest first (ties: lower index first).
+
+    Lengths are samples, tokens, mel frames or seconds: any unit, as long as ``budget`` uses it too.
 
     A batch's padded size (items x longest length) stays within ``budget`` (a single item longer
     than the budget gets a batch of its own), so sorting keeps padding waste small and memory bounded.
     """
-    order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     for idx in order:
-        longest = int(lengths[current[0]]) if current else int(lengths[idx])
+        longest = lengths[current[0]] if current else lengths[idx]
         full = max_items is not None and len(current) >= max_items
         if current and (full or (len(current) + 1) * longest > budget):
             batches.append(current)

@@ -26,10 +26,11 @@ Open choices, settled here (heads.md lists them):
    utterance is padded with; the mask is downsampled to the first ceil(len / 2) rows. Separate convs
    per modality (only the GRU is said to share weights).
 4. Shared GRU (eqs. 1-2): in the block of output width w, GRU_1 has hidden 2w and GRU_2 hidden w
-   (paper block 1: 768 then 384). Run on packed sequences, so padding cannot leak in; the speech
-   and text sequences go through it in one call (stacked along the batch: same weights, half the
-   sequential steps). Unidirectional, dropout between GRU_1 and GRU_2. The block transformer
-   layers (eq. 5) are per modality.
+   (paper block 1: 768 then 384). Run on the padded batch: the GRUs are unidirectional and masks
+   are prefixes, so a real row never sees padding (packing gives the same real rows and was 1.5x
+   slower on CPU); padded outputs are zeroed. The speech and text sequences go through it in one
+   call (stacked along the batch: same weights, half the sequential steps). Dropout between GRU_1
+   and GRU_2. The block transformer layers (eq. 5) are per modality.
 5. Eq. 5 writes the feed-forward as one W; the implementation details give every transformer layer
    12 heads and a 4096 feed-forward, so eq. 5 is read as the standard post-norm layer
    LN(x + FFN(LN(x + Attn(x)))) with FFN = Linear(d, 4096) -> GELU -> Linear(4096, d). The same layer
@@ -57,7 +58,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from emofuse.errors import EmofuseError
 from emofuse.heads.base import (
@@ -143,14 +143,12 @@ class SharedGRU(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        # Masks are prefixes (real rows first), so packing by length sees exactly the real rows.
-        lengths = mask.sum(1).clamp(min=1).cpu()  # (B,)
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        hidden, _ = self.gru1(packed)  # G_h, packed (ΣT, 2w)
-        hidden = hidden._replace(data=self.drop(hidden.data))
-        out, _ = self.gru2(hidden)  # G_A / G_T, packed (ΣT, w)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return out  # (B, T, w)
+        # Masks are prefixes (real rows first) and the GRUs run forward in time, so a real row only
+        # ever sees real rows before it: running on the padded batch gives the real rows exactly
+        # what packing would (to float rounding), 1.5x faster on CPU. Padded rows are zeroed.
+        hidden, _ = self.gru1(x)  # G_h (B, T, 2w)
+        out, _ = self.gru2(self.drop(hidden))  # G_A / G_T (B, T, w)
+        return out * mask[..., None]  # (B, T, w)
 
 
 def halve_mask(mask: Tensor) -> Tensor:
@@ -187,7 +185,7 @@ class DeepScale(nn.Module):
     def forward(self, seqs: dict[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[Tensor, list]]:
         """{modality: (x (B, T, d), mask)} -> {modality: (A' (B, T, d), [(D_i, mask_i), ...])}.
 
-        The shared GRU sees both modalities in ONE packed call (stacked along the batch): the same
+        The shared GRU sees both modalities in ONE call (stacked along the batch): the same
         weights either way, half the sequential GRU steps of running the paths one after the other.
         """
         h = {m: (self.globals[m](x, mask), mask) for m, (x, mask) in seqs.items()}  # A', T'

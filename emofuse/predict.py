@@ -194,6 +194,17 @@ def predict(
             + ",".join(sorted(needs & set(SEGMENT_STREAMS)))
             + " branches use the speech frames instead"
         )
+    speaker_norm = bool(config.get("loop", {}).get("speaker_norm"))
+    if speaker_norm:
+        if len(audio) < 2:
+            raise EmofuseError(
+                f"{run} was trained with --speaker-norm: give several recordings of one speaker "
+                "(they are standardised together), not a single file"
+            )
+        notes.append(
+            f"the run standardises features per speaker: the {len(audio)} files were standardised "
+            "together as one speaker (give recordings of a single speaker)"
+        )
     if "text" in needs and text is None and table is None:
         notes.append("no transcript given: the text stream is empty (the text model saw '')")
 
@@ -207,6 +218,8 @@ def predict(
             raise EmofuseError(f"{by_id.get(bad['id'], bad['id'])}: {bad['reason']}")
         cache = open_cache(cache_path)
         data = TrainData.from_cache(cache, _loadable(needs, cache), head_cfg, dev)
+        if speaker_norm:
+            data.normalize_per_speaker(["?"] * len(data.ids))  # the given files: one speaker
         idx = data.indices([u.id for u in utts])
         probs = np.zeros((len(utts), len(config["labels"])))
         for k in folds:

@@ -124,3 +124,26 @@ def test_predict_refuses_when_the_encoders_are_gone(trained):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and str(speech) in lines[0], lines
+
+
+def test_predict_with_a_speaker_norm_run_standardises_one_speakers_files(trained):
+    run = trained["base"] / "run-sn"
+    result = invoke(
+        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head", "pooled",
+        "--folds", "1", "--epochs", "3", "--lr", "1e-2", "--speaker-norm", "--out", run, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    utts = trained["utts"]
+    speaker = utts[trained["test_ids"][0]].speaker
+    ids = [i for i in trained["test_ids"] if utts[i].speaker == speaker]  # one speaker's test set
+    result = invoke("predict", "--run", run, "--fold", "1", "--json", *[utts[i].audio for i in ids])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert any("standardised together as one speaker" in n for n in out["notes"])
+    saved = read_predictions(run / "fold_01" / "predictions.csv")
+    saved_probs = {i: p for i, p in zip(saved["ids"], saved["probs"], strict=True)}
+    probs = np.array([list(p["probabilities"].values()) for p in out["predictions"]])
+    np.testing.assert_allclose(probs, np.array([saved_probs[i] for i in ids]), atol=2e-3)
+    one = invoke("predict", "--run", run, utts[ids[0]].audio)
+    assert one.exit_code == 2 and "several recordings of one speaker" in one.output
+    assert len(one.output.strip().splitlines()) == 1

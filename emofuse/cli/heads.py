@@ -31,6 +31,8 @@ def head_table(
         syllable=(speech_layers, speech_dim),
         word=(speech_layers, speech_dim),
         fbank=(1, FBANK_DIM),
+        speech_mean=(speech_layers, speech_dim),
+        speech_std=(speech_layers, speech_dim),
     )
     rows = []
     for name in list_heads() + list(extra):

@@ -55,12 +55,19 @@ def _print_summary(summary: dict, out: Path) -> None:
 @click.option("--patience", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--class-weights/--no-class-weights", default=False, show_default=True)
+@click.option(
+    "--speaker-norm/--no-speaker-norm",
+    default=False,
+    show_default=True,
+    help="standardise acoustic features per speaker (uses every speaker's unlabelled audio, "
+    "the test speaker's too: transductive, reported as such)",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
 @click.option("--folds", "folds", default=None, help="only these folds, e.g. 1,3")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train_command(
     cache_path, split, head, preset, sets, out, epochs, batch_size, lr, patience, seed,
-    class_weights, device, folds, quiet,
+    class_weights, speaker_norm, device, folds, quiet,
 ) -> None:  # fmt: skip
     """Train a head on every fold of a split from a feature cache (resumes finished folds)."""
     from emofuse.train.loop import LoopConfig
@@ -70,7 +77,7 @@ def train_command(
         raise EmofuseError(f"--cache {cache_path} does not exist; run `emofuse extract` first")
     loop = LoopConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-        class_weights=class_weights,
+        class_weights=class_weights, speaker_norm=speaker_norm,
     )  # fmt: skip
     summary = train_run(
         cache_path, head, out, split, preset=preset, sets=_parse_sets(sets), loop=loop,

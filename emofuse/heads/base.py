@@ -31,7 +31,8 @@ Writing your own head (see ``examples/custom_head.py`` for a complete one)::
 and train it with ``emofuse train --head path/to/file.py:MyHead``.
 
 Batch keys (padded, masks True = real row): ``speech`` (B, T, L, D) + ``speech_mask`` (B, T);
-``text`` (B, N, L_t, D_t) + ``text_mask`` (B, N); ``speaker`` (B, F); per segment granularity g:
+``text`` (B, N, L_t, D_t) + ``text_mask`` (B, N); ``speaker`` (B, F); ``speech_mean`` and
+``speech_std`` (B, L, D) (per-layer statistics of the speech frames, no mask); per segment granularity g:
 ``g`` (B, S, L, D) + ``g_mask`` (B, S) + ``aligned`` (B,); ``fbank`` (B, T, 1, 80) + ``fbank_mask``.
 
 Rules a head must keep (the tests check them for the built-in heads):
@@ -54,7 +55,9 @@ from torch import Tensor, nn
 
 from emofuse.errors import EmofuseError
 
-STREAMS = ("speech", "text", "speaker", "phone", "syllable", "word", "fbank")
+STREAMS = (
+    "speech", "text", "speaker", "phone", "syllable", "word", "fbank", "speech_mean", "speech_std"
+)  # fmt: skip
 LAYER_MIXES = ("weighted", "mean", "single")
 
 
@@ -69,6 +72,8 @@ class InputDims:
     syllable: tuple[int, int] | None = None
     word: tuple[int, int] | None = None
     fbank: tuple[int, int] | None = None
+    speech_mean: tuple[int, int] | None = None  # per-layer mean / std of the speech frames
+    speech_std: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         # A fixed stream such as the speaker vector may be given as its width alone.

@@ -22,6 +22,7 @@ BUILTIN = {
     "audio": "emofuse.heads.baselines:AudioProbe",
     "text": "emofuse.heads.baselines:TextProbe",
     "concat": "emofuse.heads.baselines:ConcatProbe",
+    "pooled": "emofuse.heads.pooled:PooledProbe",
 }
 
 

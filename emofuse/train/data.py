@@ -24,6 +24,9 @@ from torch import Tensor
 from emofuse.errors import EmofuseError
 
 RAGGED_STREAMS = ("speech", "text", "phone", "syllable", "word", "fbank")
+# streams computed from the audio: what per-speaker normalisation standardises (not text, and not
+# the speaker vector, which is nearly constant within a speaker by design)
+ACOUSTIC_STREAMS = ("speech", "speech_mean", "speech_std", "phone", "syllable", "word", "fbank")
 SEGMENT_STREAMS = ("phone", "syllable", "word")
 # how each stream is produced, for the "cache lacks a stream" message
 STREAM_SOURCE = {
@@ -34,6 +37,8 @@ STREAM_SOURCE = {
     "syllable": "re-extract with 'syllable' in --granularity (needs alignments)",
     "word": "re-extract with 'word' in --granularity (needs alignments)",
     "fbank": "re-extract with --fbank",
+    "speech_mean": "re-extract with a --speech-model (the pooled statistics come with the frames)",
+    "speech_std": "re-extract with a --speech-model (the pooled statistics come with the frames)",
 }
 
 
@@ -64,7 +69,7 @@ def layers_for(stream: str, cfg: Any) -> list[int] | None:
     """Which cached layers a head config asks for in ``stream`` (None = all)."""
     if stream == "text":
         return getattr(cfg, "text_layers", None)
-    if stream in ("speech", *SEGMENT_STREAMS):
+    if stream in ("speech", "speech_mean", "speech_std", *SEGMENT_STREAMS):
         return getattr(cfg, "speech_layers", None)
     return None
 
@@ -152,6 +157,35 @@ class TrainData:
         )
         data = cls(loaded, labels, label_names, [str(i) for i in cache.ids], aligned, "cpu")
         return data.to(resolve_device(device))
+
+    def normalize_per_speaker(self, speakers: Sequence[str]) -> None:
+        """Standardise every acoustic stream per speaker, in place: z-score each (layer, dim) with
+        the mean and std over that speaker's rows (frames of ragged streams, utterances of fixed).
+
+        Speaker normalisation is the classic speaker-independent SER step (Busso et al. 2011). It
+        uses no labels, but it does use the unlabelled audio of every speaker, the test speaker of
+        a fold included (transductive): a run made with it says so in config.json and report.md.
+        """
+        spk = np.asarray([str(s) for s in speakers])
+        if len(spk) != len(self.ids):
+            raise EmofuseError(f"{len(spk)} speakers for {len(self.ids)} utterances")
+        for name in ACOUSTIC_STREAMS:
+            s = self.streams.get(name)
+            if s is None:
+                continue
+            if s.ragged:  # speaker of every stored row (the trailing zero row stays zero)
+                per_row = np.repeat(spk, np.diff(s.offsets.cpu().numpy()))
+            else:
+                per_row = spk
+            values = s.values
+            for who in np.unique(spk):
+                rows = torch.from_numpy(np.flatnonzero(per_row == who)).to(values.device)
+                if len(rows) == 0:
+                    continue
+                x = values.index_select(0, rows).float()  # (R_s, …)
+                mean = x.mean(0)
+                std = x.std(0, correction=0) if len(rows) > 1 else torch.ones_like(mean)
+                values.index_copy_(0, rows, ((x - mean) / (std + 1e-5)).to(values.dtype))
 
     def to(self, device: torch.device) -> TrainData:
         """Move the arrays to ``device`` if they fit (GPU); batches follow ``self.device``."""

@@ -34,6 +34,8 @@ class LoopConfig:
     seed: int = 0
     class_weights: bool = False  # inverse-frequency weights in the loss (train labels of the fold)
     weight_decay: float = 0.01  # AdamW's default
+    # standardise acoustic features per speaker (TrainData.normalize_per_speaker; transductive)
+    speaker_norm: bool = False
 
 
 @dataclass

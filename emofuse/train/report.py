@@ -53,6 +53,16 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
         f"{len(summary['folds'])} of {summary.get('folds_planned', len(summary['folds']))} folds finished",
         f"- cache fingerprint: `{config.get('cache_fingerprint')}`",
         "- model selection: best validation loss (the test set never selects a checkpoint)",
+        *(
+            [
+                "- **speaker normalisation** (`--speaker-norm`): acoustic features were standardised "
+                "per speaker with statistics of all that speaker's utterances, the test speaker's "
+                "unlabelled audio included (transductive; no labels used). Compare it only with "
+                "runs that do the same."
+            ]
+            if config.get("loop", {}).get("speaker_norm")
+            else []
+        ),
         "",
         "## Per fold (test set of each fold, %)",
         "",

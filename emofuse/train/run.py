@@ -269,6 +269,8 @@ def train_run(
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     data = TrainData.from_cache(cache, set(head_cls.required_streams(cfg)), cfg, device)
     table = cache.table
+    if loop.speaker_norm:
+        data.normalize_per_speaker([str(x) for x in table["speaker"]])
     plan = build_folds_from_columns(
         ids=[str(i) for i in table["id"]],
         labels=[str(x) for x in table["label"]],

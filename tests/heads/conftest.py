@@ -18,6 +18,8 @@ DIMS = InputDims(
     syllable=(3, 32),
     word=(3, 32),
     fbank=(1, 20),
+    speech_mean=(3, 32),
+    speech_std=(3, 32),
 )
 
 
@@ -50,6 +52,9 @@ def make_batch(
         batch[f"{stream}_mask"] = mask
     if dims.speaker is not None:
         batch["speaker"] = torch.randn(b, dims.speaker[1], generator=g)
+    for stat in ("speech_mean", "speech_std"):  # fixed (B, L, D): no mask
+        if getattr(dims, stat) is not None:
+            batch[stat] = torch.randn(b, *dims.get(stat), generator=g).abs_()
     batch["aligned"] = torch.tensor(aligned)
     return batch
 

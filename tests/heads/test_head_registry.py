@@ -16,7 +16,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_head.py"
 
 
 def test_every_builtin_head_resolves_with_presets() -> None:
-    assert list_heads() == ["tdfnet", "coattention", "audio", "text", "concat"]
+    assert list_heads() == ["tdfnet", "coattention", "audio", "text", "concat", "pooled"]
     for name in list_heads():
         cls = get_head(name)
         assert issubclass(cls, Head) and cls.name == name

@@ -66,6 +66,13 @@ class FakeCache:
             data += 0.5 * np.repeat(direction[y][:, :6], tl, axis=0)[:, None, :]
             self.arrays["text"] = (data.astype(np.float16), offsets)
             self.streams["text"] = FakeStream("ragged", {"layers": [0, 1]})
+        if "speech_mean" in streams:  # what extract writes: per-layer mean over the frames
+            values, offsets = self.arrays["speech"]
+            means = np.stack(
+                [values[a:b].astype(np.float32).mean(0) for a, b in zip(offsets, offsets[1:])]
+            )
+            self.arrays["speech_mean"] = (means.astype(np.float16), None)
+            self.streams["speech_mean"] = FakeStream("fixed", {"layers": [0, 1, 2]})
         if "speaker" in streams:
             self.arrays["speaker"] = (rng.normal(size=(n, 4)).astype(np.float16), None)
             self.streams["speaker"] = FakeStream("fixed")

@@ -77,6 +77,31 @@ def test_bucketed_batches_cover_each_index_once_with_less_padding(fake_cache):
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
 
 
+def test_speaker_norm_standardises_the_acoustic_streams_of_each_speaker():
+    cache = FakeCache(streams=("speech", "text", "speaker", "speech_mean"))
+    streams = {"speech", "text", "speaker", "speech_mean"}
+    data = TrainData.from_cache(cache, streams, cfg(), "cpu")
+    text, speaker = data.streams["text"].values.clone(), data.streams["speaker"].values.clone()
+    speakers = cache.table["speaker"]
+    data.normalize_per_speaker(speakers)
+    speech = data.streams["speech"]
+    offsets = speech.offsets.numpy()
+    for who in sorted(set(speakers)):
+        utts = np.flatnonzero(speakers == who)
+        rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in utts])
+        frames = speech.values[rows].float()  # (R, L, D) of this speaker
+        assert torch.allclose(frames.mean(0), torch.zeros(3, 8), atol=2e-3)
+        assert torch.allclose(frames.std(0, correction=0), torch.ones(3, 8), atol=2e-3)
+        pooled = data.streams["speech_mean"].values[utts].float()  # (U, L, D): over utterances
+        assert torch.allclose(pooled.mean(0), torch.zeros(3, 8), atol=2e-3)
+        assert torch.allclose(pooled.std(0, correction=0), torch.ones(3, 8), atol=2e-3)
+    assert (speech.values[-1] == 0).all()  # the padding row stays zero
+    assert torch.equal(data.streams["text"].values, text)  # text and speaker vectors untouched
+    assert torch.equal(data.streams["speaker"].values, speaker)
+    with pytest.raises(EmofuseError, match="speakers for"):
+        data.normalize_per_speaker(speakers[:3])
+
+
 def test_missing_stream_names_it_and_the_extract_option():
     cache = FakeCache(n_per_speaker=2, streams=("speech", "speaker"))
     with pytest.raises(EmofuseError, match="stream .text.*--text-model"):

@@ -144,6 +144,21 @@ def test_resume_with_other_settings_is_refused(loso_run, cache):
         train(cache, out, loop=LoopConfig(**{**LOOP.__dict__, "lr": 1e-2}))
 
 
+def test_speaker_norm_run_records_and_reports_it(loso_run, cache, tmp_path):
+    _, plain = loso_run
+    loop = LoopConfig(**{**LOOP.__dict__, "speaker_norm": True})
+    summary = train(cache, tmp_path / "sn", loop=loop, folds=[1])
+    config = json.loads((tmp_path / "sn" / "config.json").read_text())
+    assert config["loop"]["speaker_norm"] is True
+    assert "speaker normalisation" in (tmp_path / "sn" / "report.md").read_text()
+    assert "speaker normalisation" not in (loso_run[0] / "report.md").read_text()
+    # the features the head saw changed, so the test predictions of fold 1 differ
+    a = read_predictions(tmp_path / "sn" / "fold_01" / "predictions.csv")
+    b = read_predictions(loso_run[0] / "fold_01" / "predictions.csv")
+    assert not np.allclose(a["probs"], b["probs"])
+    assert summary["folds"][0]["fold"] == plain["folds"][0]["fold"] == 1
+
+
 def test_bad_set_key_and_fold_are_one_line_errors(cache, tmp_path):
     with pytest.raises(EmofuseError, match="--set nope.*options:.*hidden"):
         train(cache, tmp_path / "x", sets={"nope": "1"})

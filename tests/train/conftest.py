@@ -69,7 +69,10 @@ class FakeCache:
         if "speech_mean" in streams:  # what extract writes: per-layer mean over the frames
             values, offsets = self.arrays["speech"]
             means = np.stack(
-                [values[a:b].astype(np.float32).mean(0) for a, b in zip(offsets, offsets[1:])]
+                [
+                    values[a:b].astype(np.float32).mean(0)
+                    for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+                ]
             )
             self.arrays["speech_mean"] = (means.astype(np.float16), None)
             self.streams["speech_mean"] = FakeStream("fixed", {"layers": [0, 1, 2]})

@@ -14,6 +14,11 @@ as the README's reference is (an optimistic figure); the line "val-picked" picks
 fold on that fold's validation speaker instead (train speakers only for fitting), which is the
 honest counterpart (``--val-pick``; it doubles the run time).
 
+``--speaker-norm`` first standardises the pooled features per speaker (each actor's own mean and
+std, no labels; the test actor's unlabelled clips included), exactly as ``emofuse train
+--speaker-norm`` does (the same ``TrainData.normalize_per_speaker``): the like-for-like reference
+for runs made with it.
+
     .venv/bin/python bench/ravdess_probe.py --cache /tmp/ravdess/whisper-minilm.h5 [--val-pick]
 """
 
@@ -28,15 +33,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from emofuse.cache import open_cache
+from emofuse.train.data import TrainData
 from emofuse.train.folds import build_folds_from_columns
 from emofuse.train.metrics import scores
 
 
-def layer_features(cache) -> np.ndarray:
+def layer_features(cache, speaker_norm: bool = False) -> np.ndarray:
     """(N, L, 2D) float32: [mean, std] over real frames for every cached speech layer."""
-    mean, _ = cache.load("speech_mean", "data")  # (N, L, D)
-    std, _ = cache.load("speech_std", "data")  # (N, L, D)
-    return np.concatenate([mean, std], axis=-1).astype(np.float32)
+    cfg = argparse.Namespace(speech_layers=None)
+    data = TrainData.from_cache(cache, {"speech_mean", "speech_std"}, cfg, "cpu")
+    if speaker_norm:
+        data.normalize_per_speaker([str(x) for x in cache.table["speaker"]])
+    mean, std = (data.streams[s].values.float().numpy() for s in ("speech_mean", "speech_std"))
+    return np.concatenate([mean, std], axis=-1)  # (N, L, 2D)
 
 
 def fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, c: float, seed: int):
@@ -57,6 +66,9 @@ def main() -> None:
         action="store_true",
         help="also pick the layer per fold on its validation speaker (7 x 12 more fits)",
     )
+    ap.add_argument(
+        "--speaker-norm", action="store_true", help="standardise per speaker first (transductive)"
+    )
     ap.add_argument("--json", default=None, help="write the figures to this file")
     args = ap.parse_args()
 
@@ -75,12 +87,13 @@ def main() -> None:
         seed=args.seed,
     )
     pos = {u: i for i, u in enumerate(ids)}
-    feats = layer_features(cache)  # (N, L, 2D)
+    feats = layer_features(cache, args.speaker_norm)  # (N, L, 2D)
     n_layers = feats.shape[1]
     layers = [int(x) for x in args.layers.split(",")] if args.layers else list(range(n_layers))
     print(
         f"{cache.path if hasattr(cache, 'path') else args.cache}: {len(ids)} utterances, "
         f"{n_layers} layers x {feats.shape[2]} features, {len(plan.folds)} lopo folds, C={args.C}"
+        + (", per-speaker standardisation" if args.speaker_norm else "")
     )
 
     folds = [
@@ -125,7 +138,12 @@ def main() -> None:
     if last in results:
         print(f"last layer {last}: UA {results[last]['UA']:.3f} WA {results[last]['WA']:.3f}")
 
-    out = {"C": args.C, "layers": results, "best_layer_on_test": int(best)}
+    out = {
+        "C": args.C,
+        "speaker_norm": args.speaker_norm,
+        "layers": results,
+        "best_layer_on_test": int(best),
+    }
     if args.val_pick:
         # Honest counterpart: per fold, pick the layer on the validation speaker (fit on train
         # speakers only), then use that layer's 11-actor model's test predictions.

@@ -62,7 +62,11 @@ class ZarrStore:
         return np.asarray(self.g[name][index])
 
     def read_into(self, name: str, index: tuple, out: np.ndarray) -> None:
-        out[...] = self.g[name][index]
+        """Decode chunks straight into a C-contiguous destination (no temporary array)."""
+        from zarr.core.buffer import default_buffer_prototype  # noqa: PLC0415
+
+        target = default_buffer_prototype().nd_buffer.from_numpy_array(out)
+        self.g[name].get_basic_selection(index, out=target)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.g[name].shape)

@@ -53,6 +53,9 @@ def _print_summary(summary: dict, out: Path) -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--patience", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--weight-decay", default=0.01, show_default=True, type=click.FloatRange(min=0), help="AdamW's"
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--class-weights/--no-class-weights", default=False, show_default=True)
 @click.option(
@@ -66,8 +69,8 @@ def _print_summary(summary: dict, out: Path) -> None:
 @click.option("--folds", "folds", default=None, help="only these folds, e.g. 1,3")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train_command(
-    cache_path, split, head, preset, sets, out, epochs, batch_size, lr, patience, seed,
-    class_weights, speaker_norm, device, folds, quiet,
+    cache_path, split, head, preset, sets, out, epochs, batch_size, lr, patience, weight_decay,
+    seed, class_weights, speaker_norm, device, folds, quiet,
 ) -> None:  # fmt: skip
     """Train a head on every fold of a split from a feature cache (resumes finished folds)."""
     from emofuse.train.loop import LoopConfig
@@ -77,7 +80,7 @@ def train_command(
         raise EmofuseError(f"--cache {cache_path} does not exist; run `emofuse extract` first")
     loop = LoopConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-        class_weights=class_weights, speaker_norm=speaker_norm,
+        weight_decay=weight_decay, class_weights=class_weights, speaker_norm=speaker_norm,
     )  # fmt: skip
     summary = train_run(
         cache_path, head, out, split, preset=preset, sets=_parse_sets(sets), loop=loop,

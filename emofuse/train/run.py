@@ -270,7 +270,13 @@ def train_run(
     data = TrainData.from_cache(cache, set(head_cls.required_streams(cfg)), cfg, device)
     table = cache.table
     if loop.speaker_norm:
-        data.normalize_per_speaker([str(x) for x in table["speaker"]])
+        speakers = ["" if x is None else str(x) for x in table["speaker"]]
+        if "" in speakers:
+            raise EmofuseError(
+                f"--speaker-norm needs a speaker for every utterance; {speakers.count('')} in "
+                f"{getattr(cache, 'path', 'the cache')} have none (fill the manifest's speaker column)"
+            )
+        data.normalize_per_speaker(speakers)
     plan = build_folds_from_columns(
         ids=[str(i) for i in table["id"]],
         labels=[str(x) for x in table["label"]],

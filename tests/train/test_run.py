@@ -159,6 +159,15 @@ def test_speaker_norm_run_records_and_reports_it(loso_run, cache, tmp_path):
     assert summary["folds"][0]["fold"] == plain["folds"][0]["fold"] == 1
 
 
+def test_speaker_norm_without_speakers_is_a_one_line_error(tmp_path):
+    blank = FakeCache(n_per_speaker=4)
+    blank.table["speaker"] = blank.table["speaker"].copy()
+    blank.table["speaker"][:3] = ""
+    loop = LoopConfig(**{**LOOP.__dict__, "speaker_norm": True})
+    with pytest.raises(EmofuseError, match="--speaker-norm needs a speaker.*3 in fake.h5"):
+        train(blank, tmp_path / "x", loop=loop)
+
+
 def test_bad_set_key_and_fold_are_one_line_errors(cache, tmp_path):
     with pytest.raises(EmofuseError, match="--set nope.*options:.*hidden"):
         train(cache, tmp_path / "x", sets={"nope": "1"})

@@ -54,7 +54,11 @@ def _print_summary(summary: dict, out: Path) -> None:
 @click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--patience", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--weight-decay", default=0.01, show_default=True, type=click.FloatRange(min=0), help="AdamW's"
+    "--weight-decay",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="AdamW weight decay",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--class-weights/--no-class-weights", default=False, show_default=True)

@@ -76,7 +76,7 @@ class PooledProbe(Head):
 
     name = "pooled"
     Config = PooledConfig
-    presets = {"small": {"hidden": 0}, "paper": {"hidden": 0}}
+    presets = {"small": {"hidden": 0}, "paper": {"hidden": 0}}  # one size: the linear probe
 
     @classmethod
     def required_streams(cls, cfg: PooledConfig) -> set[str]:

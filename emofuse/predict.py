@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from emofuse.corpus import Utterance
 from emofuse.corpus.text import normalize_text
@@ -211,21 +210,19 @@ def predict(
     with tempfile.TemporaryDirectory(prefix="emofuse-predict-") as tmp:
         cache_path = Path(tmp) / "features.h5"
         summary = run_extract(utts, _extract_config(settings, cache_path, dev.type), echo=_quiet)
-        _check_same_encoders(run, settings["fingerprint"], _cache_fingerprint(cache_path))
-        if summary.skipped:
-            by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
-            bad = summary.skipped[0]
-            raise EmofuseError(f"{by_id.get(bad['id'], bad['id'])}: {bad['reason']}")
-        cache = open_cache(cache_path)
-        data = TrainData.from_cache(cache, _loadable(needs, cache), head_cfg, dev)
+        with open_cache(cache_path) as cache:
+            _check_same_encoders(run, settings["fingerprint"], cache.settings["fingerprint"])
+            if summary.skipped:
+                by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
+                bad = summary.skipped[0]
+                raise EmofuseError(f"{by_id.get(bad['id'], bad['id'])}: {bad['reason']}")
+            data = TrainData.from_cache(cache, _loadable(needs, cache), head_cfg, dev)
         if speaker_norm:
             data.normalize_per_speaker(["?"] * len(data.ids))  # the given files: one speaker
         idx = data.indices([u.id for u in utts])
         probs = np.zeros((len(utts), len(config["labels"])))
-        for k in folds:
-            model = load_fold_model(run, k, data.device)
-            with torch.no_grad():
-                probs += predict_probs(model, data, idx, 32)  # (N, C)
+        for k in folds:  # predict_probs runs without autograd
+            probs += predict_probs(load_fold_model(run, k, data.device), data, idx, 32)  # (N, C)
         probs /= len(folds)
     labels = list(config["labels"])
     preds = [
@@ -242,12 +239,6 @@ def predict(
 
 def _quiet(_: str) -> None:
     """Extraction's progress lines are not predict's output."""
-
-
-def _cache_fingerprint(path: Path) -> dict[str, Any]:
-    from emofuse.cache import open_cache
-
-    return open_cache(path).settings["fingerprint"]
 
 
 def _loadable(needs: set[str], cache: Any) -> set[str]:

@@ -1,13 +1,15 @@
 """HDF5 backend (h5py): one ``NAME.h5`` file.
 
 Uncompressed arrays are stored contiguous: the store is then exactly the raw bytes plus a few KiB of
-headers, and a layer of a layer-major array is one contiguous byte range (one read). Compressed
-arrays are chunked (one layer x ~8 MiB of rows per chunk) with byte shuffle.
+headers, and a layer of a layer-major array is one contiguous byte range (one read), which
+``mapped`` can also hand out as a zero-copy memory map. Compressed arrays are chunked (one layer x
+~8 MiB of rows per chunk) with byte shuffle.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,26 @@ class HDF5Store:
     def read_into(self, name: str, index: tuple, out: np.ndarray) -> None:
         """Read straight into a C-contiguous destination (no temporary copy)."""
         self.f[name].read_direct(out, source_sel=index)
+
+    def mapped(self, name: str) -> np.ndarray | None:
+        """A copy-on-write memory map of a whole array, or None where HDF5 does not store it as one
+        raw byte range (chunked, compressed, empty, or a user block before the HDF5 data).
+
+        Zero-copy: pages come from the OS page cache on first touch and are shared by every process
+        that maps the file; writes to the array stay private to this process (the file never
+        changes). The map outlives ``close``; a consolidation replaces the file by rename, so a
+        map keeps reading the version it opened.
+        """
+        ds = self.f[name]
+        if ds.chunks is not None or ds.size == 0 or ds.dtype.byteorder == ">":
+            return None
+        offset = ds.id.get_offset()
+        if offset is None or self.f.id.get_create_plist().get_userblock() != 0:
+            return None
+        with open(self.path, "rb") as fh:
+            # ACCESS_COPY: writable (torch needs that) yet private; the mapping keeps its own handle
+            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        return np.frombuffer(buf, ds.dtype, count=ds.size, offset=offset).reshape(ds.shape)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.f[name].shape)

@@ -194,12 +194,18 @@ class Cache:
         array: str = "data",
         layers: list[int] | None = None,
         ids: list[str] | None = None,
+        mmap: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return (values, offsets): values (rows, L_sel, D) for layered arrays, (rows, ...) otherwise.
 
         ``layers`` are absolute layer indices as in ``streams[stream].layers`` (None = all stored);
         ``ids`` selects utterances in the given order (None = all, corpus order). ``offsets`` is
         (len(ids) + 1,) int64 into ``values``.
+
+        ``mmap=True`` returns a zero-copy, copy-on-write memory map instead of reading, where the
+        store allows one: an uncompressed HDF5 cache, all utterances, and layers forming a strided
+        slice (one layer, a range, every other one...); the view is then strided, not
+        C-contiguous. Anything else falls back to the bulk read.
         """
         info = self.stream(stream)
         if array not in info.arrays:
@@ -228,17 +234,23 @@ class Cache:
             global_rows = np.repeat(starts - out_offsets[:-1], counts) + np.arange(total)
         if spec.is_str:
             return self._load_strings(stream, array, global_rows, total), out_offsets
+        name = stored_name(stream, array)
         if spec.layered:
             positions = self.layer_positions(stream, layers) if array == "data" else None
             if positions is None:
                 positions = list(range(spec.row_shape[0])) if layers is None else list(layers)
-            out = np.empty((total, len(positions), *spec.row_shape[1:]), dtype=spec.dtype)
         else:
             if layers is not None and array == "data":
                 raise EmofuseError(f"{self.path} stream {stream!r} has no layer axis; drop layers=")
             positions = [None]
+        if mmap and ids is None:
+            view = self._mapped(name, positions)
+            if view is not None:
+                return view, out_offsets
+        if spec.layered:
+            out = np.empty((total, len(positions), *spec.row_shape[1:]), dtype=spec.dtype)
+        else:
             out = np.empty((total, *spec.row_shape), dtype=spec.dtype)
-        name = stored_name(stream, array)
         step = read_block_rows(spec, info.rows)
         for j, layer in enumerate(positions):
             # (rows, *rest) destination of this layer: contiguous when one layer is loaded
@@ -258,6 +270,19 @@ class Cache:
                         hit = (global_rows >= a) & (global_rows < b)
                         dest[hit] = block[global_rows[hit] - a]
         return out, out_offsets
+
+    def _mapped(self, name: str, positions: list) -> np.ndarray | None:
+        """Zero-copy view (rows, L_sel, ...) or (rows, ...) of a stored array; None = must read."""
+        mapper = getattr(self._store, "mapped", None)  # only the HDF5 store can map
+        whole = mapper(name) if mapper is not None else None
+        if whole is None or positions == [None]:
+            return whole
+        first, last = positions[0], positions[-1]
+        step = positions[1] - first if len(positions) > 1 else 1
+        if step <= 0 or positions != list(range(first, last + 1, step)):
+            return None  # not a strided slice: a view of it would need a copy
+        # stored layer-major (L, rows, ...) → (rows, L_sel, ...), a strided view
+        return np.swapaxes(whole[first : last + 1 : step], 0, 1)
 
     def _load_strings(
         self, stream: str, array: str, rows: np.ndarray | None, total: int

@@ -4,11 +4,15 @@ Why not a DataLoader: the cached arrays of a whole corpus fit in (GPU) memory, s
 and slicing batches with tensor ops is an order of magnitude faster than per-item reads, and it
 avoids the HDF5 handle-sharing / Zarr fork problems that worker processes bring (design.md).
 
-A ragged stream is kept as its concatenated rows ``values`` (R, L, D) plus ``offsets`` (N + 1,)
-and one extra zero row; a batch gathers rows with one ``index_select`` over a (B, T) row-index
-matrix built from the offsets (padding positions point at the zero row, so no masking multiply),
-so there is no per-sample Python loop in the step. Rows past a head's max length are
-truncated (the first ``max_len`` rows are kept).
+A ragged stream is kept as its concatenated rows ``values`` (R, L, D) plus ``offsets`` (N + 1,);
+a batch gathers rows with one ``index_select`` over a (B, T) row-index matrix built from the
+offsets and zeroes the padding positions, so there is no per-sample Python loop in the step. Rows
+past a head's max length are truncated (the first ``max_len`` rows are kept).
+
+The arrays of an uncompressed HDF5 cache are not copied at all: ``values`` is a copy-on-write
+memory map of the file (``Cache.load(mmap=True)``), so loading takes milliseconds, the OS page
+cache holds the bytes once for every process of a ``torchrun`` job, and a corpus larger than RAM
+still trains. Other stores are read into memory with a few large reads.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ STREAM_SOURCE = {
 class StreamData:
     """One stream in memory: ragged (``offsets`` set) or fixed (one row per utterance)."""
 
-    values: Tensor  # ragged: (R + 1, L, D) concatenated rows + one zero row; fixed: (N, ...)
+    values: Tensor  # ragged: (R, L, D) concatenated rows; fixed: (N, ...); may be a strided mmap
     offsets: Tensor | None  # (N + 1,) int64, ragged only
     max_len: int | None = None  # truncation for ragged streams (None = keep every row)
 
@@ -133,8 +137,8 @@ class TrainData:
             )
         loaded: dict[str, StreamData] = {}
         for name in sorted(streams):
-            values, offsets = cache.load(name, "data", layers=layers_for(name, cfg))
-            v = torch.from_numpy(np.ascontiguousarray(values))
+            values, offsets = cache.load(name, "data", layers=layers_for(name, cfg), mmap=True)
+            v = torch.from_numpy(values)  # a strided view of a memory map is fine for index_select
             fixed = getattr(cache.streams[name], "kind", None) == "fixed"
             o = (
                 None
@@ -145,8 +149,6 @@ class TrainData:
                 raise EmofuseError(f"cache stream '{name}' should be ragged but has no offsets")
             if o is not None and v.ndim == 2:  # (R, D) → (R, 1, D): one "layer"
                 v = v[:, None, :]
-            if o is not None:  # one zero row after the data: every padded position points at it
-                v = torch.cat([v, v.new_zeros((1, *v.shape[1:]))])
             loaded[name] = StreamData(v, o, max_len_for(name, cfg) if o is not None else None)
         table = cache.table
         label_names = sorted({str(x) for x in table["label"]})
@@ -173,7 +175,7 @@ class TrainData:
             s = self.streams.get(name)
             if s is None:
                 continue
-            if s.ragged:  # speaker of every stored row (the trailing zero row stays zero)
+            if s.ragged:  # speaker of every stored row
                 per_row = np.repeat(spk, np.diff(s.offsets.cpu().numpy()))
             else:
                 per_row = spk
@@ -234,10 +236,13 @@ class TrainData:
             t = max(int(lens.max()), 1)
             pos = torch.arange(t, device=starts.device)  # (T,)
             mask = pos[None, :] < lens[:, None]  # (B, T)
-            pad_row = s.values.shape[0] - 1  # the zero row appended at load time
-            rows = torch.where(mask, starts[:, None] + pos[None, :], pad_row)  # (B, T)
-            x = s.values.index_select(0, rows.reshape(-1))  # (B*T, L, D), padding exactly zero
-            x = x.view(len(i), t, *s.values.shape[1:])  # (B, T, L, D)
+            if s.values.shape[0] == 0:  # a stream with no rows at all: the batch is all padding
+                x = s.values.new_zeros((len(i), t, *s.values.shape[1:]))
+            else:
+                rows = torch.where(mask, starts[:, None] + pos[None, :], 0)  # (B, T); pad → row 0
+                x = s.values.index_select(0, rows.reshape(-1))  # (B*T, L, D), a fresh tensor
+                x = x.view(len(i), t, *s.values.shape[1:])  # (B, T, L, D)
+                x.masked_fill_(~mask.view(len(i), t, *[1] * (x.ndim - 2)), 0)  # padding exactly 0
             out[name] = x.to(self.device, dtype, non_blocking=True)
             out[f"{name}_mask"] = mask.to(self.device)
         if any(g in self.streams for g in SEGMENT_STREAMS):

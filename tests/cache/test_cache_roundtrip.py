@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from cache_synth import (
     L_ALL,
     LAYERS,
@@ -15,10 +17,12 @@ from cache_synth import (
     is_skipped,
     order,
     utterance,
+    write_cache,
 )
 
-from emofuse.cache import fingerprint_of, open_cache
+from emofuse.cache import fingerprint_of, open_cache, verify_cache
 from emofuse.errors import EmofuseError
+from emofuse.train.data import TrainData
 
 
 def expected(stream: str, array: str, ids: list[str]) -> tuple[list, np.ndarray]:
@@ -109,3 +113,54 @@ def test_subset_and_layer_selection(reference) -> None:
             c.load("phone")
         with pytest.raises(EmofuseError, match="no utterance"):
             c.load("speech", ids=["nope"])
+
+
+def test_mmap_load_is_the_same_content_and_never_writes_the_file(reference, tmp_path) -> None:
+    path, digest = reference
+    with open_cache(path) as c:
+        for stream, array, layers in [
+            ("speech", "data", None),  # both layers: a strided view
+            ("speech", "data", [3]),  # one layer: one contiguous byte range
+            ("speech", "data", [3, 1]),  # reordered: not a slice, read instead
+            ("word", "data", [1]),
+            ("word", "spans", None),
+            ("speech_mean", "data", None),
+            ("speaker", "data", None),
+        ]:
+            read, off = c.load(stream, array, layers=layers)
+            mapped, moff = c.load(stream, array, layers=layers, mmap=True)
+            assert np.array_equal(mapped, read) and np.array_equal(moff, off)
+            assert mapped.dtype == read.dtype and mapped.shape == read.shape
+        speech, _ = c.load("speech", mmap=True)
+    if path.suffix == ".h5":  # zero copy: a view of the file, strided (rows, L, D) of (L, rows, D)
+        assert speech.base is not None and not speech.flags.owndata
+        assert not speech.flags.c_contiguous and speech.flags.writeable
+    speech[:] = 7  # copy-on-write: private to this process, even after the cache was closed
+    with open_cache(path) as c:
+        assert not (c.load("speech")[0] == 7).any()
+    assert verify_cache(path).digest == digest
+    gz = tmp_path / "gz.h5"  # a compressed HDF5 cache cannot be mapped: the same values, read
+    write_cache(gz, compression="gzip")
+    with open_cache(gz) as c, open_cache(path) as ref:
+        mapped, _ = c.load("speech", mmap=True)
+        assert mapped.flags.owndata and np.array_equal(mapped, ref.load("speech")[0])
+
+
+def test_train_data_maps_the_cache_and_speaker_norm_leaves_it_intact(reference) -> None:
+    path, digest = reference
+    cfg = SimpleNamespace(speech_layers=None, max_speech_len=None)
+    with open_cache(path) as c:
+        data = TrainData.from_cache(c, {"speech", "speech_mean"}, cfg, "cpu")
+        read, offsets = c.load("speech")
+        speakers = c.table["speaker"]
+    speech = data.streams["speech"].values
+    assert torch.equal(speech, torch.from_numpy(read))
+    assert speech.is_contiguous() == (path.suffix == ".zarr")  # .h5: the strided file map
+    long = int(np.argmax(np.diff(offsets)))
+    batch = data.batch(torch.tensor([long, 0]))  # utterance 0 is shorter: padded with zeros
+    n0 = int(offsets[1] - offsets[0])
+    assert torch.equal(batch["speech"][1, :n0], torch.from_numpy(read[: offsets[1]]).float())
+    assert (batch["speech"][1, n0:] == 0).all() and batch["speech_mask"][1].sum() == n0
+    data.normalize_per_speaker(speakers)
+    assert not torch.equal(data.streams["speech"].values, torch.from_numpy(read))
+    assert verify_cache(path).digest == digest  # in place on a private copy, never the file

@@ -81,7 +81,7 @@ class FakeCache:
             self.streams["speaker"] = FakeStream("fixed")
         self.loads: list[tuple[str, list[int] | None]] = []
 
-    def load(self, stream, array="data", layers=None, ids=None):
+    def load(self, stream, array="data", layers=None, ids=None, mmap=False):
         self.loads.append((stream, layers))
         values, offsets = self.arrays[stream]
         if layers is not None:

@@ -373,7 +373,14 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
     model = head_cls(
         cfg, InputDims(**{k2: tuple(v) for k2, v in ckpt["dims"].items()}), len(ckpt["labels"])
     )
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:  # e.g. a head whose defaults changed since the run was made
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise EmofuseError(
+            f"{ckpt_path} does not fit head {ckpt['head']} as configured now ({first}); "
+            "retrain the run with this emofuse version"
+        ) from None
     return model.to(device).eval()
 
 

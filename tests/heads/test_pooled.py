@@ -23,11 +23,11 @@ def test_reads_only_the_pooled_streams_and_keeps_batch_invariance(batch_mixed) -
     cls = get_head("pooled")
     assert cls.required_streams(cls.make_config("small")) == {"speech_mean", "speech_std"}
     assert cls.required_streams(cls.make_config("small", {"stats": "mean"})) == {"speech_mean"}
-    head = build().eval()
-    assert head(batch_mixed).shape == (5, 4)
-    assert head.embed(batch_mixed).shape == (5, 64)  # [mean, std] of D = 32
-    assert build(hidden=16).embed(batch_mixed).shape == (5, 16)
-    assert max_padding_diff(head, batch_mixed) <= 1e-5
+    for head in (build().eval(), build(combine="mix").eval()):
+        assert head(batch_mixed).shape == (5, 4)
+        assert max_padding_diff(head, batch_mixed) <= 1e-5
+    assert build(combine="mix").embed(batch_mixed).shape == (5, 64)  # [mean, std] of D = 32
+    assert build(combine="mix", hidden=16).embed(batch_mixed).shape == (5, 16)
 
 
 def test_standardize_uses_the_statistics_of_the_training_rows_only() -> None:
@@ -53,7 +53,7 @@ def test_standardize_uses_the_statistics_of_the_training_rows_only() -> None:
 def test_linear_preset_is_the_standardised_linear_probe(batch16) -> None:
     """hidden 0, one layer: logits = W z + b with z the z-scored [mean, std] of that layer."""
     batch, _ = batch16
-    head = build(layer_mix="single", mix_index=1, dropout=0.0)
+    head = build(combine="mix", layer_mix="single", mix_index=1, dropout=0.0)
     head.train()
     head(batch)  # one training pass fixes the statistics
     head.eval()
@@ -65,8 +65,8 @@ def test_linear_preset_is_the_standardised_linear_probe(batch16) -> None:
 
 def test_overfits_and_every_parameter_learns(batch16) -> None:
     batch, labels = batch16
-    assert params_without_grad(build(), batch) == []
-    loss, steps = overfit(build(dropout=0.0, hidden=32), batch, labels, steps=300, lr=3e-3)
+    assert params_without_grad(build(combine="mix"), batch) == []
+    loss, steps = overfit(build(combine="mix", dropout=0.0, hidden=32), batch, labels, 300, 3e-3)
     assert loss < 0.05, f"loss {loss:.3f} after {steps} steps"
 
 
@@ -74,6 +74,29 @@ def test_bad_options_are_one_line_errors() -> None:
     with pytest.raises(EmofuseError, match="stats=max"):
         build(stats="max")
     with pytest.raises(EmofuseError, match="hidden=-1"):
-        build(hidden=-1)
+        build(combine="mix", hidden=-1)
     with pytest.raises(EmofuseError, match="'speech_mean' stream"):
         get_head("pooled")(get_head("pooled").make_config("small"), InputDims(speech=(3, 8)), 4)
+
+
+def test_ensemble_averages_one_linear_probe_per_layer(batch16) -> None:
+    """combine=ensemble: softmax(logits) is the mean over layers of each layer's own probe."""
+    batch, labels = batch16
+    head = build(dropout=0.0)  # the default
+    head.train()
+    head(batch)  # fixes the standardisation statistics
+    head.eval()
+    x = torch.cat([batch["speech_mean"], batch["speech_std"]], -1)  # (B, 3, 64)
+    z = (x - x.mean(0)) / (x.std(0, correction=0) + 1e-5)
+    per_layer = [
+        torch.softmax(z[:, k] @ head.member_weight[k] + head.member_bias[k], -1) for k in range(3)
+    ]
+    assert torch.allclose(torch.softmax(head(batch), -1), sum(per_layer) / 3, atol=1e-5)
+    assert head.embed(batch).shape == (16, 3 * 64)
+    assert params_without_grad(build(combine="ensemble"), batch) == []
+    loss, steps = overfit(build(combine="ensemble", dropout=0.0), batch, labels, 300, 3e-3)
+    assert loss < 0.05, f"loss {loss:.3f} after {steps} steps"
+    with pytest.raises(EmofuseError, match="combine=vote"):
+        build(combine="vote")
+    with pytest.raises(EmofuseError, match="hidden=8 needs --set combine=mix"):
+        build(hidden=8)

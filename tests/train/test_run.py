@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import emofuse.train.run as run_mod
 from emofuse.errors import EmofuseError
 from emofuse.train.fuse import fuse_runs
 from emofuse.train.loop import LoopConfig
 from emofuse.train.report import write_report
-from emofuse.train.run import read_predictions, train_run
+from emofuse.train.run import fold_dir, load_fold_model, read_predictions, train_run
 
 from .conftest import TINY_HEAD, FakeCache
 
@@ -208,3 +210,16 @@ def test_report_regenerates(loso_run):
     (out / "confusion.png").unlink()
     write_report(out)
     assert (out / "report.md").is_file() and (out / "confusion.png").stat().st_size > 1000
+
+
+def test_checkpoint_that_no_longer_fits_its_head_is_a_one_line_error(loso_run, tmp_path):
+    out, _ = loso_run
+    model = load_fold_model(out, 1)  # loads as saved
+    assert not model.training
+    ckpt = torch.load(fold_dir(out, 1) / "checkpoint.pt", weights_only=False)
+    ckpt["head_config"]["hidden"] += 1  # as if a default had changed since the run was made
+    run = tmp_path / "copy"
+    shutil.copytree(out, run)
+    torch.save(ckpt, fold_dir(run, 1) / "checkpoint.pt")
+    with pytest.raises(EmofuseError, match="checkpoint.pt does not fit head .*size mismatch"):
+        load_fold_model(run, 1)

@@ -8,7 +8,8 @@ speaker vector; random fp16) and times, in one run, training epochs of the same 
 batches (same order, same batch size) two ways:
 
 - emofuse: ``TrainData.from_cache`` (bulk load once, timed separately) + vectorised gather by index,
-  i.e. exactly the loop of ``emofuse train``;
+  i.e. exactly the loop of ``emofuse train`` (the cache memory-mapped; the same with the streams read
+  into memory, ``mmap=False``, is timed too, load and batches);
 - naive: a ``torch.utils.data.Dataset`` that reads each utterance from the HDF5 store with h5py
   (one read per stream per utterance) and a ``DataLoader`` with ``pad_sequence`` collation.
 
@@ -140,6 +141,11 @@ def main() -> None:
             open_cache(path), head_cls.required_streams(cfg), cfg, args.device
         )
         load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()  # the same streams read into memory instead of mapped
+        copied = TrainData.from_cache(
+            open_cache(path), head_cls.required_streams(cfg), cfg, args.device, mmap=False
+        )
+        copy_load_s = time.perf_counter() - t0
         dims = make_dims(data)
         dev = data.device
 
@@ -172,6 +178,12 @@ def main() -> None:
         sync()
         fast_data_s = time.perf_counter() - t0
         t0 = time.perf_counter()
+        for b in epochs[0]:
+            copied.batch(b)
+        sync()
+        copy_data_s = time.perf_counter() - t0
+        del copied
+        t0 = time.perf_counter()
         for _ in naive_batches(epochs[0]):
             pass
         sync()
@@ -196,7 +208,10 @@ def main() -> None:
         seen = n * args.epochs
         print(f"head {args.head} (preset {args.preset}), {args.epochs} epochs × {n} utterances, "
               f"batch {args.batch_size}, {torch.get_num_threads()} threads")  # fmt: skip
-        print(f"device {dev}; emofuse load once: {load_s:.2f} s")
+        print(f"device {dev}; emofuse load once: {load_s:.2f} s mapped (default), "
+              f"{copy_load_s:.2f} s read into memory (mmap=False)")  # fmt: skip
+        print(f"data path of the in-memory copy: {n / copy_data_s:8.1f} utt/s "
+              f"(mapped / copy: {copy_data_s / fast_data_s:.2f}x)")  # fmt: skip
         print(f"data path only (1 epoch of batches): emofuse {n / fast_data_s:8.1f} utt/s, "
               f"naive {n / naive_data_s:8.1f} utt/s, speed-up {naive_data_s / fast_data_s:.1f}x")  # fmt: skip
         print("data path + forward/backward/AdamW step:")

@@ -122,11 +122,13 @@ class TrainData:
         streams: set[str],
         cfg: Any,
         device: torch.device | str = "cpu",
+        mmap: bool = True,
     ) -> TrainData:
         """Load ``streams`` from an open cache (``emofuse.cache.open_cache``) once.
 
-        Arrays go to ``device`` when it is a GPU with room for them (with headroom for the model),
-        otherwise they stay in host memory and each batch is moved.
+        ``mmap``: map an uncompressed HDF5 cache instead of reading it (zero copy; other stores are
+        read either way). Arrays go to ``device`` when it is a GPU with room for them (with
+        headroom for the model), otherwise they stay in host memory and each batch is moved.
         """
         missing = sorted(set(streams) - set(cache.streams))
         if missing:
@@ -137,7 +139,7 @@ class TrainData:
             )
         loaded: dict[str, StreamData] = {}
         for name in sorted(streams):
-            values, offsets = cache.load(name, "data", layers=layers_for(name, cfg), mmap=True)
+            values, offsets = cache.load(name, "data", layers=layers_for(name, cfg), mmap=mmap)
             v = torch.from_numpy(values)  # a strided view of a memory map is fine for index_select
             fixed = getattr(cache.streams[name], "kind", None) == "fixed"
             o = (

@@ -77,10 +77,12 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
         raise EmofuseError("fuse needs at least two run folders")
     plans = [FoldPlan.load(r / "folds.json") for r in runs]
     for r, p in zip(runs[1:], plans[1:], strict=True):
-        if p.to_dict() != plans[0].to_dict():
+        # the same folds, utterance for utterance; the seed may differ (a seed ensemble) where
+        # the split draws nothing at random (lopo's validation speakers are fixed)
+        if (p.split, p.folds) != (plans[0].split, plans[0].folds):
             raise EmofuseError(
                 f"{r} and {runs[0]} use different fold plans; fuse runs trained with the same "
-                "--split and --seed on the same corpus"
+                "--split on the same corpus (and the same --seed where validation is drawn at random)"
             )
     folds = finished_folds(runs[0])
     for r in runs[1:]:

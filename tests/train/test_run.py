@@ -202,6 +202,16 @@ def test_fuse_is_at_least_its_best_member_on_validation(loso_run, cache, tmp_pat
     train(cache, out_c, split="lopo", loop=LoopConfig(**{**LOOP.__dict__, "epochs": 1}), folds=[1])
     with pytest.raises(EmofuseError, match="different fold plans"):
         fuse_runs([out_a, out_c], tmp_path / "bad")
+    # loso draws validation with the seed: another seed is another plan
+    one = LoopConfig(**{**LOOP.__dict__, "epochs": 1})
+    out_d = tmp_path / "d"
+    train(cache, out_d, loop=LoopConfig(**{**one.__dict__, "seed": 1}), folds=[1])
+    with pytest.raises(EmofuseError, match="different fold plans"):
+        fuse_runs([out_a, out_d], tmp_path / "bad")
+    # lopo's folds do not depend on the seed: runs with two seeds fuse (a seed ensemble)
+    out_e = tmp_path / "e"
+    train(cache, out_e, split="lopo", loop=LoopConfig(**{**one.__dict__, "seed": 1}), folds=[1])
+    assert [f["fold"] for f in fuse_runs([out_c, out_e], tmp_path / "seeds")["folds"]] == [1]
 
 
 def test_report_regenerates(loso_run):

@@ -11,8 +11,9 @@ past a head's max length are truncated (the first ``max_len`` rows are kept).
 
 The arrays of an uncompressed HDF5 cache are not copied at all: ``values`` is a copy-on-write
 memory map of the file (``Cache.load(mmap=True)``), so loading takes milliseconds, the OS page
-cache holds the bytes once for every process of a ``torchrun`` job, and a corpus larger than RAM
-still trains. Other stores are read into memory with a few large reads.
+cache holds the bytes once for every process of a ``torchrun`` job, and on a CPU a corpus larger
+than RAM still trains (the kernel pages it). Other stores are read into memory with a few large
+reads.
 """
 
 from __future__ import annotations

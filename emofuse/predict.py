@@ -184,7 +184,7 @@ def predict(
 
     dev = resolve_device(device)
     head_cls = resolve_head(config["head"])
-    head_cfg = head_cls.make_config(None, config["head_config"])
+    head_cfg = head_cls.config_from_saved(config["head_config"])
     needs = set(head_cls.required_streams(head_cfg))
     notes: list[str] = []
     if needs & set(SEGMENT_STREAMS):

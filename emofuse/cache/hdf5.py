@@ -89,8 +89,9 @@ class HDF5Store:
 
         Zero-copy: pages come from the OS page cache on first touch and are shared by every process
         that maps the file; writes to the array stay private to this process (the file never
-        changes). The map outlives ``close``; a consolidation replaces the file by rename, so a
-        map keeps reading the version it opened.
+        changes). The map is made from h5py's own file descriptor, so it reads the file this store
+        opened even if a consolidation has since renamed a new cache over the path, and it
+        outlives ``close``. A file system that cannot map falls back to reading (None).
         """
         ds = self.f[name]
         if ds.chunks is not None or ds.size == 0 or ds.dtype.byteorder == ">":
@@ -98,9 +99,12 @@ class HDF5Store:
         offset = ds.id.get_offset()
         if offset is None or self.f.id.get_create_plist().get_userblock() != 0:
             return None
-        with open(self.path, "rb") as fh:
-            # ACCESS_COPY: writable (torch needs that) yet private; the mapping keeps its own handle
-            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            fd = self.f.id.get_vfd_handle()  # the POSIX (sec2) driver's descriptor
+            # ACCESS_COPY: writable (torch needs that) yet private; mmap dups the descriptor
+            buf = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError, TypeError, RuntimeError):  # another driver, or no mmap here
+            return None
         return np.frombuffer(buf, ds.dtype, count=ds.size, offset=offset).reshape(ds.shape)
 
     def shape(self, name: str) -> tuple[int, ...]:

@@ -2,7 +2,8 @@
 
 Training loads what a head needs once, in the main process: ``load`` returns contiguous numpy
 arrays built from a few large block reads (one layer at a time, ~64 MiB per read), never one read
-per utterance, and only the requested layers are touched (layer-major storage).
+per utterance, and only the requested layers are touched (layer-major storage). With
+``mmap=True`` an uncompressed HDF5 array is not read at all but mapped (a strided zero-copy view).
 """
 
 from __future__ import annotations

@@ -174,6 +174,9 @@ class Head(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type[HeadConfig]] = HeadConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # config values to assume where a saved run predates the field (a field added later whose
+    # default differs from what runs made before it did); see config_from_saved
+    saved_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: HeadConfig, dims: InputDims, n_classes: int) -> None:
         super().__init__()
@@ -210,6 +213,11 @@ class Head(nn.Module):
         cfg = cls.Config(**values)
         cfg.validate()
         return cfg
+
+    @classmethod
+    def config_from_saved(cls, saved: dict[str, Any]) -> HeadConfig:
+        """The config of a saved run (config.json / checkpoint), fields it predates filled in."""
+        return cls.make_config(None, {**cls.saved_defaults, **saved})
 
     def max_lengths(self) -> dict[str, int]:
         """Rows kept per utterance of each truncated stream, so callers can report how many

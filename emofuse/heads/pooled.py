@@ -29,7 +29,7 @@ strong baseline every fusion head should be compared with.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -52,11 +52,15 @@ class PooledConfig(HeadConfig):
             raise EmofuseError(f"--set stats={self.stats}: choose meanstd or mean")
         if self.combine not in ("mix", "ensemble"):
             raise EmofuseError(f"--set combine={self.combine}: choose mix or ensemble")
-        if self.combine == "ensemble" and self.hidden:
-            raise EmofuseError(
-                f"--set hidden={self.hidden} needs --set combine=mix (the default ensemble is a "
-                "linear probe per layer)"
-            )
+        if self.combine == "ensemble":  # options of the mix that the ensemble has no use for
+            defaults = {f.name: f.default for f in fields(self)}
+            for key in ("hidden", "layer_mix", "mix_index", "layer_norm"):
+                value = getattr(self, key)
+                if value != defaults[key]:
+                    raise EmofuseError(
+                        f"--set {key}={value} needs --set combine=mix (the default ensemble is a "
+                        "linear probe per layer)"
+                    )
 
 
 class Standardize(nn.Module):
@@ -94,6 +98,7 @@ class PooledProbe(Head):
     name = "pooled"
     Config = PooledConfig
     presets = {"small": {"hidden": 0}, "paper": {"hidden": 0}}  # one size: the linear probe
+    saved_defaults = {"combine": "mix"}  # runs saved before `combine` existed used the mix
 
     @classmethod
     def required_streams(cls, cfg: PooledConfig) -> set[str]:

@@ -12,8 +12,9 @@ past a head's max length are truncated (the first ``max_len`` rows are kept).
 The arrays of an uncompressed HDF5 cache are not copied at all: ``values`` is a copy-on-write
 memory map of the file (``Cache.load(mmap=True)``), so loading takes milliseconds, the OS page
 cache holds the bytes once for every process of a ``torchrun`` job, and on a CPU a corpus larger
-than RAM still trains (the kernel pages it). Other stores are read into memory with a few large
-reads.
+than RAM still trains (the kernel pages it). ``--speaker-norm`` rewrites the acoustic streams, so
+it gives each process its own copy of them in memory (copy-on-write; the file never changes).
+Other stores are read into memory with a few large reads.
 """
 
 from __future__ import annotations
@@ -205,8 +206,9 @@ class TrainData:
                 self.labels = self.labels.to(self.device)
                 self.aligned = self.aligned.to(self.device)
             else:  # keep on host; pinned memory makes the per-batch copy asynchronous
-                for s in self.streams.values():
-                    s.values = s.values.pin_memory()
+                for s in self.streams.values():  # dense: pinning a strided map keeps its strides
+                    dense = torch.empty(s.values.shape, dtype=s.values.dtype, pin_memory=True)
+                    s.values = dense.copy_(s.values)
         return self
 
     def dims(self) -> dict[str, tuple[int, ...]]:

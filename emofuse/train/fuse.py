@@ -139,6 +139,7 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             "weights": {str(k): v for k, v in weights.items()},
             "split": plans[0].split,
             "seed": plans[0].seed,
+            "member_seeds": [p.seed for p in plans],
             "cache_fingerprint": first.get("cache_fingerprint"),
         },
     )

@@ -369,7 +369,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
         raise EmofuseError(f"{ckpt_path} is missing; rerun `emofuse train` for {run}")
     ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
     head_cls = resolve_head(ckpt["head"])
-    cfg = head_cls.make_config(None, ckpt["head_config"])
+    cfg = head_cls.config_from_saved(ckpt["head_config"])
     model = head_cls(
         cfg, InputDims(**{k2: tuple(v) for k2, v in ckpt["dims"].items()}), len(ckpt["labels"])
     )
@@ -398,7 +398,7 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
             "t-SNE needs the same cache"
         )
     head_cls = resolve_head(config["head"])
-    cfg = head_cls.make_config(None, config["head_config"])
+    cfg = head_cls.config_from_saved(config["head_config"])
     data = TrainData.from_cache(cache, set(head_cls.required_streams(cfg)), cfg, device)
     plan = FoldPlan.load(run / "folds.json")
     embs, labels = [], []

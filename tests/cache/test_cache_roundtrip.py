@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -164,3 +165,14 @@ def test_train_data_maps_the_cache_and_speaker_norm_leaves_it_intact(reference) 
     data.normalize_per_speaker(speakers)
     assert not torch.equal(data.streams["speech"].values, torch.from_numpy(read))
     assert verify_cache(path).digest == digest  # in place on a private copy, never the file
+
+
+def test_mmap_reads_the_file_that_was_opened_even_after_a_rename_over_it(tmp_path) -> None:
+    first, second = tmp_path / "first.h5", tmp_path / "second.h5"
+    write_cache(first, seed=0)
+    write_cache(second, seed=1)  # same shapes, other values
+    with open_cache(first) as c:
+        read, _ = c.load("speech")
+        os.replace(second, first)  # a consolidation renames a new cache over the path
+        mapped, _ = c.load("speech", mmap=True)
+        assert np.array_equal(mapped, read) and not mapped.flags.owndata

@@ -3,6 +3,8 @@ training statistics only."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import DIMS, max_padding_diff, overfit, params_without_grad
@@ -100,3 +102,14 @@ def test_ensemble_averages_one_linear_probe_per_layer(batch16) -> None:
         build(combine="vote")
     with pytest.raises(EmofuseError, match="hidden=8 needs --set combine=mix"):
         build(hidden=8)
+
+
+def test_mix_options_need_combine_mix_and_old_runs_load_as_mix() -> None:
+    for key, value in (("layer_mix", "single"), ("mix_index", 1), ("layer_norm", True)):
+        with pytest.raises(EmofuseError, match=f"{key}={value} needs --set combine=mix"):
+            build(**{key: value})
+    cls = get_head("pooled")
+    saved = dataclasses.asdict(cls.make_config("small", {"combine": "mix"}))
+    del saved["combine"]  # a config.json written before the option existed
+    assert cls.config_from_saved(saved).combine == "mix"
+    assert cls.config_from_saved({**saved, "combine": "ensemble"}).combine == "ensemble"

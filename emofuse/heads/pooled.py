@@ -23,7 +23,10 @@ as a head of this toolkit, with the two choices the peers make by hand done by t
   Weight decay (AdamW) plays the part of the probe's L2 penalty.
 
 It never sees a frame, so an epoch over IEMOCAP takes well under a second on a CPU: the fast,
-strong baseline every fusion head should be compared with.
+strong baseline every fusion head should be compared with. Train it with a larger step and more
+epochs than the fusion heads' defaults: ``--lr 1e-3 --epochs 60 --patience 8`` (RAVDESS lopo UA
+0.760; with the defaults ``--lr 1e-4 --epochs 20`` every fold is still improving at epoch 20 and
+the UA is 0.689).
 """
 
 from __future__ import annotations

@@ -30,10 +30,12 @@ from torch import Tensor
 from emofuse.errors import EmofuseError
 
 RAGGED_STREAMS = ("speech", "text", "phone", "syllable", "word", "fbank")
+SEGMENT_STREAMS = ("phone", "syllable", "word")
+# streams that carry the speech encoder's layers (selected by a head's ``speech_layers``)
+SPEECH_LAYER_STREAMS = ("speech", "speech_mean", "speech_std", *SEGMENT_STREAMS)
 # streams computed from the audio: what per-speaker normalisation standardises (not text, and not
 # the speaker vector, which is nearly constant within a speaker by design)
-ACOUSTIC_STREAMS = ("speech", "speech_mean", "speech_std", "phone", "syllable", "word", "fbank")
-SEGMENT_STREAMS = ("phone", "syllable", "word")
+ACOUSTIC_STREAMS = (*SPEECH_LAYER_STREAMS, "fbank")
 # how each stream is produced, for the "cache lacks a stream" message
 STREAM_SOURCE = {
     "speech": "re-extract with a --speech-model and 'frame' in --granularity",
@@ -75,7 +77,7 @@ def layers_for(stream: str, cfg: Any) -> list[int] | None:
     """Which cached layers a head config asks for in ``stream`` (None = all)."""
     if stream == "text":
         return getattr(cfg, "text_layers", None)
-    if stream in ("speech", "speech_mean", "speech_std", *SEGMENT_STREAMS):
+    if stream in SPEECH_LAYER_STREAMS:
         return getattr(cfg, "speech_layers", None)
     return None
 

@@ -8,18 +8,27 @@ and what that means for one fold (80 % of 5531 utterances x 20 epochs, the paper
 
     .venv/bin/python bench/heads.py --preset small --device cpu
     .venv/bin/python bench/heads.py --preset paper --device cuda
+    python3 bench/heads.py --preset paper --device cuda --amp --heads tdfnet --gru-compare
+
+``--amp`` runs the forward under bf16 autocast, as ``emofuse train`` does on CUDA. ``--gru-compare``
+times TDFNet a second time with its shared GRU left inside autocast (bf16, the code before the GRU
+was kept in fp32) and counts which RNN kernels ran: one ``_cudnn_rnn`` call per GRU, or a
+per-time-step ``_thnn_fused_gru_cell`` (CUDA) / ``gru_cell`` path.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
 from emofuse.heads.base import InputDims, count_parameters
 from emofuse.heads.registry import get_head, list_heads
+from emofuse.heads.tdfnet import SharedGRU
 
 DIMS = InputDims(
     speech=(1, 1024), text=(1, 768), speaker=192, phone=(1, 1024), syllable=(1, 1024),
@@ -55,6 +64,62 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def gru_in_autocast(self: SharedGRU, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SharedGRU.forward as it was before the fp32 GRU: the GRUs run in autocast's dtype."""
+    hidden, _ = self.gru1(x)
+    out, _ = self.gru2(self.drop(hidden))
+    return out * mask[..., None]
+
+
+def rnn_ops(step) -> Counter:
+    """Calls of the RNN operators in one training step, and of all operators, from the profiler."""
+    with torch.profiler.profile() as prof:
+        step()
+    events = prof.key_averages()
+    ops = Counter({e.key: e.count for e in events if "rnn" in e.key or "gru" in e.key})
+    ops["all operators"] = sum(e.count for e in events)
+    return ops
+
+
+def time_head(name: str, args, batches, labels) -> tuple[int, float, float, Counter]:
+    """(parameters, train utt/s, eval utt/s, RNN op calls of one step) for head ``name``."""
+    cls = get_head(name)
+    head = cls(cls.make_config(args.preset), DIMS, 4).to(args.device)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-4)
+    amp = (
+        (lambda: torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16))
+        if args.amp
+        else contextlib.nullcontext
+    )
+
+    def step(i: int) -> None:
+        opt.zero_grad()
+        with amp():
+            logits = head(batches[i % 2])
+        F.cross_entropy(logits.float(), labels).backward()
+        opt.step()
+
+    head.train()
+    for i in range(args.steps + 1):
+        if i == 1:  # the first step warms up allocators and kernels
+            sync(args.device)
+            start = time.perf_counter()
+        step(i)
+    sync(args.device)
+    train_rate = args.batch * args.steps / (time.perf_counter() - start)
+    ops = rnn_ops(lambda: step(0)) if args.gru_compare else Counter()
+    head.eval()
+    with torch.no_grad(), amp():
+        head(batches[0])
+        sync(args.device)
+        start = time.perf_counter()
+        for i in range(args.steps):
+            head(batches[i % 2])
+        sync(args.device)
+    eval_rate = args.batch * args.steps / (time.perf_counter() - start)
+    return count_parameters(head), train_rate, eval_rate, ops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
@@ -62,43 +127,41 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--heads", default=",".join(list_heads()))
+    parser.add_argument(
+        "--amp", action="store_true", help="bf16 autocast, as emofuse train on CUDA"
+    )
+    parser.add_argument("--gru-compare", action="store_true", help="TDFNet GRU fp32 vs bf16")
     args = parser.parse_args()
     torch.manual_seed(0)
     batches = [iemocap_like_batch(args.batch, args.device, s) for s in range(2)]
     labels = torch.arange(args.batch, device=args.device) % 4
     print(f"preset={args.preset} device={args.device} batch={args.batch} steps={args.steps} "
-          f"threads={torch.get_num_threads()}")  # fmt: skip
-    print(f"{'head':<12}{'params':>13}{'train utt/s':>13}{'min/fold':>10}{'eval utt/s':>12}")
+          f"threads={torch.get_num_threads()} amp={'bf16' if args.amp else 'off'} "
+          f"torch={torch.__version__} cudnn={torch.backends.cudnn.version()}")  # fmt: skip
+    print(f"{'head':<18}{'params':>13}{'train utt/s':>13}{'min/fold':>10}{'eval utt/s':>12}")
     rates = {}
-    for name in args.heads.split(","):
-        cls = get_head(name)
-        head = cls(cls.make_config(args.preset), DIMS, 4).to(args.device)
-        opt = torch.optim.AdamW(head.parameters(), lr=1e-4)
-        head.train()
-        for step in range(args.steps + 1):
-            if step == 1:  # the first step warms up allocators and kernels
-                sync(args.device)
-                start = time.perf_counter()
-            opt.zero_grad()
-            F.cross_entropy(head(batches[step % 2]), labels).backward()
-            opt.step()
-        sync(args.device)
-        train_rate = args.batch * args.steps / (time.perf_counter() - start)
-        head.eval()
-        with torch.no_grad():
-            head(batches[0])
-            sync(args.device)
-            start = time.perf_counter()
-            for step in range(args.steps):
-                head(batches[step % 2])
-            sync(args.device)
-        eval_rate = args.batch * args.steps / (time.perf_counter() - start)
-        rates[name] = train_rate
+    runs = [(name, False) for name in args.heads.split(",")]
+    if args.gru_compare and "tdfnet" in args.heads.split(","):
+        runs.append(("tdfnet", True))
+    for name, bf16_gru in runs:
+        fp32_forward = SharedGRU.forward
+        if bf16_gru:
+            SharedGRU.forward = gru_in_autocast
+        try:
+            params, train_rate, eval_rate, ops = time_head(name, args, batches, labels)
+        finally:
+            SharedGRU.forward = fp32_forward
+        label = f"{name}{' (bf16 GRU)' if bf16_gru else ''}"
+        rates[label] = train_rate
         minutes = FOLD_UTTERANCES / train_rate / 60
-        print(f"{name:<12}{count_parameters(head):>13,}{train_rate:>13.1f}{minutes:>10.1f}"
-              f"{eval_rate:>12.1f}")  # fmt: skip
+        print(f"{label:<18}{params:>13,}{train_rate:>13.1f}{minutes:>10.1f}{eval_rate:>12.1f}")
+        if ops:
+            print(f"  RNN op calls in one training step: {dict(ops)}")
     if "tdfnet" in rates and "audio" in rates:
         print(f"tdfnet costs {rates['audio'] / rates['tdfnet']:.1f}x the audio probe per utterance")
+    if "tdfnet (bf16 GRU)" in rates:
+        ratio = rates["tdfnet"] / rates["tdfnet (bf16 GRU)"]
+        print(f"tdfnet with the GRU in fp32 trains {ratio:.2f}x as fast as with it in bf16")
 
 
 if __name__ == "__main__":

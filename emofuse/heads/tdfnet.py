@@ -30,7 +30,9 @@ Open choices, settled here (heads.md lists them):
    are prefixes, so a real row never sees padding (packing gives the same real rows and was 1.5x
    slower on CPU); padded outputs are zeroed. The speech and text sequences go through it in one
    call (stacked along the batch: same weights, half the sequential steps). Dropout between GRU_1
-   and GRU_2. The block transformer layers (eq. 5) are per modality.
+   and GRU_2. The GRUs run in fp32 under bf16 autocast (one cuDNN call instead of a per-step
+   loop on torch builds whose cuDNN lacks bf16 RNNs). The block transformer layers (eq. 5) are
+   per modality.
 5. Eq. 5 writes the feed-forward as one W; the implementation details give every transformer layer
    12 heads and a 4096 feed-forward, so eq. 5 is read as the standard post-norm layer
    LN(x + FFN(LN(x + Attn(x)))) with FFN = Linear(d, 4096) -> GELU -> Linear(4096, d). The same layer
@@ -146,8 +148,12 @@ class SharedGRU(nn.Module):
         # Masks are prefixes (real rows first) and the GRUs run forward in time, so a real row only
         # ever sees real rows before it: running on the padded batch gives the real rows exactly
         # what packing would (to float rounding), 1.5x faster on CPU. Padded rows are zeroed.
-        hidden, _ = self.gru1(x)  # G_h (B, T, 2w)
-        out, _ = self.gru2(self.drop(hidden))  # G_A / G_T (B, T, w)
+        # fp32 even under autocast: cuDNN takes bf16 RNN input only when torch was built against
+        # cuDNN >= 9.13 (pytorch PR #164411, not in the pinned 2.9.1); otherwise a bf16 GRU falls
+        # back to one fused-cell kernel per time step and its autograd graph (T nodes per GRU).
+        with torch.autocast(x.device.type, enabled=False):
+            hidden, _ = self.gru1(x.float())  # G_h (B, T, 2w)
+            out, _ = self.gru2(self.drop(hidden))  # G_A / G_T (B, T, w)
         return out * mask[..., None]  # (B, T, w)
 
 

@@ -238,3 +238,19 @@ def test_joint_gru_call_equals_running_each_path_alone(batch_mixed) -> None:
             for (h, m), (h2, m2) in zip(joint[modality][1], alone_levels, strict=True):
                 assert torch.equal(m, m2)
                 assert (h - h2)[m].abs().max() <= 1e-5
+
+
+def test_shared_gru_runs_in_fp32_under_bf16_autocast() -> None:
+    # cuDNN has bf16 RNNs only in torch builds against cuDNN >= 9.13; elsewhere a bf16 GRU is a
+    # per-time-step loop. The GRU therefore leaves autocast: same numbers as a plain fp32 call.
+    head = small().eval()
+    gru = head.dst.grus[0]
+    torch.manual_seed(1)
+    x = torch.randn(3, 9, 32).bfloat16()  # what a Conv1d gives under bf16 autocast
+    mask = torch.arange(9)[None, :] < torch.tensor([9, 4, 1])[:, None]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = gru(x, mask)  # (B, T, w)
+    with torch.no_grad():
+        plain = gru(x.float(), mask)
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, plain)

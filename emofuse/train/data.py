@@ -113,7 +113,10 @@ class TrainData:
         self.index = {u: i for i, u in enumerate(self.ids)}
         self.aligned = aligned if aligned is not None else torch.ones(len(self.ids), dtype=bool)
         self.device = torch.device(device)
-        lens = [s.lengths() for s in streams.values() if s.ragged]
+        # rows per utterance of each ragged stream, kept on the host: a batch's padded length is
+        # read here, never from offsets on the GPU (that would stall the host once per batch)
+        self.host_lengths = {n: s.lengths().cpu() for n, s in streams.items() if s.ragged}
+        lens = list(self.host_lengths.values())
         # padding cost proxy for bucketing: total rows over the ragged streams
         self.cost = (
             torch.stack(lens).sum(0) if lens else torch.zeros(len(self.ids), dtype=torch.long)
@@ -227,12 +230,24 @@ class TrainData:
                 "rebuild the plan from this cache"
             ) from None
 
+    def targets(self, idx: Tensor) -> Tensor:
+        """Label indices of rows ``idx`` (B,), on the device the labels live on."""
+        return self.labels[upload(idx, self.labels.device)]
+
     def batch(self, idx: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        """Padded batch for rows ``idx`` (B,): stream tensors, ``<stream>_mask``, ``aligned``."""
+        """Padded batch for rows ``idx`` (B,): stream tensors, ``<stream>_mask``, ``aligned``.
+
+        Nothing here waits for the GPU: ``idx`` goes up once per array device without blocking,
+        and padded lengths come from the host copy of the lengths.
+        """
         out: dict[str, Tensor] = {}
-        idx_host = idx
+        idx_host = idx.cpu()
+        placed: dict[torch.device, Tensor] = {}
         for name, s in self.streams.items():
-            i = idx.to(s.values.device)
+            dev = s.values.device
+            if dev not in placed:
+                placed[dev] = upload(idx_host, dev)
+            i = placed[dev]
             if not s.ragged:
                 out[name] = s.values[i].to(self.device, dtype, non_blocking=True)  # (B, F)
                 continue
@@ -240,7 +255,7 @@ class TrainData:
             lens = s.offsets[i + 1] - starts
             if s.max_len:
                 lens = lens.clamp(max=s.max_len)
-            t = max(int(lens.max()), 1)
+            t = max(int(self.host_lengths[name][idx_host].max()), 1)  # host: no GPU sync
             pos = torch.arange(t, device=starts.device)  # (T,)
             mask = pos[None, :] < lens[:, None]  # (B, T)
             if s.values.shape[0] == 0:  # a stream with no rows at all: the batch is all padding
@@ -253,7 +268,7 @@ class TrainData:
             out[name] = x.to(self.device, dtype, non_blocking=True)
             out[f"{name}_mask"] = mask.to(self.device)
         if any(g in self.streams for g in SEGMENT_STREAMS):
-            out["aligned"] = self.aligned[idx_host.to(self.aligned.device)].to(self.device)
+            out["aligned"] = self.aligned[upload(idx_host, self.aligned.device)].to(self.device)
             for g in SEGMENT_STREAMS:  # unaligned rows: all-False segment mask (contract §3)
                 if g in out:
                     out[f"{g}_mask"] = out[f"{g}_mask"] & out["aligned"][:, None]
@@ -281,6 +296,15 @@ class TrainData:
         """Length-sorted batches (deterministic); callers scatter results back by index."""
         ordered = ids_idx[torch.argsort(self.cost[ids_idx], stable=True)]
         yield from torch.split(ordered, batch_size)
+
+
+def upload(idx: Tensor, device: torch.device) -> Tensor:
+    """``idx`` on ``device``; host to GPU through pinned memory, so the host does not wait."""
+    if idx.device == device:
+        return idx
+    if device.type == "cuda" and idx.device.type == "cpu":
+        return idx.pin_memory().to(device, non_blocking=True)
+    return idx.to(device)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

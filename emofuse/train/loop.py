@@ -74,16 +74,17 @@ def forward_all(
     model.eval()
     pos = torch.empty(len(data.ids), dtype=torch.long)
     pos[idx] = torch.arange(len(idx))
-    out: Tensor | None = None
+    rows: list[Tensor] = []
+    ys: list[Tensor] = []
     for b in data.eval_batches(idx, batch_size):
         batch = data.batch(b)
         with autocast(data.device):
             y = model.embed(batch) if embed else model(batch)  # (B, E) | (B, C)
-        y = y.float().cpu()
-        if out is None:
-            out = torch.zeros(len(idx), y.shape[1])
-        out[pos[b]] = y
-    assert out is not None
+        rows.append(pos[b])
+        ys.append(y.float())  # stays on the device: one copy to the host at the end, not B syncs
+    ordered = torch.cat(ys).cpu()  # (N, E) | (N, C), in length-sorted order
+    out = torch.empty_like(ordered)
+    out[torch.cat(rows)] = ordered  # back to the order of ``idx``
     return out
 
 
@@ -123,16 +124,16 @@ def train_fold(
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        total, seen = 0.0, 0
+        total, seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
         for b in data.train_batches(tr, cfg.batch_size, gen):
             batch = data.batch(b)
             with autocast(device):
                 logits = model(batch)  # (B, C)
-            loss = loss_fn(logits.float(), data.labels[b.to(data.labels.device)])
+            loss = loss_fn(logits.float(), data.targets(b).to(device, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(b)
+            total += loss.detach() * len(b)
             seen += len(b)
         val_logits = forward_all(model, data, va, cfg.batch_size)  # (N_val, C)
         val_loss = float(val_loss_fn(val_logits, val_true))
@@ -140,7 +141,7 @@ def train_fold(
         row = {
             "fold": fold.fold,
             "epoch": epoch,
-            "train_loss": total / max(seen, 1),
+            "train_loss": float(total) / max(seen, 1),
             "val_loss": val_loss,
             "val_UA": val_scores["UA"],
             "val_WA": val_scores["WA"],

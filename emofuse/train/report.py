@@ -66,25 +66,26 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
         "",
         "## Per fold (test set of each fold, %)",
         "",
-        "| fold | test set | UA | WA | F1 | best epoch |",
-        "|---|---|---|---|---|---|",
+        "| fold | test set | UA | WA | F1 | best epoch | minutes |",
+        "|---|---|---|---|---|---|---|",
     ]
     for f in summary["folds"]:
         m = fold_metrics.get(f["fold"], {})
         lines.append(
             f"| {f['fold']} | {m.get('test_set', '')} | {_pct(f['UA'])} | {_pct(f['WA'])} | "
-            f"{_pct(f['F1'])} | {m.get('best_epoch', '')} |"
+            f"{_pct(f['F1'])} | {m.get('best_epoch', '')} | {m.get('minutes', '')} |"
         )
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
+    minutes = [m["minutes"] for m in fold_metrics.values() if "minutes" in m]
     lines.append(
         "| **mean ± std over folds** | | "
         + " | ".join(f"{_pct(mean[k])} ± {_pct(std[k])}" for k in METRICS)
-        + " | |"
+        + f" | | {f'{sum(minutes):.2f} in all' if minutes else ''} |"
     )
     lines.append(
         "| **pooled** (all test predictions as one set) | | "
         + " | ".join(_pct(pooled[k]) for k in METRICS)
-        + " | |"
+        + " | | |"
     )
     lines += [
         "",

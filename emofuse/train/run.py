@@ -5,8 +5,9 @@ Run folder layout (contract, docs/architecture.md §5)::
     config.json            everything needed to rerun (head, config, split, seed, loop, cache fingerprint)
     folds.json             the fold plan (FoldPlan JSON)
     fold_01/               curves.jsonl (one JSON line per epoch), checkpoint.pt (best val loss),
-                           predictions.csv (test), val_predictions.csv, metrics.json (written last:
-                           its presence marks the fold finished, so a rerun skips it)
+                           predictions.csv (test), val_predictions.csv, metrics.json (UA/WA/F1,
+                           best epoch, wall minutes; written last: its presence marks the fold
+                           finished, so a rerun skips it)
     predictions.csv        pooled test predictions: id, fold, true, predicted, p_<label>…
     val_predictions.csv    the same for validation (late fusion picks its weights on these)
     summary.json           per-fold, mean, std, pooled UA/WA/F1 (fractions) + pooled confusion
@@ -24,6 +25,7 @@ import datetime
 import json
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,8 +129,12 @@ def save_fold(
     data: TrainData,
     head_meta: dict[str, Any],
     test_set: str = "",
+    seconds: float | None = None,
 ) -> dict:
-    """Write one finished fold; metrics.json goes last and marks the fold done."""
+    """Write one finished fold; metrics.json goes last and marks the fold done.
+
+    ``seconds``: the fold's wall time (training and predictions), stored as ``minutes``.
+    """
     d = fold_dir(out, result.fold)
     d.mkdir(parents=True, exist_ok=True)
     names = data.label_names
@@ -150,6 +156,7 @@ def save_fold(
         **{m: fold_summary["pooled"][m] for m in ("UA", "WA", "F1")},
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.curves),
+        **({"minutes": round(seconds / 60, 3)} if seconds is not None else {}),
         "confusion": fold_summary["confusion"],
     }
     _json_write(d / "metrics.json", metrics)
@@ -332,6 +339,7 @@ def train_run(
         if d.exists():  # a fold killed mid-way restarts from scratch (its seed makes it identical)
             shutil.rmtree(d)
         d.mkdir(parents=True)
+        started = time.perf_counter()
         with (d / "curves.jsonl").open("w") as curves:
 
             def log(row: dict[str, Any], fh=curves) -> None:
@@ -346,7 +354,14 @@ def train_run(
                 on_epoch=log,
                 progress=progress,
             )
-        save_fold(out, result, data, head_meta, test_set_name(plan.split, plan.fold(k), table))
+        save_fold(
+            out,
+            result,
+            data,
+            head_meta,
+            test_set_name(plan.split, plan.fold(k), table),
+            seconds=time.perf_counter() - started,
+        )
 
     if world > 1:
         dist.barrier()  # every rank's folds are on disk before rank 0 summarises

@@ -88,11 +88,17 @@ def test_run_folder_has_every_file_and_honest_summary(loso_run, cache):
         best = min(rows, key=lambda r: r["val_loss"])["epoch"]
         assert metrics["best_epoch"] == best
         assert metrics["test_set"] == f"Ses0{k}"
+        # the fold's wall minutes cover its epochs (and the predictions after them)
+        assert 0 < sum(r["seconds"] for r in rows) <= metrics["minutes"] * 60 + 0.05
     config = json.loads((out / "config.json").read_text())
     assert config["cache_fingerprint"] == cache.fingerprint
     assert config["head_config"]["hidden"] == 16 and config["split"] == "loso"
     report = (out / "report.md").read_text()
     assert "mean ± std over folds" in report and "pooled" in report
+    total = sum(
+        json.loads((out / f"fold_{k:02d}/metrics.json").read_text())["minutes"] for k in range(1, 6)
+    )
+    assert f"{total:.2f} in all" in report
     assert f"{100 * summary['pooled']['UA']:.2f}" in report
 
 

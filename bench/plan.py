@@ -9,6 +9,11 @@ speaker vector; random fp16), then runs ``emofuse.train.run.train_run`` — exac
 ``emofuse train`` does, early stopping included — and prints wall minutes for the whole plan, the
 epochs each fold ran and seconds per epoch (so a 20-epoch plan can be extrapolated: random features
 make early stopping fire sooner than real ones do).
+
+``--run DIR`` keeps the run folder in DIR instead of a temporary one: a plan cut off by ``timeout``
+resumes there on the next call (finished folds are skipped; the cache is written again, the same
+bytes), and the plan's minutes are the sum of every finished fold's own wall minutes
+(``metrics.json``), whichever call ran it. That is how a plan longer than one device call is timed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def main() -> None:
     ap.add_argument("--folds", default=None, help="only these folds, e.g. 1,2 (default: all)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tmp", default=None)
+    ap.add_argument("--run", default=None, help="keep the run folder here (resumable)")
     args = ap.parse_args()
     n = int(5531 * args.scale)
     tmp = Path(tempfile.mkdtemp(dir=args.tmp))
@@ -49,6 +55,8 @@ def main() -> None:
         write_cache(cache, n)
         print(f"cache: {n} utterances written in {time.perf_counter() - t0:.1f} s", flush=True)
         folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+        run = Path(args.run) if args.run else tmp / "run"
+        done_before = sorted(run.glob("fold_*/metrics.json"))
         t0 = time.perf_counter()
         # cut off by `timeout` (SIGTERM): still report the folds and epochs completed so far
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -57,7 +65,7 @@ def main() -> None:
             summary = train_run(
                 cache,
                 args.head,
-                tmp / "run",
+                run,
                 args.split,
                 preset=args.preset,
                 loop=LoopConfig(epochs=args.epochs, seed=0),
@@ -69,11 +77,19 @@ def main() -> None:
             pass
         wall = time.perf_counter() - t0
         epochs, per_epoch = [], []
-        for f in sorted((tmp / "run").glob("fold_*/curves.jsonl")):
+        for f in sorted(run.glob("fold_*/curves.jsonl")):
             rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
             epochs.append(len(rows))
             per_epoch += [r["seconds"] for r in rows]
         mean_epoch = sum(per_epoch) / max(len(per_epoch), 1)
+        finished = [json.loads(m.read_text()) for m in sorted(run.glob("fold_*/metrics.json"))]
+        fold_minutes = [m["minutes"] for m in finished if "minutes" in m]
+        if args.run:
+            print(
+                f"run folder {run}: {len(finished)} folds finished ({len(done_before)} before this "
+                f"call, {wall / 60:.2f} min this call); their own wall minutes "
+                f"{[round(x, 2) for x in fold_minutes]}, sum {sum(fold_minutes):.2f} min"
+            )
         if summary is None:
             print(
                 f"{args.head} {args.preset} {args.split}: CUT OFF after {wall / 60:.2f} min "
@@ -81,8 +97,11 @@ def main() -> None:
                 f"{mean_epoch:.1f} s per epoch over {len(per_epoch)} epochs)"
             )
             return
+        span = f"in {wall / 60:.2f} min"
+        if done_before:  # resumed: the wall of this call covers only the folds it ran
+            span = f"({len(done_before)} from earlier calls; this call {wall / 60:.2f} min)"
         print(
-            f"{args.head} {args.preset} {args.split}: {len(epochs)} folds in {wall / 60:.2f} min "
+            f"{args.head} {args.preset} {args.split}: {len(epochs)} folds {span} "
             f"(epochs per fold {epochs}; {mean_epoch:.1f} s per epoch; a full 20-epoch plan would "
             f"take ≈ {len(epochs) * 20 * mean_epoch / 60:.1f} min); pooled UA "
             f"{summary['pooled']['UA']:.3f} on random features (chance 0.25)"

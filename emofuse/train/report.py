@@ -71,16 +71,18 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
     ]
     for f in summary["folds"]:
         m = fold_metrics.get(f["fold"], {})
+        minutes = f"{m['minutes']:.2f}" if "minutes" in m else ""
         lines.append(
             f"| {f['fold']} | {m.get('test_set', '')} | {_pct(f['UA'])} | {_pct(f['WA'])} | "
-            f"{_pct(f['F1'])} | {m.get('best_epoch', '')} | {m.get('minutes', '')} |"
+            f"{_pct(f['F1'])} | {m.get('best_epoch', '')} | {minutes} |"
         )
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
-    minutes = [m["minutes"] for m in fold_metrics.values() if "minutes" in m]
+    fold_minutes = [m["minutes"] for m in fold_metrics.values() if "minutes" in m]
+    total = f"{sum(fold_minutes):.2f} in all" if fold_minutes else ""
     lines.append(
         "| **mean ± std over folds** | | "
         + " | ".join(f"{_pct(mean[k])} ± {_pct(std[k])}" for k in METRICS)
-        + f" | | {f'{sum(minutes):.2f} in all' if minutes else ''} |"
+        + f" | | {total} |"
     )
     lines.append(
         "| **pooled** (all test predictions as one set) | | "

@@ -269,7 +269,7 @@ class LayerMix(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.normalize:
             if self.mode == "single":  # normalise only the layer that is used
-                x = x[..., [self.index], :]  # (…, 1, D)
+                x = x.narrow(-2, self.index % self.n_layers, 1)  # (…, 1, D); no index tensor
             x = F.layer_norm(x, (x.shape[-1],))  # (…, L, D), each layer of each row on its own
             if self.mode == "single":
                 return x[..., 0, :]

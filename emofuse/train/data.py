@@ -237,8 +237,9 @@ class TrainData:
     def batch(self, idx: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
         """Padded batch for rows ``idx`` (B,): stream tensors, ``<stream>_mask``, ``aligned``.
 
-        Nothing here waits for the GPU: ``idx`` goes up once per array device without blocking,
-        and padded lengths come from the host copy of the lengths.
+        Nothing here waits for the GPU: padded lengths come from the host copy of the lengths,
+        and whatever goes from host to GPU (``idx``; the gathered rows and masks when the arrays
+        stay on the host) goes through pinned memory without blocking.
         """
         out: dict[str, Tensor] = {}
         idx_host = idx.cpu()
@@ -249,7 +250,7 @@ class TrainData:
                 placed[dev] = upload(idx_host, dev)
             i = placed[dev]
             if not s.ragged:
-                out[name] = s.values[i].to(self.device, dtype, non_blocking=True)  # (B, F)
+                out[name] = upload(s.values[i], self.device).to(dtype)  # (B, F)
                 continue
             starts = s.offsets[i]  # (B,)
             lens = s.offsets[i + 1] - starts
@@ -265,10 +266,11 @@ class TrainData:
                 x = s.values.index_select(0, rows.reshape(-1))  # (B*T, L, D), a fresh tensor
                 x = x.view(len(i), t, *s.values.shape[1:])  # (B, T, L, D)
                 x.masked_fill_(~mask.view(len(i), t, *[1] * (x.ndim - 2)), 0)  # padding exactly 0
-            out[name] = x.to(self.device, dtype, non_blocking=True)
-            out[f"{name}_mask"] = mask.to(self.device)
+            out[name] = upload(x, self.device).to(dtype)  # dtype converted on the device
+            out[f"{name}_mask"] = upload(mask, self.device)
         if any(g in self.streams for g in SEGMENT_STREAMS):
-            out["aligned"] = self.aligned[upload(idx_host, self.aligned.device)].to(self.device)
+            aligned = self.aligned[upload(idx_host, self.aligned.device)]  # (B,)
+            out["aligned"] = upload(aligned, self.device)
             for g in SEGMENT_STREAMS:  # unaligned rows: all-False segment mask (contract §3)
                 if g in out:
                     out[f"{g}_mask"] = out[f"{g}_mask"] & out["aligned"][:, None]
@@ -298,13 +300,17 @@ class TrainData:
         yield from torch.split(ordered, batch_size)
 
 
-def upload(idx: Tensor, device: torch.device) -> Tensor:
-    """``idx`` on ``device``; host to GPU through pinned memory, so the host does not wait."""
-    if idx.device == device:
-        return idx
-    if device.type == "cuda" and idx.device.type == "cpu":
-        return idx.pin_memory().to(device, non_blocking=True)
-    return idx.to(device)
+def upload(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` on ``device``; host to GPU through pinned memory, so the host does not wait.
+
+    (A copy from pageable memory makes the host wait for the GPU; the caching host allocator
+    keeps the pinned block until its copy is done.)
+    """
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from emofuse.train.data import TrainData
+from emofuse.train.data import TrainData, upload
 from emofuse.train.folds import Fold, fold_seed
 from emofuse.train.metrics import scores
 
@@ -83,7 +83,7 @@ def forward_all(
         rows.append(pos[b])
         ys.append(y.float())  # stays on the device: one copy to the host at the end, not B syncs
     ordered = torch.cat(ys).cpu()  # (N, E) | (N, C), in length-sorted order
-    out = torch.empty_like(ordered)
+    out = torch.zeros_like(ordered)
     out[torch.cat(rows)] = ordered  # back to the order of ``idx``
     return out
 
@@ -129,7 +129,7 @@ def train_fold(
             batch = data.batch(b)
             with autocast(device):
                 logits = model(batch)  # (B, C)
-            loss = loss_fn(logits.float(), data.targets(b).to(device, non_blocking=True))
+            loss = loss_fn(logits.float(), upload(data.targets(b), device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

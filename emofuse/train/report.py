@@ -78,7 +78,7 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
         )
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
     fold_minutes = [m["minutes"] for m in fold_metrics.values() if "minutes" in m]
-    total = f"{sum(fold_minutes):.2f} in all" if fold_minutes else ""
+    total = f"{sum(fold_minutes):.2f} (sum of {len(fold_minutes)} folds)" if fold_minutes else ""
     lines.append(
         "| **mean ± std over folds** | | "
         + " | ".join(f"{_pct(mean[k])} ± {_pct(std[k])}" for k in METRICS)

@@ -44,6 +44,8 @@ def test_normalized_mix_puts_layers_of_any_scale_on_one_footing() -> None:
     for mode, expected in (("mean", ln.mean(2)), ("single", ln[:, :, 1])):
         mix = LayerMix(4, mode, 1, normalize=True)
         assert torch.allclose(mix(scaled), expected, atol=1e-4)  # the scale is gone
+    last = LayerMix(4, "single", -1, normalize=True)  # negative index: the last layer
+    assert torch.allclose(last(scaled), ln[:, :, 3], atol=1e-4)
     weighted = LayerMix(4, "weighted", normalize=True)
     assert torch.allclose(weighted(scaled), ln.mean(2), atol=1e-4)
     # per row: padding rows (zeros) stay zero and never change a real row

@@ -98,7 +98,7 @@ def test_run_folder_has_every_file_and_honest_summary(loso_run, cache):
     total = sum(
         json.loads((out / f"fold_{k:02d}/metrics.json").read_text())["minutes"] for k in range(1, 6)
     )
-    assert f"{total:.2f} in all" in report
+    assert f"{total:.2f} (sum of 5 folds)" in report
     assert f"{100 * summary['pooled']['UA']:.2f}" in report
 
 

@@ -46,6 +46,7 @@ SKIP_TWIN = "macOS ._ twin (not corpus data)"
 SKIP_ODD_LINE = "odd transcript line (untimed or XX id; no wav, no label)"
 SKIP_NO_WAV = "no sentence wav"
 SKIP_NO_TEXT = "no transcript line"
+SKIP_BAD_WAV = "sentence wav unreadable by soundfile (not audio, empty or damaged)"
 SKIP_BAD_SUMMARY = "label line not in the summary format"
 SKIP_NOT_IMPRO = "scripted dialog (--improvised-only)"
 
@@ -288,6 +289,11 @@ def read_iemocap(
                 continue
             ses, speaker, gender = speaker_of(utt_id)
             audio = wav_dir / f"{utt_id}.wav"
+            try:
+                duration = sf.info(str(audio)).duration
+            except RuntimeError:  # soundfile's LibsndfileError: reported, never a traceback
+                result.skip(SKIP_BAD_WAV, utt_id)
+                continue
             raw = texts[utt_id][2]
             result.utterances.append(
                 Utterance(
@@ -298,7 +304,7 @@ def read_iemocap(
                     speaker=speaker,
                     session=ses,
                     gender=gender,
-                    duration=sf.info(str(audio)).duration,
+                    duration=duration,
                     tiers=read_tiers(align_dir, utt_id),
                     extra={
                         "dialog": dialog,

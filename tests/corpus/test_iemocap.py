@@ -11,6 +11,7 @@ from emofuse.cli import cli
 from emofuse.corpus import read_corpus
 from emofuse.corpus.iemocap import (
     SKIP_BAD_SUMMARY,
+    SKIP_BAD_WAV,
     SKIP_NO_WAV,
     SKIP_NOT_IMPRO,
     SKIP_ODD_LINE,
@@ -155,6 +156,16 @@ def test_malformed_summary_line_is_reported(mini_iemocap):
     path.write_text(path.read_text() + "[1.0 - 2.0] Ses01F_impro01_F009 neu [2.5, 2.5, 2.5]\n\n")
     res = _read(mini_iemocap)
     assert res.skipped[SKIP_BAD_SUMMARY] == ["Ses01F_impro01.txt:18"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not audio at all"])
+def test_unreadable_wav_is_skipped_and_reported(mini_iemocap, content):
+    wav = mini_iemocap / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
+    wav.write_bytes(content)
+    res = _read(mini_iemocap)
+    assert res.skipped[SKIP_BAD_WAV] == ["Ses01F_impro01_F000"]
+    assert "Ses01F_impro01_F000" not in {u.id for u in res.utterances}
+    assert len(res.utterances) == 4  # the other four are kept
 
 
 def test_parent_folder_is_accepted(mini_iemocap):

@@ -122,6 +122,14 @@ class HeadConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise EmofuseError(f"--set dropout={self.dropout}: dropout must be in [0, 1)")
+        for key in SIZE_FIELDS:  # widths and head counts of any head that has them
+            value = getattr(self, key, None)
+            if isinstance(value, int) and value < 1:
+                raise EmofuseError(f"--set {key}={value}: must be a positive integer")
+
+
+# layer widths and counts that must be >= 1 wherever a head config has them
+SIZE_FIELDS = ("d_model", "heads", "ffn", "fusion_dim")  # (pooled: hidden=0 is the probe)
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:

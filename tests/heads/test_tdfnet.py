@@ -217,6 +217,9 @@ def test_config_errors_name_the_option() -> None:
         TDFNet.make_config("small", {"d_model": "60"})
     with pytest.raises(EmofuseError, match="speech_stream"):
         TDFNet.make_config(None, {"speech_stream": "mfcc"})
+    for key, value in (("heads", "0"), ("d_model", "-4"), ("ffn", "0"), ("fusion_dim", "0")):
+        with pytest.raises(EmofuseError, match=f"--set {key}={value}: must be a positive"):
+            TDFNet.make_config("small", {key: value})  # was a ZeroDivisionError / RuntimeError
     with pytest.raises(EmofuseError, match="'speaker' stream"):
         TDFNet(TDFNet.make_config("small"), dataclasses.replace(DIMS, speaker=None), 4)
 

@@ -15,7 +15,6 @@ Without a transcript the text model sees an empty string (only its special token
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from emofuse.corpus.text import normalize_text
 from emofuse.errors import EmofuseError
 from emofuse.train.data import SEGMENT_STREAMS, TrainData, resolve_device
 from emofuse.train.loop import predict_probs
-from emofuse.train.run import finished_folds, load_fold_model, resolve_head
+from emofuse.train.run import finished_folds, load_fold_model, read_json, resolve_head
 
 # fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
 # extracted the training cache and the machine that predicts (fp16 storage rounds both the same way)
@@ -90,7 +89,7 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise EmofuseError(f"{run} is not an emofuse run folder (no config.json): give --run RUN")
-    config = json.loads(cfg_path.read_text())
+    config = read_json(cfg_path)
     settings = config.get("cache_settings")
     if not settings:
         raise EmofuseError(

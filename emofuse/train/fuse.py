@@ -29,6 +29,8 @@ from emofuse.train.run import (
     _json_write,
     finished_folds,
     fold_dir,
+    prepare_out,
+    read_json,
     read_predictions,
     write_predictions,
     write_summary,
@@ -93,7 +95,12 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
     if not folds:
         raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() in {r.resolve() for r in runs} or (out / "config.json").is_file():
+        raise EmofuseError(
+            f"--out {out} already holds a run (config.json); fuse writes a new run folder, so "
+            "give an empty or new folder"
+        )
+    prepare_out(out)
     shutil.copyfile(runs[0] / "folds.json", out / "folds.json")
     weights: dict[int, list[float]] = {}
     for k in tqdm(folds, desc="fuse", leave=False):
@@ -128,7 +135,7 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
                 "confusion": fold_scores["confusion"],
             },
         )
-    first = json.loads((runs[0] / "config.json").read_text())
+    first = read_json(runs[0] / "config.json")
     _json_write(
         out / "config.json",
         {

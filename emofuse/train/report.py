@@ -29,7 +29,9 @@ def _pct(x: float) -> str:
 def load_json(path: Path) -> Any:
     if not path.is_file():
         raise EmofuseError(f"{path} is missing; is {path.parent} a finished `emofuse train` run?")
-    return json.loads(path.read_text())
+    from emofuse.train.run import read_json
+
+    return read_json(path)
 
 
 def write_report(run: str | Path, tsne: bool = False) -> Path:

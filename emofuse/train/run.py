@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -165,7 +166,9 @@ def save_fold(
 
 def finished_folds(out: Path) -> list[int]:
     return sorted(
-        int(p.parent.name.split("_")[1]) for p in out.glob("fold_*/metrics.json") if p.is_file()
+        int(p.parent.name[len("fold_") :])
+        for p in out.glob("fold_*/metrics.json")
+        if p.is_file() and re.fullmatch(r"fold_\d+", p.parent.name)  # not fold_01_backup
     )
 
 
@@ -228,12 +231,30 @@ def run_config(
     }
 
 
+def read_json(path: Path) -> Any:
+    """A run folder's JSON file; a damaged one is a one-line error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EmofuseError(
+            f"{path} is unreadable ({type(err).__name__}); restore it, or delete the run folder "
+            "and train again"
+        ) from None
+
+
+def prepare_out(out: Path) -> None:
+    """Create the run folder ``out``; an existing file there is a one-line error."""
+    if out.exists() and not out.is_dir():
+        raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def check_resume(out: Path, config: dict[str, Any]) -> None:
     """Refuse to mix results of different settings in one run folder."""
     path = out / "config.json"
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
+    old = read_json(path)
     for key in sorted(set(old) | set(config)):
         if key in RESUME_FREE:
             continue
@@ -307,8 +328,8 @@ def train_run(
         head_spec, head_cls, cfg, preset, sets, cache, split, loop, data.label_names,
         list(folds) if folds else None, str(data.device),
     )  # fmt: skip
+    prepare_out(out)
     check_resume(out, config)
-    out.mkdir(parents=True, exist_ok=True)
     if (out / "folds.json").is_file() and FoldPlan.load(
         out / "folds.json"
     ).to_dict() != plan.to_dict():
@@ -382,7 +403,13 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
     ckpt_path = fold_dir(run, k) / "checkpoint.pt"
     if not ckpt_path.is_file():
         raise EmofuseError(f"{ckpt_path} is missing; rerun `emofuse train` for {run}")
-    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise EmofuseError(
+            f"{ckpt_path} is damaged ({str(err).splitlines()[0][:80]}); delete {ckpt_path.parent} "
+            f"and rerun `emofuse train` for {run} (it retrains that fold only)"
+        ) from None
     head_cls = resolve_head(ckpt["head"])
     cfg = head_cls.config_from_saved(ckpt["head_config"])
     model = head_cls(
@@ -405,7 +432,11 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
     from emofuse.train.loop import forward_all
 
     run = Path(run)
-    config = json.loads((run / "config.json").read_text())
+    config = read_json(run / "config.json")
+    if "cache" not in config:
+        raise EmofuseError(
+            f"{run} is a fused run: it has no cache to embed (t-SNE needs a trained run)"
+        )
     cache = open_cache(config["cache"])
     if cache.fingerprint != config["cache_fingerprint"]:
         raise EmofuseError(

@@ -239,3 +239,32 @@ def test_checkpoint_that_no_longer_fits_its_head_is_a_one_line_error(loso_run, t
     torch.save(ckpt, fold_dir(run, 1) / "checkpoint.pt")
     with pytest.raises(EmofuseError, match="checkpoint.pt does not fit head .*size mismatch"):
         load_fold_model(run, 1)
+
+
+def test_damaged_run_files_and_bad_out_folders_are_one_line_errors(loso_run, cache, tmp_path):
+    out, summary = loso_run
+    run = tmp_path / "copy"
+    shutil.copytree(out, run)
+    # a damaged checkpoint names itself and the fix
+    (fold_dir(run, 2) / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(EmofuseError, match=r"fold_02/checkpoint.pt is damaged .*rerun"):
+        load_fold_model(run, 2)
+    # a backup copy of a fold folder is not a second fold 1
+    shutil.copytree(fold_dir(run, 1), run / "fold_01_backup")
+    assert run_mod.finished_folds(run) == [1, 2, 3, 4, 5]
+    # fuse never writes over an existing run, nor into one of its inputs
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    before = (other / "config.json").read_text()
+    for target in (other, run):
+        with pytest.raises(EmofuseError, match="already holds a run"):
+            fuse_runs([run, out], target)
+    assert (other / "config.json").read_text() == before
+    # --out that is a file, and a damaged config.json on resume
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(EmofuseError, match="is a file, not a folder"):
+        train(cache, afile)
+    (run / "config.json").write_text('{"head": ')
+    with pytest.raises(EmofuseError, match=r"config.json is unreadable \(JSONDecodeError\)"):
+        train(cache, run)

@@ -64,15 +64,18 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise EmofuseError(f"--transcripts {path} not found: give a CSV with columns audio,text")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"audio", "text"} - set(reader.fieldnames or [])
-        if missing:
-            raise EmofuseError(
-                f"--transcripts {path} lacks column(s) {', '.join(sorted(missing))}: "
-                "it needs a header line audio,text"
-            )
-        return {row["audio"]: row["text"] or "" for row in reader}
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"audio", "text"} - set(reader.fieldnames or [])
+            if missing:
+                raise EmofuseError(
+                    f"--transcripts {path} lacks column(s) {', '.join(sorted(missing))}: "
+                    "it needs a header line audio,text"
+                )
+            return {row["audio"]: row["text"] or "" for row in reader}
+    except UnicodeDecodeError:
+        raise EmofuseError(f"--transcripts {path} is not UTF-8 text: save it as UTF-8") from None
 
 
 def _text_for(audio: Path, given: str, transcripts: dict[str, str] | None) -> str | None:

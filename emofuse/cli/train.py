@@ -25,9 +25,12 @@ def _parse_folds(value: str | None) -> list[int] | None:
     if not value:
         return None
     try:
-        return sorted({int(v) for v in value.split(",") if v.strip()})
+        folds = sorted({int(v) for v in value.split(",") if v.strip()})
     except ValueError:
-        raise EmofuseError(f"--folds {value!r}: give fold numbers like 1,3") from None
+        folds = []
+    if not folds:  # "," would otherwise mean every fold
+        raise EmofuseError(f"--folds {value!r}: give fold numbers like 1,3")
+    return folds
 
 
 def _print_summary(summary: dict, out: Path) -> None:

@@ -32,6 +32,15 @@ SKIP_LABEL = "label not in --classes"
 
 def _load_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """(columns, rows) of a CSV or JSONL manifest; every value as a string."""
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError:
+        raise EmofuseError(
+            f'manifest {path} is not UTF-8 text: save it as UTF-8 ("CSV UTF-8" in a spreadsheet)'
+        ) from None
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:

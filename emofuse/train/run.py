@@ -180,6 +180,15 @@ def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
     per_fold, labels = [], None
     for kind in ("predictions.csv", "val_predictions.csv"):
         parts = [read_predictions(fold_dir(out, k) / kind) for k in done]
+        for k, part in zip(done, parts, strict=True):  # a cut or edited file is never summarised
+            fold = plan.fold(k)
+            expected = fold.test if kind == "predictions.csv" else fold.val
+            if sorted(part["ids"]) != sorted(expected):
+                raise EmofuseError(
+                    f"{fold_dir(out, k) / kind} does not hold the {len(expected)} utterances of "
+                    f"fold {k} ({len(part['ids'])} rows); delete {fold_dir(out, k)} and rerun "
+                    "`emofuse train` (it retrains that fold only)"
+                )
         labels = parts[0]["labels"]
         with (out / kind).open("w", newline="") as fh:
             w = csv.writer(fh)

@@ -151,6 +151,14 @@ def test_bad_manifests(audio_dir, header, rows, message):
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
+def test_manifest_that_is_not_utf8_names_the_fix(audio_dir):
+    path = _csv(audio_dir, [ROWS[0].replace("Hello there.", "Café olé")])
+    path.write_bytes(path.read_text().encode("latin-1"))
+    with pytest.raises(EmofuseError, match="is not UTF-8 text: save it as UTF-8") as err:
+        _read(path)
+    assert str(path) in str(err.value)
+
+
 def test_label_filter_that_keeps_nothing_is_an_empty_label_set(audio_dir):
     with pytest.raises(EmofuseError, match="empty label set"):
         _read(_csv(audio_dir, ROWS), classes="fear,joy")

@@ -118,6 +118,7 @@ def test_fuse_command(serial_run, cache_path, tmp_path):
         (["--head", "concat", "--set", "bogus=1"], "--set bogus: head concat has no such option"),
         (["--head", "audio", "--set", "speech_stream=fbank"], "stream 'fbank'.*--fbank"),
         (["--head", "concat", "--folds", "9"], "--folds 9 is not a fold"),
+        (["--head", "concat", "--folds", ","], "--folds ',': give fold numbers"),  # not all folds
     ],
 )
 def test_bad_input_is_one_line(cache_path, tmp_path, args, message):

@@ -265,6 +265,12 @@ def test_damaged_run_files_and_bad_out_folders_are_one_line_errors(loso_run, cac
     afile.write_text("x")
     with pytest.raises(EmofuseError, match="is a file, not a folder"):
         train(cache, afile)
+    # a cut predictions file is never summarised (resume rewrites summary.json from the folds)
+    lines = (fold_dir(run, 3) / "predictions.csv").read_text().splitlines()
+    (fold_dir(run, 3) / "predictions.csv").write_text("\n".join(lines[:3]) + "\n")
+    shutil.rmtree(run / "fold_01_backup")
+    with pytest.raises(EmofuseError, match=r"fold_03/predictions.csv does not hold the \d+ utt"):
+        train(cache, run)
     (run / "config.json").write_text('{"head": ')
     with pytest.raises(EmofuseError, match=r"config.json is unreadable \(JSONDecodeError\)"):
         train(cache, run)

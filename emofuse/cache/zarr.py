@@ -55,21 +55,45 @@ class ZarrStore:
             overwrite=True,
         )
 
+    def _array(self, name: str) -> Any:
+        """Array ``name``; a missing one is a damaged cache, said in one line."""
+        try:
+            return self.g[name]
+        except KeyError:
+            raise EmofuseError(
+                f"{self.path} lacks array {name} (damaged or incomplete cache); run "
+                "`emofuse verify` on it and extract again"
+            ) from None
+
+    def _damaged(self, name: str, err: Exception) -> EmofuseError:
+        return EmofuseError(
+            f"{self.path}: array {name} has a chunk that cannot be decoded ({type(err).__name__}); "
+            "the cache is damaged: extract again"
+        )
+
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self.g[name][index] = value
 
     def read(self, name: str, index: Any = ()) -> np.ndarray:
-        return np.asarray(self.g[name][index])
+        array = self._array(name)
+        try:
+            return np.asarray(array[index])
+        except (ValueError, RuntimeError) as err:  # codec errors of a garbage chunk file
+            raise self._damaged(name, err) from None
 
     def read_into(self, name: str, index: tuple, out: np.ndarray) -> None:
         """Decode chunks straight into a C-contiguous destination (no temporary array)."""
         from zarr.core.buffer import default_buffer_prototype  # noqa: PLC0415
 
+        array = self._array(name)
         target = default_buffer_prototype().nd_buffer.from_numpy_array(out)
-        self.g[name].get_basic_selection(index, out=target)
+        try:
+            array.get_basic_selection(index, out=target)
+        except (ValueError, RuntimeError) as err:
+            raise self._damaged(name, err) from None
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.g[name].shape)
+        return tuple(self._array(name).shape)
 
     def has(self, name: str) -> bool:
         return name in self.g

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import h5py
 import numpy as np
+import pytest
 from cache_synth import write_cache
 from click.testing import CliRunner
 
 from emofuse.cache import open_cache, plan, verify_cache
 from emofuse.cli import cli
+from emofuse.errors import EmofuseError
 
 
 def flip_byte_in_speech(path, layer: int, row: int) -> None:
@@ -68,3 +71,15 @@ def test_digest_same_across_backends_chunking_and_compression(tmp_path, monkeypa
         assert f["streams/speech/data"].chunks[1] < f["streams/speech/data"].shape[1]
     # and it is about content: other data gives another digest
     assert write_cache(tmp_path / "other.h5", seed=1) != digests["h5"]
+
+
+def test_damaged_zarr_arrays_are_one_line_errors(tmp_path):
+    path = tmp_path / "ref.zarr"
+    write_cache(path)
+    chunk = path / "streams/speech/data/c/0/0/0"
+    chunk.write_bytes(b"junk")  # a garbage chunk file (uncompressed: wrong size)
+    with open_cache(path) as c, pytest.raises(EmofuseError, match="cannot be decoded.*damaged"):
+        c.load("speech", "data")
+    shutil.rmtree(path / "streams/speech/data")  # the whole array gone
+    with open_cache(path) as c, pytest.raises(EmofuseError, match="lacks array streams/speech"):
+        c.load("speech", "data")

@@ -12,7 +12,6 @@ cross-entropy, then to the earlier grid point (the grid lists single runs first)
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,7 +121,7 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             write_predictions(d / fname, k, parts[0]["ids"], parts[0]["true"], probs, labels)
         pred = read_predictions(d / "predictions.csv")
         fold_scores = summarize([(k, pred["true"], pred["predicted"])], labels)
-        metrics = json.loads((fold_dir(runs[0], k) / "metrics.json").read_text())
+        metrics = read_json(fold_dir(runs[0], k) / "metrics.json")
         _json_write(
             d / "metrics.json",
             {

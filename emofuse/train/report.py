@@ -42,7 +42,7 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
     fold_metrics = {}
     for f in summary["folds"]:
         path = run / f"fold_{f['fold']:02d}" / "metrics.json"
-        fold_metrics[f["fold"]] = json.loads(path.read_text()) if path.is_file() else {}
+        fold_metrics[f["fold"]] = load_json(path) if path.is_file() else {}
     labels = summary["labels"]
     plot_confusion(summary["confusion"], labels, run / "confusion.png")
     has_curves = plot_curves(run, run / "curves.png")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emofuse import faults
 from emofuse.cache.schema import canonical_json
 
 PART_RE = re.compile(r"^rank(\d{3,})-(\d{6,})$")
@@ -87,6 +88,7 @@ def commit_part(
     folder: Path, rank: int, seq: int, index: dict, arrays: dict[str, np.ndarray]
 ) -> Path:
     """Write one part atomically (temp folder -> fsync -> rename) and return its final path."""
+    faults.reach("part-write")
     final = folder / part_name(rank, seq)
     tmp = folder / f".tmp-{part_name(rank, seq)}-{os.getpid()}"
     if tmp.exists():
@@ -99,8 +101,10 @@ def commit_part(
             os.fsync(fh.fileno())
     write_file_durably(tmp / "index.json", canonical_json(index))
     fsync_path(tmp)
+    faults.reach("part-unrenamed")
     os.rename(tmp, final)
     fsync_path(folder)
+    faults.reach("part-committed")
     return final
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from emofuse import __version__
+from emofuse import __version__, faults
 from emofuse.cache.parts import (
     MANIFEST,
     commit_part,
@@ -117,6 +117,8 @@ class CacheWriter:
         self._ids = set(table["id"]) | {s["id"] for s in meta["skipped"]}
         self._digest = meta.get("digest")
         self._complete = True
+        if self.rank == 0 and self.folder.is_dir():  # killed between the final rename and cleanup
+            shutil.rmtree(self.folder)
 
     def _open_parts(self) -> None:
         manifest_file = self.folder / MANIFEST
@@ -351,6 +353,7 @@ def consolidate(
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a consolidation killed midway
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    faults.reach("consolidate-write")
     store = make_store(kind, tmp, "w")
     meta = plan.meta(complete=False, compression=compression)
     n = len(plan.ids)
@@ -419,6 +422,7 @@ def consolidate(
     meta["table"]["sha256"] = _sha(table)
     store.write_meta(meta)
     store.flush()
+    faults.reach("consolidate-written")
     result = verify_store(store, meta, progress=progress)
     if not result.ok:
         store.close()
@@ -435,6 +439,7 @@ def consolidate(
         fsync_path(tmp)
     os.replace(tmp, path)
     fsync_path(path.parent)
+    faults.reach("consolidate-renamed")
     shutil.rmtree(folder)  # only after the complete store is durable under its final name
     return result.digest
 

@@ -2,42 +2,54 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import pytest
 
 from cache_synth import N_UTTS, SETTINGS, order, specs, write_cache
 
+from emofuse import faults
 from emofuse.cache import CacheWriter, open_cache, verify_cache
 
 CHILD = Path(__file__).parent / "cache_child.py"
 
 
-def start_child(path: Path, rank: int = 0, world: int = 1) -> subprocess.Popen:
+def start_child(path: Path, rank: int = 0, world: int = 1, fault: str = "") -> subprocess.Popen:
+    """The child writer; ``fault`` (EMOFUSE_FAULT) makes it SIGKILL itself at a point it reaches."""
     args = [sys.executable, str(CHILD), str(path), str(N_UTTS), "0", str(rank), str(world)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=CHILD.parent)
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    if fault:
+        env[faults.ENV] = fault
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=CHILD.parent, env=env)
 
 
-def test_sigkill_at_random_points_then_resume_gives_same_digest(tmp_path, reference, suffix):
+def run_child(path: Path, fault: str = "", rank: int = 0, world: int = 1) -> tuple[int, str]:
+    child = start_child(path, rank, world, fault)
+    out, _ = child.communicate(timeout=600)
+    return child.returncode, out
+
+
+def test_sigkill_after_k_commits_then_resume_gives_same_digest(tmp_path, reference, suffix):
+    """Each run kills itself right after its k-th committed part (flush_mb=0: one per utterance),
+    so what survives is known exactly, on any machine, however fast."""
     _ref_path, ref_digest = reference
     path = tmp_path / f"crash{suffix}"
     rng = random.Random(7 if suffix == ".h5" else 8)
-    progress = []
+    progress, expected = [], 0
     for _ in range(3):
-        child = start_child(path)
-        for _line in range(rng.randint(1, 4)):  # let it commit a few, then kill mid-flight
-            if not child.stdout.readline():
-                break
-        time.sleep(rng.uniform(0.0, 0.02))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        assert child.returncode == -signal.SIGKILL
+        k = rng.randint(1, 4)
+        code, out = run_child(path, f"part-committed:{k}")
+        assert code == -signal.SIGKILL, out
+        assert "flushed" not in out  # it died in the middle of its work
+        expected += k
         progress.append(len(CacheWriter(path, settings=SETTINGS, streams=specs()).done_ids()))
     assert not path.exists()  # never reported complete after a kill
-    assert 0 < progress[0] <= progress[-1] < N_UTTS  # the kills really interrupted the work
+    assert progress[-1] == expected < N_UTTS  # exactly the committed parts survive, nothing more
     with open_cache(path, allow_incomplete=True) as partial:  # "read what is done"
         assert not partial.complete and len(partial.ids) + len(partial.skipped) == progress[-1]
         values, offsets = partial.load("speech")
@@ -48,12 +60,55 @@ def test_sigkill_at_random_points_then_resume_gives_same_digest(tmp_path, refere
     assert not Path(str(path) + ".parts").exists()
 
 
+def test_sigkill_mid_part_write_leaves_no_torn_part(tmp_path, reference, suffix):
+    """A kill with a part's files written under their temporary name (not yet renamed) leaves only
+    whole parts; the resume drops the temp folder and writes that part again."""
+    _ref_path, ref_digest = reference
+    path = tmp_path / f"torn{suffix}"
+    code, _ = run_child(path, "part-unrenamed:3")  # two parts committed, the third not renamed
+    assert code == -signal.SIGKILL
+    assert [p.name[:4] for p in Path(str(path) + ".parts").glob(".tmp-*")] == [".tmp"]
+    assert len(CacheWriter(path, settings=SETTINGS, streams=specs()).done_ids()) == 2
+    assert write_cache(path) == ref_digest
+
+
+@pytest.mark.parametrize("stage", ["consolidate-written", "consolidate-renamed"])
+def test_sigkill_during_consolidation_then_rerun(tmp_path, reference, suffix, stage):
+    """Killed with the temp store written (not verified), or renamed but its parts not yet removed:
+    the rerun finishes to the reference digest and leaves neither temp files nor the parts folder."""
+    _ref_path, ref_digest = reference
+    path = tmp_path / f"cons{suffix}"
+    code, out = run_child(path)  # all parts committed, not consolidated
+    assert code == 0 and out.strip().endswith("flushed")
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    script = (
+        "import sys; from cache_synth import *; "
+        "from emofuse.cache import CacheWriter; "
+        "CacheWriter(sys.argv[1], settings=SETTINGS, streams=specs()).close(order=order(N_UTTS))"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        cwd=CHILD.parent,
+        env={**env, faults.ENV: f"{stage}:1"},
+    )
+    assert killed.returncode == -signal.SIGKILL
+    parts = Path(str(path) + ".parts")
+    if stage == "consolidate-written":
+        assert not path.exists() and parts.is_dir()  # never reported complete
+        assert list(path.parent.glob(f".{path.name}.tmp-*"))  # the half-done store is there
+    else:
+        assert path.exists() and parts.is_dir()
+    assert write_cache(path) == ref_digest  # resume: consolidate again / find it complete
+    assert verify_cache(path).digest == ref_digest
+    assert not parts.exists() and not list(path.parent.glob(f".{path.name}.tmp-*"))
+
+
 def test_two_ranks_consolidate_to_the_single_process_digest(tmp_path, reference, suffix):
     _ref_path, ref_digest = reference
     path = tmp_path / f"sharded{suffix}"
     children = [start_child(path, rank, 2) for rank in (0, 1)]  # concurrently, like torchrun
     for child in children:
-        out, _ = child.communicate(timeout=120)
+        out, _ = child.communicate(timeout=600)
         assert child.returncode == 0 and out.strip().endswith("flushed")
     parts = sorted(p.name for p in Path(str(path) + ".parts").iterdir() if p.is_dir())
     assert any(p.startswith("rank000") for p in parts) and any(

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
+from emofuse import faults
 from emofuse.cache import open_cache
 from emofuse.cli import cli
 from emofuse.encoders.fbank import FbankEncoder
@@ -38,6 +38,7 @@ def _digest(path: Path) -> str:
 def _env() -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.pop("WORLD_SIZE", None)
+    env.pop(faults.ENV, None)
     # same intra-op thread count as the in-process reference: CPU kernels split work by thread,
     # which moves last bits (torchrun would otherwise default every worker to 1 thread)
     env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
@@ -130,16 +131,13 @@ def test_sigkill_then_resume_gives_the_same_digest(
         "emofuse",
         *extract_args(corpus_root, tiny, out, *LIGHT, "--flush-seconds", "0"),
     ]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # the run SIGKILLs itself right after its third committed part: a point it reaches, on any CPU
+    killed = subprocess.run(
+        cmd, env={**_env(), faults.ENV: "part-committed:3"}, capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     parts = Path(str(out) + ".parts")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and len([p for p in parts.iterdir() if p.name.startswith("rank")]) >= 3:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert len([p for p in parts.iterdir() if p.name.startswith("rank")]) == 3
     assert not out.exists()  # never reported complete
     resumed = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

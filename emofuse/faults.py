@@ -1,0 +1,58 @@
+"""Fault injection at named points, so crash tests stop a process where it says, not after a sleep.
+
+``EMOFUSE_FAULT="STAGE:N[:ACTION]"`` (several separated by ``,``): the N-th time this process reaches
+``STAGE`` it performs ACTION — ``kill`` (default: SIGKILL itself, as a power loss or OOM kill would)
+or ``enospc`` (raise ``OSError(ENOSPC)``, as a full disk would). Unset, ``reach()`` is one dict
+lookup. The stages, in the order a run reaches them:
+
+- ``part-write``: before a part's files are written (``enospc`` here = disk full while writing);
+- ``part-unrenamed``: a part's files are written and fsynced under their temporary name;
+- ``part-committed``: after a part of the cache journal is durably renamed into place;
+- ``consolidate-written``: the temporary consolidated store is written, not yet verified;
+- ``consolidate-renamed``: the store has its final name, the parts folder is not yet removed;
+- ``consolidate-write``: before the consolidated store is created;
+- ``fold-written``: after a training fold's files are written.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections import Counter
+
+ENV = "EMOFUSE_FAULT"
+_reached: Counter[str] = Counter()
+
+
+def _plan() -> dict[str, tuple[int, str]]:
+    spec = os.environ.get(ENV, "")
+    plan = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        stage, count, *action = item.split(":")
+        plan[stage] = (int(count), action[0] if action else "kill")
+    return plan
+
+
+def reach(stage: str) -> None:
+    """Mark that this process reached ``stage``; fire the fault planned for this visit, if any."""
+    if ENV not in os.environ:
+        return
+    planned = _plan().get(stage)
+    if planned is None:
+        return
+    _reached[stage] += 1
+    count, action = planned
+    if _reached[stage] != count:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + f" (injected at {stage})")
+    else:
+        raise ValueError(f"{ENV}: unknown action {action!r} for stage {stage!r}")
+
+
+def reset() -> None:
+    """Forget the visits counted so far (tests that inject faults in-process call this)."""
+    _reached.clear()

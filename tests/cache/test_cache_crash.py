@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cache_synth import N_UTTS, SETTINGS, order, specs, write_cache
 
 from emofuse import faults

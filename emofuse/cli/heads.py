@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -9,6 +10,8 @@ import torch
 
 from emofuse.heads.base import InputDims, count_parameters
 from emofuse.heads.registry import get_head, list_heads
+from emofuse.train.config import LoopConfig
+from emofuse.train.recipes import describe_loop, resolve_loop
 
 FBANK_DIM = 80
 
@@ -37,16 +40,19 @@ def head_table(
     rows = []
     for name in list_heads() + list(extra):
         cls = get_head(name)
-        for preset in cls.presets or {None: {}}:
+        for preset in [None, *cls.presets] if cls.recipes.get(None) else cls.presets or [None]:
             cfg = cls.make_config(preset)
             # The meta device allocates nothing: counting the paper preset costs no memory.
             with torch.device("meta"):
                 head = cls(cfg, dims, n_classes)
+            loop, sources = resolve_loop(cls, preset)
             rows.append(
                 {
                     "head": name,
                     "preset": preset,
                     "parameters": count_parameters(head),
+                    "loop": dataclasses.asdict(loop),
+                    "loop_from_recipe": sorted(k for k, v in sources.items() if v == "recipe"),
                     "streams": sorted(cls.required_streams(cfg)),
                     "description": (cls.__doc__ or "").strip().splitlines()[0],
                 }
@@ -82,13 +88,15 @@ def heads_command(
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'head':<14}{'preset':<8}{'parameters':>14}  streams")
+    click.echo(f"{'head':<14}{'preset':<8}{'parameters':>14}  streams / training loop")
     for row in rows:
         streams = ",".join(row["streams"])
         click.echo(f"{row['head']:<14}{row['preset'] or '-':<8}{row['parameters']:>14,}  {streams}")
+        click.echo(f"{'':<36}  loop: {describe_loop(LoopConfig(**row['loop']))}")
     click.echo(
         f"(inputs: speech {speech_layers}x{speech_dim}, text {text_layers}x{text_dim}, "
-        f"speaker {speaker_dim}, {n_classes} classes; --set key=value changes any config field)"
+        f"speaker {speaker_dim}, {n_classes} classes; --set key=value changes any config field; "
+        "a train flag such as --lr overrides that field of the preset's loop)"
     )
 
 

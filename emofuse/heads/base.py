@@ -54,11 +54,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emofuse.errors import EmofuseError
+from emofuse.heads.inputs import InputPipeline
 
 STREAMS = (
     "speech", "text", "speaker", "phone", "syllable", "word", "fbank", "speech_mean", "speech_std"
 )  # fmt: skip
 LAYER_MIXES = ("weighted", "mean", "single")
+INPUT_NORMS = ("standard", "none")
+# what a run saved before these fields existed did: raw inputs, no pooling, no masking
+BASE_SAVED_DEFAULTS = {"input_norm": "none", "frame_pool": 1, "time_mask": 0.0, "feature_mask": 0.0}
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,25 @@ class HeadConfig:
     # Featurizer normalize): puts layers of very different scale (Whisper's deeper layers) on one
     # footing, so the mix weights compare layers, not magnitudes
     layer_norm: bool = False
+    # what Head.prepare does to the inputs (emofuse/heads/inputs.py): z-score every stream with the
+    # fold's training statistics (standard | none), pool frames by frame_pool, and in training mask
+    # up to time_mask of the frames and feature_mask of the dimensions (SpecAugment-style)
+    input_norm: str = "standard"
+    frame_pool: int = 1
+    time_mask: float = 0.0
+    feature_mask: float = 0.0
 
     def validate(self) -> None:
         """Raise EmofuseError on a value no head can use (called by make_config and Head)."""
+        if self.input_norm not in INPUT_NORMS:
+            raise EmofuseError(
+                f"--set input_norm={self.input_norm}: choose one of {', '.join(INPUT_NORMS)}"
+            )
+        if self.frame_pool < 1:
+            raise EmofuseError(f"--set frame_pool={self.frame_pool}: use 1 (no pooling) or more")
+        for key in ("time_mask", "feature_mask"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise EmofuseError(f"--set {key}={getattr(self, key)}: use a fraction in [0, 1)")
         if self.layer_mix not in LAYER_MIXES:
             raise EmofuseError(
                 f"--set layer_mix={self.layer_mix}: choose one of {', '.join(LAYER_MIXES)}"
@@ -182,6 +202,9 @@ class Head(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type[HeadConfig]] = HeadConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # the training loop per preset (None = no --preset): LoopConfig fields over the papers'
+    # protocol; emofuse.train.recipes resolves them, flags override them
+    recipes: ClassVar[dict[str | None, dict[str, Any]]] = {}
     # config values to assume where a saved run predates the field (a field added later whose
     # default differs from what runs made before it did); see config_from_saved
     saved_defaults: ClassVar[dict[str, Any]] = {}
@@ -192,6 +215,12 @@ class Head(nn.Module):
         if n_classes < 2:
             raise EmofuseError(f"head {self.name}: need at least 2 classes, got {n_classes}")
         self.cfg, self.dims, self.n_classes = cfg, dims, n_classes
+        self.input_pipeline = InputPipeline(dims, cfg)
+
+    def prepare(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch as the head's layers see it: standardised with the training statistics, frames
+        pooled, and (training mode only) masked. Callers run ``model(model.prepare(batch))``."""
+        return self.input_pipeline(batch)
 
     @classmethod
     def required_streams(cls, cfg: HeadConfig) -> set[str]:
@@ -225,7 +254,7 @@ class Head(nn.Module):
     @classmethod
     def config_from_saved(cls, saved: dict[str, Any]) -> HeadConfig:
         """The config of a saved run (config.json / checkpoint), fields it predates filled in."""
-        return cls.make_config(None, {**cls.saved_defaults, **saved})
+        return cls.make_config(None, {**BASE_SAVED_DEFAULTS, **cls.saved_defaults, **saved})
 
     def max_lengths(self) -> dict[str, int]:
         """Rows kept per utterance of each truncated stream, so callers can report how many

@@ -198,6 +198,46 @@ class TrainData:
                 std = x.std(0, correction=0) if len(rows) > 1 else torch.ones_like(mean)
                 values.index_copy_(0, rows, ((x - mean) / (std + 1e-5)).to(values.dtype))
 
+    def stream_stats(
+        self, idx: Tensor, max_rows: int = 1 << 15, chunk: int = 4096
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per stream, the (mean, std) over its rows of utterances ``idx`` only, each (L, D) or (F,).
+
+        Ragged streams count the rows a head sees (frames within the truncation; segments of
+        aligned utterances); fixed streams one row per utterance. At most ``max_rows`` rows are
+        read, evenly spaced over the selected ones (a corpus of a million frames needs no more for
+        a mean and std). Sums are float64; a dimension with no spread gets std 1.
+        """
+        out: dict[str, tuple[Tensor, Tensor]] = {}
+        idx = idx.cpu()
+        for name, s in self.streams.items():
+            if s.ragged:
+                offsets = s.offsets.cpu()
+                lens = self.host_lengths[name][idx]
+                if name in SEGMENT_STREAMS:
+                    lens = lens * self.aligned.cpu()[idx]
+                starts = offsets[idx]
+                within = torch.arange(int(lens.sum())) - torch.repeat_interleave(
+                    torch.cumsum(lens, 0) - lens, lens
+                )
+                rows = torch.repeat_interleave(starts, lens) + within  # (R_sel,)
+            else:
+                rows = idx
+            if len(rows) > max_rows:
+                rows = rows[torch.linspace(0, len(rows) - 1, max_rows).long()]
+            total = torch.zeros(s.values.shape[1:], dtype=torch.float64)
+            total_sq = torch.zeros_like(total)
+            for a in range(0, len(rows), chunk):
+                x = s.values.index_select(0, rows[a : a + chunk].to(s.values.device)).float()
+                total += x.sum(0).double().cpu()
+                total_sq += (x * x).sum(0).double().cpu()
+            n = max(len(rows), 1)
+            mean = total / n
+            std = (total_sq / n - mean * mean).clamp(min=0).sqrt()
+            std = torch.where(std > 1e-6, std, torch.ones_like(std))
+            out[name] = (mean.float(), std.float())
+        return out
+
     def to(self, device: torch.device) -> TrainData:
         """Move the arrays to ``device`` if they fit (GPU); batches follow ``self.device``."""
         self.device = torch.device(device)

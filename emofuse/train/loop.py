@@ -1,4 +1,5 @@
-"""One fold's training: AdamW, early stopping on validation loss, best checkpoint, predictions.
+"""One fold's training: AdamW, a warm-up + decay schedule, early stopping and checkpoint selection
+on validation (loss or UA), predictions.
 
 Model selection only ever sees the validation set (protocols.md: peers that pick checkpoints on the
 test fold report inflated numbers). Everything random in a fold — initialisation, dropout, batch
@@ -20,22 +21,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from emofuse.errors import EmofuseError
+from emofuse.train.config import LoopConfig
 from emofuse.train.data import TrainData, upload
 from emofuse.train.folds import Fold, fold_seed
 from emofuse.train.metrics import scores
-
-
-@dataclass
-class LoopConfig:
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-4
-    patience: int = 3
-    seed: int = 0
-    class_weights: bool = False  # inverse-frequency weights in the loss (train labels of the fold)
-    weight_decay: float = 0.01  # AdamW's default
-    # standardise acoustic features per speaker (TrainData.normalize_per_speaker; transductive)
-    speaker_norm: bool = False
 
 
 @dataclass
@@ -79,6 +69,7 @@ def forward_all(
     for b in data.eval_batches(idx, batch_size):
         batch = data.batch(b)
         with autocast(data.device):
+            batch = model.prepare(batch)
             y = model.embed(batch) if embed else model(batch)  # (B, E) | (B, C)
         rows.append(pos[b])
         ys.append(y.float())  # stays on the device: one copy to the host at the end, not B syncs
@@ -93,6 +84,46 @@ def predict_probs(model: nn.Module, data: TrainData, idx: Tensor, batch_size: in
     return torch.softmax(forward_all(model, data, idx, batch_size), dim=-1).numpy()
 
 
+def make_scheduler(opt: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int):
+    """Warm-up then ``cfg.schedule`` over every step of ``cfg.epochs`` (transformers' schedules)."""
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
+    return get_scheduler(
+        name,
+        opt,
+        num_warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+        num_training_steps=cfg.epochs * steps_per_epoch,
+    )
+
+
+def mix_batch(
+    batch: dict[str, Tensor], gen: torch.Generator, alpha: float
+) -> tuple[dict[str, Tensor], Tensor, float]:
+    """Mixup of prepared inputs: x = lam x + (1 - lam) x[perm]; masks are their union."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    lam = max(lam, 1.0 - lam)  # the first utterance dominates: its label carries more weight
+    n = next(iter(batch.values())).shape[0]
+    perm = torch.randperm(n, generator=gen)
+    out = {}
+    for key, x in batch.items():
+        p = perm.to(x.device)
+        if x.dtype == torch.bool:
+            out[key] = x | x[p]
+        elif x.is_floating_point():
+            out[key] = lam * x + (1.0 - lam) * x[p]
+        else:
+            out[key] = x
+    return out, perm, lam
+
+
+def _not_finite(fold: int, epoch: int, what: str, cfg: LoopConfig) -> EmofuseError:
+    return EmofuseError(
+        f"fold {fold}, epoch {epoch}: the {what} went non-finite (NaN or inf) with lr {cfg.lr:g}; "
+        "lower --lr, or set --grad-clip 1"
+    )
+
+
 def train_fold(
     build_model: Callable[[], nn.Module],
     data: TrainData,
@@ -101,7 +132,8 @@ def train_fold(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
 ) -> FoldOutput:
-    """Train one fold and return the best-validation-loss model's val/test probabilities."""
+    """Train one fold; return the selected checkpoint's val/test probabilities (see LoopConfig)."""
+    cfg.validate()
     seed = fold_seed(cfg.seed, fold.fold)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -109,14 +141,17 @@ def train_fold(
     tr, va, te = (data.indices(ids) for ids in (fold.train, fold.val, fold.test))
     n_classes = len(data.label_names)
     model = build_model().to(device)
+    model.input_pipeline.fit(data.stream_stats(tr))  # training rows of this fold only
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(tr) // cfg.batch_size)
+    sched = make_scheduler(opt, cfg, steps_per_epoch)
     weight = class_weight_tensor(data.labels[tr.to(data.labels.device)], n_classes)
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if cfg.class_weights else None)
     val_loss_fn = nn.CrossEntropyLoss(weight=weight if cfg.class_weights else None)  # on CPU
 
     names = np.asarray(data.label_names)
     val_true = data.labels[va.to(data.labels.device)].cpu()  # (N_val,)
-    best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+    best_key, best_epoch, best_state, stale = None, 0, None, 0
     curves: list[dict[str, Any]] = []
     bar = tqdm(
         range(1, cfg.epochs + 1), desc=f"fold {fold.fold}", disable=not progress, leave=False
@@ -126,39 +161,56 @@ def train_fold(
         model.train()
         total, seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
         for b in data.train_batches(tr, cfg.batch_size, gen):
-            batch = data.batch(b)
             with autocast(device):
-                logits = model(batch)  # (B, C)
-            loss = loss_fn(logits.float(), upload(data.targets(b), device))
+                batch = model.prepare(data.batch(b))
+                y = upload(data.targets(b), device)
+                if cfg.mixup > 0:
+                    batch, perm, lam = mix_batch(batch, gen, cfg.mixup)
+                    logits = model(batch).float()  # (B, C)
+                    loss = lam * loss_fn(logits, y) + (1 - lam) * loss_fn(
+                        logits, y[perm.to(device)]
+                    )
+                else:
+                    loss = loss_fn(model(batch).float(), y)  # (B, C) logits
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            sched.step()
             total += loss.detach() * len(b)
             seen += len(b)
+        train_loss = float(total) / max(seen, 1)
+        if not np.isfinite(train_loss):
+            raise _not_finite(fold.fold, epoch, "training loss", cfg)
         val_logits = forward_all(model, data, va, cfg.batch_size)  # (N_val, C)
         val_loss = float(val_loss_fn(val_logits, val_true))
+        if not np.isfinite(val_loss):
+            raise _not_finite(fold.fold, epoch, "validation loss", cfg)
         val_scores = scores(names[val_true.numpy()], names[val_logits.argmax(1).numpy()])
         row = {
             "fold": fold.fold,
             "epoch": epoch,
-            "train_loss": float(total) / max(seen, 1),
+            "train_loss": train_loss,
             "val_loss": val_loss,
             "val_UA": val_scores["UA"],
             "val_WA": val_scores["WA"],
+            "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
         }
         curves.append(row)
         if on_epoch:
             on_epoch(row)
-        bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{val_loss:.3f}")
-        if val_loss < best_loss:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
+        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+        # higher is better: UA first (loss breaks ties) or loss alone
+        key = (val_scores["UA"], -val_loss) if cfg.select == "ua" else (-val_loss,)
+        if best_key is None or key > best_key:
+            best_key, best_epoch, stale = key, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
+        elif epoch > cfg.warmup_epochs:  # patience counts only once the warm-up is over
             stale += 1
             if stale >= cfg.patience:
                 break
-    assert best_state is not None
     model.load_state_dict(best_state)
     return FoldOutput(
         fold=fold.fold,

@@ -41,9 +41,10 @@ from emofuse.train.data import TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import FoldOutput, LoopConfig, train_fold
 from emofuse.train.metrics import summarize
+from emofuse.train.recipes import resolve_loop
 
 # config.json keys that may change between a run and its resume without changing any result
-RESUME_FREE = ("folds", "device", "cache")
+RESUME_FREE = ("folds", "device", "cache", "loop_sources")
 
 
 def resolve_head(spec: str) -> type:
@@ -219,6 +220,7 @@ def run_config(
     labels: list[str],
     folds: list[int] | None,
     device: str,
+    loop_sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "emofuse_version": __version__,
@@ -234,6 +236,8 @@ def run_config(
         "split": split,
         "seed": loop.seed,
         "loop": dataclasses.asdict(loop),
+        # per loop field: "default" (the papers' protocol), "recipe" (the head's preset) or "flag"
+        "loop_sources": loop_sources or {k: "given" for k in dataclasses.asdict(loop)},
         "labels": labels,
         "folds": folds,
         "device": device,
@@ -285,14 +289,17 @@ def train_run(
     folds: Sequence[int] | None = None,
     device: str = "auto",
     progress: bool = True,
+    loop_flags: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Train every selected fold not already finished in ``out``; return the summary (rank 0).
+
+    The loop: ``loop`` as given, or (``loop`` None) the head's recipe for ``preset`` with
+    ``loop_flags`` (the command-line options that were given) on top (emofuse.train.recipes).
 
     ``cache`` is a path (opened with ``emofuse.cache.open_cache``) or an open cache object.
     Under torchrun (RANK / WORLD_SIZE set) folds are dealt round-robin to ranks; rank 0 writes the
     summary after every rank has finished (other ranks return None).
     """
-    loop = loop or LoopConfig()
     sets = dict(sets or {})
     out = Path(out)
     if isinstance(cache, str | Path):
@@ -301,10 +308,22 @@ def train_run(
         cache = open_cache(cache)
     head_cls = resolve_head(head_spec)
     cfg = head_cls.make_config(preset, sets)
+    if loop is None:
+        loop, loop_sources = resolve_loop(head_cls, preset, loop_flags)
+    else:
+        loop.validate()
+        loop_sources = None
     rank, world = _dist_env()
     if world > 1 and device == "auto" and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    data = TrainData.from_cache(cache, set(head_cls.required_streams(cfg)), cfg, device)
+    needs = set(head_cls.required_streams(cfg))
+    if "speaker" in needs and "speaker" not in cache.streams and hasattr(cfg, "use_speaker"):
+        raise EmofuseError(
+            f"head {head_spec} reads a speaker vector but cache {getattr(cache, 'path', '')} has "
+            "no 'speaker' stream; train without it (--set use_speaker=false) or re-extract with "
+            "a --speaker-model"
+        )
+    data = TrainData.from_cache(cache, needs, cfg, device)
     table = cache.table
     if loop.speaker_norm:
         speakers = ["" if x is None else str(x) for x in table["speaker"]]
@@ -335,7 +354,7 @@ def train_run(
         )
     config = run_config(
         head_spec, head_cls, cfg, preset, sets, cache, split, loop, data.label_names,
-        list(folds) if folds else None, str(data.device),
+        list(folds) if folds else None, str(data.device), loop_sources,
     )  # fmt: skip
     prepare_out(out)
     check_resume(out, config)

@@ -20,6 +20,10 @@ class TinyHead(Head):
     name = "tiny-test"
     Config = TinyConfig
     presets = {"small": {"hidden": 8}}
+    recipes = {
+        "small": {"lr": 3e-3, "epochs": 3, "batch_size": 16, "patience": 2, "schedule": "cosine",
+                  "warmup_epochs": 1, "select": "ua"},
+    }  # fmt: skip
 
     @classmethod
     def required_streams(cls, cfg: TinyConfig) -> set[str]:

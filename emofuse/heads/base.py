@@ -118,8 +118,9 @@ class HeadConfig:
     # footing, so the mix weights compare layers, not magnitudes
     layer_norm: bool = False
     # what Head.prepare does to the inputs (emofuse/heads/inputs.py): z-score every stream with the
-    # fold's training statistics (standard | none), pool frames by frame_pool, and in training mask
-    # up to time_mask of the frames and feature_mask of the dimensions (SpecAugment-style)
+    # fold's training statistics (standard | none) and in training mask up to time_mask of the
+    # frames and feature_mask of the dimensions (SpecAugment-style); frame_pool k: the data layer
+    # averages the frame streams (speech, fbank) over windows of k frames when it loads them
     input_norm: str = "standard"
     frame_pool: int = 1
     time_mask: float = 0.0

@@ -1,4 +1,4 @@
-"""What every head does to its input streams before its own layers: standardise, pool, augment.
+"""What every head does to its input streams before its own layers: standardise, augment.
 
 ``Head.prepare(batch)`` runs ``InputPipeline``; the training loop, evaluation and ``predict`` all call
 ``model(model.prepare(batch))``, so the three see the same features.
@@ -11,11 +11,9 @@
   a few dimensions reach |15|, so an unstandardised layer mix or Linear is dominated by them (the
   peers' StandardScaler). ``input_norm=none`` feeds the raw features (``layer_norm=true`` is the
   per-row alternative, inside ``LayerMix``).
-- **Frame-rate reduction** (``frame_pool`` k >= 1; done first, so the rest works on fewer rows):
-  the frame streams (``speech``, ``fbank``) are
-  averaged over windows of k frames (masked: padding never enters a window's mean), so a head's
-  attention and GRU steps see 50/k frames per second. Windows start at frame 0 of each utterance,
-  so padding invariance holds.
+- **Frame-rate reduction** (``frame_pool`` k >= 1) is a head setting the data layer applies once,
+  when it loads the frames (``emofuse.train.data.pool_frames``: the mean of every k frames), so
+  batches, statistics and the head's attention and GRU steps all see 50/k frames per second.
 - **Augmentation** in training mode only (eval is untouched): ``time_mask`` (SpecAugment's time
   masking in feature space: up to two spans per utterance covering at most this fraction of its
   real frames are set to 0 = the training mean) and ``feature_mask`` (up to two bands covering at
@@ -30,25 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-FRAME_STREAMS = ("speech", "fbank")  # streams at the encoder's frame rate (pooled by frame_pool)
 ACOUSTIC = ("speech", "fbank", "phone", "syllable", "word", "speech_mean", "speech_std")
 N_MASKS = 2  # masks of each kind per utterance (SpecAugment's LibriSpeech policy uses 2)
-
-
-def masked_frame_pool(x: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(B, T, ...), (B, T) -> (B, ceil(T/k), ...), (B, ceil(T/k)): mean of the real frames per window.
-
-    Padded frames must be 0 (the data layer's contract), so a window's sum is its real frames' sum.
-    """
-    b, t = mask.shape
-    pad = (-t) % k
-    if pad:
-        x = torch.cat([x, x.new_zeros((b, pad, *x.shape[2:]))], dim=1)
-        mask = torch.cat([mask, mask.new_zeros((b, pad))], dim=1)
-    windows = mask.view(b, -1, k)  # (B, T/k, k)
-    count = windows.sum(2).clamp(min=1).to(x.dtype)  # (B, T/k)
-    total = x.view(b, -1, k, *x.shape[2:]).sum(2)  # (B, T/k, ...)
-    return total / count.view(*count.shape, *[1] * (x.ndim - 2)), windows.any(2)
 
 
 def _span_mask(lengths: Tensor, size: int, fraction: float) -> Tensor:
@@ -67,12 +48,11 @@ def _span_mask(lengths: Tensor, size: int, fraction: float) -> Tensor:
 
 
 class InputPipeline(nn.Module):
-    """Standardise -> pool frames -> (training) mask; see the module docstring."""
+    """Standardise -> (training) mask; see the module docstring."""
 
     def __init__(self, dims: Any, cfg: Any) -> None:
         super().__init__()
         self.standardise = cfg.input_norm == "standard"
-        self.frame_pool = int(cfg.frame_pool)
         self.time_mask, self.feature_mask = float(cfg.time_mask), float(cfg.feature_mask)
         self.streams = [s for s, _ in dims.as_dict().items()]
         if self.standardise:
@@ -97,10 +77,6 @@ class InputPipeline(nn.Module):
                 continue
             x = batch[s]
             mask = batch.get(f"{s}_mask")
-            # pooling first: it commutes with the per-(layer, dim) affine map and shrinks its work
-            if mask is not None and s in FRAME_STREAMS and self.frame_pool > 1:
-                x, mask = masked_frame_pool(x, mask, self.frame_pool)
-                out[f"{s}_mask"] = mask
             if self.standardise:
                 scale, shift = self._affine(s, x)
                 x = torch.addcmul(shift, x, scale)  # (x - mean) / std in one pass, a new tensor

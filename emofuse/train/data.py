@@ -31,6 +31,8 @@ from emofuse.errors import EmofuseError
 
 RAGGED_STREAMS = ("speech", "text", "phone", "syllable", "word", "fbank")
 SEGMENT_STREAMS = ("phone", "syllable", "word")
+# streams at the encoder's frame rate: what a head's ``frame_pool`` averages over windows
+FRAME_STREAMS = ("speech", "fbank")
 # streams that carry the speech encoder's layers (selected by a head's ``speech_layers``)
 SPEECH_LAYER_STREAMS = ("speech", "speech_mean", "speech_std", *SEGMENT_STREAMS)
 # streams computed from the audio: what per-speaker normalisation standardises (not text, and not
@@ -92,6 +94,37 @@ def max_len_for(stream: str, cfg: Any) -> int | None:
     if value is None and stream == "fbank":
         value = getattr(cfg, "max_speech_len", None)
     return int(value) if value else None
+
+
+def pool_frames(
+    values: Tensor, offsets: Tensor, k: int, chunk_rows: int = 1 << 14
+) -> tuple[Tensor, Tensor]:
+    """Average every utterance's rows over windows of ``k`` (the last window may be shorter).
+
+    (R, L, D) + (N + 1,) -> (R', L, D) + (N + 1,), R' = sum of ceil(len / k): done once when the
+    data are loaded, so every batch, the standardisation and the head see 1/k of the frames (and
+    the statistics are those of the frames the head sees). Windows start at each utterance's first
+    frame, so an utterance pools the same alone or in a corpus. float32 sums, stored dtype kept.
+    """
+    off = offsets.numpy()
+    lens = np.diff(off)
+    n_win = -(-lens // k)  # (N,)
+    new_off = np.concatenate([[0], np.cumsum(n_win)]).astype(np.int64)
+    # start row of every window, and its length
+    win_utt = np.repeat(np.arange(len(lens)), n_win)
+    win_pos = np.arange(new_off[-1]) - np.repeat(new_off[:-1], n_win)
+    starts = off[:-1][win_utt] + win_pos * k
+    sizes = np.minimum(k, off[1:][win_utt] - starts)
+    window_of_row = torch.from_numpy(np.repeat(np.arange(len(starts)), sizes))  # (R,)
+    out = torch.empty((len(starts), *values.shape[1:]), dtype=values.dtype)
+    for a in range(0, len(starts), chunk_rows):  # bounded float32 working memory
+        b = min(a + chunk_rows, len(starts))
+        lo, hi = int(starts[a]), int(starts[b - 1] + sizes[b - 1])
+        sums = torch.zeros((b - a, *values.shape[1:]))
+        sums.index_add_(0, window_of_row[lo:hi] - a, values[lo:hi].float())  # rows in order
+        size = torch.from_numpy(sizes[a:b]).float().view(-1, *[1] * (values.ndim - 1))
+        out[a:b] = (sums / size).to(values.dtype)
+    return out, torch.from_numpy(new_off)
 
 
 class TrainData:
@@ -158,7 +191,12 @@ class TrainData:
                 raise EmofuseError(f"cache stream '{name}' should be ragged but has no offsets")
             if o is not None and v.ndim == 2:  # (R, D) → (R, 1, D): one "layer"
                 v = v[:, None, :]
-            loaded[name] = StreamData(v, o, max_len_for(name, cfg) if o is not None else None)
+            max_len = max_len_for(name, cfg) if o is not None else None
+            k = int(getattr(cfg, "frame_pool", 1) or 1)
+            if k > 1 and name in FRAME_STREAMS:
+                v, o = pool_frames(v, o, k)
+                max_len = None if max_len is None else -(-max_len // k)  # whole windows
+            loaded[name] = StreamData(v, o, max_len)
         table = cache.table
         label_names = sorted({str(x) for x in table["label"]})
         lookup = {name: i for i, name in enumerate(label_names)}

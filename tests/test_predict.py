@@ -86,6 +86,45 @@ def test_predict_reproduces_the_runs_test_predictions(trained):
     np.testing.assert_allclose(probs, np.array([saved_probs[i] for i in ids]), atol=2e-3)
 
 
+def test_predict_applies_the_checkpoints_input_standardisation(trained, monkeypatch):
+    """The fold's training statistics travel in the checkpoint: predict with them reproduces the
+    saved probabilities (above); with them reset to identity it does not, so they are applied."""
+    import torch
+
+    import emofuse.predict as predict_mod
+
+    ckpt = torch.load(trained["run"] / "fold_01" / "checkpoint.pt", weights_only=False)
+    means = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("input_pipeline.mean_")}
+    assert {k.rsplit("_", 1)[1] for k in means} == {"speech", "text", "speaker"}
+    assert all(v.abs().max() > 1e-3 for v in means.values())  # real statistics, not the identity
+    utts, ids = trained["utts"], trained["test_ids"]
+    files = [str(utts[i].audio) for i in ids]
+    saved = read_predictions(trained["run"] / "fold_01" / "predictions.csv")
+    saved_probs = dict(zip(saved["ids"], saved["probs"], strict=True))
+    load = predict_mod.load_fold_model
+
+    def without_statistics(*args, **kwargs):
+        model = load(*args, **kwargs)
+        pipe = model.input_pipeline
+        for name, buf in pipe.named_buffers():
+            buf.fill_(0.0 if name.startswith("mean_") else 1.0)
+        return model
+
+    monkeypatch.setattr(predict_mod, "load_fold_model", without_statistics)
+    transcripts = write_transcripts(
+        trained["base"] / "transcripts2.csv", [(str(utts[i].audio), utts[i].text) for i in ids]
+    )
+    result = invoke(
+        "predict", "--run", trained["run"], "--fold", "1", "--transcripts", transcripts,
+        "--json", *files,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    probs = np.array(
+        [list(p["probabilities"].values()) for p in json.loads(result.output)["predictions"]]
+    )
+    assert np.abs(probs - np.array([saved_probs[i] for i in ids])).max() > 1e-2
+
+
 def test_predict_takes_44k_stereo_and_averages_folds_without_transcript(trained, tmp_path):
     utt = trained["utts"][trained["test_ids"][0]]
     wav, rate = sf.read(utt.audio, dtype="float32")

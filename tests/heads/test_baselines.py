@@ -25,7 +25,8 @@ def test_shapes_and_padding_invariance(name, preset, batch_mixed) -> None:
     hidden = head.cfg.hidden
     assert hidden == {"small": 64, "paper": 256}[preset]
     assert head(batch_mixed).shape == (5, 4)
-    assert head.embed(batch_mixed).shape == (5, hidden)
+    width = hidden * (2 if head.cfg.pool == "meanstd" and name != "concat" else 1)  # concat: MLP
+    assert head.embed(batch_mixed).shape == (5, width)
     assert max_padding_diff(head, batch_mixed) <= 1e-5
 
 
@@ -39,7 +40,7 @@ def test_overfits_a_batch_of_16_and_every_parameter_learns(name, batch16) -> Non
 
 def test_audio_probe_is_the_superb_recipe() -> None:
     """logits = W2 · mean_t ReLU(W1 · sum_l softmax(w)_l h_{t,l}) over real frames only."""
-    head = build("audio", dropout=0.0).eval()
+    head = build("audio", "paper", dropout=0.0).eval()  # paper: SUPERB's mean pooling
     with torch.no_grad():
         head.probe.mix.weights.copy_(torch.tensor([0.5, -1.0, 2.0]))
     batch = make_batch(DIMS, [5, 8], [2, 2], seed=8)

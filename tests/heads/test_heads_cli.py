@@ -22,7 +22,13 @@ def test_json_lists_every_head_and_preset_with_counts() -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     pairs = {(r["head"], r["preset"]) for r in rows}
-    assert pairs == {(n, p) for n in list_heads() for p in ("small", "paper")}
+    no_preset = {n for n in list_heads() if None in get_head(n).recipes}  # a recipe of their own
+    assert no_preset >= {"audio", "concat", "pooled"}
+    assert pairs == {(n, p) for n in list_heads() for p in ("small", "paper")} | {
+        (n, None) for n in no_preset
+    }
+    for r in rows:  # every row shows the loop it trains with
+        assert r["loop"]["lr"] > 0 and (r["preset"] != "paper" or r["loop_from_recipe"] == [])
     dims = InputDims(speech=(3, 48), text=(1, 40), speaker=8)
     cls = get_head("audio")
     with torch.device("meta"):

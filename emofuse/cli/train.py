@@ -70,6 +70,11 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
     "--select", type=click.Choice(SELECTS), help=f"checkpoint by validation loss or UA; {LOOP_HELP}"
 )
 @click.option("--mixup", type=click.FloatRange(min=0), help=f"Beta alpha, 0 = off; {LOOP_HELP}")
+@click.option(
+    "--ema",
+    type=click.FloatRange(0, 1, max_open=True),
+    help=f"weight EMA decay, 0 = off; {LOOP_HELP}",
+)
 @click.option("--seed", type=int, help="default 0")
 @click.option("--class-weights/--no-class-weights", default=None, help=LOOP_HELP)
 @click.option(
@@ -83,7 +88,7 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train_command(
     cache_path, split, head, preset, sets, out, epochs, batch_size, lr, patience, weight_decay,
-    schedule, warmup_epochs, grad_clip, select, mixup, seed, class_weights, speaker_norm, device,
+    schedule, warmup_epochs, grad_clip, select, mixup, ema, seed, class_weights, speaker_norm, device,
     folds, quiet,
 ) -> None:  # fmt: skip
     """Train a head on every fold of a split from a feature cache (resumes finished folds).
@@ -103,7 +108,7 @@ def train_command(
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
         weight_decay=weight_decay, class_weights=class_weights, speaker_norm=speaker_norm,
         schedule=schedule, warmup_epochs=warmup_epochs, grad_clip=grad_clip, select=select,
-        mixup=mixup,
+        mixup=mixup, ema=ema,
     )  # fmt: skip
     summary = train_run(
         cache_path, head, out, split, preset=preset, sets=_parse_sets(sets), loop_flags=flags,

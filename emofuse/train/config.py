@@ -32,6 +32,9 @@ class LoopConfig:
     grad_clip: float = 0.0  # max global gradient norm (0 = no clipping)
     select: str = "loss"  # the checkpoint kept: lowest validation loss | highest validation UA
     mixup: float = 0.0  # mixup's Beta(alpha, alpha) over the prepared inputs (0 = off)
+    # exponential moving average of the weights (decay per step; 0 = off): validation, selection
+    # and predictions use the averaged model, which varies far less from epoch to epoch
+    ema: float = 0.0
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -44,3 +47,5 @@ class LoopConfig:
             )
         if self.mixup < 0 or self.grad_clip < 0:
             raise EmofuseError("--mixup and --grad-clip must be >= 0 (0 = off)")
+        if not 0.0 <= self.ema < 1.0:
+            raise EmofuseError(f"--ema {self.ema}: use a decay in [0, 1) (0 = off)")

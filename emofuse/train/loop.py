@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from emofuse.errors import EmofuseError
@@ -145,6 +146,12 @@ def train_fold(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(tr) // cfg.batch_size)
     sched = make_scheduler(opt, cfg, steps_per_epoch)
+    averaged = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        if cfg.ema
+        else None
+    )
+    judged = averaged.module if averaged is not None else model  # what validation sees
     weight = class_weight_tensor(data.labels[tr.to(data.labels.device)], n_classes)
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if cfg.class_weights else None)
     val_loss_fn = nn.CrossEntropyLoss(weight=weight if cfg.class_weights else None)  # on CPU
@@ -178,12 +185,14 @@ def train_fold(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total += loss.detach() * len(b)
             seen += len(b)
         train_loss = float(total) / max(seen, 1)
         if not np.isfinite(train_loss):
             raise _not_finite(fold.fold, epoch, "training loss", cfg)
-        val_logits = forward_all(model, data, va, cfg.batch_size)  # (N_val, C)
+        val_logits = forward_all(judged, data, va, cfg.batch_size)  # (N_val, C)
         val_loss = float(val_loss_fn(val_logits, val_true))
         if not np.isfinite(val_loss):
             raise _not_finite(fold.fold, epoch, "validation loss", cfg)
@@ -206,7 +215,9 @@ def train_fold(
         key = (val_scores["UA"], -val_loss) if cfg.select == "ua" else (-val_loss,)
         if best_key is None or key > best_key:
             best_key, best_epoch, stale = key, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in judged.state_dict().items()}
+            )
         elif epoch > cfg.warmup_epochs:  # patience counts only once the warm-up is over
             stale += 1
             if stale >= cfg.patience:

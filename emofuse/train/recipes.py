@@ -67,4 +67,6 @@ def describe_loop(loop: LoopConfig) -> str:
         parts.append(f"clip {loop.grad_clip:g}")
     if loop.mixup:
         parts.append(f"mixup {loop.mixup:g}")
+    if loop.ema:
+        parts.append(f"ema {loop.ema:g}")
     return ", ".join(parts)

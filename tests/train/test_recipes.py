@@ -186,7 +186,7 @@ def test_non_finite_loss_names_the_fold_and_epoch(cache, tmp_path):
 
 def test_same_seed_same_numbers_with_augmentation_and_mixup(cache, tmp_path):
     sets = {"time_mask": "0.3", "feature_mask": "0.2"}
-    flags = {"mixup": 0.4, "grad_clip": 1.0}
+    flags = {"mixup": 0.4, "grad_clip": 1.0, "ema": 0.9}
     runs = []
     for name in ("a", "b"):
         train_run(cache, TINY_HEAD, tmp_path / name, "loso", preset="small", sets=sets,

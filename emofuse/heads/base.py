@@ -62,7 +62,10 @@ STREAMS = (
 LAYER_MIXES = ("weighted", "mean", "single")
 INPUT_NORMS = ("standard", "none")
 # what a run saved before these fields existed did: raw inputs, no pooling, no masking
-BASE_SAVED_DEFAULTS = {"input_norm": "none", "frame_pool": 1, "time_mask": 0.0, "feature_mask": 0.0}
+BASE_SAVED_DEFAULTS = {
+    "input_norm": "none", "frame_pool": 1, "time_mask": 0.0, "feature_mask": 0.0,
+    "modality_dropout": 0.0,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ class HeadConfig:
     frame_pool: int = 1
     time_mask: float = 0.0
     feature_mask: float = 0.0
+    modality_dropout: float = 0.0  # training: drop a whole modality of an utterance (p/2 each)
 
     def validate(self) -> None:
         """Raise EmofuseError on a value no head can use (called by make_config and Head)."""
@@ -134,7 +138,7 @@ class HeadConfig:
             )
         if self.frame_pool < 1:
             raise EmofuseError(f"--set frame_pool={self.frame_pool}: use 1 (no pooling) or more")
-        for key in ("time_mask", "feature_mask"):
+        for key in ("time_mask", "feature_mask", "modality_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise EmofuseError(f"--set {key}={getattr(self, key)}: use a fraction in [0, 1)")
         if self.layer_mix not in LAYER_MIXES:

@@ -18,6 +18,9 @@
   masking in feature space: up to two spans per utterance covering at most this fraction of its
   real frames are set to 0 = the training mean) and ``feature_mask`` (up to two bands covering at
   most this fraction of the dimensions, the same band in every layer and row of the utterance).
+  ``modality_dropout`` p (heads that read text and speech): per utterance, its text (p/2) or its
+  acoustic streams (p/2) are set to 0, so fusion cannot rest on one modality (a modality that
+  carries no label information, such as RAVDESS's two fixed sentences, is otherwise memorised).
   Random numbers come from torch's global generator, which the loop seeds per fold.
 """
 
@@ -54,6 +57,7 @@ class InputPipeline(nn.Module):
         super().__init__()
         self.standardise = cfg.input_norm == "standard"
         self.time_mask, self.feature_mask = float(cfg.time_mask), float(cfg.feature_mask)
+        self.modality_dropout = float(getattr(cfg, "modality_dropout", 0.0))
         self.streams = [s for s, _ in dims.as_dict().items()]
         if self.standardise:
             for s, (layers, width) in dims.as_dict().items():  # (1, F) for the speaker vector
@@ -85,7 +89,23 @@ class InputPipeline(nn.Module):
             if self.training and s in ACOUSTIC:
                 x = self._augment(x, mask)
             out[s] = x
+        if self.training and self.modality_dropout > 0:
+            self._drop_modality(out)
         return out
+
+    def _drop_modality(self, out: dict[str, Tensor]) -> None:
+        """Per utterance, with probability p/2 its text and with p/2 its acoustic streams become 0
+        (the training mean; masks kept), so a fusion head cannot lean on one modality alone."""
+        acoustic = [s for s in self.streams if s in ACOUSTIC and s in out]
+        if "text" not in out or not acoustic:
+            return
+        n = out["text"].shape[0]
+        u = torch.rand(n, device=out["text"].device)
+        p = self.modality_dropout
+        for streams, dropped in ((["text"], u < p / 2), (acoustic, (u >= p / 2) & (u < p))):
+            for s in streams:
+                keep = (~dropped).view(n, *[1] * (out[s].ndim - 1)).to(out[s].dtype)
+                out[s] = out[s] * keep
 
     def _affine(self, s: str, x: Tensor) -> tuple[Tensor, Tensor]:
         """(1 / std, -mean / std) of stream ``s`` in ``x``'s dtype, shaped for its rows."""

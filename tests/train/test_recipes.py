@@ -198,3 +198,23 @@ def test_same_seed_same_numbers_with_augmentation_and_mixup(cache, tmp_path):
     assert (
         lrs[0] == pytest.approx(3e-3) and lrs[-1] < lrs[0]
     )  # warm-up reached the peak, then decay
+
+
+def test_modality_dropout_zeroes_one_modality_per_utterance_in_training_only():
+    torch.manual_seed(0)
+    cache = FakeCache(n_per_speaker=4)
+    cls = get_head("concat")
+    cfg = cls.make_config(None, {"modality_dropout": 0.9, "time_mask": 0.0, "feature_mask": 0.0})
+    data = TrainData.from_cache(cache, cls.required_streams(cfg), cfg)
+    model = cls(cfg, make_dims(data), 4)
+    model.input_pipeline.fit(data.stream_stats(torch.arange(len(data.ids))))
+    batch = data.batch(torch.arange(40))
+    model.train()
+    out = model.prepare(batch)
+    text_off = (out["text"] == 0).flatten(1).all(1)  # (B,)
+    speech_off = (out["speech"] == 0).flatten(1).all(1)
+    assert text_off.any() and speech_off.any() and not (text_off & speech_off).any()
+    assert torch.equal(out["text_mask"], batch["text_mask"])  # masks kept: pooling still works
+    model.eval()
+    kept = model.prepare(batch)
+    assert not (kept["text"] == 0).flatten(1).all(1).any()

@@ -40,6 +40,7 @@ from emofuse.heads.base import (
     pick,
     truncate,
 )
+from emofuse.heads.recipes import SMALL_RECIPE, SMALL_REGULARISATION
 
 GRANULARITIES = ("frame", "phone", "syllable", "word")
 
@@ -103,8 +104,10 @@ class CoAttention(Head):
     Config = CoAttentionConfig
     presets = {
         "paper": {},
-        "small": {"d_model": 64, "heads": 4, "ffn": 128, "hidden": 64},
+        "small": {"d_model": 64, "heads": 4, "ffn": 128, "hidden": 64, **SMALL_REGULARISATION},
     }
+
+    recipes = {"small": SMALL_RECIPE}  # `paper` and no preset: the papers' loop
 
     @classmethod
     def required_streams(cls, cfg: CoAttentionConfig) -> set[str]:

@@ -74,6 +74,7 @@ from emofuse.heads.base import (
     truncate,
     zero_padding,
 )
+from emofuse.heads.recipes import SMALL_RECIPE, SMALL_REGULARISATION
 
 PATHS = ("both", "audio", "text")
 
@@ -268,8 +269,10 @@ class TDFNet(Head):
     Config = TDFNetConfig
     presets = {
         "paper": {},  # the defaults are the paper's sizes
-        "small": {"d_model": 64, "heads": 4, "ffn": 128, "fusion_dim": 64},
+        "small": {"d_model": 64, "heads": 4, "ffn": 128, "fusion_dim": 64, **SMALL_REGULARISATION},
     }
+
+    recipes = {"small": SMALL_RECIPE}  # `paper` and no preset: the papers' loop
 
     @classmethod
     def required_streams(cls, cfg: TDFNetConfig) -> set[str]:

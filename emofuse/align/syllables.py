@@ -85,4 +85,6 @@ def syllabify(phones: Sequence[str]) -> list[list[int]]:
 
 
 def syllable_name(phones: Sequence[str]) -> str:
+    if len(phones) == 1 and phones[0].startswith("+"):
+        return phones[0]  # a filler (+SPN+ spoken noise) keeps its name: pooling drops it
     return "_".join(p.strip().lower() for p in phones)

@@ -149,9 +149,14 @@ def load_asr_model(
             compute_type=compute_type,
             cpu_threads=cpu_threads,
         )
-    except ValueError as err:  # CTranslate2: unsupported compute type / device
+    except ValueError as err:
+        msg = str(err).splitlines()[0] if str(err) else "ValueError"
+        if "compute type" in msg.lower() or "device" in msg.lower():  # CTranslate2's own checks
+            raise EmofuseError(
+                f"ASR model {name_or_path}: {msg} — check --device/--compute-type"
+            ) from None
         raise EmofuseError(
-            f"ASR model {name_or_path}: {str(err).splitlines()[0]} — check --device/--compute-type"
+            f"ASR model {name_or_path!r} cannot be loaded ({msg[:160]}); {HOW_TO}"
         ) from None
     except Exception as err:  # noqa: BLE001 - hub, network, file format: all the same to a user
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__

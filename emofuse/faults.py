@@ -11,7 +11,8 @@ lookup. The stages, in the order a run reaches them:
 - ``consolidate-written``: the temporary consolidated store is written, not yet verified;
 - ``consolidate-renamed``: the store has its final name, the parts folder is not yet removed;
 - ``consolidate-write``: before the consolidated store is created;
-- ``fold-written``: after a training fold's files are written.
+- ``fold-written``: after a training fold's files are written;
+- ``transcribe-batch``: after a batch of ASR transcripts is durably appended to the journal.
 """
 
 from __future__ import annotations

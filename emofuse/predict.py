@@ -7,9 +7,11 @@ the ones the run was trained on (same model ids and weight hashes, layers, text 
 loads the temporary cache with the training data layer and runs the heads. Whatever holds for the
 training features (padding invariance, true frame counts, fp16 storage) holds here too.
 
-New audio has no forced alignment: segment streams come out empty, and heads that read them fall
-back to frames for those branches (as they do for unaligned corpus utterances); the report says so.
-Without a transcript the text model sees an empty string (only its special tokens).
+With `asr_model`, files without a given transcript are transcribed (Whisper, emofuse.asr). When the
+head reads segment streams, files with a transcript are force-aligned (PocketSphinx); files that have
+none or cannot be aligned keep empty segment streams, and heads fall back to frames for those
+branches (as they do for unaligned corpus utterances); the notes say so. Without a transcript the
+text model sees an empty string (only its special tokens).
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def predict(
     transcripts: str | Path | None = None,
     fold: int | None = None,
     device: str = "auto",
+    asr_model: str | None = None,
 ) -> PredictResult:
     """Label + class probabilities for each audio file, by the run's fold models (averaged)."""
     from emofuse.cache import open_cache
@@ -165,13 +168,15 @@ def predict(
         raise EmofuseError(f"{run} has no finished fold: run `emofuse train` to completion first")
 
     norm = settings.get("text_norm", "default")
-    utts, texts = [], []
-    for i, given in enumerate(audio):
-        path = Path(given)
-        if not path.is_file():
+    utts, texts, notes = [], [], []
+    for given in audio:
+        if not Path(given).is_file():
             raise EmofuseError(f"audio file {given} not found")
-        t = text if text is not None else _text_for(path, given, table)
-        texts.append(t)
+        texts.append(text if text is not None else _text_for(Path(given), given, table))
+    if asr_model is not None:
+        notes += _transcribe_missing(audio, texts, asr_model, device)
+    for i, (given, t) in enumerate(zip(audio, texts, strict=True)):
+        path = Path(given)
         raw = t or ""  # the text model sees what the corpus reader would have given it
         utts.append(
             Utterance(
@@ -188,13 +193,8 @@ def predict(
     head_cls = resolve_head(config["head"])
     head_cfg = head_cls.config_from_saved(config["head_config"])
     needs = set(head_cls.required_streams(head_cfg))
-    notes: list[str] = []
     if needs & set(SEGMENT_STREAMS):
-        notes.append(
-            "new audio has no forced alignment: the head's "
-            + ",".join(sorted(needs & set(SEGMENT_STREAMS)))
-            + " branches use the speech frames instead"
-        )
+        notes += _align(utts, audio, texts, sorted(needs & set(SEGMENT_STREAMS)))
     speaker_norm = bool(config.get("loop", {}).get("speaker_norm"))
     if speaker_norm:
         if len(audio) < 2:
@@ -206,7 +206,7 @@ def predict(
             f"the run standardises features per speaker: the {len(audio)} files were standardised "
             "together as one speaker (give recordings of a single speaker)"
         )
-    if "text" in needs and text is None and table is None:
+    if "text" in needs and text is None and table is None and asr_model is None:
         notes.append("no transcript given: the text stream is empty (the text model saw '')")
 
     with tempfile.TemporaryDirectory(prefix="emofuse-predict-") as tmp:
@@ -237,6 +237,41 @@ def predict(
         for a, p, t in zip(audio, probs, texts, strict=True)
     ]
     return PredictResult(preds, folds, notes)
+
+
+def _transcribe_missing(audio, texts: list, asr_model: str, device: str) -> list[str]:
+    """Fill `texts` (in place) for files without a transcript; notes for the user."""
+    from emofuse.asr.new_audio import transcribe_files
+
+    todo = [i for i, t in enumerate(texts) if t is None]
+    if not todo:
+        return [f"--asr-model {asr_model} not used: every file has a transcript"]
+    found = transcribe_files([Path(audio[i]) for i in todo], asr_model, device)
+    for i, t in zip(todo, found, strict=True):
+        texts[i] = t
+    return [f"transcribed {len(todo)} file(s) with {asr_model}"]
+
+
+def _align(utts: list[Utterance], audio, texts: list, tiers: list[str]) -> list[str]:
+    """Force-align the files that have a transcript (their tiers go into the Utterances)."""
+    branches = ",".join(tiers)
+    if all(not t for t in texts):
+        return [
+            f"new audio has no transcript to align: the head's {branches} branches use the speech"
+            " frames instead (give --text, --transcripts or --asr-model)"
+        ]
+    from emofuse.asr.new_audio import align_files
+
+    got, problems = align_files([u.audio for u in utts], texts)
+    for u, t in zip(utts, got, strict=True):
+        u.tiers = t
+    if not problems:
+        return [f"aligned {len(utts)} file(s) with PocketSphinx for the {branches} branches"]
+    why = "; ".join(f"{audio[i]}: {p}" for i, p in list(problems.items())[:3])
+    return [
+        f"{len(problems)} of {len(utts)} file(s) not aligned ({why}): their {branches} branches"
+        " use the speech frames instead"
+    ]
 
 
 def _quiet(_: str) -> None:

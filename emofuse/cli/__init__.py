@@ -20,6 +20,8 @@ from emofuse.errors import EmofuseError
 # command name -> the emofuse.cli module whose COMMANDS defines it, in the order help lists them
 COMMAND_MODULES: dict[str, str] = {
     "corpus": "corpus",
+    "transcribe": "asr",
+    "align": "asr",
     "info": "cache",
     "verify": "cache",
     "extract": "extract",

@@ -18,14 +18,27 @@ import click
     type=click.Path(path_type=Path),
     help="CSV with columns audio,text (one row per AUDIO file)",
 )
+@click.option(
+    "--asr-model",
+    default=None,
+    help="faster-whisper model (folder or name): transcribes files without --text/--transcripts",
+)
 @click.option("--fold", default=None, type=int, help="use fold k's model only (default: average)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda …")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def predict_cmd(run, audio, text, transcripts, fold, device, as_json) -> None:
+def predict_cmd(run, audio, text, transcripts, asr_model, fold, device, as_json) -> None:
     """Label and class probabilities for new AUDIO files (any rate, channels, soundfile format)."""
     from emofuse.predict import predict
 
-    result = predict(run, audio, text=text, transcripts=transcripts, fold=fold, device=device)
+    result = predict(
+        run,
+        audio,
+        text=text,
+        transcripts=transcripts,
+        fold=fold,
+        device=device,
+        asr_model=asr_model,
+    )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -1,8 +1,10 @@
 """Reader for a user's own corpus: a CSV or JSONL manifest beside (or above) the audio files.
 
-Columns: id, audio, text, label, speaker (required); session, gender, split (optional); any other
-column is kept in `Utterance.extra`. Audio paths are relative to the manifest's folder (absolute
-ones are used as is) and may be in any format and sample rate soundfile reads.
+Columns: id, audio, text, label, speaker (required); session, gender, split, alignment (optional);
+any other column is kept in `Utterance.extra`. Audio paths are relative to the manifest's folder
+(absolute ones are used as is) and may be in any format and sample rate soundfile reads.
+`alignment` is a Praat TextGrid (ours from `emofuse align`, or the Montreal Forced Aligner's), also
+relative to the manifest; an empty cell means the utterance is not aligned (kept, flagged).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from emofuse.corpus.utterance import CorpusReadResult, Utterance
 from emofuse.errors import EmofuseError
 
 REQUIRED = ("id", "audio", "text", "label", "speaker")
-OPTIONAL = ("session", "gender", "split")
+OPTIONAL = ("session", "gender", "split", "alignment")
 SPLITS = ("train", "val", "test")
 GENDERS = {"f": "F", "female": "F", "m": "M", "male": "M"}
 
@@ -104,6 +106,22 @@ def _check_columns(path: Path, columns: list[str]) -> list[str]:
     return extras
 
 
+def _tiers(base: Path, value: str, where: str, utt_id: str):
+    """The alignment tiers of one row's TextGrid; None for an empty cell (not aligned)."""
+    if not value.strip():
+        return None
+    from emofuse.align.textgrid import read_textgrid
+
+    path = Path(value.strip()).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise EmofuseError(
+            f"{where}: alignment {path} for {utt_id} is missing — fix the path (relative to the "
+            "manifest) or empty the cell to keep the utterance unaligned"
+        )
+    return read_textgrid(path)
+
+
 def read_manifest(
     manifest: str | Path,
     skip_missing: bool = False,
@@ -173,6 +191,7 @@ def read_manifest(
                 "or pass --skip-missing"
             ) from None
         text = row.get("text", "")
+        tiers = _tiers(base, row.get("alignment", ""), where, utt_id)
         result.utterances.append(
             Utterance(
                 id=utt_id,
@@ -183,7 +202,7 @@ def read_manifest(
                 session=row.get("session", "").strip() or None,
                 gender=gender,
                 duration=duration,
-                tiers=None,
+                tiers=tiers,
                 split=split,
                 extra={c: row.get(c, "") for c in extras},
                 text_norm=None if text_norm == "raw" else normalize_text(text, text_norm),

@@ -1,0 +1,125 @@
+"""`emofuse align`: one TextGrid per manifest row and an `alignment` column pointing at it.
+
+Every row stays in the output manifest. A row that cannot be aligned (no transcript, unreadable
+audio, a transcript that does not fit the audio) gets an empty `alignment` and the reason in
+`alignment_error`, so the corpus reader keeps it as an unaligned utterance (frame features only,
+flagged in the cache). Words aligned as unsegmented spans (not in CMUdict) are listed in
+`alignment_oov`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from emofuse.audio import AudioProblem, duration_of, load_audio
+from emofuse.corpus.rows import read_rows, rebase, relative_to, resolve, write_rows
+from emofuse.errors import EmofuseError
+
+ALIGN_COLUMNS = ("alignment", "alignment_error", "alignment_oov")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class AlignConfig:
+    manifest: Path
+    out: Path
+    align_dir: Path | None = None  # default: OUT's folder / <OUT stem>_textgrids
+    progress: bool = True
+
+
+@dataclass
+class AlignSummary:
+    out: Path
+    align_dir: Path
+    rows: int = 0
+    aligned: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)  # [{"id", "reason"}]
+    oov: Counter = field(default_factory=Counter)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+def textgrid_name(utt_id: str) -> str:
+    return _UNSAFE.sub("_", utt_id) + ".TextGrid"
+
+
+def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSummary:
+    from emofuse.align.pocketsphinx import PocketSphinxAligner
+    from emofuse.align.textgrid import write_textgrid
+
+    manifest, out = Path(cfg.manifest).expanduser(), Path(cfg.out).expanduser()
+    if manifest.resolve() == out.resolve():
+        raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
+    columns, rows = read_rows(manifest)
+    if "text" not in columns:
+        raise EmofuseError(
+            f"manifest {manifest} has no text column: run `emofuse transcribe` first"
+        )
+    align_dir = Path(cfg.align_dir or out.parent / f"{out.stem}_textgrids").expanduser()
+    names = Counter(textgrid_name(r["id"]) for r in rows)
+    clash = [n for n, c in names.items() if c > 1]
+    if clash:
+        raise EmofuseError(
+            f"ids map to the same TextGrid name {clash[0]}: make ids differ in letters/digits"
+        )
+    base = manifest.parent
+    summary = AlignSummary(out, align_dir, rows=len(rows))
+    start = time.perf_counter()
+    aligner = PocketSphinxAligner()
+    seconds = [duration_of(resolve(base, r["audio"])) for r in rows]
+    echo(
+        f"aligning {len(rows)} rows ({sum(seconds) / 60:.1f} min of audio) with PocketSphinx "
+        f"(US English, CMUdict); TextGrids in {align_dir}"
+    )
+    bar = tqdm(
+        total=sum(seconds),
+        unit="audio-s",
+        disable=not cfg.progress,
+        desc="align",
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
+    )
+    try:
+        for row, secs in zip(rows, seconds, strict=True):
+            problem, oov = _align_row(aligner, write_textgrid, row, base, align_dir, out.parent)
+            row["alignment_oov"] = " ".join(sorted(set(oov)))
+            summary.oov.update(oov)
+            if problem is None:
+                summary.aligned += 1
+                row["alignment_error"] = ""
+            else:
+                row["alignment"], row["alignment_error"] = "", problem
+                summary.failed.append({"id": row["id"], "reason": problem})
+            summary.audio_seconds += secs
+            bar.update(secs)
+    finally:
+        bar.close()
+    rebase(rows, ("audio",), base, out.parent)  # alignment is already relative to out's folder
+    cols = list(columns) + [c for c in ALIGN_COLUMNS if c not in columns]
+    write_rows(out, cols, rows)
+    summary.wall_seconds = time.perf_counter() - start
+    return summary
+
+
+def _align_row(aligner, write_textgrid, row, base: Path, align_dir: Path, out_dir: Path):
+    """(problem or None, OOV words); writes the TextGrid and sets row['alignment'] on success."""
+    text = row.get("text", "").strip()
+    if not text:
+        return "no transcript (run `emofuse transcribe` to fill text)", []
+    try:
+        dec = load_audio(resolve(base, row["audio"]))
+    except AudioProblem as err:
+        return str(err), []
+    outcome = aligner.align(dec.wav, text)
+    if outcome.tiers is None:
+        return outcome.problem, outcome.oov
+    path = align_dir / textgrid_name(row["id"])
+    write_textgrid(path, outcome.tiers, len(dec.wav) / 16000)
+    row["alignment"] = relative_to(path, out_dir)
+    return None, outcome.oov

@@ -1,0 +1,223 @@
+"""`emofuse transcribe`: Whisper transcripts for a manifest's rows, resumable after a kill.
+
+Rows with empty `text` get the ASR transcript as their text (`--all`: every row is transcribed);
+gold text is never overwritten, the ASR output always goes beside it in `asr_text` (with
+`asr_language`), and rows whose audio cannot be read keep their place with the reason in
+`asr_error`. WER is reported against every row that has gold text (emofuse.asr.wer).
+
+Crash safety: finished batches are appended to a journal (`OUT.partial.jsonl`, fsynced per batch,
+its first line the model and decoding settings). A rerun of the same command reads it back and
+transcribes only the rows it lacks; a torn last line (kill mid-write) is ignored. The output
+manifest is written atomically at the end and the journal removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from emofuse import faults
+from emofuse.audio import AudioProblem, duration_of, load_audio
+from emofuse.corpus.rows import read_rows, rebase, resolve, write_rows
+from emofuse.errors import EmofuseError
+
+ASR_COLUMNS = ("asr_text", "asr_language", "asr_error")
+PATH_COLUMNS = ("audio", "alignment")
+
+
+@dataclass
+class TranscribeConfig:
+    manifest: Path
+    out: Path
+    asr_model: str
+    all_rows: bool = False  # re-transcribe rows that have text too
+    device: str = "auto"
+    compute_type: str = "default"
+    batch_size: int = 8
+    beam_size: int = 5
+    language: str | None = None  # None: detected per clip (multilingual models)
+    threads: int = 0  # CPU threads for CTranslate2 (0: one per core)
+    progress: bool = True
+
+
+@dataclass
+class TranscribeSummary:
+    out: Path
+    rows: int = 0
+    transcribed: int = 0  # by this run
+    resumed: int = 0  # already in the journal when the run started
+    filled: int = 0  # rows whose empty text now holds the ASR transcript
+    gold: int = 0  # rows with gold text
+    wer: float | None = None
+    wer_words: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    audio_seconds: float = 0.0  # transcribed by this run
+    asr_seconds: float = 0.0  # wall time of this run's ASR (decode + model)
+
+
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def _settings(cfg: TranscribeConfig, model) -> dict:
+    return {
+        "asr_model": model.model_id,
+        "revision": model.revision,
+        "beam_size": cfg.beam_size,
+        "language": cfg.language,
+    }
+
+
+def _read_journal(path: Path, settings: dict) -> dict[str, dict]:
+    """Rows already done (id -> record); refuses a journal made with other settings."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    done: dict[str, dict] = {}
+    try:
+        head = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        head = None
+    if head is None:
+        return {}  # killed before the header was durable: nothing was done
+    if head != settings:
+        raise EmofuseError(
+            f"{path} holds a transcription started with other settings ({head}); rerun with the "
+            "same --asr-model/--beam-size/--language, or delete it to start over"
+        )
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            break  # torn last line of a killed run: that batch is redone
+        done[rec["id"]] = rec
+    return done
+
+
+class _Journal:
+    def __init__(self, path: Path, settings: dict, fresh: bool):
+        self.f = path.open("a", encoding="utf-8")
+        if fresh:
+            self.f.truncate(0)
+            self._write([settings])
+
+    def _write(self, records: list[dict]) -> None:
+        self.f.write("".join(json.dumps(r) + "\n" for r in records))
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def add(self, records: list[dict]) -> None:
+        self._write(records)
+        faults.reach("transcribe-batch")
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return load_audio(path).wav, None
+    except AudioProblem as err:
+        return None, str(err)
+
+
+def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -> TranscribeSummary:
+    """Transcribe the manifest's rows into `cfg.out` (see the module docstring)."""
+    from emofuse.asr.wer import word_error_rate
+    from emofuse.asr.whisper import load_asr_model
+
+    manifest, out = Path(cfg.manifest).expanduser(), Path(cfg.out).expanduser()
+    if manifest.resolve() == out.resolve():
+        raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
+    if cfg.batch_size < 1:
+        raise EmofuseError(f"--batch-size {cfg.batch_size}: give 1 or more")
+    columns, rows = read_rows(manifest)
+    base = manifest.parent
+    gold = {r["id"]: r.get("text", "").strip() for r in rows}
+    todo = [r for r in rows if cfg.all_rows or not gold[r["id"]]]
+    model = load_asr_model(
+        cfg.asr_model, cfg.device, cfg.compute_type, cfg.threads or (os.cpu_count() or 1)
+    )
+    settings = _settings(cfg, model)
+    jpath = journal_path(out)
+    done = _read_journal(jpath, settings)
+    summary = TranscribeSummary(out, rows=len(rows), resumed=sum(r["id"] in done for r in todo))
+    pending = [r for r in todo if r["id"] not in done]
+    seconds = {r["id"]: duration_of(resolve(base, r["audio"])) for r in pending}
+    echo(
+        f"transcribing {len(pending)} of {len(rows)} rows ({sum(seconds.values()) / 60:.1f} min "
+        f"of audio) with {model.model_id}"
+        + (f"; resuming: {summary.resumed} already done" if summary.resumed else "")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    journal = _Journal(jpath, settings, fresh=not done)
+    bar = tqdm(
+        total=sum(seconds.values()),
+        unit="audio-s",
+        disable=not cfg.progress,
+        desc="transcribe",
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
+    )
+    start = time.perf_counter()
+    batches = [pending[i : i + cfg.batch_size] for i in range(0, len(pending), cfg.batch_size)]
+    try:
+        with ThreadPoolExecutor(2, thread_name_prefix="decode") as pool:
+            ahead = [pool.map(_decode, [resolve(base, r["audio"]) for r in b]) for b in batches[:2]]
+            for k, batch in enumerate(batches):
+                decoded = list(ahead[k])
+                if k + 2 < len(batches):
+                    ahead.append(
+                        pool.map(_decode, [resolve(base, r["audio"]) for r in batches[k + 2]])
+                    )
+                good = [i for i, (w, _) in enumerate(decoded) if w is not None]
+                texts = model.transcribe([decoded[i][0] for i in good], cfg.language, cfg.beam_size)
+                records = [
+                    {"id": r["id"], "asr_text": "", "asr_language": "", "asr_error": d[1]}
+                    for r, d in zip(batch, decoded, strict=True)
+                ]
+                for i, t in zip(good, texts, strict=True):
+                    records[i].update(asr_text=t.text, asr_language=t.language, asr_error="")
+                journal.add(records)
+                done.update({r["id"]: r for r in records})
+                summary.transcribed += len(records)
+                summary.audio_seconds += sum(seconds[r["id"]] for r in batch)
+                bar.update(sum(seconds[r["id"]] for r in batch))
+    finally:
+        bar.close()
+        journal.close()
+    summary.asr_seconds = time.perf_counter() - start
+    _finish(cfg, columns, rows, gold, done, base, out, summary)
+    scored = [(gold[i], done[i]["asr_text"]) for i in gold if gold[i] and i in done]
+    summary.gold = len(scored)
+    if scored:
+        summary.wer, summary.wer_words = word_error_rate(*zip(*scored, strict=True))
+    jpath.unlink(missing_ok=True)
+    return summary
+
+
+def _finish(cfg, columns, rows, gold, done, base: Path, out: Path, summary) -> None:
+    """Merge the journal into the rows and write the output manifest."""
+    cols = list(columns) + [c for c in ("text", "asr_text", "asr_language") if c not in columns]
+    for row in rows:
+        rec = done.get(row["id"])
+        if rec is None:
+            continue
+        row["asr_text"], row["asr_language"] = rec["asr_text"], rec["asr_language"]
+        if rec.get("asr_error"):
+            row["asr_error"] = rec["asr_error"]
+            summary.failed.append({"id": row["id"], "reason": rec["asr_error"]})
+        if not gold[row["id"]]:
+            row["text"] = rec["asr_text"]
+            summary.filled += bool(rec["asr_text"])
+    if summary.failed and "asr_error" not in cols:
+        cols.append("asr_error")
+    rebase(rows, PATH_COLUMNS, base, out.parent)
+    write_rows(out, cols, rows)

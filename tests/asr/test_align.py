@@ -1,0 +1,101 @@
+"""`emofuse align` with the real PocketSphinx: TextGrids and an `alignment` column; audio that cannot
+be aligned is reported with its reason and stays in the corpus, unaligned and flagged."""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile as sf
+from asr_helpers import read_csv, write_manifest
+from click.testing import CliRunner
+
+from emofuse.align.pocketsphinx import PocketSphinxAligner, transcript_words
+from emofuse.align.syllables import is_vowel
+from emofuse.align.textgrid import read_textgrid
+from emofuse.audio import load_audio
+from emofuse.cli import cli
+from emofuse.corpus import read_corpus
+from emofuse.corpus.stats import corpus_stats
+
+LONG = "this sentence has far too many words to fit into a third of a second of audio at all"
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_aligned_tiers_are_well_formed(synth_utts):
+    aligner = PocketSphinxAligner()
+    aligned = 0
+    for u in synth_utts[:12]:
+        wav = load_audio(u.audio).wav
+        out = aligner.align(wav, u.text)
+        if out.tiers is None:
+            assert out.problem
+            continue
+        aligned += 1
+        words = out.tiers["word"]
+        assert [w for *_, w in words] == transcript_words(u.text)
+        assert all(0 <= s < e <= len(wav) / 16000 + 0.01 for s, e, _ in words)
+        assert all(a[1] <= b[0] for a, b in zip(words, words[1:], strict=False))
+        assert all(e - s >= 0.01 for s, e, _ in out.tiers["phone"])
+        for s, e, _ in words:  # syllables per word = vowels of its aligned pronunciation
+            phones = [p for p in out.tiers["phone"] if s <= p[0] < e]
+            sylls = [y for y in out.tiers["syllable"] if s <= y[0] < e]
+            assert len(sylls) == max(1, sum(is_vowel(p[2]) for p in phones))
+    assert aligned >= 4
+
+
+def test_word_missing_from_cmudict_is_one_spoken_noise_span(synth_utts):
+    aligner = PocketSphinxAligner()
+    u = next(u for u in synth_utts if u.text == "About number.")
+    out = aligner.align(load_audio(u.audio).wav, "about zzqxv number")
+    assert out.oov == ["zzqxv"]
+    assert out.tiers is not None, out.problem
+    span = next((s, e) for s, e, w in out.tiers["word"] if w == "zzqxv")
+    inside = [p for p in out.tiers["phone"] if span[0] <= p[0] < span[1]]
+    assert [p[2] for p in inside] == ["+SPN+"]
+
+
+def test_unalignable_audio_is_reported_not_dropped(tmp_path, synth_utts):
+    good = synth_utts[:4]
+    short = tmp_path / "short.wav"
+    sf.write(short, 0.1 * np.sin(np.arange(4800) / 5.0), 16000)
+    manifest = write_manifest(tmp_path / "in.csv", good)
+    with manifest.open("a") as f:
+        f.write(f"short,{short},{LONG},neu,spkX\n")
+        f.write(f"notext,{good[0].audio},,neu,spkX\n")
+        f.write(f"gone,{tmp_path / 'gone.wav'},hello there,neu,spkX\n")
+    out = tmp_path / "aligned" / "out.csv"
+    result = invoke("align", "--corpus", "manifest", "--manifest", manifest, "--out", out,
+                    "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in read_csv(out)}
+    assert len(rows) == 7
+    assert "does not fit the audio" in rows["short"]["alignment_error"]
+    assert "no transcript" in rows["notext"]["alignment_error"]
+    assert "missing audio file" in rows["gone"]["alignment_error"]
+    for bad in ("short", "notext", "gone"):
+        assert rows[bad]["alignment"] == ""
+        assert f"unaligned: {bad}: " in result.output
+    aligned = [r for r in rows.values() if r["alignment"]]
+    assert f"{len(aligned)} of 7 rows aligned" in result.output
+    for r in aligned:
+        path = out.parent / r["alignment"]
+        assert path.parent == out.parent / "out_textgrids"
+        assert set(read_textgrid(path)) == {"word", "syllable", "phone"}
+    # the corpus keeps every row with audio; the unaligned ones are flagged by `aligned`
+    utts = read_corpus("manifest", manifest=out, skip_missing=True, progress=False).utterances
+    by_id = {u.id: u for u in utts}
+    assert set(by_id) == set(rows) - {"gone"}  # "gone" has no audio: skipped with --skip-missing
+    assert not by_id["short"].aligned and not by_id["notext"].aligned
+    assert by_id["short"].extra["alignment_error"].startswith("no alignment path")
+    stats = corpus_stats(read_corpus("manifest", manifest=out, skip_missing=True, progress=False))
+    assert stats["with_alignment"] == len(aligned)
+
+
+def test_align_needs_a_text_column(tmp_path, synth_utts):
+    manifest = tmp_path / "in.csv"
+    manifest.write_text(f"id,audio,label,speaker\nu1,{synth_utts[0].audio},neu,s1\n")
+    result = invoke("align", "--manifest", manifest, "--out", tmp_path / "o.csv")
+    assert result.exit_code == 2
+    assert "no text column: run `emofuse transcribe` first" in result.output

@@ -1,0 +1,122 @@
+"""`emofuse transcribe` with a tiny random Whisper: fills empty text, keeps gold text, reports WER,
+survives SIGKILL without redoing or losing rows, and refuses unloadable models in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from asr_helpers import read_csv, write_manifest
+from click.testing import CliRunner
+
+from emofuse.asr.transcribe import journal_path
+from emofuse.asr.wer import normalise_for_wer, word_error_rate
+from emofuse.cli import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def transcribe_args(manifest, out, model, *extra):
+    return ["transcribe", "--corpus", "manifest", "--manifest", manifest, "--out", out,
+            "--asr-model", model, "--device", "cpu", "--batch-size", "2", "--beam-size", "1",
+            "--threads", "1", "--quiet", *extra]  # fmt: skip
+
+
+def test_fills_empty_text_keeps_gold_and_reports_wer(tmp_path, tiny_asr, synth_utts):
+    utts = synth_utts[:4]
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: u.text if u is utts[0] else "")
+    out = tmp_path / "sub" / "out.csv"
+    result = invoke(*transcribe_args(manifest, out, tiny_asr))
+    assert result.exit_code == 0, result.output
+    assert "transcribing 3 of 4 rows" in result.output
+    rows = read_csv(out)
+    assert [r["id"] for r in rows] == [u.id for u in utts]
+    assert rows[0]["text"] == utts[0].text and rows[0]["asr_text"] == ""  # gold kept, not redone
+    for r in rows[1:]:
+        assert r["text"] == r["asr_text"]
+        assert r["asr_language"] == "en"
+    # audio paths stay usable from the output's folder
+    assert all(os.path.isfile(r["audio"]) for r in rows)
+    assert "WER: no row has gold text" in result.output
+    assert not journal_path(out).exists()
+
+    out_all = tmp_path / "all.csv"
+    result = invoke(*transcribe_args(manifest, out_all, tiny_asr, "--all"))
+    assert result.exit_code == 0, result.output
+    assert "transcribing 4 of 4 rows" in result.output
+    rows = read_csv(out_all)
+    assert rows[0]["text"] == utts[0].text and rows[0]["asr_language"] == "en"
+    assert [r["asr_text"] for r in rows[1:]] == [r["asr_text"] for r in read_csv(out)[1:]]
+    wer, words = word_error_rate([utts[0].text], [rows[0]["asr_text"]])
+    assert f"WER {100 * wer:.2f} % over 1 rows with gold text ({words} words" in result.output
+
+
+def test_wer_normalisation():
+    assert normalise_for_wer("[LAUGHTER] Kids are   talking, by the DOOR.") == (
+        "kids are talking by the door"
+    )
+    assert normalise_for_wer("'I'll-  go'") == "i'll go"
+    wer, n = word_error_rate(["Kids are talking by the door"], ["kids are walking by door."])
+    assert n == 6 and wer == pytest.approx(2 / 6)
+
+
+def test_resumes_after_sigkill_without_redoing_or_losing_rows(tmp_path, tiny_asr, synth_utts):
+    utts = synth_utts[:7]
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
+    ref = tmp_path / "ref.csv"
+    assert invoke(*transcribe_args(manifest, ref, tiny_asr)).exit_code == 0
+    out = tmp_path / "out.csv"
+    cmd = [sys.executable, "-m", "emofuse", *map(str, transcribe_args(manifest, out, tiny_asr))]
+    env = {**os.environ, "EMOFUSE_FAULT": "transcribe-batch:2"}
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert not out.exists()
+    lines = journal_path(out).read_text().splitlines()
+    assert len(lines) == 1 + 4  # the settings line + two committed batches of 2
+    kept = {json.loads(x)["id"]: json.loads(x)["asr_text"] for x in lines[1:]}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "transcribing 3 of 7 rows" in again.stdout
+    assert "resuming: 4 already done" in again.stdout
+    assert "3 transcribed now, 4 resumed" in again.stdout
+    rows = read_csv(out)
+    assert [r["id"] for r in rows] == [u.id for u in utts]
+    assert all(rows[i]["asr_text"] == kept[rows[i]["id"]] for i in range(4))
+    assert rows == read_csv(ref)  # same as an uninterrupted run
+    assert not journal_path(out).exists()
+
+
+def test_journal_from_other_settings_is_refused(tmp_path, tiny_asr, synth_utts):
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
+    out = tmp_path / "out.csv"
+    journal_path(out).write_text(json.dumps({"asr_model": "other"}) + "\n")
+    result = invoke(*transcribe_args(manifest, out, tiny_asr))
+    assert result.exit_code == 2
+    assert "other settings" in result.output and "delete it" in result.output
+
+
+def test_bad_audio_row_is_kept_with_its_reason(tmp_path, tiny_asr, synth_utts):
+    utts = synth_utts[:2]
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
+    text = manifest.read_text().replace(str(utts[1].audio), str(tmp_path / "gone.wav"))
+    manifest.write_text(text)
+    result = invoke(*transcribe_args(manifest, tmp_path / "out.csv", tiny_asr))
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "out.csv")
+    assert len(rows) == 2 and "missing audio file" in rows[1]["asr_error"]
+    assert f"not transcribed: {utts[1].id}: missing audio file" in result.output
+
+
+@pytest.mark.parametrize("model", ["does/not/exist", "no-such-model-name"])
+def test_unloadable_model_is_one_line(tmp_path, synth_utts, model):
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:1], lambda u: "")
+    result = invoke(*transcribe_args(manifest, tmp_path / "o.csv", model))
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert line.startswith("error: ") and "\n" not in line
+    assert model in line and "--asr-model DIR" in line

@@ -3,7 +3,8 @@
 Resolution, field by field: ``LoopConfig``'s defaults (the papers' protocol: AdamW, lr 1e-4,
 batch 32, at most 20 epochs, patience 3, constant lr, selection on validation loss), then the
 head's recipe for the chosen preset (``Head.recipes[preset]``; key ``None`` = no ``--preset``),
-then the command-line flags that were given. The run's config.json records the resolved loop and,
+then the command-line flags that were given (a recipe's warm-up is shortened to fit a
+smaller ``--epochs``). The run's config.json records the resolved loop and,
 per field, where its value came from (``default`` | ``recipe`` | ``flag``).
 """
 
@@ -45,6 +46,10 @@ def resolve_loop(
         name: "flag" if name in flags else "recipe" if name in recipe else "default"
         for name in LOOP_FIELDS
     }
+    if "warmup_epochs" not in flags and "epochs" in flags:
+        # a recipe's warm-up yields to a shorter --epochs (a 2-epoch smoke run must not fail on
+        # the recipe's 2 warm-up epochs); a --warmup-epochs given with it is still checked
+        values["warmup_epochs"] = min(values.get("warmup_epochs", 0), max(flags["epochs"] - 1, 0))
     loop = LoopConfig(**values)
     loop.validate()
     return loop, sources

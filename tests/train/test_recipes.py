@@ -74,6 +74,17 @@ def test_every_builtin_recipe_is_a_valid_loop_and_paper_keeps_the_papers_loop():
             assert resolve_loop(cls, "paper")[0] == LoopConfig(), name
 
 
+def test_a_recipes_warm_up_yields_to_a_shorter_epochs_flag():
+    cls = get_head("audio")
+    assert resolve_loop(cls, None)[0].warmup_epochs == 2  # the recipe's warm-up
+    for epochs, warmup in ((1, 0), (2, 1), (3, 2), (10, 2)):
+        loop, sources = resolve_loop(cls, None, {"epochs": epochs})
+        assert (loop.epochs, loop.warmup_epochs) == (epochs, warmup)
+        assert sources["epochs"] == "flag" and sources["warmup_epochs"] == "recipe"
+    with pytest.raises(EmofuseError, match="--warmup-epochs 2 must be below --epochs 2"):
+        resolve_loop(cls, None, {"epochs": 2, "warmup_epochs": 2})  # both given: still an error
+
+
 def test_unknown_loop_field_in_a_recipe_is_a_one_line_error(monkeypatch):
     cls = get_head(TINY_HEAD)
     monkeypatch.setattr(cls, "recipes", {"small": {"learning_rate": 1.0}})

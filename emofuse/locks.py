@@ -1,0 +1,109 @@
+"""One writer per output: a lock file beside the output, holding the writer's pid and host.
+
+``with output_lock(out, "extract"):`` creates ``<out>.lock`` atomically (``O_CREAT | O_EXCL``) with
+``{"pid", "host", "command", "started"}``. A second process that finds the lock held by a live process
+is refused in one line naming the holder; a lock whose holder is gone (same host, pid not running)
+is stale and is taken over. A lock from another host is never judged stale (its pid means nothing
+here): the message says how to remove it by hand. The lock is removed on exit, also on an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from emofuse.errors import EmofuseError
+
+
+def lock_path(out: Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _holder(path: Path) -> dict | None:
+    """The lock's contents, or None when it is unreadable (a writer killed mid-write)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stale(holder: dict | None) -> bool:
+    if holder is None:
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid = holder.get("pid")
+    return not isinstance(pid, int) or not _alive(pid)
+
+
+def _try_create(path: Path, record: dict) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, command: str) -> Iterator[Path]:
+    """Hold ``<out>.lock`` for the duration of the block (see the module docstring)."""
+    path = lock_path(out)
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a stale lock is removed and the create retried
+            if _try_create(path, record):
+                break
+            holder = _holder(path)
+            if not _stale(holder):
+                raise EmofuseError(
+                    f"{out} is being written by another emofuse {holder.get('command', '?')} "
+                    f"(pid {holder.get('pid')} on {holder.get('host')}, since "
+                    f"{holder.get('started', '?')}); wait for it to finish, or if that process is "
+                    f"gone, delete {path}"
+                )
+            print(f"note: removing stale lock {path} (its process is gone)", file=sys.stderr)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            raise EmofuseError(f"could not take the lock {path}; delete it and rerun")
+    except (FileExistsError, NotADirectoryError) as err:
+        raise EmofuseError(
+            f"cannot create {path}: a parent of {out} is a regular file; choose another --out"
+        ) from err
+    except PermissionError as err:
+        raise EmofuseError(
+            f"cannot write in {path.parent} (permission denied); choose a writable --out"
+        ) from err
+    try:
+        yield path
+    finally:
+        if _holder(path) == record:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -1,0 +1,69 @@
+"""The output lock: one writer per output, stale locks taken over, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from emofuse.errors import EmofuseError
+from emofuse.locks import lock_path, output_lock
+
+HOLDER = """
+import sys
+from emofuse.locks import output_lock
+with output_lock(sys.argv[1], "extract"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_live_holder_refuses_a_second_writer_in_one_line(tmp_path):
+    out = tmp_path / "cache.h5"
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "held"  # the child reports the lock is taken
+        with pytest.raises(EmofuseError) as err, output_lock(out, "extract"):
+            pass
+        message = str(err.value)
+        assert "\n" not in message and str(out) in message and f"pid {child.pid}" in message
+    finally:
+        child.communicate("done\n")
+    assert child.returncode == 0 and not lock_path(out).exists()  # released by its holder
+    with output_lock(out, "extract"):  # free again
+        assert json.loads(lock_path(out).read_text())["command"] == "extract"
+
+
+def test_a_stale_lock_is_taken_over_and_a_foreign_hosts_lock_is_not(tmp_path, capsys):
+    out = tmp_path / "run"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True, check=True)  # fmt: skip
+    host = socket.gethostname()
+    lock_path(out).write_text(json.dumps({"pid": int(dead.stdout), "host": host}))
+    with output_lock(out, "train"):
+        assert json.loads(lock_path(out).read_text())["pid"] != int(dead.stdout)
+    assert "stale lock" in capsys.readouterr().err and not lock_path(out).exists()
+    lock_path(out).write_text("{torn")  # a holder killed while writing its lock: stale
+    with output_lock(out, "train"):
+        pass
+    lock_path(out).write_text(json.dumps({"pid": 1, "host": host + "-elsewhere"}))
+    with pytest.raises(EmofuseError, match="being written by.*elsewhere"), output_lock(out, "x"):
+        pass
+    assert lock_path(out).exists()  # someone else's lock is never removed
+
+
+def test_the_lock_is_released_on_an_error_and_bad_parents_are_one_line(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError), output_lock(out, "train"):
+        raise RuntimeError("boom")
+    assert not lock_path(out).exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EmofuseError, match="regular file"), output_lock(blocker / "out", "train"):
+        pass

@@ -59,7 +59,7 @@ from emofuse.heads.inputs import InputPipeline
 STREAMS = (
     "speech", "text", "speaker", "phone", "syllable", "word", "fbank", "speech_mean", "speech_std"
 )  # fmt: skip
-LAYER_MIXES = ("weighted", "mean", "single")
+LAYER_MIXES = ("weighted", "mean", "single", "concat")
 INPUT_NORMS = ("standard", "none")
 # what a run saved before these fields existed did: raw inputs, no pooling, no masking
 BASE_SAVED_DEFAULTS = {
@@ -279,7 +279,10 @@ def count_parameters(module: nn.Module) -> int:
 
 
 class LayerMix(nn.Module):
-    """(…, L, D) -> (…, D): one layer, the mean, or the SUPERB weighted sum of the cached layers.
+    """(…, L, D) -> (…, D): one layer, the mean, or the SUPERB weighted sum of the cached layers;
+    or (``concat``) -> (…, L*D): every layer side by side, so the Linear a head puts after the mix is
+    a projection of all layers (one weight per layer and dimension instead of one scalar per layer).
+    ``out_dim(D)`` is the width a head sizes that Linear with.
 
     The weighted sum is a softmax over one learnable scalar per layer, initialised equal, so training
     starts from the mean and moves towards the layers that help. With ``normalize`` every layer of
@@ -308,6 +311,10 @@ class LayerMix(nn.Module):
         if mode == "weighted":
             self.weights = nn.Parameter(torch.zeros(n_layers))
 
+    def out_dim(self, width: int) -> int:
+        """The width of the mix's output for layers of ``width``."""
+        return width * self.n_layers if self.mode == "concat" else width
+
     def forward(self, x: Tensor) -> Tensor:
         if self.normalize:
             if self.mode == "single":  # normalise only the layer that is used
@@ -319,6 +326,8 @@ class LayerMix(nn.Module):
             return x[..., self.index, :]  # (…, D)
         if self.mode == "mean":
             return x.mean(dim=-2)  # (…, D)
+        if self.mode == "concat":
+            return x.flatten(-2)  # (…, L*D)
         w = torch.softmax(self.weights, dim=0)  # (L,)
         return torch.einsum("...ld,l->...d", x, w)  # (…, D)
 

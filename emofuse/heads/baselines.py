@@ -50,7 +50,9 @@ class SequenceProbe(nn.Module):
     def __init__(self, layers: int, width: int, cfg: ProbeConfig) -> None:
         super().__init__()
         self.mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
-        self.proj = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
+        self.proj = nn.Sequential(
+            nn.Linear(self.mix.out_dim(width), cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)
+        )
         self.std = cfg.pool == "meanstd"
         self.out = cfg.hidden * (2 if self.std else 1)
 

@@ -126,8 +126,8 @@ class CoAttention(Head):
         t_layers, t_width = dims.get("text")
         self.speech_mix = LayerMix(speech_dims[0], cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
         self.text_mix = LayerMix(t_layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
-        self.speech_proj = nn.Linear(speech_dims[1], cfg.d_model)
-        self.text_proj = nn.Linear(t_width, cfg.d_model)
+        self.speech_proj = nn.Linear(self.speech_mix.out_dim(speech_dims[1]), cfg.d_model)
+        self.text_proj = nn.Linear(self.text_mix.out_dim(t_width), cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.branches = nn.ModuleDict({g: CoAttentionBlock(cfg) for g in cfg.granularities})
         self.mlp = nn.Sequential(

@@ -134,14 +134,15 @@ class PooledProbe(Head):
             nn.init.uniform_(self.member_bias, -bound, bound)
             return
         self.mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
+        mixed = self.mix.out_dim(feat)
         if cfg.hidden:
             self.body: nn.Module = nn.Sequential(
-                nn.Linear(feat, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)
+                nn.Linear(mixed, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)
             )
             out = cfg.hidden
         else:
             self.body = nn.Identity()
-            out = feat
+            out = mixed
         self.classifier = nn.Linear(out, n_classes)
 
     def _standardised(self, batch: dict[str, Tensor]) -> Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from emofuse.errors import EmofuseError
+from emofuse.heads import get_head
 from emofuse.heads.base import InputDims, LayerMix, avg_max_pool, masked_max, masked_mean
 from emofuse.heads.tdfnet import TDFNet
 
@@ -34,6 +35,28 @@ def test_single_and_mean_mixes_have_no_parameters() -> None:
     assert list(LayerMix(1, "weighted").parameters()) == []  # one layer: nothing to weigh
     with pytest.raises(EmofuseError, match="mix_index=4"):
         LayerMix(4, "single", 4)
+
+
+def test_concat_mix_keeps_every_layer_and_every_head_sizes_its_projection_from_it() -> None:
+    x = torch.randn(3, 4, 8)  # (T, L, D)
+    mix = LayerMix(4, "concat")
+    assert torch.equal(mix(x), x.reshape(3, 32)) and mix.out_dim(8) == 32
+    assert LayerMix(4, "weighted").out_dim(8) == 8 and LayerMix(1, "concat").out_dim(8) == 8
+    dims = InputDims(speech=[3, 16], text=[2, 12], speaker=8)
+    batch = {
+        "speech": torch.randn(2, 5, 3, 16), "speech_mask": torch.ones(2, 5, dtype=torch.bool),
+        "text": torch.randn(2, 4, 2, 12), "text_mask": torch.ones(2, 4, dtype=torch.bool),
+        "speaker": torch.randn(2, 8),
+    }  # fmt: skip
+    for name in ("tdfnet", "coattention", "audio", "concat"):
+        cls = get_head(name)
+        overrides = (
+            {"layer_mix": "concat", "granularities": ["frame"]}
+            if name == "coattention"
+            else {"layer_mix": "concat"}
+        )
+        model = cls(cls.make_config("small", overrides), dims, 4).eval()
+        assert model(model.prepare(batch)).shape == (2, 4), name
 
 
 def test_normalized_mix_puts_layers_of_any_scale_on_one_footing() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
+from emofuse.audio import MIN_SAMPLE_RATE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import CorpusReadResult, Segment, Utterance
 from emofuse.errors import EmofuseError
@@ -47,6 +48,7 @@ SKIP_ODD_LINE = "odd transcript line (untimed or XX id; no wav, no label)"
 SKIP_NO_WAV = "no sentence wav"
 SKIP_NO_TEXT = "no transcript line"
 SKIP_BAD_WAV = "sentence wav unreadable by soundfile (not audio, empty or damaged)"
+SKIP_BAD_RATE = f"sentence wav sample rate below {MIN_SAMPLE_RATE} Hz (damaged header)"
 SKIP_BAD_SUMMARY = "label line not in the summary format"
 SKIP_NOT_IMPRO = "scripted dialog (--improvised-only)"
 
@@ -290,10 +292,14 @@ def read_iemocap(
             ses, speaker, gender = speaker_of(utt_id)
             audio = wav_dir / f"{utt_id}.wav"
             try:
-                duration = sf.info(str(audio)).duration
+                info = sf.info(str(audio))
             except RuntimeError:  # soundfile's LibsndfileError: reported, never a traceback
                 result.skip(SKIP_BAD_WAV, utt_id)
                 continue
+            if rate_problem(audio, info.samplerate):
+                result.skip(SKIP_BAD_RATE, utt_id)
+                continue
+            duration = info.duration
             raw = texts[utt_id][2]
             result.utterances.append(
                 Utterance(

@@ -14,6 +14,7 @@ kill at any moment:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import queue
@@ -29,11 +30,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from emofuse import __version__
+from emofuse import __version__, faults
 from emofuse.audio import SAMPLE_RATE, AudioProblem, duration_of, load_audio
 from emofuse.corpus import Utterance
 from emofuse.encoders._common import plan_batches as bucket
 from emofuse.errors import EmofuseError
+from emofuse.locks import output_lock
 from emofuse.segments import pool_utterances, tier_to_spans
 
 DEFAULT_SPEECH = "facebook/hubert-large-ll60k"
@@ -565,7 +567,11 @@ def run_extract(
     threads = cfg.threads if device.type == "cpu" else None
     if threads:
         torch.set_num_threads(threads)
+    held = contextlib.ExitStack()
     try:
+        if ddp.rank == 0:  # one writer per output (torchrun's other ranks write their own parts)
+            held.enter_context(output_lock(Path(cfg.out), "extract"))
+            faults.reach("lock-taken")
         models = load_models(cfg, device, dtype)
         layers = parse_layers(cfg.layers, models.speech.num_layers) if models.speech else []
         text_layers = (
@@ -615,6 +621,7 @@ def run_extract(
         )
         _finish(writer, ddp, [u.id for u in utts], summary)
     finally:
+        held.close()
         ddp.shutdown()
         if threads:
             torch.set_num_threads(threads_before)

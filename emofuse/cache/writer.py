@@ -294,7 +294,14 @@ class CacheWriter:
                     [u[aname] for u in per_utt] or [np.zeros((0, *aspec.row_shape), aspec.dtype)]
                 )  # (rows, *row_shape)
                 arrays[key] = np.moveaxis(rows, 1, 0) if aspec.layered else rows  # (L, rows, D)
-        commit_part(self.folder, self.rank, self._seq, index, arrays)
+        try:
+            commit_part(self.folder, self.rank, self._seq, index, arrays)
+        except OSError as err:
+            raise EmofuseError(
+                f"cannot write {self.path} ({err.strerror or err}): free disk space or make "
+                f"{self.folder.parent} writable, then rerun the same command: it resumes from the "
+                f"{self._seq} part(s) already committed"
+            ) from err
         self._seq += 1
         self._buffer, self._skips, self._buffered_bytes = [], [], 0
 

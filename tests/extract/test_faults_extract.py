@@ -4,7 +4,6 @@ never a store reported complete when it is not, never silent data loss."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess

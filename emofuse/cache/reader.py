@@ -295,6 +295,11 @@ class Cache:
         out[:] = [data[soff[r] : soff[r + 1]].decode("utf-8") for r in rows.tolist()]
         return out
 
+    def damage(self) -> list[str]:
+        """Structural damage found without reading the data (Zarr: missing chunk files)."""
+        check = getattr(self._store, "missing_chunks", None)
+        return check() if check is not None else []
+
     # --- sizes ----------------------------------------------------------------------------------
     def raw_bytes(self) -> int:
         return sum(s.nbytes for s in self.streams.values())

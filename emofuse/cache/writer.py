@@ -16,6 +16,7 @@ flushes); after a barrier rank 0 calls ``close(order=ids)`` and consolidates eve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -422,8 +423,37 @@ def consolidate(
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a consolidation killed midway
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    faults.reach("consolidate-write")
+    try:
+        digest = _write_store(plan, kind, path, tmp, compression, progress)
+    except OSError as err:  # disk full, read-only, quota: never leave a half-written store behind
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise EmofuseError(
+            f"cannot write {path} ({err.strerror or err}): free disk space (the store needs about "
+            f"{_megabytes(plan)} MB) and rerun the same command: the parts in {folder} are kept "
+            "and are consolidated again"
+        ) from err
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+    faults.reach("consolidate-renamed")
+    shutil.rmtree(folder)  # only after the complete store is durable under its final name
+    return digest
+
+
+def _write_store(
+    plan: Plan, kind: str, path: Path, tmp: Path, compression: str | None, progress: bool
+) -> str:
+    """Write, verify and fsync the consolidated store under its temporary name; its digest."""
     store = make_store(kind, tmp, "w")
+    try:
+        return _fill_store(store, plan, path, tmp, compression, progress)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.close()
+        raise
+
+
+def _fill_store(store, plan: Plan, path: Path, tmp: Path, compression, progress: bool) -> str:
+    folder = parts_dir(path)
     meta = plan.meta(complete=False, compression=compression)
     n = len(plan.ids)
     total = sum(m["nbytes"] for s in meta["streams"].values() for m in s["arrays"].values())
@@ -449,6 +479,7 @@ def consolidate(
             store.write(stored_name(name, "offsets"), (slice(None),), off)
             smeta["offsets_sha256"] = _sha(off)
         for aname, aspec in spec.arrays.items():
+            faults.reach("consolidate-write")
             if aspec.is_str:
                 data, soff, crc = plan.strings(name, aname)
                 for suffix, arr in (("utf8", data), ("offsets", soff)):
@@ -506,10 +537,6 @@ def consolidate(
         fsync_tree(tmp)
     else:
         fsync_path(tmp)
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-    faults.reach("consolidate-renamed")
-    shutil.rmtree(folder)  # only after the complete store is durable under its final name
     return result.digest
 
 
@@ -522,6 +549,12 @@ def _read_json(path: Path, fix: str) -> dict:
     if not isinstance(value, dict):
         raise EmofuseError(f"{path} is damaged (not a JSON object); {fix}")
     return value
+
+
+def _megabytes(plan: Plan) -> int:
+    meta = plan.meta(complete=False, compression=None)
+    total = sum(m["nbytes"] for st in meta["streams"].values() for m in st["arrays"].values())
+    return max(1, round(total / 1e6))
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -63,7 +63,8 @@ def tone(seconds: float, rate: int = 16000) -> np.ndarray:
 def manifest_args(manifest: Path, tiny, out: Path, *extra: str) -> list[str]:
     return [
         "extract", "--corpus", "manifest", "--manifest", str(manifest), "--out", str(out),
-        "--speech-model", str(tiny.speech["wav2vec2-group"]), "--text-model", "none",
+        "--speech-model", str(tiny.speech["wav2vec2-group"]) if tiny else "none",
+        "--text-model", "none",
         "--speaker-model", "none", "--quiet", *extra,
     ]  # fmt: skip
 
@@ -348,3 +349,25 @@ def test_second_extract_into_the_same_out_is_refused_while_the_first_holds_the_l
     third = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
     assert third.exit_code == 0, third.output
     assert open_cache(out).complete and not Path(str(out) + ".lock").exists()
+
+
+def test_two_part_model_path_that_does_not_exist_fails_fast_in_one_line(tmp_path, clips):
+    """Case 12: `nonexist/model` is neither a folder here nor a cached hub model, and the hub is
+    unreachable: one line naming both readings, no retries (a child without HF offline mode)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    env = child_env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    env.pop("HF_HUB_OFFLINE")
+    env.pop("TRANSFORMERS_OFFLINE")
+    args = manifest_args(manifest, None, tmp_path / "x.h5")
+    args[args.index("--speech-model") + 1] = "nonexist/model"
+    run = subprocess.run(
+        [PYTHON, "-m", "emofuse", *args], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    noise = [
+        x for x in run.stderr.splitlines() if x.strip() and not x.lstrip().startswith("manifest:")
+    ]
+    assert len(noise) == 1, run.stderr
+    line = error_line(run.stderr)
+    assert "nonexist/model" in line and "folder" in line and "hub" in line
+    assert "--speech-model" in line

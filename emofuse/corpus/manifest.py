@@ -79,6 +79,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
                 ) from None
             if not isinstance(obj, dict):
                 raise EmofuseError(f"manifest {path} line {lineno} is not a JSON object")
+            if "text" in obj and obj["text"] is None:  # "" is no text; null is a broken export
+                raise EmofuseError(
+                    f"manifest {path} line {lineno}: 'text' is null; write \"\" for an utterance "
+                    "without a transcript, or fill the text in"
+                )
             columns += [k for k in obj if k not in columns]
             rows.append({k: "" if v is None else str(v) for k, v in obj.items()})
         return columns, rows

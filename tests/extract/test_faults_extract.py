@@ -166,6 +166,12 @@ def test_disk_full_while_writing_parts_is_one_line_and_the_rerun_resumes(tmp_pat
         and "2 were already there" in again.output
     )
     assert open_cache(out).meta["digest"] == open_cache(ref).meta["digest"]
+    # the same command on the finished store: nothing to do; a changed label is refused there too
+    same = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert same.exit_code == 0 and f"{N_CLIPS} were already there" in same.output, same.output
+    write_manifest(tmp_path / "c", clips, label="sad")
+    changed = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert changed.exit_code == 2 and "label 'neu'" in error_line(changed.output)
 
 
 def test_resume_after_the_labels_changed_is_refused_naming_the_utterance(tmp_path, tiny, clips):

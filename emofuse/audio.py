@@ -8,16 +8,17 @@ reason (``AudioProblem``) the pipeline reports, records in the cache and skips â
 
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 SAMPLE_RATE = 16000
 SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: nothing an encoder can use
+MIN_SAMPLE_RATE = 4000  # below this no speech is left (a 1 Hz header is a broken file, not audio)
 
 
 class AudioProblem(Exception):
@@ -43,6 +44,9 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (n, C)
     except Exception as err:  # libsndfile raises several types for damaged files
         raise AudioProblem(f"unreadable audio {path.name}: {str(err).splitlines()[0]}") from None
+    problem = header_problem(path, int(rate))
+    if problem:
+        raise AudioProblem(problem)
     if data.shape[0] == 0:
         raise AudioProblem(f"empty audio {path.name} (0 samples)")
     if not np.isfinite(data).all():
@@ -51,8 +55,61 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
     if float(np.abs(wav).max()) < SILENCE_PEAK:
         raise AudioProblem(f"silent audio {path.name} (peak below -80 dBFS)")
     if rate != target_rate:
+        import torch  # noqa: PLC0415 - here, so the corpus readers' header checks stay light
+        import torchaudio.functional as AF  # noqa: N812, PLC0415
+
         wav = AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), rate, target_rate).numpy()
     return Decoded(np.ascontiguousarray(wav, dtype=np.float32), int(rate), int(data.shape[1]))
+
+
+def rate_problem(path: Path, rate: int) -> str | None:
+    if rate < MIN_SAMPLE_RATE:
+        return (
+            f"sample rate {rate} Hz of {Path(path).name} is below {MIN_SAMPLE_RATE} Hz "
+            "(a damaged header or not speech audio); re-export the file at 16 kHz"
+        )
+    return None
+
+
+def wav_truncated(path: Path) -> tuple[int, int] | None:
+    """(bytes the WAV header claims for its data, bytes the file holds) when the file is cut short.
+
+    libsndfile reads such a file without complaint, only shorter; the header tells. None for a
+    whole file, a non-WAV file, or a streaming header (size 0 or 0xFFFFFFFF: length unknown).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return None
+            order = "<" if head[:4] == b"RIFF" else ">"
+            size = os.fstat(fh.fileno()).st_size
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk = fh.read(8)
+                (length,) = struct.unpack(order + "I", chunk[4:8])
+                if chunk[:4] == b"data":
+                    if length in (0, 0xFFFFFFFF):
+                        return None
+                    held = size - pos - 8
+                    return (length, held) if held < length else None
+                pos += 8 + length + (length & 1)
+    except OSError:
+        return None
+    return None
+
+
+def header_problem(path: Path, rate: int) -> str | None:
+    """Why a file soundfile opened is still not usable audio (absurd rate, truncated), or None."""
+    if problem := rate_problem(path, rate):
+        return problem
+    if cut := wav_truncated(path):
+        return (
+            f"truncated audio {Path(path).name}: the header claims {cut[0]} data bytes, the file "
+            f"holds {cut[1]} (an interrupted copy?); copy the file again"
+        )
+    return None
 
 
 def duration_of(path: str | Path) -> float:

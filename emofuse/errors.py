@@ -7,8 +7,31 @@ The CLI prints ``error: <message>`` and exits with status 2 — never a tracebac
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class EmofuseError(Exception):
     """A problem the user can fix; ``str(err)`` is the one-line message shown to them."""
 
     exit_code = 2
+
+
+def check_out_path(out: str | os.PathLike, option: str = "--out") -> None:
+    """One-line error when ``out`` cannot be created: a parent is a regular file, or not writable.
+
+    Checks the nearest existing ancestor (nothing is created); a folder that exists already is
+    checked itself.
+    """
+    out = Path(out)
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise EmofuseError(
+            f"{option} {out}: {probe} is a regular file, not a folder; choose another {option}"
+        )
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+        raise EmofuseError(
+            f"{option} {out}: cannot write in {probe} (permission denied); choose a writable {option}"
+        )

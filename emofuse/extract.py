@@ -14,6 +14,7 @@ kill at any moment:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import queue
@@ -29,11 +30,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from emofuse import __version__
+from emofuse import __version__, faults
 from emofuse.audio import SAMPLE_RATE, AudioProblem, duration_of, load_audio
 from emofuse.corpus import Utterance
 from emofuse.encoders._common import plan_batches as bucket
 from emofuse.errors import EmofuseError
+from emofuse.locks import output_lock
 from emofuse.segments import pool_utterances, tier_to_spans
 
 DEFAULT_SPEECH = "facebook/hubert-large-ll60k"
@@ -379,19 +381,57 @@ class _Encoders:
             flags.append("unaligned")
         return {
             "id": u.id,
-            "speaker": u.speaker,
-            "session": u.session or "",
-            "gender": u.gender or "",
-            "label": u.label,
+            **corpus_fields(u),
             "duration": d.duration,
-            "text": u.text,
-            "text_norm": u.model_text,
-            "aligned": u.aligned,
             "n_frames": n_frames,
             "flags": ",".join(flags),
-            "split": u.split or "",
-            "extra": dict(u.extra),
         }
+
+
+def corpus_fields(u: Utterance) -> dict:
+    """The table fields that come from the corpus reader (not from decoding or the models)."""
+    return {
+        "speaker": u.speaker,
+        "session": u.session or "",
+        "gender": u.gender or "",
+        "label": u.label,
+        "text": u.text,
+        "text_norm": u.model_text,
+        "aligned": u.aligned,
+        "split": u.split or "",
+        "extra": dict(u.extra),
+    }
+
+
+def check_resumed(out: Path, stored: dict[str, dict], utts: Sequence[Utterance], complete: bool):
+    """Refuse a resume whose stored rows disagree with this corpus (changed manifest, other corpus).
+
+    Every stored utterance must be in the corpus (unless the store is complete) and carry the same
+    corpus fields (label, speaker, text ...): otherwise one store would mix two corpora.
+    """
+    from emofuse.cache.schema import canonical_json, parts_dir
+
+    where = out if complete else parts_dir(out)
+    restart = f"delete {where} (or choose another --out) to extract from scratch"
+    by_id = {u.id: u for u in utts}
+    extra = sorted(uid for uid in stored if uid not in by_id)
+    if extra and not complete:
+        raise EmofuseError(
+            f"{where} holds {len(extra)} stored utterances that are not in this corpus (first: "
+            f"{extra[0]!r}): the interrupted run read more; rerun with its corpus options "
+            f"(--manifest/--root, --classes, --limit ...) to resume, or {restart}"
+        )
+    for u in utts:
+        row = stored.get(u.id)
+        if row is None:
+            continue
+        for key, value in corpus_fields(u).items():
+            if key in row and canonical_json(row[key]) != canonical_json(value):
+                raise EmofuseError(
+                    f"utterance {u.id}: {key} {row[key]!r} in {where} but {value!r} in this "
+                    f"corpus (the manifest changed since it was extracted); rerun with the original "
+                    f"corpus, or {restart}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,7 +605,11 @@ def run_extract(
     threads = cfg.threads if device.type == "cpu" else None
     if threads:
         torch.set_num_threads(threads)
+    held = contextlib.ExitStack()
     try:
+        if ddp.rank == 0:  # one writer per output (torchrun's other ranks write their own parts)
+            held.enter_context(output_lock(Path(cfg.out), "extract"))
+            faults.reach("lock-taken")
         models = load_models(cfg, device, dtype)
         layers = parse_layers(cfg.layers, models.speech.num_layers) if models.speech else []
         text_layers = (
@@ -590,13 +634,17 @@ def run_extract(
             progress=cfg.progress and ddp.rank == 0,
         )
         done = set(writer.done_ids())
-        summary = ExtractSummary(Path(cfg.out), resumed=len(done), is_main=ddp.rank == 0)
+        if done:
+            check_resumed(Path(cfg.out), writer.stored_rows(), utts, writer.complete)
+        corpus_ids = {u.id for u in utts}
+        resumed = len(done & corpus_ids)
+        summary = ExtractSummary(Path(cfg.out), resumed=resumed, is_main=ddp.rank == 0)
         summary.estimate_bytes = estimate_bytes(durations, models, layers, cfg)
         if ddp.rank == 0:
             echo(
                 f"extracting {len(utts)} utterances ({sum(durations) / 3600:.2f} h) into {cfg.out};"
                 f" estimated size {_human(summary.estimate_bytes)}"
-                + (f"; resuming: {len(done)} already stored" if done else "")
+                + (f"; resuming: {resumed} already stored" if resumed else "")
                 + (f"; {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
             )
         todo = [b for b in batches if any(utts[i].id not in done for i in b)]
@@ -615,6 +663,7 @@ def run_extract(
         )
         _finish(writer, ddp, [u.id for u in utts], summary)
     finally:
+        held.close()
         ddp.shutdown()
         if threads:
             torch.set_num_threads(threads_before)

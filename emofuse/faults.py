@@ -1,16 +1,20 @@
 """Fault injection at named points, so crash tests stop a process where it says, not after a sleep.
 
 ``EMOFUSE_FAULT="STAGE:N[:ACTION]"`` (several separated by ``,``): the N-th time this process reaches
-``STAGE`` it performs ACTION — ``kill`` (default: SIGKILL itself, as a power loss or OOM kill would)
-or ``enospc`` (raise ``OSError(ENOSPC)``, as a full disk would). Unset, ``reach()`` is one dict
-lookup. The stages, in the order a run reaches them:
+``STAGE`` it performs ACTION — ``kill`` (default: SIGKILL itself, as a power loss or OOM kill would),
+``enospc`` (raise ``OSError(ENOSPC)``, as a full disk would), ``erofs`` (raise ``OSError(EROFS)``, as
+a read-only file system would) or ``stop`` (SIGSTOP itself: alive but frozen at that point, e.g.
+holding a lock, until the test kills it). Unset, ``reach()`` is one dict lookup. The stages, in the
+order a run reaches them:
 
+- ``lock-taken``: ``emofuse extract`` holds the output's lock, nothing else is done yet;
 - ``part-write``: before a part's files are written (``enospc`` here = disk full while writing);
 - ``part-unrenamed``: a part's files are written and fsynced under their temporary name;
 - ``part-committed``: after a part of the cache journal is durably renamed into place;
 - ``consolidate-written``: the temporary consolidated store is written, not yet verified;
 - ``consolidate-renamed``: the store has its final name, the parts folder is not yet removed;
-- ``consolidate-write``: before the consolidated store is created;
+- ``consolidate-write``: before each array of the consolidated store is written (the temporary
+  store exists: ``enospc`` here = disk full during consolidation);
 - ``fold-written``: after a training fold's files are written;
 - ``transcribe-batch``: after a batch of ASR transcripts is durably appended to the journal.
 """
@@ -48,8 +52,11 @@ def reach(stage: str) -> None:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "enospc":
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + f" (injected at {stage})")
+    elif action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    elif action in ("enospc", "erofs"):
+        code = errno.ENOSPC if action == "enospc" else errno.EROFS
+        raise OSError(code, os.strerror(code) + f" (injected at {stage})")
     else:
         raise ValueError(f"{ENV}: unknown action {action!r} for stage {stage!r}")
 

@@ -101,6 +101,10 @@ def output_lock(out: Path, command: str) -> Iterator[Path]:
         raise EmofuseError(
             f"cannot write in {path.parent} (permission denied); choose a writable --out"
         ) from err
+    except OSError as err:  # a read-only file system, a full disk ...
+        raise EmofuseError(
+            f"cannot write in {path.parent} ({err.strerror or err}); choose a writable --out"
+        ) from err
     try:
         yield path
     finally:

@@ -75,7 +75,18 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
                     f"--transcripts {path} lacks column(s) {', '.join(sorted(missing))}: "
                     "it needs a header line audio,text"
                 )
-            return {row["audio"]: row["text"] or "" for row in reader}
+            out: dict[str, str] = {}
+            first: dict[str, int] = {}
+            for row in reader:
+                key, lineno = row["audio"], reader.line_num
+                if key in first:
+                    raise EmofuseError(
+                        f"--transcripts {path} line {lineno}: a second row for audio {key!r} "
+                        f"(first on line {first[key]}); keep one row per audio file"
+                    )
+                first[key] = lineno
+                out[key] = row["text"] or ""
+            return out
     except UnicodeDecodeError:
         raise EmofuseError(f"--transcripts {path} is not UTF-8 text: save it as UTF-8") from None
 

@@ -88,19 +88,23 @@ def commit_part(
     folder: Path, rank: int, seq: int, index: dict, arrays: dict[str, np.ndarray]
 ) -> Path:
     """Write one part atomically (temp folder -> fsync -> rename) and return its final path."""
-    faults.reach("part-write")
     final = folder / part_name(rank, seq)
     tmp = folder / f".tmp-{part_name(rank, seq)}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for key, value in arrays.items():
-        with open(tmp / f"{key}.npy", "wb") as fh:
-            np.save(fh, np.ascontiguousarray(value), allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-    write_file_durably(tmp / "index.json", canonical_json(index))
-    fsync_path(tmp)
+    try:
+        faults.reach("part-write")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for key, value in arrays.items():
+            with open(tmp / f"{key}.npy", "wb") as fh:
+                np.save(fh, np.ascontiguousarray(value), allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+        write_file_durably(tmp / "index.json", canonical_json(index))
+        fsync_path(tmp)
+    except OSError:  # disk full, read-only ...: no half-written part is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     faults.reach("part-unrenamed")
     os.rename(tmp, final)
     fsync_path(folder)

@@ -27,7 +27,7 @@ from emofuse.cache.schema import (
     backend_of,
     parts_dir,
 )
-from emofuse.cache.store import open_store
+from emofuse.cache.store import incomplete_message, open_store
 from emofuse.errors import EmofuseError
 
 MAX_RUNS = 64  # more separate row ranges than this: read the covering span in blocks instead
@@ -295,6 +295,11 @@ class Cache:
         out[:] = [data[soff[r] : soff[r + 1]].decode("utf-8") for r in rows.tolist()]
         return out
 
+    def damage(self) -> list[str]:
+        """Structural damage found without reading the data (Zarr: missing chunk files)."""
+        check = getattr(self._store, "missing_chunks", None)
+        return check() if check is not None else []
+
     # --- sizes ----------------------------------------------------------------------------------
     def raw_bytes(self) -> int:
         return sum(s.nbytes for s in self.streams.values())
@@ -353,9 +358,6 @@ def open_cache(path: str | Path, allow_incomplete: bool = False) -> Cache:
         if not allow_incomplete:
             done = len(store.plan.ids)
             store.close()
-            raise EmofuseError(
-                f"{path} is incomplete ({done} utterances done, extraction interrupted); resume "
-                "`emofuse extract` with the same settings, or read what is done with --allow-incomplete"
-            )
+            raise EmofuseError(incomplete_message(path, done))
         return Cache(path, store, store.read_meta())
     raise EmofuseError(f"no cache at {path}; run `emofuse extract` first or check the path")

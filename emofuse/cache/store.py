@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emofuse.cache.schema import FORMAT, FORMAT_VERSION, backend_of
+from emofuse.cache.schema import FORMAT, FORMAT_VERSION, backend_of, parts_dir
 from emofuse.errors import EmofuseError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -23,6 +23,23 @@ def make_store(kind: str, path: Path, mode: str) -> Store:
     return ZarrStore(path, mode)
 
 
+def incomplete_message(path: Path, done: int | None = None) -> str:
+    """What to say about a cache whose extraction was interrupted (only its parts exist)."""
+    count = f"{done} utterances done, " if done is not None else ""
+    return (
+        f"{path} is incomplete ({count}extraction interrupted; the finished work is in "
+        f"{parts_dir(path)}); rerun the same `emofuse extract` command to resume it"
+    )
+
+
+def missing_cache_error(path: Path, option: str = "--cache") -> EmofuseError:
+    """The one-line error for a cache path that is not there: interrupted, or never extracted."""
+    path = Path(path)
+    if (parts_dir(path) / "manifest.json").is_file():
+        return EmofuseError(incomplete_message(path))
+    return EmofuseError(f"{option} {path} does not exist; run `emofuse extract` first")
+
+
 def open_store(path: Path) -> tuple[Store, dict]:
     """Open an existing store read-only and return it with its metadata.
 
@@ -30,6 +47,8 @@ def open_store(path: Path) -> tuple[Store, dict]:
     """
     path = Path(path)
     kind = backend_of(path)
+    if not path.exists() and (parts_dir(path) / "manifest.json").is_file():
+        raise EmofuseError(incomplete_message(path))
     not_cache = f"{path} is not an emofuse cache (no emofuse metadata); check the path"
     if kind == "hdf5":
         if not path.is_file():

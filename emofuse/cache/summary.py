@@ -25,12 +25,14 @@ def summarize(cache: Cache) -> dict[str, Any]:
             },
         }
     raw, disk = cache.raw_bytes(), cache.disk_bytes()
+    damaged = cache.damage()
     return {
         "path": str(cache.path),
         "backend": {"hdf5": "HDF5", "zarr": "Zarr v3", "parts": "parts (unfinished)"}[
             cache._store.kind
         ],
-        "complete": cache.complete,
+        "complete": cache.complete and not damaged,
+        "damaged": damaged,
         "format_version": cache.format_version,
         "emofuse_version": cache.emofuse_version,
         "fingerprint": cache.fingerprint,
@@ -57,8 +59,11 @@ def human(n: float) -> str:
 
 
 def format_summary(s: dict[str, Any]) -> str:
+    state = "complete" if s["complete"] else "INCOMPLETE"
+    if s.get("damaged"):
+        state = f"DAMAGED: {s['damaged'][0]}; run `emofuse verify` and extract again"
     lines = [
-        f"cache:       {s['path']} ({s['backend']}, {'complete' if s['complete'] else 'INCOMPLETE'})",
+        f"cache:       {s['path']} ({s['backend']}, {state})",
         f"format:      v{s['format_version']}, written by emofuse {s['emofuse_version']}, "
         f"compression {s['compression'] or 'none'}",
         f"fingerprint: {s['fingerprint']}",

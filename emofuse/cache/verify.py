@@ -23,6 +23,7 @@ from tqdm import tqdm
 from emofuse.cache.plan import little_endian, read_block_rows, stored_name
 from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json
 from emofuse.cache.store import Store, open_store
+from emofuse.errors import EmofuseError
 
 DIGEST_MAGIC = b"emofuse-cache-digest-v1\n"
 MAX_NAMED = 10  # utterances named per damaged array
@@ -82,13 +83,17 @@ def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResu
         digest.update(f"{label}:{arr.dtype.str}:{list(arr.shape)}\n".encode())
         digest.update((sha or hashlib.sha256(arr).hexdigest()).encode() + b"\n")
 
-    table_raw = little_endian(store.read("table", (slice(None),)))
+    ids: list[str] = []
+    try:
+        table_raw = little_endian(store.read("table", (slice(None),)))
+    except EmofuseError as err:  # a missing chunk file, an undecodable one
+        problems.append(f"table: unreadable ({err})")
+        table_raw = np.zeros(0, np.uint8)
     checked += table_raw.nbytes
     table_sha = hashlib.sha256(table_raw).hexdigest()
     feed("table", table_raw, table_sha)
     if table_sha != meta["table"]["sha256"]:
         problems.append("table: checksum mismatch (utterance table damaged)")
-        ids: list[str] = []
     else:
         ids = json.loads(table_raw.tobytes().decode("utf-8"))["id"]
     n = meta["n_utterances"]
@@ -102,7 +107,12 @@ def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResu
     )
     for name, smeta in sorted(meta["streams"].items()):
         if smeta["kind"] == RAGGED:
-            offsets = store.read(stored_name(name, "offsets"), (slice(None),)).astype(np.int64)
+            try:
+                offsets = store.read(stored_name(name, "offsets"), (slice(None),))
+            except EmofuseError as err:
+                problems.append(f"stream {name!r}: offsets unreadable ({err})")
+                continue
+            offsets = offsets.astype(np.int64)
             offsets_sha = hashlib.sha256(little_endian(offsets)).hexdigest()
             feed(f"{name}/offsets", little_endian(offsets), offsets_sha)
             ok_offsets = (
@@ -127,7 +137,11 @@ def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResu
                 continue
             checked += ameta["nbytes"]
             bar.update(ameta["nbytes"])
-            stored_crc = store.read(f"checksums/{name}/{aname}", (slice(None),))
+            try:
+                stored_crc = store.read(f"checksums/{name}/{aname}", (slice(None),))
+            except EmofuseError as err:
+                problems.append(f"{label}: stored checksums unreadable ({err})")
+                continue
             bad = sorted(set(np.nonzero(np.atleast_2d(stored_crc != crc))[1].tolist()))
             if sha != ameta["sha256"] or bad:
                 named = ", ".join(ids[i] if i < len(ids) else f"#{i}" for i in bad[:MAX_NAMED])

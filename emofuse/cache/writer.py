@@ -16,6 +16,7 @@ flushes); after a barrier rank 0 calls ``close(order=ids)`` and consolidates eve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -99,6 +100,8 @@ class CacheWriter:
         self._buffered_bytes = 0
         self._last_flush = time.monotonic()
         self._ids: set[str] = set()
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._indexes: dict[str, dict] = {}  # committed parts already checked
         self._complete = False
         self._closed = False
         if self.path.exists():
@@ -115,6 +118,8 @@ class CacheWriter:
         finally:
             store.close()
         self._ids = set(table["id"]) | {s["id"] for s in meta["skipped"]}
+        columns = list(table)
+        self._rows = {uid: {c: table[c][i] for c in columns} for i, uid in enumerate(table["id"])}
         self._digest = meta.get("digest")
         self._complete = True
         if self.rank == 0 and self.folder.is_dir():  # killed between the final rename and cleanup
@@ -122,9 +127,15 @@ class CacheWriter:
 
     def _open_parts(self) -> None:
         manifest_file = self.folder / MANIFEST
+        restart = f"delete {self.folder} and rerun to extract from scratch"
         if manifest_file.is_file():
-            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            manifest = _read_json(manifest_file, restart)
             self._check_fingerprint(manifest, str(self.folder))
+        elif committed := list_parts(self.folder):
+            raise EmofuseError(
+                f"{self.folder} holds {len(committed)} committed part(s) but no {MANIFEST} (lost or "
+                f"deleted), so the settings they were extracted with are unknown; {restart}"
+            )
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
             manifest = {
@@ -153,6 +164,21 @@ class CacheWriter:
                 f"{str(meta.get('fingerprint'))[:12]}… != {self.fingerprint[:12]}…); "
                 "use the same settings to resume, or choose another output name"
             )
+        stored_settings = meta.get("settings")
+        if stored_settings is not None and canonical_json(stored_settings) != canonical_json(
+            self.settings
+        ):  # e.g. --batch-seconds: the batch plan decides the stored numbers too
+            keys = sorted(set(stored_settings) | set(self.settings))
+            key = next(
+                k
+                for k in keys
+                if canonical_json(stored_settings.get(k)) != canonical_json(self.settings.get(k))
+            )
+            raise EmofuseError(
+                f"{where} was extracted with {key}={stored_settings.get(key)!r}, this run has "
+                f"{key}={self.settings.get(key)!r}; rerun with the same options to resume, or "
+                "choose another output name"
+            )
         stored = normalise_specs(meta["streams"])
         if canonical_json({n: s.to_json() for n, s in stored.items()}) != canonical_json(
             {n: s.to_json() for n, s in self.specs.items()}
@@ -163,12 +189,48 @@ class CacheWriter:
             )
 
     def _scan_done(self) -> set[str]:
+        """Ids of every committed part; each part is checked whole (index readable, of this
+        fingerprint, every array file there) before anything new is encoded."""
         done: set[str] = set()
         for path in list_parts(self.folder):
-            index = json.loads((path / "index.json").read_text(encoding="utf-8"))
-            done.update(index["ids"])
-            done.update(s["id"] for s in index["skipped"])
+            redo = f"delete the folder {path} (its utterances are extracted again) and rerun"
+            index = self._indexes.get(path.name)
+            if index is None:
+                index = _read_json(path / "index.json", redo)
+                if index.get("fingerprint", self.fingerprint) != self.fingerprint:
+                    raise EmofuseError(
+                        f"{path} was extracted with other settings than {self.folder}/{MANIFEST} "
+                        f"says; {redo}"
+                    )
+                try:
+                    rows = {m["id"]: m for m in index["meta"]}
+                    skipped = [s["id"] for s in index["skipped"]]
+                except (KeyError, TypeError):
+                    raise EmofuseError(
+                        f"{path / 'index.json'} is damaged (fields missing); {redo}"
+                    ) from None
+                for name, spec in self.specs.items():
+                    for aname, aspec in spec.arrays.items():
+                        file = path / f"{name}.{aname}.npy"
+                        if not aspec.is_str and not file.is_file():
+                            raise EmofuseError(f"{file} is missing (deleted or lost); {redo}")
+                index = {"rows": rows, "skipped": skipped}
+                self._indexes[path.name] = index
+            done.update(index["rows"])
+            done.update(index["skipped"])
+            self._rows.update(index["rows"])
         return done
+
+    def stored_rows(self) -> dict[str, dict[str, Any]]:
+        """The table row of every utterance already stored (not skipped), by id."""
+        if not self._complete:
+            self._scan_done()
+        return dict(self._rows)
+
+    @property
+    def complete(self) -> bool:
+        """True when the path held a finished store (nothing more can be added)."""
+        return self._complete
 
     # --- writing ---------------------------------------------------------------------------------
     def done_ids(self) -> set[str]:
@@ -274,6 +336,7 @@ class CacheWriter:
         if self._complete or (not self._buffer and not self._skips):
             return
         index: dict[str, Any] = {
+            "fingerprint": self.fingerprint,
             "ids": [m["id"] for m, _ in self._buffer],
             "meta": [m for m, _ in self._buffer],
             "skipped": self._skips,
@@ -294,7 +357,14 @@ class CacheWriter:
                     [u[aname] for u in per_utt] or [np.zeros((0, *aspec.row_shape), aspec.dtype)]
                 )  # (rows, *row_shape)
                 arrays[key] = np.moveaxis(rows, 1, 0) if aspec.layered else rows  # (L, rows, D)
-        commit_part(self.folder, self.rank, self._seq, index, arrays)
+        try:
+            commit_part(self.folder, self.rank, self._seq, index, arrays)
+        except OSError as err:
+            raise EmofuseError(
+                f"cannot write {self.path} ({err.strerror or err}): free disk space or make "
+                f"{self.folder.parent} writable, then rerun the same command: it resumes from the "
+                f"{self._seq} part(s) already committed"
+            ) from err
         self._seq += 1
         self._buffer, self._skips, self._buffered_bytes = [], [], 0
 
@@ -353,8 +423,37 @@ def consolidate(
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a consolidation killed midway
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    faults.reach("consolidate-write")
+    try:
+        digest = _write_store(plan, kind, path, tmp, compression, progress)
+    except OSError as err:  # disk full, read-only, quota: never leave a half-written store behind
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise EmofuseError(
+            f"cannot write {path} ({err.strerror or err}): free disk space (the store needs about "
+            f"{_megabytes(plan)} MB) and rerun the same command: the parts in {folder} are kept "
+            "and are consolidated again"
+        ) from err
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+    faults.reach("consolidate-renamed")
+    shutil.rmtree(folder)  # only after the complete store is durable under its final name
+    return digest
+
+
+def _write_store(
+    plan: Plan, kind: str, path: Path, tmp: Path, compression: str | None, progress: bool
+) -> str:
+    """Write, verify and fsync the consolidated store under its temporary name; its digest."""
     store = make_store(kind, tmp, "w")
+    try:
+        return _fill_store(store, plan, path, tmp, compression, progress)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.close()
+        raise
+
+
+def _fill_store(store, plan: Plan, path: Path, tmp: Path, compression, progress: bool) -> str:
+    folder = parts_dir(path)
     meta = plan.meta(complete=False, compression=compression)
     n = len(plan.ids)
     total = sum(m["nbytes"] for s in meta["streams"].values() for m in s["arrays"].values())
@@ -380,6 +479,7 @@ def consolidate(
             store.write(stored_name(name, "offsets"), (slice(None),), off)
             smeta["offsets_sha256"] = _sha(off)
         for aname, aspec in spec.arrays.items():
+            faults.reach("consolidate-write")
             if aspec.is_str:
                 data, soff, crc = plan.strings(name, aname)
                 for suffix, arr in (("utf8", data), ("offsets", soff)):
@@ -437,11 +537,24 @@ def consolidate(
         fsync_tree(tmp)
     else:
         fsync_path(tmp)
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-    faults.reach("consolidate-renamed")
-    shutil.rmtree(folder)  # only after the complete store is durable under its final name
     return result.digest
+
+
+def _read_json(path: Path, fix: str) -> dict:
+    """A journal file (manifest.json, index.json); a torn or unreadable one is one line: ``fix``."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise EmofuseError(f"{path} is damaged ({type(err).__name__}); {fix}") from None
+    if not isinstance(value, dict):
+        raise EmofuseError(f"{path} is damaged (not a JSON object); {fix}")
+    return value
+
+
+def _megabytes(plan: Plan) -> int:
+    meta = plan.meta(complete=False, compression=None)
+    total = sum(m["nbytes"] for st in meta["streams"].values() for m in st["arrays"].values())
+    return max(1, round(total / 1e6))
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -25,6 +25,13 @@ def _compressors(compression: str | None) -> Any:
     raise EmofuseError(f"unknown compression {compression!r}: use none, gzip or zstd")
 
 
+def _missing_chunks(name: str, array: Any) -> str | None:
+    missing = array.nchunks - array.nchunks_initialized
+    if missing <= 0:
+        return None
+    return f"array {name} lacks {missing} of its {array.nchunks} chunk file(s) (deleted or lost)"
+
+
 class ZarrStore:
     """The minimal array-store interface the writer, reader and verifier share."""
 
@@ -36,6 +43,8 @@ class ZarrStore:
             self.g = zarr.open_group(str(self.path), mode=mode, zarr_format=3)
         except Exception as err:  # zarr raises several types for "not a group"
             raise EmofuseError(f"{self.path}: cannot open as a Zarr v3 cache ({err})") from err
+        self._whole: set[str] = set()  # arrays whose chunk files were all found
+        self._created: dict[str, Any] = {}
 
     def read_meta(self) -> dict | None:
         meta = self.g.attrs.get("emofuse")
@@ -45,7 +54,7 @@ class ZarrStore:
         self.g.attrs["emofuse"] = meta
 
     def create(self, name: str, shape: tuple, dtype: str, chunks: tuple, compression: str | None):
-        self.g.create_array(
+        self._created[name] = self.g.create_array(
             name,
             shape=shape,
             chunks=chunks,
@@ -53,17 +62,36 @@ class ZarrStore:
             compressors=_compressors(compression),
             fill_value=0,
             overwrite=True,
+            # every chunk is a file, all-zero ones too: a missing file is then always damage
+            config={"write_empty_chunks": True},
         )
 
     def _array(self, name: str) -> Any:
-        """Array ``name``; a missing one is a damaged cache, said in one line."""
+        """Array ``name``; a missing one, or one missing chunk files, is a damaged cache.
+
+        Zarr reads a missing chunk file as the fill value (zeros) without a word, so the chunk
+        files are counted once per array before its first read.
+        """
         try:
-            return self.g[name]
+            array = self.g[name]
         except KeyError:
             raise EmofuseError(
                 f"{self.path} lacks array {name} (damaged or incomplete cache); run "
                 "`emofuse verify` on it and extract again"
             ) from None
+        if name not in self._whole:
+            if problem := _missing_chunks(name, array):
+                raise EmofuseError(f"{self.path}: {problem}; the cache is damaged: extract again")
+            self._whole.add(name)
+        return array
+
+    def missing_chunks(self) -> list[str]:
+        """One line per array that lacks chunk files (what `emofuse info` reports as damage)."""
+        return [
+            problem
+            for name, obj in sorted(self.g.members(max_depth=None))
+            if isinstance(obj, zarr.Array) and (problem := _missing_chunks(name, obj))
+        ]
 
     def _damaged(self, name: str, err: Exception) -> EmofuseError:
         return EmofuseError(
@@ -72,7 +100,11 @@ class ZarrStore:
         )
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
-        self.g[name][index] = value
+        # through the created array: its write_empty_chunks config is not stored in the metadata
+        array = self._created.get(name)
+        if array is None:
+            array = self.g[name]
+        array[index] = value
 
     def read(self, name: str, index: Any = ()) -> np.ndarray:
         array = self._array(name)

@@ -51,6 +51,11 @@ class _Group(click.Group):
         except EmofuseError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
+        except click.UsageError as err:  # a bad option or value: one line, not click's three
+            where = err.ctx.command_path if err.ctx is not None else "emofuse"
+            message = " ".join(err.format_message().split())
+            click.echo(f"error: {message} (see `{where} --help`)", err=True)
+            sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

@@ -113,7 +113,9 @@ def stats(corpus: CorpusReadResult, as_json: bool) -> None:
 def synth(out, profile, seed, utterances_per_speaker, others_per_speaker, duration) -> None:
     """Write the synthetic corpus in the IEMOCAP_full_release layout."""
     from emofuse.corpus.synthetic import write_synthetic_corpus
+    from emofuse.errors import check_out_path
 
+    check_out_path(out)
     result = write_synthetic_corpus(
         out,
         profile=profile,

@@ -18,6 +18,9 @@ import click
 def demo_cmd(out, speech_model, text_model, speaker_model, seed, device, quiet) -> None:
     """Synthetic corpus → tiny encoders → cache → co-attention + small TDFNet with LOSO."""
     from emofuse.demo import format_table, run_demo
+    from emofuse.errors import check_out_path
+
+    check_out_path(out)
 
     result = run_demo(
         out,

@@ -103,7 +103,9 @@ def train_command(
     from emofuse.train.run import train_run
 
     if not cache_path.exists():
-        raise EmofuseError(f"--cache {cache_path} does not exist; run `emofuse extract` first")
+        from emofuse.cache.store import missing_cache_error
+
+        raise missing_cache_error(cache_path, "--cache")
     flags = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
         weight_decay=weight_decay, class_weights=class_weights, speaker_norm=speaker_norm,

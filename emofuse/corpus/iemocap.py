@@ -17,6 +17,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
+from emofuse.audio import MIN_SAMPLE_RATE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import CorpusReadResult, Segment, Utterance
 from emofuse.errors import EmofuseError
@@ -46,7 +47,9 @@ SKIP_TWIN = "macOS ._ twin (not corpus data)"
 SKIP_ODD_LINE = "odd transcript line (untimed or XX id; no wav, no label)"
 SKIP_NO_WAV = "no sentence wav"
 SKIP_NO_TEXT = "no transcript line"
+SKIP_NO_LABEL = "no label block in EmoEvaluation (wav or transcript line present)"
 SKIP_BAD_WAV = "sentence wav unreadable by soundfile (not audio, empty or damaged)"
+SKIP_BAD_RATE = f"sentence wav sample rate below {MIN_SAMPLE_RATE} Hz (damaged header)"
 SKIP_BAD_SUMMARY = "label line not in the summary format"
 SKIP_NOT_IMPRO = "scripted dialog (--improvised-only)"
 
@@ -232,6 +235,13 @@ def _scan(folder: Path, suffix: str, result: CorpusReadResult, root: Path) -> li
     return sorted(names)
 
 
+def _subfolders(folder: Path) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    with os.scandir(folder) as it:
+        return {e.name for e in it if e.is_dir() and not is_twin(e.name)}
+
+
 def read_iemocap(
     root: str | Path,
     classes: str = "4",
@@ -258,21 +268,30 @@ def read_iemocap(
     for session in SESSIONS:
         sdir = root / session
         # twins are reported wherever they are; transcripts and wavs are then looked up by name
-        _scan(sdir / "dialog" / "transcriptions", ".txt", result, root)
+        dialogs = {
+            n[: -len(".txt")]
+            for n in _scan(sdir / "dialog" / "transcriptions", ".txt", result, root)
+        }
         _scan(sdir / "sentences" / "wav", ".wav", result, root)
+        dialogs |= _subfolders(sdir / "sentences" / "wav")
         emo_dir = sdir / "dialog" / "EmoEvaluation"
-        work += [(session, n[: -len(".txt")]) for n in _scan(emo_dir, ".txt", result, root)]
+        dialogs |= {n[: -len(".txt")] for n in _scan(emo_dir, ".txt", result, root)}
+        work += [(session, dialog) for dialog in sorted(dialogs)]
     for session, dialog in tqdm(work, desc="IEMOCAP dialogs", disable=not progress, leave=False):
         sdir = root / session
-        emo_dir = sdir / "dialog" / "EmoEvaluation"
+        emo_path = sdir / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
         txt_dir = sdir / "dialog" / "transcriptions"
-        records = parse_summary(emo_dir / f"{dialog}.txt", result)
+        records = parse_summary(emo_path, result) if emo_path.is_file() else []
         tpath = txt_dir / f"{dialog}.txt"
         texts = parse_transcript(tpath, result) if tpath.is_file() else {}
         wav_dir = sdir / "sentences" / "wav" / dialog
         wavs = set(_scan(wav_dir, ".wav", result, root))
         align_dir = sdir / "sentences" / "ForcedAlignment" / dialog
         _scan(align_dir, "seg", result, root)
+        # a wav or transcript line whose label block (or whole summary file) is gone is reported
+        labelled = {rec["id"] for rec in records}
+        for utt_id in sorted((set(texts) | {w[: -len(".wav")] for w in wavs}) - labelled):
+            result.skip(SKIP_NO_LABEL, utt_id)
         for rec in records:
             utt_id, code = rec["id"], rec["code"]
             if improvised_only and not is_improvised(dialog):
@@ -290,10 +309,14 @@ def read_iemocap(
             ses, speaker, gender = speaker_of(utt_id)
             audio = wav_dir / f"{utt_id}.wav"
             try:
-                duration = sf.info(str(audio)).duration
+                info = sf.info(str(audio))
             except RuntimeError:  # soundfile's LibsndfileError: reported, never a traceback
                 result.skip(SKIP_BAD_WAV, utt_id)
                 continue
+            if rate_problem(audio, info.samplerate):
+                result.skip(SKIP_BAD_RATE, utt_id)
+                continue
+            duration = info.duration
             raw = texts[utt_id][2]
             result.utterances.append(
                 Utterance(

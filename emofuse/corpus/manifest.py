@@ -18,6 +18,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
+from emofuse.audio import MIN_SAMPLE_RATE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import CorpusReadResult, Utterance
 from emofuse.errors import EmofuseError
@@ -30,6 +31,7 @@ GENDERS = {"f": "F", "female": "F", "m": "M", "male": "M"}
 SKIP_MISSING = "audio file missing (--skip-missing)"
 SKIP_UNREADABLE = "audio unreadable by soundfile (--skip-missing)"
 SKIP_LABEL = "label not in --classes"
+SKIP_RATE = f"sample rate below {MIN_SAMPLE_RATE} Hz (--skip-missing)"
 
 
 def _load_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -77,6 +79,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
                 ) from None
             if not isinstance(obj, dict):
                 raise EmofuseError(f"manifest {path} line {lineno} is not a JSON object")
+            if "text" in obj and obj["text"] is None:  # "" is no text; null is a broken export
+                raise EmofuseError(
+                    f"manifest {path} line {lineno}: 'text' is null; write \"\" for an utterance "
+                    "without a transcript, or fill the text in"
+                )
             columns += [k for k in obj if k not in columns]
             rows.append({k: "" if v is None else str(v) for k, v in obj.items()})
         return columns, rows
@@ -181,7 +188,7 @@ def read_manifest(
                 "(relative to the manifest) or pass --skip-missing"
             )
         try:
-            duration = sf.info(str(audio)).duration
+            info = sf.info(str(audio))
         except RuntimeError:  # soundfile's LibsndfileError
             if skip_missing:
                 result.skip(SKIP_UNREADABLE, utt_id)
@@ -190,6 +197,16 @@ def read_manifest(
                 f"{where}: soundfile cannot read {audio} for {utt_id} — convert it to wav/flac "
                 "or pass --skip-missing"
             ) from None
+        if rate_problem(audio, info.samplerate):
+            if skip_missing:
+                result.skip(SKIP_RATE, utt_id)
+                continue
+            raise EmofuseError(
+                f"{where}: {audio} for {utt_id} has a sample rate of {info.samplerate} Hz, below "
+                f"{MIN_SAMPLE_RATE} Hz (a damaged header?) — re-export it at 16 kHz or pass "
+                "--skip-missing"
+            )
+        duration = info.duration
         text = row.get("text", "")
         tiers = _tiers(base, row.get("alignment", ""), where, utt_id)
         result.utterances.append(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,12 +60,55 @@ def is_local(name_or_path: str | os.PathLike) -> bool:
 
 
 def check_folder(name_or_path: str | os.PathLike, option: str) -> None:
-    """Raise the one-line error for a local path that is not a folder."""
+    """Raise the one-line error for a local path that is not a folder, or for a hub id that can
+    be neither read from the local model cache nor fetched (instead of the hub client's retries)."""
     path = Path(str(name_or_path)).expanduser()
-    if is_local(name_or_path) and not path.is_dir():
-        raise EmofuseError(
-            f"{option} {name_or_path}: model folder not found; pass an existing folder"
-        )
+    if is_local(name_or_path):
+        if not path.is_dir():
+            raise EmofuseError(
+                f"{option} {name_or_path}: model folder not found; pass an existing folder"
+            )
+        return
+    name = str(name_or_path)
+    if _in_hub_cache(name):
+        return
+    host = _hub_unreachable()
+    if host is None:
+        return
+    as_folder = f"there is no folder {path.resolve()} here, and " if "/" in name else ""
+    raise EmofuseError(
+        f"{option} {name}: {as_folder}as a model hub id it is not in the local model cache and "
+        f"the hub ({host}) cannot be reached; pass an existing model folder, or on a connected "
+        f"machine run `huggingface-cli download {name} --local-dir DIR`, copy DIR here and pass "
+        f"{option} DIR"
+    )
+
+
+def _in_hub_cache(name: str) -> bool:
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # no hub client: the loader says what is wrong
+        return True
+    return (Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}").is_dir()
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """The hub's host when offline mode is on or no connection to it opens; None if reachable."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host = url.hostname or "huggingface.co"
+    offline = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in offline):
+        return f"{host}, offline mode is on"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return host
+    return None
 
 
 def load_error(kind: str, name: str, option: str, exc: BaseException) -> EmofuseError:

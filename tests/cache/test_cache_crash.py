@@ -117,3 +117,28 @@ def test_two_ranks_consolidate_to_the_single_process_digest(tmp_path, reference,
     assert len(w.done_ids()) == N_UTTS  # rank 0 sees every rank's work
     assert w.close(order=order(N_UTTS)) == ref_digest
     assert verify_cache(path).digest == ref_digest
+
+
+def test_disk_full_during_consolidation_is_one_line_and_the_rerun_finishes(
+    tmp_path, reference, suffix, monkeypatch
+):
+    """ENOSPC while the consolidated store is written: one line, the temporary store removed,
+    the parts kept; once there is space again the same close() finishes to the reference."""
+    from emofuse.errors import EmofuseError
+
+    _ref_path, ref_digest = reference
+    path = tmp_path / f"full{suffix}"
+    code, out = run_child(path)  # all parts committed, not consolidated
+    assert code == 0 and out.strip().endswith("flushed")
+    monkeypatch.setenv(faults.ENV, "consolidate-write:1:enospc")
+    faults.reset()
+    with pytest.raises(EmofuseError, match="No space left on device") as err:
+        CacheWriter(path, settings=SETTINGS, streams=specs()).close(order=order(N_UTTS))
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "rerun" in message
+    assert not path.exists() and not list(path.parent.glob(f".{path.name}.tmp-*"))
+    assert (Path(str(path) + ".parts") / "manifest.json").is_file()
+    monkeypatch.delenv(faults.ENV)
+    faults.reset()
+    assert write_cache(path) == ref_digest
+    assert not Path(str(path) + ".parts").exists()

@@ -83,3 +83,72 @@ def test_damaged_zarr_arrays_are_one_line_errors(tmp_path):
     shutil.rmtree(path / "streams/speech/data")  # the whole array gone
     with open_cache(path) as c, pytest.raises(EmofuseError, match="lacks array streams/speech"):
         c.load("speech", "data")
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.mark.parametrize(
+    "chunk", ["streams/speech/offsets/c/0", "streams/speech/data/c/1/0/0", "table/c/0"]
+)
+def test_deleted_zarr_chunk_is_found_by_reading_info_and_verify(tmp_path, chunk):
+    """Zarr reads a missing chunk file as zeros without a word: reading, info and verify must
+    find it (offsets → every utterance 0 frames; data → zeros; table → a JSON error)."""
+    path = tmp_path / "ref.zarr"
+    write_cache(path)
+    (path / chunk).unlink()
+    if chunk.startswith("table"):
+        with pytest.raises(EmofuseError, match="lacks 1 of its 1 chunk file"):
+            open_cache(path)
+    else:
+        with open_cache(path) as c, pytest.raises(EmofuseError, match=r"lacks 1 of its \d chunk"):
+            c.load("speech", "data")
+    info = _cli("info", str(path))
+    assert "Traceback" not in info.output and "complete)" not in info.output, info.output
+    if info.exit_code == 0:
+        assert "DAMAGED" in info.output and chunk.split("/c/")[0] in info.output
+    else:
+        assert info.exit_code == 2 and info.output.startswith("error: ")
+        assert len(info.output.strip().splitlines()) == 1
+    verify = _cli("verify", str(path))
+    assert verify.exit_code == 1 and "Traceback" not in verify.output, verify.output
+    assert "verify: FAILED" in verify.output and "verify: ok" not in verify.output
+
+
+def test_all_zero_zarr_chunks_are_written_so_only_damage_is_missing(tmp_path):
+    """write_empty_chunks: a cache whose word stream is empty (no aligned utterance) still has
+    every chunk file, so it is not mistaken for a damaged one."""
+    import zarr
+    from cache_synth import SETTINGS, specs, utterance
+
+    from emofuse.cache import CacheWriter
+
+    path = tmp_path / "unaligned.zarr"
+    w = CacheWriter(path, settings=SETTINGS, streams=specs(), progress=False)
+    picked = [utterance(i) for i in (1, 5, 9)]  # no word segments: word offsets all 0
+    for meta, data in picked:
+        w.add(meta, data)
+    w.close(order=[meta["id"] for meta, _ in picked])
+    group = zarr.open_group(str(path), mode="r")
+    assert not group["streams/word/offsets"][:].any()
+    for name, obj in group.members(max_depth=None):
+        if isinstance(obj, zarr.Array):
+            assert obj.nchunks_initialized == obj.nchunks, name
+    with open_cache(path) as c:
+        assert c.damage() == []
+
+
+@pytest.mark.parametrize("cut", [1, 3000])
+def test_truncated_hdf5_cache_is_one_line_everywhere(tmp_path, cut):
+    """The HDF5 analogue: a cut-short file (an interrupted copy) fails to open, in one line."""
+    path = tmp_path / "ref.h5"
+    write_cache(path)
+    path.write_bytes(path.read_bytes()[:-cut])
+    with pytest.raises(EmofuseError, match="truncated file"):
+        open_cache(path)
+    for command in ("info", "verify"):
+        result = _cli(command, str(path))
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+        assert str(path) in lines[0] and "complete" not in lines[0]

@@ -63,3 +63,19 @@ def test_help_lists_the_corpus_commands():
     out = CliRunner().invoke(cli, ["corpus", "--help"])
     assert out.exit_code == 0
     assert all(cmd in out.output for cmd in ("stats", "synth", "folds"))
+
+
+def test_bad_profile_and_out_under_a_file_are_one_error_line(tmp_path):
+    bad = CliRunner().invoke(
+        cli, ["corpus", "synth", "--out", str(tmp_path / "s"), "--profile", "bogus"]
+    )
+    lines = [x for x in bad.output.splitlines() if x.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert "--profile" in lines[0] and "demo" in lines[0]
+    (tmp_path / "file").write_text("mine")
+    under = CliRunner().invoke(cli, ["corpus", "synth", "--out", str(tmp_path / "file" / "x"),
+                                     "--utterances-per-speaker", "4"])  # fmt: skip
+    lines = [x for x in under.output.splitlines() if x.strip()]
+    assert under.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), under.output
+    assert str(tmp_path / "file") in lines[0] and "regular file" in lines[0]
+    assert (tmp_path / "file").read_text() == "mine"

@@ -221,3 +221,20 @@ def test_stats_json_through_the_cli(mini_iemocap):
     assert stats["genders"] == {"F": 3, "M": 2}
     assert stats["skipped"][SKIP_ODD_LINE]["count"] == 6
     assert len(stats["skipped"][SKIP_ODD_LINE]["examples"]) == 3
+
+
+def test_utterance_without_an_emoevaluation_block_is_listed_in_skipped(mini_iemocap):
+    """Wav and transcript present, label block gone (one block, or the dialog's whole file)."""
+    from emofuse.corpus.iemocap import SKIP_NO_LABEL
+
+    summary = mini_iemocap / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    text = summary.read_text()
+    summary.write_text(text[: text.index("[11.0000 - 12.5000]")])  # M001's block cut off
+    (mini_iemocap / "Session1/dialog/EmoEvaluation/Ses01F_impro03.txt").unlink()
+    res = _read(mini_iemocap)
+    assert res.skipped[SKIP_NO_LABEL] == [
+        "Ses01F_impro01_M001", "Ses01F_impro03_F013", "Ses01F_impro03_M007"
+    ]  # fmt: skip
+    assert {u.id for u in res.utterances} == {
+        "Ses01F_impro01_F000", "Ses03M_impro05a_F000", "Ses05M_script01_1b_F002"
+    }  # fmt: skip

@@ -176,3 +176,30 @@ def test_unreadable_audio_and_unknown_format(audio_dir):
         _read(other)
     with pytest.raises(EmofuseError, match="does not exist"):
         _read(audio_dir / "nope.csv")
+
+
+def test_jsonl_text_null_names_the_line(audio_dir):
+    """Case 15: `"text": null` was read as "" without a word."""
+    path = audio_dir / "m.jsonl"
+    rows = [
+        {"id": "x1", "audio": "clips/a.wav", "text": "hi", "label": "ang", "speaker": "p"},
+        {"id": "x2", "audio": "clips/b.flac", "text": None, "label": "neu", "speaker": "q"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(EmofuseError, match=r"line 2.*'text' is null") as err:
+        _read(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_duplicate_rows_in_a_transcripts_file_name_the_audio_and_line(tmp_path):
+    """Case 15: `emofuse predict --transcripts`: a second row for the same audio was last-wins."""
+    from emofuse.predict import read_transcripts
+
+    path = tmp_path / "t.csv"
+    path.write_text("audio,text\na.wav,hello\nb.wav,there\na.wav,other words\n")
+    with pytest.raises(EmofuseError, match=r"line 4.*'a\.wav'.*line 2") as err:
+        read_transcripts(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    ok = tmp_path / "ok.csv"
+    ok.write_text("audio,text\na.wav,hello\nb.wav,\n")
+    assert read_transcripts(ok) == {"a.wav": "hello", "b.wav": ""}

@@ -1,0 +1,379 @@
+"""Issue 13, extract side: every user-caused failure is one `error:` line (exit 2), never a traceback,
+never a store reported complete when it is not, never silent data loss."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from emofuse import faults
+from emofuse.cache import open_cache
+from emofuse.cli import cli
+
+from .conftest import PYTHON
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def error_line(output: str) -> str:
+    """The one `error:` line of a failed command (and nothing that looks like a traceback)."""
+    assert "Traceback" not in output and "Usage:" not in output, output
+    lines = [x for x in output.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    env.pop(faults.ENV, None)
+    env["OMP_NUM_THREADS"] = "1"
+    return {**env, **extra}
+
+
+def write_manifest(folder: Path, clips: dict[str, tuple[np.ndarray, int]], **cols) -> Path:
+    """A manifest over `clips` (name -> (samples, rate)), one utterance per clip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (wav, rate) in clips.items():
+        sf.write(folder / name, wav, rate, subtype="PCM_16")
+    path = folder / "manifest.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "audio", "text", "label", "speaker"])
+        for name in clips:
+            w.writerow([Path(name).stem, name, "hello there", cols.get("label", "neu"), "spk1"])
+    return path
+
+
+def tone(seconds: float, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def manifest_args(manifest: Path, tiny, out: Path, *extra: str) -> list[str]:
+    return [
+        "extract", "--corpus", "manifest", "--manifest", str(manifest), "--out", str(out),
+        "--speech-model", str(tiny.speech["wav2vec2-group"]) if tiny else "none",
+        "--text-model", "none",
+        "--speaker-model", "none", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+# --- case 14: click's usage errors are one line ------------------------------------------------
+
+
+def test_bad_granularity_is_one_error_line(tmp_path) -> None:
+    result = CliRunner().invoke(
+        cli, ["extract", "--root", str(tmp_path), "--out", str(tmp_path / "x.h5"),
+              "--granularity", "foo"]
+    )  # fmt: skip
+    assert result.exit_code == 2
+    line = error_line(result.output)
+    assert "--granularity" in line and "frame" in line
+    assert len([x for x in result.output.splitlines() if x.strip()]) == 1
+
+
+# --- cases 5 and 16: truncated WAV, absurd sample rate ------------------------------------------
+
+
+def test_truncated_wav_is_skipped_and_reported(tmp_path, tiny) -> None:
+    manifest = write_manifest(tmp_path / "c", {"good.wav": (tone(1.0), 16000),
+                                               "cut.wav": (tone(1.0), 16000)})  # fmt: skip
+    cut = tmp_path / "c" / "cut.wav"
+    cut.write_bytes(cut.read_bytes()[: 44 + 16000])  # the header still claims 32000 bytes
+    out = tmp_path / "trunc.h5"
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 utterances for bad audio" in result.output
+    assert "  cut: truncated audio cut.wav" in result.output
+    c = open_cache(out)
+    assert c.ids == ["good"]
+    assert [s["id"] for s in c.skipped] == ["cut"] and "truncated" in c.skipped[0]["reason"]
+
+
+def test_sample_rate_below_the_floor_is_refused_naming_the_file(tmp_path, tiny) -> None:
+    manifest = write_manifest(
+        tmp_path / "c",
+        {
+            "good.wav": (tone(1.0), 16000),
+            "slow.wav": (0.1 * np.random.default_rng(0).random(100), 1),
+        },
+    )  # 100 samples at 1 Hz: a "100 s" utterance
+    out = tmp_path / "slow.h5"
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert "slow.wav" in line and "1 Hz" in line and "4000" in line
+    assert not out.exists() and not Path(str(out) + ".parts").exists()
+
+
+# --- resume: the interrupted run's parts must match this run in every respect --------------------
+
+N_CLIPS = 6
+
+
+@pytest.fixture
+def clips(tmp_path) -> dict[str, tuple[np.ndarray, int]]:
+    rng = np.random.default_rng(1)
+    return {
+        f"u{i}.wav": ((0.1 * rng.standard_normal(int(16000 * (0.4 + 0.1 * i)))), 16000)
+        for i in range(N_CLIPS)
+    }
+
+
+def interrupted(tmp_path, tiny, manifest: Path, out: Path, parts: int, *extra: str) -> None:
+    """An extract stopped after `parts` committed parts (one utterance each): the disk fills up
+    on the next part, as a kill at that point would leave it."""
+    os.environ[faults.ENV] = f"part-write:{parts + 1}:enospc"
+    faults.reset()
+    try:
+        result = CliRunner().invoke(
+            cli, manifest_args(manifest, tiny, out, "--flush-seconds", "0", *extra)
+        )
+    finally:
+        del os.environ[faults.ENV]
+        faults.reset()
+    assert result.exit_code == 2, result.output
+    assert "No space left on device" in error_line(result.output)
+    committed = [p for p in Path(str(out) + ".parts").iterdir() if p.name.startswith("rank")]
+    assert len(committed) == parts
+
+
+def test_disk_full_while_writing_parts_is_one_line_and_the_rerun_resumes(tmp_path, tiny, clips):
+    """Case 7 (parts): ENOSPC at the 3rd part → one line, no temp part left; the rerun resumes."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    ref = tmp_path / "ref.h5"
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, ref)).exit_code == 0
+    out = tmp_path / "full.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    parts = Path(str(out) + ".parts")
+    assert not [p for p in parts.iterdir() if p.name.startswith(".tmp")]
+    assert not out.exists() and not Path(str(out) + ".lock").exists()
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 0, again.output
+    assert (
+        f"stored {N_CLIPS - 2} utterances" in again.output
+        and "2 were already there" in again.output
+    )
+    assert open_cache(out).meta["digest"] == open_cache(ref).meta["digest"]
+    # the same command on the finished store: nothing to do; a changed label is refused there too
+    same = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert same.exit_code == 0 and f"{N_CLIPS} were already there" in same.output, same.output
+    write_manifest(tmp_path / "c", clips, label="sad")
+    changed = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert changed.exit_code == 2 and "label 'neu'" in error_line(changed.output)
+
+
+def test_resume_after_the_labels_changed_is_refused_naming_the_utterance(tmp_path, tiny, clips):
+    """Case 1: two utterances stored with label hap, then the manifest says HAPPY."""
+    manifest = write_manifest(tmp_path / "c", clips, label="hap")
+    out = tmp_path / "relabel.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    write_manifest(tmp_path / "c", clips, label="HAPPY")
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert re.search(r"utterance u\d: label 'hap' in .*relabel\.h5\.parts but 'HAPPY'", line), line
+    assert not out.exists()
+
+
+def test_resume_with_its_parts_manifest_gone_is_refused(tmp_path, tiny, clips):
+    """Case 2: manifest.json lost, resumed with other --layers: never layer 0 stored as layer 1."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "nomanifest.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2, "--layers", "0")
+    (Path(str(out) + ".parts") / "manifest.json").unlink()
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--layers", "1"))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert "manifest.json" in line and "delete" in line and str(out) + ".parts" in line
+    assert not out.exists()
+
+
+def test_resume_with_other_batch_seconds_is_refused(tmp_path, tiny, clips):
+    """Case 13: the batch plan decides the stored numbers; another --batch-seconds is refused."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "batch.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2, "--batch-seconds", "4")
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--batch-seconds", "2"))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert "batch_seconds" in line and "4.0" in line and "2.0" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["manifest.json", "index.json"])
+def test_corrupt_parts_journal_on_resume_is_one_line(tmp_path, tiny, clips, damage):
+    """Case 9: a torn manifest.json or index.json names the file and what to delete."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "torn.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    parts = Path(str(out) + ".parts")
+    target = parts / damage if damage == "manifest.json" else parts / "rank000-000001" / damage
+    target.write_text('{"fingerprint": "abc", "str')
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert str(target) in line and "delete" in line
+
+
+def test_deleted_part_file_is_found_before_encoding_the_rest(tmp_path, tiny, clips):
+    """Case 9: a part's .npy gone: refused at open, before any new part is written."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "holed.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    parts = Path(str(out) + ".parts")
+    (parts / "rank000-000000" / "speech.data.npy").unlink()
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert "rank000-000000" in line and "speech.data.npy" in line
+    assert sorted(p.name for p in parts.iterdir() if p.name.startswith("rank")) == [
+        "rank000-000000",
+        "rank000-000001",
+    ]  # fmt: skip  (nothing encoded before the check)
+
+
+def test_resume_with_a_smaller_corpus_counts_right_and_gives_cli_advice(tmp_path, tiny, clips):
+    """Case 11: 4 stored, then resumed with --limit 2: refused before encoding, with a CLI step."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "smaller.h5"
+    interrupted(tmp_path, tiny, manifest, out, 4)
+    stored = {
+        uid
+        for part in Path(str(out) + ".parts").glob("rank*")
+        for uid in json.loads((part / "index.json").read_text())["ids"]
+    }
+    extra = sorted(stored - {"u0", "u1"})  # the parts hold what the length-bucketed plan did first
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--limit", "2"))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert f"holds {len(extra)} stored utterances that are not in this corpus" in line
+    assert f"(first: {extra[0]!r})" in line and "close(" not in line
+    assert "--limit" in line and "delete" in line
+    assert sorted(p.name for p in Path(str(out) + ".parts").glob("rank*")) == [
+        f"rank000-{k:06d}" for k in range(4)
+    ]  # refused before encoding anything
+
+
+def test_killed_cache_is_called_incomplete_by_train_and_verify(tmp_path, tiny, clips):
+    """Case 10: not "does not exist" / "not an emofuse cache": incomplete, rerun extract."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "killed.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    for args in (
+        ["verify", str(out)],
+        ["train", "--cache", str(out), "--split", "loso", "--head", "pooled",
+         "--out", str(tmp_path / "run")],
+    ):  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        line = error_line(result.output)
+        assert "incomplete" in line and "rerun" in line and "emofuse extract" in line, line
+        assert "does not exist" not in line and "not an emofuse cache" not in line
+
+
+def test_out_under_a_regular_file_is_one_line(tmp_path, tiny, clips):
+    """Case 8: --out FILE/x for extract and demo."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    (tmp_path / "file").write_text("mine")
+    for args in (
+        manifest_args(manifest, tiny, tmp_path / "file" / "x.h5"),
+        ["demo", "--out", str(tmp_path / "file" / "x"), "--quiet"],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        line = error_line(result.output)
+        assert str(tmp_path / "file") in line and "regular file" in line
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_is_one_line(tmp_path, tiny, clips):
+    manifest = write_manifest(tmp_path / "c", clips)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, ro / "x.h5"))
+    finally:
+        ro.chmod(0o755)
+    assert result.exit_code == 2
+    assert str(ro) in error_line(result.output)
+
+
+def test_read_only_file_system_is_one_line_and_keeps_nothing_half_written(tmp_path, tiny, clips):
+    """Case 8 as root (mode bits do not stop root): the file system refuses the first part."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "rofs.h5"
+    os.environ[faults.ENV] = "part-write:1:erofs"
+    faults.reset()
+    try:
+        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    finally:
+        del os.environ[faults.ENV]
+        faults.reset()
+    assert result.exit_code == 2
+    line = error_line(result.output)
+    assert "Read-only file system" in line and str(out) in line
+    assert not out.exists() and not Path(str(out) + ".lock").exists()
+
+
+def test_second_extract_into_the_same_out_is_refused_while_the_first_holds_the_lock(
+    tmp_path, tiny, clips
+):
+    """Case 6: the first extract stops itself right after taking the lock (SIGSTOP: alive)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "shared.h5"
+    first = subprocess.Popen(
+        [PYTHON, "-m", "emofuse", *manifest_args(manifest, tiny, out)],
+        env=child_env(**{faults.ENV: "lock-taken:1:stop"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _pid, status = os.waitpid(first.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status), status
+        second = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+        assert second.exit_code == 2, second.output
+        line = error_line(second.output)
+        assert f"pid {first.pid}" in line and "being written by another emofuse extract" in line
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    # the holder is gone: its lock is stale and the next run takes it over and finishes
+    third = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert third.exit_code == 0, third.output
+    assert open_cache(out).complete and not Path(str(out) + ".lock").exists()
+
+
+def test_two_part_model_path_that_does_not_exist_fails_fast_in_one_line(tmp_path, clips):
+    """Case 12: `nonexist/model` is neither a folder here nor a cached hub model, and the hub is
+    unreachable: one line naming both readings, no retries (a child without HF offline mode)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    env = child_env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    env.pop("HF_HUB_OFFLINE")
+    env.pop("TRANSFORMERS_OFFLINE")
+    args = manifest_args(manifest, None, tmp_path / "x.h5")
+    args[args.index("--speech-model") + 1] = "nonexist/model"
+    run = subprocess.run(
+        [PYTHON, "-m", "emofuse", *args], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    noise = [
+        x for x in run.stderr.splitlines() if x.strip() and not x.lstrip().startswith("manifest:")
+    ]
+    assert len(noise) == 1, run.stderr
+    line = error_line(run.stderr)
+    assert "nonexist/model" in line and "folder" in line and "hub" in line
+    assert "--speech-model" in line

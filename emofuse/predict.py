@@ -139,8 +139,39 @@ def _extract_config(settings: dict[str, Any], out: Path, device: str):
     )
 
 
-def _check_same_encoders(run: Path, trained: dict[str, Any], now: dict[str, Any]) -> None:
+MODEL_KEYS = ("speech_model", "text_model", "speaker_model")
+
+
+def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -> dict[str, Any]:
+    """The run's extraction settings with any moved model folders put in; a local model folder
+    that is gone is a one-line error naming the option that gives its new place."""
+    from emofuse.encoders._common import is_local
+
+    settings = {**settings, **{k: v for k, v in moved.items() if v is not None}}
+    for key in MODEL_KEYS:
+        path = settings.get(key)
+        if path and path != "none" and is_local(path) and not Path(path).expanduser().exists():
+            option = "--" + key.replace("_", "-")
+            raise EmofuseError(
+                f"the {key.replace('_', ' ')} {run} was trained with, {path}, is gone (moved or "
+                f"deleted); give its new folder with `emofuse predict {option} DIR`"
+            )
+    return settings
+
+
+def _check_same_encoders(
+    run: Path, trained: dict[str, Any], now: dict[str, Any], moved: Sequence[str] = ()
+) -> None:
     for key in MATCH_KEYS:
+        if key in moved and trained.get(key) and now.get(key):
+            # a moved folder has another path: the weights (their hash) must be the same
+            if trained[key].get("revision") != now[key].get("revision"):
+                raise EmofuseError(
+                    f"--{key.replace('_', '-')} {now[key].get('id')} holds other weights than "
+                    f"the model {run} was trained with ({trained[key].get('id')}); give the "
+                    "folder of the original model"
+                )
+            continue
         if trained.get(key) != now.get(key):
             raise EmofuseError(
                 f"the encoders loaded now differ from those {run} was trained on ({key}: "
@@ -156,13 +187,19 @@ def predict(
     fold: int | None = None,
     device: str = "auto",
     asr_model: str | None = None,
+    models: dict[str, str | None] | None = None,
 ) -> PredictResult:
-    """Label + class probabilities for each audio file, by the run's fold models (averaged)."""
+    """Label + class probabilities for each audio file, by the run's fold models (averaged).
+
+    ``models``: {"speech_model" | "text_model" | "speaker_model": folder} for model folders that
+    moved since the run's cache was extracted (their weights must be the same)."""
     from emofuse.cache import open_cache
     from emofuse.extract import run_extract
 
     run = Path(run)
     config, settings = _run_settings(run)
+    moved = {k: v for k, v in (models or {}).items() if v is not None}
+    settings = _locate_models(run, settings, moved)
     if not audio:
         raise EmofuseError("no AUDIO given: name one or more audio files")
     if text is not None and transcripts is not None:
@@ -224,7 +261,9 @@ def predict(
         cache_path = Path(tmp) / "features.h5"
         summary = run_extract(utts, _extract_config(settings, cache_path, dev.type), echo=_quiet)
         with open_cache(cache_path) as cache:
-            _check_same_encoders(run, settings["fingerprint"], cache.settings["fingerprint"])
+            _check_same_encoders(
+                run, settings["fingerprint"], cache.settings["fingerprint"], tuple(moved)
+            )
             if summary.skipped:
                 by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
                 bad = summary.skipped[0]

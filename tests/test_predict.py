@@ -165,6 +165,35 @@ def test_predict_refuses_when_the_encoders_are_gone(trained):
     assert len(lines) == 1 and lines[0].startswith("error:") and str(speech) in lines[0], lines
 
 
+def test_predict_finds_moved_model_folders_by_option_and_checks_their_weights(trained):
+    speech = Path(trained["tiny"].speech["hubert"])
+    moved = trained["base"] / "elsewhere" / "hubert"
+    utt = trained["utts"][trained["test_ids"][0]]
+    before = invoke("predict", "--run", trained["run"], "--json", utt.audio)
+    assert before.exit_code == 0, before.output
+    moved.parent.mkdir()
+    speech.rename(moved)
+    try:
+        gone = invoke("predict", "--run", trained["run"], utt.audio)
+        lines = gone.output.strip().splitlines()
+        assert gone.exit_code == 2 and len(lines) == 1, gone.output
+        assert str(speech) in lines[0] and "emofuse predict --speech-model DIR" in lines[0]
+        found = invoke(
+            "predict", "--run", trained["run"], "--speech-model", moved, "--json", utt.audio
+        )
+        assert found.exit_code == 0, found.output
+        p0 = json.loads(before.output)["predictions"][0]["probabilities"]
+        p1 = json.loads(found.output)["predictions"][0]["probabilities"]
+        np.testing.assert_allclose(list(p1.values()), list(p0.values()), atol=1e-6)
+        other = invoke(  # a folder with other weights is refused, not silently used
+            "predict", "--run", trained["run"], "--speech-model", trained["tiny"].speech["wavlm"],
+            utt.audio,
+        )  # fmt: skip
+        assert other.exit_code == 2 and "other weights" in other.output, other.output
+    finally:
+        moved.rename(speech)
+
+
 def test_predict_with_a_speaker_norm_run_standardises_one_speakers_files(trained):
     run = trained["base"] / "run-sn"
     result = invoke(

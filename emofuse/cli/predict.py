@@ -23,10 +23,27 @@ import click
     default=None,
     help="faster-whisper model (folder or name): transcribes files without --text/--transcripts",
 )
+@click.option(
+    "--speech-model", default=None, help="the speech model's folder, if it moved since training"
+)
+@click.option("--text-model", default=None, help="the text model's folder, if it moved")
+@click.option("--speaker-model", default=None, help="the speaker model's folder, if it moved")
 @click.option("--fold", default=None, type=int, help="use fold k's model only (default: average)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda …")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def predict_cmd(run, audio, text, transcripts, asr_model, fold, device, as_json) -> None:
+def predict_cmd(
+    run,
+    audio,
+    text,
+    transcripts,
+    asr_model,
+    speech_model,
+    text_model,
+    speaker_model,
+    fold,
+    device,
+    as_json,
+) -> None:
     """Label and class probabilities for new AUDIO files (any rate, channels, soundfile format)."""
     from emofuse.predict import predict
 
@@ -38,6 +55,11 @@ def predict_cmd(run, audio, text, transcripts, asr_model, fold, device, as_json)
         fold=fold,
         device=device,
         asr_model=asr_model,
+        models={
+            "speech_model": speech_model,
+            "text_model": text_model,
+            "speaker_model": speaker_model,
+        },
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -127,6 +127,26 @@ def pool_frames(
     return out, torch.from_numpy(new_off)
 
 
+def check_finite(values: np.ndarray, offsets: np.ndarray | None, name: str, cache: Any) -> None:
+    """A NaN or inf in a loaded stream is a one-line error naming the first utterance with one
+    (a damaged cache would otherwise surface as a non-finite loss, blamed on the learning rate)."""
+    rows = len(values)
+    step = max(1, (1 << 24) // max(1, int(np.prod(values.shape[1:]))))  # ~16 M values per check
+    for start in range(0, rows, step):
+        chunk = np.asarray(values[start : start + step])
+        finite = np.isfinite(chunk).reshape(len(chunk), -1).all(1)
+        if finite.all():
+            continue
+        row = start + int(np.argmin(finite))
+        utt = row if offsets is None else int(np.searchsorted(offsets, row, side="right")) - 1
+        ids = list(cache.ids)
+        raise EmofuseError(
+            f"cache {getattr(cache, 'path', '')}: stream '{name}' of utterance {ids[utt]} holds "
+            "NaN or inf values; run `emofuse verify` on the cache and extract it again (a damaged "
+            "file or a diverged encoder)"
+        )
+
+
 class TrainData:
     """Every stream a head needs for every cached utterance, in memory, with vectorised batching."""
 
@@ -180,6 +200,7 @@ class TrainData:
         loaded: dict[str, StreamData] = {}
         for name in sorted(streams):
             values, offsets = cache.load(name, "data", layers=layers_for(name, cfg), mmap=mmap)
+            check_finite(values, offsets, name, cache)
             v = torch.from_numpy(values)  # a strided view of a memory map is fine for index_select
             fixed = getattr(cache.streams[name], "kind", None) == "fixed"
             o = (

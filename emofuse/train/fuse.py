@@ -76,6 +76,13 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     out = Path(out)
     if len(runs) < 2:
         raise EmofuseError("fuse needs at least two run folders")
+    seen: dict[Path, Path] = {}
+    for r in runs:
+        if r.resolve() in seen:
+            raise EmofuseError(
+                f"{r} is given twice (also as {seen[r.resolve()]}); fuse different runs"
+            )
+        seen[r.resolve()] = r
     plans = [FoldPlan.load(r / "folds.json") for r in runs]
     for r, p in zip(runs[1:], plans[1:], strict=True):
         # the same folds, utterance for utterance; the seed may differ (a seed ensemble) where

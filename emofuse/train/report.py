@@ -34,6 +34,27 @@ def load_json(path: Path) -> Any:
     return read_json(path)
 
 
+def read_curves(path: Path) -> list[dict[str, Any]]:
+    """One fold's curves.jsonl; a damaged line is a one-line error naming the file and line."""
+    rows = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not {"epoch", "train_loss", "val_loss", "val_UA"} <= set(
+            row
+        ):
+            raise EmofuseError(
+                f"{path} line {n} is damaged; delete {path.parent} and rerun `emofuse train` "
+                "(it retrains that fold only)"
+            )
+        rows.append(row)
+    return rows
+
+
 def write_report(run: str | Path, tsne: bool = False) -> Path:
     """Write report.md, confusion.png, curves.png (and tsne.png) into the run folder."""
     run = Path(run)
@@ -54,7 +75,9 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
         f"- split: `{summary.get('split', config.get('split'))}`, seed {config.get('seed')}, "
         f"{len(summary['folds'])} of {summary.get('folds_planned', len(summary['folds']))} folds finished",
         f"- cache fingerprint: `{config.get('cache_fingerprint')}`",
-        "- model selection: best validation loss (the test set never selects a checkpoint)",
+        "- model selection: best validation "
+        + ("UA" if config.get("loop", {}).get("select") == "ua" else "loss")
+        + " (the test set never selects a checkpoint)",
         *(
             [
                 "- **speaker normalisation** (`--speaker-norm`): acoustic features were standardised "
@@ -142,12 +165,16 @@ def plot_confusion(confusion: dict[str, Any], labels: list[str], path: Path) -> 
 
 def plot_curves(run: Path, path: Path) -> bool:
     """Training/validation loss and validation UA per epoch, one line per fold (False: no curves)."""
-    files = sorted(run.glob("fold_*/curves.jsonl"))
+    from emofuse.train.run import finished_folds, fold_dir
+
+    # finished folds only: a fold being trained (or killed mid-epoch) is not reported
+    files = [fold_dir(run, k) / "curves.jsonl" for k in finished_folds(run)]
+    files = [f for f in files if f.is_file()]
     if not files:  # e.g. a late-fusion run: nothing was trained
         return False
     fig, (ax_loss, ax_ua) = plt.subplots(1, 2, figsize=(10, 4))
     for curves in files:
-        rows = [json.loads(line) for line in curves.read_text().splitlines() if line.strip()]
+        rows = read_curves(curves)
         if not rows:
             continue
         epochs = [r["epoch"] for r in rows]

@@ -19,9 +19,11 @@ after a kill, or spread over ``torchrun`` ranks (round-robin) with results ident
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import re
@@ -35,8 +37,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from emofuse import __version__
+from emofuse import __version__, faults
 from emofuse.errors import EmofuseError
+from emofuse.locks import output_lock
 from emofuse.train.data import TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import FoldOutput, LoopConfig, train_fold
@@ -139,6 +142,7 @@ def save_fold(
     """
     d = fold_dir(out, result.fold)
     d.mkdir(parents=True, exist_ok=True)
+    faults.reach("fold-write")
     names = data.label_names
     torch.save(
         {**head_meta, "fold": result.fold, "state_dict": result.state_dict}, d / "checkpoint.pt"
@@ -255,17 +259,71 @@ def read_json(path: Path) -> Any:
         ) from None
 
 
-def prepare_out(out: Path) -> None:
-    """Create the run folder ``out``; an existing file there is a one-line error."""
+def check_out(out: Path, cache_path: str | Path | None) -> None:
+    """One-line errors for an ``--out`` that cannot be a run folder: a file, a path under a regular
+    file, or a place inside the cache (a Zarr cache is a folder; ``.parts`` is its journal)."""
     if out.exists() and not out.is_dir():
         raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
-    out.mkdir(parents=True, exist_ok=True)
+    for parent in out.absolute().parents:
+        if parent.exists() and not parent.is_dir():
+            raise EmofuseError(
+                f"--out {out}: {parent} is a regular file, not a folder; choose another --out"
+            )
+    if cache_path is None or not Path(cache_path).exists():
+        return
+    cache = Path(cache_path).resolve()
+    target = out.resolve()
+    for inside in (cache, cache.with_name(cache.name + ".parts")):
+        if target == inside or target.is_relative_to(inside):
+            raise EmofuseError(
+                f"--out {out} is inside the cache {cache_path}; give a run folder outside it"
+            )
+
+
+def prepare_out(out: Path) -> None:
+    """Create the run folder ``out``; what the file system refuses is a one-line error."""
+    if out.exists() and not out.is_dir():
+        raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise EmofuseError(
+            f"--out {out}: a parent is a regular file, not a folder; choose another --out"
+        ) from None
+    except OSError as err:
+        raise EmofuseError(
+            f"cannot create the run folder {out} ({err.strerror}); choose a writable --out"
+        ) from None
+
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+@contextlib.contextmanager
+def writes_into(out: Path) -> Any:
+    """A write that the file system refuses (disk full, read-only, no permission) is one line
+    saying that the finished folds are kept and the same command resumes."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        for tmp in out.glob("**/*.tmp"):  # a half-written file never stays behind
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        where = f" writing {err.filename}" if err.filename else ""
+        raise EmofuseError(
+            f"cannot write the run folder {out} ({err.strerror}{where}); free disk space or make "
+            f"it writable, then rerun the same command: its {len(finished_folds(out))} finished "
+            "fold(s) are kept and only the rest is trained"
+        ) from None
 
 
 def check_resume(out: Path, config: dict[str, Any]) -> None:
-    """Refuse to mix results of different settings in one run folder."""
+    """Refuse to mix results of different settings in one run folder (a folder with no finished
+    fold holds no result, so a corrected command simply starts it again)."""
     path = out / "config.json"
-    if not path.is_file():
+    if not path.is_file() or not finished_folds(out):
         return
     old = read_json(path)
     for key in sorted(set(old) | set(config)):
@@ -356,11 +414,40 @@ def train_run(
         head_spec, head_cls, cfg, preset, sets, cache, split, loop, data.label_names,
         list(folds) if folds else None, str(data.device), loop_sources,
     )  # fmt: skip
-    prepare_out(out)
+    check_out(out, getattr(cache, "path", None))
+    with contextlib.ExitStack() as stack:
+        if rank == 0:  # one writer per run folder (torchrun's ranks share rank 0's lock)
+            stack.enter_context(output_lock(out, "train"))
+            faults.reach("lock-taken")
+        stack.enter_context(writes_into(out))
+        prepare_out(out)
+        return _train_folds(
+            out, cache, head_cls, cfg, plan, config, data, loop, selected, progress, rank, world
+        )
+
+
+def _train_folds(
+    out: Path,
+    cache: Any,
+    head_cls: type,
+    cfg: Any,
+    plan: FoldPlan,
+    config: dict[str, Any],
+    data: TrainData,
+    loop: LoopConfig,
+    selected: list[int],
+    progress: bool,
+    rank: int,
+    world: int,
+) -> dict[str, Any] | None:
+    """The run folder's work once it is locked: config, every selected unfinished fold, summary."""
+    head_spec, table = config["head"], cache.table
     check_resume(out, config)
-    if (out / "folds.json").is_file() and FoldPlan.load(
-        out / "folds.json"
-    ).to_dict() != plan.to_dict():
+    if (
+        finished_folds(out)
+        and (out / "folds.json").is_file()
+        and FoldPlan.load(out / "folds.json").to_dict() != plan.to_dict()
+    ):
         raise EmofuseError(
             f"run folder {out} holds a different fold plan (the cache changed?); use a new --out"
         )

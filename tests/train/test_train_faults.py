@@ -1,0 +1,190 @@
+"""Train-side faults (issue 13): a second writer, a damaged cache or run folder, a full disk, a
+failed start — each is the right result or one line naming the file and what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from emofuse import faults
+from emofuse.cli import cli
+from emofuse.errors import EmofuseError
+from emofuse.locks import lock_path
+from emofuse.train.loop import LoopConfig
+from emofuse.train.run import finished_folds, fold_dir, train_run
+
+from .conftest import TINY_HEAD, FakeCache
+
+LOOP = LoopConfig(epochs=2, batch_size=16, lr=3e-3, patience=2, seed=0)
+CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import FakeCache, TINY_HEAD
+from emofuse.train.loop import LoopConfig
+from emofuse.train.run import train_run
+train_run(FakeCache(n_per_speaker=4), TINY_HEAD, sys.argv[1], "loso",
+          loop=LoopConfig(epochs=1, batch_size=16), folds=[1], progress=False)
+print("finished", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return FakeCache(n_per_speaker=4)
+
+
+@pytest.fixture(scope="module")
+def run(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "run"
+    train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    return out
+
+
+def copy(run: Path, tmp_path: Path) -> Path:
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_a_second_train_into_one_out_is_refused_while_the_first_holds_the_lock(tmp_path, cache):
+    out = tmp_path / "run"
+    env = {**os.environ, faults.ENV: "lock-taken:1:stop"}
+    code = CHILD.format(tests=str(Path(__file__).parent))
+    first = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], env=env, stdout=subprocess.PIPE
+    )
+    try:
+        _pid, status = os.waitpid(first.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status), status
+        with pytest.raises(EmofuseError) as err:
+            train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+        assert f"pid {first.pid}" in str(err.value) and "another emofuse train" in str(err.value)
+        assert not (out / "config.json").exists()  # the refused run wrote nothing
+    finally:
+        os.kill(first.pid, signal.SIGCONT)  # let the holder finish: its lock goes with it
+        stdout, _ = first.communicate()
+    assert first.returncode == 0 and b"finished" in stdout
+    assert finished_folds(out) == [1] and not lock_path(out).exists()
+
+
+def test_nan_in_the_cache_names_the_stream_and_utterance(tmp_path):
+    bad = FakeCache(n_per_speaker=4)
+    values, offsets = bad.arrays["speech"]
+    values = values.copy()
+    values[offsets[5] + 1, 2, 3] = np.nan  # a frame of the 6th utterance
+    bad.arrays["speech"] = (values, offsets)
+    with pytest.raises(EmofuseError) as err:
+        train_run(bad, TINY_HEAD, tmp_path / "r", "loso", loop=LOOP, folds=[1], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "'speech'" in msg and bad.ids[5] in msg and "verify" in msg
+
+
+def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch):
+    import emofuse.cache
+
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD, "--lr", "1e30",
+        "--epochs", "2", "--folds", "1", "--out", str(tmp_path / "r"), "--quiet",
+    ])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: fold 1, epoch 1") and "--lr" in lines[0]
+
+
+@pytest.mark.parametrize("when", ["fold-write:2:enospc", "fold-write:1:erofs"])
+def test_disk_full_or_read_only_while_training_is_one_line_and_the_rerun_resumes(
+    tmp_path, cache, monkeypatch, when
+):
+    out = tmp_path / "run"
+    monkeypatch.setenv(faults.ENV, when)
+    faults.reset()
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    msg = str(err.value)
+    kept = 1 if when.startswith("fold-write:2") else 0
+    assert "\n" not in msg and str(out) in msg and f"its {kept} finished fold(s) are kept" in msg
+    assert finished_folds(out) == list(range(1, kept + 1))  # the failed fold is not "finished"
+    assert not list(out.glob("**/*.tmp")) and not lock_path(out).exists()
+    monkeypatch.delenv(faults.ENV)
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+
+
+def test_out_under_a_file_inside_the_cache_or_unwritable_is_one_line(tmp_path, cache):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    zarr_cache = tmp_path / "c.zarr"
+    (zarr_cache / "streams").mkdir(parents=True)
+    cache_here = FakeCache(n_per_speaker=4)
+    cache_here.path = str(zarr_cache)
+    for target, cache_, expected in (
+        (blocker / "run", cache, "is a regular file"),
+        (zarr_cache / "streams" / "run", cache_here, "inside the cache"),
+        (Path(str(zarr_cache) + ".parts") / "run", cache_here, "inside the cache"),
+    ):
+        with pytest.raises(EmofuseError, match=expected):
+            train_run(cache_, TINY_HEAD, target, "loso", loop=LOOP, folds=[1], progress=False)
+    assert not (zarr_cache / "streams" / "run").exists()
+
+
+def test_a_run_that_failed_before_any_fold_finished_takes_the_corrected_command(tmp_path, cache):
+    out = tmp_path / "run"
+    diverging = LoopConfig(epochs=2, batch_size=16, lr=1e30, seed=0)
+    with pytest.raises(EmofuseError, match="fold 1, epoch 1"):  # found after config.json
+        train_run(cache, TINY_HEAD, out, "loso", loop=diverging, folds=[1], progress=False)
+    assert (out / "config.json").is_file() and not finished_folds(out)
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1]
+    assert json.loads((out / "config.json").read_text())["loop"]["lr"] == LOOP.lr
+    with pytest.raises(EmofuseError, match="different settings"):  # now a fold is finished
+        train_run(cache, TINY_HEAD, out, "loso", loop=diverging, folds=[1], progress=False)
+
+
+def test_a_damaged_curves_file_is_one_line_in_report_and_on_resume(run, tmp_path, cache):
+    out = copy(run, tmp_path)
+    curves = fold_dir(out, 2) / "curves.jsonl"
+    curves.write_text(curves.read_text()[:-7])  # a torn last line
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"{curves} line" in lines[0] and f"delete {curves.parent}" in lines[0]
+    with pytest.raises(EmofuseError, match="curves.jsonl line"):
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    shutil.rmtree(curves.parent)  # what the message says: the fold is trained again
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+
+
+def test_report_after_a_fold_was_deleted_counts_what_is_on_disk(run, tmp_path):
+    out = copy(run, tmp_path)
+    shutil.rmtree(fold_dir(out, 2))
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "missing: 2, 3, 4, 5" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == [1]
+    report = (out / "report.md").read_text()
+    assert "1 of 5 folds finished" in report
+    assert not [line for line in report.splitlines() if line.startswith("| 2 |")]  # no stale row
+    (fold_dir(out, 1) / "metrics.json").unlink()
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 2 and "no finished fold" in result.output
+
+
+def test_fuse_refuses_the_same_run_twice(run, tmp_path):
+    result = CliRunner().invoke(
+        cli, ["fuse", str(run), str(run / ".." / run.name), "--out", str(tmp_path / "f")]
+    )
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "given twice" in lines[0], result.output
+    assert not (tmp_path / "f").exists()

@@ -7,7 +7,7 @@ a read-only file system would) or ``stop`` (SIGSTOP itself: alive but frozen at 
 holding a lock, until the test kills it). Unset, ``reach()`` is one dict lookup. The stages, in the
 order a run reaches them:
 
-- ``lock-taken``: ``emofuse extract`` holds the output's lock, nothing else is done yet;
+- ``lock-taken``: ``emofuse extract`` or ``train`` holds the output's lock, nothing else is done yet;
 - ``part-write``: before a part's files are written (``enospc`` here = disk full while writing);
 - ``part-unrenamed``: a part's files are written and fsynced under their temporary name;
 - ``part-committed``: after a part of the cache journal is durably renamed into place;
@@ -15,6 +15,7 @@ order a run reaches them:
 - ``consolidate-renamed``: the store has its final name, the parts folder is not yet removed;
 - ``consolidate-write``: before each array of the consolidated store is written (the temporary
   store exists: ``enospc`` here = disk full during consolidation);
+- ``fold-write``: before a finished training fold's files are written;
 - ``fold-written``: after a training fold's files are written;
 - ``transcribe-batch``: after a batch of ASR transcripts is durably appended to the journal.
 """

@@ -172,7 +172,9 @@ def _components(head: TDFNet) -> Counter:
     ],
 )
 def test_each_ablation_removes_exactly_its_module(variant, removed, o_removed) -> None:
-    full, ablated = small(), small(**_ablations()[variant])
+    # the weighted layer mix has a parameter per modality, so every module shows in the counts
+    mix = {"layer_mix": "weighted"}
+    full, ablated = small(**mix), small(**mix, **_ablations()[variant])
     cfg = full.cfg
     d, fd, f = cfg.d_model, cfg.fusion_dim, DIMS.get("speaker")[1]
     levels = sum(2 * d // 2**i for i in range(1, cfg.n_blocks + 1))

@@ -66,6 +66,7 @@ def corpus_options(func: Callable) -> Callable:
             improvised_only=improvised_only,
             skip_missing=skip_missing,
             text_norm=text_norm,
+            progress=not kw.get("quiet", False),  # --quiet silences the reader's bar too
         )
         return func(corpus=corpus, **kw)
 

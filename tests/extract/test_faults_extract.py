@@ -377,3 +377,11 @@ def test_two_part_model_path_that_does_not_exist_fails_fast_in_one_line(tmp_path
     line = error_line(run.stderr)
     assert "nonexist/model" in line and "folder" in line and "hub" in line
     assert "--speech-model" in line
+
+
+def test_quiet_extract_prints_no_progress_bar(tmp_path, tiny, clips):
+    """--quiet silences every bar, the manifest reader's included (stderr is in the output)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, tmp_path / "q.h5"))
+    assert result.exit_code == 0, result.output
+    assert "manifest:" not in result.output and "it/s" not in result.output, result.output

@@ -20,7 +20,7 @@ from emofuse.cli import cli
 from emofuse.errors import EmofuseError
 from emofuse.locks import lock_path
 from emofuse.train.loop import LoopConfig
-from emofuse.train.run import finished_folds, fold_dir, train_run
+from emofuse.train.run import finished_folds, fold_dir, read_predictions, train_run
 
 from .conftest import TINY_HEAD, FakeCache
 
@@ -188,3 +188,68 @@ def test_fuse_refuses_the_same_run_twice(run, tmp_path):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "given twice" in lines[0], result.output
     assert not (tmp_path / "f").exists()
+
+
+def test_a_full_disk_while_the_checkpoint_is_written_is_one_line_and_the_rerun_resumes(
+    tmp_path, cache, monkeypatch
+):
+    """A real ENOSPC (the checkpoint's file names lead to /dev/full), not an injected OSError:
+    torch.save to a path turns it into a RuntimeError that no `except OSError` sees."""
+    import emofuse.train.run as run_mod
+
+    out = tmp_path / "run"
+    real = run_mod.train_fold
+
+    def full_disk_for_the_checkpoint(build, data, fold, cfg, on_epoch=None, progress=True):
+        result = real(build, data, fold, cfg, on_epoch, progress)
+        for name in ("checkpoint.pt", "checkpoint.pt.tmp"):  # whatever name it is written under
+            (fold_dir(out, fold.fold) / name).symlink_to("/dev/full")
+        return result
+
+    monkeypatch.setattr(run_mod, "train_fold", full_disk_for_the_checkpoint)
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "No space left on device" in msg and "checkpoint.pt" in msg
+    assert finished_folds(out) == [] and not lock_path(out).exists()
+    monkeypatch.setattr(run_mod, "train_fold", real)
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1]
+    assert (fold_dir(out, 1) / "checkpoint.pt").stat().st_size > 1000
+
+
+def test_a_full_disk_while_the_summary_is_written_leaves_no_stale_summary(run, tmp_path, cache):
+    """The run had fold 1 summarised; fold 2 is added and the disk fills while the pooled files
+    are rewritten: summary.json must not keep describing fold 1 alone beside the new pooled
+    predictions (nor any file be left half-written); the rerun writes it whole."""
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    shutil.rmtree(fold_dir(out, 2))
+    train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    assert [f["fold"] for f in json.loads((out / "summary.json").read_text())["folds"]] == [1]
+    for name in ("val_predictions.csv", "val_predictions.csv.tmp"):  # its write hits a full disk
+        (out / name).unlink(missing_ok=True)
+        (out / name).symlink_to("/dev/full")
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "No space left on device" in msg and "2 finished fold(s)" in msg
+    pooled = out / "predictions.csv"
+    if (out / "summary.json").exists():  # a summary left behind must be that of the pooled files
+        summary = json.loads((out / "summary.json").read_text())
+        folds = sorted({int(x) for x in read_predictions(pooled)["fold"]})
+        assert [f["fold"] for f in summary["folds"]] == folds
+    assert not list(out.glob("*.tmp"))
+    (out / "val_predictions.csv").unlink()  # the disk has room again
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+    assert sorted(set(read_predictions(out / "val_predictions.csv")["fold"])) == [1, 2]
+
+
+def test_a_damaged_curves_file_is_found_before_a_resume_trains_anything(run, tmp_path, cache):
+    out = copy(run, tmp_path)
+    curves = fold_dir(out, 2) / "curves.jsonl"
+    curves.write_text("{not json\n")
+    with pytest.raises(EmofuseError, match=r"fold_02/curves.jsonl line 1 is damaged; delete"):
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
+    assert not fold_dir(out, 3).exists()  # no fold was trained only to fail at the report

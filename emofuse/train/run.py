@@ -333,10 +333,15 @@ def writes_into(out: Path) -> Any:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         where = f" writing {err.filename}" if err.filename else ""
+        fix = (
+            "free disk space"
+            if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "make it writable (or choose another --out)"
+        )
+        kept = len(finished_folds(out)) if out.is_dir() else 0
         raise EmofuseError(
-            f"cannot write the run folder {out} ({err.strerror}{where}); free disk space or make "
-            f"it writable, then rerun the same command: its {len(finished_folds(out))} finished "
-            "fold(s) are kept and only the rest is trained"
+            f"cannot write the run folder {out} ({err.strerror}{where}); {fix}, then rerun the "
+            f"same command: its {kept} finished fold(s) are kept and only the rest is trained"
         ) from None
 
 

@@ -253,3 +253,55 @@ def test_a_damaged_curves_file_is_found_before_a_resume_trains_anything(run, tmp
     with pytest.raises(EmofuseError, match=r"fold_02/curves.jsonl line 1 is damaged; delete"):
         train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
     assert not fold_dir(out, 3).exists()  # no fold was trained only to fail at the report
+
+
+@pytest.fixture
+def unprivileged():
+    """Run the block as a user the permission bits apply to (root ignores them): nobody's
+    effective uid while root, nothing otherwise. Imports happen before (the stdlib of this
+    interpreter may not be readable by nobody)."""
+    import contextlib
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="emofuse-ro-"))
+    base.chmod(0o777)
+
+    @contextlib.contextmanager
+    def as_user():
+        if os.geteuid() != 0:
+            yield
+            return
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+
+    yield base, as_user
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_read_only_out_or_parent_is_one_line_with_real_permissions(
+    run, tmp_path, unprivileged, monkeypatch
+):
+    import emofuse.cache
+
+    base, as_user = unprivileged
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (base / "fake.h5").write_bytes(b"")
+    for name in ("ro", "ro_parent"):
+        (base / name).mkdir()
+        (base / name).chmod(0o555)
+    args = ["train", "--cache", str(base / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+            "--epochs", "1", "--folds", "1", "--quiet", "--out"]  # fmt: skip
+    CliRunner().invoke(cli, ["train", "--help"])  # the command's module is imported as root
+    results = {}
+    with as_user():
+        for out in (base / "ro", base / "ro_parent" / "run"):
+            results[out] = CliRunner().invoke(cli, [*args, str(out)])
+    for out, result in results.items():
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, (out, result.output, result.exception)
+        assert "Permission denied" in lines[0] or "permission denied" in lines[0], lines[0]
+        assert "writable" in lines[0] and "free disk space" not in lines[0], lines[0]
+    assert list((base / "ro").iterdir()) == [] and list((base / "ro_parent").iterdir()) == []

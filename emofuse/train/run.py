@@ -29,9 +29,9 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -68,11 +68,27 @@ def make_dims(data: TrainData) -> Any:
     return InputDims(**dims)
 
 
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w", **kw: Any) -> Iterator[IO[Any]]:
+    """Write ``path`` through ``<path>.tmp`` renamed into place when the block ends: a kill or a
+    full disk never leaves a half-written file under the final name. A failed write removes the
+    temporary file and raises an OSError that names ``path`` (a write error on an open file
+    carries no file name of its own)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open(mode, **kw) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+
+
 def _json_write(path: Path, obj: Any) -> None:
     """Write atomically (tmp + rename): a kill never leaves a half-written marker file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        fh.write(json.dumps(obj, indent=1) + "\n")
 
 
 def _dist_env() -> tuple[int, int]:
@@ -87,14 +103,12 @@ def write_predictions(
     path: Path, fold: int, ids: Sequence[str], true: Sequence[str], probs: np.ndarray, labels
 ) -> None:
     """CSV with id, fold, true, predicted, one probability column per class (full precision)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "fold", "true", "predicted", *[f"p_{lab}" for lab in labels]])
         pred = np.asarray(labels)[probs.argmax(1)]
         for i, t, p, row in zip(ids, true, pred, probs, strict=True):
             w.writerow([i, fold, t, p, *[repr(float(x)) for x in row]])
-    os.replace(tmp, path)
 
 
 def read_predictions(path: Path) -> dict[str, Any]:
@@ -144,9 +158,9 @@ def save_fold(
     d.mkdir(parents=True, exist_ok=True)
     faults.reach("fold-write")
     names = data.label_names
-    torch.save(
-        {**head_meta, "fold": result.fold, "state_dict": result.state_dict}, d / "checkpoint.pt"
-    )
+    # through a Python file object: torch.save to a path turns a full disk into a RuntimeError
+    with atomic_open(d / "checkpoint.pt", "wb") as fh:
+        torch.save({**head_meta, "fold": result.fold, "state_dict": result.state_dict}, fh)
     for fname, idx, probs in (
         ("val_predictions.csv", result.val_idx, result.val_probs),
         ("predictions.csv", result.test_idx, result.test_probs),
@@ -182,7 +196,7 @@ def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
     done = finished_folds(out)
     if not done:
         raise EmofuseError(f"{out} has no finished fold yet; run `emofuse train` first")
-    per_fold, labels = [], None
+    pooled = {}
     for kind in ("predictions.csv", "val_predictions.csv"):
         parts = [read_predictions(fold_dir(out, k) / kind) for k in done]
         for k, part in zip(done, parts, strict=True):  # a cut or edited file is never summarised
@@ -194,17 +208,24 @@ def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
                     f"fold {k} ({len(part['ids'])} rows); delete {fold_dir(out, k)} and rerun "
                     "`emofuse train` (it retrains that fold only)"
                 )
-        labels = parts[0]["labels"]
-        with (out / kind).open("w", newline="") as fh:
+        pooled[kind] = parts
+    labels = pooled["predictions.csv"][0]["labels"]
+    # summary.json goes first and comes back last: it never describes pooled files that a failed
+    # rewrite (a full disk) left from another set of folds
+    (out / "summary.json").unlink(missing_ok=True)
+    for kind, parts in pooled.items():
+        with atomic_open(out / kind, newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["id", "fold", "true", "predicted", *[f"p_{lab}" for lab in labels]])
+            header = [f"p_{lab}" for lab in parts[0]["labels"]]
+            w.writerow(["id", "fold", "true", "predicted", *header])
             for p in parts:
                 for r in zip(
                     p["ids"], p["fold"], p["true"], p["predicted"], p["probs"], strict=True
                 ):
                     w.writerow([*r[:4], *[repr(float(x)) for x in r[4]]])
-        if kind == "predictions.csv":
-            per_fold = [(k, p["true"], p["predicted"]) for k, p in zip(done, parts, strict=True)]
+    per_fold = [
+        (k, p["true"], p["predicted"]) for k, p in zip(done, pooled["predictions.csv"], strict=True)
+    ]
     summary = summarize(per_fold, labels)
     summary["split"] = plan.split
     summary["folds_planned"] = len(plan.folds)
@@ -312,10 +333,15 @@ def writes_into(out: Path) -> Any:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         where = f" writing {err.filename}" if err.filename else ""
+        fix = (
+            "free disk space"
+            if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "make it writable (or choose another --out)"
+        )
+        kept = len(finished_folds(out)) if out.is_dir() else 0
         raise EmofuseError(
-            f"cannot write the run folder {out} ({err.strerror}{where}); free disk space or make "
-            f"it writable, then rerun the same command: its {len(finished_folds(out))} finished "
-            "fold(s) are kept and only the rest is trained"
+            f"cannot write the run folder {out} ({err.strerror}{where}); {fix}, then rerun the "
+            f"same command: its {kept} finished fold(s) are kept and only the rest is trained"
         ) from None
 
 
@@ -451,6 +477,11 @@ def _train_folds(
         raise EmofuseError(
             f"run folder {out} holds a different fold plan (the cache changed?); use a new --out"
         )
+    from emofuse.train.report import read_curves
+
+    for k in finished_folds(out):  # the report reads them at the end: a damaged one fails now
+        if (fold_dir(out, k) / "curves.jsonl").is_file():
+            read_curves(fold_dir(out, k) / "curves.jsonl")
     if rank == 0:
         _json_write(out / "config.json", config)
         plan.save(out / "folds.json")

@@ -20,7 +20,7 @@ from emofuse.cli import cli
 from emofuse.errors import EmofuseError
 from emofuse.locks import lock_path
 from emofuse.train.loop import LoopConfig
-from emofuse.train.run import finished_folds, fold_dir, train_run
+from emofuse.train.run import finished_folds, fold_dir, read_predictions, train_run
 
 from .conftest import TINY_HEAD, FakeCache
 
@@ -188,3 +188,120 @@ def test_fuse_refuses_the_same_run_twice(run, tmp_path):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "given twice" in lines[0], result.output
     assert not (tmp_path / "f").exists()
+
+
+def test_a_full_disk_while_the_checkpoint_is_written_is_one_line_and_the_rerun_resumes(
+    tmp_path, cache, monkeypatch
+):
+    """A real ENOSPC (the checkpoint's file names lead to /dev/full), not an injected OSError:
+    torch.save to a path turns it into a RuntimeError that no `except OSError` sees."""
+    import emofuse.train.run as run_mod
+
+    out = tmp_path / "run"
+    real = run_mod.train_fold
+
+    def full_disk_for_the_checkpoint(build, data, fold, cfg, on_epoch=None, progress=True):
+        result = real(build, data, fold, cfg, on_epoch, progress)
+        for name in ("checkpoint.pt", "checkpoint.pt.tmp"):  # whatever name it is written under
+            (fold_dir(out, fold.fold) / name).symlink_to("/dev/full")
+        return result
+
+    monkeypatch.setattr(run_mod, "train_fold", full_disk_for_the_checkpoint)
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "No space left on device" in msg and "checkpoint.pt" in msg
+    assert finished_folds(out) == [] and not lock_path(out).exists()
+    monkeypatch.setattr(run_mod, "train_fold", real)
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1]
+    assert (fold_dir(out, 1) / "checkpoint.pt").stat().st_size > 1000
+
+
+def test_a_full_disk_while_the_summary_is_written_leaves_no_stale_summary(run, tmp_path, cache):
+    """The run had fold 1 summarised; fold 2 is added and the disk fills while the pooled files
+    are rewritten: summary.json must not keep describing fold 1 alone beside the new pooled
+    predictions (nor any file be left half-written); the rerun writes it whole."""
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    shutil.rmtree(fold_dir(out, 2))
+    train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    assert [f["fold"] for f in json.loads((out / "summary.json").read_text())["folds"]] == [1]
+    for name in ("val_predictions.csv", "val_predictions.csv.tmp"):  # its write hits a full disk
+        (out / name).unlink(missing_ok=True)
+        (out / name).symlink_to("/dev/full")
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "No space left on device" in msg and "2 finished fold(s)" in msg
+    pooled = out / "predictions.csv"
+    if (out / "summary.json").exists():  # a summary left behind must be that of the pooled files
+        summary = json.loads((out / "summary.json").read_text())
+        folds = sorted({int(x) for x in read_predictions(pooled)["fold"]})
+        assert [f["fold"] for f in summary["folds"]] == folds
+    assert not list(out.glob("*.tmp"))
+    (out / "val_predictions.csv").unlink()  # the disk has room again
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+    assert sorted(set(read_predictions(out / "val_predictions.csv")["fold"])) == [1, 2]
+
+
+def test_a_damaged_curves_file_is_found_before_a_resume_trains_anything(run, tmp_path, cache):
+    out = copy(run, tmp_path)
+    curves = fold_dir(out, 2) / "curves.jsonl"
+    curves.write_text("{not json\n")
+    with pytest.raises(EmofuseError, match=r"fold_02/curves.jsonl line 1 is damaged; delete"):
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
+    assert not fold_dir(out, 3).exists()  # no fold was trained only to fail at the report
+
+
+@pytest.fixture
+def unprivileged():
+    """Run the block as a user the permission bits apply to (root ignores them): nobody's
+    effective uid while root, nothing otherwise. Imports happen before (the stdlib of this
+    interpreter may not be readable by nobody)."""
+    import contextlib
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="emofuse-ro-"))
+    base.chmod(0o777)
+
+    @contextlib.contextmanager
+    def as_user():
+        if os.geteuid() != 0:
+            yield
+            return
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+
+    yield base, as_user
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_read_only_out_or_parent_is_one_line_with_real_permissions(
+    run, tmp_path, unprivileged, monkeypatch
+):
+    import emofuse.cache
+
+    base, as_user = unprivileged
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (base / "fake.h5").write_bytes(b"")
+    for name in ("ro", "ro_parent"):
+        (base / name).mkdir()
+        (base / name).chmod(0o555)
+    args = ["train", "--cache", str(base / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+            "--epochs", "1", "--folds", "1", "--quiet", "--out"]  # fmt: skip
+    CliRunner().invoke(cli, ["train", "--help"])  # the command's module is imported as root
+    results = {}
+    with as_user():
+        for out in (base / "ro", base / "ro_parent" / "run"):
+            results[out] = CliRunner().invoke(cli, [*args, str(out)])
+    for out, result in results.items():
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, (out, result.output, result.exception)
+        assert "Permission denied" in lines[0] or "permission denied" in lines[0], lines[0]
+        assert "writable" in lines[0] and "free disk space" not in lines[0], lines[0]
+    assert list((base / "ro").iterdir()) == [] and list((base / "ro_parent").iterdir()) == []

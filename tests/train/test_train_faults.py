@@ -305,3 +305,15 @@ def test_a_read_only_out_or_parent_is_one_line_with_real_permissions(
         assert "Permission denied" in lines[0] or "permission denied" in lines[0], lines[0]
         assert "writable" in lines[0] and "free disk space" not in lines[0], lines[0]
     assert list((base / "ro").iterdir()) == [] and list((base / "ro_parent").iterdir()) == []
+
+
+def test_a_head_that_cannot_be_built_is_one_line_before_anything_is_written(tmp_path, cache):
+    """A value the head's own checks miss (here a user head's negative width, which torch refuses
+    when the layer is made) fails before the run folder exists, not after config.json."""
+    out = tmp_path / "run"
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", sets={"hidden": "-1"}, loop=LOOP, folds=[1],
+                  progress=False)  # fmt: skip
+    msg = str(err.value)
+    assert "\n" not in msg and "TinyHead" in msg and "--set" in msg, msg
+    assert not out.exists()

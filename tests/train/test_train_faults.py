@@ -367,3 +367,25 @@ def test_fuse_is_refused_into_an_out_a_train_is_writing(run, tmp_path, held_by_a
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert f"another emofuse train (pid {child.pid}" in lines[0]
     assert not (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("target", ["c.zarr", "c.zarr/streams", "c.h5", "c.h5.parts/run"])
+def test_out_on_the_cache_itself_is_one_cli_line(tmp_path, monkeypatch, target):
+    import emofuse.cache
+
+    (tmp_path / "c.zarr" / "streams").mkdir(parents=True)
+    (tmp_path / "c.h5").write_bytes(b"")
+    (tmp_path / "c.h5.parts").mkdir()
+    cache_path = tmp_path / target.split("/")[0].removesuffix(".parts")
+    fake = FakeCache(n_per_speaker=4)
+    fake.path = str(cache_path)
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: fake)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(cache_path), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(tmp_path / target),
+    ])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "inside the cache" in lines[0] or "is a file, not a folder" in lines[0], lines[0]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

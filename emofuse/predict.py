@@ -28,7 +28,7 @@ import numpy as np
 from emofuse.corpus import Utterance
 from emofuse.corpus.text import normalize_text
 from emofuse.errors import EmofuseError
-from emofuse.train.data import SEGMENT_STREAMS, TrainData, resolve_device
+from emofuse.train.data import SEGMENT_STREAMS, NonFiniteError, TrainData, resolve_device
 from emofuse.train.loop import predict_probs
 from emofuse.train.run import finished_folds, load_fold_model, read_json, resolve_head
 
@@ -268,7 +268,19 @@ def predict(
                 by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
                 bad = summary.skipped[0]
                 raise EmofuseError(f"{by_id.get(bad['id'], bad['id'])}: {bad['reason']}")
-            data = TrainData.from_cache(cache, _loadable(needs, cache), head_cfg, dev)
+            try:
+                data = TrainData.from_cache(cache, _loadable(needs, cache), head_cfg, dev)
+            except NonFiniteError as err:  # the temporary cache's ids mean nothing to the user
+                by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
+                why = (
+                    "the encoder overflowed in float16 on the GPU); try --device cpu (float32), or"
+                    if dev.type == "cuda"
+                    else "the encoder diverged on it);"
+                )
+                raise EmofuseError(
+                    f"{by_id.get(err.utterance, err.utterance)}: its '{err.stream}' features hold "
+                    f"NaN or inf ({why} check that recording (clipping, silence, length)"
+                ) from None
         if speaker_norm:
             data.normalize_per_speaker(["?"] * len(data.ids))  # the given files: one speaker
         idx = data.indices([u.id for u in utts])

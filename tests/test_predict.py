@@ -215,3 +215,27 @@ def test_predict_with_a_speaker_norm_run_standardises_one_speakers_files(trained
     one = invoke("predict", "--run", run, utts[ids[0]].audio)
     assert one.exit_code == 2 and "several recordings of one speaker" in one.output
     assert len(one.output.strip().splitlines()) == 1
+
+
+def test_predict_names_the_audio_file_whose_features_are_not_finite(trained, monkeypatch):
+    """An encoder that overflows (fp16 on a GPU) on one file gives NaN/inf features: the message
+    names that audio file, not an id of predict's temporary cache that the user never saw."""
+    from emofuse.cache.reader import Cache
+
+    load = Cache.load
+
+    def overflowing(self, stream, *args, **kwargs):
+        values, offsets = load(self, stream, *args, **kwargs)
+        if stream == "speech":
+            values = np.array(values)  # a copy: the file is not touched
+            values[int(offsets[1]) + 1] = np.inf  # a frame of the second file
+        return values, offsets
+
+    monkeypatch.setattr(Cache, "load", overflowing)
+    utts, ids = trained["utts"], trained["test_ids"]
+    files = [str(utts[i].audio) for i in ids[:3]]
+    result = invoke("predict", "--run", trained["run"], "--fold", "1", *files)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {files[1]}: ") and "NaN or inf" in lines[0], lines[0]
+    assert "'speech' features" in lines[0] and "emofuse-predict-" not in lines[0], lines[0]

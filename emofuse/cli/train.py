@@ -142,17 +142,19 @@ def fuse_command(runs, out) -> None:
 @click.option("--tsne", is_flag=True, help="also draw t-SNE of pooled test embeddings")
 def report_command(run, tsne) -> None:
     """Regenerate report.md and plots of a run folder."""
+    from emofuse.locks import output_lock
     from emofuse.train.folds import FoldPlan
     from emofuse.train.report import write_report
     from emofuse.train.run import finished_folds, write_summary
 
     if not (run / "folds.json").is_file() or not (run / "config.json").is_file():
         raise EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")
-    plan = FoldPlan.load(run / "folds.json")
-    write_summary(run, plan)  # from the folds on disk now, never a stale summary
-    done = set(finished_folds(run))
-    missing = [f.fold for f in plan.folds if f.fold not in done]
-    report = write_report(run, tsne=tsne)
+    with output_lock(run, "report"):  # it rewrites summary.json: never under a running train
+        plan = FoldPlan.load(run / "folds.json")
+        write_summary(run, plan)  # from the folds on disk now, never a stale summary
+        done = set(finished_folds(run))
+        missing = [f.fold for f in plan.folds if f.fold not in done]
+        report = write_report(run, tsne=tsne)
     if missing:
         click.echo(
             f"note: {len(done)} of {len(plan.folds)} folds finished; missing: "

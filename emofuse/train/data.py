@@ -127,6 +127,15 @@ def pool_frames(
     return out, torch.from_numpy(new_off)
 
 
+class NonFiniteError(EmofuseError):
+    """A loaded stream holds NaN or inf: ``stream`` and ``utterance`` (its id) say where."""
+
+    def __init__(self, message: str, stream: str, utterance: str) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.utterance = utterance
+
+
 def check_finite(values: np.ndarray, offsets: np.ndarray | None, name: str, cache: Any) -> None:
     """A NaN or inf in a loaded stream is a one-line error naming the first utterance with one
     (a damaged cache would otherwise surface as a non-finite loss, blamed on the learning rate)."""
@@ -140,10 +149,12 @@ def check_finite(values: np.ndarray, offsets: np.ndarray | None, name: str, cach
         row = start + int(np.argmin(finite))
         utt = row if offsets is None else int(np.searchsorted(offsets, row, side="right")) - 1
         ids = list(cache.ids)
-        raise EmofuseError(
+        raise NonFiniteError(
             f"cache {getattr(cache, 'path', '')}: stream '{name}' of utterance {ids[utt]} holds "
             "NaN or inf values; run `emofuse verify` on the cache and extract it again (a damaged "
-            "file or a diverged encoder)"
+            "file or a diverged encoder)",
+            name,
+            str(ids[utt]),
         )
 
 

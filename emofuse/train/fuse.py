@@ -22,6 +22,7 @@ from sklearn.metrics import balanced_accuracy_score, log_loss
 from tqdm import tqdm
 
 from emofuse.errors import EmofuseError
+from emofuse.locks import output_lock
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import summarize
 from emofuse.train.run import (
@@ -101,6 +102,14 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
     if not folds:
         raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
+    with output_lock(out, "fuse"):  # one writer: never into a folder a train or fuse writes
+        return _fuse_into(runs, plans, folds, out)
+
+
+def _fuse_into(
+    runs: list[Path], plans: list[FoldPlan], folds: list[int], out: Path
+) -> dict[str, Any]:
+    """The fused run folder's files, written while ``out`` is locked."""
     if out.resolve() in {r.resolve() for r in runs} or (out / "config.json").is_file():
         raise EmofuseError(
             f"--out {out} already holds a run (config.json); fuse writes a new run folder, so "

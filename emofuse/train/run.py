@@ -280,6 +280,24 @@ def read_json(path: Path) -> Any:
         ) from None
 
 
+def check_buildable(
+    head_spec: str, head_cls: type, cfg: Any, dims: Any, n_classes: int, sets: dict[str, str]
+) -> None:
+    """Build the head once before anything is written: a config value that only its layers
+    refuse (a user head without checks of its own) is one line, and leaves no run folder."""
+    try:
+        head_cls(cfg, dims, n_classes)
+    except EmofuseError:
+        raise
+    except (ValueError, TypeError, RuntimeError, AssertionError, KeyError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        given = " ".join(f"--set {k}={v}" for k, v in sets.items()) or "its preset's values"
+        raise EmofuseError(
+            f"head {head_spec} cannot be built with this config ({type(err).__name__}: {reason}); "
+            f"check {given}"
+        ) from None
+
+
 def check_out(out: Path, cache_path: str | Path | None) -> None:
     """One-line errors for an ``--out`` that cannot be a run folder: a file, a path under a regular
     file, or a place inside the cache (a Zarr cache is a folder; ``.parts`` is its journal)."""
@@ -440,6 +458,7 @@ def train_run(
         head_spec, head_cls, cfg, preset, sets, cache, split, loop, data.label_names,
         list(folds) if folds else None, str(data.device), loop_sources,
     )  # fmt: skip
+    check_buildable(head_spec, head_cls, cfg, make_dims(data), len(data.label_names), sets)
     check_out(out, getattr(cache, "path", None))
     with contextlib.ExitStack() as stack:
         if rank == 0:  # one writer per run folder (torchrun's ranks share rank 0's lock)

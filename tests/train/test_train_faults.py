@@ -305,3 +305,87 @@ def test_a_read_only_out_or_parent_is_one_line_with_real_permissions(
         assert "Permission denied" in lines[0] or "permission denied" in lines[0], lines[0]
         assert "writable" in lines[0] and "free disk space" not in lines[0], lines[0]
     assert list((base / "ro").iterdir()) == [] and list((base / "ro_parent").iterdir()) == []
+
+
+def test_a_head_that_cannot_be_built_is_one_line_before_anything_is_written(tmp_path, cache):
+    """A value the head's own checks miss (here a user head's negative width, which torch refuses
+    when the layer is made) fails before the run folder exists, not after config.json."""
+    out = tmp_path / "run"
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", sets={"hidden": "-1"}, loop=LOOP, folds=[1],
+                  progress=False)  # fmt: skip
+    msg = str(err.value)
+    assert "\n" not in msg and "TinyHead" in msg and "--set" in msg, msg
+    assert not out.exists()
+
+
+@pytest.fixture
+def held_by_a_train(tmp_path):
+    """Start a child `train` into a folder and freeze it (SIGSTOP) once it holds the lock; yields
+    a function that does so for an out folder. The child is let go and reaped at the end."""
+    children = []
+
+    def hold(out: Path, loop: str = "epochs=1, batch_size=16", folds: str = "[1]"):
+        code = CHILD.format(tests=str(Path(__file__).parent))
+        code = code.replace("epochs=1, batch_size=16", loop).replace("folds=[1]", f"folds={folds}")
+        env = {**os.environ, faults.ENV: "lock-taken:1:stop"}
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, str(out)], env=env, stdout=subprocess.PIPE
+        )
+        children.append(child)
+        _pid, status = os.waitpid(child.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status), status
+        return child
+
+    yield hold
+    for child in children:
+        os.kill(child.pid, signal.SIGCONT)
+        child.communicate()
+
+
+LOOP_ARGS = "epochs=2, batch_size=16, lr=3e-3, patience=2, seed=0"  # LOOP, for a child
+
+
+def test_report_is_refused_while_a_train_writes_the_run(run, tmp_path, held_by_a_train):
+    """report rewrites summary.json and the pooled files: not while a train resumes the run."""
+    out = copy(run, tmp_path)
+    before = (out / "summary.json").read_text()
+    child = held_by_a_train(out, LOOP_ARGS, "[1, 2, 3]")
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"another emofuse train (pid {child.pid}" in lines[0]
+    assert (out / "summary.json").read_text() == before
+
+
+def test_fuse_is_refused_into_an_out_a_train_is_writing(run, tmp_path, held_by_a_train):
+    out = tmp_path / "busy"
+    child = held_by_a_train(out)
+    other = copy(run, tmp_path)
+    result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"another emofuse train (pid {child.pid}" in lines[0]
+    assert not (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("target", ["c.zarr", "c.zarr/streams", "c.h5", "c.h5.parts/run"])
+def test_out_on_the_cache_itself_is_one_cli_line(tmp_path, monkeypatch, target):
+    import emofuse.cache
+
+    (tmp_path / "c.zarr" / "streams").mkdir(parents=True)
+    (tmp_path / "c.h5").write_bytes(b"")
+    (tmp_path / "c.h5.parts").mkdir()
+    cache_path = tmp_path / target.split("/")[0].removesuffix(".parts")
+    fake = FakeCache(n_per_speaker=4)
+    fake.path = str(cache_path)
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: fake)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(cache_path), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(tmp_path / target),
+    ])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "inside the cache" in lines[0] or "is a file, not a folder" in lines[0], lines[0]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -7,7 +7,6 @@ peers' tables rarely say which they give.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +31,6 @@ def load_json(path: Path) -> Any:
     from emofuse.train.run import read_json
 
     return read_json(path)
-
-
-def read_curves(path: Path) -> list[dict[str, Any]]:
-    """One fold's curves.jsonl; a damaged line is a one-line error naming the file and line."""
-    rows = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict) or not {"epoch", "train_loss", "val_loss", "val_UA"} <= set(
-            row
-        ):
-            raise EmofuseError(
-                f"{path} line {n} is damaged; delete {path.parent} and rerun `emofuse train` "
-                "(it retrains that fold only)"
-            )
-        rows.append(row)
-    return rows
 
 
 def write_report(run: str | Path, tsne: bool = False) -> Path:
@@ -165,7 +143,7 @@ def plot_confusion(confusion: dict[str, Any], labels: list[str], path: Path) -> 
 
 def plot_curves(run: Path, path: Path) -> bool:
     """Training/validation loss and validation UA per epoch, one line per fold (False: no curves)."""
-    from emofuse.train.run import finished_folds, fold_dir
+    from emofuse.train.run import finished_folds, fold_dir, read_curves
 
     # finished folds only: a fold being trained (or killed mid-epoch) is not reported
     files = [fold_dir(run, k) / "curves.jsonl" for k in finished_folds(run)]

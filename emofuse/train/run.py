@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 
 from emofuse import __version__, faults
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, check_out_path
 from emofuse.locks import output_lock
 from emofuse.train.data import TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
@@ -280,6 +280,27 @@ def read_json(path: Path) -> Any:
         ) from None
 
 
+def read_curves(path: Path) -> list[dict[str, Any]]:
+    """One fold's curves.jsonl; a damaged line is a one-line error naming the file and line."""
+    rows = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not {"epoch", "train_loss", "val_loss", "val_UA"} <= set(
+            row
+        ):
+            raise EmofuseError(
+                f"{path} line {n} is damaged; delete {path.parent} and rerun `emofuse train` "
+                "(it retrains that fold only)"
+            )
+        rows.append(row)
+    return rows
+
+
 def check_buildable(
     head_spec: str, head_cls: type, cfg: Any, dims: Any, n_classes: int, sets: dict[str, str]
 ) -> None:
@@ -303,11 +324,7 @@ def check_out(out: Path, cache_path: str | Path | None) -> None:
     file, or a place inside the cache (a Zarr cache is a folder; ``.parts`` is its journal)."""
     if out.exists() and not out.is_dir():
         raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
-    for parent in out.absolute().parents:
-        if parent.exists() and not parent.is_dir():
-            raise EmofuseError(
-                f"--out {out}: {parent} is a regular file, not a folder; choose another --out"
-            )
+    check_out_path(out)  # a parent that is a regular file, or not writable
     if cache_path is None or not Path(cache_path).exists():
         return
     cache = Path(cache_path).resolve()
@@ -488,17 +505,16 @@ def _train_folds(
     """The run folder's work once it is locked: config, every selected unfinished fold, summary."""
     head_spec, table = config["head"], cache.table
     check_resume(out, config)
+    finished = finished_folds(out)
     if (
-        finished_folds(out)
+        finished
         and (out / "folds.json").is_file()
         and FoldPlan.load(out / "folds.json").to_dict() != plan.to_dict()
     ):
         raise EmofuseError(
             f"run folder {out} holds a different fold plan (the cache changed?); use a new --out"
         )
-    from emofuse.train.report import read_curves
-
-    for k in finished_folds(out):  # the report reads them at the end: a damaged one fails now
+    for k in finished:  # the report reads them at the end: a damaged one fails now
         if (fold_dir(out, k) / "curves.jsonl").is_file():
             read_curves(fold_dir(out, k) / "curves.jsonl")
     if rank == 0:

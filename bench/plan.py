@@ -10,6 +10,14 @@ speaker vector; random fp16), then runs ``emofuse.train.run.train_run`` — exac
 epochs each fold ran and seconds per epoch (so a 20-epoch plan can be extrapolated: random features
 make early stopping fire sooner than real ones do).
 
+``--cache PATH`` times the plan on an existing cache instead (real features, e.g. the ravdess-dev
+cache of bench/RESULTS.md) with the head's recipe for ``--preset`` (``--epochs`` then overrides
+the recipe's, as the CLI flag does), and ``--set key=value`` head options, so the figures are what
+``emofuse train --cache PATH --head H --preset P`` does:
+
+    .venv/bin/python bench/plan.py --cache /tmp/ravdess/whisper-minilm.h5 --split lopo \
+        --head tdfnet --preset small --set use_speaker=false --folds 1 --epochs 6
+
 ``--run DIR`` keeps the run folder in DIR instead of a temporary one: a plan cut off by ``timeout``
 resumes there on the next call (finished folds are skipped; the cache is written again, the same
 bytes), and the plan's minutes are the sum of every finished fold's own wall minutes
@@ -41,7 +49,9 @@ def main() -> None:
     ap.add_argument("--head", default="tdfnet")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--split", default="loso")
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=None, help="default 20 (--cache: the recipe's)")
+    ap.add_argument("--cache", default=None, help="an existing cache: real features, the recipe")
+    ap.add_argument("--set", action="append", default=[], help="head option key=value")
     ap.add_argument("--folds", default=None, help="only these folds, e.g. 1,2 (default: all)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tmp", default=None)
@@ -50,10 +60,15 @@ def main() -> None:
     n = int(5531 * args.scale)
     tmp = Path(tempfile.mkdtemp(dir=args.tmp))
     try:
-        cache = tmp / "bench.h5"
-        t0 = time.perf_counter()
-        write_cache(cache, n)
-        print(f"cache: {n} utterances written in {time.perf_counter() - t0:.1f} s", flush=True)
+        if args.cache:
+            cache = Path(args.cache)
+            loop, loop_flags = None, {"epochs": args.epochs}  # the recipe, as `emofuse train`
+        else:
+            cache = tmp / "bench.h5"
+            t0 = time.perf_counter()
+            write_cache(cache, n)
+            print(f"cache: {n} utterances written in {time.perf_counter() - t0:.1f} s", flush=True)
+            loop, loop_flags = LoopConfig(epochs=args.epochs or 20, seed=0), None
         folds = [int(f) for f in args.folds.split(",")] if args.folds else None
         run = Path(args.run) if args.run else tmp / "run"
         done_before = sorted(run.glob("fold_*/metrics.json"))
@@ -68,7 +83,9 @@ def main() -> None:
                 run,
                 args.split,
                 preset=args.preset,
-                loop=LoopConfig(epochs=args.epochs, seed=0),
+                sets=dict(kv.split("=", 1) for kv in args.set),
+                loop=loop,
+                loop_flags=loop_flags,
                 folds=folds,
                 device=args.device,
                 progress=False,
@@ -104,7 +121,8 @@ def main() -> None:
             f"{args.head} {args.preset} {args.split}: {len(epochs)} folds {span} "
             f"(epochs per fold {epochs}; {mean_epoch:.1f} s per epoch; a full 20-epoch plan would "
             f"take ≈ {len(epochs) * 20 * mean_epoch / 60:.1f} min); pooled UA "
-            f"{summary['pooled']['UA']:.3f} on random features (chance 0.25)"
+            f"{summary['pooled']['UA']:.3f} "
+            + ("on the cache's labels" if args.cache else "on random features (chance 0.25)")
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -75,23 +75,46 @@ class InputPipeline(nn.Module):
             getattr(self, f"std_{s}").copy_(std.reshape(getattr(self, f"std_{s}").shape))
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Streams in any stored dtype (the data layer hands fp16 rows over as they are) -> fp32.
+
+        One pass builds the standardised copy (``addcmul`` converts fp16 as it reads) and one
+        multiplies it by every mask at once (padding, time spans, feature bands): the batch of a
+        layered stream is the largest tensor of a step, so passes over it are what a step costs.
+        """
         out = dict(batch)
         for s in self.streams:
             if s not in batch:
                 continue
             x = batch[s]
-            mask = batch.get(f"{s}_mask")
+            keep = self._keep(x, batch.get(f"{s}_mask"), self.training and s in ACOUSTIC)
             if self.standardise:
                 scale, shift = self._affine(s, x)
-                x = torch.addcmul(shift, x, scale)  # (x - mean) / std in one pass, a new tensor
-                if mask is not None:  # padding stays exactly 0
-                    x.mul_(mask.view(*mask.shape, *[1] * (x.ndim - 2)).to(x.dtype))
-            if self.training and s in ACOUSTIC:
-                x = self._augment(x, mask)
+                x = torch.addcmul(shift, x, scale)  # (x - mean) / std in fp32, a new tensor
+                if keep is not None:
+                    x.mul_(keep)  # padding exactly 0, masked spans and bands 0 = the training mean
+            else:
+                x = x.float()
+                if keep is not None:
+                    x = x * keep  # out of place: x may be the caller's tensor
             out[s] = x
         if self.training and self.modality_dropout > 0:
             self._drop_modality(out)
         return out
+
+    def _keep(self, x: Tensor, mask: Tensor | None, augment: bool) -> Tensor | None:
+        """fp32 multiplier broadcastable to ``x``: padding rows, and (training) time spans and
+        feature bands, are 0; None where nothing is masked."""
+        rows = mask  # (B, T) or None for a fixed stream
+        if augment and self.time_mask > 0 and mask is not None and x.shape[1] > 0:
+            rows = mask & ~_span_mask(mask.sum(1), x.shape[1], self.time_mask)  # (B, T)
+        keep = None if rows is None else rows.view(*rows.shape, *[1] * (x.ndim - 2)).float()
+        if augment and self.feature_mask > 0:
+            width = x.shape[-1]
+            full = torch.full((x.shape[0],), float(width), device=x.device)
+            bands = ~_span_mask(full, width, self.feature_mask)  # (B, D)
+            bands = bands.view(x.shape[0], *[1] * (x.ndim - 2), width).float()
+            keep = bands if keep is None else keep * bands  # (B, T, 1.., D)
+        return keep
 
     def _drop_modality(self, out: dict[str, Tensor]) -> None:
         """Per utterance, with probability p/2 its text and with p/2 its acoustic streams become 0
@@ -108,20 +131,9 @@ class InputPipeline(nn.Module):
                 out[s] = out[s] * keep
 
     def _affine(self, s: str, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(1 / std, -mean / std) of stream ``s`` in ``x``'s dtype, shaped for its rows."""
+        """(1 / std, -mean / std) of stream ``s`` in fp32, shaped for its rows in ``x``."""
         mean, std = getattr(self, f"mean_{s}"), getattr(self, f"std_{s}")
         if x.ndim == 2:  # a fixed vector (B, F) with statistics (1, F)
             mean, std = mean[0], std[0]
         scale = 1.0 / std
-        return scale.to(x.dtype), (-mean * scale).to(x.dtype)
-
-    def _augment(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        if self.time_mask > 0 and mask is not None and x.shape[1] > 0:
-            hit = _span_mask(mask.sum(1), x.shape[1], self.time_mask)  # (B, T)
-            x = x * (~hit).view(*hit.shape, *[1] * (x.ndim - 2)).to(x.dtype)
-        if self.feature_mask > 0:
-            width = x.shape[-1]
-            full = torch.full((x.shape[0],), float(width), device=x.device)
-            hit = _span_mask(full, width, self.feature_mask)  # (B, D)
-            x = x * (~hit).view(x.shape[0], *[1] * (x.ndim - 2), width).to(x.dtype)
-        return x
+        return scale.float(), (-mean * scale).float()

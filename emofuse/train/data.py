@@ -344,8 +344,16 @@ class TrainData:
         """Label indices of rows ``idx`` (B,), on the device the labels live on."""
         return self.labels[upload(idx, self.labels.device)]
 
-    def batch(self, idx: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    def nbytes(self) -> int:
+        """Bytes of every loaded stream (a memory-mapped one counted too: an upper bound of what
+        another process loading the same streams adds)."""
+        return sum(s.values.numel() * s.values.element_size() for s in self.streams.values())
+
+    def batch(self, idx: Tensor, dtype: torch.dtype | None = torch.float32) -> dict[str, Tensor]:
         """Padded batch for rows ``idx`` (B,): stream tensors, ``<stream>_mask``, ``aligned``.
+
+        ``dtype`` None keeps the stored dtype (fp16 rows stay fp16): the training loop lets the
+        head's input pipeline convert while it standardises, one pass fewer over the batch.
 
         Nothing here waits for the GPU: padded lengths come from the host copy of the lengths,
         and whatever goes from host to GPU (``idx``; the gathered rows and masks when the arrays
@@ -360,7 +368,7 @@ class TrainData:
                 placed[dev] = upload(idx_host, dev)
             i = placed[dev]
             if not s.ragged:
-                out[name] = upload(s.values[i], self.device).to(dtype)  # (B, F)
+                out[name] = _as(upload(s.values[i], self.device), dtype)  # (B, F)
                 continue
             starts = s.offsets[i]  # (B,)
             lens = s.offsets[i + 1] - starts
@@ -376,7 +384,7 @@ class TrainData:
                 x = s.values.index_select(0, rows.reshape(-1))  # (B*T, L, D), a fresh tensor
                 x = x.view(len(i), t, *s.values.shape[1:])  # (B, T, L, D)
                 x.masked_fill_(~mask.view(len(i), t, *[1] * (x.ndim - 2)), 0)  # padding exactly 0
-            out[name] = upload(x, self.device).to(dtype)  # dtype converted on the device
+            out[name] = _as(upload(x, self.device), dtype)  # dtype converted on the device
             out[f"{name}_mask"] = upload(mask, self.device)
         if any(g in self.streams for g in SEGMENT_STREAMS):
             aligned = self.aligned[upload(idx_host, self.aligned.device)]  # (B,)
@@ -408,6 +416,10 @@ class TrainData:
         """Length-sorted batches (deterministic); callers scatter results back by index."""
         ordered = ids_idx[torch.argsort(self.cost[ids_idx], stable=True)]
         yield from torch.split(ordered, batch_size)
+
+
+def _as(t: Tensor, dtype: torch.dtype | None) -> Tensor:
+    return t if dtype is None else t.to(dtype)
 
 
 def upload(t: Tensor, device: torch.device) -> Tensor:

@@ -7,6 +7,7 @@ peers' tables rarely say which they give.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,9 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
         + " | ".join(_pct(pooled[k]) for k in METRICS)
         + " | | |"
     )
+    wall = _wall_line(run)
     lines += [
+        *(["", wall] if wall else []),
         "",
         "UA = unweighted accuracy (mean per-class recall, `balanced_accuracy_score`); WA = weighted "
         'accuracy (overall accuracy, `accuracy_score`); F1 = macro F1. "mean ± std" averages the '
@@ -192,3 +195,21 @@ def plot_tsne(run: Path, path: Path, seed: int = 0) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _wall_line(run: Path) -> str:
+    """The plan's wall-clock minutes from ``wall.json`` (every call that trained folds), or ''."""
+    path = run / "wall.json"
+    if not path.is_file():
+        return ""
+    try:
+        calls = json.loads(path.read_text())["calls"]
+        minutes = sum(float(c["minutes"]) for c in calls)
+        jobs = max(int(c["jobs"]) for c in calls)
+    except (ValueError, KeyError, TypeError):
+        return ""  # the minutes are a courtesy: a damaged wall.json never stops a report
+    at_once = f", up to {jobs} folds at once" if jobs > 1 else ""
+    return (
+        f"Wall clock: {minutes:.2f} min for the folds trained ({len(calls)} call(s) of "
+        f"`emofuse train`{at_once}); the minutes column is each fold's own wall time."
+    )

@@ -40,6 +40,7 @@ import torch.distributed as dist
 from emofuse import __version__, faults
 from emofuse.errors import EmofuseError, check_out_path
 from emofuse.locks import output_lock
+from emofuse.train import parallel
 from emofuse.train.data import TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import FoldOutput, LoopConfig, train_fold
@@ -397,6 +398,29 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
             )
 
 
+def load_data(
+    cache: Any, head_spec: str, head_cls: type, cfg: Any, loop: LoopConfig, device: str
+) -> TrainData:
+    """The streams ``cfg`` reads, loaded once (per-speaker standardised with ``--speaker-norm``)."""
+    needs = set(head_cls.required_streams(cfg))
+    if "speaker" in needs and "speaker" not in cache.streams and hasattr(cfg, "use_speaker"):
+        raise EmofuseError(
+            f"head {head_spec} reads a speaker vector but cache {getattr(cache, 'path', '')} has "
+            "no 'speaker' stream; train without it (--set use_speaker=false) or re-extract with "
+            "a --speaker-model"
+        )
+    data = TrainData.from_cache(cache, needs, cfg, device)
+    if loop.speaker_norm:
+        speakers = ["" if x is None else str(x) for x in cache.table["speaker"]]
+        if "" in speakers:
+            raise EmofuseError(
+                f"--speaker-norm needs a speaker for every utterance; {speakers.count('')} in "
+                f"{getattr(cache, 'path', 'the cache')} have none (fill the manifest's speaker column)"
+            )
+        data.normalize_per_speaker(speakers)
+    return data
+
+
 def train_run(
     cache: Any,
     head_spec: str,
@@ -409,6 +433,7 @@ def train_run(
     device: str = "auto",
     progress: bool = True,
     loop_flags: dict[str, Any] | None = None,
+    jobs: int | None = None,
 ) -> dict[str, Any] | None:
     """Train every selected fold not already finished in ``out``; return the summary (rank 0).
 
@@ -417,7 +442,9 @@ def train_run(
 
     ``cache`` is a path (opened with ``emofuse.cache.open_cache``) or an open cache object.
     Under torchrun (RANK / WORLD_SIZE set) folds are dealt round-robin to ranks; rank 0 writes the
-    summary after every rank has finished (other ranks return None).
+    summary after every rank has finished (other ranks return None). ``jobs``: folds trained at
+    once in worker processes on a CPU (None = ``parallel.choose_jobs``'s automatic choice; 1 =
+    in this process); the results are the same either way.
     """
     sets = dict(sets or {})
     out = Path(out)
@@ -435,23 +462,8 @@ def train_run(
     rank, world = _dist_env()
     if world > 1 and device == "auto" and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    needs = set(head_cls.required_streams(cfg))
-    if "speaker" in needs and "speaker" not in cache.streams and hasattr(cfg, "use_speaker"):
-        raise EmofuseError(
-            f"head {head_spec} reads a speaker vector but cache {getattr(cache, 'path', '')} has "
-            "no 'speaker' stream; train without it (--set use_speaker=false) or re-extract with "
-            "a --speaker-model"
-        )
-    data = TrainData.from_cache(cache, needs, cfg, device)
+    data = load_data(cache, head_spec, head_cls, cfg, loop, device)
     table = cache.table
-    if loop.speaker_norm:
-        speakers = ["" if x is None else str(x) for x in table["speaker"]]
-        if "" in speakers:
-            raise EmofuseError(
-                f"--speaker-norm needs a speaker for every utterance; {speakers.count('')} in "
-                f"{getattr(cache, 'path', 'the cache')} have none (fill the manifest's speaker column)"
-            )
-        data.normalize_per_speaker(speakers)
     plan = build_folds_from_columns(
         ids=[str(i) for i in table["id"]],
         labels=[str(x) for x in table["label"]],
@@ -484,8 +496,9 @@ def train_run(
         stack.enter_context(writes_into(out))
         prepare_out(out)
         return _train_folds(
-            out, cache, head_cls, cfg, plan, config, data, loop, selected, progress, rank, world
-        )
+            out, cache, head_cls, cfg, plan, config, data, loop, selected, progress, rank, world,
+            jobs,
+        )  # fmt: skip
 
 
 def _train_folds(
@@ -501,6 +514,7 @@ def _train_folds(
     progress: bool,
     rank: int,
     world: int,
+    jobs: int | None = None,
 ) -> dict[str, Any] | None:
     """The run folder's work once it is locked: config, every selected unfinished fold, summary."""
     head_spec, table = config["head"], cache.table
@@ -536,35 +550,25 @@ def _train_folds(
         dist.barrier()  # rank 0 has written config.json / folds.json
     done = set(finished_folds(out))
     todo = [k for k in selected if k not in done]
-    for k in todo[rank::world]:
-        d = fold_dir(out, k)
-        if d.exists():  # a fold killed mid-way restarts from scratch (its seed makes it identical)
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        started = time.perf_counter()
-        with (d / "curves.jsonl").open("w") as curves:
-
-            def log(row: dict[str, Any], fh=curves) -> None:
-                fh.write(json.dumps(row) + "\n")
-                fh.flush()
-
-            result = train_fold(
-                lambda: head_cls(cfg, dims, len(data.label_names)),
-                data,
-                plan.fold(k),
-                loop,
-                on_epoch=log,
-                progress=progress,
-            )
-        save_fold(
-            out,
-            result,
-            data,
-            head_meta,
-            test_set_name(plan.split, plan.fold(k), table),
-            seconds=time.perf_counter() - started,
-        )
-
+    mine = todo[rank::world]
+    path = getattr(cache, "path", None)  # workers reopen the cache: an in-memory one stays here
+    n_jobs = (
+        1
+        if path is None
+        else parallel.choose_jobs(jobs, len(mine), len(data.ids), data.device, world, data.nbytes())
+    )
+    started = time.perf_counter()
+    if n_jobs > 1:  # worker processes, each loading the cache once (spawned: no forked OpenMP)
+        spec = {
+            "cache": str(path), "head_spec": head_spec, "cfg": dataclasses.asdict(cfg),
+            "loop": loop, "device": str(data.device), "out": str(out), "head_meta": head_meta,
+        }  # fmt: skip
+        parallel.run_tasks(_worker_init, spec, _worker_fold, mine, n_jobs, progress, "folds")
+    else:
+        for k in mine:
+            run_fold(out, k, head_cls, cfg, dims, data, plan, loop, head_meta, table, progress)
+    if mine:
+        record_wall(out, mine, n_jobs, time.perf_counter() - started)
     if world > 1:
         dist.barrier()  # every rank's folds are on disk before rank 0 summarises
         dist.destroy_process_group()
@@ -575,6 +579,86 @@ def _train_folds(
 
     write_report(out)
     return summary
+
+
+def run_fold(
+    out: Path,
+    k: int,
+    head_cls: type,
+    cfg: Any,
+    dims: Any,
+    data: TrainData,
+    plan: FoldPlan,
+    loop: LoopConfig,
+    head_meta: dict[str, Any],
+    table: dict[str, Any],
+    progress: bool,
+) -> None:
+    """Train fold ``k`` from scratch into its folder (a fold killed mid-way left one behind)."""
+    d = fold_dir(out, k)
+    if d.exists():  # a fold killed mid-way restarts from scratch (its seed makes it identical)
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    started = time.perf_counter()
+    with (d / "curves.jsonl").open("w") as curves:
+
+        def log(row: dict[str, Any], fh=curves) -> None:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+
+        result = train_fold(
+            lambda: head_cls(cfg, dims, len(data.label_names)),
+            data,
+            plan.fold(k),
+            loop,
+            on_epoch=log,
+            progress=progress,
+        )
+    save_fold(
+        out,
+        result,
+        data,
+        head_meta,
+        test_set_name(plan.split, plan.fold(k), table),
+        seconds=time.perf_counter() - started,
+    )
+
+
+_WORKER: dict[str, Any] = {}  # a fold worker's loaded state (one per worker process)
+
+
+def _worker_init(spec: dict[str, Any]) -> None:
+    """In a worker process: open the cache and load the streams once, for every fold it trains."""
+    from emofuse.cache import open_cache
+
+    head_cls = resolve_head(spec["head_spec"])
+    cfg = head_cls.Config(**spec["cfg"])
+    cache = open_cache(spec["cache"])
+    data = load_data(cache, spec["head_spec"], head_cls, cfg, spec["loop"], spec["device"])
+    out = Path(spec["out"])
+    _WORKER.update(
+        spec, head_cls=head_cls, cfg=cfg, data=data, dims=make_dims(data), table=cache.table,
+        out=out, plan=FoldPlan.load(out / "folds.json"),
+    )  # fmt: skip
+
+
+def _worker_fold(k: int) -> int:
+    w = _WORKER
+    with writes_into(w["out"]):
+        run_fold(
+            w["out"], k, w["head_cls"], w["cfg"], w["dims"], w["data"], w["plan"], w["loop"],
+            w["head_meta"], w["table"], progress=False,
+        )  # fmt: skip
+    return k
+
+
+def record_wall(out: Path, folds: list[int], jobs: int, seconds: float) -> None:
+    """Append this call's wall time to ``wall.json`` (a plan resumed over several calls sums them;
+    with parallel jobs the folds' own minutes add up to more than the wall)."""
+    path = out / "wall.json"
+    calls = read_json(path)["calls"] if path.is_file() else []
+    calls.append({"folds": folds, "jobs": jobs, "minutes": round(seconds / 60, 3)})
+    _json_write(path, {"calls": calls})
 
 
 def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> Any:

@@ -159,3 +159,41 @@ def test_torchrun_two_processes_equal_serial(serial_run, cache_path, tmp_path):
     assert a["folds"] == b["folds"] and a["pooled"] == b["pooled"]
     pa, pb = (read_predictions(r / "predictions.csv") for r in (serial_run, out))
     assert pa["ids"] == pb["ids"] and np.array_equal(pa["probs"], pb["probs"])
+
+
+def test_parallel_jobs_equal_serial_and_report_their_wall_time(serial_run, cache_path, tmp_path):
+    out = tmp_path / "jobs"
+    result = invoke(
+        "train", "--cache", cache_path, "--split", "loso", "--head", "concat",
+        "--preset", "small", "--out", out, "--jobs", "2", *TRAIN,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    a = json.loads((serial_run / "summary.json").read_text())
+    b = json.loads((out / "summary.json").read_text())
+    assert a["folds"] == b["folds"] and a["pooled"] == b["pooled"]
+    pa, pb = (read_predictions(r / "predictions.csv") for r in (serial_run, out))
+    assert pa["ids"] == pb["ids"] and np.array_equal(pa["probs"], pb["probs"])
+    calls = json.loads((out / "wall.json").read_text())["calls"]
+    assert [c["jobs"] for c in calls] == [2] and sorted(calls[0]["folds"]) == [1, 2, 3, 4, 5]
+    assert "up to 2 folds at once" in (out / "report.md").read_text()
+
+
+def test_a_failing_fold_in_a_worker_is_one_line_and_the_rerun_resumes(cache_path, tmp_path):
+    from emofuse import faults
+
+    out = tmp_path / "jobs-fail"
+    args = ["train", "--cache", cache_path, "--split", "loso", "--head", "concat", "--preset",
+            "small", "--out", out, "--jobs", "2", *TRAIN]  # fmt: skip
+    env = {**os.environ, faults.ENV: "fold-write:1:enospc"}  # each worker's first fold write
+    proc = subprocess.run(
+        [sys.executable, "-m", "emofuse", *map(str, args)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[-1].startswith("error: cannot write the run folder"), proc.stderr
+    assert str(out) in lines[-1]
+    assert "free disk space" in lines[-1]
+    result = invoke(*args)  # no fault now: trains what is missing
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((out / "summary.json").read_text())["folds"]) == 5

@@ -85,6 +85,7 @@ class ExtractSummary:
     resumed: int = 0  # utterances already in the store when the run started
     skipped: list[dict[str, str]] = field(default_factory=list)  # [{"id", "reason"}]
     padded: list[str] = field(default_factory=list)  # too short, padded to the model minimum
+    min_samples: int = 0  # that minimum: the longest of every loaded model's shortest input
     truncated: int = 0  # transcripts cut at the text model's maximum length
     unaligned: int = 0
     audio_seconds: float = 0.0
@@ -772,6 +773,7 @@ def _run_batches(
             for m in (models.speech, models.speaker, models.fbank)
         ]
     )
+    summary.min_samples = min_samples
     total = sum(durations[i] for b in batches for i in b)
     bar = tqdm(
         total=total,

@@ -210,7 +210,11 @@ class TrainData:
             )
         loaded: dict[str, StreamData] = {}
         for name in sorted(streams):
-            values, offsets = cache.load(name, "data", layers=layers_for(name, cfg), mmap=mmap)
+            layers = layers_for(name, cfg)
+            values, offsets = cache.load(name, "data", layers=layers, mmap=mmap)
+            check = getattr(cache, "check_loaded", None)  # stored checksums (a real cache)
+            if check is not None:
+                check(name, "data", values, layers)
             check_finite(values, offsets, name, cache)
             v = torch.from_numpy(values)  # a strided view of a memory map is fine for index_select
             fixed = getattr(cache.streams[name], "kind", None) == "fixed"

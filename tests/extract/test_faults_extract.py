@@ -4,6 +4,7 @@ never a store reported complete when it is not, never silent data loss."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -210,6 +211,47 @@ def test_resume_with_other_batch_seconds_is_refused(tmp_path, tiny, clips):
     line = error_line(again.output)
     assert "batch_seconds" in line and "4.0" in line and "2.0" in line
     assert not out.exists()
+
+
+def _stored_ids(out: Path) -> list[str]:
+    return sorted(
+        uid
+        for part in Path(str(out) + ".parts").glob("rank*")
+        for uid in json.loads((part / "index.json").read_text())["ids"]
+    )
+
+
+def test_resume_after_a_stored_wav_changed_is_refused_naming_the_file(tmp_path, tiny, clips):
+    """A WAV rewritten with other samples of the same length under the same name, between the
+    kill and the resume: the resume used to keep its old features silently. The SHA-1 of every
+    audio file's bytes is stored with its row; a mismatch is one line naming utterance and file."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "changed.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    victim = _stored_ids(out)[0]
+    wav = tmp_path / "c" / f"{victim}.wav"
+    samples, rate = clips[wav.name]
+    size = wav.stat().st_size
+    sf.write(wav, samples[::-1].copy(), rate, subtype="PCM_16")  # same length, other content
+    assert wav.stat().st_size == size
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert f"utterance {victim}: its audio file {wav} changed" in line
+    assert "restore the original file" in line and f"delete {out}.parts" in line
+    assert not out.exists() and len(_stored_ids(out)) == 2  # the parts are kept
+    # the original bytes back: the resume goes on, and a touched (same bytes) file is fine too
+    sf.write(wav, samples, rate, subtype="PCM_16")
+    os.utime(wav, ns=(1, 1))
+    resumed = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert resumed.exit_code == 0 and "2 were already there" in resumed.output, resumed.output
+    with open_cache(out) as c:
+        sha = dict(zip(c.ids, c.table["audio_sha1"], strict=True))
+    assert sha[victim] == hashlib.sha1(wav.read_bytes()).hexdigest()
+    # a finished store is checked the same way when the command is run again
+    sf.write(wav, samples[::-1].copy(), rate, subtype="PCM_16")
+    done = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert done.exit_code == 2 and f"its audio file {wav} changed" in error_line(done.output)
 
 
 @pytest.mark.parametrize("damage", ["manifest.json", "index.json"])

@@ -614,8 +614,11 @@ def run_extract(
 ) -> ExtractSummary:
     """Extract every utterance into ``cfg.out`` (resuming a matching incomplete store)."""
     from emofuse.cache import CacheWriter, fingerprint_of
+    from emofuse.cache.store import check_outside_caches
 
     start = time.perf_counter()
+    # before the lock: even <out>.lock would be a stray file in another cache
+    check_outside_caches(cfg.out, "a cache path")
     utts = list(utterances[: cfg.limit] if cfg.limit else utterances)
     _check_ids(utts)
     bad = sorted(set(cfg.granularity) - set(GRANULARITIES))

@@ -325,15 +325,9 @@ def check_out(out: Path, cache_path: str | Path | None) -> None:
     if out.exists() and not out.is_dir():
         raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
     check_out_path(out)  # a parent that is a regular file, or not writable
-    if cache_path is None or not Path(cache_path).exists():
-        return
-    cache = Path(cache_path).resolve()
-    target = out.resolve()
-    for inside in (cache, cache.with_name(cache.name + ".parts")):
-        if target == inside or target.is_relative_to(inside):
-            raise EmofuseError(
-                f"--out {out} is inside the cache {cache_path}; give a run folder outside it"
-            )
+    from emofuse.cache.store import check_outside_caches
+
+    check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
 
 
 def prepare_out(out: Path) -> None:

@@ -340,6 +340,33 @@ def test_out_under_a_regular_file_is_one_line(tmp_path, tiny, clips):
     assert (tmp_path / "file").read_text() == "mine"
 
 
+def test_out_inside_another_cache_is_one_line_and_writes_nothing(tmp_path, tiny, clips):
+    """`--out c1.zarr/inner.h5` used to write a second cache (and its lock and parts) inside the
+    first; the same for an interrupted extraction's .parts folder. train's --out check is the
+    same helper (emofuse.cache.store.check_outside_caches)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    zarr_cache = tmp_path / "c1.zarr"
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, zarr_cache)).exit_code == 0
+    interrupted(tmp_path, tiny, manifest, tmp_path / "c2.h5", 1)
+    parts = tmp_path / "c2.h5.parts"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out, cache in (
+        (zarr_cache / "inner.h5", zarr_cache),
+        (zarr_cache / "streams" / "deeper.zarr", zarr_cache),
+        (parts / "inner.h5", parts),
+    ):
+        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+        assert result.exit_code == 2, result.output
+        line = error_line(result.output)
+        assert (
+            line == f"error: --out {out} is inside the cache {cache}; give a cache path outside it"
+        )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    # beside the caches is fine, and so is resuming into the interrupted one itself
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, tmp_path / "c3.h5")).exit_code == 0
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, tmp_path / "c2.h5")).exit_code == 0
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder_is_one_line(tmp_path, tiny, clips):
     manifest = write_manifest(tmp_path / "c", clips)

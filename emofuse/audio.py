@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from emofuse.errors import os_reason
+
 SAMPLE_RATE = 16000
 SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: nothing an encoder can use
 MIN_SAMPLE_RATE = 4000  # below this no speech is left (a 1 Hz header is a broken file, not audio)
@@ -46,7 +48,7 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
     try:  # read once: the bytes that are hashed are the bytes that are decoded
         raw = path.read_bytes()
     except OSError as err:
-        raise AudioProblem(f"unreadable audio {path.name}: {err.strerror or err}") from None
+        raise AudioProblem(f"unreadable audio {path.name}: {os_reason(err)}") from None
     try:
         data, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)  # (n, C)
     except Exception as err:  # libsndfile raises several types for damaged files

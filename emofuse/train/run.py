@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 
 from emofuse import __version__, faults
-from emofuse.errors import EmofuseError, check_out_path
+from emofuse.errors import EmofuseError, check_out_path, os_reason
 from emofuse.locks import output_lock
 from emofuse.train.data import TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
@@ -342,7 +342,7 @@ def prepare_out(out: Path) -> None:
         ) from None
     except OSError as err:
         raise EmofuseError(
-            f"cannot create the run folder {out} ({err.strerror}); choose a writable --out"
+            f"cannot create the run folder {out} ({os_reason(err)}); choose a writable --out"
         ) from None
 
 
@@ -369,7 +369,7 @@ def writes_into(out: Path) -> Any:
         )
         kept = len(finished_folds(out)) if out.is_dir() else 0
         raise EmofuseError(
-            f"cannot write the run folder {out} ({err.strerror}{where}); {fix}, then rerun the "
+            f"cannot write the run folder {out} ({os_reason(err)}{where}); {fix}, then rerun the "
             f"same command: its {kept} finished fold(s) are kept and only the rest is trained"
         ) from None
 

@@ -175,6 +175,37 @@ def test_disk_full_while_writing_parts_is_one_line_and_the_rerun_resumes(tmp_pat
     assert changed.exit_code == 2 and "label 'neu'" in error_line(changed.output)
 
 
+def test_disk_full_during_the_final_hdf5_write_is_one_line_and_the_rerun_finishes(
+    tmp_path, tiny, clips
+):
+    """A real ENOSPC inside HDF5 (the temporary store's name leads to /dev/full): HDF5's error
+    text has a ctime() stamp ending in a newline, and quoting it made the error two lines. It is
+    one line naming the store, saying to free space and rerun; the parts are kept, the rerun
+    consolidates them to the reference digest."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    ref = tmp_path / "ref.h5"
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, ref)).exit_code == 0
+    out = tmp_path / "full.h5"
+    os.environ[faults.ENV] = "consolidate-open:1:devfull"
+    faults.reset()
+    try:
+        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    finally:
+        del os.environ[faults.ENV]
+        faults.reset()
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("extracting ") and lines[1] == line, lines
+    assert line.startswith(f"error: cannot write {out} (No space left on device): free disk space")
+    assert "rerun the same command" in line and f"{out}.parts are kept" in line
+    assert not os.path.lexists(out) and not list(tmp_path.glob(".full.h5.tmp-*"))
+    assert (Path(f"{out}.parts") / "manifest.json").is_file()
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 0 and f"{N_CLIPS} were already there" in again.output, again.output
+    assert open_cache(out).meta["digest"] == open_cache(ref).meta["digest"]
+
+
 def test_resume_after_the_labels_changed_is_refused_naming_the_utterance(tmp_path, tiny, clips):
     """Case 1: two utterances stored with label hap, then the manifest says HAPPY."""
     manifest = write_manifest(tmp_path / "c", clips, label="hap")

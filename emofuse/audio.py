@@ -124,16 +124,19 @@ def wav_truncated(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def header_problem(path: Path, rate: int) -> str | None:
-    """Why a file soundfile opened is still not usable audio (absurd rate, truncated), or None."""
-    if problem := rate_problem(path, rate):
-        return problem
+def truncation_problem(path: Path) -> str | None:
+    """The reason a WAV cut short is skipped (see ``wav_truncated``), or None; header reads only."""
     if cut := wav_truncated(path):
         return (
             f"truncated audio {Path(path).name}: the header claims {cut[0]} data bytes, the file "
             f"holds {cut[1]} (an interrupted copy?); copy the file again"
         )
     return None
+
+
+def header_problem(path: Path, rate: int) -> str | None:
+    """Why a file soundfile opened is still not usable audio (absurd rate, truncated), or None."""
+    return rate_problem(path, rate) or truncation_problem(path)
 
 
 def duration_of(path: str | Path) -> float:

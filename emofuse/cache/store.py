@@ -34,12 +34,13 @@ def incomplete_message(path: Path, done: int | None = None) -> str:
     )
 
 
-def missing_cache_error(path: Path, option: str = "--cache") -> EmofuseError:
+def missing_cache_error(path: Path, option: str | None = "--cache") -> EmofuseError:
     """The one-line error for a cache path that is not there: interrupted, or never extracted."""
     path = Path(path)
     if (parts_dir(path) / "manifest.json").is_file():
         return EmofuseError(incomplete_message(path))
-    return EmofuseError(f"{option} {path} does not exist; run `emofuse extract` first")
+    given = f"{option} {path}" if option else str(path)
+    return EmofuseError(f"{given} does not exist; check the path, or run `emofuse extract` first")
 
 
 def enclosing_cache(
@@ -86,8 +87,8 @@ def open_store(path: Path) -> tuple[Store, dict]:
     """
     path = Path(path)
     kind = backend_of(path)
-    if not path.exists() and (parts_dir(path) / "manifest.json").is_file():
-        raise EmofuseError(incomplete_message(path))
+    if not path.exists():  # interrupted, or never there: not "not an emofuse cache"
+        raise missing_cache_error(path, None)
     not_cache = f"{path} is not an emofuse cache (no emofuse metadata); check the path"
     if kind == "hdf5":
         if not path.is_file():

@@ -277,7 +277,10 @@ def predict(
                     "silence as in extraction"
                 )
             try:
-                data = TrainData.from_cache(cache, _loadable(needs, cache), head_cfg, dev)
+                # checksums: the temporary cache was verified as it was consolidated, just now
+                data = TrainData.from_cache(
+                    cache, _loadable(needs, cache), head_cfg, dev, checksums=False
+                )
             except NonFiniteError as err:  # the temporary cache's ids mean nothing to the user
                 why = (
                     "the encoder overflowed in float16 on the GPU); try --device cpu (float32), or"

@@ -8,6 +8,8 @@ reason (``AudioProblem``) the pipeline reports, records in the cache and skips â
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from emofuse.errors import os_reason
 
 SAMPLE_RATE = 16000
 SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: nothing an encoder can use
@@ -30,6 +34,7 @@ class Decoded:
     wav: np.ndarray  # (n,) float32 at SAMPLE_RATE, mono
     source_rate: int
     channels: int
+    sha1: str = ""  # of the file's bytes, as decoded: what a resumed extraction compares
 
 
 def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
@@ -40,10 +45,15 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
     path = Path(path)
     if not path.is_file():
         raise AudioProblem(f"missing audio file {path}")
+    try:  # read once: the bytes that are hashed are the bytes that are decoded
+        raw = path.read_bytes()
+    except OSError as err:
+        raise AudioProblem(f"unreadable audio {path.name}: {os_reason(err)}") from None
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (n, C)
+        data, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)  # (n, C)
     except Exception as err:  # libsndfile raises several types for damaged files
-        raise AudioProblem(f"unreadable audio {path.name}: {str(err).splitlines()[0]}") from None
+        why = getattr(err, "error_string", None) or str(err).splitlines()[0]
+        raise AudioProblem(f"unreadable audio {path.name}: {why}") from None
     problem = header_problem(path, int(rate))
     if problem:
         raise AudioProblem(problem)
@@ -59,7 +69,21 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
         import torchaudio.functional as AF  # noqa: N812, PLC0415
 
         wav = AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), rate, target_rate).numpy()
-    return Decoded(np.ascontiguousarray(wav, dtype=np.float32), int(rate), int(data.shape[1]))
+    return Decoded(
+        np.ascontiguousarray(wav, dtype=np.float32),
+        int(rate),
+        int(data.shape[1]),
+        hashlib.sha1(raw).hexdigest(),
+    )
+
+
+def audio_sha1(path: str | Path) -> str | None:
+    """SHA-1 of a file's bytes (``Decoded.sha1`` without decoding); None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha1").hexdigest()
+    except OSError:
+        return None
 
 
 def rate_problem(path: Path, rate: int) -> str | None:
@@ -100,16 +124,19 @@ def wav_truncated(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def header_problem(path: Path, rate: int) -> str | None:
-    """Why a file soundfile opened is still not usable audio (absurd rate, truncated), or None."""
-    if problem := rate_problem(path, rate):
-        return problem
+def truncation_problem(path: Path) -> str | None:
+    """The reason a WAV cut short is skipped (see ``wav_truncated``), or None; header reads only."""
     if cut := wav_truncated(path):
         return (
             f"truncated audio {Path(path).name}: the header claims {cut[0]} data bytes, the file "
             f"holds {cut[1]} (an interrupted copy?); copy the file again"
         )
     return None
+
+
+def header_problem(path: Path, rate: int) -> str | None:
+    """Why a file soundfile opened is still not usable audio (absurd rate, truncated), or None."""
+    return rate_problem(path, rate) or truncation_problem(path)
 
 
 def duration_of(path: str | Path) -> float:

@@ -35,3 +35,17 @@ def check_out_path(out: str | os.PathLike, option: str = "--out") -> None:
         raise EmofuseError(
             f"{option} {out}: cannot write in {probe} (permission denied); choose a writable {option}"
         )
+
+
+def os_reason(err: BaseException) -> str:
+    """What went wrong, in one line, for an ``OSError`` from the OS or from a library over it.
+
+    The errno's own text when there is one ("No space left on device"): HDF5's error text is a
+    paragraph (file descriptor, buffer address, offsets) with a ctime() time stamp that ends in a
+    newline, so quoting it would break the one-line rule. Otherwise the text, whitespace collapsed.
+    """
+    code = getattr(err, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    text = " ".join(str(getattr(err, "strerror", None) or err).split())
+    return text or type(err).__name__

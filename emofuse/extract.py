@@ -31,7 +31,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from emofuse import __version__, faults
-from emofuse.audio import SAMPLE_RATE, AudioProblem, duration_of, load_audio
+from emofuse.audio import SAMPLE_RATE, AudioProblem, audio_sha1, duration_of, load_audio
 from emofuse.corpus import Utterance
 from emofuse.encoders._common import plan_batches as bucket
 from emofuse.errors import EmofuseError
@@ -85,6 +85,7 @@ class ExtractSummary:
     resumed: int = 0  # utterances already in the store when the run started
     skipped: list[dict[str, str]] = field(default_factory=list)  # [{"id", "reason"}]
     padded: list[str] = field(default_factory=list)  # too short, padded to the model minimum
+    min_samples: int = 0  # that minimum: the longest of every loaded model's shortest input
     truncated: int = 0  # transcripts cut at the text model's maximum length
     unaligned: int = 0
     audio_seconds: float = 0.0
@@ -251,6 +252,7 @@ class _Decoded:
     utt: Utterance
     wav: np.ndarray | None = None  # 16 kHz mono float32 (padded to the model minimum if short)
     duration: float = 0.0  # seconds of real audio
+    sha1: str = ""  # of the audio file's bytes
     flags: list[str] = field(default_factory=list)
     problem: str | None = None
 
@@ -260,7 +262,7 @@ def _decode(utt: Utterance, min_samples: int) -> _Decoded:
         dec = load_audio(utt.audio)
     except AudioProblem as err:
         return _Decoded(utt, problem=str(err))
-    out = _Decoded(utt, dec.wav, len(dec.wav) / SAMPLE_RATE)
+    out = _Decoded(utt, dec.wav, len(dec.wav) / SAMPLE_RATE, dec.sha1)
     if dec.source_rate != SAMPLE_RATE:
         out.flags.append(f"resampled:{dec.source_rate}")
     if dec.channels > 1:
@@ -385,6 +387,7 @@ class _Encoders:
             "duration": d.duration,
             "n_frames": n_frames,
             "flags": ",".join(flags),
+            "audio_sha1": d.sha1,
         }
 
 
@@ -403,11 +406,21 @@ def corpus_fields(u: Utterance) -> dict:
     }
 
 
-def check_resumed(out: Path, stored: dict[str, dict], utts: Sequence[Utterance], complete: bool):
-    """Refuse a resume whose stored rows disagree with this corpus (changed manifest, other corpus).
+def check_resumed(
+    out: Path,
+    stored: dict[str, dict],
+    utts: Sequence[Utterance],
+    complete: bool,
+    workers: int = 4,
+):
+    """Refuse a resume whose stored rows disagree with this corpus (changed manifest, other corpus,
+    changed audio).
 
-    Every stored utterance must be in the corpus (unless the store is complete) and carry the same
-    corpus fields (label, speaker, text ...): otherwise one store would mix two corpora.
+    Every stored utterance must be in the corpus (unless the store is complete), carry the same
+    corpus fields (label, speaker, text ...) and its audio file the same bytes (the SHA-1 stored at
+    extraction): otherwise one store would mix two corpora, or keep the features of a recording
+    that was replaced under the same name. Hashing re-reads the stored utterances' audio once per
+    resume (in ``workers`` threads; audio is small next to the hours of encoding it saves).
     """
     from emofuse.cache.schema import canonical_json, parts_dir
 
@@ -432,6 +445,17 @@ def check_resumed(out: Path, stored: dict[str, dict], utts: Sequence[Utterance],
                     f"corpus (the manifest changed since it was extracted); rerun with the original "
                     f"corpus, or {restart}"
                 )
+    hashed = [u for u in utts if (stored.get(u.id) or {}).get("audio_sha1")]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        now = list(pool.map(lambda u: audio_sha1(u.audio), hashed))
+    for u, sha in zip(hashed, now, strict=True):
+        # unreadable now (None): its features were made when it was readable, and stand
+        if sha is not None and sha != stored[u.id]["audio_sha1"]:
+            raise EmofuseError(
+                f"utterance {u.id}: its audio file {u.audio} changed since it was extracted into "
+                f"{where} (same name, other content); restore the original file to resume, or "
+                f"{restart}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,8 +614,11 @@ def run_extract(
 ) -> ExtractSummary:
     """Extract every utterance into ``cfg.out`` (resuming a matching incomplete store)."""
     from emofuse.cache import CacheWriter, fingerprint_of
+    from emofuse.cache.store import check_outside_caches
 
     start = time.perf_counter()
+    # before the lock: even <out>.lock would be a stray file in another cache
+    check_outside_caches(cfg.out, "a cache path")
     utts = list(utterances[: cfg.limit] if cfg.limit else utterances)
     _check_ids(utts)
     bad = sorted(set(cfg.granularity) - set(GRANULARITIES))
@@ -635,7 +662,9 @@ def run_extract(
         )
         done = set(writer.done_ids())
         if done:
-            check_resumed(Path(cfg.out), writer.stored_rows(), utts, writer.complete)
+            check_resumed(
+                Path(cfg.out), writer.stored_rows(), utts, writer.complete, cfg.decode_workers
+            )
         corpus_ids = {u.id for u in utts}
         resumed = len(done & corpus_ids)
         summary = ExtractSummary(Path(cfg.out), resumed=resumed, is_main=ddp.rank == 0)
@@ -772,6 +801,7 @@ def _run_batches(
             for m in (models.speech, models.speaker, models.fbank)
         ]
     )
+    summary.min_samples = min_samples
     total = sum(durations[i] for b in batches for i in b)
     bar = tqdm(
         total=total,

@@ -3,8 +3,10 @@
 ``EMOFUSE_FAULT="STAGE:N[:ACTION]"`` (several separated by ``,``): the N-th time this process reaches
 ``STAGE`` it performs ACTION — ``kill`` (default: SIGKILL itself, as a power loss or OOM kill would),
 ``enospc`` (raise ``OSError(ENOSPC)``, as a full disk would), ``erofs`` (raise ``OSError(EROFS)``, as
-a read-only file system would) or ``stop`` (SIGSTOP itself: alive but frozen at that point, e.g.
-holding a lock, until the test kills it). Unset, ``reach()`` is one dict lookup. The stages, in the
+a read-only file system would), ``stop`` (SIGSTOP itself: alive but frozen at that point, e.g.
+holding a lock, until the test kills it) or ``devfull`` (at a stage that passes the ``path`` it is
+about to create: make it a symlink to /dev/full, so the library writing it meets a real ENOSPC and
+reports it in its own words, as HDF5's multi-line error text). Unset, ``reach()`` is one dict lookup. The stages, in the
 order a run reaches them:
 
 - ``lock-taken``: ``emofuse extract`` or ``train`` holds the output's lock, nothing else is done yet;
@@ -13,6 +15,7 @@ order a run reaches them:
 - ``part-committed``: after a part of the cache journal is durably renamed into place;
 - ``consolidate-written``: the temporary consolidated store is written, not yet verified;
 - ``consolidate-renamed``: the store has its final name, the parts folder is not yet removed;
+- ``consolidate-open``: before the temporary consolidated store is created (``path``: its name);
 - ``consolidate-write``: before each array of the consolidated store is written (the temporary
   store exists: ``enospc`` here = disk full during consolidation);
 - ``fold-write``: before a finished training fold's files are written;
@@ -40,8 +43,10 @@ def _plan() -> dict[str, tuple[int, str]]:
     return plan
 
 
-def reach(stage: str) -> None:
-    """Mark that this process reached ``stage``; fire the fault planned for this visit, if any."""
+def reach(stage: str, path: str | os.PathLike | None = None) -> None:
+    """Mark that this process reached ``stage``; fire the fault planned for this visit, if any.
+
+    ``path``: the file this stage is about to create (for ``devfull``)."""
     if ENV not in os.environ:
         return
     planned = _plan().get(stage)
@@ -55,6 +60,12 @@ def reach(stage: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "stop":
         os.kill(os.getpid(), signal.SIGSTOP)
+    elif action == "devfull":
+        if path is None:
+            raise ValueError(
+                f"{ENV}: stage {stage!r} names no file, so it cannot lead to /dev/full"
+            )
+        os.symlink("/dev/full", path)
     elif action in ("enospc", "erofs"):
         code = errno.ENOSPC if action == "enospc" else errno.EROFS
         raise OSError(code, os.strerror(code) + f" (injected at {stage})")

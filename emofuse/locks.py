@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason
 
 
 def lock_path(out: Path) -> Path:
@@ -103,7 +103,7 @@ def output_lock(out: Path, command: str) -> Iterator[Path]:
         ) from err
     except OSError as err:  # a read-only file system, a full disk ...
         raise EmofuseError(
-            f"cannot write in {path.parent} ({err.strerror or err}); choose a writable --out"
+            f"cannot write in {path.parent} ({os_reason(err)}); choose a writable --out"
         ) from err
     try:
         yield path

@@ -264,14 +264,24 @@ def predict(
             _check_same_encoders(
                 run, settings["fingerprint"], cache.settings["fingerprint"], tuple(moved)
             )
+            by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
             if summary.skipped:
-                by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
                 bad = summary.skipped[0]
                 raise EmofuseError(f"{by_id.get(bad['id'], bad['id'])}: {bad['reason']}")
+            if summary.padded:
+                short = ", ".join(by_id.get(uid, uid) for uid in summary.padded[:3])
+                more = f" and {len(summary.padded) - 3} more" if len(summary.padded) > 3 else ""
+                notes.append(
+                    f"{short}{more}: shorter than the encoders' minimum of {summary.min_samples} "
+                    f"samples ({1000 * summary.min_samples / 16000:.0f} ms at 16 kHz), padded with "
+                    "silence as in extraction"
+                )
             try:
-                data = TrainData.from_cache(cache, _loadable(needs, cache), head_cfg, dev)
+                # checksums: the temporary cache was verified as it was consolidated, just now
+                data = TrainData.from_cache(
+                    cache, _loadable(needs, cache), head_cfg, dev, checksums=False
+                )
             except NonFiniteError as err:  # the temporary cache's ids mean nothing to the user
-                by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
                 why = (
                     "the encoder overflowed in float16 on the GPU); try --device cpu (float32), or"
                     if dev.type == "cuda"

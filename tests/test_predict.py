@@ -239,3 +239,16 @@ def test_predict_names_the_audio_file_whose_features_are_not_finite(trained, mon
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith(f"error: {files[1]}: ") and "NaN or inf" in lines[0], lines[0]
     assert "'speech' features" in lines[0] and "emofuse-predict-" not in lines[0], lines[0]
+
+
+def test_predict_pads_a_clip_shorter_than_the_speaker_models_minimum(trained, tmp_path):
+    """400 samples (25 ms) are too few frames for ECAPA's dilated convolutions: predict used to
+    end in SpeechBrain's RuntimeError traceback; the clip is padded as extraction pads it."""
+    clip = tmp_path / "blip.wav"
+    sf.write(clip, 0.1 * np.random.default_rng(5).standard_normal(400).astype(np.float32), 16000)
+    result = invoke("predict", "--run", trained["run"], clip)
+    assert "Traceback" not in result.output
+    assert result.exit_code == 0, result.output
+    assert len([x for x in result.output.splitlines() if x.startswith(str(clip))]) == 1
+    notes = [x for x in result.output.splitlines() if x.startswith("note: ") and "padded" in x]
+    assert len(notes) == 1 and str(clip) in notes[0] and "minimum of 640 samples" in notes[0]

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason
 
 
 def _filters(compression: str | None) -> dict[str, Any]:
@@ -46,7 +46,11 @@ class HDF5Store:
         try:
             self.f = h5py.File(self.path, mode)
         except OSError as err:
-            raise EmofuseError(f"{self.path}: cannot open as an HDF5 cache ({err})") from err
+            if mode != "r":  # creating a store: the writer says what to free or fix, and cleans up
+                raise
+            raise EmofuseError(
+                f"{self.path}: cannot open as an HDF5 cache ({os_reason(err)})"
+            ) from err
 
     # metadata -------------------------------------------------------------------------------
     def read_meta(self) -> dict | None:

@@ -8,8 +8,10 @@ per utterance, and only the requested layers are touched (layer-major storage). 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +121,10 @@ class Cache:
         self.format_version: int = meta["format_version"]
         self.emofuse_version: str = meta["emofuse_version"]
         self.compression: str | None = meta.get("compression")
-        raw = json.loads(
-            little_endian(store.read("table", (slice(None),))).tobytes().decode("utf-8")
-        )
+        table_bytes = little_endian(store.read("table", (slice(None),))).tobytes()
+        # checked by check_loaded (training): a damaged table would mislabel utterances silently
+        self._table_sha = hashlib.sha256(table_bytes).hexdigest()
+        raw = json.loads(table_bytes.decode("utf-8"))
         self.table = _typed_table(raw)
         self.ids: list[str] = list(raw["id"])
         self._pos = {uid: i for i, uid in enumerate(self.ids)}
@@ -271,6 +274,60 @@ class Cache:
                         hit = (global_rows >= a) & (global_rows < b)
                         dest[hit] = block[global_rows[hit] - a]
         return out, out_offsets
+
+    def check_loaded(
+        self, stream: str, array: str, values: np.ndarray, layers: list[int] | None = None
+    ) -> None:
+        """Check what ``load(stream, array, layers)`` returned for every utterance against the
+        checksums stored at consolidation (the per-(layer, utterance) CRC-32 that ``verify``
+        recomputes), plus the table and the stream's offsets; a mismatch is one line naming the
+        cache, stream and first damaged utterance.
+
+        Only the loaded bytes are checked, where training has them in memory (or mapped) anyway:
+        CRC-32 runs at GB/s, cheaper than the finite check that follows, so a damaged cache is
+        refused without a second read of the file. Stores without checksums (an unfinished
+        cache's parts) are not checked.
+        """
+        if not self.complete or not self._store.has(f"checksums/{stream}/{array}"):
+            return
+        fix = f"run `emofuse verify {self.path}` to list the damage, then extract the cache again"
+        table_sha = self.meta.get("table", {}).get("sha256")
+        if table_sha is not None and table_sha != self._table_sha:
+            raise EmofuseError(
+                f"cache {self.path}: the utterance table does not match its stored checksum "
+                f"(the file was changed or damaged after extraction); {fix}"
+            )
+        smeta = self.meta["streams"][stream]
+        offsets = self.offsets(stream)
+        stored_off = smeta.get("offsets_sha256")
+        if stored_off is not None and (
+            hashlib.sha256(little_endian(offsets)).hexdigest() != stored_off
+        ):
+            raise EmofuseError(
+                f"cache {self.path}: the offsets of stream '{stream}' do not match their stored "
+                f"checksum (the file was changed or damaged after extraction); {fix}"
+            )
+        info = self.stream(stream).arrays[array]
+        spec = ArraySpec(info.dtype, info.row_shape)
+        if spec.is_str:
+            return
+        stored = np.atleast_2d(self._store.read(f"checksums/{stream}/{array}", (slice(None),)))
+        if spec.layered:  # (loaded column, stored layer position)
+            positions = self.layer_positions(stream, layers) if array == "data" else None
+            columns = list(enumerate(positions or range(spec.row_shape[0])))
+        else:
+            columns = [(None, 0)]
+        starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
+        for j, position in columns:
+            want = stored[position]
+            for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+                rows = values[a:b] if j is None else values[a:b, j]
+                if zlib.crc32(little_endian(rows)) != int(want[i]):
+                    raise EmofuseError(
+                        f"cache {self.path}: stream '{stream}' of utterance {self.ids[i]} does not "
+                        f"match its stored checksum (the file was changed or damaged after "
+                        f"extraction); {fix}"
+                    )
 
     def _mapped(self, name: str, positions: list) -> np.ndarray | None:
         """Zero-copy view (rows, L_sel, ...) or (rows, ...) of a stored array; None = must read."""

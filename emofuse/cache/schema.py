@@ -50,6 +50,7 @@ TABLE_COLUMNS = (
     "flags",
     "split",
     "extra",
+    "audio_sha1",
 )
 # Typed columns: the reader returns these as numeric numpy arrays (None -> the fill value).
 TYPED_COLUMNS = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,50 @@ def incomplete_message(path: Path, done: int | None = None) -> str:
     )
 
 
-def missing_cache_error(path: Path, option: str = "--cache") -> EmofuseError:
+def missing_cache_error(path: Path, option: str | None = "--cache") -> EmofuseError:
     """The one-line error for a cache path that is not there: interrupted, or never extracted."""
     path = Path(path)
     if (parts_dir(path) / "manifest.json").is_file():
         return EmofuseError(incomplete_message(path))
-    return EmofuseError(f"{option} {path} does not exist; run `emofuse extract` first")
+    given = f"{option} {path}" if option else str(path)
+    return EmofuseError(f"{given} does not exist; check the path, or run `emofuse extract` first")
+
+
+def enclosing_cache(
+    path: str | os.PathLike, caches: Iterable[str | os.PathLike] = ()
+) -> Path | None:
+    """The cache that ``path`` would be written inside, or None.
+
+    ``caches``: caches the command reads (``path`` must not be one of them, their ``.parts`` or
+    anything in either). Beyond those, any folder above ``path`` that is a Zarr cache (a
+    ``.zarr`` folder with ``zarr.json``) or an interrupted extraction's parts (a ``.parts``
+    folder with ``manifest.json``): writing there would add files to another cache.
+    """
+    target = Path(path).resolve()
+    for cache in caches:
+        cache = Path(cache)
+        for inside in (cache.resolve(), parts_dir(cache).resolve()):
+            if target == inside or target.is_relative_to(inside):
+                return cache
+    for folder in target.parents:
+        if folder.suffix.lower() == ".zarr" and (folder / "zarr.json").is_file():
+            return folder
+        if folder.name.endswith(".parts") and (folder / "manifest.json").is_file():
+            return folder
+    return None
+
+
+def check_outside_caches(
+    out: str | os.PathLike,
+    instead: str,
+    caches: Iterable[str | os.PathLike] = (),
+    option: str = "--out",
+) -> None:
+    """One line when ``out`` lies inside a cache (see ``enclosing_cache``); ``instead`` says what
+    to give (e.g. "a run folder")."""
+    cache = enclosing_cache(out, caches)
+    if cache is not None:
+        raise EmofuseError(f"{option} {out} is inside the cache {cache}; give {instead} outside it")
 
 
 def open_store(path: Path) -> tuple[Store, dict]:
@@ -47,8 +87,8 @@ def open_store(path: Path) -> tuple[Store, dict]:
     """
     path = Path(path)
     kind = backend_of(path)
-    if not path.exists() and (parts_dir(path) / "manifest.json").is_file():
-        raise EmofuseError(incomplete_message(path))
+    if not path.exists():  # interrupted, or never there: not "not an emofuse cache"
+        raise missing_cache_error(path, None)
     not_cache = f"{path} is not an emofuse cache (no emofuse metadata); check the path"
     if kind == "hdf5":
         if not path.is_file():

@@ -53,7 +53,7 @@ from emofuse.cache.schema import (
 )
 from emofuse.cache.store import make_store, open_store
 from emofuse.cache.verify import verify_store
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -361,7 +361,7 @@ class CacheWriter:
             commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
             raise EmofuseError(
-                f"cannot write {self.path} ({err.strerror or err}): free disk space or make "
+                f"cannot write {self.path} ({os_reason(err)}): free disk space or make "
                 f"{self.folder.parent} writable, then rerun the same command: it resumes from the "
                 f"{self._seq} part(s) already committed"
             ) from err
@@ -428,7 +428,7 @@ def consolidate(
     except OSError as err:  # disk full, read-only, quota: never leave a half-written store behind
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise EmofuseError(
-            f"cannot write {path} ({err.strerror or err}): free disk space (the store needs about "
+            f"cannot write {path} ({os_reason(err)}): free disk space (the store needs about "
             f"{_megabytes(plan)} MB) and rerun the same command: the parts in {folder} are kept "
             "and are consolidated again"
         ) from err
@@ -443,6 +443,7 @@ def _write_store(
     plan: Plan, kind: str, path: Path, tmp: Path, compression: str | None, progress: bool
 ) -> str:
     """Write, verify and fsync the consolidated store under its temporary name; its digest."""
+    faults.reach("consolidate-open", tmp)
     store = make_store(kind, tmp, "w")
     try:
         return _fill_store(store, plan, path, tmp, compression, progress)

@@ -142,6 +142,12 @@ def read_manifest(
     instead of failing. labels: keep only these labels (others reported in `skipped`).
     """
     path = Path(manifest).expanduser()
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".jsonl"))
+        hint = f" (it holds {inside[0]}: --manifest {path / inside[0]})" if inside else ""
+        raise EmofuseError(
+            f"manifest {path} is a folder, not a CSV or JSONL file: pass --manifest FILE{hint}"
+        )
     if not path.is_file():
         raise EmofuseError(f"manifest {path} does not exist: pass --manifest FILE (.csv or .jsonl)")
     normalize_text("", text_norm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from emofuse.audio import truncation_problem
 from emofuse.corpus.utterance import CorpusReadResult
 
 
@@ -16,9 +17,12 @@ def corpus_stats(result: CorpusReadResult, examples: int = 3) -> dict[str, Any]:
     """One JSON-able object: utterances, labels, sessions, speakers, genders, with_alignment, skipped
     (plus session_labels, the session × label table, and hours of audio).
 
-    `skipped` maps each reason to {"count": n, "examples": first `examples` ids}.
+    `skipped` maps each reason to {"count": n, "examples": first `examples` ids}. `bad_audio` lists
+    the kept utterances whose audio `extract` will skip as it reads them ([{"id", "reason"}] with
+    extract's reason): WAVs cut short, which the readers cannot see from the header's duration.
     """
     utts = result.utterances
+    bad = [{"id": u.id, "reason": why} for u in utts if (why := truncation_problem(u.audio))]
     durations = [u.duration for u in utts if u.duration is not None]
     return {
         "utterances": len(utts),
@@ -36,6 +40,7 @@ def corpus_stats(result: CorpusReadResult, examples: int = 3) -> dict[str, Any]:
             reason: {"count": len(ids), "examples": ids[:examples]}
             for reason, ids in sorted(result.skipped.items())
         },
+        "bad_audio": bad,
     }
 
 
@@ -54,4 +59,10 @@ def format_stats(stats: dict[str, Any]) -> str:
             lines.append(f"  {info['count']:>6}  {reason}  (e.g. {', '.join(info['examples'])})")
     else:
         lines.append("skipped: nothing")
+    bad = stats.get("bad_audio") or []
+    if bad:
+        lines.append(f"bad audio (kept here, skipped by extract): {len(bad)}")
+        lines += [f"  {item['id']}: {item['reason']}" for item in bad[:10]]
+        if len(bad) > 10:
+            lines.append(f"  ... and {len(bad) - 10} more (--json lists every one)")
     return "\n".join(lines)

@@ -53,8 +53,55 @@ class SpeakerEncoder:
         self.device = device
         self.max_batch_samples = int(max_batch_seconds * SAMPLE_RATE)
         self.max_length_ratio = max_length_ratio
-        self.min_samples = 400  # one 25 ms Fbank window
+        self.min_samples = 400  # one 25 ms Fbank window; raised by _shortest() below
+        self.min_samples = self._shortest()
         self.dim = int(self.encode([np.zeros(SAMPLE_RATE // 2, np.float32)]).shape[1])
+
+    def _shortest(self) -> int:
+        """Fewest samples the model accepts: its reflect-padded convolutions need more frames
+        than their padding (ECAPA's dilation-4 kernel-3 layers: 5 frames = 640 samples at a 10 ms
+        hop), or SpeechBrain fails inside F.pad. Estimated from the layers, then confirmed by a
+        forward pass (stepping up one hop while it fails), so the pipeline pads short clips to
+        a length that works."""
+        mods = getattr(self.classifier, "mods", None)
+        features = (
+            mods["compute_features"] if mods is not None and "compute_features" in mods else None
+        )
+        hop = int(getattr(getattr(features, "compute_STFT", None), "hop_length", 160) or 160)
+        frames = 1
+        for m in (mods if mods is not None else self.classifier).modules():
+            if (
+                getattr(m, "padding_mode", None) == "reflect"
+                and getattr(m, "padding", "") == "same"
+            ):
+                k, d = int(getattr(m, "kernel_size", 1)), int(getattr(m, "dilation", 1))
+                frames = max(frames, d * (k - 1) // 2 + 1)  # pad per side < frames
+        need = max(self.min_samples, (frames - 1) * hop)  # center=True STFT: n // hop + 1 frames
+        for n in range(need, SAMPLE_RATE + 1, hop):
+            try:
+                self._forward([np.zeros(n, np.float32)])
+                return n
+            except RuntimeError:
+                continue
+        return need  # nothing short works: encode() reports what it gets
+
+    def _forward(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        lengths = [len(a) for a in arrays]
+        rows: list[torch.Tensor | None] = [None] * len(arrays)
+        with torch.inference_mode():
+            for group in self._groups(lengths):
+                longest = lengths[group[0]]
+                padded = torch.zeros(len(group), longest)  # (B, N)
+                for row, idx in enumerate(group):
+                    padded[row, : lengths[idx]] = torch.from_numpy(arrays[idx])
+                rel_lens = torch.tensor([lengths[idx] / longest for idx in group])  # (B,)
+                emb = self.classifier.encode_batch(
+                    to_device(padded, self.device), to_device(rel_lens, self.device)
+                )  # (B, 1, F)
+                emb = emb.reshape(len(group), -1).to("cpu", torch.float32)  # (B, F)
+                for row, idx in enumerate(group):
+                    rows[idx] = emb[row]
+        return torch.stack(rows)  # type: ignore[arg-type]
 
     def _groups(self, lengths: list[int]) -> list[list[int]]:
         """Length-sorted groups whose lengths differ by at most max_length_ratio, within budget."""
@@ -83,22 +130,7 @@ class SpeakerEncoder:
             arrays.append(arr)
         if not arrays:
             return torch.zeros(0, getattr(self, "dim", 0))
-        lengths = [len(a) for a in arrays]
-        rows: list[torch.Tensor | None] = [None] * len(arrays)
-        with torch.inference_mode():
-            for group in self._groups(lengths):
-                longest = lengths[group[0]]
-                padded = torch.zeros(len(group), longest)  # (B, N)
-                for row, idx in enumerate(group):
-                    padded[row, : lengths[idx]] = torch.from_numpy(arrays[idx])
-                rel_lens = torch.tensor([lengths[idx] / longest for idx in group])  # (B,)
-                emb = self.classifier.encode_batch(
-                    to_device(padded, self.device), to_device(rel_lens, self.device)
-                )  # (B, 1, F)
-                emb = emb.reshape(len(group), -1).to("cpu", torch.float32)  # (B, F)
-                for row, idx in enumerate(group):
-                    rows[idx] = emb[row]
-        return torch.stack(rows)  # type: ignore[arg-type]
+        return self._forward(arrays)
 
     def describe(self) -> dict:
         return {"model": self.model_id, "revision": self.revision, "dim": self.dim}

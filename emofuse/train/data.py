@@ -194,12 +194,14 @@ class TrainData:
         cfg: Any,
         device: torch.device | str = "cpu",
         mmap: bool = True,
+        checksums: bool = True,
     ) -> TrainData:
         """Load ``streams`` from an open cache (``emofuse.cache.open_cache``) once.
 
         ``mmap``: map an uncompressed HDF5 cache instead of reading it (zero copy; other stores are
         read either way). Arrays go to ``device`` when it is a GPU with room for them (with
         headroom for the model), otherwise they stay in host memory and each batch is moved.
+        ``checksums``: compare what is loaded with the cache's stored checksums (``Cache.check_loaded``).
         """
         missing = sorted(set(streams) - set(cache.streams))
         if missing:
@@ -210,7 +212,11 @@ class TrainData:
             )
         loaded: dict[str, StreamData] = {}
         for name in sorted(streams):
-            values, offsets = cache.load(name, "data", layers=layers_for(name, cfg), mmap=mmap)
+            layers = layers_for(name, cfg)
+            values, offsets = cache.load(name, "data", layers=layers, mmap=mmap)
+            check = getattr(cache, "check_loaded", None)  # stored checksums (a real cache)
+            if check is not None and checksums:
+                check(name, "data", values, layers)
             check_finite(values, offsets, name, cache)
             v = torch.from_numpy(values)  # a strided view of a memory map is fine for index_select
             fixed = getattr(cache.streams[name], "kind", None) == "fixed"

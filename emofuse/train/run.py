@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 
 from emofuse import __version__, faults
-from emofuse.errors import EmofuseError, check_out_path
+from emofuse.errors import EmofuseError, check_out_path, os_reason
 from emofuse.locks import output_lock
 from emofuse.train import parallel
 from emofuse.train.data import TrainData
@@ -326,15 +326,9 @@ def check_out(out: Path, cache_path: str | Path | None) -> None:
     if out.exists() and not out.is_dir():
         raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
     check_out_path(out)  # a parent that is a regular file, or not writable
-    if cache_path is None or not Path(cache_path).exists():
-        return
-    cache = Path(cache_path).resolve()
-    target = out.resolve()
-    for inside in (cache, cache.with_name(cache.name + ".parts")):
-        if target == inside or target.is_relative_to(inside):
-            raise EmofuseError(
-                f"--out {out} is inside the cache {cache_path}; give a run folder outside it"
-            )
+    from emofuse.cache.store import check_outside_caches
+
+    check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
 
 
 def prepare_out(out: Path) -> None:
@@ -349,7 +343,7 @@ def prepare_out(out: Path) -> None:
         ) from None
     except OSError as err:
         raise EmofuseError(
-            f"cannot create the run folder {out} ({err.strerror}); choose a writable --out"
+            f"cannot create the run folder {out} ({os_reason(err)}); choose a writable --out"
         ) from None
 
 
@@ -376,7 +370,7 @@ def writes_into(out: Path) -> Any:
         )
         kept = len(finished_folds(out)) if out.is_dir() else 0
         raise EmofuseError(
-            f"cannot write the run folder {out} ({err.strerror}{where}); {fix}, then rerun the "
+            f"cannot write the run folder {out} ({os_reason(err)}{where}); {fix}, then rerun the "
             f"same command: its {kept} finished fold(s) are kept and only the rest is trained"
         ) from None
 

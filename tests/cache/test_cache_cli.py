@@ -90,6 +90,15 @@ def test_not_a_cache(tmp_path):
     assert snapshot(plain) == before
 
 
+@pytest.mark.parametrize("name", ["gone.h5", "gone.zarr"])
+def test_verify_of_a_path_that_does_not_exist_says_so(tmp_path, name):
+    """It used to say "not an emofuse cache": nothing is there at all."""
+    path = tmp_path / name
+    one_error_line(invoke("verify", str(path)), f"error: {path} does not exist; check the path")
+    assert "not an emofuse cache" not in invoke("verify", str(path)).output
+    assert not path.exists()
+
+
 def test_newer_format_version(reference):
     path, _ = reference
     if path.suffix == ".h5":

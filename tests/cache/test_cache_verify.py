@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -152,3 +153,55 @@ def test_truncated_hdf5_cache_is_one_line_everywhere(tmp_path, cut):
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
         assert str(path) in lines[0] and "complete" not in lines[0]
+
+
+TINY_HEAD = str(Path(__file__).parents[1] / "train" / "tiny_head.py") + ":TinyHead"
+
+
+def _train(cache: Path, out: Path):
+    return _cli(
+        "train", "--cache", str(cache), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(out),
+    )  # fmt: skip
+
+
+def test_train_refuses_a_cache_whose_data_no_longer_match_its_checksums(tmp_path, reference):
+    """A flipped byte that `verify` reports used to train silently (rc 0): the arrays training
+    loads are checked against the stored per-utterance CRC-32s as they are loaded (no second
+    read of the file), and a mismatch is one line naming the cache, stream and utterance."""
+    path, _ = reference
+    assert _train(path, tmp_path / "ok").exit_code == 0  # the intact cache trains
+    with open_cache(path) as c:
+        _, offsets = c.load("speech")
+        k = int(np.nonzero(np.diff(offsets) >= 3)[0][1])
+        victim, row = c.ids[k], int(offsets[k]) + 2
+    flip_byte_in_speech(path, layer=1, row=row)
+    result = _train(path, tmp_path / "bad")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert f"cache {path}: stream 'speech' of utterance {victim}" in lines[0]
+    assert f"emofuse verify {path}" in lines[0] and "extract the cache again" in lines[0]
+    assert not (tmp_path / "bad").exists()  # refused before the run folder is made
+    # only what is loaded is checked: the damaged stored layer 1 is absolute layer 3
+    with open_cache(path) as c:
+        intact, _ = c.load("speech", layers=[1], mmap=True)
+        c.check_loaded("speech", "data", intact, [1])
+        damaged, _ = c.load("speech", layers=[3])
+        with pytest.raises(EmofuseError, match=f"utterance {victim} does not match"):
+            c.check_loaded("speech", "data", damaged, [3])
+
+
+def test_train_refuses_a_cache_whose_utterance_table_was_changed(tmp_path, reference):
+    """The table carries the labels: one changed byte would relabel an utterance silently."""
+    path, _ = reference
+    file = path if path.suffix == ".h5" else path / "table" / "c" / "0"
+    raw = file.read_bytes()
+    at = raw.index(b'"label"')
+    at = raw.index(b'"ang"', at)
+    file.write_bytes(raw[:at] + b'"anh"' + raw[at + 5 :])  # still valid JSON, another label
+    assert _cli("verify", str(path)).exit_code == 1
+    result = _train(path, tmp_path / "run")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.startswith(f"error: cache {path}: the utterance table does not match")
+    assert len(result.output.strip().splitlines()) == 1

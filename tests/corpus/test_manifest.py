@@ -203,3 +203,40 @@ def test_duplicate_rows_in_a_transcripts_file_name_the_audio_and_line(tmp_path):
     ok = tmp_path / "ok.csv"
     ok.write_text("audio,text\na.wav,hello\nb.wav,\n")
     assert read_transcripts(ok) == {"a.wav": "hello", "b.wav": ""}
+
+
+def test_a_folder_given_as_manifest_says_it_is_a_folder(audio_dir):
+    """--manifest DIR used to say "does not exist"; it names the CSV the folder holds."""
+    _csv(audio_dir, ROWS)
+    result = CliRunner().invoke(
+        cli, ["corpus", "stats", "--corpus", "manifest", "--manifest", str(audio_dir)]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: manifest {audio_dir} is a folder")
+    assert "not a CSV or JSONL file" in lines[0] and str(audio_dir / "m.csv") in lines[0]
+    assert "does not exist" not in lines[0]
+    with pytest.raises(EmofuseError, match="is a folder, not a CSV") as err:
+        _read(audio_dir / "clips")  # no manifest inside: no hint
+    assert "it holds" not in str(err.value)
+
+
+def test_corpus_stats_flags_a_truncated_wav_as_extract_does(audio_dir):
+    """A WAV whose header claims more data than the file holds: extract skips it with a reason;
+    corpus stats used to show it as a normal utterance. It lists it with the same reason."""
+    from emofuse.audio import AudioProblem, load_audio
+
+    wav = audio_dir / "clips" / "a.wav"
+    wav.write_bytes(wav.read_bytes()[: 44 + 4000])  # the header still claims 16000 data bytes
+    path = _csv(audio_dir, ROWS)
+    with pytest.raises(AudioProblem) as skipped_by_extract:
+        load_audio(wav)
+    reason = str(skipped_by_extract.value)
+    assert reason.startswith("truncated audio a.wav")
+    args = ["corpus", "stats", "--corpus", "manifest", "--manifest", str(path)]
+    text = CliRunner().invoke(cli, args)
+    assert text.exit_code == 0, text.output
+    assert "bad audio (kept here, skipped by extract): 1" in text.output
+    assert f"  u1: {reason}" in text.output
+    js = CliRunner().invoke(cli, [*args, "--json"])
+    assert json.loads(js.stdout)["bad_audio"] == [{"id": "u1", "reason": reason}]

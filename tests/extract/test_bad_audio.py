@@ -81,3 +81,45 @@ def test_strict_makes_bad_audio_fatal(tmp_path, bad_manifest, tiny) -> None:
     error_lines = [x for x in result.output.splitlines() if x.startswith("error: ")]
     assert len(error_lines) == 1 and "corrupt" in error_lines[0] and "--strict" in error_lines[0]
     assert not out.exists()  # never reported complete
+
+
+def test_clips_shorter_than_the_speaker_models_minimum_are_padded_on_every_run(tmp_path, tiny):
+    """ECAPA's dilated, reflect-padded convolutions need 5 Fbank frames (640 samples at 16 kHz): a
+    clip of 400 samples used to stop `extract` inside SpeechBrain (a RuntimeError traceback, on
+    every rerun). Such clips are padded to the speaker model's minimum and flagged, like short
+    clips for the speech model."""
+    from emofuse.encoders.speaker import load_speaker_encoder
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    lengths = {"s100": 100, "s400": 400, "s560": 560, "long": 16000}
+    for name, n in lengths.items():
+        sf.write(folder / f"{name}.wav", 0.1 * rng.standard_normal(n).astype(np.float32), 16000)
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "audio", "text", "label", "speaker"])
+        w.writerows([name, f"{name}.wav", "hi", "neu", "spk1"] for name in lengths)
+    out = tmp_path / "short.h5"
+    args = [
+        "extract", "--corpus", "manifest", "--manifest", str(folder / "manifest.csv"),
+        "--out", str(out), "--speech-model", str(tiny.speech["wav2vec2-group"]),
+        "--text-model", "none", "--speaker-model", str(tiny.speaker), "--quiet",
+    ]  # fmt: skip
+    for _ in range(2):
+        result = CliRunner().invoke(cli, args)
+        assert "Traceback" not in result.output
+        assert result.exit_code == 0, result.output
+    assert "4 were already there" in result.output
+    enc = load_speaker_encoder(tiny.speaker, savedir=tmp_path / "sb")
+    assert enc.min_samples == 640  # (5 - 1) hops of 160: the tiny ECAPA has the real kernels
+    with open_cache(out) as c:
+        assert c.ids == list(lengths) and not c.skipped
+        flags = dict(zip(c.ids, c.table["flags"], strict=True))
+        assert [uid for uid in c.ids if "padded" in flags[uid]] == ["s100", "s400", "s560"]
+        vectors, _ = c.load("speaker")
+    assert np.isfinite(vectors.astype(np.float32)).all()
+    # the stored vector is the speaker model's output for the clip padded with silence
+    wav, _ = sf.read(folder / "s400.wav", dtype="float32")
+    expected = enc.encode([np.pad(wav, (0, enc.min_samples - len(wav)))])[0].numpy()
+    np.testing.assert_allclose(vectors[1].astype(np.float32), expected, atol=2e-3, rtol=2e-3)

@@ -4,6 +4,7 @@ never a store reported complete when it is not, never silent data loss."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -174,6 +175,37 @@ def test_disk_full_while_writing_parts_is_one_line_and_the_rerun_resumes(tmp_pat
     assert changed.exit_code == 2 and "label 'neu'" in error_line(changed.output)
 
 
+def test_disk_full_during_the_final_hdf5_write_is_one_line_and_the_rerun_finishes(
+    tmp_path, tiny, clips
+):
+    """A real ENOSPC inside HDF5 (the temporary store's name leads to /dev/full): HDF5's error
+    text has a ctime() stamp ending in a newline, and quoting it made the error two lines. It is
+    one line naming the store, saying to free space and rerun; the parts are kept, the rerun
+    consolidates them to the reference digest."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    ref = tmp_path / "ref.h5"
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, ref)).exit_code == 0
+    out = tmp_path / "full.h5"
+    os.environ[faults.ENV] = "consolidate-open:1:devfull"
+    faults.reset()
+    try:
+        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    finally:
+        del os.environ[faults.ENV]
+        faults.reset()
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("extracting ") and lines[1] == line, lines
+    assert line.startswith(f"error: cannot write {out} (No space left on device): free disk space")
+    assert "rerun the same command" in line and f"{out}.parts are kept" in line
+    assert not os.path.lexists(out) and not list(tmp_path.glob(".full.h5.tmp-*"))
+    assert (Path(f"{out}.parts") / "manifest.json").is_file()
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 0 and f"{N_CLIPS} were already there" in again.output, again.output
+    assert open_cache(out).meta["digest"] == open_cache(ref).meta["digest"]
+
+
 def test_resume_after_the_labels_changed_is_refused_naming_the_utterance(tmp_path, tiny, clips):
     """Case 1: two utterances stored with label hap, then the manifest says HAPPY."""
     manifest = write_manifest(tmp_path / "c", clips, label="hap")
@@ -210,6 +242,47 @@ def test_resume_with_other_batch_seconds_is_refused(tmp_path, tiny, clips):
     line = error_line(again.output)
     assert "batch_seconds" in line and "4.0" in line and "2.0" in line
     assert not out.exists()
+
+
+def _stored_ids(out: Path) -> list[str]:
+    return sorted(
+        uid
+        for part in Path(str(out) + ".parts").glob("rank*")
+        for uid in json.loads((part / "index.json").read_text())["ids"]
+    )
+
+
+def test_resume_after_a_stored_wav_changed_is_refused_naming_the_file(tmp_path, tiny, clips):
+    """A WAV rewritten with other samples of the same length under the same name, between the
+    kill and the resume: the resume used to keep its old features silently. The SHA-1 of every
+    audio file's bytes is stored with its row; a mismatch is one line naming utterance and file."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "changed.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    victim = _stored_ids(out)[0]
+    wav = tmp_path / "c" / f"{victim}.wav"
+    samples, rate = clips[wav.name]
+    size = wav.stat().st_size
+    sf.write(wav, samples[::-1].copy(), rate, subtype="PCM_16")  # same length, other content
+    assert wav.stat().st_size == size
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert f"utterance {victim}: its audio file {wav} changed" in line
+    assert "restore the original file" in line and f"delete {out}.parts" in line
+    assert not out.exists() and len(_stored_ids(out)) == 2  # the parts are kept
+    # the original bytes back: the resume goes on, and a touched (same bytes) file is fine too
+    sf.write(wav, samples, rate, subtype="PCM_16")
+    os.utime(wav, ns=(1, 1))
+    resumed = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert resumed.exit_code == 0 and "2 were already there" in resumed.output, resumed.output
+    with open_cache(out) as c:
+        sha = dict(zip(c.ids, c.table["audio_sha1"], strict=True))
+    assert sha[victim] == hashlib.sha1(wav.read_bytes()).hexdigest()
+    # a finished store is checked the same way when the command is run again
+    sf.write(wav, samples[::-1].copy(), rate, subtype="PCM_16")
+    done = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert done.exit_code == 2 and f"its audio file {wav} changed" in error_line(done.output)
 
 
 @pytest.mark.parametrize("damage", ["manifest.json", "index.json"])
@@ -296,6 +369,33 @@ def test_out_under_a_regular_file_is_one_line(tmp_path, tiny, clips):
         line = error_line(result.output)
         assert str(tmp_path / "file") in line and "regular file" in line
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_out_inside_another_cache_is_one_line_and_writes_nothing(tmp_path, tiny, clips):
+    """`--out c1.zarr/inner.h5` used to write a second cache (and its lock and parts) inside the
+    first; the same for an interrupted extraction's .parts folder. train's --out check is the
+    same helper (emofuse.cache.store.check_outside_caches)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    zarr_cache = tmp_path / "c1.zarr"
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, zarr_cache)).exit_code == 0
+    interrupted(tmp_path, tiny, manifest, tmp_path / "c2.h5", 1)
+    parts = tmp_path / "c2.h5.parts"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out, cache in (
+        (zarr_cache / "inner.h5", zarr_cache),
+        (zarr_cache / "streams" / "deeper.zarr", zarr_cache),
+        (parts / "inner.h5", parts),
+    ):
+        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+        assert result.exit_code == 2, result.output
+        line = error_line(result.output)
+        assert (
+            line == f"error: --out {out} is inside the cache {cache}; give a cache path outside it"
+        )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    # beside the caches is fine, and so is resuming into the interrupted one itself
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, tmp_path / "c3.h5")).exit_code == 0
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, tmp_path / "c2.h5")).exit_code == 0
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

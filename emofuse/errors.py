@@ -31,7 +31,18 @@ def check_out_path(out: str | os.PathLike, option: str = "--out") -> None:
         raise EmofuseError(
             f"{option} {out}: {probe} is a regular file, not a folder; choose another {option}"
         )
-    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+    # the effective uid decides what this process may write (os.access checks the real one)
+    effective = os.access in os.supports_effective_ids
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK, effective_ids=effective):
         raise EmofuseError(
             f"{option} {out}: cannot write in {probe} (permission denied); choose a writable {option}"
         )
+
+
+def check_out_file(out: str | os.PathLike, option: str = "--out") -> None:
+    """One-line error when the output FILE ``out`` cannot be written: it is a folder, a parent is
+    a regular file, or the nearest existing folder is not writable (nothing is created)."""
+    out = Path(out)
+    if out.is_dir():
+        raise EmofuseError(f"{option} {out} is a folder; give a file name in it or elsewhere")
+    check_out_path(out, option)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from emofuse import faults
 from emofuse.audio import AudioProblem, duration_of, load_audio
 from emofuse.corpus.rows import read_rows, rebase, resolve, write_rows
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, check_out_file
 
 ASR_COLUMNS = ("asr_text", "asr_language", "asr_error")
 PATH_COLUMNS = ("audio", "alignment")
@@ -131,14 +131,15 @@ def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
 
 def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -> TranscribeSummary:
     """Transcribe the manifest's rows into `cfg.out` (see the module docstring)."""
-    from emofuse.asr.wer import word_error_rate
-    from emofuse.asr.whisper import load_asr_model
-
     manifest, out = Path(cfg.manifest).expanduser(), Path(cfg.out).expanduser()
     if manifest.resolve() == out.resolve():
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
+    check_out_file(out)  # before anything loads: a parent that is a file, a read-only folder
     if cfg.batch_size < 1:
         raise EmofuseError(f"--batch-size {cfg.batch_size}: give 1 or more")
+    from emofuse.asr.wer import word_error_rate
+    from emofuse.asr.whisper import load_asr_model
+
     columns, rows = read_rows(manifest)
     base = manifest.parent
     gold = {r["id"]: r.get("text", "").strip() for r in rows}

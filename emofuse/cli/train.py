@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.options import SEED
 from emofuse.errors import EmofuseError
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import SPLITS
@@ -75,7 +76,7 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
     type=click.FloatRange(0, 1, max_open=True),
     help=f"weight EMA decay, 0 = off; {LOOP_HELP}",
 )
-@click.option("--seed", type=int, help="default 0")
+@click.option("--seed", type=SEED, help="default 0")
 @click.option("--class-weights/--no-class-weights", default=None, help=LOOP_HELP)
 @click.option(
     "--speaker-norm/--no-speaker-norm",

@@ -120,3 +120,52 @@ def test_unloadable_model_is_one_line(tmp_path, synth_utts, model):
     line = result.output.strip()
     assert line.startswith("error: ") and "\n" not in line
     assert model in line and "--asr-model DIR" in line
+
+
+def one_error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and "Traceback" not in result.output
+    return lines[0]
+
+
+def test_out_under_a_regular_file_or_on_a_folder_is_one_line(tmp_path, tiny_asr, synth_utts):
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:1], lambda u: "")
+    blocker = tmp_path / "FILE"
+    blocker.write_text("keep me")
+    (tmp_path / "folder").mkdir()
+    for out, expected in ((blocker / "x.csv", f"{blocker} is a regular file"),
+                          (tmp_path / "folder", "is a folder")):  # fmt: skip
+        line = one_error_line(invoke(*transcribe_args(manifest, out, tiny_asr)))
+        assert f"--out {out}" in line and expected in line, line
+    assert blocker.read_text() == "keep me" and list((tmp_path / "folder").iterdir()) == []
+
+
+def test_out_in_a_read_only_folder_is_one_line(tmp_path, tiny_asr, synth_utts, unprivileged):
+    base, as_user = unprivileged
+    manifest = write_manifest(base / "in.csv", synth_utts[:1], lambda u: "")
+    (base / "ro").mkdir()
+    (base / "ro").chmod(0o555)
+    invoke("transcribe", "--help")  # the command's module is imported as root
+    with as_user():
+        results = [invoke(*transcribe_args(manifest, out, tiny_asr))
+                   for out in (base / "ro" / "x.csv", base / "ro" / "sub" / "x.csv")]  # fmt: skip
+    for result in results:
+        line = one_error_line(result)
+        assert "--out" in line and f"cannot write in {base / 'ro'}" in line, line
+    assert list((base / "ro").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--beam-size", "0"), ("--batch-size", "0"), ("--threads", "-1")]
+)
+def test_a_meaningless_number_is_refused_before_the_model_loads(
+    tmp_path, synth_utts, option, value
+):
+    """--threads -1 was blamed on the model ('cannot be loaded'), --beam-size 0 a ValueError."""
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:1], lambda u: "")
+    args = transcribe_args(manifest, tmp_path / "o.csv", "no/such/model")
+    args[args.index(option) + 1] = value
+    line = one_error_line(invoke(*args))
+    assert f"'{option}'" in line and "model" not in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]

@@ -255,32 +255,6 @@ def test_a_damaged_curves_file_is_found_before_a_resume_trains_anything(run, tmp
     assert not fold_dir(out, 3).exists()  # no fold was trained only to fail at the report
 
 
-@pytest.fixture
-def unprivileged():
-    """Run the block as a user the permission bits apply to (root ignores them): nobody's
-    effective uid while root, nothing otherwise. Imports happen before (the stdlib of this
-    interpreter may not be readable by nobody)."""
-    import contextlib
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="emofuse-ro-"))
-    base.chmod(0o777)
-
-    @contextlib.contextmanager
-    def as_user():
-        if os.geteuid() != 0:
-            yield
-            return
-        os.seteuid(65534)
-        try:
-            yield
-        finally:
-            os.seteuid(0)
-
-    yield base, as_user
-    shutil.rmtree(base, ignore_errors=True)
-
-
 def test_a_read_only_out_or_parent_is_one_line_with_real_permissions(
     run, tmp_path, unprivileged, monkeypatch
 ):

@@ -23,8 +23,12 @@ def check_out_path(out: str | os.PathLike, option: str = "--out") -> None:
     Checks the nearest existing ancestor (nothing is created); a folder that exists already is
     checked itself.
     """
-    out = Path(out)
-    probe = out
+    _check_nearest_folder(Path(out), Path(out), option)
+
+
+def _check_nearest_folder(out: Path, start: Path, option: str) -> None:
+    """The nearest existing ancestor of ``start`` (itself included) must be a writable folder."""
+    probe = start
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
@@ -45,4 +49,6 @@ def check_out_file(out: str | os.PathLike, option: str = "--out") -> None:
     out = Path(out)
     if out.is_dir():
         raise EmofuseError(f"{option} {out} is a folder; give a file name in it or elsewhere")
-    check_out_path(out, option)
+    _check_nearest_folder(
+        out, out.parent, option
+    )  # an existing file is replaced: its folder counts

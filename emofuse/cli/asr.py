@@ -83,6 +83,7 @@ def transcribe_cmd(corpus, manifest, out, asr_model, all_rows, device, compute_t
     click.echo(
         f"wrote {s.out}: {s.rows} rows, {s.transcribed} transcribed now"
         + (f", {s.resumed} resumed" if s.resumed else "")
+        + (f", {len(s.failed)} not transcribed (listed below)" if s.failed else "")
         + f", {s.filled} empty texts filled; {s.audio_seconds:.1f} audio-s in "
         f"{s.asr_seconds:.1f} s ({rate:.2f} audio-s/s)"
     )

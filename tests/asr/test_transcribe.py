@@ -169,3 +169,49 @@ def test_a_meaningless_number_is_refused_before_the_model_loads(
     line = one_error_line(invoke(*args))
     assert f"'{option}'" in line and "model" not in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_an_existing_out_file_is_replaced_by_a_rerun(tmp_path, tiny_asr, synth_utts):
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
+    out = tmp_path / "out.csv"
+    out.write_text("id,audio\nold,old.wav\n")
+    result = invoke(*transcribe_args(manifest, out, tiny_asr))
+    assert result.exit_code == 0, result.output
+    assert [r["id"] for r in read_csv(out)] == [u.id for u in synth_utts[:2]]
+
+
+def test_counts_are_right_on_a_resume_with_rows_whose_audio_failed(tmp_path, tiny_asr, synth_utts):
+    """The final line counted a row whose audio could not be read as "transcribed now" (and, on a
+    resume, as "resumed"); it is counted as not transcribed, and the counts add up to the rows."""
+    utts = synth_utts[:7]
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
+    text = manifest.read_text()
+    for k in (1, 5):  # one in the batches done before the kill, one in those done after
+        text = text.replace(str(utts[k].audio), str(tmp_path / f"gone{k}.wav"))
+    manifest.write_text(text)
+    out = tmp_path / "out.csv"
+    cmd = [sys.executable, "-m", "emofuse", *map(str, transcribe_args(manifest, out, tiny_asr))]
+    env = {**os.environ, "EMOFUSE_FAULT": "transcribe-batch:2"}  # killed after 2 batches of 2
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "transcribing 3 of 7 rows" in again.stdout and "resuming: 4 already done" in again.stdout
+    assert "7 rows, 2 transcribed now, 3 resumed, 2 not transcribed (listed below)" in again.stdout
+    assert "6 transcribed now" not in again.stdout and "4 resumed" not in again.stdout
+    rows = {r["id"]: r for r in read_csv(out)}
+    failed = {i for i, r in rows.items() if r["asr_error"]}
+    assert failed == {utts[1].id, utts[5].id}
+    assert all(r["asr_language"] == "en" for i, r in rows.items() if i not in failed)
+
+
+def test_wer_leaves_out_rows_whose_audio_failed(tmp_path, tiny_asr, synth_utts):
+    utts = synth_utts[:3]
+    manifest = write_manifest(tmp_path / "in.csv", utts)  # gold text everywhere
+    manifest.write_text(manifest.read_text().replace(str(utts[2].audio), str(tmp_path / "g.wav")))
+    result = invoke(*transcribe_args(manifest, tmp_path / "out.csv", tiny_asr, "--all"))
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "out.csv")
+    wer, words = word_error_rate([u.text for u in utts[:2]], [r["asr_text"] for r in rows[:2]])
+    assert f"WER {100 * wer:.2f} % over 2 rows with gold text ({words} words" in result.output
+    assert "2 transcribed now, 1 not transcribed" in result.output

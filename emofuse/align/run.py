@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from emofuse.audio import AudioProblem, duration_of, load_audio
 from emofuse.corpus.rows import read_rows, rebase, relative_to, resolve, write_rows
 from emofuse.errors import EmofuseError, check_out_file, check_out_path
+from emofuse.progress import progress_bar
 
 ALIGN_COLUMNS = ("alignment", "alignment_error", "alignment_oov")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -82,10 +81,10 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
         f"aligning {len(rows)} rows ({sum(seconds) / 60:.1f} min of audio) with PocketSphinx "
         f"(US English, CMUdict); TextGrids in {align_dir}"
     )
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(seconds),
         unit="audio-s",
-        disable=not cfg.progress,
+        enabled=cfg.progress,
         desc="align",
         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
     )

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from emofuse import faults
 from emofuse.audio import AudioProblem, duration_of, load_audio
 from emofuse.corpus.rows import read_rows, rebase, resolve, write_rows
 from emofuse.errors import EmofuseError, check_out_file
+from emofuse.progress import progress_bar
 
 ASR_COLUMNS = ("asr_text", "asr_language", "asr_error")
 PATH_COLUMNS = ("audio", "alignment")
@@ -165,10 +165,10 @@ def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     journal = _Journal(jpath, settings, fresh=not done)
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(seconds.values()),
         unit="audio-s",
-        disable=not cfg.progress,
+        enabled=cfg.progress,
         desc="transcribe",
         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
     )

@@ -215,3 +215,17 @@ def test_wer_leaves_out_rows_whose_audio_failed(tmp_path, tiny_asr, synth_utts):
     wer, words = word_error_rate([u.text for u in utts[:2]], [r["asr_text"] for r in rows[:2]])
     assert f"WER {100 * wer:.2f} % over 2 rows with gold text ({words} words" in result.output
     assert "2 transcribed now, 1 not transcribed" in result.output
+
+
+def test_quiet_silences_the_bar_on_a_terminal_too(tmp_path, tiny_asr, synth_utts, monkeypatch):
+    import emofuse.progress
+
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
+    args = transcribe_args(manifest, tmp_path / "o.csv", tiny_asr)
+    piped = invoke(*[a for a in args if a != "--quiet"])  # stderr is not a terminal: no bar
+    assert piped.exit_code == 0 and "transcribe:" not in piped.output, piped.output
+    monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: True)
+    shown = invoke(*[a for a in args if a != "--quiet"])
+    assert shown.exit_code == 0 and "transcribe: 100%" in shown.output, shown.output
+    quiet = invoke(*args)
+    assert quiet.exit_code == 0 and "transcribe:" not in quiet.output, quiet.output

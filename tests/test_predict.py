@@ -239,3 +239,17 @@ def test_predict_names_the_audio_file_whose_features_are_not_finite(trained, mon
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith(f"error: {files[1]}: ") and "NaN or inf" in lines[0], lines[0]
     assert "'speech' features" in lines[0] and "emofuse-predict-" not in lines[0], lines[0]
+
+
+def test_predict_refuses_a_fold_whose_checkpoint_is_cut_short(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    ckpt = run / "fold_01" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])
+    utt = trained["utts"][trained["test_ids"][0]]
+    result = invoke("predict", "--run", run, utt.audio)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {ckpt} is damaged") and f"delete {ckpt.parent}" in lines[0]

@@ -76,7 +76,7 @@ NUMBERS = [  # (command line, option): each value means nothing, and each raised
 
 
 @pytest.mark.parametrize(
-    "args, option", NUMBERS, ids=[" ".join(a[:2] + a[-2:]) for a, _ in NUMBERS]
+    "args, option", NUMBERS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in NUMBERS]
 )
 def test_a_meaningless_number_is_one_usage_line_naming_the_option(
     tmp_path, monkeypatch, args, option

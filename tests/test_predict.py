@@ -241,9 +241,16 @@ def test_predict_names_the_audio_file_whose_features_are_not_finite(trained, mon
     assert "'speech' features" in lines[0] and "emofuse-predict-" not in lines[0], lines[0]
 
 
-def test_predict_refuses_a_fold_whose_checkpoint_is_cut_short(trained, tmp_path):
+def test_predict_refuses_a_fold_whose_checkpoint_is_cut_short(trained, tmp_path, monkeypatch):
+    """Refused before any feature is extracted (the error came after the extraction before)."""
     import shutil
 
+    import emofuse.extract
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted for a run whose checkpoint is damaged")
+
+    monkeypatch.setattr(emofuse.extract, "run_extract", no_extraction)
     run = tmp_path / "run"
     shutil.copytree(trained["run"], run)
     ckpt = run / "fold_01" / "checkpoint.pt"

@@ -23,15 +23,21 @@ def check_out_path(out: str | os.PathLike, option: str = "--out") -> None:
     Checks the nearest existing ancestor (nothing is created); a folder that exists already is
     checked itself.
     """
-    out = Path(out)
-    probe = out
+    _check_nearest_folder(Path(out), Path(out), option)
+
+
+def _check_nearest_folder(out: Path, start: Path, option: str) -> None:
+    """The nearest existing ancestor of ``start`` (itself included) must be a writable folder."""
+    probe = start
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise EmofuseError(
             f"{option} {out}: {probe} is a regular file, not a folder; choose another {option}"
         )
-    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+    # the effective uid decides what this process may write (os.access checks the real one)
+    effective = os.access in os.supports_effective_ids
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK, effective_ids=effective):
         raise EmofuseError(
             f"{option} {out}: cannot write in {probe} (permission denied); choose a writable {option}"
         )
@@ -49,3 +55,14 @@ def os_reason(err: BaseException) -> str:
         return os.strerror(code)
     text = " ".join(str(getattr(err, "strerror", None) or err).split())
     return text or type(err).__name__
+
+
+def check_out_file(out: str | os.PathLike, option: str = "--out") -> None:
+    """One-line error when the output FILE ``out`` cannot be written: it is a folder, a parent is
+    a regular file, or the nearest existing folder is not writable (nothing is created)."""
+    out = Path(out)
+    if out.is_dir():
+        raise EmofuseError(f"{option} {out} is a folder; give a file name in it or elsewhere")
+    _check_nearest_folder(
+        out, out.parent, option
+    )  # an existing file is replaced: its folder counts

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from emofuse import __version__, faults
 from emofuse.audio import SAMPLE_RATE, AudioProblem, audio_sha1, duration_of, load_audio
@@ -36,6 +35,7 @@ from emofuse.corpus import Utterance
 from emofuse.encoders._common import plan_batches as bucket
 from emofuse.errors import EmofuseError
 from emofuse.locks import output_lock
+from emofuse.progress import progress_bar
 from emofuse.segments import pool_utterances, tier_to_spans
 
 DEFAULT_SPEECH = "facebook/hubert-large-ll60k"
@@ -803,10 +803,10 @@ def _run_batches(
     )
     summary.min_samples = min_samples
     total = sum(durations[i] for b in batches for i in b)
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         unit="audio-s",
-        disable=not show,
+        enabled=show,
         dynamic_ncols=True,
         desc="extract",
         smoothing=0.1,

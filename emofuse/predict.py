@@ -30,7 +30,13 @@ from emofuse.corpus.text import normalize_text
 from emofuse.errors import EmofuseError
 from emofuse.train.data import SEGMENT_STREAMS, NonFiniteError, TrainData, resolve_device
 from emofuse.train.loop import predict_probs
-from emofuse.train.run import finished_folds, load_fold_model, read_json, resolve_head
+from emofuse.train.run import (
+    check_checkpoints,
+    finished_folds,
+    load_fold_model,
+    read_json,
+    resolve_head,
+)
 
 # fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
 # extracted the training cache and the machine that predicts (fp16 storage rounds both the same way)
@@ -214,6 +220,7 @@ def predict(
         folds = [fold]
     if not folds:
         raise EmofuseError(f"{run} has no finished fold: run `emofuse train` to completion first")
+    check_checkpoints(run, folds)  # a damaged one fails now, not after the features are made
 
     norm = settings.get("text_norm", "default")
     utts, texts, notes = [], [], []

@@ -1,3 +1,4 @@
+import pytest
 from click.testing import CliRunner
 
 from emofuse import __version__
@@ -39,3 +40,91 @@ def test_a_command_imports_only_its_own_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+NUMBERS = [  # (command line, option): each value means nothing, and each raised a traceback or
+    # was taken silently before (heads --text-dim 0 listed heads for 0-wide text)
+    (["heads", "--speech-dim", "0"], "--speech-dim"),  # ZeroDivisionError
+    (["heads", "--speech-dim", "-5"], "--speech-dim"),  # RuntimeError
+    (["heads", "--text-layers", "-1"], "--text-layers"),
+    (["heads", "--text-dim", "0"], "--text-dim"),
+    (["heads", "--speaker-dim", "0"], "--speaker-dim"),
+    (["heads", "--speech-layers", "0"], "--speech-layers"),
+    (["heads", "--classes", "1"], "--classes"),
+    (
+        [
+            "train",
+            "--cache",
+            "c.h5",
+            "--split",
+            "loso",
+            "--head",
+            "pooled",
+            "--out",
+            "r",
+            "--seed",
+            "-1",
+        ],
+        "--seed",
+    ),  # fmt: skip
+    (["corpus", "folds", "--root", "x", "--split", "loso", "--seed", "-1"], "--seed"),
+    (["corpus", "synth", "--out", "s", "--seed", "-1"], "--seed"),
+    (["corpus", "synth", "--out", "s", "--others-per-speaker", "-1"], "--others-per-speaker"),
+    (["demo", "--out", "d", "--seed", "-1"], "--seed"),
+    (["predict", "--run", "r", "--fold", "0", "a.wav"], "--fold"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, option", NUMBERS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in NUMBERS]
+)
+def test_a_meaningless_number_is_one_usage_line_naming_the_option(
+    tmp_path, monkeypatch, args, option
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: Invalid value for '{option}'"), lines[0]
+    assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_corpus_folds_out_under_a_file_or_on_a_folder_is_one_line(tmp_path) -> None:
+    import json
+
+    from emofuse.corpus import write_synthetic_corpus
+
+    root = tmp_path / "IEMOCAP_full_release"
+    write_synthetic_corpus(root, utterances_per_speaker=4, others_per_speaker=0,
+                           duration=(0.3, 0.5), progress=False)  # fmt: skip
+    blocker = tmp_path / "FILE"
+    blocker.write_text("keep me")
+    for out, expected in ((blocker / "x.json", "is a regular file"), (root, "is a folder")):
+        result = CliRunner().invoke(
+            cli, ["corpus", "folds", "--root", str(root), "--split", "loso", "--out", str(out)]
+        )
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert f"error: --out {out}" in lines[0] and expected in lines[0], lines[0]
+    assert blocker.read_text() == "keep me"
+    plan = tmp_path / "plan.json"
+    plan.write_text("old")  # a file there is replaced
+    args = ["corpus", "folds", "--root", str(root), "--split", "loso", "--out", str(plan)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert json.loads(plan.read_text())["split"] == "loso"
+
+
+def test_progress_bars_are_drawn_on_a_terminal_only(tmp_path, monkeypatch) -> None:
+    """With stderr a log file or a pipe (here: click's runner) a bar only filled the log with
+    redraws; emofuse.progress draws it when stderr is a terminal."""
+    import emofuse.progress
+
+    args = ["corpus", "synth", "--utterances-per-speaker", "4", "--others-per-speaker", "0",
+            "--duration", "0.2", "0.3", "--out"]  # fmt: skip
+    piped = CliRunner().invoke(cli, [*args, str(tmp_path / "a")])
+    assert piped.exit_code == 0, piped.output
+    assert "synth demo" not in piped.output and "\r" not in piped.output
+    assert piped.output.strip().startswith("wrote 40 utterances")
+    monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: True)
+    shown = CliRunner().invoke(cli, [*args, str(tmp_path / "b")])
+    assert shown.exit_code == 0 and "synth demo: 100%" in shown.output, shown.output

@@ -252,3 +252,24 @@ def test_predict_pads_a_clip_shorter_than_the_speaker_models_minimum(trained, tm
     assert len([x for x in result.output.splitlines() if x.startswith(str(clip))]) == 1
     notes = [x for x in result.output.splitlines() if x.startswith("note: ") and "padded" in x]
     assert len(notes) == 1 and str(clip) in notes[0] and "minimum of 640 samples" in notes[0]
+
+
+def test_predict_refuses_a_fold_whose_checkpoint_is_cut_short(trained, tmp_path, monkeypatch):
+    """Refused before any feature is extracted (the error came after the extraction before)."""
+    import shutil
+
+    import emofuse.extract
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted for a run whose checkpoint is damaged")
+
+    monkeypatch.setattr(emofuse.extract, "run_extract", no_extraction)
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    ckpt = run / "fold_01" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])
+    utt = trained["utts"][trained["test_ids"][0]]
+    result = invoke("predict", "--run", run, utt.audio)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {ckpt} is damaged") and f"delete {ckpt.parent}" in lines[0]

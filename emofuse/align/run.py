@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from emofuse.audio import AudioProblem, duration_of, load_audio
 from emofuse.corpus.rows import read_rows, rebase, relative_to, resolve, write_rows
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, check_out_file, check_out_path
+from emofuse.progress import progress_bar
 
 ALIGN_COLUMNS = ("alignment", "alignment_error", "alignment_oov")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -57,12 +56,16 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
     manifest, out = Path(cfg.manifest).expanduser(), Path(cfg.out).expanduser()
     if manifest.resolve() == out.resolve():
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
+    check_out_file(out)
     columns, rows = read_rows(manifest)
     if "text" not in columns:
         raise EmofuseError(
             f"manifest {manifest} has no text column: run `emofuse transcribe` first"
         )
     align_dir = Path(cfg.align_dir or out.parent / f"{out.stem}_textgrids").expanduser()
+    if align_dir.exists() and not align_dir.is_dir():
+        raise EmofuseError(f"--align-dir {align_dir} is a regular file; give a folder")
+    check_out_path(align_dir, "--align-dir")
     names = Counter(textgrid_name(r["id"]) for r in rows)
     clash = [n for n, c in names.items() if c > 1]
     if clash:
@@ -78,10 +81,10 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
         f"aligning {len(rows)} rows ({sum(seconds) / 60:.1f} min of audio) with PocketSphinx "
         f"(US English, CMUdict); TextGrids in {align_dir}"
     )
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(seconds),
         unit="audio-s",
-        disable=not cfg.progress,
+        enabled=cfg.progress,
         desc="align",
         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
     )

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from emofuse import faults
 from emofuse.audio import AudioProblem, duration_of, load_audio
 from emofuse.corpus.rows import read_rows, rebase, resolve, write_rows
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, check_out_file
+from emofuse.progress import progress_bar
 
 ASR_COLUMNS = ("asr_text", "asr_language", "asr_error")
 PATH_COLUMNS = ("audio", "alignment")
@@ -52,8 +52,8 @@ class TranscribeConfig:
 class TranscribeSummary:
     out: Path
     rows: int = 0
-    transcribed: int = 0  # by this run
-    resumed: int = 0  # already in the journal when the run started
+    transcribed: int = 0  # by this run, with a transcript (rows whose audio failed: `failed`)
+    resumed: int = 0  # transcribed by an earlier, interrupted run (from the journal)
     filled: int = 0  # rows whose empty text now holds the ASR transcript
     gold: int = 0  # rows with gold text
     wer: float | None = None
@@ -131,14 +131,15 @@ def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
 
 def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -> TranscribeSummary:
     """Transcribe the manifest's rows into `cfg.out` (see the module docstring)."""
-    from emofuse.asr.wer import word_error_rate
-    from emofuse.asr.whisper import load_asr_model
-
     manifest, out = Path(cfg.manifest).expanduser(), Path(cfg.out).expanduser()
     if manifest.resolve() == out.resolve():
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
+    check_out_file(out)  # before anything loads: a parent that is a file, a read-only folder
     if cfg.batch_size < 1:
         raise EmofuseError(f"--batch-size {cfg.batch_size}: give 1 or more")
+    from emofuse.asr.wer import word_error_rate
+    from emofuse.asr.whisper import load_asr_model
+
     columns, rows = read_rows(manifest)
     base = manifest.parent
     gold = {r["id"]: r.get("text", "").strip() for r in rows}
@@ -149,20 +150,25 @@ def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -
     settings = _settings(cfg, model)
     jpath = journal_path(out)
     done = _read_journal(jpath, settings)
-    summary = TranscribeSummary(out, rows=len(rows), resumed=sum(r["id"] in done for r in todo))
+    already = sum(r["id"] in done for r in todo)  # failed rows included: they are not redone
+    summary = TranscribeSummary(
+        out,
+        rows=len(rows),
+        resumed=sum(not done[r["id"]].get("asr_error") for r in todo if r["id"] in done),
+    )
     pending = [r for r in todo if r["id"] not in done]
     seconds = {r["id"]: duration_of(resolve(base, r["audio"])) for r in pending}
     echo(
         f"transcribing {len(pending)} of {len(rows)} rows ({sum(seconds.values()) / 60:.1f} min "
         f"of audio) with {model.model_id}"
-        + (f"; resuming: {summary.resumed} already done" if summary.resumed else "")
+        + (f"; resuming: {already} already done" if already else "")
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     journal = _Journal(jpath, settings, fresh=not done)
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(seconds.values()),
         unit="audio-s",
-        disable=not cfg.progress,
+        enabled=cfg.progress,
         desc="transcribe",
         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
     )
@@ -187,15 +193,20 @@ def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -
                     records[i].update(asr_text=t.text, asr_language=t.language, asr_error="")
                 journal.add(records)
                 done.update({r["id"]: r for r in records})
-                summary.transcribed += len(records)
-                summary.audio_seconds += sum(seconds[r["id"]] for r in batch)
+                summary.transcribed += len(good)  # a row whose audio failed is not counted
+                summary.audio_seconds += sum(seconds[batch[i]["id"]] for i in good)
                 bar.update(sum(seconds[r["id"]] for r in batch))
     finally:
         bar.close()
         journal.close()
     summary.asr_seconds = time.perf_counter() - start
     _finish(cfg, columns, rows, gold, done, base, out, summary)
-    scored = [(gold[i], done[i]["asr_text"]) for i in gold if gold[i] and i in done]
+    # a row whose audio could not be read has no transcript to score (it would count as deletions)
+    scored = [
+        (gold[i], done[i]["asr_text"])
+        for i in gold
+        if gold[i] and i in done and not done[i].get("asr_error")
+    ]
     summary.gold = len(scored)
     if scored:
         summary.wer, summary.wer_words = word_error_rate(*zip(*scored, strict=True))

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from emofuse.cache.plan import little_endian, read_block_rows, stored_name
 from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json
 from emofuse.cache.store import Store, open_store
 from emofuse.errors import EmofuseError
+from emofuse.progress import progress_bar
 
 DIGEST_MAGIC = b"emofuse-cache-digest-v1\n"
 MAX_NAMED = 10  # utterances named per damaged array
@@ -98,12 +98,12 @@ def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResu
         ids = json.loads(table_raw.tobytes().decode("utf-8"))["id"]
     n = meta["n_utterances"]
 
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(a["nbytes"] for s in meta["streams"].values() for a in s["arrays"].values()),
         unit="B",
         unit_scale=True,
         desc="verify",
-        disable=not progress,
+        enabled=progress,
     )
     for name, smeta in sorted(meta["streams"].items()):
         if smeta["kind"] == RAGGED:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from emofuse import __version__, faults
 from emofuse.cache.parts import (
@@ -54,6 +53,7 @@ from emofuse.cache.schema import (
 from emofuse.cache.store import make_store, open_store
 from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason
+from emofuse.progress import progress_bar
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -458,12 +458,12 @@ def _fill_store(store, plan: Plan, path: Path, tmp: Path, compression, progress:
     meta = plan.meta(complete=False, compression=compression)
     n = len(plan.ids)
     total = sum(m["nbytes"] for s in meta["streams"].values() for m in s["arrays"].values())
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         unit="B",
         unit_scale=True,
         desc=f"consolidate {path.name}",
-        disable=not progress,
+        enabled=progress,
     )
     for name, spec in plan.specs.items():
         smeta = meta["streams"][name]

@@ -44,10 +44,20 @@ _out = click.option(
     show_default=True,
     help="CTranslate2 compute type: default, int8, int8_float16, float16, float32 …",
 )
-@click.option("--batch-size", default=8, show_default=True, help="Clips per model call.")
-@click.option("--beam-size", default=5, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Clips per model call.",
+)
+@click.option(
+    "--beam-size", type=click.IntRange(min=1), default=5, show_default=True, help="Beam width."
+)
 @click.option("--language", default=None, help="e.g. en (default: detected per clip).")
-@click.option("--threads", default=0, help="CPU threads (0: one per core).")
+@click.option(
+    "--threads", type=click.IntRange(min=0), default=0, help="CPU threads (0: one per core)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def transcribe_cmd(corpus, manifest, out, asr_model, all_rows, device, compute_type, batch_size,
                    beam_size, language, threads, quiet) -> None:  # fmt: skip
@@ -73,6 +83,7 @@ def transcribe_cmd(corpus, manifest, out, asr_model, all_rows, device, compute_t
     click.echo(
         f"wrote {s.out}: {s.rows} rows, {s.transcribed} transcribed now"
         + (f", {s.resumed} resumed" if s.resumed else "")
+        + (f", {len(s.failed)} not transcribed (listed below)" if s.failed else "")
         + f", {s.filled} empty texts filled; {s.audio_seconds:.1f} audio-s in "
         f"{s.asr_seconds:.1f} s ({rate:.2f} audio-s/s)"
     )

@@ -27,15 +27,14 @@ def info(cache: str, as_json: bool) -> None:
 @click.command("verify")
 @click.argument("cache", type=click.Path(path_type=str))
 @click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+    "--progress/--no-progress", default=True, help="Progress bar (drawn on a terminal only)."
 )
-def verify(cache: str, progress: bool | None) -> None:
+def verify(cache: str, progress: bool) -> None:
     """Recompute CACHE's stored checksums; exit 1 naming damaged streams and utterances.
 
     Prints `digest: <sha256>`, a content digest equal for the same content in HDF5 and Zarr.
     """
-    show = sys.stderr.isatty() if progress is None else progress
-    result = verify_cache(cache, progress=show)
+    result = verify_cache(cache, progress=progress)  # emofuse.progress: bars on a terminal only
     for problem in result.problems:
         click.echo(f"damaged: {problem}")
     click.echo(f"digest: {result.digest}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.options import SEED
 from emofuse.corpus import CORPORA, CorpusReadResult, read_corpus
 from emofuse.corpus.text import TEXT_NORMS
 
@@ -98,12 +99,15 @@ def stats(corpus: CorpusReadResult, as_json: bool) -> None:
     show_default=True,
     help="demo: small 1–3 s corpus; counts: the real 4-class counts with very short audio.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
     "--utterances-per-speaker", type=int, default=None, help="demo: 4-class utterances (40)."
 )
 @click.option(
-    "--others-per-speaker", type=int, default=None, help="demo: xxx/fru/sur/… utterances (8)."
+    "--others-per-speaker",
+    type=click.IntRange(min=0),
+    default=None,
+    help="demo: xxx/fru/sur/… utterances (8).",
 )
 @click.option(
     "--duration",
@@ -138,19 +142,25 @@ def synth(out, profile, seed, utterances_per_speaker, others_per_speaker, durati
     required=True,
     help="Fold protocol (protocols.md).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Also save the plan here."
 )
 def folds(corpus: CorpusReadResult, split: str, seed: int, as_json: bool, out) -> None:
     """Print the fold plan (train / val / test ids per fold) for a corpus."""
+    from emofuse.errors import EmofuseError, check_out_file
     from emofuse.train.folds import build_folds
 
+    if out is not None:
+        check_out_file(out)
     plan = build_folds(corpus.utterances, split, seed)
     data = plan.to_dict()
     if out is not None:
-        Path(out).write_text(json.dumps(data, indent=1) + "\n")
+        try:
+            Path(out).write_text(json.dumps(data, indent=1) + "\n")
+        except OSError as err:
+            raise EmofuseError(f"--out {out}: cannot write the plan ({err.strerror})") from None
     if as_json:
         click.echo(json.dumps(data))
         return

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.options import SEED
+
 
 @click.command("demo")
 @click.option("--out", default="demo", show_default=True, type=click.Path(path_type=Path))
 @click.option("--speech-model", default=None, help="hub id or folder (default: a tiny local one)")
 @click.option("--text-model", default=None, help="hub id or folder (default: a tiny local one)")
 @click.option("--speaker-model", default=None, help="hub id or folder (default: a tiny local one)")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def demo_cmd(out, speech_model, text_model, speaker_model, seed, device, quiet) -> None:

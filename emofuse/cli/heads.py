@@ -60,14 +60,22 @@ def head_table(
     return rows
 
 
+def _positive(name: str, default: int, help: str, least: int = 1, dest: str | None = None):
+    """An integer option that refuses 0 and negatives (a width of 0 or -5 builds no head)."""
+    decls = (name, dest) if dest else (name,)
+    return click.option(
+        *decls, type=click.IntRange(min=least), default=default, show_default=True, help=help
+    )
+
+
 @click.command("heads")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--speech-dim", default=1024, show_default=True, help="Speech feature width D.")
-@click.option("--text-dim", default=768, show_default=True, help="Text token width D_t.")
-@click.option("--speaker-dim", default=192, show_default=True, help="Speaker vector width F.")
-@click.option("--speech-layers", default=1, show_default=True, help="Cached speech layers loaded.")
-@click.option("--text-layers", default=1, show_default=True, help="Cached text layers loaded.")
-@click.option("--classes", "n_classes", default=4, show_default=True, help="Number of classes.")
+@_positive("--speech-dim", 1024, "Speech feature width D.")
+@_positive("--text-dim", 768, "Text token width D_t.")
+@_positive("--speaker-dim", 192, "Speaker vector width F.")
+@_positive("--speech-layers", 1, "Cached speech layers loaded.")
+@_positive("--text-layers", 1, "Cached text layers loaded.")
+@_positive("--classes", 4, "Number of classes.", least=2, dest="n_classes")
 @click.option(
     "--head", "extra", multiple=True, help="Also list a user head (path/to/file.py:ClassName)."
 )

@@ -28,7 +28,12 @@ import click
 )
 @click.option("--text-model", default=None, help="the text model's folder, if it moved")
 @click.option("--speaker-model", default=None, help="the speaker model's folder, if it moved")
-@click.option("--fold", default=None, type=int, help="use fold k's model only (default: average)")
+@click.option(
+    "--fold",
+    default=None,
+    type=click.IntRange(min=1),
+    help="use fold k's model only (default: average)",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda …")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def predict_cmd(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.options import SEED
 from emofuse.errors import EmofuseError
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import SPLITS
@@ -34,7 +35,12 @@ def _parse_folds(value: str | None) -> list[int] | None:
     return folds
 
 
-def _print_summary(summary: dict, out: Path) -> None:
+def _print_summary(summary: dict, out: Path, advice: str) -> None:
+    """The run's scores, with the `note: k of n folds finished` line when folds are missing
+    (``advice`` says how to finish them): a partial result never reads as a whole one."""
+    from emofuse.train.folds import FoldPlan
+    from emofuse.train.run import missing_folds_note
+
     m, s, p = summary["mean"], summary["std"], summary["pooled"]
     for f in summary["folds"]:
         click.echo(f"fold {f['fold']}: UA {f['UA']:.4f}  WA {f['WA']:.4f}  F1 {f['F1']:.4f}")
@@ -43,6 +49,9 @@ def _print_summary(summary: dict, out: Path) -> None:
         + "  ".join(f"{k} {m[k]:.4f} ± {s[k]:.4f}" for k in ("UA", "WA", "F1"))
     )
     click.echo("pooled: " + "  ".join(f"{k} {p[k]:.4f}" for k in ("UA", "WA", "F1")))
+    note = missing_folds_note(out, FoldPlan.load(out / "folds.json"), advice)
+    if note:
+        click.echo(f"note: {note}")
     click.echo(f"report: {out / 'report.md'}")
 
 
@@ -75,7 +84,7 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
     type=click.FloatRange(0, 1, max_open=True),
     help=f"weight EMA decay, 0 = off; {LOOP_HELP}",
 )
-@click.option("--seed", type=int, help="default 0")
+@click.option("--seed", type=SEED, help="default 0")
 @click.option("--class-weights/--no-class-weights", default=None, help=LOOP_HELP)
 @click.option(
     "--speaker-norm/--no-speaker-norm",
@@ -124,7 +133,7 @@ def train_command(
         folds=_parse_folds(folds), device=device, progress=not quiet, jobs=jobs,
     )  # fmt: skip
     if summary is not None:
-        _print_summary(summary, out)
+        _print_summary(summary, out, "train them with `emofuse train` into the same --out")
 
 
 @click.command("fuse")
@@ -141,7 +150,9 @@ def fuse_command(runs, out) -> None:
     cfg = json.loads((out / "config.json").read_text())
     for k, w in cfg["weights"].items():
         click.echo(f"fold {k} weights: " + ", ".join(f"{x:.1f}" for x in w))
-    _print_summary(summary, out)
+    _print_summary(
+        summary, out, "finish them in every run with `emofuse train`, then fuse into a new --out"
+    )
 
 
 @click.command("report")
@@ -152,21 +163,26 @@ def report_command(run, tsne) -> None:
     from emofuse.locks import output_lock
     from emofuse.train.folds import FoldPlan
     from emofuse.train.report import write_report
-    from emofuse.train.run import finished_folds, write_summary
+    from emofuse.train.run import (
+        check_finished_folds,
+        finished_folds,
+        is_trained_run,
+        missing_folds_note,
+        read_json,
+        write_summary,
+    )
 
     if not (run / "folds.json").is_file() or not (run / "config.json").is_file():
         raise EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")
     with output_lock(run, "report"):  # it rewrites summary.json: never under a running train
         plan = FoldPlan.load(run / "folds.json")
+        trained = is_trained_run(read_json(run / "config.json"))
+        check_finished_folds(run, finished_folds(run), trained)
         write_summary(run, plan)  # from the folds on disk now, never a stale summary
-        done = set(finished_folds(run))
-        missing = [f.fold for f in plan.folds if f.fold not in done]
+        note = missing_folds_note(run, plan, "rerun `emofuse train` with the same options")
         report = write_report(run, tsne=tsne)
-    if missing:
-        click.echo(
-            f"note: {len(done)} of {len(plan.folds)} folds finished; missing: "
-            f"{', '.join(map(str, missing))} (rerun `emofuse train` with the same options)"
-        )
+    if note:
+        click.echo(f"note: {note}")
     click.echo(f"report: {report}")
 
 

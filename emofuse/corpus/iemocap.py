@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import soundfile as sf
-from tqdm import tqdm
 
 from emofuse.audio import MIN_SAMPLE_RATE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import CorpusReadResult, Segment, Utterance
 from emofuse.errors import EmofuseError
+from emofuse.progress import progress_bar
 
 SESSIONS = tuple(f"Session{i}" for i in range(1, 6))
 
@@ -277,7 +277,9 @@ def read_iemocap(
         emo_dir = sdir / "dialog" / "EmoEvaluation"
         dialogs |= {n[: -len(".txt")] for n in _scan(emo_dir, ".txt", result, root)}
         work += [(session, dialog) for dialog in sorted(dialogs)]
-    for session, dialog in tqdm(work, desc="IEMOCAP dialogs", disable=not progress, leave=False):
+    for session, dialog in progress_bar(
+        work, desc="IEMOCAP dialogs", enabled=progress, leave=False
+    ):
         sdir = root / session
         emo_path = sdir / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
         txt_dir = sdir / "dialog" / "transcriptions"

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import soundfile as sf
-from tqdm import tqdm
 
 from emofuse.audio import MIN_SAMPLE_RATE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import CorpusReadResult, Utterance
 from emofuse.errors import EmofuseError
+from emofuse.progress import progress_bar
 
 REQUIRED = ("id", "audio", "text", "label", "speaker")
 OPTIONAL = ("session", "gender", "split", "alignment")
@@ -157,7 +157,9 @@ def read_manifest(
     result = CorpusReadResult(utterances=[])
     seen: dict[str, int] = {}
     keep = set(labels) if labels else None
-    for rowno, row in enumerate(tqdm(rows, desc="manifest", disable=not progress, leave=False), 1):
+    for rowno, row in enumerate(
+        progress_bar(rows, desc="manifest", enabled=progress, leave=False), 1
+    ):
         where = f"manifest {path} row {rowno}"
         for col in ("id", "audio", "label", "speaker"):
             if not row.get(col, "").strip():

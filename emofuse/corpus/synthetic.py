@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from emofuse.corpus.utterance import Segment
 from emofuse.errors import EmofuseError
+from emofuse.progress import progress_bar
 
 SR = 16_000
 UNIT = SR // 100  # samples per 10 ms Sphinx frame
@@ -650,7 +650,7 @@ def write_synthetic_corpus(
     n_untimed = N_UNTIMED if counts else 10
     n_xx = N_XX if counts else 4
     total = sum(len(v) for v in plan.values())
-    bar = tqdm(total=total, desc=f"synth {profile}", disable=not progress)
+    bar = progress_bar(total=total, desc=f"synth {profile}", enabled=progress)
     for s in range(1, 6):
         sdir = out / f"Session{s}"
         dialogs = dialog_names(s)

@@ -66,8 +66,14 @@ class FoldPlan:
         return {"split": self.split, "seed": self.seed, "folds": [f.to_dict() for f in self.folds]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FoldPlan:
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> FoldPlan:
+        """The plan from its JSON form; ``source`` (e.g. ``fold plan run/folds.json``) names it in
+        the one-line error for a malformed or empty plan."""
+        what = source or "fold plan"
+        fix = "; restore it, or train again into a new --out" if source else ""
         try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON object is expected, not {type(data).__name__}")
             folds = [
                 Fold(int(f["fold"]), list(f["train"]), list(f["val"]), list(f["test"]))
                 for f in data["folds"]
@@ -75,10 +81,12 @@ class FoldPlan:
             plan = cls(str(data["split"]), int(data["seed"]), folds)
         except (KeyError, TypeError, ValueError) as err:
             raise EmofuseError(
-                f"fold plan is malformed ({err!r}); expected "
-                '{"split", "seed", "folds": [{"fold", "train", "val", "test"}]}'
-            ) from err
-        plan.check()
+                f"{what} is malformed ({err!r}); expected "
+                '{"split", "seed", "folds": [{"fold", "train", "val", "test"}]}' + fix
+            ) from None
+        if not plan.folds:
+            raise EmofuseError(f"{what} holds no folds{fix or '; rebuild it'}")
+        plan.check(source)
         return plan
 
     def save(self, path: str | Path) -> None:
@@ -91,11 +99,12 @@ class FoldPlan:
             raise EmofuseError(f"fold plan {path} does not exist; rerun the command that writes it")
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise EmofuseError(
-                f"fold plan {path} is not valid JSON ({err}); delete it and rerun"
-            ) from err
-        return cls.from_dict(data)
+                f"fold plan {path} is not valid JSON ({err}); restore it, or train again into a "
+                "new --out"
+            ) from None
+        return cls.from_dict(data, source=f"fold plan {path}")
 
     def fold(self, k: int) -> Fold:
         for f in self.folds:
@@ -104,18 +113,19 @@ class FoldPlan:
         valid = ",".join(str(f.fold) for f in self.folds)
         raise EmofuseError(f"fold {k} is not in the {self.split} plan; valid folds: {valid}")
 
-    def check(self) -> None:
+    def check(self, source: str | None = None) -> None:
         """Refuse a plan in which a test id also trains or selects the model in the same fold."""
+        what = source or f"the {self.split} plan"
         for f in self.folds:
             leaked = set(f.test) & (set(f.train) | set(f.val))
             if leaked:
                 raise EmofuseError(
-                    f"fold {f.fold} of the {self.split} plan has test ids in train/val "
+                    f"fold {f.fold} of {what} has test ids in train/val "
                     f"(e.g. {sorted(leaked)[0]}); rebuild the plan"
                 )
             if set(f.train) & set(f.val):
                 raise EmofuseError(
-                    f"fold {f.fold} of the {self.split} plan has val ids in train; rebuild the plan"
+                    f"fold {f.fold} of {what} has val ids in train; rebuild the plan"
                 )
 
 

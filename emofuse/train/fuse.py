@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, log_loss
-from tqdm import tqdm
 
 from emofuse.errors import EmofuseError
 from emofuse.locks import output_lock
+from emofuse.progress import progress_bar
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import summarize
 from emofuse.train.run import (
@@ -30,6 +30,7 @@ from emofuse.train.run import (
     finished_folds,
     fold_dir,
     prepare_out,
+    read_fold_predictions,
     read_json,
     read_predictions,
     write_predictions,
@@ -37,6 +38,7 @@ from emofuse.train.run import (
 )
 
 GRID_STEPS = 10  # weights in multiples of 1/10
+KINDS = ("val_predictions.csv", "predictions.csv")
 
 
 def weight_grid(n_runs: int, steps: int = GRID_STEPS) -> np.ndarray:
@@ -115,12 +117,16 @@ def _fuse_into(
             f"--out {out} already holds a run (config.json); fuse writes a new run folder, so "
             "give an empty or new folder"
         )
+    # every member's files are read and checked first: a damaged one names itself, and nothing
+    # of the fused run is written before all of them are known good
+    inputs = {
+        k: tuple([_aligned(r, plans[0], k, kind) for r in runs] for kind in KINDS) for k in folds
+    }
     prepare_out(out)
     shutil.copyfile(runs[0] / "folds.json", out / "folds.json")
     weights: dict[int, list[float]] = {}
-    for k in tqdm(folds, desc="fuse", leave=False):
-        val = [_aligned(r, k, "val_predictions.csv") for r in runs]
-        test = [_aligned(r, k, "predictions.csv") for r in runs]
+    for k in progress_bar(folds, desc="fuse", leave=False):
+        val, test = inputs[k]
         labels = val[0]["labels"]
         if any(p["ids"] != val[0]["ids"] for p in val) or any(
             p["ids"] != test[0]["ids"] for p in test
@@ -172,9 +178,10 @@ def _fuse_into(
     return summary
 
 
-def _aligned(run: Path, k: int, fname: str) -> dict[str, Any]:
-    """A fold's predictions sorted by id, so the runs' rows line up whatever order they were saved."""
-    p = read_predictions(fold_dir(run, k) / fname)
+def _aligned(run: Path, plan: FoldPlan, k: int, fname: str) -> dict[str, Any]:
+    """A fold's predictions (checked against the plan) sorted by id, so the runs' rows line up
+    whatever order they were saved in."""
+    p = read_fold_predictions(run, plan, k, fname)
     order = np.argsort(np.asarray(p["ids"]), kind="stable")
     return {
         "ids": [p["ids"][i] for i in order],

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
 from emofuse.errors import EmofuseError
+from emofuse.progress import progress_bar
 from emofuse.train.config import LoopConfig
 from emofuse.train.data import TrainData, upload
 from emofuse.train.folds import Fold, fold_seed
@@ -163,8 +163,8 @@ def train_fold(
     val_true = data.labels[va.to(data.labels.device)].cpu()  # (N_val,)
     best_key, best_epoch, best_state, stale = None, 0, None, 0
     curves: list[dict[str, Any]] = []
-    bar = tqdm(
-        range(1, cfg.epochs + 1), desc=f"fold {fold.fold}", disable=not progress, leave=False
+    bar = progress_bar(
+        range(1, cfg.epochs + 1), desc=f"fold {fold.fold}", enabled=progress, leave=False
     )
     for epoch in bar:
         t0 = time.perf_counter()

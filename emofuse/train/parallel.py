@@ -25,9 +25,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from emofuse.errors import EmofuseError
+from emofuse.progress import progress_bar
 
 # below this many utterances a fold trains in seconds and starting a worker (importing torch,
 # loading the cache: a few seconds) is not worth it
@@ -116,7 +116,7 @@ def run_tasks(
     task is raised here once the running tasks have stopped; the rest are not started."""
     threads = max(1, torch.get_num_threads() // jobs)
     ctx = multiprocessing.get_context("spawn")
-    bar = tqdm(total=len(items), desc=f"{desc} ({jobs} at once)", disable=not progress)
+    bar = progress_bar(total=len(items), desc=f"{desc} ({jobs} at once)", enabled=progress)
     with ProcessPoolExecutor(
         jobs, mp_context=ctx, initializer=_start_worker, initargs=(threads, init, init_arg)
     ) as pool:

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -113,24 +114,67 @@ def write_predictions(
 
 
 def read_predictions(path: Path) -> dict[str, Any]:
-    """``{"ids", "fold", "true", "predicted", "labels", "probs" (N, C)}`` from a predictions CSV."""
+    """``{"ids", "fold", "true", "predicted", "labels", "probs" (N, C)}`` from a predictions CSV;
+    a file that is not one (cut, edited, overwritten) is a one-line error naming it."""
     if not path.is_file():
         raise EmofuseError(f"{path} is missing; rerun `emofuse train` for this run folder")
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    header, body = rows[0], rows[1:]
-    labels = [h[2:] for h in header[4:]]
-    probs = np.array([[float(x) for x in r[4:]] for r in body], dtype=np.float64).reshape(
-        len(body), len(labels)
-    )
-    return {
-        "ids": [r[0] for r in body],
-        "fold": [int(r[1]) for r in body],
-        "true": [r[2] for r in body],
-        "predicted": [r[3] for r in body],
-        "labels": labels,
-        "probs": probs,
-    }
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            raise ValueError("empty file")
+        header, body = rows[0], rows[1:]
+        if header[:4] != ["id", "fold", "true", "predicted"] or len(header) < 6:
+            raise ValueError("not the header id,fold,true,predicted,p_<label>…")
+        labels = [h[2:] for h in header[4:]]
+        if any(len(r) != len(header) for r in body):
+            raise ValueError(f"a row without {len(header)} fields")
+        probs = np.array([[float(x) for x in r[4:]] for r in body], dtype=np.float64).reshape(
+            len(body), len(labels)
+        )
+        if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1 + 1e-6).any():
+            raise ValueError("a probability outside [0, 1]")
+        part = {
+            "ids": [r[0] for r in body],
+            "fold": [int(r[1]) for r in body],
+            "true": [r[2] for r in body],
+            "predicted": [r[3] for r in body],
+            "labels": labels,
+            "probs": probs,
+        }
+        if not set(part["true"]) | set(part["predicted"]) <= set(labels):
+            raise ValueError("a label without its p_<label> column")
+    except (UnicodeDecodeError, csv.Error, ValueError) as err:
+        reason = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+        raise EmofuseError(f"{path} is damaged ({reason}); {_redo_advice(path)}") from None
+    return part
+
+
+def _redo_advice(path: Path) -> str:
+    """What remakes a damaged file of a run folder: its fold retrained, or the report rewritten."""
+    folder = path.parent
+    if not re.fullmatch(r"fold_\d+", folder.name):  # a pooled file of the run
+        return f"rerun `emofuse report {folder}` (it rewrites it from the folds)"
+    run = folder.parent
+    with contextlib.suppress(EmofuseError):
+        if not is_trained_run(read_json(run / "config.json")):
+            return f"fuse the runs of {run} again into a new --out"
+    return f"delete {folder} and rerun `emofuse train` for {run} (it retrains that fold only)"
+
+
+def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[str, Any]:
+    """Fold ``k``'s ``predictions.csv`` (test) or ``val_predictions.csv``, which must hold exactly
+    that fold's utterances of ``plan``: a cut or edited file is never summarised or fused."""
+    path = fold_dir(run, k) / kind
+    part = read_predictions(path)
+    fold = plan.fold(k)
+    expected = fold.test if kind == "predictions.csv" else fold.val
+    if sorted(part["ids"]) != sorted(expected):
+        raise EmofuseError(
+            f"{path} does not hold the {len(expected)} utterances of fold {k} "
+            f"({len(part['ids'])} rows); {_redo_advice(path)}"
+        )
+    return part
 
 
 def test_set_name(split: str, fold: Fold, table: dict[str, Any]) -> str:
@@ -192,24 +236,74 @@ def finished_folds(out: Path) -> list[int]:
     )
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole checkpoint (missing, cut short, not a torch file), or None.
+
+    Cheap: reads the zip directory that torch.save writes at the end of the file (a file cut short
+    has none) and checks that every member ends inside the file; no tensor is read."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return "is damaged (cut short, or not a torch checkpoint)"
+    if not members or any(m.header_offset + m.compress_size > size for m in members):
+        return "is damaged (cut short)"
+    return None
+
+
+def is_trained_run(config: dict[str, Any]) -> bool:
+    """A run trained here (its folds keep checkpoints), not a late fusion of runs (none)."""
+    return "fused_runs" not in config
+
+
+def check_finished_folds(run: Path, folds: Sequence[int], trained: bool = True) -> None:
+    """The files a finished fold must keep whole (its curves.jsonl; a trained run's checkpoint.pt),
+    checked before a resume trains anything and before a report: a damaged one is one line naming
+    it, never a run reported complete with a fold that predict cannot load."""
+    for k in folds:
+        if (fold_dir(run, k) / "curves.jsonl").is_file():
+            read_curves(fold_dir(run, k) / "curves.jsonl")
+    if trained:
+        check_checkpoints(run, folds)
+
+
+def check_checkpoints(run: Path, folds: Sequence[int]) -> None:
+    """Each fold's checkpoint.pt is whole (:func:`checkpoint_problem`), else one line naming it."""
+    for k in folds:
+        d = fold_dir(run, k)
+        problem = checkpoint_problem(d / "checkpoint.pt")
+        if problem:
+            raise EmofuseError(
+                f"{d / 'checkpoint.pt'} {problem}, so fold {k} is not finished; delete {d} and "
+                f"rerun `emofuse train` for {run} (it retrains that fold only)"
+            )
+
+
+def missing_folds_note(run: Path, plan: FoldPlan, advice: str) -> str | None:
+    """``k of n folds finished; missing: …`` for a run that lacks folds of its plan (None when it
+    has them all): report and fuse print it, so a partial result is never shown as a whole one."""
+    done = set(finished_folds(run))
+    missing = [f.fold for f in plan.folds if f.fold not in done]
+    if not missing:
+        return None
+    return (
+        f"{len(done)} of {len(plan.folds)} folds finished; missing: "
+        f"{', '.join(map(str, missing))} ({advice})"
+    )
+
+
 def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
     """summary.json + pooled predictions CSVs from every finished fold (in fold order)."""
     done = finished_folds(out)
     if not done:
         raise EmofuseError(f"{out} has no finished fold yet; run `emofuse train` first")
-    pooled = {}
-    for kind in ("predictions.csv", "val_predictions.csv"):
-        parts = [read_predictions(fold_dir(out, k) / kind) for k in done]
-        for k, part in zip(done, parts, strict=True):  # a cut or edited file is never summarised
-            fold = plan.fold(k)
-            expected = fold.test if kind == "predictions.csv" else fold.val
-            if sorted(part["ids"]) != sorted(expected):
-                raise EmofuseError(
-                    f"{fold_dir(out, k) / kind} does not hold the {len(expected)} utterances of "
-                    f"fold {k} ({len(part['ids'])} rows); delete {fold_dir(out, k)} and rerun "
-                    "`emofuse train` (it retrains that fold only)"
-                )
-        pooled[kind] = parts
+    pooled = {
+        kind: [read_fold_predictions(out, plan, k, kind) for k in done]
+        for kind in ("predictions.csv", "val_predictions.csv")
+    }
     labels = pooled["predictions.csv"][0]["labels"]
     # summary.json goes first and comes back last: it never describes pooled files that a failed
     # rewrite (a full disk) left from another set of folds
@@ -270,15 +364,20 @@ def run_config(
     }
 
 
-def read_json(path: Path) -> Any:
-    """A run folder's JSON file; a damaged one is a one-line error naming it."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file (config, metrics, summary: each one object); a damaged one is a
+    one-line error naming it."""
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EmofuseError(
-            f"{path} is unreadable ({type(err).__name__}); restore it, or delete the run folder "
-            "and train again"
-        ) from None
+        reason = type(err).__name__
+    else:
+        if isinstance(obj, dict):
+            return obj
+        reason = f"a JSON {type(obj).__name__}, not an object"
+    raise EmofuseError(
+        f"{path} is unreadable ({reason}); restore it, or delete the run folder and train again"
+    )
 
 
 def read_curves(path: Path) -> list[dict[str, Any]]:
@@ -522,9 +621,7 @@ def _train_folds(
         raise EmofuseError(
             f"run folder {out} holds a different fold plan (the cache changed?); use a new --out"
         )
-    for k in finished:  # the report reads them at the end: a damaged one fails now
-        if (fold_dir(out, k) / "curves.jsonl").is_file():
-            read_curves(fold_dir(out, k) / "curves.jsonl")
+    check_finished_folds(out, finished)  # the report reads them at the end: damage fails now
     if rank == 0:
         _json_write(out / "config.json", config)
         plan.save(out / "folds.json")
@@ -561,7 +658,7 @@ def _train_folds(
     else:
         for k in mine:
             run_fold(out, k, head_cls, cfg, dims, data, plan, loop, head_meta, table, progress)
-    if mine:
+    if mine and world == 1:  # torchrun's ranks would race on one file
         record_wall(out, mine, n_jobs, time.perf_counter() - started)
     if world > 1:
         dist.barrier()  # every rank's folds are on disk before rank 0 summarises

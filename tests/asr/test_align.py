@@ -99,3 +99,21 @@ def test_align_needs_a_text_column(tmp_path, synth_utts):
     result = invoke("align", "--manifest", manifest, "--out", tmp_path / "o.csv")
     assert result.exit_code == 2
     assert "no text column: run `emofuse transcribe` first" in result.output
+
+
+def test_out_or_align_dir_under_a_regular_file_is_one_line(tmp_path, synth_utts):
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:1])
+    blocker = tmp_path / "FILE"
+    blocker.write_text("keep me")
+    for extra, option in (
+        (["--out", blocker / "x.csv"], "--out"),
+        (["--out", tmp_path / "a.csv", "--align-dir", blocker / "tg"], "--align-dir"),
+        (["--out", tmp_path / "a.csv", "--align-dir", blocker], "--align-dir"),
+    ):
+        result = invoke("align", "--manifest", manifest, "--quiet", *extra)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert "Traceback" not in result.output and f"error: {option} {extra[-1]}" in lines[0]
+        assert "regular file" in lines[0], lines[0]
+    assert blocker.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "in.csv"]

@@ -120,3 +120,112 @@ def test_unloadable_model_is_one_line(tmp_path, synth_utts, model):
     line = result.output.strip()
     assert line.startswith("error: ") and "\n" not in line
     assert model in line and "--asr-model DIR" in line
+
+
+def one_error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and "Traceback" not in result.output
+    return lines[0]
+
+
+def test_out_under_a_regular_file_or_on_a_folder_is_one_line(tmp_path, tiny_asr, synth_utts):
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:1], lambda u: "")
+    blocker = tmp_path / "FILE"
+    blocker.write_text("keep me")
+    (tmp_path / "folder").mkdir()
+    for out, expected in ((blocker / "x.csv", f"{blocker} is a regular file"),
+                          (tmp_path / "folder", "is a folder")):  # fmt: skip
+        line = one_error_line(invoke(*transcribe_args(manifest, out, tiny_asr)))
+        assert f"--out {out}" in line and expected in line, line
+    assert blocker.read_text() == "keep me" and list((tmp_path / "folder").iterdir()) == []
+
+
+def test_out_in_a_read_only_folder_is_one_line(tmp_path, tiny_asr, synth_utts, unprivileged):
+    base, as_user = unprivileged
+    manifest = write_manifest(base / "in.csv", synth_utts[:1], lambda u: "")
+    (base / "ro").mkdir()
+    (base / "ro").chmod(0o555)
+    invoke("transcribe", "--help")  # the command's module is imported as root
+    with as_user():
+        results = [invoke(*transcribe_args(manifest, out, tiny_asr))
+                   for out in (base / "ro" / "x.csv", base / "ro" / "sub" / "x.csv")]  # fmt: skip
+    for result in results:
+        line = one_error_line(result)
+        assert "--out" in line and f"cannot write in {base / 'ro'}" in line, line
+    assert list((base / "ro").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--beam-size", "0"), ("--batch-size", "0"), ("--threads", "-1")]
+)
+def test_a_meaningless_number_is_refused_before_the_model_loads(
+    tmp_path, synth_utts, option, value
+):
+    """--threads -1 was blamed on the model ('cannot be loaded'), --beam-size 0 a ValueError."""
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:1], lambda u: "")
+    args = transcribe_args(manifest, tmp_path / "o.csv", "no/such/model")
+    args[args.index(option) + 1] = value
+    line = one_error_line(invoke(*args))
+    assert f"'{option}'" in line and "model" not in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_an_existing_out_file_is_replaced_by_a_rerun(tmp_path, tiny_asr, synth_utts):
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
+    out = tmp_path / "out.csv"
+    out.write_text("id,audio\nold,old.wav\n")
+    result = invoke(*transcribe_args(manifest, out, tiny_asr))
+    assert result.exit_code == 0, result.output
+    assert [r["id"] for r in read_csv(out)] == [u.id for u in synth_utts[:2]]
+
+
+def test_counts_are_right_on_a_resume_with_rows_whose_audio_failed(tmp_path, tiny_asr, synth_utts):
+    """The final line counted a row whose audio could not be read as "transcribed now" (and, on a
+    resume, as "resumed"); it is counted as not transcribed, and the counts add up to the rows."""
+    utts = synth_utts[:7]
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
+    text = manifest.read_text()
+    for k in (1, 5):  # one in the batches done before the kill, one in those done after
+        text = text.replace(str(utts[k].audio), str(tmp_path / f"gone{k}.wav"))
+    manifest.write_text(text)
+    out = tmp_path / "out.csv"
+    cmd = [sys.executable, "-m", "emofuse", *map(str, transcribe_args(manifest, out, tiny_asr))]
+    env = {**os.environ, "EMOFUSE_FAULT": "transcribe-batch:2"}  # killed after 2 batches of 2
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "transcribing 3 of 7 rows" in again.stdout and "resuming: 4 already done" in again.stdout
+    assert "7 rows, 2 transcribed now, 3 resumed, 2 not transcribed (listed below)" in again.stdout
+    assert "6 transcribed now" not in again.stdout and "4 resumed" not in again.stdout
+    rows = {r["id"]: r for r in read_csv(out)}
+    failed = {i for i, r in rows.items() if r["asr_error"]}
+    assert failed == {utts[1].id, utts[5].id}
+    assert all(r["asr_language"] == "en" for i, r in rows.items() if i not in failed)
+
+
+def test_wer_leaves_out_rows_whose_audio_failed(tmp_path, tiny_asr, synth_utts):
+    utts = synth_utts[:3]
+    manifest = write_manifest(tmp_path / "in.csv", utts)  # gold text everywhere
+    manifest.write_text(manifest.read_text().replace(str(utts[2].audio), str(tmp_path / "g.wav")))
+    result = invoke(*transcribe_args(manifest, tmp_path / "out.csv", tiny_asr, "--all"))
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "out.csv")
+    wer, words = word_error_rate([u.text for u in utts[:2]], [r["asr_text"] for r in rows[:2]])
+    assert f"WER {100 * wer:.2f} % over 2 rows with gold text ({words} words" in result.output
+    assert "2 transcribed now, 1 not transcribed" in result.output
+
+
+def test_quiet_silences_the_bar_on_a_terminal_too(tmp_path, tiny_asr, synth_utts, monkeypatch):
+    import emofuse.progress
+
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
+    args = transcribe_args(manifest, tmp_path / "o.csv", tiny_asr)
+    piped = invoke(*[a for a in args if a != "--quiet"])  # stderr is not a terminal: no bar
+    assert piped.exit_code == 0 and "transcribe:" not in piped.output, piped.output
+    monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: True)
+    shown = invoke(*[a for a in args if a != "--quiet"])
+    assert shown.exit_code == 0 and "transcribe: 100%" in shown.output, shown.output
+    quiet = invoke(*args)
+    assert quiet.exit_code == 0 and "transcribe:" not in quiet.output, quiet.output

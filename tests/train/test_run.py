@@ -269,6 +269,9 @@ def test_damaged_run_files_and_bad_out_folders_are_one_line_errors(loso_run, cac
     lines = (fold_dir(run, 3) / "predictions.csv").read_text().splitlines()
     (fold_dir(run, 3) / "predictions.csv").write_text("\n".join(lines[:3]) + "\n")
     shutil.rmtree(run / "fold_01_backup")
+    with pytest.raises(EmofuseError, match=r"fold_02/checkpoint.pt is damaged .*fold 2 is not fin"):
+        train(cache, run)  # the damaged checkpoint of fold 2 is found first
+    shutil.copyfile(fold_dir(out, 2) / "checkpoint.pt", fold_dir(run, 2) / "checkpoint.pt")
     with pytest.raises(EmofuseError, match=r"fold_03/predictions.csv does not hold the \d+ utt"):
         train(cache, run)
     (run / "config.json").write_text('{"head": ')

@@ -255,32 +255,6 @@ def test_a_damaged_curves_file_is_found_before_a_resume_trains_anything(run, tmp
     assert not fold_dir(out, 3).exists()  # no fold was trained only to fail at the report
 
 
-@pytest.fixture
-def unprivileged():
-    """Run the block as a user the permission bits apply to (root ignores them): nobody's
-    effective uid while root, nothing otherwise. Imports happen before (the stdlib of this
-    interpreter may not be readable by nobody)."""
-    import contextlib
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="emofuse-ro-"))
-    base.chmod(0o777)
-
-    @contextlib.contextmanager
-    def as_user():
-        if os.geteuid() != 0:
-            yield
-            return
-        os.seteuid(65534)
-        try:
-            yield
-        finally:
-            os.seteuid(0)
-
-    yield base, as_user
-    shutil.rmtree(base, ignore_errors=True)
-
-
 def test_a_read_only_out_or_parent_is_one_line_with_real_permissions(
     run, tmp_path, unprivileged, monkeypatch
 ):
@@ -389,3 +363,104 @@ def test_out_on_the_cache_itself_is_one_cli_line(tmp_path, monkeypatch, target):
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "inside the cache" in lines[0] or "is a file, not a folder" in lines[0], lines[0]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "gone"])
+def test_a_finished_fold_whose_checkpoint_is_damaged_is_not_reported_complete(
+    run, tmp_path, cache, damage
+):
+    """metrics.json marks a fold finished; a checkpoint.pt cut short (a full disk, a copy that
+    stopped) left the run 'complete' on resume and in report, and predict failed only later."""
+    from emofuse.train.run import load_fold_model
+
+    out = copy(run, tmp_path)
+    ckpt = fold_dir(out, 2) / "checkpoint.pt"
+    if damage == "gone":
+        ckpt.unlink()
+    else:
+        data = ckpt.read_bytes()
+        ckpt.write_bytes(data[: len(data) // 2] if damage == "cut" else b"")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(EmofuseError) as err:  # the resume
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{ckpt} is " in msg and f"delete {ckpt.parent}" in msg, msg
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {ckpt} is ") and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    shutil.rmtree(ckpt.parent)  # what the message says: only that fold is trained again
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+    load_fold_model(out, 2)  # whole again
+
+
+def test_fuse_and_train_of_a_partial_run_say_which_folds_are_missing(run, tmp_path, monkeypatch):
+    """fuse printed mean ± std over 2 folds of 5 with no word that 3 were missing (report did)."""
+    import emofuse.cache
+
+    other = copy(run, tmp_path)
+    result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(tmp_path / "f")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: 2 of 5 folds finished; missing: 3, 4, 5 (finish them in every run with "
+        "`emofuse train`, then fuse into a new --out)"
+    ], result.output
+    report = CliRunner().invoke(cli, ["report", str(tmp_path / "f")])  # the same line
+    assert (
+        report.exit_code == 0 and "note: 2 of 5 folds finished; missing: 3, 4, 5" in report.output
+    )
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--out", str(tmp_path / "t"), "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "note: 1 of 5 folds finished; missing: 2, 3, 4, 5" in result.output
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"garbage,,,\n", b"\xf7\x00\x13 not text", b"", b"id,fold,true,predicted,p_ang,p_hap\n"],
+    ids=["text", "binary", "empty", "header-only"],
+)
+def test_fuse_names_a_damaged_fold_predictions_file_and_writes_nothing(run, tmp_path, garbage):
+    other = copy(run, tmp_path)
+    bad = fold_dir(other, 2) / "predictions.csv"
+    bad.write_bytes(garbage)
+    out = tmp_path / "f"
+    result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {bad} ") and "Traceback" not in result.output
+    assert f"delete {bad.parent}" in lines[0], lines[0]
+    assert not out.exists()  # fold 1 was not fused before fold 2's file was found damaged
+
+
+@pytest.mark.parametrize("plan", ["[]", '{"split": "loso", "seed": 0, "folds": []}', "{"])
+def test_a_damaged_folds_json_is_named_in_fuse_and_report(run, tmp_path, plan):
+    other = copy(run, tmp_path)
+    (other / "folds.json").write_text(plan)
+    for args in (
+        ["fuse", str(run), str(other), "--out", str(tmp_path / "f")],
+        ["report", str(other)],
+    ):
+        result = CliRunner().invoke(cli, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert f"fold plan {other / 'folds.json'} " in lines[0] and "restore it" in lines[0], lines
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("name", ["config.json", "fold_01/metrics.json"])
+def test_a_run_json_file_holding_a_list_is_named_in_report(run, tmp_path, name):
+    out = copy(run, tmp_path)
+    (out / name).write_text("[]")  # an AttributeError traceback before
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {out / name} is unreadable (a JSON list"), lines[0]

@@ -228,6 +228,15 @@ class Head(nn.Module):
         return self.input_pipeline(batch)
 
     @classmethod
+    def fit_to_cache(
+        cls, cfg: HeadConfig, table: dict[str, Any], given: set[str]
+    ) -> dict[str, str]:
+        """Change ``cfg`` in place where a default setting makes no sense for this cache (its
+        utterance ``table``); ``given`` = the options the user set, which are never changed.
+        Returns {option: why} for config.json and the report; the default changes nothing."""
+        return {}
+
+    @classmethod
     def required_streams(cls, cfg: HeadConfig) -> set[str]:
         """Cache streams this head reads; the data layer loads exactly these."""
         raise NotImplementedError

@@ -24,6 +24,7 @@ Settled choices:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,23 @@ class CoAttention(Head):
     }
 
     recipes = {"small": SMALL_RECIPE}  # `paper` and no preset: the papers' loop
+
+    @classmethod
+    def fit_to_cache(
+        cls, cfg: CoAttentionConfig, table: dict[str, Any], given: set[str]
+    ) -> dict[str, str]:
+        """No aligned utterance in the cache: every segment branch would read the frames (the
+        fallback), so the default granularities become the frame branch alone (~1/4 the cost)."""
+        segments = [g for g in cfg.granularities if g != "frame"]
+        aligned = table.get("aligned")
+        if "granularities" in given or not segments or aligned is None or any(aligned):
+            return {}
+        cfg.granularities = ["frame"]
+        return {
+            "granularities": "frame only: no utterance of the cache has a forced alignment, so "
+            f"the {'/'.join(segments)} branches would all read the frames (extract from an "
+            "aligned manifest for them, or --set granularities=... to keep them)"
+        }
 
     @classmethod
     def required_streams(cls, cfg: CoAttentionConfig) -> set[str]:

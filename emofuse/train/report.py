@@ -57,6 +57,7 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
         "- model selection: best validation "
         + ("UA" if config.get("loop", {}).get("select") == "ua" else "loss")
         + " (the test set never selects a checkpoint)",
+        *[f"- fitted to the cache: `{k}` = {why}" for k, why in config.get("adapted", {}).items()],
         *(
             [
                 "- **speaker normalisation** (`--speaker-norm`): acoustic features were standardised "

@@ -547,6 +547,7 @@ def train_run(
         cache = open_cache(cache)
     head_cls = resolve_head(head_spec)
     cfg = head_cls.make_config(preset, sets)
+    adapted = head_cls.fit_to_cache(cfg, cache.table, set(sets))  # {option: why}
     if loop is None:
         loop, loop_sources = resolve_loop(head_cls, preset, loop_flags)
     else:
@@ -580,6 +581,8 @@ def train_run(
         head_spec, head_cls, cfg, preset, sets, cache, split, loop, data.label_names,
         list(folds) if folds else None, str(data.device), loop_sources,
     )  # fmt: skip
+    if adapted:
+        config["adapted"] = adapted
     check_buildable(head_spec, head_cls, cfg, make_dims(data), len(data.label_names), sets)
     check_out(out, getattr(cache, "path", None))
     with contextlib.ExitStack() as stack:

@@ -11,6 +11,7 @@ import torch
 
 import emofuse.train.run as run_mod
 from emofuse.errors import EmofuseError
+from emofuse.heads.coattention import CoAttention
 from emofuse.train.fuse import fuse_runs
 from emofuse.train.loop import LoopConfig
 from emofuse.train.report import write_report
@@ -277,3 +278,30 @@ def test_damaged_run_files_and_bad_out_folders_are_one_line_errors(loso_run, cac
     (run / "config.json").write_text('{"head": ')
     with pytest.raises(EmofuseError, match=r"config.json is unreadable \(JSONDecodeError\)"):
         train(cache, run)
+
+
+def test_coattention_on_a_cache_without_alignments_trains_the_frame_branch_and_says_so(tmp_path):
+    """Every segment branch would read the frames (the unaligned fallback): the default becomes
+    the frame branch alone, recorded in config.json and the report; a --set choice is kept."""
+    cache = FakeCache(n_per_speaker=4, streams=("speech", "text"))
+    cache.table["aligned"] = np.zeros(len(cache.ids), dtype=bool)
+    sets = {"d_model": "16", "heads": "2", "ffn": "16", "hidden": "8"}
+    out = tmp_path / "coa"
+    train_run(cache, "coattention", out, "loso", preset="small", sets=sets, loop=LOOP, folds=[1],
+              progress=False)  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["head_config"]["granularities"] == ["frame"]
+    assert "no utterance of the cache has a forced alignment" in config["adapted"]["granularities"]
+    assert "fitted to the cache: `granularities`" in (out / "report.md").read_text()
+    state = torch.load(fold_dir(out, 1) / "checkpoint.pt", weights_only=False)["state_dict"]
+    assert {k.split(".")[1] for k in state if k.startswith("branches.")} == {"frame"}
+    # the user's own choice is never changed (and an aligned cache keeps every branch)
+    kept = tmp_path / "kept"
+    with pytest.raises(EmofuseError, match="'phone'"):  # this cache has no phone stream to read
+        train_run(cache, "coattention", kept, "loso", preset="small",
+                  sets={**sets, "granularities": "frame,phone"}, loop=LOOP, folds=[1],
+                  progress=False)  # fmt: skip
+    cache.table["aligned"][0] = True
+    cfg = CoAttention.make_config("small")
+    assert CoAttention.fit_to_cache(cfg, cache.table, set()) == {}
+    assert cfg.granularities == ["frame", "phone", "syllable", "word"]

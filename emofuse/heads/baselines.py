@@ -69,7 +69,7 @@ class SequenceProbe(nn.Module):
 _PRESETS = {
     "small": {"hidden": 64},
     "paper": {"hidden": 256, "pool": "mean", "frame_pool": 1, "time_mask": 0.0,
-              "feature_mask": 0.0, "dropout": 0.1},
+              "feature_mask": 0.0, "dropout": 0.1, "layer_mix": "weighted"},
 }  # fmt: skip
 # the loop that reached the best validation UA for these probes (bench/RESULTS.md, 2026-12-01);
 # `paper` keeps the papers' protocol (LoopConfig's defaults)
@@ -128,6 +128,8 @@ class ConcatConfig(ProbeConfig):
     dropout: float = 0.3
     time_mask: float = 0.2
     feature_mask: float = 0.2
+    # every layer into each modality's Linear: validation UA 0.794 vs 0.744 with the weighted mix
+    layer_mix: str = "concat"
 
 
 _CONCAT_RECIPE = {**_RECIPE, "mixup": 0.4}

@@ -3,8 +3,9 @@
 Runs ``emofuse train --split lopo --head H`` with no loop flags for each head (``--preset small``
 for tdfnet and coattention; ``--set use_speaker=false`` for tdfnet when the cache has no speaker
 stream), exactly as a user would, then prints per head: pooled test UA / WA, per-fold UA mean ± std,
-pooled validation UA (the only figure settings may be chosen on), and the plan's minutes (sum of the
-folds' own wall minutes from the run's metrics.json). Rerunning resumes finished folds.
+pooled validation UA (the only figure settings may be chosen on), and the plan's minutes: its wall
+clock (the run's wall.json: every `emofuse train` call that trained folds, with how many folds ran
+at once) and the sum of the folds' own wall minutes (metrics.json). Rerunning resumes finished folds.
 
     .venv/bin/python bench/ravdess_heads.py --cache /tmp/ravdess/whisper-minilm.h5 --out /tmp/ravdess/final
     .venv/bin/python bench/ravdess_heads.py ... --heads tdfnet,coattention --table-only
@@ -56,6 +57,11 @@ def row(run: Path) -> dict:
         for k in finished_folds(run)
     ]
     t, v = scores(test["true"], test["predicted"]), scores(val["true"], val["predicted"])
+    calls = (
+        json.loads((run / "wall.json").read_text())["calls"]
+        if (run / "wall.json").is_file()
+        else []
+    )
     return {
         "UA": t["UA"],
         "WA": t["WA"],
@@ -63,6 +69,8 @@ def row(run: Path) -> dict:
         "fold_std": summary["std"]["UA"],
         "val_UA": v["UA"],
         "minutes": float(np.sum(minutes)),
+        "wall": sum(c["minutes"] for c in calls) if calls else float("nan"),
+        "jobs": max((c["jobs"] for c in calls), default=1),
         "folds": len(minutes),
     }
 
@@ -84,16 +92,19 @@ def main() -> None:
         cmd = command(head, args.cache, args.out, has_speaker)
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)
-    print("| head | pooled UA | pooled WA | per-fold UA mean ± std | val UA | minutes (folds) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| head | pooled UA | pooled WA | per-fold UA mean ± std | val UA | wall min (folds at "
+        "once) | fold minutes (folds) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for head in heads:
         if not (args.out / head / "summary.json").is_file():
-            print(f"| {head} | — | — | — | — | not run |")
+            print(f"| {head} | — | — | — | — | — | not run |")
             continue
         r = row(args.out / head)
         print(
             f"| {head} | {r['UA']:.4f} | {r['WA']:.4f} | {r['fold_mean']:.3f} ± {r['fold_std']:.3f} "
-            f"| {r['val_UA']:.4f} | {r['minutes']:.2f} ({r['folds']}) |"
+            f"| {r['val_UA']:.4f} | {r['wall']:.2f} ({r['jobs']}) | {r['minutes']:.2f} ({r['folds']}) |"
         )
     print(f"load after: {os.getloadavg()}")
 

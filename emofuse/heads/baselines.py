@@ -132,7 +132,8 @@ class ConcatConfig(ProbeConfig):
     layer_mix: str = "concat"
 
 
-_CONCAT_RECIPE = {**_RECIPE, "mixup": 0.4}
+# weight decay 0.05: validation UA 0.794 vs 0.785 with AdamW's 0.01 (and 0.781 with hidden 128)
+_CONCAT_RECIPE = {**_RECIPE, "mixup": 0.4, "weight_decay": 0.05}
 
 
 class ConcatProbe(Head):

@@ -3,8 +3,8 @@
 A fold's result depends on (seed, fold) alone (emofuse.train.loop), so where it trains changes
 nothing but the wall time. The small heads are made of many small matrix products (64-wide
 layers, GRU steps): one thread keeps a core busy with them, a second thread in the same process
-adds little, so on a CPU two folds at once on two cores finish a plan in about half the time of
-one fold at a time with two threads (bench/RESULTS.md).
+adds little, so on a CPU two folds at once on two cores take 0.84x the wall time of one fold at a
+time with two threads (TDFNet small, RAVDESS; bench/RESULTS.md).
 
 Workers are spawned, not forked: a forked child of a process whose OpenMP pool has run can hang
 in its first parallel region. Each worker opens the cache and loads the streams once (an HDF5

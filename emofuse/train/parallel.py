@@ -95,8 +95,10 @@ def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(1)  # unwinds the fold: finalizers release the worker's semaphores
 
 
-def _start_worker(threads: int, init: Callable[[Any], None], arg: Any) -> None:
+def _start_worker(parent: int, threads: int, init: Callable[[Any], None], arg: Any) -> None:
     _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above: nobody to train for
+        os._exit(1)
     signal.signal(signal.SIGTERM, _stop)
     torch.set_num_threads(threads)
     init(arg)
@@ -118,7 +120,10 @@ def run_tasks(
     ctx = multiprocessing.get_context("spawn")
     bar = progress_bar(total=len(items), desc=f"{desc} ({jobs} at once)", enabled=progress)
     with ProcessPoolExecutor(
-        jobs, mp_context=ctx, initializer=_start_worker, initargs=(threads, init, init_arg)
+        jobs,
+        mp_context=ctx,
+        initializer=_start_worker,
+        initargs=(os.getpid(), threads, init, init_arg),
     ) as pool:
         pending = {pool.submit(task, item) for item in items}
         try:

@@ -728,6 +728,12 @@ def _worker_init(spec: dict[str, Any]) -> None:
     head_cls = resolve_head(spec["head_spec"])
     cfg = head_cls.Config(**spec["cfg"])
     cache = open_cache(spec["cache"])
+    if cache.fingerprint != spec["head_meta"]["cache_fingerprint"]:  # replaced since the start
+        raise EmofuseError(
+            f"cache {spec['cache']} changed while emofuse train was starting (fingerprint "
+            f"{cache.fingerprint[:12]} vs {spec['head_meta']['cache_fingerprint'][:12]}); leave it "
+            "alone while training, then rerun the same command"
+        )
     data = load_data(cache, spec["head_spec"], head_cls, cfg, spec["loop"], spec["device"])
     out = Path(spec["out"])
     _WORKER.update(

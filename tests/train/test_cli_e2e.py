@@ -197,3 +197,18 @@ def test_a_failing_fold_in_a_worker_is_one_line_and_the_rerun_resumes(cache_path
     result = invoke(*args)  # no fault now: trains what is missing
     assert result.exit_code == 0, result.output
     assert len(json.loads((out / "summary.json").read_text())["folds"]) == 5
+
+
+def test_a_worker_refuses_a_cache_replaced_since_the_run_started(cache_path, tmp_path):
+    """Workers reopen the cache by path: one that changed since the parent read it (another
+    extraction moved into place) must not be trained on under the first one's fingerprint."""
+    from emofuse.errors import EmofuseError
+    from emofuse.train.loop import LoopConfig
+    from emofuse.train.run import _worker_init
+
+    spec = {
+        "cache": str(cache_path), "head_spec": "concat", "cfg": {}, "loop": LoopConfig(),
+        "device": "cpu", "out": str(tmp_path), "head_meta": {"cache_fingerprint": "0" * 64},
+    }  # fmt: skip
+    with pytest.raises(EmofuseError, match="changed while emofuse train was starting"):
+        _worker_init(spec)

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from emofuse import __version__, faults
 from emofuse.audio import SAMPLE_RATE, AudioProblem, audio_sha1, duration_of, load_audio
 from emofuse.corpus import Utterance
-from emofuse.encoders._common import plan_batches as bucket
+from emofuse.encoders.common import plan_batches as bucket
 from emofuse.errors import EmofuseError
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
@@ -181,7 +181,7 @@ def load_models(cfg: ExtractConfig, device: torch.device, dtype: torch.dtype) ->
     # each import only when its model is asked for (start-up time counts on a short corpus)
     speech = text = speaker = fbank = None
     if cfg.speech_model:
-        from emofuse.encoders.speech import load_speech_encoder
+        from emofuse.encoders.families import load_speech_encoder
 
         speech = load_speech_encoder(
             cfg.speech_model, device=device, dtype=dtype, max_batch_seconds=cfg.batch_seconds

@@ -151,7 +151,7 @@ MODEL_KEYS = ("speech_model", "text_model", "speaker_model")
 def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -> dict[str, Any]:
     """The run's extraction settings with any moved model folders put in; a local model folder
     that is gone is a one-line error naming the option that gives its new place."""
-    from emofuse.encoders._common import is_local
+    from emofuse.encoders.common import is_local
 
     settings = {**settings, **{k: v for k, v in moved.items() if v is not None}}
     for key in MODEL_KEYS:

@@ -23,27 +23,35 @@ _LAZY = {
     "SpeakerEncoder": "speaker",
     "load_speaker_encoder": "speaker",
     "SpeechEncoder": "speech",
-    "SSLSpeechEncoder": "speech",
-    "load_speech_encoder": "speech",
+    "SSLSpeechEncoder": "wav2vec2",
+    "SPEECH_FAMILIES": "families",
+    "load_speech_encoder": "families",
+    "register_speech_family": "families",
     "TextEncoder": "text",
     "TextOut": "text",
     "load_text_encoder": "text",
-    "SPEECH_FAMILIES": "tiny",
+    "TINY_SPEECH_FAMILIES": "tiny",
     "TinyModels": "tiny",
     "build_tiny_models": "tiny",
     "WhisperSpeechEncoder": "whisper",
 }
 
 if TYPE_CHECKING:  # static tools see the eager imports
+    from emofuse.encoders.families import (
+        SPEECH_FAMILIES,
+        load_speech_encoder,
+        register_speech_family,
+    )
     from emofuse.encoders.fbank import FbankEncoder
     from emofuse.encoders.speaker import (
         DEFAULT_SPEAKER_MODEL,
         SpeakerEncoder,
         load_speaker_encoder,
     )
-    from emofuse.encoders.speech import SpeechEncoder, SSLSpeechEncoder, load_speech_encoder
+    from emofuse.encoders.speech import SpeechEncoder
     from emofuse.encoders.text import TextEncoder, TextOut, load_text_encoder
-    from emofuse.encoders.tiny import SPEECH_FAMILIES, TinyModels, build_tiny_models
+    from emofuse.encoders.tiny import TINY_SPEECH_FAMILIES, TinyModels, build_tiny_models
+    from emofuse.encoders.wav2vec2 import SSLSpeechEncoder
     from emofuse.encoders.whisper import WhisperSpeechEncoder
 
 
@@ -65,6 +73,7 @@ __all__ = [
     "DEFAULT_SPEECH_MODEL",
     "DEFAULT_TEXT_MODEL",
     "SPEECH_FAMILIES",
+    "TINY_SPEECH_FAMILIES",
     "FbankEncoder",
     "SSLSpeechEncoder",
     "SpeakerEncoder",
@@ -77,4 +86,5 @@ __all__ = [
     "load_speaker_encoder",
     "load_speech_encoder",
     "load_text_encoder",
+    "register_speech_family",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from emofuse.encoders._common import SAMPLE_RATE
+from emofuse.encoders.common import SAMPLE_RATE
 from emofuse.errors import EmofuseError
 
 

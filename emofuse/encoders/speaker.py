@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emofuse.encoders._common import (
+from emofuse.encoders.common import (
     SAMPLE_RATE,
     as_device,
     check_folder,

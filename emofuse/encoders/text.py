@@ -16,16 +16,17 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from emofuse.encoders._common import (
+from emofuse.encoders.common import (
     as_device,
     as_dtype,
     check_folder,
+    from_pretrained,
     load_error,
     model_revision,
     plan_batches,
+    resolved_dir,
     to_device,
 )
-from emofuse.encoders.speech import _from_pretrained, _resolved_dir
 from emofuse.errors import EmofuseError
 
 OPTION = "--text-model"
@@ -139,7 +140,7 @@ def load_text_encoder(
     device, dtype = as_device(device), as_dtype(dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = _from_pretrained(AutoModel, name, device, dtype).to(device)
+        model = from_pretrained(AutoModel, name, device, dtype).to(device)
     except Exception as exc:  # noqa: BLE001 - any failure here is "cannot load this model"
         raise load_error("text", name, OPTION, exc) from exc
     if not getattr(tokenizer, "is_fast", False):
@@ -147,5 +148,5 @@ def load_text_encoder(
             f"{OPTION} {name}: its tokenizer has no fast (Rust) version, which word ids need; "
             "add a tokenizer.json (save_pretrained of the fast tokenizer) to the folder"
         )
-    revision = model_revision(name, _resolved_dir(name))
+    revision = model_revision(name, resolved_dir(name))
     return TextEncoder(model, tokenizer, name, revision, device, dtype, max_tokens)

@@ -34,11 +34,11 @@ from transformers import (
     WhisperModel,
 )
 
-from emofuse.encoders._common import quiet_hf
+from emofuse.encoders.common import quiet_hf
 
 TINY_VERSION = 2  # bump when the builders change, so stale folders are rebuilt
 
-SPEECH_FAMILIES = (
+TINY_SPEECH_FAMILIES = (
     "wav2vec2-group",  # wav2vec2-base style: group-norm conv front end, trained without attention masks
     "wav2vec2-layer",  # wav2vec2-large-lv60 style: layer-norm conv front end, stable layer norm
     "hubert",  # hubert-large-ll60k style (the TDFNet default): layer norm, stable layer norm
@@ -247,7 +247,7 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> TinyModels:
     """Build (or reuse, if already complete for this seed) every tiny model under ``folder``."""
     folder = Path(folder)
     models = TinyModels(
-        speech={family: folder / "speech" / family for family in SPEECH_FAMILIES},
+        speech={family: folder / "speech" / family for family in TINY_SPEECH_FAMILIES},
         text=folder / "text" / "bert",
         speaker=folder / "speaker" / "ecapa",
     )

@@ -25,14 +25,16 @@ from torch import nn
 from transformers import WhisperFeatureExtractor, WhisperModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from emofuse.encoders._common import (
+from emofuse.encoders.common import (
     SAMPLE_RATE,
+    from_pretrained,
     load_error,
     model_revision,
     plan_batches,
+    resolved_dir,
     to_device,
 )
-from emofuse.encoders.speech import OPTION, SpeechEncoder, _from_pretrained, _resolved_dir
+from emofuse.encoders.speech import OPTION, SpeechEncoder
 
 
 class WhisperSpeechEncoder(SpeechEncoder):
@@ -209,13 +211,13 @@ def load_whisper_encoder(
 ) -> WhisperSpeechEncoder:
     """Load only what is needed: the encoder of a WhisperModel checkpoint, and its mel front end."""
     try:
-        model = _from_pretrained(WhisperModel, name, device, dtype)
+        model = from_pretrained(WhisperModel, name, device, dtype)
         encoder = model.get_encoder().to(device)
         del model  # the decoder is never used
         feature_extractor = WhisperFeatureExtractor.from_pretrained(name)
     except Exception as exc:  # noqa: BLE001 - any failure here is "cannot load this model"
         raise load_error("speech", name, OPTION, exc) from exc
-    revision = model_revision(name, _resolved_dir(name))
+    revision = model_revision(name, resolved_dir(name))
     return WhisperSpeechEncoder(
         encoder, feature_extractor, name, revision, device, dtype, max_batch_seconds
     )

@@ -8,7 +8,7 @@ import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from emofuse.encoders import load_speech_encoder
-from emofuse.encoders._common import hub_commit, plan_batches
+from emofuse.encoders.common import hub_commit, plan_batches
 from emofuse.errors import EmofuseError
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from emofuse.encoders import SPEECH_FAMILIES, build_tiny_models
-from emofuse.encoders._common import weights_sha256
+from emofuse.encoders import TINY_SPEECH_FAMILIES, build_tiny_models
+from emofuse.encoders.common import weights_sha256
 
 
 def test_every_family_is_saved_in_real_layouts(tiny):
-    assert set(tiny.speech) == set(SPEECH_FAMILIES)
+    assert set(tiny.speech) == set(TINY_SPEECH_FAMILIES)
     for family, folder in tiny.speech.items():
         config = json.loads((folder / "config.json").read_text())
         assert (folder / "model.safetensors").is_file()
@@ -34,7 +34,7 @@ def test_every_family_is_saved_in_real_layouts(tiny):
 def test_deterministic_from_seed_and_reused(tiny, tmp_path):
     again = build_tiny_models(tmp_path / "a", seed=0)
     other = build_tiny_models(tmp_path / "b", seed=1)
-    for family in SPEECH_FAMILIES:
+    for family in TINY_SPEECH_FAMILIES:
         assert weights_sha256(again.speech[family]) == weights_sha256(tiny.speech[family])
         assert weights_sha256(other.speech[family]) != weights_sha256(tiny.speech[family])
     assert weights_sha256(again.speaker) == weights_sha256(tiny.speaker)

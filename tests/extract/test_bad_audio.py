@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from emofuse.cache import open_cache
 from emofuse.cli import cli
-from emofuse.encoders.speech import load_speech_encoder
+from emofuse.encoders import load_speech_encoder
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from emofuse import faults
 from emofuse.cache import open_cache
 from emofuse.cli import cli
+from emofuse.encoders import load_speech_encoder
 from emofuse.encoders.fbank import FbankEncoder
-from emofuse.encoders.speech import load_speech_encoder
 from emofuse.extract import plan_batches, shard_batches
 from emofuse.segments import tier_to_spans
 

@@ -210,3 +210,25 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def resolved_dir(name: str) -> Path | None:
+    """The local folder a hub id resolved to (the HF cache snapshot), for the revision."""
+    try:
+        from transformers.utils import cached_file
+
+        path = cached_file(name, "config.json")
+    except (OSError, ValueError):
+        return None
+    return Path(path).parent if path else None
+
+
+def from_pretrained(cls, name: str, device: torch.device, dtype: torch.dtype):
+    """``cls.from_pretrained`` with SDPA attention on CUDA where the architecture has it."""
+    with quiet_hf():
+        if device.type == "cuda":
+            try:
+                return cls.from_pretrained(name, dtype=dtype, attn_implementation="sdpa")
+            except ValueError:
+                pass  # this architecture has no SDPA path (e.g. WavLM): its default attention
+        return cls.from_pretrained(name, dtype=dtype)

@@ -16,6 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from emofuse.cache.backends import ArrayStore
 from emofuse.errors import EmofuseError, os_reason
 
 
@@ -36,8 +37,8 @@ def _filters(compression: str | None) -> dict[str, Any]:
     raise EmofuseError(f"unknown compression {compression!r}: use none, gzip or zstd")
 
 
-class HDF5Store:
-    """The minimal array-store interface the writer, reader and verifier share."""
+class HDF5Store(ArrayStore):
+    """HDF5 through h5py (see ``ArrayStore`` for the interface)."""
 
     kind = "hdf5"
 

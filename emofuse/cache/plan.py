@@ -7,10 +7,9 @@ array at a time) so "what is done" looks exactly like a finished store.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -258,12 +257,3 @@ class Plan:
             "streams": streams,
             "table": {"sha256": None},
         }
-
-
-def sha256_hex(data: bytes | np.ndarray) -> str:
-    return hashlib.sha256(
-        little_endian(np.asarray(data)) if isinstance(data, np.ndarray) else data
-    ).hexdigest()
-
-
-BlockSink = Callable[[tuple, np.ndarray], None]

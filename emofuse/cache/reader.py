@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from emofuse.cache.backends import ArrayStore, backend_of
 from emofuse.cache.parts import MANIFEST
 from emofuse.cache.plan import Plan, little_endian, read_block_rows, stored_name, stored_shape
 from emofuse.cache.schema import (
@@ -26,7 +27,6 @@ from emofuse.cache.schema import (
     ArrayInfo,
     ArraySpec,
     StreamInfo,
-    backend_of,
     parts_dir,
 )
 from emofuse.cache.store import incomplete_message, open_store
@@ -35,7 +35,7 @@ from emofuse.errors import EmofuseError
 MAX_RUNS = 64  # more separate row ranges than this: read the covering span in blocks instead
 
 
-class PartsStore:
+class PartsStore(ArrayStore):
     """Read-only store view over the committed parts of an unfinished cache (commit order)."""
 
     kind = "parts"
@@ -331,8 +331,7 @@ class Cache:
 
     def _mapped(self, name: str, positions: list) -> np.ndarray | None:
         """Zero-copy view (rows, L_sel, ...) or (rows, ...) of a stored array; None = must read."""
-        mapper = getattr(self._store, "mapped", None)  # only the HDF5 store can map
-        whole = mapper(name) if mapper is not None else None
+        whole = self._store.mapped(name)
         if whole is None or positions == [None]:
             return whole
         first, last = positions[0], positions[-1]
@@ -354,8 +353,7 @@ class Cache:
 
     def damage(self) -> list[str]:
         """Structural damage found without reading the data (Zarr: missing chunk files)."""
-        check = getattr(self._store, "missing_chunks", None)
-        return check() if check is not None else []
+        return self._store.missing_chunks()
 
     # --- sizes ----------------------------------------------------------------------------------
     def raw_bytes(self) -> int:

@@ -236,16 +236,6 @@ def _dtype_name(dtype: Any) -> str:
     return np.dtype(dtype).name
 
 
-def backend_of(path: Path) -> str:
-    """``.h5``/``.hdf5`` -> HDF5, ``.zarr`` -> Zarr v3; anything else is a user error."""
-    suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        return "hdf5"
-    if suffix == ".zarr":
-        return "zarr"
-    raise EmofuseError(f"{path}: a cache name must end in .h5 (HDF5) or .zarr (Zarr v3)")
-
-
 def parts_dir(path: Path) -> Path:
     """Where an unfinished store keeps its committed parts."""
     return path.with_name(path.name + ".parts")

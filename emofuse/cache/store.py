@@ -1,28 +1,14 @@
-"""Open a store by name (.h5 -> HDF5, .zarr -> Zarr v3) and tell a cache from anything else."""
+"""Open a store by name (its suffix picks the backend, backends.py) and tell a cache from anything else."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from emofuse.cache.schema import FORMAT, FORMAT_VERSION, backend_of, parts_dir
+from emofuse.cache.backends import BACKENDS, ArrayStore, backend_for
+from emofuse.cache.schema import FORMAT, FORMAT_VERSION, parts_dir
 from emofuse.errors import EmofuseError
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-Store = Any  # HDF5Store | ZarrStore | reader.PartsStore: read/read_into/shape/read_meta/close
-
-
-def make_store(kind: str, path: Path, mode: str) -> Store:
-    """Import a backend only when used (zarr alone takes ~1 s to import)."""
-    if kind == "hdf5":
-        from emofuse.cache.hdf5 import HDF5Store
-
-        return HDF5Store(path, mode)
-    from emofuse.cache.zarr import ZarrStore
-
-    return ZarrStore(path, mode)
 
 
 def incomplete_message(path: Path, done: int | None = None) -> str:
@@ -49,9 +35,9 @@ def enclosing_cache(
     """The cache that ``path`` would be written inside, or None.
 
     ``caches``: caches the command reads (``path`` must not be one of them, their ``.parts`` or
-    anything in either). Beyond those, any folder above ``path`` that is a Zarr cache (a
-    ``.zarr`` folder with ``zarr.json``) or an interrupted extraction's parts (a ``.parts``
-    folder with ``manifest.json``): writing there would add files to another cache.
+    anything in either). Beyond those, any folder above ``path`` that is a cache stored as a
+    folder (e.g. a ``.zarr`` folder with ``zarr.json``) or an interrupted extraction's parts (a
+    ``.parts`` folder with ``manifest.json``): writing there would add files to another cache.
     """
     target = Path(path).resolve()
     for cache in caches:
@@ -59,8 +45,10 @@ def enclosing_cache(
         for inside in (cache.resolve(), parts_dir(cache).resolve()):
             if target == inside or target.is_relative_to(inside):
                 return cache
+    folders = [b for b in BACKENDS.values() if b.folder]
     for folder in target.parents:
-        if folder.suffix.lower() == ".zarr" and (folder / "zarr.json").is_file():
+        suffix = folder.suffix.lower()
+        if any(suffix in b.suffixes and b.is_store(folder) for b in folders):
             return folder
         if folder.name.endswith(".parts") and (folder / "manifest.json").is_file():
             return folder
@@ -80,25 +68,19 @@ def check_outside_caches(
         raise EmofuseError(f"{option} {out} is inside the cache {cache}; give {instead} outside it")
 
 
-def open_store(path: Path) -> tuple[Store, dict]:
+def open_store(path: Path) -> tuple[ArrayStore, dict]:
     """Open an existing store read-only and return it with its metadata.
 
     Raises EmofuseError for anything that is not an emofuse cache or is newer than this code.
     """
     path = Path(path)
-    kind = backend_of(path)
+    backend = backend_for(path)
     if not path.exists():  # interrupted, or never there: not "not an emofuse cache"
         raise missing_cache_error(path, None)
     not_cache = f"{path} is not an emofuse cache (no emofuse metadata); check the path"
-    if kind == "hdf5":
-        if not path.is_file():
-            raise EmofuseError(not_cache)
-        with open(path, "rb") as fh:
-            if fh.read(8) != HDF5_SIGNATURE:
-                raise EmofuseError(not_cache)
-    elif not (path / "zarr.json").is_file():
+    if not backend.is_store(path):
         raise EmofuseError(not_cache)
-    store = make_store(kind, path, "r")
+    store = backend.open(path, "r")
     try:
         meta = store.read_meta()
     except (OSError, ValueError, KeyError) as err:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from emofuse.cache.backends import BACKENDS
 from emofuse.cache.reader import Cache
+
+
+def backend_label(kind: str) -> str:
+    return "parts (unfinished)" if kind == "parts" else BACKENDS[kind].label
 
 
 def summarize(cache: Cache) -> dict[str, Any]:
@@ -28,9 +33,7 @@ def summarize(cache: Cache) -> dict[str, Any]:
     damaged = cache.damage()
     return {
         "path": str(cache.path),
-        "backend": {"hdf5": "HDF5", "zarr": "Zarr v3", "parts": "parts (unfinished)"}[
-            cache._store.kind
-        ],
+        "backend": backend_label(cache._store.kind),
         "complete": cache.complete and not damaged,
         "damaged": damaged,
         "format_version": cache.format_version,

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emofuse.cache.backends import ArrayStore
 from emofuse.cache.plan import little_endian, read_block_rows, stored_name
 from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json
-from emofuse.cache.store import Store, open_store
+from emofuse.cache.store import open_store
 from emofuse.errors import EmofuseError
 from emofuse.progress import progress_bar
 
@@ -73,7 +74,7 @@ def _crc_scan(blocks, offsets: np.ndarray, crc: np.ndarray) -> None:
                 break
 
 
-def verify_store(store: Store, meta: dict, progress: bool = False) -> VerifyResult:
+def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> VerifyResult:
     digest = hashlib.sha256(DIGEST_MAGIC)
     digest.update(content_header(meta))
     problems: list[str] = []

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from emofuse import __version__, faults
+from emofuse.cache.backends import backend_of, make_store
 from emofuse.cache.parts import (
     MANIFEST,
     commit_part,
@@ -43,14 +44,13 @@ from emofuse.cache.schema import (
     FORMAT_VERSION,
     RAGGED,
     StreamSpec,
-    backend_of,
     canonical_json,
     fingerprint_of,
     jsonable,
     normalise_specs,
     parts_dir,
 )
-from emofuse.cache.store import make_store, open_store
+from emofuse.cache.store import open_store
 from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason
 from emofuse.progress import progress_bar

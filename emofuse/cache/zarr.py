@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from emofuse.cache.backends import ArrayStore
 from emofuse.errors import EmofuseError
 
 
@@ -32,8 +33,8 @@ def _missing_chunks(name: str, array: Any) -> str | None:
     return f"array {name} lacks {missing} of its {array.nchunks} chunk file(s) (deleted or lost)"
 
 
-class ZarrStore:
-    """The minimal array-store interface the writer, reader and verifier share."""
+class ZarrStore(ArrayStore):
+    """Zarr v3 through zarr-python (see ``ArrayStore`` for the interface)."""
 
     kind = "zarr"
 

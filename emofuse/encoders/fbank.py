@@ -61,6 +61,3 @@ class FbankEncoder:
             )  # (T, n_mels)
             out.append(feats[:, None, :].contiguous())  # (T, 1, n_mels)
         return out
-
-    def describe(self) -> dict:
-        return {"model": self.model_id, "revision": self.revision, "frame_rate": self.frame_rate}

@@ -132,9 +132,6 @@ class SpeakerEncoder:
             return torch.zeros(0, getattr(self, "dim", 0))
         return self._forward(arrays)
 
-    def describe(self) -> dict:
-        return {"model": self.model_id, "revision": self.revision, "dim": self.dim}
-
 
 def load_speaker_encoder(
     name_or_path: str | Path = DEFAULT_SPEAKER_MODEL,

@@ -118,15 +118,6 @@ class TextEncoder:
         states = torch.stack(out.hidden_states, dim=2).to("cpu", torch.float32)  # (B, N, L, D)
         return [states[i, :n].clone() for i, n in enumerate(lengths)]
 
-    def describe(self) -> dict:
-        return {
-            "model": self.model_id,
-            "revision": self.revision,
-            "num_layers": self.num_layers,
-            "dim": self.dim,
-            "max_tokens": self.max_tokens,
-        }
-
 
 def load_text_encoder(
     name_or_path: str | Path,

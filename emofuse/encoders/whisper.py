@@ -164,16 +164,10 @@ class WhisperSpeechEncoder(SpeechEncoder):
         # one window (every clip under 30 s): its view as is, no copy
         return [parts[0] if len(parts) == 1 else torch.cat(parts, dim=0) for parts in per_utt]
 
-    def forward_mels(self, mels: list[np.ndarray]) -> list[torch.Tensor]:
-        """Encode log-mel windows (each (n_mels, M), M even, M ≤ 3000) → (M/2, num_layers, D) each.
-
-        Hidden states follow Hugging Face's: the embedding output, each layer's output, and the last
-        one after the final layer norm.
-        """
-        return self._forward_padded(self._pad_mels(mels), [m.shape[1] for m in mels])
-
     def _forward_padded(self, padded: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
-        """``forward_mels`` on mels already zero-padded into one (B, n_mels, M) tensor."""
+        """Encode log-mel windows zero-padded into one (B, n_mels, M) tensor (each window's M even,
+        ≤ 3000) → (M_i/2, num_layers, D) each: the embedding output, each layer's output, and the
+        last one after the final layer norm, as Hugging Face's hidden states are."""
         enc = self.encoder
         frames = [n // self.mel_per_frame for n in lengths]
         longest = max(lengths)

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from emofuse import __version__, faults
 from emofuse.audio import SAMPLE_RATE, AudioProblem, audio_sha1, duration_of, load_audio
 from emofuse.corpus import Utterance
+from emofuse.encoders.common import auto_dtype
 from emofuse.encoders.common import plan_batches as bucket
 from emofuse.errors import EmofuseError
 from emofuse.locks import output_lock
@@ -62,7 +63,7 @@ class ExtractConfig:
     text_norm: str = "default"  # the reader's normalisation mode (recorded in the fingerprint)
     fbank: bool = False
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float32 | float16 | bfloat16
+    dtype: str = "auto"  # auto (common.auto_dtype) | float32 | float16 | bfloat16
     batch_seconds: float = 120.0  # padded audio seconds per speech-model batch
     flush_seconds: float = 10.0  # commit finished work at least this often (what a kill can lose)
     limit: int | None = None
@@ -170,7 +171,7 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        return auto_dtype(device)
     if dtype not in DTYPES:
         raise EmofuseError(f"--dtype {dtype!r}: choose auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]

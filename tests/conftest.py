@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# `--dtype auto` picks bf16 on CPUs with AMX / AVX-512 BF16: the suite computes in fp32 on every
+# machine (tests/extract/test_extract_cli.py forces each branch where it tests the choice)
+os.environ.setdefault("EMOFUSE_CPU_BF16", "0")
 
 
 @pytest.fixture

@@ -68,7 +68,8 @@ def _granularity(ctx, param, value: str) -> tuple[str, ...]:
     type=click.Choice(["auto", *DTYPES]),
     default="auto",
     show_default=True,
-    help="compute dtype (auto: float16 on CUDA, float32 on CPU); the cache stores float16",
+    help="compute dtype (auto: float16 on CUDA; bfloat16 on a CPU with AMX or AVX-512 BF16, "
+    "float32 on other CPUs); the cache stores float16",
 )
 @click.option("--batch-seconds", type=click.FloatRange(min=1.0), default=120.0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N utterances only")

@@ -49,6 +49,42 @@ def as_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         raise EmofuseError(f"unknown dtype '{dtype}': use one of fp32, fp16, bf16") from None
 
 
+# "1"/"0" overrides the CPU's bf16 detection (tests cover both branches; a user may force either)
+BF16_ENV = "EMOFUSE_CPU_BF16"
+# CPU flags (Linux /proc/cpuinfo names) of native bf16 matrix/dot-product units: Intel AMX tiles
+# and AVX-512 BF16 (vdpbf16ps: twice fp32's multiply-adds per cycle). Without them torch emulates
+# bf16 matmuls through fp32, slower than fp32 itself.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    forced = os.environ.get(BF16_ENV)
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise EmofuseError(f"{BF16_ENV}={forced!r}: set it to 1 or 0, or unset it")
+        return forced == "1"
+    return bool(cpu_flags() & set(BF16_FLAGS))
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """``--dtype auto``: float16 on CUDA; bfloat16 on a CPU with native bf16 units, else float32."""
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
 def is_local(name_or_path: str | os.PathLike) -> bool:
     """A name is a local folder if it exists, or if it is spelled like a path (so a typo in a
     folder name gives 'folder not found' instead of a confusing hub lookup)."""

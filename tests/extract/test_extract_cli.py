@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from emofuse import faults
 from emofuse.cache import open_cache
 from emofuse.cli import cli
-from emofuse.encoders import load_speech_encoder
+from emofuse.encoders import common, load_speech_encoder
 from emofuse.encoders.fbank import FbankEncoder
 from emofuse.extract import plan_batches, shard_batches
 from emofuse.segments import tier_to_spans
@@ -167,6 +167,38 @@ def test_resume_with_other_settings_is_refused_without_writing(tmp_path, corpus_
     assert "different settings" in again.output and "Traceback" not in again.output
     assert hashlib.sha256(out.read_bytes()).hexdigest() == before
     assert not Path(str(out) + ".parts").exists()
+
+
+def test_dtype_auto_computes_in_bf16_only_where_the_cpu_has_native_bf16(
+    tmp_path, corpus_root, tiny, monkeypatch
+):
+    caches = {}
+    for native in ("1", "0"):  # forced detection: an AMX / AVX-512 BF16 CPU, then any other
+        monkeypatch.setenv(common.BF16_ENV, native)
+        out = tmp_path / f"auto-{native}.h5"
+        args = extract_args(corpus_root, tiny, out, *LIGHT, "--limit", "6", "--dtype", "auto")
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        caches[native] = open_cache(out)
+    bf16, fp32 = caches["1"], caches["0"]
+    assert bf16.settings["fingerprint"]["dtype"] == "bfloat16"
+    assert fp32.settings["fingerprint"]["dtype"] == "float32"
+    assert bf16.fingerprint != fp32.fingerprint  # the compute dtype is part of what was stored
+    for stream in ("speech", "fbank"):
+        a = bf16.load(stream)[0].astype(np.float32)
+        b = fp32.load(stream)[0].astype(np.float32)
+        assert a.shape == b.shape
+        # stated tolerance: bf16 keeps 8 mantissa bits (relative rounding 2**-9 per op); per
+        # layer the error's RMS stays under 3 % of the fp32 features' RMS (fbank runs in fp32)
+        for layer in range(b.shape[1]):
+            err = float(np.sqrt(np.mean((a[:, layer] - b[:, layer]) ** 2)))
+            assert err <= 0.03 * float(np.sqrt(np.mean(b[:, layer] ** 2))) + 1e-6
+    monkeypatch.setenv(common.BF16_ENV, "yes")
+    bad = CliRunner().invoke(cli, extract_args(corpus_root, tiny, tmp_path / "x.h5", *LIGHT))
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert [x for x in bad.output.splitlines() if x.startswith("error:")] == [
+        f"error: {common.BF16_ENV}='yes': set it to 1 or 0, or unset it"
+    ]
 
 
 def test_batches_are_length_bucketed_and_shards_balanced() -> None:

@@ -9,13 +9,13 @@ not be one transformers knows.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from emofuse.encoders import wav2vec2, whisper
 from emofuse.encoders.common import as_device, as_dtype, check_folder, load_error
 from emofuse.encoders.speech import OPTION, SpeechEncoder
 from emofuse.errors import EmofuseError
@@ -23,15 +23,28 @@ from emofuse.errors import EmofuseError
 # (name or path, device, dtype, padded seconds per forward pass) -> encoder; raises EmofuseError
 SpeechLoader = Callable[[str, torch.device, torch.dtype, float], SpeechEncoder]
 
-SPEECH_FAMILIES: dict[str, SpeechLoader] = {
-    **dict.fromkeys(wav2vec2.MODEL_TYPES, wav2vec2.load_wav2vec2_family),
-    "whisper": whisper.load_whisper_encoder,
+_WAV2VEC2 = "emofuse.encoders.wav2vec2:load_wav2vec2_family"
+# model_type -> loader, or "module:function" imported on first use (each family's transformers
+# model classes take seconds to import on a busy machine: only the family asked for pays)
+SPEECH_FAMILIES: dict[str, str | SpeechLoader] = {
+    "wav2vec2": _WAV2VEC2,
+    "hubert": _WAV2VEC2,
+    "wavlm": _WAV2VEC2,
+    "data2vec-audio": _WAV2VEC2,
+    "whisper": "emofuse.encoders.whisper:load_whisper_encoder",
 }
 
 
-def register_speech_family(model_type: str, loader: SpeechLoader) -> None:
+def register_speech_family(model_type: str, loader: str | SpeechLoader) -> None:
     """Make ``load_speech_encoder`` load checkpoints whose config says ``model_type`` with ``loader``."""
     SPEECH_FAMILIES[model_type] = loader
+
+
+def _loader(entry: str | SpeechLoader) -> SpeechLoader:
+    if isinstance(entry, str):
+        module, _, name = entry.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return entry
 
 
 def default_batch_seconds(device: torch.device) -> float:
@@ -66,10 +79,10 @@ def load_speech_encoder(
     device, dtype = as_device(device), as_dtype(dtype)
     batch_seconds = max_batch_seconds or default_batch_seconds(device)
     model_type = model_type_of(name)
-    loader = SPEECH_FAMILIES.get(model_type or "")
-    if loader is None:
+    entry = SPEECH_FAMILIES.get(model_type or "")
+    if entry is None:
         raise EmofuseError(
             f"{OPTION} {name}: model type '{model_type}' is not a supported speech encoder "
             f"({', '.join(SPEECH_FAMILIES)})"
         )
-    return loader(name, device, dtype, batch_seconds)
+    return _loader(entry)(name, device, dtype, batch_seconds)

@@ -16,7 +16,7 @@ with. Hugging Face's models get close but not all the way:
   lies inside the real samples), WavLM's relative position bias depends only on offsets, and
   attention masks handle the rest.
 
-Registered in families.py for the model types in ``MODEL_TYPES``.
+Registered in families.py for the model types wav2vec2, hubert, wavlm and data2vec-audio.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ from emofuse.encoders.common import (
     to_device,
 )
 from emofuse.encoders.speech import OPTION, SpeechEncoder
-
-MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
 
 class _Precomputed(nn.Module):

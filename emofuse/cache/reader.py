@@ -18,8 +18,14 @@ from typing import Any
 import numpy as np
 
 from emofuse.cache.backends import ArrayStore, backend_of
+from emofuse.cache.layout import (
+    StoreLayout,
+    little_endian,
+    read_block_rows,
+    stored_name,
+    stored_shape,
+)
 from emofuse.cache.parts import MANIFEST
-from emofuse.cache.plan import Plan, little_endian, read_block_rows, stored_name, stored_shape
 from emofuse.cache.schema import (
     FIXED,
     TABLE_COLUMNS,
@@ -42,7 +48,7 @@ class PartsStore(ArrayStore):
 
     def __init__(self, folder: Path) -> None:
         self.path = folder
-        self.plan = Plan(folder, None, sort_ids=False)
+        self.plan = StoreLayout(folder, None, sort_ids=False)
         self._meta = self.plan.meta(complete=False, compression=None)
         self._arrays: dict[str, np.ndarray] = {}
 

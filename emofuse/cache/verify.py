@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from emofuse.cache.backends import ArrayStore
-from emofuse.cache.plan import little_endian, read_block_rows, stored_name
+from emofuse.cache.layout import little_endian, read_block_rows, stored_name
 from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json
 from emofuse.cache.store import open_store
 from emofuse.errors import EmofuseError

@@ -29,6 +29,7 @@ import numpy as np
 
 from emofuse import __version__, faults
 from emofuse.cache.backends import backend_of, make_store
+from emofuse.cache.layout import StoreLayout, chunk_shape, little_endian, stored_name, stored_shape
 from emofuse.cache.parts import (
     MANIFEST,
     commit_part,
@@ -39,7 +40,6 @@ from emofuse.cache.parts import (
     remove_stale_temps,
     write_json_atomically,
 )
-from emofuse.cache.plan import Plan, chunk_shape, little_endian, stored_name, stored_shape
 from emofuse.cache.schema import (
     FORMAT_VERSION,
     RAGGED,
@@ -419,7 +419,7 @@ def consolidate(
         raise EmofuseError(f"{path} already exists; remove it or choose another output name")
     if not (folder / MANIFEST).is_file():
         raise EmofuseError(f"{folder}: no parts to consolidate; run the extraction first")
-    plan = Plan(folder, order)
+    plan = StoreLayout(folder, order)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a consolidation killed midway
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -440,7 +440,7 @@ def consolidate(
 
 
 def _write_store(
-    plan: Plan, kind: str, path: Path, tmp: Path, compression: str | None, progress: bool
+    plan: StoreLayout, kind: str, path: Path, tmp: Path, compression: str | None, progress: bool
 ) -> str:
     """Write, verify and fsync the consolidated store under its temporary name; its digest."""
     faults.reach("consolidate-open", tmp)
@@ -453,7 +453,9 @@ def _write_store(
         raise
 
 
-def _fill_store(store, plan: Plan, path: Path, tmp: Path, compression, progress: bool) -> str:
+def _fill_store(
+    store, plan: StoreLayout, path: Path, tmp: Path, compression, progress: bool
+) -> str:
     folder = parts_dir(path)
     meta = plan.meta(complete=False, compression=compression)
     n = len(plan.ids)
@@ -552,7 +554,7 @@ def _read_json(path: Path, fix: str) -> dict:
     return value
 
 
-def _megabytes(plan: Plan) -> int:
+def _megabytes(plan: StoreLayout) -> int:
     meta = plan.meta(complete=False, compression=None)
     total = sum(m["nbytes"] for st in meta["streams"].values() for m in st["arrays"].values())
     return max(1, round(total / 1e6))

@@ -68,7 +68,7 @@ def little_endian(block: np.ndarray) -> np.ndarray:
     return block
 
 
-def read_manifest(folder: Path) -> dict:
+def read_parts_manifest(folder: Path) -> dict:
     file = folder / MANIFEST
     try:
         return json.loads(file.read_text(encoding="utf-8"))
@@ -78,12 +78,12 @@ def read_manifest(folder: Path) -> dict:
         ) from err
 
 
-class Plan:
+class StoreLayout:
     """Where every utterance's rows come from (part, position) and where they go (offsets)."""
 
     def __init__(self, folder: Path, order: list[str] | None = None, sort_ids: bool = True) -> None:
         self.folder = folder
-        self.manifest = read_manifest(folder)
+        self.manifest = read_parts_manifest(folder)
         self.specs: dict[str, StreamSpec] = normalise_specs(self.manifest["streams"])
         self.parts = [Part(p) for p in list_parts(folder)]
         self.loc: dict[str, tuple[int, int]] = {}

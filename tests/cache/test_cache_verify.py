@@ -12,7 +12,7 @@ import pytest
 from cache_synth import write_cache
 from click.testing import CliRunner
 
-from emofuse.cache import open_cache, plan, verify_cache
+from emofuse.cache import layout, open_cache, verify_cache
 from emofuse.cli import cli
 from emofuse.errors import EmofuseError
 
@@ -62,8 +62,8 @@ def test_digest_same_across_backends_chunking_and_compression(tmp_path, monkeypa
         "h5-gzip": write_cache(tmp_path / "b.h5", compression="gzip"),
         "zarr-zstd": write_cache(tmp_path / "b.zarr", compression="zstd"),
     }
-    monkeypatch.setattr(plan, "CHUNK_BYTES", 64)  # many tiny chunks and read blocks
-    monkeypatch.setattr(plan, "BLOCK_BYTES", 128)
+    monkeypatch.setattr(layout, "CHUNK_BYTES", 64)  # many tiny chunks and read blocks
+    monkeypatch.setattr(layout, "BLOCK_BYTES", 128)
     digests["zarr-tiny-chunks"] = write_cache(tmp_path / "c.zarr", compression="gzip")
     digests["h5-tiny-chunks"] = write_cache(tmp_path / "c.h5", compression="gzip")
     assert len(set(digests.values())) == 1, digests

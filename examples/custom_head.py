@@ -5,9 +5,10 @@ a config dataclass (fields settable with ``--set key=value``), presets, the cach
 a constructor that sizes its layers from ``InputDims``, and ``embed`` (the pre-classifier vector);
 ``forward`` comes from the base class (``classifier(embed(batch))``).
 
-The model: speech frames and text tokens are each reduced over their cached layers (``LayerMix``
-honours the ``layer_mix`` option), projected, mean-pooled over real rows only (so padding never
-matters), and mixed by a learned per-feature gate between the two modalities.
+The model: speech frames and text tokens are each reduced over their cached layers
+(``LayerMix.from_config`` honours the ``layer_mix``, ``mix_index`` and ``layer_norm`` options),
+projected, mean-pooled over real rows only (so padding never matters), and mixed by a learned
+per-feature gate between the two modalities.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ class GatedMeanHead(Head):
     def __init__(self, cfg: GatedMeanConfig, dims: InputDims, n_classes: int) -> None:
         super().__init__(cfg, dims, n_classes)
         (s_layers, s_dim), (t_layers, t_dim) = dims.get("speech"), dims.get("text")
-        self.speech_mix = LayerMix(s_layers, cfg.layer_mix, cfg.mix_index)
-        self.text_mix = LayerMix(t_layers, cfg.layer_mix, cfg.mix_index)
-        self.speech_proj = nn.Linear(s_dim, cfg.hidden)
-        self.text_proj = nn.Linear(t_dim, cfg.hidden)
+        self.speech_mix = LayerMix.from_config(s_layers, cfg)  # layer_mix, mix_index, layer_norm
+        self.text_mix = LayerMix.from_config(t_layers, cfg)
+        self.speech_proj = nn.Linear(self.speech_mix.out_dim(s_dim), cfg.hidden)  # concat: L*D
+        self.text_proj = nn.Linear(self.text_mix.out_dim(t_dim), cfg.hidden)
         self.gate = nn.Linear(2 * cfg.hidden, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.hidden, n_classes)

@@ -320,6 +320,11 @@ class LayerMix(nn.Module):
         if mode == "weighted":
             self.weights = nn.Parameter(torch.zeros(n_layers))
 
+    @classmethod
+    def from_config(cls, n_layers: int, cfg: HeadConfig) -> LayerMix:
+        """The mix a head's config asks for (``layer_mix``, ``mix_index``, ``layer_norm``)."""
+        return cls(n_layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
+
     def out_dim(self, width: int) -> int:
         """The width of the mix's output for layers of ``width``."""
         return width * self.n_layers if self.mode == "concat" else width

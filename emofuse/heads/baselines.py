@@ -49,7 +49,7 @@ class SequenceProbe(nn.Module):
 
     def __init__(self, layers: int, width: int, cfg: ProbeConfig) -> None:
         super().__init__()
-        self.mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
+        self.mix = LayerMix.from_config(layers, cfg)
         self.proj = nn.Sequential(
             nn.Linear(self.mix.out_dim(width), cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)
         )

@@ -151,8 +151,8 @@ class CoAttention(Head):
                     f"{speech_dims}: load both with the same speech_layers"
                 )
         t_layers, t_width = dims.get("text")
-        self.speech_mix = LayerMix(speech_dims[0], cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
-        self.text_mix = LayerMix(t_layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
+        self.speech_mix = LayerMix.from_config(speech_dims[0], cfg)
+        self.text_mix = LayerMix.from_config(t_layers, cfg)
         self.speech_proj = nn.Linear(self.speech_mix.out_dim(speech_dims[1]), cfg.d_model)
         self.text_proj = nn.Linear(self.text_mix.out_dim(t_width), cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)

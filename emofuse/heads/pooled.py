@@ -133,7 +133,7 @@ class PooledProbe(Head):
             nn.init.uniform_(self.member_weight, -bound, bound)
             nn.init.uniform_(self.member_bias, -bound, bound)
             return
-        self.mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
+        self.mix = LayerMix.from_config(layers, cfg)
         mixed = self.mix.out_dim(feat)
         if cfg.hidden:
             self.body: nn.Module = nn.Sequential(

@@ -304,11 +304,11 @@ class TDFNet(Head):
         o_dim = 0
         if cfg.speech_on:
             layers, width = dims.get(cfg.speech_stream)
-            self.speech_mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
+            self.speech_mix = LayerMix.from_config(layers, cfg)
             self.speech_proj = nn.Linear(self.speech_mix.out_dim(width), d)  # ME
         if cfg.text_on:
             layers, width = dims.get("text")
-            self.text_mix = LayerMix(layers, cfg.layer_mix, cfg.mix_index, cfg.layer_norm)
+            self.text_mix = LayerMix.from_config(layers, cfg)
             self.text_proj = nn.Linear(self.text_mix.out_dim(width), d)  # ME
         o_dim += 2 * d * len(modalities)  # Pool(A), Pool(T)
         if cfg.use_dst:

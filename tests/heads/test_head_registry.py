@@ -37,6 +37,19 @@ def test_custom_head_example_loads_and_trains(batch16) -> None:
     assert max_padding_diff(head, batch) <= 1e-5
 
 
+def test_custom_head_example_honours_every_layer_mix_option(batch16) -> None:
+    spec = f"{EXAMPLE}:GatedMeanHead"
+    batch, _ = batch16
+    plain = build_head(spec, DIMS, 4, preset="small")
+    normed = build_head(spec, DIMS, 4, preset="small", overrides={"layer_norm": "true"})
+    assert not plain.speech_mix.normalize and normed.speech_mix.normalize
+    assert normed.text_mix.normalize
+    concat = build_head(spec, DIMS, 4, preset="small", overrides={"layer_mix": "concat"})
+    s_layers, s_dim = DIMS.get("speech")
+    assert concat.speech_proj.in_features == s_layers * s_dim  # every layer side by side
+    assert concat(batch).shape == (16, 4)
+
+
 def test_registry_errors_name_the_problem(tmp_path) -> None:
     with pytest.raises(EmofuseError, match="unknown head"):
         get_head("tdfnet2")

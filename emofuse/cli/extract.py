@@ -12,11 +12,11 @@ from emofuse.extract import (
     DEFAULT_SPEECH,
     DEFAULT_TEXT,
     DTYPES,
-    GRANULARITIES,
     ExtractConfig,
     ExtractSummary,
     run_extract,
 )
+from emofuse.streams import GRANULARITIES
 
 
 def _model(value: str) -> str | None:

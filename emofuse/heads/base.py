@@ -55,10 +55,8 @@ from torch import Tensor, nn
 
 from emofuse.errors import EmofuseError
 from emofuse.heads.inputs import InputPipeline
+from emofuse.streams import NAMES as STREAMS
 
-STREAMS = (
-    "speech", "text", "speaker", "phone", "syllable", "word", "fbank", "speech_mean", "speech_std"
-)  # fmt: skip
 LAYER_MIXES = ("weighted", "mean", "single", "concat")
 INPUT_NORMS = ("standard", "none")
 # what a run saved before these fields existed did: raw inputs, no pooling, no masking
@@ -270,9 +268,12 @@ class Head(nn.Module):
         """The config of a saved run (config.json / checkpoint), fields it predates filled in."""
         return cls.make_config(None, {**BASE_SAVED_DEFAULTS, **cls.saved_defaults, **saved})
 
-    def max_lengths(self) -> dict[str, int]:
-        """Rows kept per utterance of each truncated stream, so callers can report how many
-        utterances get cut (the paper's 512 frames drop the end of 6.2 % of IEMOCAP's 4-class set)."""
+    @classmethod
+    def max_lengths(cls, cfg: HeadConfig) -> dict[str, int]:
+        """Rows kept per utterance of each truncated stream (the first ones): the data layer cuts
+        them when it loads (so batches, standardisation and the head see the same rows), and
+        callers report how many utterances get cut (the paper's 512 frames drop the end of 6.2 %
+        of IEMOCAP's 4-class set)."""
         return {}
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:

@@ -42,8 +42,7 @@ from emofuse.heads.base import (
     truncate,
 )
 from emofuse.heads.recipes import SMALL_RECIPE, SMALL_REGULARISATION
-
-GRANULARITIES = ("frame", "phone", "syllable", "word")
+from emofuse.streams import GRANULARITIES
 
 
 @dataclass
@@ -164,8 +163,9 @@ class CoAttention(Head):
         )
         self.classifier = nn.Linear(cfg.hidden, n_classes)
 
-    def max_lengths(self) -> dict[str, int]:
-        limits = {"speech": self.cfg.max_speech_len, "text": self.cfg.max_text_len}
+    @classmethod
+    def max_lengths(cls, cfg: CoAttentionConfig) -> dict[str, int]:
+        limits = {"speech": cfg.max_speech_len, "text": cfg.max_text_len}
         return {k: v for k, v in limits.items() if v is not None}
 
     def _speech(self, x: Tensor) -> Tensor:

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-ACOUSTIC = ("speech", "fbank", "phone", "syllable", "word", "speech_mean", "speech_std")
+from emofuse.streams import ACOUSTIC_STREAMS
+
 N_MASKS = 2  # masks of each kind per utterance (SpecAugment's LibriSpeech policy uses 2)
 
 
@@ -86,7 +87,7 @@ class InputPipeline(nn.Module):
             if s not in batch:
                 continue
             x = batch[s]
-            keep = self._keep(x, batch.get(f"{s}_mask"), self.training and s in ACOUSTIC)
+            keep = self._keep(x, batch.get(f"{s}_mask"), self.training and s in ACOUSTIC_STREAMS)
             if self.standardise:
                 scale, shift = self._affine(s, x)
                 x = torch.addcmul(shift, x, scale)  # (x - mean) / std in fp32, a new tensor
@@ -119,7 +120,7 @@ class InputPipeline(nn.Module):
     def _drop_modality(self, out: dict[str, Tensor]) -> None:
         """Per utterance, with probability p/2 its text and with p/2 its acoustic streams become 0
         (the training mean; masks kept), so a fusion head cannot lean on one modality alone."""
-        acoustic = [s for s in self.streams if s in ACOUSTIC and s in out]
+        acoustic = [s for s in self.streams if s in ACOUSTIC_STREAMS and s in out]
         if "text" not in out or not acoustic:
             return
         n = out["text"].shape[0]

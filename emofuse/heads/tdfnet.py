@@ -324,12 +324,13 @@ class TDFNet(Head):
         self.mfc = FusionGate(o_dim, cfg.fusion_dim, cfg.dropout)
         self.classifier = nn.Linear(cfg.fusion_dim, n_classes)
 
-    def max_lengths(self) -> dict[str, int]:
+    @classmethod
+    def max_lengths(cls, cfg: TDFNetConfig) -> dict[str, int]:
         limits = {}
-        if self.cfg.speech_on and self.cfg.max_speech_len is not None:
-            limits[self.cfg.speech_stream] = self.cfg.max_speech_len
-        if self.cfg.text_on and self.cfg.max_text_len is not None:
-            limits["text"] = self.cfg.max_text_len
+        if cfg.speech_on and cfg.max_speech_len is not None:
+            limits[cfg.speech_stream] = cfg.max_speech_len
+        if cfg.text_on and cfg.max_text_len is not None:
+            limits["text"] = cfg.max_text_len
         return limits
 
     def inputs(self, batch: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:

@@ -19,7 +19,7 @@ Other stores are read into memory with a few large reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,28 +28,18 @@ import torch
 from torch import Tensor
 
 from emofuse.errors import EmofuseError
+from emofuse.streams import (
+    ACOUSTIC_STREAMS,
+    FRAME_STREAMS,
+    RAGGED_STREAMS,
+    SEGMENT_TIERS,
+    SPEECH_LAYER_STREAMS,
+    STREAMS,
+    advice,
+)
 
-RAGGED_STREAMS = ("speech", "text", "phone", "syllable", "word", "fbank")
-SEGMENT_STREAMS = ("phone", "syllable", "word")
-# streams at the encoder's frame rate: what a head's ``frame_pool`` averages over windows
-FRAME_STREAMS = ("speech", "fbank")
-# streams that carry the speech encoder's layers (selected by a head's ``speech_layers``)
-SPEECH_LAYER_STREAMS = ("speech", "speech_mean", "speech_std", *SEGMENT_STREAMS)
-# streams computed from the audio: what per-speaker normalisation standardises (not text, and not
-# the speaker vector, which is nearly constant within a speaker by design)
-ACOUSTIC_STREAMS = (*SPEECH_LAYER_STREAMS, "fbank")
-# how each stream is produced, for the "cache lacks a stream" message
-STREAM_SOURCE = {
-    "speech": "re-extract with a --speech-model and 'frame' in --granularity",
-    "text": "re-extract with a --text-model (not none)",
-    "speaker": "re-extract with a --speaker-model (not none)",
-    "phone": "re-extract with 'phone' in --granularity (needs alignments)",
-    "syllable": "re-extract with 'syllable' in --granularity (needs alignments)",
-    "word": "re-extract with 'word' in --granularity (needs alignments)",
-    "fbank": "re-extract with --fbank",
-    "speech_mean": "re-extract with a --speech-model (the pooled statistics come with the frames)",
-    "speech_std": "re-extract with a --speech-model (the pooled statistics come with the frames)",
-}
+# per-speaker normalisation standardises the ACOUSTIC_STREAMS: not text, and not the speaker
+# vector, which is nearly constant within a speaker by design
 
 
 @dataclass
@@ -82,18 +72,6 @@ def layers_for(stream: str, cfg: Any) -> list[int] | None:
     if stream in SPEECH_LAYER_STREAMS:
         return getattr(cfg, "speech_layers", None)
     return None
-
-
-def max_len_for(stream: str, cfg: Any) -> int | None:
-    """The head config's max length for ``stream`` (None = no truncation).
-
-    Heads name it ``max_<stream>_len`` (e.g. ``max_speech_len`` 512 and ``max_text_len`` 128 in
-    TDFNet's paper preset); segment streams and fbank follow the same pattern.
-    """
-    value = getattr(cfg, f"max_{stream}_len", None)
-    if value is None and stream == "fbank":
-        value = getattr(cfg, "max_speech_len", None)
-    return int(value) if value else None
 
 
 def pool_frames(
@@ -195,6 +173,7 @@ class TrainData:
         device: torch.device | str = "cpu",
         mmap: bool = True,
         checksums: bool = True,
+        max_lengths: Mapping[str, int] | None = None,
     ) -> TrainData:
         """Load ``streams`` from an open cache (``emofuse.cache.open_cache``) once.
 
@@ -202,13 +181,15 @@ class TrainData:
         read either way). Arrays go to ``device`` when it is a GPU with room for them (with
         headroom for the model), otherwise they stay in host memory and each batch is moved.
         ``checksums``: compare what is loaded with the cache's stored checksums (``Cache.check_loaded``).
+        ``max_lengths``: rows kept per utterance of a ragged stream (the head's ``max_lengths``).
         """
+        max_lengths = max_lengths or {}
         missing = sorted(set(streams) - set(cache.streams))
         if missing:
             s = missing[0]
             raise EmofuseError(
                 f"the head needs stream '{s}' but cache {getattr(cache, 'path', '')} has only "
-                f"{', '.join(sorted(cache.streams))}; {STREAM_SOURCE.get(s, 'extract it')}"
+                f"{', '.join(sorted(cache.streams))}; {advice(s) if s in STREAMS else 'extract it'}"
             )
         loaded: dict[str, StreamData] = {}
         for name in sorted(streams):
@@ -229,7 +210,7 @@ class TrainData:
                 raise EmofuseError(f"cache stream '{name}' should be ragged but has no offsets")
             if o is not None and v.ndim == 2:  # (R, D) → (R, 1, D): one "layer"
                 v = v[:, None, :]
-            max_len = max_len_for(name, cfg) if o is not None else None
+            max_len = max_lengths.get(name) if o is not None else None
             k = int(getattr(cfg, "frame_pool", 1) or 1)
             if k > 1 and name in FRAME_STREAMS:
                 v, o = pool_frames(v, o, k)
@@ -290,7 +271,7 @@ class TrainData:
             if s.ragged:
                 offsets = s.offsets.cpu()
                 lens = self.host_lengths[name][idx]
-                if name in SEGMENT_STREAMS:
+                if name in SEGMENT_TIERS:
                     lens = lens * self.aligned.cpu()[idx]
                 starts = offsets[idx]
                 within = torch.arange(int(lens.sum())) - torch.repeat_interleave(
@@ -392,10 +373,10 @@ class TrainData:
                 x.masked_fill_(~mask.view(len(i), t, *[1] * (x.ndim - 2)), 0)  # padding exactly 0
             out[name] = _as(upload(x, self.device), dtype)  # dtype converted on the device
             out[f"{name}_mask"] = upload(mask, self.device)
-        if any(g in self.streams for g in SEGMENT_STREAMS):
+        if any(g in self.streams for g in SEGMENT_TIERS):
             aligned = self.aligned[upload(idx_host, self.aligned.device)]  # (B,)
             out["aligned"] = upload(aligned, self.device)
-            for g in SEGMENT_STREAMS:  # unaligned rows: all-False segment mask (contract §3)
+            for g in SEGMENT_TIERS:  # unaligned rows: all-False segment mask (contract §3)
                 if g in out:
                     out[f"{g}_mask"] = out[f"{g}_mask"] & out["aligned"][:, None]
         return out

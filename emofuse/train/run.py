@@ -502,7 +502,7 @@ def load_data(
             "no 'speaker' stream; train without it (--set use_speaker=false) or re-extract with "
             "a --speaker-model"
         )
-    data = TrainData.from_cache(cache, needs, cfg, device)
+    data = TrainData.from_cache(cache, needs, cfg, device, max_lengths=head_cls.max_lengths(cfg))
     if loop.speaker_norm:
         speakers = ["" if x is None else str(x) for x in cache.table["speaker"]]
         if "" in speakers:
@@ -810,7 +810,8 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
         )
     head_cls = resolve_head(config["head"])
     cfg = head_cls.config_from_saved(config["head_config"])
-    data = TrainData.from_cache(cache, set(head_cls.required_streams(cfg)), cfg, device)
+    streams = set(head_cls.required_streams(cfg))
+    data = TrainData.from_cache(cache, streams, cfg, device, max_lengths=head_cls.max_lengths(cfg))
     plan = FoldPlan.load(run / "folds.json")
     embs, labels = [], []
     for k in finished_folds(run):

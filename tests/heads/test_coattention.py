@@ -11,7 +11,8 @@ from conftest import DIMS, make_batch, max_padding_diff, overfit, params_without
 
 from emofuse.errors import EmofuseError
 from emofuse.heads.base import InputDims
-from emofuse.heads.coattention import GRANULARITIES, CoAttention
+from emofuse.heads.coattention import CoAttention
+from emofuse.streams import GRANULARITIES
 
 SUBSETS = [
     list(c)

@@ -227,9 +227,12 @@ def test_config_errors_name_the_option() -> None:
 
 
 def test_max_lengths_report_the_truncating_streams() -> None:
-    assert small().max_lengths() == {"speech": 512, "text": 128}
-    assert small(speech_stream="fbank", max_text_len="none").max_lengths() == {"fbank": 512}
-    assert small(paths="text", max_text_len=64).max_lengths() == {"text": 64}
+    def limits(**overrides) -> dict[str, int]:
+        return TDFNet.max_lengths(TDFNet.make_config("small", overrides))
+
+    assert limits() == {"speech": 512, "text": 128}
+    assert limits(speech_stream="fbank", max_text_len="none") == {"fbank": 512}
+    assert limits(paths="text", max_text_len=64) == {"text": 64}
 
 
 def test_joint_gru_call_equals_running_each_path_alone(batch_mixed) -> None:

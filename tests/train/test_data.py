@@ -47,7 +47,7 @@ def test_batch_matches_each_utterance_slice(fake_cache):
 
 def test_layers_and_truncation_follow_the_head_config(fake_cache):
     data = TrainData.from_cache(
-        fake_cache, {"speech", "text"}, cfg(speech_layers=[2], max_speech_len=5), "cpu"
+        fake_cache, {"speech", "text"}, cfg(speech_layers=[2]), "cpu", max_lengths={"speech": 5}
     )
     assert ("speech", [2]) in fake_cache.loads and ("text", None) in fake_cache.loads
     assert data.dims()["speech"] == (1, 8)

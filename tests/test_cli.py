@@ -29,6 +29,7 @@ def test_every_cli_module_command_is_reachable_by_name() -> None:
         assert f"  {name} " in result.output
 
 
+@pytest.mark.subprocess
 def test_a_command_imports_only_its_own_module() -> None:
     import subprocess
     import sys

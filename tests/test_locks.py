@@ -21,6 +21,7 @@ with output_lock(sys.argv[1], "extract"):
 """
 
 
+@pytest.mark.subprocess
 def test_a_live_holder_refuses_a_second_writer_in_one_line(tmp_path):
     out = tmp_path / "cache.h5"
     child = subprocess.Popen(
@@ -40,6 +41,7 @@ def test_a_live_holder_refuses_a_second_writer_in_one_line(tmp_path):
         assert json.loads(lock_path(out).read_text())["command"] == "extract"
 
 
+@pytest.mark.subprocess
 def test_a_stale_lock_is_taken_over_and_a_foreign_hosts_lock_is_not(tmp_path, capsys):
     out = tmp_path / "run"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,

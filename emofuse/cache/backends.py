@@ -2,7 +2,7 @@
 
 A backend is one module with an ``ArrayStore`` subclass, registered here with a ``Backend`` entry
 (``BACKENDS``), or from outside the package with ``register_backend``. The writer, reader and
-verifier only use the interface below; the schema (what arrays a cache holds, docs/cache-format.md)
+verifier only use the interface below; the schema (what arrays a cache holds, docs/architecture.md §2)
 is the same in every backend, so the same content has the same digest in each.
 """
 

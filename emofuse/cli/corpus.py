@@ -140,7 +140,7 @@ def synth(out, profile, seed, utterances_per_speaker, others_per_speaker, durati
     "--split",
     type=click.Choice(["loso", "lopo", "ra", "predefined"]),
     required=True,
-    help="Fold protocol (protocols.md).",
+    help="Fold protocol (docs/architecture.md §6).",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")

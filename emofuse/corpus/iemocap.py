@@ -1,4 +1,4 @@
-"""Reader for IEMOCAP_full_release, quirks included (see docs: iemocap.md).
+"""Reader for IEMOCAP_full_release, quirks included (docs/architecture.md §7).
 
 The corpus is read from three sources that must agree on the utterance set: the per-dialog
 EmoEvaluation summary files (labels), the per-dialog CRLF transcriptions (text) and the sentence

@@ -1,6 +1,6 @@
 """Multi-level co-attention fusion (Zhao, Wang & Wang, Interspeech 2022: wav2vec 2.0 + BERT).
 
-Only the abstract is public, so this is the reference reading (../docs/heads.md):
+Only the abstract is public, so this docstring is the reference reading:
 - Speech at up to four granularities: ``frame`` (the cached frames) and ``phone`` / ``syllable`` /
   ``word`` (segment means pooled from the frames over forced-alignment spans); text = BERT tokens.
 - One branch per selected granularity (``granularities``, any non-empty subset). A branch is a

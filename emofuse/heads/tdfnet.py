@@ -13,7 +13,7 @@ Four modules (paper Fig. 1):
 - MFC (eqs. 10-11): O = [Pool(A), Pool(T), Pool(A'), Pool(T'), U, Pool(D_i), Pool(H_i)];
   alpha = sigmoid(W_alpha O); P = GELU(W (alpha * O) + b); logits = classifier(P). ``embed`` = P.
 
-Open choices, settled here (heads.md lists them):
+Open choices the paper leaves, settled here:
 1. Common width: A (1024-d) and T (768-d) must meet in the shared GRU and in cross-attention, so each
    modality gets its own Linear to ``d_model`` (768 in ``paper``, the BERT width the paper's 384 = d/2
    implies) followed by dropout. A and T in eqs. 6-10 are these projected sequences.

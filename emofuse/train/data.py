@@ -2,7 +2,7 @@
 
 Why not a DataLoader: the cached arrays of a whole corpus fit in (GPU) memory, so reading them once
 and slicing batches with tensor ops is an order of magnitude faster than per-item reads, and it
-avoids the HDF5 handle-sharing / Zarr fork problems that worker processes bring (design.md).
+avoids the problems worker processes bring (an HDF5 or Zarr handle shared across a fork).
 
 A ragged stream is kept as its concatenated rows ``values`` (R, L, D) plus ``offsets`` (N + 1,);
 a batch gathers rows with one ``index_select`` over a (B, T) row-index matrix built from the

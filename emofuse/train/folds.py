@@ -1,11 +1,11 @@
 """Fold plans: which utterance ids train, select (val) and score (test) in each fold.
 
-The plan is made explicit and saved beside every run (protocols.md) so two runs can be proven to use
+The plan is made explicit and saved beside every run (docs/architecture.md §6) so two runs can be proven to use
 the same folds and anyone can check that no test id reaches training or model selection. Splitting
 uses scikit-learn (``StratifiedKFold``, ``train_test_split``); fold k's validation draw uses a seed
 derived from the plan seed and k (:func:`fold_seed`), so a single fold can be rebuilt or rerun alone.
 
-Splits (protocols.md):
+Splits (docs/architecture.md §6):
 
 - ``loso``: one fold per session (sorted); val = 10 % of the training utterances, stratified by label.
 - ``lopo``: one fold per speaker (sorted); val = the other speaker(s) of the test speaker's session, or,

@@ -1,6 +1,6 @@
 """Late fusion of trained runs: per-fold weighted averages of class probabilities.
 
-Weights are chosen for each fold on that fold's validation probabilities only (heads.md), from a
+Weights are chosen for each fold on that fold's validation probabilities only (never the test set), from a
 grid over the simplex that includes every single run (its vertices). The chosen weights therefore
 score at least as well as the best member on validation by construction; the test set is scored
 once, with those weights, and never takes part in the choice.

@@ -1,8 +1,8 @@
 """One fold's training: AdamW, a warm-up + decay schedule, early stopping and checkpoint selection
 on validation (loss or UA), predictions.
 
-Model selection only ever sees the validation set (protocols.md: peers that pick checkpoints on the
-test fold report inflated numbers). Everything random in a fold — initialisation, dropout, batch
+Model selection only ever sees the validation set (docs/architecture.md §6; peers that pick
+checkpoints on the test fold report inflated numbers). Everything random in a fold — initialisation, dropout, batch
 order — is seeded from ``fold_seed(seed, k)`` alone, so a fold gives the same result whether it
 runs in a whole plan, alone, resumed, or on another torchrun rank.
 """

@@ -1,6 +1,6 @@
 """UA, WA, macro-F1 and confusion matrices, per fold, mean ± std over folds, and pooled.
 
-Definitions follow protocols.md and are computed by scikit-learn so nobody has to trust a
+Definitions follow docs/architecture.md §6 and are computed by scikit-learn so nobody has to trust a
 hand-written formula (one peer swapped the names of UA and WA):
 
 - UA (unweighted accuracy) = mean per-class recall = ``balanced_accuracy_score``

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import soundfile as sf
-from asr_helpers import read_csv, write_manifest
 from click.testing import CliRunner
 
 from emofuse.align.pocketsphinx import PocketSphinxAligner, transcript_words
@@ -15,6 +14,7 @@ from emofuse.audio import load_audio
 from emofuse.cli import cli
 from emofuse.corpus import read_corpus
 from emofuse.corpus.stats import corpus_stats
+from tests.helpers import read_csv, write_manifest
 
 LONG = "this sentence has far too many words to fit into a third of a second of audio at all"
 

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from asr_helpers import write_manifest
 from click.testing import CliRunner
 
 from emofuse.align.textgrid import read_textgrid, write_textgrid
@@ -16,6 +15,7 @@ from emofuse.cli import cli
 from emofuse.encoders.tiny import build_tiny_models
 from emofuse.errors import EmofuseError
 from emofuse.segments import clean_symbol, is_filler
+from tests.helpers import write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_extract_spans_equal_textgrid_intervals(tmp_path, tiny, synth_utts):
 
 
 def test_mfa_textgrid_in_a_manifest_gets_syllables(tmp_path, synth_utts):
-    from test_textgrid import _mfa_file
+    from tests.asr.test_textgrid import _mfa_file
 
     u = synth_utts[0]
     _mfa_file(tmp_path / "mfa.TextGrid")

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
-from asr_helpers import read_csv, write_manifest
 from click.testing import CliRunner
 
 from emofuse.asr.transcribe import journal_path
 from emofuse.asr.wer import normalise_for_wer, word_error_rate
 from emofuse.cli import cli
+from tests.helpers import read_csv, write_manifest
 
 
 def invoke(*args):
@@ -65,6 +65,7 @@ def test_wer_normalisation():
     assert n == 6 and wer == pytest.approx(2 / 6)
 
 
+@pytest.mark.subprocess
 def test_resumes_after_sigkill_without_redoing_or_losing_rows(tmp_path, tiny_asr, synth_utts):
     utts = synth_utts[:7]
     manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
@@ -180,6 +181,7 @@ def test_an_existing_out_file_is_replaced_by_a_rerun(tmp_path, tiny_asr, synth_u
     assert [r["id"] for r in read_csv(out)] == [u.id for u in synth_utts[:2]]
 
 
+@pytest.mark.subprocess
 def test_counts_are_right_on_a_resume_with_rows_whose_audio_failed(tmp_path, tiny_asr, synth_utts):
     """The final line counted a row whose audio could not be read as "transcribed now" (and, on a
     resume, as "resumed"); it is counted as not transcribed, and the counts add up to the rows."""

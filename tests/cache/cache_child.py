@@ -6,9 +6,8 @@ every add is committed before the line is printed), then flushes and exits witho
 
 import sys
 
-from cache_synth import SETTINGS, feed, specs
-
 from emofuse.cache import CacheWriter
+from tests.cache.cache_synth import SETTINGS, feed, specs
 
 path, n, seed, rank, world = sys.argv[1], *map(int, sys.argv[2:6])
 w = CacheWriter(path, settings=SETTINGS, streams=specs(), rank=rank, world_size=world, flush_mb=0)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # cache_synth, shared with the child writer
-
-from cache_synth import write_cache  # noqa: E402
+from tests.cache.cache_synth import write_cache
 
 
 @pytest.fixture(params=[".h5", ".zarr"], ids=["hdf5", "zarr"])

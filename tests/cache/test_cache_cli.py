@@ -11,12 +11,12 @@ import h5py
 import numpy as np
 import pytest
 import zarr
-from cache_synth import N_UTTS, SETTINGS, feed, specs
 from click.testing import CliRunner
 
 from emofuse.cache import CacheWriter, open_cache
 from emofuse.cli import cli
 from emofuse.errors import EmofuseError
+from tests.cache.cache_synth import N_UTTS, SETTINGS, feed, specs
 
 
 def invoke(*args: str):

@@ -10,18 +10,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from cache_synth import N_UTTS, SETTINGS, order, specs, write_cache
 
 from emofuse import faults
 from emofuse.cache import CacheWriter, open_cache, verify_cache
+from tests.cache.cache_synth import N_UTTS, SETTINGS, order, specs, write_cache
+from tests.helpers import ROOT
 
 CHILD = Path(__file__).parent / "cache_child.py"
+
+
+def child_env() -> dict[str, str]:
+    """This environment minus any planned fault, with the repository on the path (tests.*)."""
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def start_child(path: Path, rank: int = 0, world: int = 1, fault: str = "") -> subprocess.Popen:
     """The child writer; ``fault`` (EMOFUSE_FAULT) makes it SIGKILL itself at a point it reaches."""
     args = [sys.executable, str(CHILD), str(path), str(N_UTTS), "0", str(rank), str(world)]
-    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    env = child_env()
     if fault:
         env[faults.ENV] = fault
     return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=CHILD.parent, env=env)
@@ -33,6 +41,7 @@ def run_child(path: Path, fault: str = "", rank: int = 0, world: int = 1) -> tup
     return child.returncode, out
 
 
+@pytest.mark.subprocess
 def test_sigkill_after_k_commits_then_resume_gives_same_digest(tmp_path, reference, suffix):
     """Each run kills itself right after its k-th committed part (flush_mb=0: one per utterance),
     so what survives is known exactly, on any machine, however fast."""
@@ -59,6 +68,7 @@ def test_sigkill_after_k_commits_then_resume_gives_same_digest(tmp_path, referen
     assert not Path(str(path) + ".parts").exists()
 
 
+@pytest.mark.subprocess
 def test_sigkill_mid_part_write_leaves_no_torn_part(tmp_path, reference, suffix):
     """A kill with a part's files written under their temporary name (not yet renamed) leaves only
     whole parts; the resume drops the temp folder and writes that part again."""
@@ -71,6 +81,7 @@ def test_sigkill_mid_part_write_leaves_no_torn_part(tmp_path, reference, suffix)
     assert write_cache(path) == ref_digest
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("stage", ["consolidate-written", "consolidate-renamed"])
 def test_sigkill_during_consolidation_then_rerun(tmp_path, reference, suffix, stage):
     """Killed with the temp store written (not verified), or renamed but its parts not yet removed:
@@ -79,9 +90,9 @@ def test_sigkill_during_consolidation_then_rerun(tmp_path, reference, suffix, st
     path = tmp_path / f"cons{suffix}"
     code, out = run_child(path)  # all parts committed, not consolidated
     assert code == 0 and out.strip().endswith("flushed")
-    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    env = child_env()
     script = (
-        "import sys; from cache_synth import *; "
+        "import sys; from tests.cache.cache_synth import *; "
         "from emofuse.cache import CacheWriter; "
         "CacheWriter(sys.argv[1], settings=SETTINGS, streams=specs()).close(order=order(N_UTTS))"
     )
@@ -102,6 +113,7 @@ def test_sigkill_during_consolidation_then_rerun(tmp_path, reference, suffix, st
     assert not parts.exists() and not list(path.parent.glob(f".{path.name}.tmp-*"))
 
 
+@pytest.mark.subprocess
 def test_two_ranks_consolidate_to_the_single_process_digest(tmp_path, reference, suffix):
     _ref_path, ref_digest = reference
     path = tmp_path / f"sharded{suffix}"
@@ -119,6 +131,7 @@ def test_two_ranks_consolidate_to_the_single_process_digest(tmp_path, reference,
     assert verify_cache(path).digest == ref_digest
 
 
+@pytest.mark.subprocess
 def test_disk_full_during_consolidation_is_one_line_and_the_rerun_finishes(
     tmp_path, reference, suffix, monkeypatch
 ):

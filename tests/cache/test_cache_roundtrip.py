@@ -9,7 +9,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from cache_synth import (
+
+from emofuse.cache import fingerprint_of, open_cache, verify_cache
+from emofuse.errors import EmofuseError
+from emofuse.train.data import TrainData
+from tests.cache.cache_synth import (
     L_ALL,
     LAYERS,
     N_UTTS,
@@ -20,10 +24,6 @@ from cache_synth import (
     utterance,
     write_cache,
 )
-
-from emofuse.cache import fingerprint_of, open_cache, verify_cache
-from emofuse.errors import EmofuseError
-from emofuse.train.data import TrainData
 
 
 def expected(stream: str, array: str, ids: list[str]) -> tuple[list, np.ndarray]:

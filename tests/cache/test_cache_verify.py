@@ -9,12 +9,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from cache_synth import write_cache
 from click.testing import CliRunner
 
 from emofuse.cache import layout, open_cache, verify_cache
 from emofuse.cli import cli
 from emofuse.errors import EmofuseError
+from tests.cache.cache_synth import write_cache
 
 
 def flip_byte_in_speech(path, layer: int, row: int) -> None:
@@ -121,9 +121,9 @@ def test_all_zero_zarr_chunks_are_written_so_only_damage_is_missing(tmp_path):
     """write_empty_chunks: a cache whose word stream is empty (no aligned utterance) still has
     every chunk file, so it is not mistaken for a damaged one."""
     import zarr
-    from cache_synth import SETTINGS, specs, utterance
 
     from emofuse.cache import CacheWriter
+    from tests.cache.cache_synth import SETTINGS, specs, utterance
 
     path = tmp_path / "unaligned.zarr"
     w = CacheWriter(path, settings=SETTINGS, streams=specs(), progress=False)

@@ -31,6 +31,7 @@ SPEAKERS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_counts_profile_reproduces_the_real_four_class_table(counts_corpus):
     root = str(counts_corpus.root)
     out = CliRunner().invoke(cli, ["corpus", "stats", "--root", root, "--json"])

@@ -5,16 +5,13 @@ Built once per session (a few seconds) and reused by every test in tests/extract
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from emofuse.corpus import read_corpus, write_synthetic_corpus
 from emofuse.encoders.tiny import build_tiny_models
-
-PYTHON = sys.executable
-LIMIT = 16  # utterances extracted by the shared-settings runs (keeps the subprocess tests short)
+from tests.helpers import LIMIT
 
 
 @pytest.fixture(scope="session")
@@ -35,21 +32,3 @@ def corpus_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def utterances(corpus_root):
     return read_corpus("iemocap", root=corpus_root, progress=False).utterances[:LIMIT]
-
-
-def extract_args(corpus_root: Path, tiny, out: Path, *extra: str) -> list[str]:
-    """The `emofuse extract` arguments every stream test shares (so their digests compare)."""
-    return [
-        "extract",
-        "--corpus", "iemocap",
-        "--root", str(corpus_root),
-        "--out", str(out),
-        "--speech-model", str(tiny.speech["hubert"]),
-        "--text-model", str(tiny.text),
-        "--speaker-model", str(tiny.speaker),
-        "--fbank",
-        "--batch-seconds", "4",
-        "--limit", str(LIMIT),
-        "--quiet",
-        *extra,
-    ]  # fmt: skip

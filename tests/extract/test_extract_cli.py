@@ -22,8 +22,7 @@ from emofuse.encoders import common, load_speech_encoder
 from emofuse.encoders.fbank import FbankEncoder
 from emofuse.extract import plan_batches, shard_batches
 from emofuse.segments import tier_to_spans
-
-from .conftest import LIMIT, PYTHON, extract_args
+from tests.helpers import LIMIT, PYTHON, extract_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,6 +120,8 @@ def test_every_stream_is_stored_and_consistent(reference, utterances, tiny) -> N
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_then_resume_gives_the_same_digest(
     tmp_path, light_reference, corpus_root, tiny
 ) -> None:
@@ -145,6 +146,8 @@ def test_sigkill_then_resume_gives_the_same_digest(
     assert _digest(out) == _digest(light_reference)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_process_torchrun_matches_single_process(tmp_path, light_reference, corpus_root, tiny):
     out = tmp_path / "ddp.zarr"  # the other backend: the digest is backend-independent
     torchrun = Path(PYTHON).with_name("torchrun")

@@ -20,8 +20,7 @@ from click.testing import CliRunner
 from emofuse import faults
 from emofuse.cache import open_cache
 from emofuse.cli import cli
-
-from .conftest import PYTHON
+from tests.helpers import PYTHON
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -429,6 +428,7 @@ def test_read_only_file_system_is_one_line_and_keeps_nothing_half_written(tmp_pa
     assert not out.exists() and not Path(str(out) + ".lock").exists()
 
 
+@pytest.mark.subprocess
 def test_second_extract_into_the_same_out_is_refused_while_the_first_holds_the_lock(
     tmp_path, tiny, clips
 ):
@@ -457,6 +457,7 @@ def test_second_extract_into_the_same_out_is_refused_while_the_first_holds_the_l
     assert open_cache(out).complete and not Path(str(out) + ".lock").exists()
 
 
+@pytest.mark.subprocess
 def test_two_part_model_path_that_does_not_exist_fails_fast_in_one_line(tmp_path, clips):
     """Case 12: `nonexist/model` is neither a folder here nor a cached hub model, and the hub is
     unreachable: one line naming both readings, no retries (a child without HF offline mode)."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DIMS, make_batch, max_padding_diff, overfit, params_without_grad
 
 from emofuse.heads.base import InputDims
 from emofuse.heads.registry import get_head
+from tests.helpers import DIMS, make_batch, max_padding_diff, overfit, params_without_grad
 
 NAMES = ["audio", "text", "concat"]
 

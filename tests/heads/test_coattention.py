@@ -7,12 +7,12 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DIMS, make_batch, max_padding_diff, overfit, params_without_grad
 
 from emofuse.errors import EmofuseError
 from emofuse.heads.base import InputDims
 from emofuse.heads.coattention import CoAttention
 from emofuse.streams import GRANULARITIES
+from tests.helpers import DIMS, make_batch, max_padding_diff, overfit, params_without_grad
 
 SUBSETS = [
     list(c)

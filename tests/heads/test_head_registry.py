@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DIMS, max_padding_diff, overfit
 
 from emofuse.errors import EmofuseError
 from emofuse.heads.base import Head
 from emofuse.heads.registry import build_head, get_head, list_heads
+from tests.helpers import DIMS, max_padding_diff, overfit
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_head.py"
 

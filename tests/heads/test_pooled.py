@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import DIMS, max_padding_diff, overfit, params_without_grad
 
 from emofuse.errors import EmofuseError
 from emofuse.heads.base import InputDims
 from emofuse.heads.pooled import Standardize
 from emofuse.heads.registry import get_head
+from tests.helpers import DIMS, max_padding_diff, overfit, params_without_grad
 
 
 def build(preset: str = "small", dims: InputDims = DIMS, **overrides):

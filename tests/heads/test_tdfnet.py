@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import DIMS, make_batch, max_padding_diff, overfit, params_without_grad
 
 from emofuse.errors import EmofuseError
 from emofuse.heads.base import InputDims, count_parameters
 from emofuse.heads.tdfnet import TDFNet, halve_mask
+from tests.helpers import DIMS, make_batch, max_padding_diff, overfit, params_without_grad
 
 PAPER_DIMS = InputDims(speech=(1, 1024), text=(1, 768), speaker=192)
 

@@ -143,6 +143,8 @@ def test_missing_or_incomplete_cache(tmp_path):
     assert result.exit_code == 2 and result.output.startswith("error: ")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_torchrun_two_processes_equal_serial(serial_run, cache_path, tmp_path):
     out = tmp_path / "dist"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the serial run used one thread too
@@ -178,6 +180,8 @@ def test_parallel_jobs_equal_serial_and_report_their_wall_time(serial_run, cache
     assert "up to 2 folds at once" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_failing_fold_in_a_worker_is_one_line_and_the_rerun_resumes(cache_path, tmp_path):
     from emofuse import faults
 

@@ -10,8 +10,7 @@ import torch
 
 from emofuse.errors import EmofuseError
 from emofuse.train.data import TrainData
-
-from .conftest import FakeCache
+from tests.helpers import FakeCache
 
 
 def cfg(**kw):

@@ -17,8 +17,7 @@ from emofuse.train.config import LoopConfig
 from emofuse.train.data import TrainData
 from emofuse.train.recipes import resolve_loop
 from emofuse.train.run import load_fold_model, make_dims, train_run
-
-from .conftest import TINY_HEAD, FakeCache
+from tests.helpers import TINY_HEAD, FakeCache
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ from emofuse.train.fuse import fuse_runs
 from emofuse.train.loop import LoopConfig
 from emofuse.train.report import write_report
 from emofuse.train.run import fold_dir, load_fold_model, read_predictions, train_run
-
-from .conftest import TINY_HEAD, FakeCache
+from tests.helpers import TINY_HEAD, FakeCache
 
 LOOP = LoopConfig(epochs=4, batch_size=16, lr=3e-3, patience=2, seed=0)
 FOLD_FILES = (

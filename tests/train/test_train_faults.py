@@ -21,14 +21,13 @@ from emofuse.errors import EmofuseError
 from emofuse.locks import lock_path
 from emofuse.train.loop import LoopConfig
 from emofuse.train.run import finished_folds, fold_dir, read_predictions, train_run
-
-from .conftest import TINY_HEAD, FakeCache
+from tests.helpers import ROOT, TINY_HEAD, FakeCache
 
 LOOP = LoopConfig(epochs=2, batch_size=16, lr=3e-3, patience=2, seed=0)
 CHILD = """
 import sys
-sys.path.insert(0, {tests!r})
-from conftest import FakeCache, TINY_HEAD
+sys.path.insert(0, {root!r})
+from tests.helpers import FakeCache, TINY_HEAD
 from emofuse.train.loop import LoopConfig
 from emofuse.train.run import train_run
 train_run(FakeCache(n_per_speaker=4), TINY_HEAD, sys.argv[1], "loso",
@@ -54,10 +53,11 @@ def copy(run: Path, tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.subprocess
 def test_a_second_train_into_one_out_is_refused_while_the_first_holds_the_lock(tmp_path, cache):
     out = tmp_path / "run"
     env = {**os.environ, faults.ENV: "lock-taken:1:stop"}
-    code = CHILD.format(tests=str(Path(__file__).parent))
+    code = CHILD.format(root=str(ROOT))
     first = subprocess.Popen(
         [sys.executable, "-c", code, str(out)], env=env, stdout=subprocess.PIPE
     )
@@ -300,7 +300,7 @@ def held_by_a_train(tmp_path):
     children = []
 
     def hold(out: Path, loop: str = "epochs=1, batch_size=16", folds: str = "[1]"):
-        code = CHILD.format(tests=str(Path(__file__).parent))
+        code = CHILD.format(root=str(ROOT))
         code = code.replace("epochs=1, batch_size=16", loop).replace("folds=[1]", f"folds={folds}")
         env = {**os.environ, faults.ENV: "lock-taken:1:stop"}
         child = subprocess.Popen(
@@ -320,6 +320,7 @@ def held_by_a_train(tmp_path):
 LOOP_ARGS = "epochs=2, batch_size=16, lr=3e-3, patience=2, seed=0"  # LOOP, for a child
 
 
+@pytest.mark.subprocess
 def test_report_is_refused_while_a_train_writes_the_run(run, tmp_path, held_by_a_train):
     """report rewrites summary.json and the pooled files: not while a train resumes the run."""
     out = copy(run, tmp_path)
@@ -332,6 +333,7 @@ def test_report_is_refused_while_a_train_writes_the_run(run, tmp_path, held_by_a
     assert (out / "summary.json").read_text() == before
 
 
+@pytest.mark.subprocess
 def test_fuse_is_refused_into_an_out_a_train_is_writing(run, tmp_path, held_by_a_train):
     out = tmp_path / "busy"
     child = held_by_a_train(out)

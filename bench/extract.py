@@ -188,11 +188,11 @@ def encoder_alone(speech: Path, wavs: list[np.ndarray], dtype, batch_seconds: fl
     import torch
 
     from emofuse.encoders import load_speech_encoder
-    from emofuse.encoders.common import plan_batches
+    from emofuse.encoders.common import pack_batches
 
     enc = load_speech_encoder(speech, dtype=dtype, max_batch_seconds=batch_seconds)
     order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))  # as extract batches: by length
-    batches = plan_batches([len(wavs[i]) for i in order], int(batch_seconds * 16000))
+    batches = pack_batches([len(wavs[i]) for i in order], int(batch_seconds * 16000))
     start = time.perf_counter()
     for batch in batches:
         enc.encode([wavs[order[i]] for i in batch], out_dtype=torch.float16)

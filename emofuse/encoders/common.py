@@ -202,7 +202,7 @@ def model_revision(name_or_path: str, resolved_dir: str | os.PathLike | None = N
     return "unknown"
 
 
-def plan_batches(
+def pack_batches(
     lengths: Sequence[float], budget: float, max_items: int | None = None
 ) -> list[list[int]]:
     """Indices grouped into batches of similar length, longest first (ties: lower index first).

@@ -23,7 +23,7 @@ from emofuse.encoders.common import (
     from_pretrained,
     load_error,
     model_revision,
-    plan_batches,
+    pack_batches,
     resolved_dir,
     to_device,
 )
@@ -96,7 +96,7 @@ class TextEncoder:
         self.n_truncated += sum(truncated)
         results: list[TextOut | None] = [None] * len(ids)
         with torch.inference_mode():
-            for batch in plan_batches([len(x) for x in ids], self.max_batch_tokens):
+            for batch in pack_batches([len(x) for x in ids], self.max_batch_tokens):
                 states = self._forward([ids[i] for i in batch])
                 for i, s in zip(batch, states, strict=True):
                     results[i] = TextOut(s, word_ids[i], truncated[i])

@@ -36,7 +36,7 @@ from emofuse.encoders.common import (
     from_pretrained,
     load_error,
     model_revision,
-    plan_batches,
+    pack_batches,
     resolved_dir,
     to_device,
 )
@@ -128,7 +128,7 @@ class SSLSpeechEncoder(SpeechEncoder):
     def _encode_checked(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
         inputs = [self._normalise(a) for a in arrays]
         results: list[torch.Tensor | None] = [None] * len(inputs)
-        for batch in plan_batches([len(a) for a in inputs], self.max_batch_samples):
+        for batch in pack_batches([len(a) for a in inputs], self.max_batch_samples):
             for idx, states in zip(batch, self._forward([inputs[i] for i in batch]), strict=True):
                 results[idx] = states
         return results  # type: ignore[return-value]

@@ -30,7 +30,7 @@ from emofuse.encoders.common import (
     from_pretrained,
     load_error,
     model_revision,
-    plan_batches,
+    pack_batches,
     resolved_dir,
     to_device,
 )
@@ -154,7 +154,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
                 windows.append(window)
         n_mel = [self._window_frames(len(w)) * self.mel_per_frame for w in windows]
         outputs: list[torch.Tensor | None] = [None] * len(windows)
-        for batch in plan_batches(n_mel, self.max_batch_mel):
+        for batch in pack_batches(n_mel, self.max_batch_mel):
             mels, lengths = self.log_mel([windows[j] for j in batch])
             for j, states in zip(batch, self._forward_padded(mels, lengths), strict=True):
                 outputs[j] = states

@@ -8,7 +8,7 @@ import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from emofuse.encoders import load_speech_encoder
-from emofuse.encoders.common import hub_commit, plan_batches
+from emofuse.encoders.common import hub_commit, pack_batches
 from emofuse.errors import EmofuseError
 
 
@@ -51,7 +51,7 @@ def test_frames_follow_the_model_length_formula(encoders, wavs, family):
 
 def test_sub_batching_keeps_results(tiny, wavs, encoders):
     small = load_speech_encoder(tiny.speech["wav2vec2-group"], max_batch_seconds=2.0)
-    assert len(plan_batches([len(w) for w in wavs], small.max_batch_samples)) > 1
+    assert len(pack_batches([len(w) for w in wavs], small.max_batch_samples)) > 1
     for a, b in zip(small.encode(wavs), encoders["wav2vec2-group"].encode(wavs), strict=True):
         assert max_abs_diff(a, b) <= 1e-4
 

@@ -20,7 +20,7 @@ from emofuse.cache import open_cache
 from emofuse.cli import cli
 from emofuse.encoders import common, load_speech_encoder
 from emofuse.encoders.fbank import FbankEncoder
-from emofuse.extract import plan_batches, shard_batches
+from emofuse.extract import length_batches, shard_batches
 from emofuse.segments import tier_to_spans
 from tests.helpers import LIMIT, PYTHON, extract_args
 
@@ -207,7 +207,7 @@ def test_dtype_auto_computes_in_bf16_only_where_the_cpu_has_native_bf16(
 def test_batches_are_length_bucketed_and_shards_balanced() -> None:
     rng = np.random.default_rng(0)
     durations = rng.uniform(0.5, 12.0, 200).tolist()
-    batches = plan_batches(durations, 30.0)
+    batches = length_batches(durations, 30.0)
     assert sorted(i for b in batches for i in b) == list(range(200))
     for b in batches:  # padded seconds within budget unless alone
         assert len(b) == 1 or max(durations[i] for i in b) * len(b) <= 30.0
@@ -216,4 +216,4 @@ def test_batches_are_length_bucketed_and_shards_balanced() -> None:
     loads = [sum(durations[i] for b in s for i in b) for s in shards]
     assert max(loads) - min(loads) <= 30.0  # within one batch (longest-first greedy)
     assert shards == [shard_batches(batches, durations, r, 3) for r in range(3)]  # deterministic
-    assert json.dumps(plan_batches(durations, 30.0)) == json.dumps(batches)
+    assert json.dumps(length_batches(durations, 30.0)) == json.dumps(batches)

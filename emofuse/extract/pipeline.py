@@ -1,0 +1,231 @@
+"""The extraction run: lock, models, plan, then decode ahead → encode → store, and consolidate.
+
+Decoding runs in a thread pool batches ahead of the model, one writer thread stores finished rows
+through a bounded queue (overlapping with compute), and the store is safe to kill at any moment:
+rerunning the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emofuse import faults
+from emofuse.corpus import Utterance
+from emofuse.errors import EmofuseError
+from emofuse.extract.batching import (
+    durations_of,
+    estimate_bytes,
+    human_bytes,
+    length_batches,
+    shard_batches,
+)
+from emofuse.extract.config import (
+    ExtractConfig,
+    ExtractSummary,
+    Models,
+    build_fingerprint,
+    content_settings,
+    load_models,
+    parse_layers,
+    resolve_device,
+    resolve_dtype,
+    stream_specs,
+)
+from emofuse.extract.resume import check_resumed
+from emofuse.extract.rows import RowBuilder
+from emofuse.extract.runtime import Dist, WriterThread, decoded_batches
+from emofuse.locks import output_lock
+from emofuse.progress import progress_bar
+from emofuse.streams import GRANULARITIES
+
+
+def run_extract(
+    utterances: Sequence[Utterance],
+    cfg: ExtractConfig,
+    echo: Callable[[str], None] = print,
+) -> ExtractSummary:
+    """Extract every utterance into ``cfg.out`` (resuming a matching incomplete store)."""
+    from emofuse.cache import CacheWriter, fingerprint_of
+    from emofuse.cache.store import check_outside_caches
+
+    start = time.perf_counter()
+    # before the lock: even <out>.lock would be a stray file in another cache
+    check_outside_caches(cfg.out, "a cache path")
+    utts = list(utterances[: cfg.limit] if cfg.limit else utterances)
+    _check_ids(utts)
+    bad = sorted(set(cfg.granularity) - set(GRANULARITIES))
+    if bad:
+        raise EmofuseError(f"--granularity {','.join(bad)}: choose from {','.join(GRANULARITIES)}")
+    ddp = Dist.from_env()
+    device = resolve_device(cfg.device, ddp.local_rank)
+    dtype = resolve_dtype(cfg.dtype, device)
+    ddp.init(device)
+    threads_before = torch.get_num_threads()
+    threads = cfg.threads if device.type == "cpu" else None
+    if threads:
+        torch.set_num_threads(threads)
+    held = contextlib.ExitStack()
+    try:
+        if ddp.rank == 0:  # one writer per output (torchrun's other ranks write their own parts)
+            held.enter_context(output_lock(Path(cfg.out), "extract"))
+            faults.reach("lock-taken")
+        models = load_models(cfg, device, dtype)
+        layers = parse_layers(cfg.layers, models.speech.num_layers) if models.speech else []
+        text_layers = (
+            parse_layers(cfg.text_layers, models.text.num_layers, "--text-layers")
+            if models.text
+            else []
+        )
+        fingerprint = build_fingerprint(cfg, models, layers, text_layers, dtype)
+        settings = {**content_settings(cfg, device), "fingerprint": fingerprint}
+        durations = durations_of(utts, cfg.decode_workers)
+        batches = shard_batches(
+            length_batches(durations, cfg.batch_seconds), durations, ddp.rank, ddp.world_size
+        )
+        writer = CacheWriter(
+            cfg.out,
+            fingerprint=fingerprint_of(fingerprint),
+            settings=settings,
+            streams=stream_specs(cfg, models, layers, text_layers),
+            rank=ddp.rank,
+            world_size=ddp.world_size,
+            flush_s=cfg.flush_seconds,
+            progress=cfg.progress and ddp.rank == 0,
+        )
+        done = set(writer.done_ids())
+        if done:
+            check_resumed(
+                Path(cfg.out), writer.stored_rows(), utts, writer.complete, cfg.decode_workers
+            )
+        corpus_ids = {u.id for u in utts}
+        resumed = len(done & corpus_ids)
+        summary = ExtractSummary(Path(cfg.out), resumed=resumed, is_main=ddp.rank == 0)
+        summary.estimate_bytes = estimate_bytes(durations, models, layers, cfg)
+        if ddp.rank == 0:
+            echo(
+                f"extracting {len(utts)} utterances ({sum(durations) / 3600:.2f} h) into {cfg.out};"
+                f" estimated size {human_bytes(summary.estimate_bytes)}"
+                + (f"; resuming: {resumed} already stored" if resumed else "")
+                + (f"; {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
+            )
+        todo = [b for b in batches if any(utts[i].id not in done for i in b)]
+        job = ExtractJob(cfg, models, layers, text_layers, utts, durations, writer, summary, done)
+        run_batches(job, todo, show=cfg.progress and ddp.rank == 0)
+        _finish(writer, ddp, [u.id for u in utts], summary)
+    finally:
+        held.close()
+        ddp.shutdown()
+        if threads:
+            torch.set_num_threads(threads_before)
+    summary.wall_seconds = time.perf_counter() - start
+    return summary
+
+
+def _check_ids(utts: Sequence[Utterance]) -> None:
+    seen: set[str] = set()
+    for u in utts:
+        if u.id in seen:
+            raise EmofuseError(
+                f"utterance id {u.id!r} appears twice in the corpus: ids must be unique"
+            )
+        seen.add(u.id)
+
+
+@dataclass
+class ExtractJob:
+    """What every batch of one run shares: settings, models, the corpus and where rows go."""
+
+    cfg: ExtractConfig
+    models: Models
+    layers: list[int]  # speech layers stored (absolute indices)
+    text_layers: list[int]
+    utts: list[Utterance]
+    durations: list[float]  # seconds per utterance (batch planning, progress)
+    writer: Any  # emofuse.cache.CacheWriter
+    summary: ExtractSummary
+    done: set[str]  # ids already stored (a resume)
+
+
+def run_batches(job: ExtractJob, batches: list[list[int]], show: bool) -> None:
+    """Decode ahead (thread pool) → encode (this thread) → store (writer thread)."""
+    cfg, models, utts, done, summary = job.cfg, job.models, job.utts, job.done, job.summary
+    durations = job.durations
+    encode = RowBuilder(cfg, models, job.layers, job.text_layers)
+    # pad short audio to what every model present accepts (speech conv stack, Fbank window ...)
+    min_samples = max(
+        [
+            int(getattr(m, "min_samples", 0) or 0)
+            for m in (models.speech, models.speaker, models.fbank)
+        ]
+    )
+    summary.min_samples = min_samples
+    total = sum(durations[i] for b in batches for i in b)
+    bar = progress_bar(
+        total=total,
+        unit="audio-s",
+        enabled=show,
+        dynamic_ncols=True,
+        desc="extract",
+        smoothing=0.1,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
+    )
+    wt = WriterThread(job.writer)
+    try:
+        with ThreadPoolExecutor(max(1, cfg.decode_workers), thread_name_prefix="decode") as pool:
+            ahead = decoded_batches(pool, [[utts[i] for i in b] for b in batches], min_samples)
+            for batch_ids, batch in zip(batches, ahead, strict=True):
+                good = []
+                for d in batch:
+                    if d.problem is None:
+                        good.append(d)
+                        continue
+                    if cfg.strict:
+                        raise EmofuseError(
+                            f"utterance {d.utt.id}: {d.problem} (--strict; drop --strict to skip"
+                            " bad audio and list it in the summary)"
+                        )
+                    if d.utt.id not in done:
+                        summary.skipped.append({"id": d.utt.id, "reason": d.problem})
+                        wt.put("skip", (d.utt.id, d.problem))
+                if good:
+                    with torch.inference_mode():
+                        rows = encode(good)
+                    new = [(meta, data) for meta, data in rows if meta["id"] not in done]
+                    wt.put("add", new)
+                    summary.stored += len(new)
+                    summary.audio_seconds += sum(meta["duration"] for meta, _ in new)
+                    summary.padded += [m["id"] for m, _ in new if "padded" in m["flags"]]
+                    summary.truncated += sum("text-truncated" in m["flags"] for m, _ in new)
+                    summary.unaligned += sum(not m["aligned"] for m, _ in new)
+                bar.update(sum(durations[i] for i in batch_ids))
+    finally:
+        bar.close()
+        wt.finish()
+
+
+def _finish(writer: Any, ddp: Dist, order: list[str], summary: ExtractSummary) -> None:
+    """Every rank commits its parts; after a barrier rank 0 consolidates them into one store."""
+    writer.flush()
+    ddp.barrier()
+    if ddp.rank == 0:
+        summary.digest = writer.close(order=order)
+    ddp.barrier()  # no rank reports success before the store is complete
+    if ddp.world_size > 1:
+        parts = ddp.gather(
+            (summary.stored, summary.skipped, summary.padded, summary.truncated, summary.unaligned,
+             summary.audio_seconds)
+        )  # fmt: skip
+        summary.stored = sum(p[0] for p in parts)
+        summary.skipped = [s for p in parts for s in p[1]]
+        summary.padded = [s for p in parts for s in p[2]]
+        summary.truncated = sum(p[3] for p in parts)
+        summary.unaligned = sum(p[4] for p in parts)
+        summary.audio_seconds = sum(p[5] for p in parts)

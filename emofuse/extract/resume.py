@@ -1,0 +1,64 @@
+"""What a resumed extraction must agree with: the rows it already stored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from emofuse.audio import audio_sha1
+from emofuse.corpus import Utterance
+from emofuse.errors import EmofuseError
+from emofuse.extract.rows import corpus_fields
+
+
+def check_resumed(
+    out: Path,
+    stored: dict[str, dict],
+    utts: Sequence[Utterance],
+    complete: bool,
+    workers: int = 4,
+):
+    """Refuse a resume whose stored rows disagree with this corpus (changed manifest, other corpus,
+    changed audio).
+
+    Every stored utterance must be in the corpus (unless the store is complete), carry the same
+    corpus fields (label, speaker, text ...) and its audio file the same bytes (the SHA-1 stored at
+    extraction): otherwise one store would mix two corpora, or keep the features of a recording
+    that was replaced under the same name. Hashing re-reads the stored utterances' audio once per
+    resume (in ``workers`` threads; audio is small next to the hours of encoding it saves).
+    """
+    from emofuse.cache.schema import canonical_json, parts_dir
+
+    where = out if complete else parts_dir(out)
+    restart = f"delete {where} (or choose another --out) to extract from scratch"
+    by_id = {u.id: u for u in utts}
+    extra = sorted(uid for uid in stored if uid not in by_id)
+    if extra and not complete:
+        raise EmofuseError(
+            f"{where} holds {len(extra)} stored utterances that are not in this corpus (first: "
+            f"{extra[0]!r}): the interrupted run read more; rerun with its corpus options "
+            f"(--manifest/--root, --classes, --limit ...) to resume, or {restart}"
+        )
+    for u in utts:
+        row = stored.get(u.id)
+        if row is None:
+            continue
+        for key, value in corpus_fields(u).items():
+            if key in row and canonical_json(row[key]) != canonical_json(value):
+                raise EmofuseError(
+                    f"utterance {u.id}: {key} {row[key]!r} in {where} but {value!r} in this "
+                    f"corpus (the manifest changed since it was extracted); rerun with the original "
+                    f"corpus, or {restart}"
+                )
+    hashed = [u for u in utts if (stored.get(u.id) or {}).get("audio_sha1")]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        now = list(pool.map(lambda u: audio_sha1(u.audio), hashed))
+    for u, sha in zip(hashed, now, strict=True):
+        # unreadable now (None): its features were made when it was readable, and stand
+        if sha is not None and sha != stored[u.id]["audio_sha1"]:
+            raise EmofuseError(
+                f"utterance {u.id}: its audio file {u.audio} changed since it was extracted into "
+                f"{where} (same name, other content); restore the original file to resume, or "
+                f"{restart}"
+            )

@@ -7,6 +7,7 @@ c = open_cache(path); values, offsets = c.load("speech", "data", layers=[12], id
 ```
 """
 
+from emofuse.cache.consolidate import consolidate
 from emofuse.cache.reader import Cache, open_cache
 from emofuse.cache.schema import (
     FORMAT_VERSION,
@@ -19,7 +20,7 @@ from emofuse.cache.schema import (
     ragged,
 )
 from emofuse.cache.verify import VerifyResult, verify_cache
-from emofuse.cache.writer import CacheWriter, consolidate
+from emofuse.cache.writer import CacheWriter
 
 __all__ = [
     "FORMAT_VERSION",

@@ -5,9 +5,7 @@ Extraction is hours of GPU time, so the writer never holds the only copy of fini
 MiB or ``flush_s`` seconds (``flush_mb=0``: every add). A SIGKILL or power loss loses at most the
 uncommitted buffer. Reopening with the same fingerprint resumes: ``done_ids()`` lists what is stored
 (or skipped) by every rank. ``close(order)`` consolidates all parts into ``NAME.h5``/``NAME.zarr``
-in the canonical order — written under a temp name, verified, fsynced, then renamed — so the final
-store only ever appears complete, and its content does not depend on how the work was split into
-parts, ranks or resumed runs.
+(consolidate.py).
 
 Sharded extraction (torchrun): every rank opens ``CacheWriter(..., rank=r, world_size=w)`` and
 writes its own parts; each rank calls ``flush()`` (or ``close()``, which on rank != 0 only
@@ -16,8 +14,6 @@ flushes); after a barrier rank 0 calls ``close(order=ids)`` and consolidates eve
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,14 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from emofuse import __version__, faults
-from emofuse.cache.backends import backend_of, make_store
-from emofuse.cache.layout import StoreLayout, chunk_shape, little_endian, stored_name, stored_shape
+from emofuse import __version__
+from emofuse.cache.backends import backend_of
+from emofuse.cache.consolidate import consolidate
+from emofuse.cache.layout import little_endian
 from emofuse.cache.parts import (
     MANIFEST,
     commit_part,
-    fsync_path,
-    fsync_tree,
     list_parts,
     part_name,
     remove_stale_temps,
@@ -51,9 +46,7 @@ from emofuse.cache.schema import (
     parts_dir,
 )
 from emofuse.cache.store import open_store
-from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason
-from emofuse.progress import progress_bar
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -405,144 +398,6 @@ class CacheWriter:
             self.flush()
 
 
-def consolidate(
-    path: str | Path,
-    order: list[str] | None = None,
-    compression: str | None = None,
-    progress: bool = True,
-) -> str:
-    """Build the final store from all committed parts; returns the verified content digest."""
-    path = Path(path)
-    kind = backend_of(path)
-    folder = parts_dir(path)
-    if path.exists():
-        raise EmofuseError(f"{path} already exists; remove it or choose another output name")
-    if not (folder / MANIFEST).is_file():
-        raise EmofuseError(f"{folder}: no parts to consolidate; run the extraction first")
-    plan = StoreLayout(folder, order)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a consolidation killed midway
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        digest = _write_store(plan, kind, path, tmp, compression, progress)
-    except OSError as err:  # disk full, read-only, quota: never leave a half-written store behind
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise EmofuseError(
-            f"cannot write {path} ({os_reason(err)}): free disk space (the store needs about "
-            f"{_megabytes(plan)} MB) and rerun the same command: the parts in {folder} are kept "
-            "and are consolidated again"
-        ) from err
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-    faults.reach("consolidate-renamed")
-    shutil.rmtree(folder)  # only after the complete store is durable under its final name
-    return digest
-
-
-def _write_store(
-    plan: StoreLayout, kind: str, path: Path, tmp: Path, compression: str | None, progress: bool
-) -> str:
-    """Write, verify and fsync the consolidated store under its temporary name; its digest."""
-    faults.reach("consolidate-open", tmp)
-    store = make_store(kind, tmp, "w")
-    try:
-        return _fill_store(store, plan, path, tmp, compression, progress)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            store.close()
-        raise
-
-
-def _fill_store(
-    store, plan: StoreLayout, path: Path, tmp: Path, compression, progress: bool
-) -> str:
-    folder = parts_dir(path)
-    meta = plan.meta(complete=False, compression=compression)
-    n = len(plan.ids)
-    total = sum(m["nbytes"] for s in meta["streams"].values() for m in s["arrays"].values())
-    bar = progress_bar(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        desc=f"consolidate {path.name}",
-        enabled=progress,
-    )
-    for name, spec in plan.specs.items():
-        smeta = meta["streams"][name]
-        rows = plan.rows(name)
-        if spec.kind == RAGGED:
-            off = plan.offsets[name]
-            store.create(
-                stored_name(name, "offsets"),
-                off.shape,
-                "int64",
-                (max(1, min(len(off), 1 << 20)),),
-                compression,
-            )
-            store.write(stored_name(name, "offsets"), (slice(None),), off)
-            smeta["offsets_sha256"] = _sha(off)
-        for aname, aspec in spec.arrays.items():
-            faults.reach("consolidate-write")
-            if aspec.is_str:
-                data, soff, crc = plan.strings(name, aname)
-                for suffix, arr in (("utf8", data), ("offsets", soff)):
-                    target = stored_name(name, f"{aname}.{suffix}")
-                    store.create(
-                        target,
-                        arr.shape,
-                        arr.dtype.name,
-                        (max(1, min(len(arr), 1 << 22)),),
-                        compression,
-                    )
-                    store.write(target, (slice(None),), arr)
-                smeta["arrays"][aname]["nbytes"] = int(data.nbytes)
-                smeta["arrays"][aname]["sha256"] = _sha(
-                    little_endian(data).tobytes() + little_endian(soff).tobytes()
-                )
-            else:
-                target = stored_name(name, aname)
-                store.create(
-                    target,
-                    stored_shape(aspec, rows),
-                    aspec.dtype,
-                    chunk_shape(aspec, rows),
-                    compression,
-                )
-                crc = np.zeros((aspec.row_shape[0], n) if aspec.layered else (n,), np.uint32)
-                sha = hashlib.sha256()
-                for idx, block in plan.blocks(name, aname, crc):
-                    store.write(target, idx, block)
-                    sha.update(little_endian(block))
-                    bar.update(block.nbytes)
-                smeta["arrays"][aname]["sha256"] = sha.hexdigest()
-            store.create(f"checksums/{name}/{aname}", crc.shape, "uint32", _chunks(crc.shape), None)
-            store.write(f"checksums/{name}/{aname}", (slice(None),) * crc.ndim, crc)
-    bar.close()
-    plan.release()
-    table = np.frombuffer(plan.table_json(), dtype=np.uint8)
-    store.create("table", table.shape, "uint8", (max(1, len(table)),), compression)
-    store.write("table", (slice(None),), table)
-    meta["table"]["sha256"] = _sha(table)
-    store.write_meta(meta)
-    store.flush()
-    faults.reach("consolidate-written")
-    result = verify_store(store, meta, progress=progress)
-    if not result.ok:
-        store.close()
-        raise EmofuseError(
-            f"{tmp}: consolidated store failed verification ({result.problems[0]}); parts kept in {folder}"
-        )
-    meta["complete"] = True
-    meta["digest"] = result.digest  # for `info` and re-runs; verify recomputes it from the data
-    store.write_meta(meta)
-    store.close()
-    if tmp.is_dir():
-        fsync_tree(tmp)
-    else:
-        fsync_path(tmp)
-    return result.digest
-
-
 def _read_json(path: Path, fix: str) -> dict:
     """A journal file (manifest.json, index.json); a torn or unreadable one is one line: ``fix``."""
     try:
@@ -552,18 +407,3 @@ def _read_json(path: Path, fix: str) -> dict:
     if not isinstance(value, dict):
         raise EmofuseError(f"{path} is damaged (not a JSON object); {fix}")
     return value
-
-
-def _megabytes(plan: StoreLayout) -> int:
-    meta = plan.meta(complete=False, compression=None)
-    total = sum(m["nbytes"] for st in meta["streams"].values() for m in st["arrays"].values())
-    return max(1, round(total / 1e6))
-
-
-def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(max(1, int(s)) for s in shape)
-
-
-def _sha(data: bytes | np.ndarray) -> str:
-    raw = little_endian(data).tobytes() if isinstance(data, np.ndarray) else data
-    return hashlib.sha256(raw).hexdigest()

@@ -23,8 +23,9 @@ from __future__ import annotations
 import io
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -59,12 +60,25 @@ GENDER_TOTAL = {"F": 4800, "M": 5239}
 N_UNTIMED, N_XX = 152, 48  # the 200 odd transcript lines
 UNALIGNED = ("Ses03M_impro03_M001", "Ses03F_impro07_M030")  # no ForcedAlignment files
 
+
 # ------------------------------------------------------------------------------------- voices
-VOICES = {  # pitch factor, range (semitones), tempo, loudness, spectral tilt, breathiness
-    "neu": dict(pitch=1.0, range=2.0, tempo=1.0, loud=1.0, tilt=1.1, breath=0.08),
-    "hap": dict(pitch=1.3, range=6.5, tempo=1.12, loud=1.35, tilt=0.85, breath=0.10),
-    "sad": dict(pitch=0.87, range=1.2, tempo=0.72, loud=0.5, tilt=1.55, breath=0.35),
-    "ang": dict(pitch=1.18, range=4.0, tempo=1.22, loud=1.9, tilt=0.55, breath=0.03),
+@dataclass(frozen=True)
+class Prosody:
+    """An emotion's (or a mixture's) voice settings: factors on the speaker's, tilt added to it."""
+
+    pitch: float  # pitch factor
+    pitch_range: float  # pitch range (semitones)
+    tempo: float
+    loud: float  # loudness
+    tilt: float  # spectral tilt
+    breath: float  # breathiness
+
+
+VOICES = {
+    "neu": Prosody(pitch=1.0, pitch_range=2.0, tempo=1.0, loud=1.0, tilt=1.1, breath=0.08),
+    "hap": Prosody(pitch=1.3, pitch_range=6.5, tempo=1.12, loud=1.35, tilt=0.85, breath=0.10),
+    "sad": Prosody(pitch=0.87, pitch_range=1.2, tempo=0.72, loud=0.5, tilt=1.55, breath=0.35),
+    "ang": Prosody(pitch=1.18, pitch_range=4.0, tempo=1.22, loud=1.9, tilt=0.55, breath=0.03),
 }
 CODE_VOICE = {  # corpus code -> (voice mixture, word list); None = any of the four at random
     "neu": ({"neu": 1.0}, "neu"),
@@ -267,21 +281,99 @@ def _label_plan(profile: str, rng: np.random.Generator, per_speaker: int, others
     return plan
 
 
-def _speaker_voice(rng: np.random.Generator, gender: str) -> dict:
-    return {
-        "f0": rng.uniform(180, 235) if gender == "F" else rng.uniform(98, 135),
-        "formant": rng.uniform(1.08, 1.2) if gender == "F" else rng.uniform(0.92, 1.02),
-        "tempo": rng.uniform(0.9, 1.1),
-        "loud": rng.uniform(0.8, 1.25),
-        "tilt": rng.uniform(-0.15, 0.15),
-        "breath": rng.uniform(0.8, 1.3),
-        "range": rng.uniform(0.8, 1.25),
-    }
+@dataclass(frozen=True)
+class SpeakerVoice:
+    """One speaker's traits, drawn once per corpus: factors on every emotion's prosody (tilt and
+    formant scale aside)."""
+
+    f0: float  # base pitch (Hz)
+    formant: float  # formant scale (vocal tract length)
+    tempo: float
+    loud: float
+    tilt: float  # added to the emotion's spectral tilt
+    breath: float
+    pitch_range: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, gender: str) -> SpeakerVoice:
+        # keyword arguments are evaluated in the order written: this is the order of the draws
+        return cls(
+            f0=rng.uniform(180, 235) if gender == "F" else rng.uniform(98, 135),
+            formant=rng.uniform(1.08, 1.2) if gender == "F" else rng.uniform(0.92, 1.02),
+            tempo=rng.uniform(0.9, 1.1),
+            loud=rng.uniform(0.8, 1.25),
+            tilt=rng.uniform(-0.15, 0.15),
+            breath=rng.uniform(0.8, 1.3),
+            pitch_range=rng.uniform(0.8, 1.25),
+        )
 
 
-def _mix(weights: dict[str, float]) -> dict[str, float]:
-    keys = VOICES["neu"].keys()
-    return {k: sum(w * VOICES[v][k] for v, w in weights.items()) for k in keys}
+@dataclass(frozen=True)
+class Voice:
+    """The voice of one utterance: the speaker's traits × the emotion's prosody × jitter."""
+
+    f0: float  # Hz
+    pitch_range: float  # semitones
+    tempo: float
+    loud: float
+    tilt: float
+    breath: float
+    formant: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, speaker: SpeakerVoice, emo: Prosody) -> Voice:
+        def jitter(sd: float) -> float:
+            return float(np.exp(rng.normal(0, sd)))
+
+        # keyword arguments are evaluated in the order written: this is the order of the draws
+        return cls(
+            f0=speaker.f0 * emo.pitch * jitter(0.08),
+            pitch_range=speaker.pitch_range * emo.pitch_range * jitter(0.3),
+            tempo=speaker.tempo * emo.tempo * jitter(0.1),
+            loud=speaker.loud * emo.loud * jitter(0.25),
+            tilt=emo.tilt + speaker.tilt + float(rng.normal(0, 0.15)),
+            breath=speaker.breath * emo.breath * jitter(0.3),
+            formant=speaker.formant,
+        )
+
+
+def _mix(weights: dict[str, float]) -> Prosody:
+    """The weighted sum of the emotions' prosodies."""
+    return Prosody(
+        **{
+            f.name: sum(w * getattr(VOICES[v], f.name) for v, w in weights.items())
+            for f in fields(Prosody)
+        }
+    )
+
+
+@dataclass(frozen=True)
+class SpeechStyle:
+    """How every sentence of one corpus is built; set once from its duration range (clips of at
+    most 0.3 s get short words, short segments, no tags and no pauses)."""
+
+    lexical_p: float  # chance that a word comes from the emotion-leaning list
+    max_word_len: int  # longest word (letters) a sentence may use
+    unit_scale: float  # factor on every segment's length
+    min_units: int  # shortest segment (10 ms units)
+    p_tag: float  # chance of a transcript tag per sentence (×3 for hap and exc)
+    edge_units: tuple[int, int]  # base length of the opening and closing silences
+    units_range: tuple[int, int]  # the utterance's length in units, the 2-frame delay excluded
+    p_pause: float  # chance of a <sil> between two words
+
+    @classmethod
+    def for_durations(cls, lo: float, hi: float, lexical_p: float) -> SpeechStyle:
+        short = hi <= 0.3
+        return cls(
+            lexical_p=lexical_p,
+            max_word_len=4 if short else 99,
+            unit_scale=0.35 if short else 1.0,
+            min_units=2 if short else 3,
+            p_tag=0.0 if short else 0.05,
+            edge_units=(3, 2) if short else (25, 20),
+            units_range=(round(lo * 100) - DELAY, round(hi * 100) - DELAY),
+            p_pause=0.0 if short else 0.15,
+        )
 
 
 # ------------------------------------------------------------------------------------ content
@@ -295,39 +387,41 @@ class _Plan:
     accents: list[tuple[int, int, float]]  # (first phone, last phone, height 0..1) per real word
 
 
-def _sentence(rng, code: str, words_from: str, cfg: dict) -> tuple[list[str], list[str | None]]:
+def _sentence(
+    rng, code: str, words_from: str, style: SpeechStyle, tempo: float, target_units: int
+) -> tuple[list[str], list[str | None]]:
     """Words of one sentence and the tag (or None) that precedes each slot (len = words + 1)."""
-    lean = cfg["lexical_p"]
+    lean = style.lexical_p
     words: list[str] = []
-    budget = cfg["target_units"]
+    budget = target_units
     used = DELAY + 6
-    vocab_neu = [w for w in WORDS["neu"] if len(w) <= cfg["max_word_len"]]
-    vocab_emo = [w for w in WORDS[words_from] if len(w) <= cfg["max_word_len"]]
+    vocab_neu = [w for w in WORDS["neu"] if len(w) <= style.max_word_len]
+    vocab_emo = [w for w in WORDS[words_from] if len(w) <= style.max_word_len]
     while True:
         pool = vocab_emo if (words_from != "neu" and rng.random() < lean) else vocab_neu
         word = str(pool[rng.integers(len(pool))])
-        cost = int(len(pronounce(word)) * 7 * cfg["unit_scale"] / cfg["tempo"]) + 1
+        cost = int(len(pronounce(word)) * 7 * style.unit_scale / tempo) + 1
         if words and used + cost > budget:
             break
         words.append(word)
         used += cost
     tags: list[str | None] = [None] * (len(words) + 1)
-    p_tag = cfg["p_tag"] * (3.0 if code in ("hap", "exc") else 1.0)
+    p_tag = style.p_tag * (3.0 if code in ("hap", "exc") else 1.0)
     if rng.random() < p_tag:
         tag = "[LAUGHTER]" if code in ("hap", "exc") else str(rng.choice(list(TAGS)))
         tags[int(rng.integers(len(tags)))] = tag
     return words, tags
 
 
-def _fit(phones: list[tuple[str, str, int, str]], cfg: dict) -> None:
+def _fit(phones: list[tuple[str, str, int, str]], style: SpeechStyle) -> None:
     """Hold the utterance inside the duration range: shorten the longest segments (never below
     min_units) or lengthen the closing silence. Works in whole 10 ms units, before any frame
     is computed, so the tiers stay exact."""
-    lo, hi = cfg["units_range"]
+    lo, hi = style.units_range
     total = sum(p[2] for p in phones)
     while total > hi:
         k = max(range(len(phones)), key=lambda i: phones[i][2])
-        if phones[k][2] <= cfg["min_units"]:
+        if phones[k][2] <= style.min_units:
             break
         phones[k] = (*phones[k][:2], phones[k][2] - 1, phones[k][3])
         total -= 1
@@ -335,12 +429,15 @@ def _fit(phones: list[tuple[str, str, int, str]], cfg: dict) -> None:
         phones[-1] = (*phones[-1][:2], phones[-1][2] + lo - total, phones[-1][3])
 
 
-def _plan(rng, code: str, words_from: str, voice: dict, cfg: dict) -> _Plan:
-    words, tags = _sentence(rng, code, words_from, cfg)
-    scale = cfg["unit_scale"] / voice["tempo"]
+def _plan(
+    rng, code: str, words_from: str, style: SpeechStyle, tempo: float, target_units: int
+) -> _Plan:
+    """One utterance's sentence, spoken at `tempo`, aiming at `target_units` of 10 ms."""
+    words, tags = _sentence(rng, code, words_from, style, tempo, target_units)
+    scale = style.unit_scale / tempo
 
     def units(base: float) -> int:
-        return max(cfg["min_units"], int(round(base * scale * rng.uniform(0.8, 1.25))))
+        return max(style.min_units, int(round(base * scale * rng.uniform(0.8, 1.25))))
 
     phones: list[tuple[str, str, int, str]] = []
     wrows: list[tuple[str, int, int]] = []
@@ -353,7 +450,7 @@ def _plan(rng, code: str, words_from: str, voice: dict, cfg: dict) -> _Plan:
         wrows.append((sym, len(phones) - 1, len(phones) - 1))
         srows.append(("SIL", len(phones) - 1, len(phones) - 1))
 
-    silence("<s>", max(cfg["min_units"], units(cfg["edge_units"][0])))
+    silence("<s>", max(style.min_units, units(style.edge_units[0])))
     for i in range(len(words) + 1):
         tag = tags[i]
         if tag is not None:
@@ -386,10 +483,10 @@ def _plan(rng, code: str, words_from: str, voice: dict, cfg: dict) -> _Plan:
         wrows.append((symbol, first, len(phones) - 1))
         accents.append((first, len(phones) - 1, float(rng.uniform(0.3, 1.0))))
         text_parts.append(word)
-        if i < len(words) - 1 and rng.random() < cfg["p_pause"]:
+        if i < len(words) - 1 and rng.random() < style.p_pause:
             silence("<sil>", units(15))
-    silence("</s>", max(cfg["min_units"], units(cfg["edge_units"][1])))
-    _fit(phones, cfg)
+    silence("</s>", max(style.min_units, units(style.edge_units[1])))
+    _fit(phones, style)
     # context-dependent phone symbols as Sphinx writes them: AH(HH,L) b
     named = []
     for k, (ph, base, n, kind) in enumerate(phones):
@@ -470,18 +567,18 @@ def _formant_gain(freqs: np.ndarray, f1: float, f2: float, scale: float) -> np.n
 _RAMP = np.sin(np.linspace(0, np.pi / 2, 80)) ** 2  # 5 ms fade at phone edges
 
 
-def _synthesise(rng, plan: _Plan, voice: dict) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def _synthesise(rng, plan: _Plan, voice: Voice) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Render the plan; returns the waveform and each phone's [start, end) sample positions."""
     total_units = sum(p[2] for p in plan.phones)
     n = (total_units + DELAY) * UNIT
     # pitch contour in semitones: declination + one accent hump per word
-    st = np.arange(total_units + DELAY) * (-0.3 * voice["range"] / (total_units + DELAY))
+    st = np.arange(total_units + DELAY) * (-0.3 * voice.pitch_range / (total_units + DELAY))
     starts = np.cumsum([0] + [p[2] for p in plan.phones]) + DELAY  # unit where each phone starts
     for first, last, h in plan.accents:
         a, b = int(starts[first]), int(starts[last + 1])
-        st[a:b] += h * voice["range"] * np.sin(np.pi * (np.arange(b - a) + 0.5) / (b - a))
+        st[a:b] += h * voice.pitch_range * np.sin(np.pi * (np.arange(b - a) + 0.5) / (b - a))
     centres = (np.arange(len(st)) + 0.5) * UNIT
-    f0 = voice["f0"] * 2 ** (np.interp(np.arange(n), centres, st) / 12)  # (n,)
+    f0 = voice.f0 * 2 ** (np.interp(np.arange(n), centres, st) / 12)  # (n,)
     noise = _Noise(rng, n)
     phase = 2 * np.pi * np.cumsum(f0) / SR  # (n,)
     out = np.zeros(n)
@@ -503,12 +600,12 @@ def _synthesise(rng, plan: _Plan, voice: dict) -> tuple[np.ndarray, list[tuple[i
                 fm = float(f0[seg].mean())
                 k = np.arange(1, max(2, int(4000 // fm)) + 1)  # (K,)
                 f1, f2 = FORMANTS.get(base, (500, 1500))
-                gains = k ** (-voice["tilt"]) * _formant_gain(k * fm, f1, f2, voice["formant"])
+                gains = k ** (-voice.tilt) * _formant_gain(k * fm, f1, f2, voice.formant)
                 harm = _harmonics(phase[seg], gains)  # (m,)
                 harm /= np.sqrt(np.sum(gains**2) / 2) + 1e-9
                 amp = 1.0 if base in VOWELS else (0.35 if base in FORMANTS else 0.2)
                 breath = noise.band(*BREATH, seg)
-                y = amp * (harm + voice["breath"] * breath)
+                y = amp * (harm + voice.breath * breath)
             if base in NOISE_BAND:
                 y = y + (0.25 if base in ("F", "TH", "HH", "V", "DH") else 0.5) * noise.band(
                     *NOISE_BAND[base], seg
@@ -531,7 +628,7 @@ def _synthesise(rng, plan: _Plan, voice: dict) -> tuple[np.ndarray, list[tuple[i
             if m > 2 * len(ramp):
                 y[: len(ramp)] *= ramp
                 y[-len(ramp) :] *= ramp[::-1]
-            y *= 0.05 * voice["loud"]
+            y *= 0.05 * voice.loud
         out[seg] = y
         spans.append((pos, pos + m))
         pos += m
@@ -635,18 +732,8 @@ def write_synthetic_corpus(
     rng = np.random.default_rng(seed)
     corpus = SyntheticCorpus(root=out)
     plan = _label_plan(profile, rng, per_speaker, others)
-    voices = {(s, g): _speaker_voice(rng, g) for s in range(1, 6) for g in "FM"}
-    short = hi <= 0.3
-    base_cfg = {
-        "lexical_p": lexical_p,
-        "max_word_len": 4 if short else 99,
-        "unit_scale": 0.35 if short else 1.0,
-        "min_units": 2 if short else 3,
-        "p_tag": 0.0 if short else 0.05,
-        "edge_units": (3, 2) if short else (25, 20),
-        "units_range": (round(lo * 100) - DELAY, round(hi * 100) - DELAY),
-        "p_pause": 0.0 if short else 0.15,
-    }
+    voices = {(s, g): SpeakerVoice.draw(rng, g) for s in range(1, 6) for g in "FM"}
+    style = SpeechStyle.for_durations(lo, hi, lexical_p)
     n_untimed = N_UNTIMED if counts else 10
     n_xx = N_XX if counts else 4
     total = sum(len(v) for v in plan.values())
@@ -661,13 +748,25 @@ def write_synthetic_corpus(
             for i, code in enumerate(plan[(s, g)]):
                 slots[dialogs[order[i % len(dialogs)]]].append((g, code))
         items = {d: [slots[d][i] for i in rng.permutation(len(slots[d]))] for d in dialogs}
-        unaligned = _unaligned(s, items)
+        session = SessionContext(
+            session=s,
+            sdir=sdir,
+            voices={g: voices[(s, g)] for g in "FM"},
+            style=style,
+            duration=(lo, hi),
+            unaligned=_unaligned(s, items),
+            rng=rng,
+            corpus=corpus,
+            bar=bar,
+        )
         for d_idx, dialog in enumerate(dialogs):
             _write_dialog(
-                sdir, dialog, items[dialog], unaligned, s, voices, base_cfg, (lo, hi), rng, corpus, bar,
+                session,
+                dialog,
+                items[dialog],
                 untimed=_share(n_untimed, s, d_idx, len(dialogs), range(1, 6)),
                 xx=_share(n_xx, s, d_idx, len(dialogs), (3, 5)),
-            )  # fmt: skip
+            )
     bar.close()
     _write_extras(out, corpus, profile, seed)
     (out / MARKER).write_text(
@@ -730,9 +829,27 @@ def _truth(rows: list[tuple[str, int, int]], spans: list[tuple[int, int]]) -> li
     return [(round(spans[a][0] / SR, 4), round(spans[b][1] / SR, 4), sym) for sym, a, b in rows]
 
 
+@dataclass
+class SessionContext:
+    """What every dialog of one session shares while `_write_dialog` writes it."""
+
+    session: int  # 1..5
+    sdir: Path  # <root>/Session<n>
+    voices: dict[str, SpeakerVoice]  # the session's two speakers, by letter (F, M)
+    style: SpeechStyle
+    duration: tuple[float, float]  # seconds: each utterance's target length is drawn from it
+    unaligned: set[str]  # ids written without ForcedAlignment files
+    rng: np.random.Generator  # the corpus's one generator: its draws fix every byte
+    corpus: SyntheticCorpus  # the ground truth, filled as the files are written
+    bar: Any  # the progress bar, advanced once per utterance
+
+
 def _write_dialog(
-    sdir, dialog, items, unaligned, s, voices, base_cfg, dur, rng, corpus, bar, untimed, xx
-):
+    session: SessionContext, dialog: str, items: list[tuple[str, str]], untimed: int, xx: int
+) -> None:
+    """One dialog: its utterances' wavs and alignment files, its transcript (with `untimed` and
+    `xx` odd lines) and its EmoEvaluation summary."""
+    s, sdir, rng, corpus = session.session, session.sdir, session.rng, session.corpus
     emo_dir = sdir / "dialog" / "EmoEvaluation"
     txt_dir = sdir / "dialog" / "transcriptions"
     wav_dir = sdir / "sentences" / "wav" / dialog
@@ -747,25 +864,13 @@ def _write_dialog(
         utt_id = f"{dialog}_{g}{counters[g]:03d}"
         idx = counters[g]
         counters[g] += 1
-        spk = voices[(s, g)]
         mixture, words_from = CODE_VOICE[code] or (
             {str(rng.choice(FOUR)): 0.6, "neu": 0.4},
             str(rng.choice(FOUR)),
         )
-        emo = _mix(mixture)
-        jitter = lambda sd: float(np.exp(rng.normal(0, sd)))  # noqa: E731
-        voice = {
-            "f0": spk["f0"] * emo["pitch"] * jitter(0.08),
-            "range": spk["range"] * emo["range"] * jitter(0.3),
-            "tempo": spk["tempo"] * emo["tempo"] * jitter(0.1),
-            "loud": spk["loud"] * emo["loud"] * jitter(0.25),
-            "tilt": emo["tilt"] + spk["tilt"] + float(rng.normal(0, 0.15)),
-            "breath": spk["breath"] * emo["breath"] * jitter(0.3),
-            "formant": spk["formant"],
-        }
-        cfg = dict(base_cfg, tempo=voice["tempo"])
-        cfg["target_units"] = int(rng.uniform(*dur) * 100)
-        plan = _plan(rng, code, words_from, voice, cfg)
+        voice = Voice.draw(rng, session.voices[g], _mix(mixture))
+        target_units = int(rng.uniform(*session.duration) * 100)
+        plan = _plan(rng, code, words_from, session.style, voice.tempo, target_units)
         wav, spans = _synthesise(rng, plan, voice)
         buf = io.BytesIO()  # in memory: libsndfile's flush on a real file costs ms per file
         sf.write(buf, np.clip(wav, -1, 1), SR, format="WAV", subtype="PCM_16")
@@ -778,7 +883,7 @@ def _write_dialog(
             f += p[2]
 
         phone_rows = [(p[0], k, k) for k, p in enumerate(plan.phones)]
-        aligned = utt_id not in unaligned
+        aligned = utt_id not in session.unaligned
         if aligned:
             for ext, rows, column, width in (
                 (".wdseg", plan.words, "Word", 5),
@@ -809,7 +914,7 @@ def _write_dialog(
             dialog=dialog,
             start=start,
         )
-        bar.update()
+        session.bar.update()
     # odd transcript lines: untimed ones between regular lines, XX ids with times but no wav/label
     lines = [line for _, line in sorted(transcript)]
     for k in range(untimed):

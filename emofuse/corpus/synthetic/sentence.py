@@ -75,6 +75,11 @@ class Plan:
     sylls: list[tuple[str, int, int]]
     accents: list[tuple[int, int, float]]  # (first phone, last phone, height 0..1) per real word
 
+    @property
+    def phone_rows(self) -> list[tuple[str, int, int]]:
+        """The phone tier's rows: (symbol, phone, same phone)."""
+        return [(p[0], k, k) for k, p in enumerate(self.phones)]
+
 
 def _sentence(
     rng, code: str, words_from: str, style: SpeechStyle, tempo: float, target_units: int

@@ -4,18 +4,21 @@ Why it exists: IEMOCAP cannot be shipped, yet the reader must be checked on the 
 every quirk, and the demo must train heads that learn something. So the generator writes
 5 sessions × 2 speakers of sentence wavs, EmoEvaluation summaries (messy annotator lines included),
 CRLF transcriptions (odd lines and tags included) and Sphinx ForcedAlignment files whose tiers are
-exact: the generator places every phone on the 10 ms grid itself and writes frames with the
-corpus's 2-frame delay, so the reader's seconds must equal the generator's sample positions.
-
-The voice is procedural: "phones" are harmonic segments shaped by formant-like gains, fricative
-noise bands, stop bursts and silences. Prosody depends on emotion AND speaker (pitch level and
-range, tempo, loudness, spectral tilt and breathiness) with per-utterance jitter, and sentences
-draw words from an emotion-leaning list with some probability — cues that survive random-weight
-encoders (loudness, tilt, pitch) and a random-weight text model (word identity).
+exact, in procedural voices whose emotion cues survive random-weight encoders (loudness, tilt,
+pitch) and a random-weight text model (word identity).
 
 Profiles: `demo` (≈ 400 four-class utterances of 1–3 s) and `counts` (the real corpus's 10,039
 utterances with the exact 4-class counts per session, label and speaker of iemocap.md, 0.05–0.2 s
-each) so the reader is checked at full scale. Same seed → identical bytes.
+each) so the reader is checked at full scale. Same seed → identical bytes: one generator, drawn
+from in a fixed order, decides everything.
+
+The parts, each importing only the ones before it:
+  stats.py      the real corpus's numbers, frame constants, the label plan and dialog names
+  pronounce.py  the toy pronouncer: phones, letter rules, syllables, phone classes, formants
+  sentence.py   the sentence plan: words, tags, phones in 10 ms units, tier rows, transcript text
+  voice.py      the procedural voice: speakers, emotions and the synthesiser
+  layout.py     the IEMOCAP files: wavs, Sphinx alignments, transcripts, summaries, extras
+  __init__.py   this orchestration: `write_synthetic_corpus` and the ground truth it returns
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ class SynthUtterance:
 
 @dataclass
 class SyntheticCorpus:
+    """What `write_synthetic_corpus` wrote: every utterance's truth, the odd transcript lines and
+    the macOS twins (paths relative to `root`)."""
+
     root: Path
     utterances: dict[str, SynthUtterance] = field(default_factory=dict)
     odd_lines: int = 0

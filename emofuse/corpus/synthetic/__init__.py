@@ -8,7 +8,7 @@ exact, in procedural voices whose emotion cues survive random-weight encoders (l
 pitch) and a random-weight text model (word identity).
 
 Profiles: `demo` (≈ 400 four-class utterances of 1–3 s) and `counts` (the real corpus's 10,039
-utterances with the exact 4-class counts per session, label and speaker of iemocap.md, 0.05–0.2 s
+utterances with the exact 4-class counts per session, label and speaker of the real corpus (docs/architecture.md §7), 0.05–0.2 s
 each) so the reader is checked at full scale. Same seed → identical bytes: one generator, drawn
 from in a fixed order, decides everything.
 
@@ -99,7 +99,7 @@ def write_synthetic_corpus(
 
     demo: `utterances_per_speaker` four-class utterances (default 40, balanced, hap ≈ 50 % exc)
     plus `others_per_speaker` (default 8: xxx, fru, sur, fea, oth, dis) per speaker, `duration`
-    (default 1–3 s). counts: the real corpus's label counts (iemocap.md), `duration` default
+    (default 1–3 s). counts: the real corpus's label counts (the real corpus), `duration` default
     0.05–0.2 s. `lexical_p`: chance that a word comes from the emotion-leaning list.
     """
     if profile not in PROFILES:

@@ -1,7 +1,7 @@
 """The plan of the synthetic corpus: the real corpus's numbers and who says what, where.
 
 `counts` reproduces the real IEMOCAP_full_release's 10,039 utterances with the exact 4-class counts
-per session, label and speaker of iemocap.md (and its other codes, odd transcript lines and the two
+per session, label and speaker of the real corpus (docs/architecture.md §7) (and its other codes, odd transcript lines and the two
 utterances without ForcedAlignment files); `demo` deals a balanced four-class plan plus a few
 other codes. Sphinx frames are 10 ms and, as in the real corpus, carry a 2-frame delay.
 """
@@ -15,7 +15,7 @@ UNIT = SR // 100  # samples per 10 ms Sphinx frame
 DELAY = 2  # frames: seconds = (frame + 2) / 100
 FOUR = ("neu", "hap", "sad", "ang")
 
-# ---------------------------------------------------------------- real-corpus numbers (iemocap.md)
+# ---------------------------------------------------------------- real-corpus numbers (the real corpus)
 # session -> (ang, hap+exc, sad, neu); speaker -> 4-class total
 COUNTS_4 = {
     1: (229, 278, 194, 384),
@@ -36,7 +36,7 @@ UNALIGNED = ("Ses03M_impro03_M001", "Ses03F_impro07_M030")  # no ForcedAlignment
 
 
 def dialog_names(session: int) -> list[str]:
-    """The session's dialogs: 28/30/32/30/31, irregular names included (iemocap.md)."""
+    """The session's dialogs: 28/30/32/30/31, irregular names included (the real corpus)."""
     names = []
     for letter in "FM":
         base = f"Ses{session:02d}{letter}"

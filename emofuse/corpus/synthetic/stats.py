@@ -1,8 +1,8 @@
 """The plan of the synthetic corpus: the real corpus's numbers and who says what, where.
 
 `counts` reproduces the real IEMOCAP_full_release's 10,039 utterances with the exact 4-class counts
-per session, label and speaker of the real corpus (docs/architecture.md §7) (and its other codes, odd transcript lines and the two
-utterances without ForcedAlignment files); `demo` deals a balanced four-class plan plus a few
+per session, label and speaker of the real corpus (and its other codes, odd transcript lines and
+the two utterances without ForcedAlignment files; docs/architecture.md §7); `demo` deals a balanced four-class plan plus a few
 other codes. Sphinx frames are 10 ms and, as in the real corpus, carry a 2-frame delay.
 """
 

@@ -518,3 +518,24 @@ def test_an_empty_folder_or_an_interrupted_fuse_is_a_valid_out(run, tmp_path):
     result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(empty)])
     assert result.exit_code == 0, result.output
     assert "emofuse_version" in json.loads((empty / "config.json").read_text())
+
+
+@pytest.mark.subprocess
+def test_a_train_through_a_symlink_to_a_run_being_trained_is_refused(
+    tmp_path, held_by_a_train, monkeypatch
+):
+    import emofuse.cache
+
+    out = tmp_path / "run"
+    child = held_by_a_train(out)
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(tmp_path / "link"),
+    ])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"another emofuse train (pid {child.pid}" in lines[0]
+    assert not (tmp_path / "link.lock").exists() and not (out / "config.json").exists()

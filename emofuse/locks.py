@@ -5,6 +5,8 @@
 is refused in one line naming the holder; a lock whose holder is gone (same host, pid not running)
 is stale and is taken over. A lock from another host is never judged stale (its pid means nothing
 here): the message says how to remove it by hand. The lock is removed on exit, also on an error.
+The lock sits beside the output's resolved path (symlinks and ``..`` followed): every spelling of
+one output takes one lock.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from pathlib import Path
 from emofuse.errors import EmofuseError, os_reason
 
 
-def lock_path(out: Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".lock")
+def lock_path(out: str | os.PathLike) -> Path:
+    """``<out>.lock`` beside the output's real path: a symlink to it, ``a/../out`` or a trailing
+    ``/`` name the same lock as ``out`` itself, so no spelling of a path lets two writers in."""
+    real = Path(os.path.realpath(out))
+    return real.with_name(real.name + ".lock")
 
 
 def _alive(pid: int) -> bool:

@@ -69,3 +69,27 @@ def test_the_lock_is_released_on_an_error_and_bad_parents_are_one_line(tmp_path)
     blocker.write_text("x")
     with pytest.raises(EmofuseError, match="regular file"), output_lock(blocker / "out", "train"):
         pass
+
+
+@pytest.mark.subprocess
+def test_a_symlink_or_dotdot_path_to_a_held_output_is_refused(tmp_path):
+    """The lock was named after the path string: a symlink to a run folder (or a/../run) took a
+    second lock, and two trainings wrote one run."""
+    real = tmp_path / "run"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    (tmp_path / "a").mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(real)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "held"
+        for other in (tmp_path / "link", tmp_path / "a" / ".." / "run", f"{real}/"):
+            assert lock_path(other) == lock_path(real)
+            with pytest.raises(EmofuseError, match=f"pid {child.pid}"), output_lock(other, "x"):
+                pass
+    finally:
+        child.communicate("done\n")
+    assert child.returncode == 0 and not lock_path(real).exists()
+    assert not (tmp_path / "link.lock").exists()

@@ -19,6 +19,15 @@ import numpy as np
 from emofuse.errors import EmofuseError
 
 
+def missing_array_error(path: Path, name: str) -> EmofuseError:
+    """The one line for an array the cache's metadata lists but the store lacks (a stream group
+    deleted with h5py, a removed Zarr folder): the cache is damaged, not the user's command."""
+    return EmofuseError(
+        f"cache {path} lacks array {name} (deleted or damaged after extraction); run "
+        f"`emofuse verify {path}` to list the damage, then extract the cache again"
+    )
+
+
 class ArrayStore:
     """Named n-d arrays plus one JSON metadata document, at one path (a file or a folder).
 

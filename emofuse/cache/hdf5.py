@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emofuse.cache.backends import ArrayStore
+from emofuse.cache.backends import ArrayStore, missing_array_error
 from emofuse.errors import EmofuseError, os_reason
 
 
@@ -68,6 +68,13 @@ class HDF5Store(ArrayStore):
             self.f.attrs[key] = meta[key]
 
     # arrays ---------------------------------------------------------------------------------
+    def _dataset(self, name: str) -> h5py.Dataset:
+        """Array ``name``; one the file lacks (a group deleted with h5py) is a damaged cache."""
+        try:
+            return self.f[name]
+        except KeyError:
+            raise missing_array_error(self.path, name) from None
+
     def create(self, name: str, shape: tuple, dtype: str, chunks: tuple, compression: str | None):
         opts = _filters(compression)
         if opts:
@@ -79,14 +86,14 @@ class HDF5Store(ArrayStore):
         self.f[name][index] = value
 
     def read(self, name: str, index: Any = ()) -> np.ndarray:
-        ds = self.f[name]
+        ds = self._dataset(name)
         if ds.size == 0:
             return np.zeros(ds.shape, ds.dtype)[index]
         return ds[index]
 
     def read_into(self, name: str, index: tuple, out: np.ndarray) -> None:
         """Read straight into a C-contiguous destination (no temporary copy)."""
-        self.f[name].read_direct(out, source_sel=index)
+        self._dataset(name).read_direct(out, source_sel=index)
 
     def mapped(self, name: str) -> np.ndarray | None:
         """A copy-on-write memory map of a whole array, or None where HDF5 does not store it as one
@@ -98,7 +105,7 @@ class HDF5Store(ArrayStore):
         opened even if a consolidation has since renamed a new cache over the path, and it
         outlives ``close``. A file system that cannot map falls back to reading (None).
         """
-        ds = self.f[name]
+        ds = self._dataset(name)
         if ds.chunks is not None or ds.size == 0 or ds.dtype.byteorder == ">":
             return None
         offset = ds.id.get_offset()
@@ -113,7 +120,7 @@ class HDF5Store(ArrayStore):
         return np.frombuffer(buf, ds.dtype, count=ds.size, offset=offset).reshape(ds.shape)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.f[name].shape)
+        return tuple(self._dataset(name).shape)
 
     def has(self, name: str) -> bool:
         return name in self.f

@@ -17,6 +17,7 @@ import numpy as np
 from emofuse import __version__
 from emofuse.cache.parts import MANIFEST, Part, list_parts
 from emofuse.cache.schema import (
+    FIXED,
     FORMAT,
     FORMAT_VERSION,
     TABLE_COLUMNS,
@@ -33,6 +34,25 @@ CHUNK_BYTES = 8 << 20  # target chunk size (one layer x rows) for chunked/compre
 
 def stored_name(stream: str, array: str) -> str:
     return f"streams/{stream}/{array}"
+
+
+def stored_arrays(meta: dict) -> list[str]:
+    """Every array a finished store of ``meta`` holds under ``streams/`` (a ragged stream's
+    offsets, each array; a string array as its ``.utf8`` and ``.offsets`` pair): what a stream
+    group deleted from the file (h5py, a removed Zarr folder) leaves missing."""
+    names = []
+    for stream, smeta in sorted(meta["streams"].items()):
+        if smeta["kind"] != FIXED:
+            names.append(stored_name(stream, "offsets"))
+        for array, ameta in sorted(smeta["arrays"].items()):
+            if ArraySpec.from_json(ameta).is_str:
+                names += [
+                    stored_name(stream, f"{array}.utf8"),
+                    stored_name(stream, f"{array}.offsets"),
+                ]
+            else:
+                names.append(stored_name(stream, array))
+    return names
 
 
 def stored_shape(spec: ArraySpec, rows: int) -> tuple[int, ...]:

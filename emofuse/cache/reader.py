@@ -22,6 +22,7 @@ from emofuse.cache.layout import (
     StoreLayout,
     little_endian,
     read_block_rows,
+    stored_arrays,
     stored_name,
     stored_shape,
 )
@@ -358,8 +359,14 @@ class Cache:
         return out
 
     def damage(self) -> list[str]:
-        """Structural damage found without reading the data (Zarr: missing chunk files)."""
-        return self._store.missing_chunks()
+        """Structural damage found without reading the data: arrays the metadata lists that the
+        store lacks (a stream group deleted), and (Zarr) missing chunk files; one line each."""
+        lacking = [
+            f"array {name} is missing (deleted or lost)"
+            for name in stored_arrays(self.meta)
+            if not self._store.has(name)
+        ]
+        return lacking + self._store.missing_chunks()
 
     # --- sizes ----------------------------------------------------------------------------------
     def raw_bytes(self) -> int:

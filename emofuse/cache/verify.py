@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from emofuse.cache.backends import ArrayStore
-from emofuse.cache.layout import little_endian, read_block_rows, stored_name
+from emofuse.cache.layout import little_endian, read_block_rows, stored_arrays, stored_name
 from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json
 from emofuse.cache.store import open_store
 from emofuse.errors import EmofuseError
@@ -107,6 +107,12 @@ def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> Verif
         enabled=progress,
     )
     for name, smeta in sorted(meta["streams"].items()):
+        lacking = [a for a in stored_arrays({"streams": {name: smeta}}) if not store.has(a)]
+        if lacking:  # a stream group deleted from the store
+            problems.append(
+                f"stream {name!r}: {', '.join(lacking)} missing from the store (deleted or lost)"
+            )
+            continue
         if smeta["kind"] == RAGGED:
             try:
                 offsets = store.read(stored_name(name, "offsets"), (slice(None),))

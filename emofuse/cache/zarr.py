@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from emofuse.cache.backends import ArrayStore
+from emofuse.cache.backends import ArrayStore, missing_array_error
 from emofuse.errors import EmofuseError
 
 
@@ -76,10 +76,7 @@ class ZarrStore(ArrayStore):
         try:
             array = self.g[name]
         except KeyError:
-            raise EmofuseError(
-                f"{self.path} lacks array {name} (damaged or incomplete cache); run "
-                "`emofuse verify` on it and extract again"
-            ) from None
+            raise missing_array_error(self.path, name) from None
         if name not in self._whole:
             if problem := _missing_chunks(name, array):
                 raise EmofuseError(f"{self.path}: {problem}; the cache is damaged: extract again")

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, log_loss
 
+from emofuse import __version__
 from emofuse.errors import EmofuseError
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import summarize
+from emofuse.train.outdir import check_run_out
 from emofuse.train.run import (
     _json_write,
     finished_folds,
@@ -104,6 +106,7 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
     if not folds:
         raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
+    check_run_out(out, "emofuse fuse")  # a folder of the user's files is never written into
     with output_lock(out, "fuse"):  # one writer: never into a folder a train or fuse writes
         return _fuse_into(runs, plans, folds, out)
 
@@ -160,6 +163,7 @@ def _fuse_into(
     _json_write(
         out / "config.json",
         {
+            "emofuse_version": __version__,
             "head": "late fusion of " + " + ".join(map(str, runs)),
             "fused_runs": [str(r) for r in runs],
             "criterion": "validation UA, ties by validation cross-entropy",

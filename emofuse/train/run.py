@@ -46,6 +46,7 @@ from emofuse.train.data import TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import FoldOutput, LoopConfig, train_fold
 from emofuse.train.metrics import summarize
+from emofuse.train.outdir import check_run_out
 from emofuse.train.recipes import resolve_loop
 
 # config.json keys that may change between a run and its resume without changing any result
@@ -428,6 +429,7 @@ def check_out(out: Path, cache_path: str | Path | None) -> None:
     from emofuse.cache.store import check_outside_caches
 
     check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
+    check_run_out(out, "emofuse train")  # a folder of the user's files is never written into
 
 
 def prepare_out(out: Path) -> None:

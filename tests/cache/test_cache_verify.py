@@ -205,3 +205,32 @@ def test_train_refuses_a_cache_whose_utterance_table_was_changed(tmp_path, refer
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.output.startswith(f"error: cache {path}: the utterance table does not match")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("stream", ["speech", "text"])
+def test_a_deleted_stream_group_is_damage_in_info_and_one_line_in_train(
+    tmp_path, reference, stream
+):
+    """A stream group deleted from the store (h5py `del f["streams/speech"]`, a removed Zarr
+    folder): info said complete and train died with h5py's KeyError traceback."""
+    path, _ = reference
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            del f[f"streams/{stream}"]
+    else:
+        shutil.rmtree(path / "streams" / stream)
+    info = _cli("info", str(path))
+    assert info.exit_code == 0 and "Traceback" not in info.output, info.output
+    assert "complete)" not in info.output and "DAMAGED" in info.output, info.output
+    assert f"streams/{stream}/" in info.output
+    summary = __import__("json").loads(_cli("info", str(path), "--json").output)
+    assert summary["complete"] is False and summary["damaged"]
+    result = _train(path, tmp_path / "run")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: cache {path} lacks array streams/{stream}/"), lines[0]
+    assert f"emofuse verify {path}" in lines[0] and "extract the cache again" in lines[0]
+    assert not (tmp_path / "run").exists()
+    verify = _cli("verify", str(path))
+    assert verify.exit_code == 1 and f"stream '{stream}'" in verify.output, verify.output
+    assert "Traceback" not in verify.output and "run `emofuse verify" not in verify.output

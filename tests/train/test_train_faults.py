@@ -466,3 +466,76 @@ def test_a_run_json_file_holding_a_list_is_named_in_report(run, tmp_path, name):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith(f"error: {out / name} is unreadable (a JSON list"), lines[0]
+
+
+def _users_folder(path: Path) -> dict[str, bytes]:
+    """A folder of the user's own files, with names a run folder also uses."""
+    path.mkdir()
+    (path / "config.json").write_text('{"my": "settings"}\n')
+    (path / "notes.txt").write_text("mine\n")
+    return {p.name: p.read_bytes() for p in path.iterdir()}
+
+
+def test_train_refuses_a_non_empty_folder_that_is_not_a_run(tmp_path, monkeypatch):
+    """`train --out` into a folder of the user's replaced its config.json (silent loss)."""
+    import emofuse.cache
+
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    out = tmp_path / "mine"
+    before = _users_folder(out)
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(out),
+    ])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: --out {out} is a folder that is not empty and not an "
+                               "emofuse run folder") and "new or empty --out" in lines[0]  # fmt: skip
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not lock_path(out).exists()
+
+
+def test_fuse_refuses_a_non_empty_folder_that_is_not_a_run(run, tmp_path):
+    other = copy(run, tmp_path)
+    out = tmp_path / "mine"
+    before = _users_folder(out)
+    result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: --out {out} is a folder that is not empty and not an "
+                               "emofuse run folder"), lines[0]  # fmt: skip
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_empty_folder_or_an_interrupted_fuse_is_a_valid_out(run, tmp_path):
+    other = copy(run, tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(empty)])
+    assert result.exit_code == 0, result.output
+    (empty / "config.json").unlink()  # a fuse stopped before its last file: fold plan, folds
+    result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(empty)])
+    assert result.exit_code == 0, result.output
+    assert "emofuse_version" in json.loads((empty / "config.json").read_text())
+
+
+@pytest.mark.subprocess
+def test_a_train_through_a_symlink_to_a_run_being_trained_is_refused(
+    tmp_path, held_by_a_train, monkeypatch
+):
+    import emofuse.cache
+
+    out = tmp_path / "run"
+    child = held_by_a_train(out)
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(tmp_path / "link"),
+    ])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"another emofuse train (pid {child.pid}" in lines[0]
+    assert not (tmp_path / "link.lock").exists() and not (out / "config.json").exists()

@@ -1,0 +1,59 @@
+"""Which folders ``emofuse train`` / ``emofuse fuse`` may write into as ``--out``.
+
+A run folder's files have fixed names (config.json, folds.json, predictions.csv …), so writing
+into a folder of the user's that happens to hold a ``config.json`` would replace it. ``--out``
+must therefore be new, empty, or a run folder of emofuse, recognised by its own files: a
+``config.json`` that is a run's (train's carries ``emofuse_version``, a late fusion's
+``fused_runs``), a ``folds.json`` that is a fold plan (a fuse stopped before its config.json), or
+only the temporary file a run killed while writing its first config.json leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from emofuse.errors import EmofuseError
+
+RUN_CONFIG_KEYS = ("emofuse_version", "fused_runs")  # one of them is in every run's config.json
+PLAN_KEYS = {"split", "seed", "folds"}
+FIRST_WRITE_LEFTOVERS = {"config.json.tmp"}  # a run killed while writing its first file
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def is_run_folder(out: Path) -> bool:
+    """``out`` holds a run of emofuse (trained or fused, finished or not), by its own files."""
+    config = _json_object(out / "config.json")
+    if config is not None and any(key in config for key in RUN_CONFIG_KEYS):
+        return True
+    plan = _json_object(out / "folds.json")
+    if plan is not None and PLAN_KEYS <= set(plan) and isinstance(plan.get("folds"), list):
+        return True
+    names = {p.name for p in out.iterdir()}
+    return bool(names) and names <= FIRST_WRITE_LEFTOVERS
+
+
+def check_run_out(out: Path, command: str) -> None:
+    """One-line refusal of an ``--out`` that is a non-empty folder but not an emofuse run folder:
+    ``command`` would overwrite the user's files in it (nothing is written here)."""
+    if not out.is_dir():
+        return
+    try:
+        empty = next(out.iterdir(), None) is None
+        if empty or is_run_folder(out):
+            return
+    except OSError:  # unreadable: the writability checks and the lock say what is wrong
+        return
+    raise EmofuseError(
+        f"--out {out} is a folder that is not empty and not an emofuse run folder (no run "
+        f"config.json or folds.json in it); {command} would overwrite its files there: give a "
+        "new or empty --out"
+    )

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emofuse.audio import AudioProblem, duration_of, load_audio
-from emofuse.corpus.rows import read_rows, rebase, relative_to, resolve, write_rows
+from emofuse.corpus.rows import (
+    check_manifest_name,
+    read_rows,
+    rebase,
+    relative_to,
+    resolve,
+    write_rows,
+)
 from emofuse.errors import EmofuseError, check_out_file, check_out_path
 from emofuse.progress import progress_bar
 
@@ -57,6 +64,7 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
     if manifest.resolve() == out.resolve():
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
     check_out_file(out)
+    check_manifest_name(out)  # before the TextGrid folder (named after OUT) or any alignment
     columns, rows = read_rows(manifest)
     if "text" not in columns:
         raise EmofuseError(

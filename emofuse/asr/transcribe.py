@@ -25,7 +25,7 @@ import numpy as np
 
 from emofuse import faults
 from emofuse.audio import AudioProblem, duration_of, load_audio
-from emofuse.corpus.rows import read_rows, rebase, resolve, write_rows
+from emofuse.corpus.rows import check_manifest_name, read_rows, rebase, resolve, write_rows
 from emofuse.errors import EmofuseError, check_out_file
 from emofuse.progress import progress_bar
 
@@ -135,6 +135,7 @@ def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -
     if manifest.resolve() == out.resolve():
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
     check_out_file(out)  # before anything loads: a parent that is a file, a read-only folder
+    check_manifest_name(out)  # and a name write_rows cannot write
     if cfg.batch_size < 1:
         raise EmofuseError(f"--batch-size {cfg.batch_size}: give 1 or more")
     from emofuse.asr.wer import word_error_rate

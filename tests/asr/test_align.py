@@ -117,3 +117,14 @@ def test_out_or_align_dir_under_a_regular_file_is_one_line(tmp_path, synth_utts)
         assert "regular file" in lines[0], lines[0]
     assert blocker.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "in.csv"]
+
+
+def test_an_out_name_that_is_not_a_manifest_is_refused_before_aligning(tmp_path, synth_utts):
+    """`--out /dev/full` aligned every row, created /dev/full_textgrids, then refused the name."""
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2])
+    for out in (tmp_path / "al.txt", tmp_path / "al"):
+        result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0] == f"error: --out {out}: use a .csv or .jsonl file name"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no al_textgrids folder

@@ -229,3 +229,15 @@ def test_quiet_silences_the_bar_on_a_terminal_too(tmp_path, tiny_asr, synth_utts
     assert shown.exit_code == 0 and "transcribe: 100%" in shown.output, shown.output
     quiet = invoke(*args)
     assert quiet.exit_code == 0 and "transcribe:" not in quiet.output, quiet.output
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out"])
+def test_an_out_name_that_is_not_a_manifest_is_refused_before_any_work(
+    tmp_path, tiny_asr, synth_utts, name
+):
+    """`--out x.txt` (or /dev/full) was refused only after every row was transcribed."""
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
+    out = tmp_path / name
+    line = one_error_line(invoke(*transcribe_args(manifest, out, tiny_asr)))
+    assert line == f"error: --out {out}: use a .csv or .jsonl file name"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no journal, no lock

@@ -8,7 +8,8 @@ gold text is never overwritten, the ASR output always goes beside it in `asr_tex
 Crash safety: finished batches are appended to a journal (`OUT.partial.jsonl`, fsynced per batch,
 its first line the model and decoding settings). A rerun of the same command reads it back and
 transcribes only the rows it lacks; a torn last line (kill mid-write) is ignored. The output
-manifest is written atomically at the end and the journal removed.
+manifest is written atomically at the end and the journal removed. One process writes an output at a
+time: a second one on the same --out is refused while the first holds `OUT.lock` (emofuse.locks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from emofuse import faults
 from emofuse.audio import AudioProblem, duration_of, load_audio
 from emofuse.corpus.rows import check_manifest_name, read_rows, rebase, resolve, write_rows
 from emofuse.errors import EmofuseError, check_out_file
+from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 
 ASR_COLUMNS = ("asr_text", "asr_language", "asr_error")
@@ -138,6 +140,13 @@ def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -
     check_manifest_name(out)  # and a name write_rows cannot write
     if cfg.batch_size < 1:
         raise EmofuseError(f"--batch-size {cfg.batch_size}: give 1 or more")
+    with output_lock(out, "transcribe"):  # one writer of OUT and its journal at a time
+        return _transcribe(cfg, manifest, out, echo)
+
+
+def _transcribe(
+    cfg: TranscribeConfig, manifest: Path, out: Path, echo: Callable[[str], None]
+) -> TranscribeSummary:
     from emofuse.asr.wer import word_error_rate
     from emofuse.asr.whisper import load_asr_model
 

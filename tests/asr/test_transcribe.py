@@ -241,3 +241,24 @@ def test_an_out_name_that_is_not_a_manifest_is_refused_before_any_work(
     line = one_error_line(invoke(*transcribe_args(manifest, out, tiny_asr)))
     assert line == f"error: --out {out}: use a .csv or .jsonl file name"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no journal, no lock
+
+
+def test_a_second_transcribe_into_the_same_out_is_refused_while_the_first_holds_it(
+    tmp_path, tiny_asr, synth_utts
+):
+    """Two processes on one --out appended to one journal and replaced each other's output; the
+    second now meets the first's OUT.lock (held here, by this live process) and stops in one line,
+    touching neither the output nor the journal."""
+    from emofuse.locks import lock_path, output_lock
+
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
+    out = tmp_path / "out.csv"
+    out.write_text("id,audio\nold,old.wav\n")
+    with output_lock(out, "transcribe"):
+        line = one_error_line(invoke(*transcribe_args(manifest, out, tiny_asr)))
+        assert f"{out} is being written by another emofuse transcribe (pid {os.getpid()}" in line
+        assert lock_path(out).exists()
+    assert out.read_text() == "id,audio\nold,old.wav\n" and not journal_path(out).exists()
+    result = invoke(*transcribe_args(manifest, out, tiny_asr))  # released: the run goes ahead
+    assert result.exit_code == 0, result.output
+    assert not lock_path(out).exists()

@@ -23,6 +23,10 @@ from emofuse.errors import os_reason
 SAMPLE_RATE = 16000
 SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: nothing an encoder can use
 MIN_SAMPLE_RATE = 4000  # below this no speech is left (a 1 Hz header is a broken file, not audio)
+# above this no recorder writes (384 kHz is the top professional rate); a 1 MHz or 2 GHz header is a
+# damaged file, whose few "samples" per 16 kHz frame would be resampled into a clip of nothing
+MAX_SAMPLE_RATE = 384000
+RATE_RANGE = f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"
 
 
 class AudioProblem(Exception):
@@ -86,13 +90,21 @@ def audio_sha1(path: str | Path) -> str | None:
         return None
 
 
-def rate_problem(path: Path, rate: int) -> str | None:
+def rate_problem(path: str | Path, rate: int) -> str | None:
+    """Why a header's sample rate cannot be speech audio (outside ``RATE_RANGE``), or None.
+
+    The one check of the rate: decoding (extract, predict, transcribe, align) and the corpus readers
+    (stats, folds, extract's reading) all ask it."""
     if rate < MIN_SAMPLE_RATE:
-        return (
-            f"sample rate {rate} Hz of {Path(path).name} is below {MIN_SAMPLE_RATE} Hz "
-            "(a damaged header or not speech audio); re-export the file at 16 kHz"
-        )
-    return None
+        where = f"below {MIN_SAMPLE_RATE} Hz"
+    elif rate > MAX_SAMPLE_RATE:
+        where = f"above {MAX_SAMPLE_RATE} Hz"
+    else:
+        return None
+    return (
+        f"sample rate {rate} Hz of {Path(path).name} is {where}, outside {RATE_RANGE} "
+        "(a damaged header or not speech audio); re-export the file at 16 kHz"
+    )
 
 
 def wav_truncated(path: Path) -> tuple[int, int] | None:

@@ -4,7 +4,8 @@ Every row stays in the output manifest. A row that cannot be aligned (no transcr
 audio, a transcript that does not fit the audio) gets an empty `alignment` and the reason in
 `alignment_error`, so the corpus reader keeps it as an unaligned utterance (frame features only,
 flagged in the cache). Words aligned as unsegmented spans (not in CMUdict) are listed in
-`alignment_oov`.
+`alignment_oov`. One process writes an output at a time: a second `emofuse align` on the same --out
+is refused while the first holds `OUT.lock` (emofuse.locks).
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emofuse.audio import AudioProblem, duration_of, load_audio
-from emofuse.corpus.rows import read_rows, rebase, relative_to, resolve, write_rows
+from emofuse.corpus.rows import (
+    check_manifest_name,
+    read_rows,
+    rebase,
+    relative_to,
+    resolve,
+    write_rows,
+)
 from emofuse.errors import EmofuseError, check_out_file, check_out_path
+from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 
 ALIGN_COLUMNS = ("alignment", "alignment_error", "alignment_oov")
@@ -50,13 +59,11 @@ def textgrid_name(utt_id: str) -> str:
 
 
 def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSummary:
-    from emofuse.align.pocketsphinx import PocketSphinxAligner
-    from emofuse.align.textgrid import write_textgrid
-
     manifest, out = Path(cfg.manifest).expanduser(), Path(cfg.out).expanduser()
     if manifest.resolve() == out.resolve():
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
     check_out_file(out)
+    check_manifest_name(out)  # before the TextGrid folder (named after OUT) or any alignment
     columns, rows = read_rows(manifest)
     if "text" not in columns:
         raise EmofuseError(
@@ -72,6 +79,22 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
         raise EmofuseError(
             f"ids map to the same TextGrid name {clash[0]}: make ids differ in letters/digits"
         )
+    with output_lock(out, "align"):  # one writer of OUT (and its TextGrids) at a time
+        return _align(cfg, manifest, out, columns, rows, align_dir, echo)
+
+
+def _align(
+    cfg: AlignConfig,
+    manifest: Path,
+    out: Path,
+    columns: list[str],
+    rows: list[dict[str, str]],
+    align_dir: Path,
+    echo: Callable[[str], None],
+) -> AlignSummary:
+    from emofuse.align.pocketsphinx import PocketSphinxAligner
+    from emofuse.align.textgrid import write_textgrid
+
     base = manifest.parent
     summary = AlignSummary(out, align_dir, rows=len(rows))
     start = time.perf_counter()

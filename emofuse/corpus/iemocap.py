@@ -16,7 +16,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from emofuse.audio import MIN_SAMPLE_RATE, rate_problem
+from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import CorpusReadResult, Segment, Utterance
 from emofuse.errors import EmofuseError
@@ -49,7 +49,7 @@ SKIP_NO_WAV = "no sentence wav"
 SKIP_NO_TEXT = "no transcript line"
 SKIP_NO_LABEL = "no label block in EmoEvaluation (wav or transcript line present)"
 SKIP_BAD_WAV = "sentence wav unreadable by soundfile (not audio, empty or damaged)"
-SKIP_BAD_RATE = f"sentence wav sample rate below {MIN_SAMPLE_RATE} Hz (damaged header)"
+SKIP_BAD_RATE = f"sentence wav sample rate outside {RATE_RANGE} (damaged header)"
 SKIP_BAD_SUMMARY = "label line not in the summary format"
 SKIP_NOT_IMPRO = "scripted dialog (--improvised-only)"
 

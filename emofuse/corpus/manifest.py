@@ -17,7 +17,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from emofuse.audio import MIN_SAMPLE_RATE, rate_problem
+from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import CorpusReadResult, Utterance
 from emofuse.errors import EmofuseError
@@ -31,7 +31,7 @@ GENDERS = {"f": "F", "female": "F", "m": "M", "male": "M"}
 SKIP_MISSING = "audio file missing (--skip-missing)"
 SKIP_UNREADABLE = "audio unreadable by soundfile (--skip-missing)"
 SKIP_LABEL = "label not in --classes"
-SKIP_RATE = f"sample rate below {MIN_SAMPLE_RATE} Hz (--skip-missing)"
+SKIP_RATE = f"sample rate outside {RATE_RANGE} (--skip-missing)"
 
 
 def _load_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -210,9 +210,8 @@ def read_manifest(
                 result.skip(SKIP_RATE, utt_id)
                 continue
             raise EmofuseError(
-                f"{where}: {audio} for {utt_id} has a sample rate of {info.samplerate} Hz, below "
-                f"{MIN_SAMPLE_RATE} Hz (a damaged header?) — re-export it at 16 kHz or pass "
-                "--skip-missing"
+                f"{where}: {audio} for {utt_id} has a sample rate of {info.samplerate} Hz, outside "
+                f"{RATE_RANGE} (a damaged header?) — re-export it at 16 kHz or pass --skip-missing"
             )
         duration = info.duration
         text = row.get("text", "")

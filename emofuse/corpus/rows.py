@@ -66,9 +66,21 @@ def rebase(rows: list[dict[str, str]], columns: tuple[str, ...], src: Path, dst:
                 row[col] = relative_to(resolve(src, value), dst)
 
 
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+def check_manifest_name(path: str | os.PathLike, option: str = "--out") -> None:
+    """One-line error unless ``path`` names a manifest `write_rows` can write (.csv or .jsonl).
+
+    Commands call it before any work, so a bad --out never costs a run (nor leaves its side files)."""
+    if Path(path).suffix.lower() not in MANIFEST_SUFFIXES:
+        raise EmofuseError(f"{option} {path}: use a .csv or .jsonl file name")
+
+
 def write_rows(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
     """Write a CSV (or .jsonl) manifest atomically: a kill leaves the old file or the new one."""
     path = Path(path)
+    check_manifest_name(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         body = "".join(json.dumps({c: r.get(c, "") for c in columns}) + "\n" for r in rows)
@@ -78,8 +90,6 @@ def write_rows(path: Path, columns: list[str], rows: list[dict[str, str]]) -> No
         w.writeheader()
         w.writerows({c: r.get(c, "") for c in columns} for r in rows)
         body = buf.getvalue()
-    else:
-        raise EmofuseError(f"--out {path}: use a .csv or .jsonl file name")
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8", newline="") as f:
         f.write(body)

@@ -117,3 +117,33 @@ def test_out_or_align_dir_under_a_regular_file_is_one_line(tmp_path, synth_utts)
         assert "regular file" in lines[0], lines[0]
     assert blocker.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "in.csv"]
+
+
+def test_an_out_name_that_is_not_a_manifest_is_refused_before_aligning(tmp_path, synth_utts):
+    """`--out /dev/full` aligned every row, created /dev/full_textgrids, then refused the name."""
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2])
+    for out in (tmp_path / "al.txt", tmp_path / "al"):
+        result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0] == f"error: --out {out}: use a .csv or .jsonl file name"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no al_textgrids folder
+
+
+def test_a_second_align_into_the_same_out_is_refused_while_the_first_holds_it(tmp_path, synth_utts):
+    """align took no lock: two processes wrote one manifest and one TextGrid folder at once."""
+    import os
+
+    from emofuse.locks import lock_path, output_lock
+
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2])
+    out = tmp_path / "al.csv"
+    with output_lock(out, "align"):
+        result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert f"{out} is being written by another emofuse align (pid {os.getpid()}" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no TextGrids, no output
+    result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert out.exists() and not lock_path(out).exists()

@@ -123,3 +123,49 @@ def test_clips_shorter_than_the_speaker_models_minimum_are_padded_on_every_run(t
     wav, _ = sf.read(folder / "s400.wav", dtype="float32")
     expected = enc.encode([np.pad(wav, (0, enc.min_samples - len(wav)))])[0].numpy()
     np.testing.assert_allclose(vectors[1].astype(np.float32), expected, atol=2e-3, rtol=2e-3)
+
+
+def _wav_with_header_rate(path: Path, rate: int, seconds: float = 1.0) -> Path:
+    """A 16-bit WAV of `seconds` of noise whose header claims `rate` (the samples are 16 kHz)."""
+    rng = np.random.default_rng(5)
+    sf.write(path, 0.1 * rng.standard_normal(int(16000 * seconds)).astype(np.float32), 16000,
+             subtype="PCM_16")  # fmt: skip
+    raw = bytearray(path.read_bytes())
+    assert raw[12:16] == b"fmt " and int.from_bytes(raw[24:28], "little") == 16000
+    raw[24:28] = rate.to_bytes(4, "little")  # sample rate
+    raw[28:32] = min(2 * rate, 2**32 - 1).to_bytes(4, "little")  # byte rate (mono, 16 bit)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("rate", [1_000_000, 2_000_000_000])
+def test_an_absurd_header_sample_rate_is_refused_naming_the_file(tmp_path, tiny, rate) -> None:
+    """A header claiming 1 MHz or 2 GHz (a damaged file) was read as a clip of a few milliseconds
+    and extracted (padded, exit 0); predict and transcribe did the same. The one rate check of
+    emofuse.audio refuses it everywhere: the manifest reader (extract, corpus stats) in one line
+    naming the file, decoding (predict, transcribe, align) with the same reason."""
+    from emofuse.audio import AudioProblem, load_audio, rate_problem
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    sf.write(folder / "good.wav", 0.1 * np.ones(16000, np.float32), 16000)
+    _wav_with_header_rate(folder / "huge.wav", rate)
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "audio", "text", "label", "speaker"])
+        w.writerows([[n, f"{n}.wav", "hi", "neu", "spk1"] for n in ("good", "huge")])
+    out = tmp_path / "huge.h5"
+    for args in (_args(folder / "manifest.csv", tiny, out),
+                 ["corpus", "stats", "--corpus", "manifest", "--manifest",
+                  str(folder / "manifest.csv"), "--json"]):  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert "huge.wav" in lines[0] and f"{rate} Hz" in lines[0], lines[0]
+        assert "outside 4000–384000 Hz" in lines[0] and "--skip-missing" in lines[0], lines[0]
+    assert not out.exists() and not Path(f"{out}.parts").exists()
+    with pytest.raises(AudioProblem, match=rf"sample rate {rate} Hz of huge.wav is above 384000"):
+        load_audio(folder / "huge.wav")
+    assert rate_problem(Path("hi.wav"), 384000) is None  # the top professional rate is audio
+    assert "below 4000 Hz" in rate_problem(Path("lo.wav"), 3999)

@@ -6,8 +6,10 @@ gold text is never overwritten, the ASR output always goes beside it in `asr_tex
 `asr_error`. WER is reported against every row that has gold text (emofuse.asr.wer).
 
 Crash safety: finished batches are appended to a journal (`OUT.partial.jsonl`, fsynced per batch,
-its first line the model and decoding settings). A rerun of the same command reads it back and
-transcribes only the rows it lacks; a torn last line (kill mid-write) is ignored. The output
+its first line the model and decoding settings, each row with the SHA-1 of the audio bytes it was
+made from). A rerun of the same command reads it back and transcribes only the rows it lacks or
+whose audio changed since (other bytes under the row's path now; a row of an older journal, which
+has no hash, is redone too); a torn last line (kill mid-write) is ignored. The output
 manifest is written atomically at the end and the journal removed. One process writes an output at a
 time: a second one on the same --out is refused while the first holds `OUT.lock` (emofuse.locks).
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from emofuse import faults
-from emofuse.audio import AudioProblem, duration_of, load_audio
+from emofuse.audio import AudioProblem, audio_sha1, duration_of, load_audio
 from emofuse.corpus.rows import check_manifest_name, read_rows, rebase, resolve, write_rows
 from emofuse.errors import EmofuseError, check_out_file
 from emofuse.locks import output_lock
@@ -124,11 +126,42 @@ class _Journal:
         self.f.close()
 
 
-def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
+def _decode(path: Path) -> tuple[np.ndarray | None, str | None, str | None]:
+    """(16 kHz samples or None, why not or None, SHA-1 of the file's bytes or None: unreadable)."""
     try:
-        return load_audio(path).wav, None
+        dec = load_audio(path)
     except AudioProblem as err:
-        return None, str(err)
+        return None, str(err), audio_sha1(path)
+    return dec.wav, None, dec.sha1
+
+
+def _drop_changed(done: dict[str, dict], rows: list[dict], base: Path) -> tuple[list, list]:
+    """Forget the journal rows whose audio is not the audio they were transcribed from.
+
+    The journal is keyed by id, so a file replaced under the same name (or a row pointed at another
+    file) would keep the old file's transcript: each record carries the SHA-1 of the bytes it was
+    made from (``audio_sha1``, as extract's resume compares), checked against the file now. A record
+    without one (a journal of an older emofuse) cannot be checked and is redone too. Returns (ids
+    whose audio changed, ids without a hash); both are removed from ``done``.
+    """
+    held = [r for r in rows if r["id"] in done]
+    with ThreadPoolExecutor(4, thread_name_prefix="hash") as pool:
+        now = list(pool.map(lambda r: audio_sha1(resolve(base, r["audio"])), held))
+    changed, unhashed = [], []
+    for row, sha in zip(held, now, strict=True):
+        rec = done[row["id"]]
+        if "audio_sha1" not in rec:
+            unhashed.append(row["id"])
+        elif rec["audio_sha1"] != sha:
+            changed.append(row["id"])
+        else:
+            continue
+        del done[row["id"]]
+    return changed, unhashed
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
 def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -> TranscribeSummary:
@@ -160,6 +193,9 @@ def _transcribe(
     settings = _settings(cfg, model)
     jpath = journal_path(out)
     done = _read_journal(jpath, settings)
+    journaled = bool(done)
+    wanted = {r["id"] for r in todo}
+    changed, unhashed = ([i for i in ids if i in wanted] for ids in _drop_changed(done, rows, base))
     already = sum(r["id"] in done for r in todo)  # failed rows included: they are not redone
     summary = TranscribeSummary(
         out,
@@ -172,9 +208,20 @@ def _transcribe(
         f"transcribing {len(pending)} of {len(rows)} rows ({sum(seconds.values()) / 60:.1f} min "
         f"of audio) with {model.model_id}"
         + (f"; resuming: {already} already done" if already else "")
+        + (
+            f"; redoing {len(changed)} whose audio changed since ({_ids(changed)})"
+            if changed
+            else ""
+        )
+        + (
+            f"; redoing {len(unhashed)} from a journal of an older emofuse (no audio hash to check "
+            f"them by: {_ids(unhashed)})"
+            if unhashed
+            else ""
+        )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    journal = _Journal(jpath, settings, fresh=not done)
+    journal = _Journal(jpath, settings, fresh=not journaled)
     bar = progress_bar(
         total=sum(seconds.values()),
         unit="audio-s",
@@ -193,12 +240,13 @@ def _transcribe(
                     ahead.append(
                         pool.map(_decode, [resolve(base, r["audio"]) for r in batches[k + 2]])
                     )
-                good = [i for i, (w, _) in enumerate(decoded) if w is not None]
+                good = [i for i, (w, *_) in enumerate(decoded) if w is not None]
                 texts = model.transcribe([decoded[i][0] for i in good], cfg.language, cfg.beam_size)
                 records = [
-                    {"id": r["id"], "asr_text": "", "asr_language": "", "asr_error": d[1]}
+                    {"id": r["id"], "asr_text": "", "asr_language": "", "asr_error": d[1],
+                     "audio_sha1": d[2]}
                     for r, d in zip(batch, decoded, strict=True)
-                ]
+                ]  # fmt: skip
                 for i, t in zip(good, texts, strict=True):
                     records[i].update(asr_text=t.text, asr_language=t.language, asr_error="")
                 journal.add(records)

@@ -262,3 +262,65 @@ def test_a_second_transcribe_into_the_same_out_is_refused_while_the_first_holds_
     result = invoke(*transcribe_args(manifest, out, tiny_asr))  # released: the run goes ahead
     assert result.exit_code == 0, result.output
     assert not lock_path(out).exists()
+
+
+def _own_copies(tmp_path, utts) -> list:
+    """The utterances with their audio copied into tmp_path (the session corpus stays untouched)."""
+    import dataclasses
+    import shutil
+
+    (tmp_path / "wav").mkdir()
+    copies = []
+    for u in utts:
+        shutil.copyfile(u.audio, tmp_path / "wav" / f"{u.id}.wav")
+        copies.append(dataclasses.replace(u, audio=tmp_path / "wav" / f"{u.id}.wav"))
+    return copies
+
+
+def _killed_after_one_batch(cmd) -> None:
+    env = {**os.environ, "EMOFUSE_FAULT": "transcribe-batch:1"}
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+
+
+def test_a_resume_redoes_the_rows_whose_audio_changed_since(tmp_path, tiny_asr, synth_utts):
+    """The journal was keyed by id only: a file replaced under the same name after the kill kept
+    the old file's transcript (silently wrong). Rows carry their audio's SHA-1; a changed one is
+    redone, and the result is what an uninterrupted run over the audio as it is now gives. (The
+    tiny model's transcripts are all empty, so the replacement is a damaged file: its row must now
+    say why it has no transcript.)"""
+    utts = _own_copies(tmp_path, synth_utts[:4])
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
+    out = tmp_path / "out.csv"
+    cmd = [sys.executable, "-m", "emofuse", *map(str, transcribe_args(manifest, out, tiny_asr))]
+    _killed_after_one_batch(cmd)  # rows 0 and 1 are in the journal
+    first = [json.loads(x) for x in journal_path(out).read_text().splitlines()[1:]]
+    assert [(r["id"], r["asr_error"]) for r in first] == [(utts[0].id, ""), (utts[1].id, "")]
+    utts[0].audio.write_bytes(b"RIFF, but not audio")  # other content under the same name
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    rows = read_csv(out)
+    assert rows[0].get("asr_error", "").startswith(f"unreadable audio {utts[0].audio.name}"), rows
+    ref = tmp_path / "ref.csv"  # uninterrupted, over the audio as it is now
+    assert invoke(*transcribe_args(manifest, ref, tiny_asr)).exit_code == 0
+    assert rows == read_csv(ref)
+    assert "transcribing 3 of 4 rows" in again.stdout and "resuming: 1 already done" in again.stdout
+    assert f"redoing 1 whose audio changed since ({utts[0].id})" in again.stdout
+    assert "4 rows, 2 transcribed now, 1 resumed, 1 not transcribed" in again.stdout
+
+
+def test_a_journal_without_audio_hashes_is_redone(tmp_path, tiny_asr, synth_utts):
+    """A journal of an older emofuse has no hash to check its rows by: they are redone, not trusted."""
+    utts = _own_copies(tmp_path, synth_utts[:3])
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
+    out = tmp_path / "out.csv"
+    cmd = [sys.executable, "-m", "emofuse", *map(str, transcribe_args(manifest, out, tiny_asr))]
+    _killed_after_one_batch(cmd)
+    head, *records = journal_path(out).read_text().splitlines()
+    old = [{k: v for k, v in json.loads(x).items() if k != "audio_sha1"} for x in records]
+    journal_path(out).write_text("".join(x + "\n" for x in [head, *map(json.dumps, old)]))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "transcribing 3 of 3 rows" in again.stdout and "resuming" not in again.stdout
+    assert "redoing 2 from a journal of an older emofuse" in again.stdout
+    assert "3 transcribed now" in again.stdout

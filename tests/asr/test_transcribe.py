@@ -221,13 +221,16 @@ def test_quiet_silences_the_bar_on_a_terminal_too(tmp_path, tiny_asr, synth_utts
     import emofuse.progress
 
     manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
-    args = transcribe_args(manifest, tmp_path / "o.csv", tiny_asr)
-    piped = invoke(*[a for a in args if a != "--quiet"])  # stderr is not a terminal: no bar
+
+    def args(name):  # a new --out each time (a rerun into the same one reuses its transcripts)
+        return transcribe_args(manifest, tmp_path / name, tiny_asr)
+
+    piped = invoke(*[a for a in args("o1.csv") if a != "--quiet"])  # stderr not a terminal: no bar
     assert piped.exit_code == 0 and "transcribe:" not in piped.output, piped.output
     monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: True)
-    shown = invoke(*[a for a in args if a != "--quiet"])
+    shown = invoke(*[a for a in args("o2.csv") if a != "--quiet"])
     assert shown.exit_code == 0 and "transcribe: 100%" in shown.output, shown.output
-    quiet = invoke(*args)
+    quiet = invoke(*args("o3.csv"))
     assert quiet.exit_code == 0 and "transcribe:" not in quiet.output, quiet.output
 
 
@@ -324,3 +327,37 @@ def test_a_journal_without_audio_hashes_is_redone(tmp_path, tiny_asr, synth_utts
     assert "transcribing 3 of 3 rows" in again.stdout and "resuming" not in again.stdout
     assert "redoing 2 from a journal of an older emofuse" in again.stdout
     assert "3 transcribed now" in again.stdout
+
+
+def test_a_rerun_of_a_finished_transcription_reuses_it(tmp_path, tiny_asr, synth_utts):
+    """A finished run removed its journal, so the same command again transcribed every row anew
+    (hours on a real corpus). The journal stays as the finished run's record: a rerun reuses every
+    row whose audio is unchanged, redoes a changed one, and other settings transcribe anew."""
+    utts = _own_copies(tmp_path, synth_utts[:4])
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
+    out = tmp_path / "out.csv"
+    record = tmp_path / "out.csv.transcribe.jsonl"
+    args = transcribe_args(manifest, out, tiny_asr)
+    first = invoke(*args)
+    assert first.exit_code == 0 and "transcribing 4 of 4 rows" in first.output, first.output
+    rows = read_csv(out)
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "transcribing 0 of 4 rows" in again.output, again.output
+    assert not journal_path(out).exists() and record.is_file()
+    assert f"reusing 4 done by an earlier run (recorded in {record.name}" in again.output
+    assert "4 rows, 0 transcribed now, 4 resumed" in again.output
+    assert read_csv(out) == rows
+    utts[2].audio.write_bytes(b"not audio any more")  # only this row is redone
+    changed = invoke(*args)
+    assert changed.exit_code == 0, changed.output
+    assert "transcribing 1 of 4 rows" in changed.output and "reusing 3 done" in changed.output
+    assert f"redoing 1 whose audio changed since ({utts[2].id})" in changed.output
+    now = read_csv(out)
+    assert now[2]["asr_error"].startswith("unreadable audio")
+    kept = ("id", "text", "asr_text", "asr_language")
+    assert [[r[k] for k in kept] for r in now[:2]] == [[r[k] for k in kept] for r in rows[:2]]
+    other = invoke(*transcribe_args(manifest, out, tiny_asr, "--language", "de"))
+    assert other.exit_code == 0, other.output
+    assert "transcribing 4 of 4 rows" in other.output and "not reused" in other.output
+    assert json.loads(record.read_text().splitlines()[0])["language"] == "de"

@@ -10,8 +10,12 @@ its first line the model and decoding settings, each row with the SHA-1 of the a
 made from). A rerun of the same command reads it back and transcribes only the rows it lacks or
 whose audio changed since (other bytes under the row's path now; a row of an older journal, which
 has no hash, is redone too); a torn last line (kill mid-write) is ignored. The output
-manifest is written atomically at the end and the journal removed. One process writes an output at a
-time: a second one on the same --out is refused while the first holds `OUT.lock` (emofuse.locks).
+manifest is written atomically at the end; the journal then becomes the finished run's record
+(`OUT.transcribe.jsonl`, the same lines for this manifest's rows), so a rerun of a finished command
+reuses every row whose audio is unchanged and transcribes only new or changed rows (delete the record
+to transcribe everything again; other settings than the record's transcribe everything again by
+themselves). One process writes an output at a time: a second one on the same --out is refused while
+the first holds `OUT.lock` (emofuse.locks).
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ class TranscribeSummary:
     out: Path
     rows: int = 0
     transcribed: int = 0  # by this run, with a transcript (rows whose audio failed: `failed`)
-    resumed: int = 0  # transcribed by an earlier, interrupted run (from the journal)
+    resumed: int = 0  # transcribed by an earlier run (the journal of an interrupted one, the record
+    # of a finished one)
     filled: int = 0  # rows whose empty text now holds the ASR transcript
     gold: int = 0  # rows with gold text
     wer: float | None = None
@@ -71,6 +76,11 @@ def journal_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
 
 
+def record_path(out: Path) -> Path:
+    """The finished run's journal: what a rerun of the same command reuses."""
+    return out.with_name(out.name + ".transcribe.jsonl")
+
+
 def _settings(cfg: TranscribeConfig, model) -> dict:
     return {
         "asr_model": model.model_id,
@@ -80,30 +90,47 @@ def _settings(cfg: TranscribeConfig, model) -> dict:
     }
 
 
-def _read_journal(path: Path, settings: dict) -> dict[str, dict]:
-    """Rows already done (id -> record); refuses a journal made with other settings."""
+def _read_lines(path: Path) -> tuple[dict | None, dict[str, dict]]:
+    """(settings line, id -> record) of a journal or record; (None, {}) when there is none."""
     if not path.is_file():
-        return {}
+        return None, {}
     lines = path.read_text(encoding="utf-8").splitlines()
     done: dict[str, dict] = {}
     try:
         head = json.loads(lines[0]) if lines else None
     except json.JSONDecodeError:
         head = None
-    if head is None:
-        return {}  # killed before the header was durable: nothing was done
-    if head != settings:
-        raise EmofuseError(
-            f"{path} holds a transcription started with other settings ({head}); rerun with the "
-            "same --asr-model/--beam-size/--language, or delete it to start over"
-        )
+    if not isinstance(head, dict):
+        return None, {}  # killed before the header was durable: nothing was done
     for line in lines[1:]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             break  # torn last line of a killed run: that batch is redone
-        done[rec["id"]] = rec
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+            done[rec["id"]] = rec
+    return head, done
+
+
+def _read_journal(path: Path, settings: dict) -> dict[str, dict]:
+    """Rows already done (id -> record); refuses a journal made with other settings."""
+    head, done = _read_lines(path)
+    if head is not None and head != settings:
+        raise EmofuseError(
+            f"{path} holds a transcription started with other settings ({head}); rerun with the "
+            "same --asr-model/--beam-size/--language, or delete it to start over"
+        )
     return done
+
+
+def _write_record(path: Path, settings: dict, records: list[dict]) -> None:
+    """The finished run's record, written atomically (a kill leaves the old one or the new one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in [settings, *records]))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class _Journal:
@@ -191,9 +218,14 @@ def _transcribe(
         cfg.asr_model, cfg.device, cfg.compute_type, cfg.threads or (os.cpu_count() or 1)
     )
     settings = _settings(cfg, model)
-    jpath = journal_path(out)
-    done = _read_journal(jpath, settings)
-    journaled = bool(done)
+    jpath, rpath = journal_path(out), record_path(out)
+    partial = _read_journal(jpath, settings)
+    head, finished = _read_lines(rpath)
+    if head is not None and head != settings:
+        finished = {}  # a finished run with other settings: this one transcribes anew
+        echo(f"note: {rpath} holds transcripts made with other settings ({head}); not reused")
+    done = {**finished, **partial}
+    journaled = bool(partial)
     wanted = {r["id"] for r in todo}
     changed, unhashed = ([i for i in ids if i in wanted] for ids in _drop_changed(done, rows, base))
     already = sum(r["id"] in done for r in todo)  # failed rows included: they are not redone
@@ -207,7 +239,13 @@ def _transcribe(
     echo(
         f"transcribing {len(pending)} of {len(rows)} rows ({sum(seconds.values()) / 60:.1f} min "
         f"of audio) with {model.model_id}"
-        + (f"; resuming: {already} already done" if already else "")
+        + (f"; resuming: {already} already done" if already and partial else "")
+        + (
+            f"; reusing {already} done by an earlier run (recorded in {rpath.name}; delete it to "
+            "transcribe them again)"
+            if already and not partial
+            else ""
+        )
         + (
             f"; redoing {len(changed)} whose audio changed since ({_ids(changed)})"
             if changed
@@ -225,7 +263,7 @@ def _transcribe(
     bar = progress_bar(
         total=sum(seconds.values()),
         unit="audio-s",
-        enabled=cfg.progress,
+        enabled=cfg.progress and bool(pending),  # no empty bar when every row is reused
         desc="transcribe",
         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
     )
@@ -268,6 +306,7 @@ def _transcribe(
     summary.gold = len(scored)
     if scored:
         summary.wer, summary.wer_words = word_error_rate(*zip(*scored, strict=True))
+    _write_record(rpath, settings, [done[r["id"]] for r in rows if r["id"] in done])
     jpath.unlink(missing_ok=True)
     return summary
 

@@ -90,6 +90,15 @@ def stats(corpus: CorpusReadResult, as_json: bool) -> None:
     click.echo(json.dumps(result, indent=1) if as_json else format_stats(result))
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value):
+    """--duration MIN MAX: refused as a usage error naming the option (the library's own check)."""
+    from emofuse.corpus.synthetic import duration_problem
+
+    if value is not None and (problem := duration_problem(*value)):
+        raise click.BadParameter(problem)
+    return value
+
+
 @corpus.command("synth")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option(
@@ -113,6 +122,7 @@ def stats(corpus: CorpusReadResult, as_json: bool) -> None:
     "--duration",
     type=(float, float),
     default=None,
+    callback=_duration,
     help="MIN MAX seconds (demo 1 3, counts 0.05 0.2).",
 )
 def synth(out, profile, seed, utterances_per_speaker, others_per_speaker, duration) -> None:

@@ -57,6 +57,11 @@ def run_extract(
     from emofuse.cache.store import check_outside_caches
 
     start = time.perf_counter()
+    if not (cfg.speech_model or cfg.text_model or cfg.speaker_model or cfg.fbank):
+        raise EmofuseError(
+            "nothing to extract: --speech-model, --text-model and --speaker-model are all none (and "
+            "no --fbank); give at least one model (or --fbank) so the cache holds features"
+        )
     # before the lock: even <out>.lock would be a stray file in another cache
     check_outside_caches(cfg.out, "a cache path")
     utts = list(utterances[: cfg.limit] if cfg.limit else utterances)

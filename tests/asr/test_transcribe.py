@@ -223,13 +223,16 @@ def test_quiet_silences_the_bar_on_a_terminal_too(tmp_path, tiny_asr, synth_utts
     import emofuse.progress
 
     manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
-    args = transcribe_args(manifest, tmp_path / "o.csv", tiny_asr)
-    piped = invoke(*[a for a in args if a != "--quiet"])  # stderr is not a terminal: no bar
+
+    def args(name):  # a new --out each time (a rerun into the same one reuses its transcripts)
+        return transcribe_args(manifest, tmp_path / name, tiny_asr)
+
+    piped = invoke(*[a for a in args("o1.csv") if a != "--quiet"])  # stderr not a terminal: no bar
     assert piped.exit_code == 0 and "transcribe:" not in piped.output, piped.output
     monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: True)
-    shown = invoke(*[a for a in args if a != "--quiet"])
+    shown = invoke(*[a for a in args("o2.csv") if a != "--quiet"])
     assert shown.exit_code == 0 and "transcribe: 100%" in shown.output, shown.output
-    quiet = invoke(*args)
+    quiet = invoke(*args("o3.csv"))
     assert quiet.exit_code == 0 and "transcribe:" not in quiet.output, quiet.output
 
 
@@ -285,33 +288,34 @@ def _killed_after_one_batch(cmd) -> None:
     assert killed.returncode == -9, killed.stderr
 
 
+@pytest.mark.subprocess
 def test_a_resume_redoes_the_rows_whose_audio_changed_since(tmp_path, tiny_asr, synth_utts):
     """The journal was keyed by id only: a file replaced under the same name after the kill kept
     the old file's transcript (silently wrong). Rows carry their audio's SHA-1; a changed one is
-    redone, and the result is what an uninterrupted run over the new audio gives."""
-    import shutil
-
-    from emofuse.audio import audio_sha1
-
+    redone, and the result is what an uninterrupted run over the audio as it is now gives. (The
+    tiny model's transcripts are all empty, so the replacement is a damaged file: its row must now
+    say why it has no transcript.)"""
     utts = _own_copies(tmp_path, synth_utts[:4])
     manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
     out = tmp_path / "out.csv"
     cmd = [sys.executable, "-m", "emofuse", *map(str, transcribe_args(manifest, out, tiny_asr))]
     _killed_after_one_batch(cmd)  # rows 0 and 1 are in the journal
     first = [json.loads(x) for x in journal_path(out).read_text().splitlines()[1:]]
-    assert [r["id"] for r in first] == [utts[0].id, utts[1].id]
-    assert first[0]["audio_sha1"] == audio_sha1(utts[0].audio)
-    shutil.copyfile(synth_utts[7].audio, utts[0].audio)  # other audio under the same name
+    assert [(r["id"], r["asr_error"]) for r in first] == [(utts[0].id, ""), (utts[1].id, "")]
+    utts[0].audio.write_bytes(b"RIFF, but not audio")  # other content under the same name
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "transcribing 3 of 4 rows" in again.stdout and "resuming: 1 already done" in again.stdout
-    assert f"redoing 1 whose audio changed since ({utts[0].id})" in again.stdout
-    assert "3 transcribed now, 1 resumed" in again.stdout
+    rows = read_csv(out)
+    assert rows[0].get("asr_error", "").startswith(f"unreadable audio {utts[0].audio.name}"), rows
     ref = tmp_path / "ref.csv"  # uninterrupted, over the audio as it is now
     assert invoke(*transcribe_args(manifest, ref, tiny_asr)).exit_code == 0
-    assert read_csv(out) == read_csv(ref)
+    assert rows == read_csv(ref)
+    assert "transcribing 3 of 4 rows" in again.stdout and "resuming: 1 already done" in again.stdout
+    assert f"redoing 1 whose audio changed since ({utts[0].id})" in again.stdout
+    assert "4 rows, 2 transcribed now, 1 resumed, 1 not transcribed" in again.stdout
 
 
+@pytest.mark.subprocess
 def test_a_journal_without_audio_hashes_is_redone(tmp_path, tiny_asr, synth_utts):
     """A journal of an older emofuse has no hash to check its rows by: they are redone, not trusted."""
     utts = _own_copies(tmp_path, synth_utts[:3])
@@ -327,3 +331,37 @@ def test_a_journal_without_audio_hashes_is_redone(tmp_path, tiny_asr, synth_utts
     assert "transcribing 3 of 3 rows" in again.stdout and "resuming" not in again.stdout
     assert "redoing 2 from a journal of an older emofuse" in again.stdout
     assert "3 transcribed now" in again.stdout
+
+
+def test_a_rerun_of_a_finished_transcription_reuses_it(tmp_path, tiny_asr, synth_utts):
+    """A finished run removed its journal, so the same command again transcribed every row anew
+    (hours on a real corpus). The journal stays as the finished run's record: a rerun reuses every
+    row whose audio is unchanged, redoes a changed one, and other settings transcribe anew."""
+    utts = _own_copies(tmp_path, synth_utts[:4])
+    manifest = write_manifest(tmp_path / "in.csv", utts, lambda u: "")
+    out = tmp_path / "out.csv"
+    record = tmp_path / "out.csv.transcribe.jsonl"
+    args = transcribe_args(manifest, out, tiny_asr)
+    first = invoke(*args)
+    assert first.exit_code == 0 and "transcribing 4 of 4 rows" in first.output, first.output
+    rows = read_csv(out)
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "transcribing 0 of 4 rows" in again.output, again.output
+    assert not journal_path(out).exists() and record.is_file()
+    assert f"reusing 4 done by an earlier run (recorded in {record.name}" in again.output
+    assert "4 rows, 0 transcribed now, 4 resumed" in again.output
+    assert read_csv(out) == rows
+    utts[2].audio.write_bytes(b"not audio any more")  # only this row is redone
+    changed = invoke(*args)
+    assert changed.exit_code == 0, changed.output
+    assert "transcribing 1 of 4 rows" in changed.output and "reusing 3 done" in changed.output
+    assert f"redoing 1 whose audio changed since ({utts[2].id})" in changed.output
+    now = read_csv(out)
+    assert now[2]["asr_error"].startswith("unreadable audio")
+    kept = ("id", "text", "asr_text", "asr_language")
+    assert [[r[k] for k in kept] for r in now[:2]] == [[r[k] for k in kept] for r in rows[:2]]
+    other = invoke(*transcribe_args(manifest, out, tiny_asr, "--language", "de"))
+    assert other.exit_code == 0, other.output
+    assert "transcribing 4 of 4 rows" in other.output and "not reused" in other.output
+    assert json.loads(record.read_text().splitlines()[0])["language"] == "de"

@@ -79,3 +79,15 @@ def test_bad_profile_and_out_under_a_file_are_one_error_line(tmp_path):
     assert under.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), under.output
     assert str(tmp_path / "file") in lines[0] and "regular file" in lines[0]
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_bad_synth_duration_is_a_usage_error_naming_the_option(tmp_path):
+    """`--duration -1 5` said "bad duration range -1.0–5.0 s" without naming the option."""
+    for values in (["-1", "5"], ["0", "0"], ["3", "1"], ["1", "inf"]):
+        out = tmp_path / "s"
+        bad = CliRunner().invoke(cli, ["corpus", "synth", "--out", str(out), "--duration", *values])
+        lines = [x for x in bad.output.splitlines() if x.strip()]
+        assert bad.exit_code == 2 and len(lines) == 1, bad.output
+        assert lines[0].startswith("error: Invalid value for '--duration': "), lines[0]
+        assert f"{values[0]} {values[1]}: give MIN MAX seconds with 0.05 <= MIN <= MAX" in lines[0]
+        assert not out.exists()

@@ -486,3 +486,17 @@ def test_quiet_extract_prints_no_progress_bar(tmp_path, tiny, clips):
     result = CliRunner().invoke(cli, manifest_args(manifest, tiny, tmp_path / "q.h5"))
     assert result.exit_code == 0, result.output
     assert "manifest:" not in result.output and "it/s" not in result.output, result.output
+
+
+def test_every_model_none_is_refused_as_nothing_to_extract(tmp_path, clips):
+    """--speech-model/--text-model/--speaker-model all none made a cache with no feature stream
+    (exit 0), which train then refused with "has only ;". extract refuses it, writing nothing."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "none.h5"
+    result = CliRunner().invoke(cli, manifest_args(manifest, None, out))
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [error_line(result.output)]
+    line = error_line(result.output)
+    assert line.startswith("error: nothing to extract:"), line
+    assert all(o in line for o in ("--speech-model", "--text-model", "--speaker-model", "--fbank"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no cache, parts or lock

@@ -23,6 +23,7 @@ The parts, each importing only the ones before it:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,16 @@ class SyntheticCorpus:
     twins: list[str] = field(default_factory=list)
 
 
+MIN_DURATION = 0.05  # seconds: the shortest utterance the synthesiser makes (counts profile)
+
+
+def duration_problem(lo: float, hi: float) -> str | None:
+    """Why (MIN, MAX) seconds is not a duration range for the synthetic corpus, or None."""
+    if math.isfinite(lo) and math.isfinite(hi) and MIN_DURATION <= lo <= hi:
+        return None
+    return f"{lo:g} {hi:g}: give MIN MAX seconds with {MIN_DURATION} <= MIN <= MAX (both finite)"
+
+
 def write_synthetic_corpus(
     out_dir: str | Path,
     profile: str = "demo",
@@ -105,9 +116,9 @@ def write_synthetic_corpus(
     if profile not in PROFILES:
         raise EmofuseError(f"unknown --profile {profile!r}: choose one of {', '.join(PROFILES)}")
     counts = profile == "counts"
-    lo, hi = duration or ((0.05, 0.2) if counts else (1.0, 3.0))
-    if not 0.05 <= lo <= hi:
-        raise EmofuseError(f"bad duration range {lo}–{hi} s: need 0.05 <= min <= max")
+    lo, hi = duration or ((MIN_DURATION, 0.2) if counts else (1.0, 3.0))
+    if problem := duration_problem(lo, hi):
+        raise EmofuseError(f"--duration {problem}")
     per_speaker = 40 if utterances_per_speaker is None else utterances_per_speaker
     others = 8 if others_per_speaker is None else others_per_speaker
     if not counts and per_speaker < 4:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import SEED
+from emofuse.cli.options import FINITE, SEED
 from emofuse.corpus import CORPORA, CorpusReadResult, read_corpus
 from emofuse.corpus.text import TEXT_NORMS
 
@@ -111,7 +111,7 @@ def stats(corpus: CorpusReadResult, as_json: bool) -> None:
 )
 @click.option(
     "--duration",
-    type=(float, float),
+    type=(FINITE, FINITE),
     default=None,
     help="MIN MAX seconds (demo 1 3, counts 0.05 0.2).",
 )

@@ -18,6 +18,10 @@ order a run reaches them:
 - ``consolidate-open``: before the temporary consolidated store is created (``path``: its name);
 - ``consolidate-write``: before each array of the consolidated store is written (the temporary
   store exists: ``enospc`` here = disk full during consolidation);
+- ``workers-start``: ``emofuse train --jobs`` has loaded the cache and is about to start its fold
+  worker processes (each reopens the cache by its path);
+- ``workers-started``: its fold workers are spawned (still starting: importing, loading the
+  cache), no fold has been handed out yet;
 - ``fold-write``: before a finished training fold's files are written;
 - ``fold-written``: after a training fold's files are written;
 - ``transcribe-batch``: after a batch of ASR transcripts is durably appended to the journal.

@@ -1,3 +1,4 @@
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -129,3 +130,66 @@ def test_progress_bars_are_drawn_on_a_terminal_only(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: True)
     shown = CliRunner().invoke(cli, [*args, str(tmp_path / "b")])
     assert shown.exit_code == 0 and "synth demo: 100%" in shown.output, shown.output
+
+
+def _float_options():
+    """Every option of every command (corpus subcommands included) that takes a float."""
+    import importlib
+
+    from emofuse.cli import COMMAND_MODULES
+
+    def floats(t) -> bool:
+        if isinstance(t, click.Tuple):
+            return any(floats(x) for x in t.types)
+        return isinstance(t, click.types.FloatParamType)
+
+    commands = [
+        c for area in sorted(set(COMMAND_MODULES.values()))
+        for c in importlib.import_module(f"emofuse.cli.{area}").COMMANDS
+    ]  # fmt: skip
+    while any(isinstance(c, click.Group) for c in commands):
+        commands = [
+            s for c in commands for s in (c.commands.values() if isinstance(c, click.Group) else [c])
+        ]  # fmt: skip
+    return [(c, p) for c in commands for p in c.params if floats(p.type)]
+
+
+def test_every_float_option_refuses_nan_and_inf() -> None:
+    """float() takes 'nan' and 'inf', and nan passes every range check: --batch-seconds inf was
+    an int() traceback, --lr nan a worker's RemoteTraceback, --mixup nan a NaN in config.json."""
+    found = _float_options()
+    assert {p.opts[0] for _c, p in found} >= {"--lr", "--grad-clip", "--mixup", "--batch-seconds"}
+    for command, param in found:
+        ctx = click.Context(command)
+        for value in ("nan", "inf", "-inf"):
+            values = (value,) * param.nargs if param.nargs > 1 else value
+            with pytest.raises(click.BadParameter):
+                param.type_cast_value(ctx, values)
+
+
+NON_FINITE = [
+    (["train", "--cache", "c.h5", "--split", "loso", "--head", "concat", "--out", "r", "--lr",
+      "nan"], "--lr"),
+    (["train", "--cache", "c.h5", "--split", "loso", "--head", "concat", "--out", "r",
+      "--grad-clip", "nan"], "--grad-clip"),
+    (["train", "--cache", "c.h5", "--split", "loso", "--head", "concat", "--out", "r", "--mixup",
+      "inf"], "--mixup"),
+    (["extract", "--corpus", "manifest", "--manifest", "m.csv", "--out", "c.h5",
+      "--batch-seconds", "inf"], "--batch-seconds"),
+    (["extract", "--corpus", "manifest", "--manifest", "m.csv", "--out", "c.h5",
+      "--batch-seconds", "nan"], "--batch-seconds"),
+    (["extract", "--corpus", "manifest", "--manifest", "m.csv", "--out", "c.h5",
+      "--flush-seconds", "inf"], "--flush-seconds"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args, option", NON_FINITE, ids=[" ".join(a[-2:]) for a, _ in NON_FINITE])
+def test_a_non_finite_number_is_one_usage_line_naming_the_option(
+    tmp_path, monkeypatch, args, option
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: Invalid value for '{option}'"), lines[0]
+    assert "not a finite number" in lines[0] and list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import SEED
+from emofuse.cli.options import FINITE, SEED
 from emofuse.corpus import CORPORA, CorpusReadResult, read_corpus
 from emofuse.corpus.text import TEXT_NORMS
 
@@ -120,7 +120,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value):
 )
 @click.option(
     "--duration",
-    type=(float, float),
+    type=(FINITE, FINITE),
     default=None,
     callback=_duration,
     help="MIN MAX seconds (demo 1 3, counts 0.05 0.2).",

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from emofuse.cli.corpus import corpus_options
+from emofuse.cli.options import FiniteFloatRange
 from emofuse.extract import (
     DEFAULT_SPEAKER,
     DEFAULT_SPEECH,
@@ -71,7 +72,7 @@ def _granularity(ctx, param, value: str) -> tuple[str, ...]:
     help="compute dtype (auto: float16 on CUDA; bfloat16 on a CPU with AMX or AVX-512 BF16, "
     "float32 on other CPUs); the cache stores float16",
 )
-@click.option("--batch-seconds", type=click.FloatRange(min=1.0), default=120.0, show_default=True)
+@click.option("--batch-seconds", type=FiniteFloatRange(min=1.0), default=120.0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N utterances only")
 @click.option("--strict", is_flag=True, help="bad audio is fatal instead of skipped")
 @click.option("--fbank", is_flag=True, help="also store 80-bin log-mel frames")
@@ -84,7 +85,7 @@ def _granularity(ctx, param, value: str) -> tuple[str, ...]:
 )
 @click.option(
     "--flush-seconds",
-    type=click.FloatRange(min=0.0),
+    type=FiniteFloatRange(min=0.0),
     default=10.0,
     show_default=True,
     help="commit finished utterances to disk at least this often (a kill loses at most this much)",

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 # numpy's SeedSequence and torch take larger seeds, but scikit-learn and numpy's legacy seeding
 # stop at 2**32 - 1; a negative seed is refused by numpy (a ValueError traceback before this)
 SEED = click.IntRange(min=0, max=2**32 - 1)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf``: Python's float() accepts them,
+    nan passes every range comparison, and either one reached a traceback (an int() of the value)
+    or was written into config.json. Refused as a usage error naming the option."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = FiniteFloatRange()  # any finite float (e.g. a pair of --duration bounds)

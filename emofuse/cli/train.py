@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import SEED
+from emofuse.cli.options import SEED, FiniteFloatRange
 from emofuse.errors import EmofuseError
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import SPLITS
@@ -67,21 +67,21 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="run folder")
 @click.option("--epochs", type=click.IntRange(min=1), help=f"most epochs per fold; {LOOP_HELP}")
 @click.option("--batch-size", type=click.IntRange(min=1), help=LOOP_HELP)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help=f"peak lr; {LOOP_HELP}")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), help=f"peak lr; {LOOP_HELP}")
 @click.option("--patience", type=click.IntRange(min=1), help=f"early stopping; {LOOP_HELP}")
-@click.option("--weight-decay", type=click.FloatRange(min=0), help=f"AdamW; {LOOP_HELP}")
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), help=f"AdamW; {LOOP_HELP}")
 @click.option("--schedule", type=click.Choice(SCHEDULES), help=f"after the warm-up; {LOOP_HELP}")
 @click.option("--warmup-epochs", type=click.IntRange(min=0), help=LOOP_HELP)
 @click.option(
-    "--grad-clip", type=click.FloatRange(min=0), help=f"max grad norm, 0 = off; {LOOP_HELP}"
+    "--grad-clip", type=FiniteFloatRange(min=0), help=f"max grad norm, 0 = off; {LOOP_HELP}"
 )
 @click.option(
     "--select", type=click.Choice(SELECTS), help=f"checkpoint by validation loss or UA; {LOOP_HELP}"
 )
-@click.option("--mixup", type=click.FloatRange(min=0), help=f"Beta alpha, 0 = off; {LOOP_HELP}")
+@click.option("--mixup", type=FiniteFloatRange(min=0), help=f"Beta alpha, 0 = off; {LOOP_HELP}")
 @click.option(
     "--ema",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteFloatRange(0, 1, max_open=True),
     help=f"weight EMA decay, 0 = off; {LOOP_HELP}",
 )
 @click.option("--seed", type=SEED, help="default 0")

@@ -44,6 +44,7 @@ Rules a head must keep (the tests check them for the built-in heads):
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -193,6 +194,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             number = float(value) if tp is float else int(str(value).strip())
         except ValueError:
             raise bad from None
+        if not math.isfinite(number):  # float() takes nan and inf; nan passes every range check
+            raise EmofuseError(f"--set {key}={value!r}: give a finite number")
         return number
     if tp is str:
         return str(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from emofuse.errors import EmofuseError
@@ -37,6 +38,10 @@ class LoopConfig:
     ema: float = 0.0
 
     def validate(self) -> None:
+        for key in ("lr", "weight_decay", "grad_clip", "mixup", "ema"):
+            value = getattr(self, key)
+            if not math.isfinite(value):  # nan passes every range check below
+                raise EmofuseError(f"--{key.replace('_', '-')} {value}: give a finite number")
         if self.schedule not in SCHEDULES:
             raise EmofuseError(f"--schedule {self.schedule}: choose one of {', '.join(SCHEDULES)}")
         if self.select not in SELECTS:

@@ -217,8 +217,15 @@ def _loso(labels, speakers, sessions, splits, seed):
             "use --split lopo or ra instead"
         )
     sess = np.asarray(sessions, dtype=object)
+    names = sorted(set(sessions))
+    if len(names) < 2:
+        raise EmofuseError(
+            f"split 'loso' needs at least 2 sessions (one to test, the others to train and "
+            f"validate on); the corpus has {len(names)} ({names[0]!r}); use --split lopo or ra "
+            "instead"
+        )
     out = []
-    for k, name in enumerate(sorted(set(sessions)), start=1):
+    for k, name in enumerate(names, start=1):
         test = np.flatnonzero(sess == name)
         tr, va = _val_from_train(np.flatnonzero(sess != name), labels, fold_seed(seed, k))
         out.append((tr, va, test))

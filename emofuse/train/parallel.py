@@ -10,24 +10,23 @@ Workers are spawned, not forked: a forked child of a process whose OpenMP pool h
 in its first parallel region. Each worker opens the cache and loads the streams once (an HDF5
 cache is memory-mapped, so the pages are shared), trains the folds it is handed, and dies with
 its parent (``PR_SET_PDEATHSIG``), so a killed ``emofuse train`` leaves no worker writing into a
-run folder that a rerun has taken over.
+run folder that a rerun has taken over. The pool itself is emofuse.train.workers (pipes, no
+semaphores; Ctrl-C reaches the parent only).
 """
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
+import functools
 import os
-import signal
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
 
+from emofuse import faults
 from emofuse.errors import EmofuseError
 from emofuse.progress import progress_bar
+from emofuse.train.workers import WorkerDied, run_in_workers
 
 # below this many utterances a fold trains in seconds and starting a worker (importing torch,
 # loading the cache: a few seconds) is not worth it
@@ -84,24 +83,8 @@ def choose_jobs(
     return max(1, jobs)
 
 
-def _die_with_parent() -> None:
-    try:  # Linux: SIGKILL this worker when the process that started it dies
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _stop(signum: int, frame: Any) -> None:
-    raise SystemExit(1)  # unwinds the fold: finalizers release the worker's semaphores
-
-
-def _start_worker(parent: int, threads: int, init: Callable[[Any], None], arg: Any) -> None:
-    _die_with_parent()
-    if os.getppid() != parent:  # the parent died before the line above: nobody to train for
-        os._exit(1)
-    signal.signal(signal.SIGTERM, _stop)
+def _setup_worker(threads: int) -> None:
     torch.set_num_threads(threads)
-    init(arg)
 
 
 def run_tasks(
@@ -115,33 +98,19 @@ def run_tasks(
 ) -> None:
     """``task(item)`` for every item in ``jobs`` spawned workers, each set up once by
     ``init(init_arg)`` (module-level functions: they are pickled by name). The first error of a
-    task is raised here once the running tasks have stopped; the rest are not started."""
+    task or of ``init`` is raised here once the workers have stopped; the rest are not started."""
+    faults.reach("workers-start")
     threads = max(1, torch.get_num_threads() // jobs)
-    ctx = multiprocessing.get_context("spawn")
     bar = progress_bar(total=len(items), desc=f"{desc} ({jobs} at once)", enabled=progress)
-    with ProcessPoolExecutor(
-        jobs,
-        mp_context=ctx,
-        initializer=_start_worker,
-        initargs=(os.getpid(), threads, init, init_arg),
-    ) as pool:
-        pending = {pool.submit(task, item) for item in items}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    fut.result()  # re-raises a worker's error
-                    bar.update(1)
-        except BrokenProcessPool:
-            raise EmofuseError(
-                "a fold worker process died (out of memory?); rerun the same command with "
-                "--jobs 1: the finished folds are kept"
-            ) from None
-        except BaseException:  # stop the folds still training now, not when they finish
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.terminate()  # SIGTERM: the worker unwinds (_stop)
-            raise
-        finally:
-            for fut in pending:
-                fut.cancel()
-            bar.close()
+    try:
+        run_in_workers(
+            jobs, functools.partial(_setup_worker, threads), init, init_arg, task, items,
+            on_done=lambda item, result: bar.update(1),
+        )  # fmt: skip
+    except WorkerDied:
+        raise EmofuseError(
+            "a fold worker process died (out of memory?); rerun the same command with "
+            "--jobs 1: the finished folds are kept"
+        ) from None
+    finally:
+        bar.close()

@@ -658,6 +658,7 @@ def _train_folds(
         spec = {
             "cache": str(path), "head_spec": head_spec, "cfg": dataclasses.asdict(cfg),
             "loop": loop, "device": str(data.device), "out": str(out), "head_meta": head_meta,
+            "cache_digest": (getattr(cache, "meta", None) or {}).get("digest"),
         }  # fmt: skip
         parallel.run_tasks(_worker_init, spec, _worker_fold, mine, n_jobs, progress, "folds")
     else:
@@ -729,12 +730,20 @@ def _worker_init(spec: dict[str, Any]) -> None:
 
     head_cls = resolve_head(spec["head_spec"])
     cfg = head_cls.Config(**spec["cfg"])
-    cache = open_cache(spec["cache"])
-    if cache.fingerprint != spec["head_meta"]["cache_fingerprint"]:  # replaced since the start
+    if not Path(spec["cache"]).exists():
         raise EmofuseError(
-            f"cache {spec['cache']} changed while emofuse train was starting (fingerprint "
-            f"{cache.fingerprint[:12]} vs {spec['head_meta']['cache_fingerprint'][:12]}); leave it "
-            "alone while training, then rerun the same command"
+            f"cache {spec['cache']} disappeared while emofuse train was starting its fold "
+            "workers; restore it (or extract it again), then rerun the same command"
+        )
+    cache = open_cache(spec["cache"])
+    digest = spec.get("cache_digest")  # the content's: the fingerprint is of the settings only
+    if cache.fingerprint != spec["head_meta"]["cache_fingerprint"] or (
+        digest is not None and cache.meta.get("digest") != digest
+    ):  # replaced since the start
+        raise EmofuseError(
+            f"cache {spec['cache']} changed while emofuse train was starting its fold workers "
+            "(another cache was put at its path); leave it alone while training, then rerun the "
+            "same command"
         )
     data = load_data(cache, spec["head_spec"], head_cls, cfg, spec["loop"], spec["device"])
     out = Path(spec["out"])

@@ -172,3 +172,53 @@ def test_impossible_plans_give_one_line_errors(corpus):
     with pytest.raises(EmofuseError, match="fold 1 .*no 'ang'") as info:
         build_folds(rare, "loso")
     assert "\n" not in str(info.value)
+
+
+def test_loso_over_one_session_is_one_line_suggesting_other_splits(tmp_path):
+    """One session left loso's training set empty: `min() arg is an empty sequence` traceback."""
+    one = [u for u in iemocap_like(n_per_speaker=5) if u.session == "Ses01"]
+    with pytest.raises(EmofuseError) as err:
+        build_folds(one, "loso")
+    msg = str(err.value)
+    assert "\n" not in msg and "needs at least 2 sessions" in msg and "has 1 ('Ses01')" in msg
+    assert "--split lopo or ra" in msg
+    manifest = tmp_path / "one.csv"
+    rows = ["id,audio,text,label,speaker,session"]
+    import numpy as np
+    import soundfile as sf
+
+    for i, u in enumerate(one):
+        sf.write(tmp_path / f"u{i}.wav", np.zeros(1600, dtype=np.float32), 16000)
+        rows.append(f"{u.id},u{i}.wav,x,{u.label},{u.speaker},{u.session}")
+    manifest.write_text("\n".join(rows) + "\n")
+    from click.testing import CliRunner
+
+    from emofuse.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["corpus", "folds", "--corpus", "manifest", "--manifest", str(manifest), "--split",
+              "loso"],
+    )  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: split 'loso' needs at least 2 sessions"), lines[0]
+
+
+def test_train_with_loso_over_one_session_is_one_cli_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import emofuse.cache
+    from emofuse.cli import cli
+    from tests.helpers import TINY_HEAD, FakeCache
+
+    cache = FakeCache(n_per_speaker=4)
+    cache.table["session"][:] = "Ses01"
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: cache)
+    (tmp_path / "fake.h5").write_bytes(b"")
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"),
+    ])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "needs at least 2 sessions" in lines[0] and not (tmp_path / "run").exists()

@@ -228,3 +228,47 @@ def test_modality_dropout_zeroes_one_modality_per_utterance_in_training_only():
     model.eval()
     kept = model.prepare(batch)
     assert not (kept["text"] == 0).flatten(1).all(1).any()
+
+
+USER_HEAD = """
+from dataclasses import dataclass
+from tests.train.tiny_head import TinyConfig, TinyHead
+
+@dataclass
+class ScaledConfig(TinyConfig):
+    scale: float = 1.0  # a user head's float option with no range check of its own
+
+class ScaledHead(TinyHead):
+    name = "scaled-test"
+    Config = ScaledConfig
+"""
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_set_value_or_loop_field_is_one_line_before_anything_is_written(
+    cache, tmp_path, monkeypatch, value
+):
+    """`--set scale=nan` of a float head field was taken as given and NaN written to config.json
+    (built-in fields only refused it where a range check happened to catch nan); a LoopConfig
+    with a nan lr from a library caller or a head's recipe trained into a run folder."""
+    import emofuse.cache
+
+    head_file = tmp_path / "user_head.py"
+    head_file.write_text(USER_HEAD)
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: cache)
+    (tmp_path / "fake.h5").write_bytes(b"")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso",
+        "--head", f"{head_file}:ScaledHead", "--set", f"scale={value}", "--epochs", "1",
+        "--folds", "1", "--quiet", "--out", str(out),
+    ])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0] == f"error: --set scale='{value}': give a finite number", lines[0]
+    assert not out.exists()
+    for field in ("lr", "grad_clip", "mixup", "weight_decay", "ema"):
+        loop = LoopConfig(epochs=1, batch_size=16, **{field: float(value)})
+        with pytest.raises(EmofuseError, match=f"--{field.replace('_', '-')} .*finite"):
+            train_run(cache, TINY_HEAD, out, "loso", loop=loop, folds=[1], progress=False)
+        assert not out.exists()

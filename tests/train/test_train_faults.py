@@ -539,3 +539,50 @@ def test_a_train_through_a_symlink_to_a_run_being_trained_is_refused(
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert f"another emofuse train (pid {child.pid}" in lines[0]
     assert not (tmp_path / "link.lock").exists() and not (out / "config.json").exists()
+
+
+@pytest.fixture
+def h5_cache(tmp_path) -> Path:
+    from tests.cache.cache_synth import write_cache
+
+    path = tmp_path / "c.h5"
+    write_cache(path)
+    return path
+
+
+def _stopped_parallel_train(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """`emofuse train --jobs 2` in a child, frozen (SIGSTOP) just before it starts its workers."""
+    env = {**os.environ, faults.ENV: "workers-start:1:stop", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "emofuse", "train", "--cache", str(cache), "--split", "loso",
+         "--head", TINY_HEAD, "--epochs", "1", "--jobs", "2", "--quiet", "--out", str(out),
+         *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    _pid, status = os.waitpid(child.pid, os.WUNTRACED)  # returns once it has stopped
+    assert os.WIFSTOPPED(status), status
+    return child
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_a_cache_deleted_or_replaced_while_workers_start_is_one_line(tmp_path, h5_cache, change):
+    """The workers reopen the cache by path: one that was gone printed the initializer's
+    traceback and then 'a fold worker process died (out of memory?)'."""
+    from tests.cache.cache_synth import write_cache
+
+    child = _stopped_parallel_train(h5_cache, tmp_path / "run")
+    if change == "deleted":
+        h5_cache.unlink()
+    else:
+        write_cache(tmp_path / "other.h5", seed=1)
+        os.replace(tmp_path / "other.h5", h5_cache)
+    os.kill(child.pid, signal.SIGCONT)
+    _out, err = child.communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert child.returncode == 2 and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith(f"error: cache {h5_cache} "), lines[0]
+    expected = "disappeared" if change == "deleted" else "changed while emofuse train"
+    assert expected in lines[0] and "out of memory" not in lines[0], lines[0]
+    assert finished_folds(tmp_path / "run") == []

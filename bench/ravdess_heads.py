@@ -25,7 +25,7 @@ import numpy as np
 
 from emofuse.cache import open_cache
 from emofuse.train.metrics import scores
-from emofuse.train.run import finished_folds, fold_dir, read_predictions
+from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
 
 HEADS = ("audio", "concat", "pooled", "coattention", "tdfnet")
 PRESET = {"tdfnet": "small", "coattention": "small"}

@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from emofuse.cache import CacheWriter, fixed, open_cache, ragged
 from emofuse.heads import get_head
+from emofuse.train.checkpoints import make_dims
 from emofuse.train.data import TrainData
-from emofuse.train.run import make_dims
 
 D, D_TEXT, F = 1024, 768, 192
 LABELS = ("ang", "hap", "neu", "sad")

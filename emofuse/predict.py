@@ -29,15 +29,10 @@ from emofuse.corpus import Utterance
 from emofuse.corpus.text import normalize_text
 from emofuse.errors import EmofuseError
 from emofuse.streams import SEGMENT_TIERS
+from emofuse.train.checkpoints import load_fold_model, resolve_head
 from emofuse.train.data import NonFiniteError, TrainData, resolve_device
 from emofuse.train.loop import predict_probs
-from emofuse.train.run import (
-    check_checkpoints,
-    finished_folds,
-    load_fold_model,
-    read_json,
-    resolve_head,
-)
+from emofuse.train.rundir import check_checkpoints, finished_folds, read_json
 
 # fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
 # extracted the training cache and the machine that predicts (fp16 storage rounds both the same way)

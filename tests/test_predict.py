@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from emofuse.cli import cli
 from emofuse.corpus import read_corpus, write_synthetic_corpus
 from emofuse.encoders.tiny import build_tiny_models
-from emofuse.train.run import read_predictions
+from emofuse.train.rundir import read_predictions
 
 
 def invoke(*args):

@@ -21,18 +21,10 @@ import numpy as np
 
 from emofuse import faults
 from emofuse.cache.schema import canonical_json
+from emofuse.fileio import atomic_open, fsync_path
 
 PART_RE = re.compile(r"^rank(\d{3,})-(\d{6,})$")
 MANIFEST = "manifest.json"
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory entry list (so a rename into it survives power loss)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_tree(root: Path) -> None:
@@ -51,11 +43,9 @@ def write_file_durably(path: Path, data: bytes) -> None:
 
 
 def write_json_atomically(path: Path, obj: dict, tmp_tag: str) -> None:
-    """Write to a temp name, fsync, rename over ``path``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{tmp_tag}.tmp")
-    write_file_durably(tmp, canonical_json(obj))
-    os.replace(tmp, path)
-    fsync_path(path.parent)
+    """Canonical JSON through a temp name, fsynced and renamed over ``path`` (emofuse.fileio)."""
+    with atomic_open(path, "wb", tmp_tag=tmp_tag) as fh:
+        fh.write(canonical_json(obj))
 
 
 def part_name(rank: int, seq: int) -> str:

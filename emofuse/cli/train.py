@@ -39,7 +39,7 @@ def _print_summary(summary: dict, out: Path, advice: str) -> None:
     """The run's scores, with the `note: k of n folds finished` line when folds are missing
     (``advice`` says how to finish them): a partial result never reads as a whole one."""
     from emofuse.train.folds import FoldPlan
-    from emofuse.train.run import missing_folds_note
+    from emofuse.train.rundir import missing_folds_note
 
     m, s, p = summary["mean"], summary["std"], summary["pooled"]
     for f in summary["folds"]:
@@ -163,7 +163,7 @@ def report_command(run, tsne) -> None:
     from emofuse.locks import output_lock
     from emofuse.train.folds import FoldPlan
     from emofuse.train.report import write_report
-    from emofuse.train.run import (
+    from emofuse.train.rundir import (
         check_finished_folds,
         finished_folds,
         is_trained_run,

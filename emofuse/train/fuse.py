@@ -22,13 +22,13 @@ from sklearn.metrics import balanced_accuracy_score, log_loss
 
 from emofuse import __version__
 from emofuse.errors import EmofuseError
+from emofuse.fileio import write_json
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import summarize
 from emofuse.train.outdir import check_run_out
-from emofuse.train.run import (
-    _json_write,
+from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
     prepare_out,
@@ -147,7 +147,7 @@ def _fuse_into(
         pred = read_predictions(d / "predictions.csv")
         fold_scores = summarize([(k, pred["true"], pred["predicted"])], labels)
         metrics = read_json(fold_dir(runs[0], k) / "metrics.json")
-        _json_write(
+        write_json(
             d / "metrics.json",
             {
                 "fold": k,
@@ -160,7 +160,7 @@ def _fuse_into(
             },
         )
     first = read_json(runs[0] / "config.json")
-    _json_write(
+    write_json(
         out / "config.json",
         {
             "emofuse_version": __version__,

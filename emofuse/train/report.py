@@ -29,7 +29,7 @@ def _pct(x: float) -> str:
 def load_json(path: Path) -> Any:
     if not path.is_file():
         raise EmofuseError(f"{path} is missing; is {path.parent} a finished `emofuse train` run?")
-    from emofuse.train.run import read_json
+    from emofuse.train.rundir import read_json
 
     return read_json(path)
 
@@ -147,7 +147,7 @@ def plot_confusion(confusion: dict[str, Any], labels: list[str], path: Path) -> 
 
 def plot_curves(run: Path, path: Path) -> bool:
     """Training/validation loss and validation UA per epoch, one line per fold (False: no curves)."""
-    from emofuse.train.run import finished_folds, fold_dir, read_curves
+    from emofuse.train.rundir import finished_folds, fold_dir, read_curves
 
     # finished folds only: a fold being trained (or killed mid-epoch) is not reported
     files = [fold_dir(run, k) / "curves.jsonl" for k in finished_folds(run)]
@@ -178,7 +178,7 @@ def plot_tsne(run: Path, path: Path, seed: int = 0) -> None:
     """t-SNE of the pooled test-utterance embeddings (each fold's own model), coloured by label."""
     from sklearn.manifold import TSNE
 
-    from emofuse.train.run import fold_embeddings
+    from emofuse.train.checkpoints import fold_embeddings
 
     emb, labels = fold_embeddings(run)  # (N, E), (N,)
     perplexity = float(min(30, max(2, (len(emb) - 1) // 3)))

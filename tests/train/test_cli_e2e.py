@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from emofuse.cli import cli
 from emofuse.corpus import write_synthetic_corpus
 from emofuse.encoders.tiny import build_tiny_models
-from emofuse.train.run import read_predictions
+from emofuse.train.rundir import read_predictions
 
 TRAIN = ["--epochs", "3", "--batch-size", "8", "--lr", "3e-3", "--patience", "2", "--quiet"]
 

@@ -13,10 +13,11 @@ import emofuse.train.run as run_mod
 from emofuse.cli import cli
 from emofuse.errors import EmofuseError
 from emofuse.heads import get_head
+from emofuse.train.checkpoints import load_fold_model, make_dims
 from emofuse.train.config import LoopConfig
 from emofuse.train.data import TrainData
 from emofuse.train.recipes import resolve_loop
-from emofuse.train.run import load_fold_model, make_dims, train_run
+from emofuse.train.run import train_run
 from tests.helpers import TINY_HEAD, FakeCache
 
 

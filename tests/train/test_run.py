@@ -12,10 +12,12 @@ import torch
 import emofuse.train.run as run_mod
 from emofuse.errors import EmofuseError
 from emofuse.heads.coattention import CoAttention
+from emofuse.train.checkpoints import load_fold_model
 from emofuse.train.fuse import fuse_runs
 from emofuse.train.loop import LoopConfig
 from emofuse.train.report import write_report
-from emofuse.train.run import fold_dir, load_fold_model, read_predictions, train_run
+from emofuse.train.run import train_run
+from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
 from tests.helpers import TINY_HEAD, FakeCache
 
 LOOP = LoopConfig(epochs=4, batch_size=16, lr=3e-3, patience=2, seed=0)
@@ -127,7 +129,7 @@ def test_killed_run_resumes_to_the_same_summary(loso_run, cache, tmp_path, monke
     monkeypatch.setattr(run_mod, "train_fold", dies_in_fold_3)
     with pytest.raises(KeyboardInterrupt):
         train(cache, tmp_path / "k")
-    assert run_mod.finished_folds(tmp_path / "k") == [1, 2]
+    assert finished_folds(tmp_path / "k") == [1, 2]
     assert not (tmp_path / "k" / "summary.json").exists()
     monkeypatch.setattr(run_mod, "train_fold", real)
     trained = []
@@ -251,7 +253,7 @@ def test_damaged_run_files_and_bad_out_folders_are_one_line_errors(loso_run, cac
         load_fold_model(run, 2)
     # a backup copy of a fold folder is not a second fold 1
     shutil.copytree(fold_dir(run, 1), run / "fold_01_backup")
-    assert run_mod.finished_folds(run) == [1, 2, 3, 4, 5]
+    assert finished_folds(run) == [1, 2, 3, 4, 5]
     # fuse never writes over an existing run, nor into one of its inputs
     other = tmp_path / "other"
     shutil.copytree(out, other)

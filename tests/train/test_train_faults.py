@@ -20,7 +20,8 @@ from emofuse.cli import cli
 from emofuse.errors import EmofuseError
 from emofuse.locks import lock_path
 from emofuse.train.loop import LoopConfig
-from emofuse.train.run import finished_folds, fold_dir, read_predictions, train_run
+from emofuse.train.run import train_run
+from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
 from tests.helpers import ROOT, TINY_HEAD, FakeCache
 
 LOOP = LoopConfig(epochs=2, batch_size=16, lr=3e-3, patience=2, seed=0)
@@ -373,7 +374,7 @@ def test_a_finished_fold_whose_checkpoint_is_damaged_is_not_reported_complete(
 ):
     """metrics.json marks a fold finished; a checkpoint.pt cut short (a full disk, a copy that
     stopped) left the run 'complete' on resume and in report, and predict failed only later."""
-    from emofuse.train.run import load_fold_model
+    from emofuse.train.checkpoints import load_fold_model
 
     out = copy(run, tmp_path)
     ckpt = fold_dir(out, 2) / "checkpoint.pt"

@@ -1,0 +1,99 @@
+"""Trained folds as models again: the head class of a run, its input sizes, a fold rebuilt from
+its checkpoint, and the fold embeddings the t-SNE plot shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emofuse.errors import EmofuseError
+from emofuse.train.data import TrainData
+from emofuse.train.folds import FoldPlan
+from emofuse.train.rundir import (
+    finished_folds,
+    fold_dir,
+    read_json,
+)
+
+
+def resolve_head(spec: str) -> type:
+    """``NAME`` from the head registry, or ``path/to/file.py:Class`` for a user's own head.
+
+    The registry raises a one-line EmofuseError listing the built-in names for an unknown head.
+    """
+    from emofuse.heads import get_head
+
+    return get_head(spec)
+
+
+def make_dims(data: TrainData) -> Any:
+    """The heads' ``InputDims`` from what the data layer loaded ((L, D) per stream, speaker (1, F))."""
+    from emofuse.heads.base import InputDims
+
+    dims = {k: (v[0] if len(v) == 1 else v) for k, v in data.dims().items()}
+    return InputDims(**dims)
+
+
+def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> Any:
+    """The best checkpoint of fold ``k`` as a ready head in eval mode."""
+    from emofuse.heads.base import InputDims
+
+    ckpt_path = fold_dir(run, k) / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise EmofuseError(f"{ckpt_path} is missing; rerun `emofuse train` for {run}")
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise EmofuseError(
+            f"{ckpt_path} is damaged ({str(err).splitlines()[0][:80]}); delete {ckpt_path.parent} "
+            f"and rerun `emofuse train` for {run} (it retrains that fold only)"
+        ) from None
+    head_cls = resolve_head(ckpt["head"])
+    cfg = head_cls.config_from_saved(ckpt["head_config"])
+    model = head_cls(
+        cfg, InputDims(**{k2: tuple(v) for k2, v in ckpt["dims"].items()}), len(ckpt["labels"])
+    )
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:  # e.g. a head whose defaults changed since the run was made
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise EmofuseError(
+            f"{ckpt_path} does not fit head {ckpt['head']} as configured now ({first}); "
+            "retrain the run with this emofuse version"
+        ) from None
+    return model.to(device).eval()
+
+
+def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, list[str]]:
+    """``head.embed`` of every finished fold's test utterances, by that fold's model (pooled)."""
+    from emofuse.cache import open_cache
+    from emofuse.train.loop import forward_all
+
+    run = Path(run)
+    config = read_json(run / "config.json")
+    if "cache" not in config:
+        raise EmofuseError(
+            f"{run} is a fused run: it has no cache to embed (t-SNE needs a trained run)"
+        )
+    cache = open_cache(config["cache"])
+    if cache.fingerprint != config["cache_fingerprint"]:
+        raise EmofuseError(
+            f"cache {config['cache']} changed since {run} was trained (fingerprint differs); "
+            "t-SNE needs the same cache"
+        )
+    head_cls = resolve_head(config["head"])
+    cfg = head_cls.config_from_saved(config["head_config"])
+    streams = set(head_cls.required_streams(cfg))
+    data = TrainData.from_cache(cache, streams, cfg, device, max_lengths=head_cls.max_lengths(cfg))
+    plan = FoldPlan.load(run / "folds.json")
+    embs, labels = [], []
+    for k in finished_folds(run):
+        model = load_fold_model(run, k, data.device)
+        idx = data.indices(plan.fold(k).test)
+        embs.append(forward_all(model, data, idx, 64, embed=True).numpy())  # (N_k, E)
+        labels += [data.label_names[int(y)] for y in data.labels[idx.to(data.labels.device)]]
+    return np.concatenate(embs), labels

@@ -1,0 +1,351 @@
+"""The run folder: its layout and every file in it, written atomically and read back with one-line errors.
+
+`emofuse train` writes it, `fuse`, `report`, `predict` and `compare` read it (docs/architecture.md §5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import json
+import re
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emofuse import faults
+from emofuse.errors import EmofuseError, check_out_path, os_reason
+from emofuse.fileio import atomic_open, write_json
+from emofuse.train.data import TrainData
+from emofuse.train.folds import FoldPlan
+from emofuse.train.loop import FoldOutput
+from emofuse.train.metrics import summarize
+from emofuse.train.outdir import check_run_out
+
+
+def fold_dir(out: Path, k: int) -> Path:
+    return out / f"fold_{k:02d}"
+
+
+def write_predictions(
+    path: Path, fold: int, ids: Sequence[str], true: Sequence[str], probs: np.ndarray, labels
+) -> None:
+    """CSV with id, fold, true, predicted, one probability column per class (full precision)."""
+    with atomic_open(path, newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "fold", "true", "predicted", *[f"p_{lab}" for lab in labels]])
+        pred = np.asarray(labels)[probs.argmax(1)]
+        for i, t, p, row in zip(ids, true, pred, probs, strict=True):
+            w.writerow([i, fold, t, p, *[repr(float(x)) for x in row]])
+
+
+def read_predictions(path: Path) -> dict[str, Any]:
+    """``{"ids", "fold", "true", "predicted", "labels", "probs" (N, C)}`` from a predictions CSV;
+    a file that is not one (cut, edited, overwritten) is a one-line error naming it."""
+    if not path.is_file():
+        raise EmofuseError(f"{path} is missing; rerun `emofuse train` for this run folder")
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            raise ValueError("empty file")
+        header, body = rows[0], rows[1:]
+        if header[:4] != ["id", "fold", "true", "predicted"] or len(header) < 6:
+            raise ValueError("not the header id,fold,true,predicted,p_<label>…")
+        labels = [h[2:] for h in header[4:]]
+        if any(len(r) != len(header) for r in body):
+            raise ValueError(f"a row without {len(header)} fields")
+        probs = np.array([[float(x) for x in r[4:]] for r in body], dtype=np.float64).reshape(
+            len(body), len(labels)
+        )
+        if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1 + 1e-6).any():
+            raise ValueError("a probability outside [0, 1]")
+        part = {
+            "ids": [r[0] for r in body],
+            "fold": [int(r[1]) for r in body],
+            "true": [r[2] for r in body],
+            "predicted": [r[3] for r in body],
+            "labels": labels,
+            "probs": probs,
+        }
+        if not set(part["true"]) | set(part["predicted"]) <= set(labels):
+            raise ValueError("a label without its p_<label> column")
+    except (UnicodeDecodeError, csv.Error, ValueError) as err:
+        reason = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+        raise EmofuseError(f"{path} is damaged ({reason}); {_redo_advice(path)}") from None
+    return part
+
+
+def _redo_advice(path: Path) -> str:
+    """What remakes a damaged file of a run folder: its fold retrained, or the report rewritten."""
+    folder = path.parent
+    if not re.fullmatch(r"fold_\d+", folder.name):  # a pooled file of the run
+        return f"rerun `emofuse report {folder}` (it rewrites it from the folds)"
+    run = folder.parent
+    with contextlib.suppress(EmofuseError):
+        if not is_trained_run(read_json(run / "config.json")):
+            return f"fuse the runs of {run} again into a new --out"
+    return f"delete {folder} and rerun `emofuse train` for {run} (it retrains that fold only)"
+
+
+def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[str, Any]:
+    """Fold ``k``'s ``predictions.csv`` (test) or ``val_predictions.csv``, which must hold exactly
+    that fold's utterances of ``plan``: a cut or edited file is never summarised or fused."""
+    path = fold_dir(run, k) / kind
+    part = read_predictions(path)
+    fold = plan.fold(k)
+    expected = fold.test if kind == "predictions.csv" else fold.val
+    if sorted(part["ids"]) != sorted(expected):
+        raise EmofuseError(
+            f"{path} does not hold the {len(expected)} utterances of fold {k} "
+            f"({len(part['ids'])} rows); {_redo_advice(path)}"
+        )
+    return part
+
+
+def save_fold(
+    out: Path,
+    result: FoldOutput,
+    data: TrainData,
+    head_meta: dict[str, Any],
+    test_set: str = "",
+    seconds: float | None = None,
+) -> dict:
+    """Write one finished fold; metrics.json goes last and marks the fold done.
+
+    ``seconds``: the fold's wall time (training and predictions), stored as ``minutes``.
+    """
+    d = fold_dir(out, result.fold)
+    d.mkdir(parents=True, exist_ok=True)
+    faults.reach("fold-write")
+    names = data.label_names
+    # through a Python file object: torch.save to a path turns a full disk into a RuntimeError
+    with atomic_open(d / "checkpoint.pt", "wb") as fh:
+        torch.save({**head_meta, "fold": result.fold, "state_dict": result.state_dict}, fh)
+    for fname, idx, probs in (
+        ("val_predictions.csv", result.val_idx, result.val_probs),
+        ("predictions.csv", result.test_idx, result.test_probs),
+    ):
+        ids = [data.ids[i] for i in idx.tolist()]
+        true = [names[int(y)] for y in data.labels[idx.to(data.labels.device)].tolist()]
+        write_predictions(d / fname, result.fold, ids, true, probs, names)
+    test = read_predictions(d / "predictions.csv")
+    fold_summary = summarize([(result.fold, test["true"], test["predicted"])], names)
+    metrics = {
+        "fold": result.fold,
+        "test_set": test_set,
+        **{m: fold_summary["pooled"][m] for m in ("UA", "WA", "F1")},
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.curves),
+        **({"minutes": round(seconds / 60, 3)} if seconds is not None else {}),
+        "confusion": fold_summary["confusion"],
+    }
+    write_json(d / "metrics.json", metrics)
+    return metrics
+
+
+def finished_folds(out: Path) -> list[int]:
+    return sorted(
+        int(p.parent.name[len("fold_") :])
+        for p in out.glob("fold_*/metrics.json")
+        if p.is_file() and re.fullmatch(r"fold_\d+", p.parent.name)  # not fold_01_backup
+    )
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole checkpoint (missing, cut short, not a torch file), or None.
+
+    Cheap: reads the zip directory that torch.save writes at the end of the file (a file cut short
+    has none) and checks that every member ends inside the file; no tensor is read."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return "is damaged (cut short, or not a torch checkpoint)"
+    if not members or any(m.header_offset + m.compress_size > size for m in members):
+        return "is damaged (cut short)"
+    return None
+
+
+def is_trained_run(config: dict[str, Any]) -> bool:
+    """A run trained here (its folds keep checkpoints), not a late fusion of runs (none)."""
+    return "fused_runs" not in config
+
+
+def check_finished_folds(run: Path, folds: Sequence[int], trained: bool = True) -> None:
+    """The files a finished fold must keep whole (its curves.jsonl; a trained run's checkpoint.pt),
+    checked before a resume trains anything and before a report: a damaged one is one line naming
+    it, never a run reported complete with a fold that predict cannot load."""
+    for k in folds:
+        if (fold_dir(run, k) / "curves.jsonl").is_file():
+            read_curves(fold_dir(run, k) / "curves.jsonl")
+    if trained:
+        check_checkpoints(run, folds)
+
+
+def check_checkpoints(run: Path, folds: Sequence[int]) -> None:
+    """Each fold's checkpoint.pt is whole (:func:`checkpoint_problem`), else one line naming it."""
+    for k in folds:
+        d = fold_dir(run, k)
+        problem = checkpoint_problem(d / "checkpoint.pt")
+        if problem:
+            raise EmofuseError(
+                f"{d / 'checkpoint.pt'} {problem}, so fold {k} is not finished; delete {d} and "
+                f"rerun `emofuse train` for {run} (it retrains that fold only)"
+            )
+
+
+def missing_folds_note(run: Path, plan: FoldPlan, advice: str) -> str | None:
+    """``k of n folds finished; missing: …`` for a run that lacks folds of its plan (None when it
+    has them all): report and fuse print it, so a partial result is never shown as a whole one."""
+    done = set(finished_folds(run))
+    missing = [f.fold for f in plan.folds if f.fold not in done]
+    if not missing:
+        return None
+    return (
+        f"{len(done)} of {len(plan.folds)} folds finished; missing: "
+        f"{', '.join(map(str, missing))} ({advice})"
+    )
+
+
+def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
+    """summary.json + pooled predictions CSVs from every finished fold (in fold order)."""
+    done = finished_folds(out)
+    if not done:
+        raise EmofuseError(f"{out} has no finished fold yet; run `emofuse train` first")
+    pooled = {
+        kind: [read_fold_predictions(out, plan, k, kind) for k in done]
+        for kind in ("predictions.csv", "val_predictions.csv")
+    }
+    labels = pooled["predictions.csv"][0]["labels"]
+    # summary.json goes first and comes back last: it never describes pooled files that a failed
+    # rewrite (a full disk) left from another set of folds
+    (out / "summary.json").unlink(missing_ok=True)
+    for kind, parts in pooled.items():
+        with atomic_open(out / kind, newline="") as fh:
+            w = csv.writer(fh)
+            header = [f"p_{lab}" for lab in parts[0]["labels"]]
+            w.writerow(["id", "fold", "true", "predicted", *header])
+            for p in parts:
+                for r in zip(
+                    p["ids"], p["fold"], p["true"], p["predicted"], p["probs"], strict=True
+                ):
+                    w.writerow([*r[:4], *[repr(float(x)) for x in r[4]]])
+    per_fold = [
+        (k, p["true"], p["predicted"]) for k, p in zip(done, pooled["predictions.csv"], strict=True)
+    ]
+    summary = summarize(per_fold, labels)
+    summary["split"] = plan.split
+    summary["folds_planned"] = len(plan.folds)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file (config, metrics, summary: each one object); a damaged one is a
+    one-line error naming it."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = type(err).__name__
+    else:
+        if isinstance(obj, dict):
+            return obj
+        reason = f"a JSON {type(obj).__name__}, not an object"
+    raise EmofuseError(
+        f"{path} is unreadable ({reason}); restore it, or delete the run folder and train again"
+    )
+
+
+def read_curves(path: Path) -> list[dict[str, Any]]:
+    """One fold's curves.jsonl; a damaged line is a one-line error naming the file and line."""
+    rows = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not {"epoch", "train_loss", "val_loss", "val_UA"} <= set(
+            row
+        ):
+            raise EmofuseError(
+                f"{path} line {n} is damaged; delete {path.parent} and rerun `emofuse train` "
+                "(it retrains that fold only)"
+            )
+        rows.append(row)
+    return rows
+
+
+def check_out(out: Path, cache_path: str | Path | None) -> None:
+    """One-line errors for an ``--out`` that cannot be a run folder: a file, a path under a regular
+    file, or a place inside the cache (a Zarr cache is a folder; ``.parts`` is its journal)."""
+    if out.exists() and not out.is_dir():
+        raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
+    check_out_path(out)  # a parent that is a regular file, or not writable
+    from emofuse.cache.store import check_outside_caches
+
+    check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
+    check_run_out(out, "emofuse train")  # a folder of the user's files is never written into
+
+
+def prepare_out(out: Path) -> None:
+    """Create the run folder ``out``; what the file system refuses is a one-line error."""
+    if out.exists() and not out.is_dir():
+        raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise EmofuseError(
+            f"--out {out}: a parent is a regular file, not a folder; choose another --out"
+        ) from None
+    except OSError as err:
+        raise EmofuseError(
+            f"cannot create the run folder {out} ({os_reason(err)}); choose a writable --out"
+        ) from None
+
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+@contextlib.contextmanager
+def writes_into(out: Path) -> Any:
+    """A write that the file system refuses (disk full, read-only, no permission) is one line
+    saying that the finished folds are kept and the same command resumes."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        for tmp in out.glob("**/*.tmp"):  # a half-written file never stays behind
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        where = f" writing {err.filename}" if err.filename else ""
+        fix = (
+            "free disk space"
+            if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "make it writable (or choose another --out)"
+        )
+        kept = len(finished_folds(out)) if out.is_dir() else 0
+        raise EmofuseError(
+            f"cannot write the run folder {out} ({os_reason(err)}{where}); {fix}, then rerun the "
+            f"same command: its {kept} finished fold(s) are kept and only the rest is trained"
+        ) from None
+
+
+def record_wall(out: Path, folds: list[int], jobs: int, seconds: float) -> None:
+    """Append this call's wall time to ``wall.json`` (a plan resumed over several calls sums them;
+    with parallel jobs the folds' own minutes add up to more than the wall)."""
+    path = out / "wall.json"
+    calls = read_json(path)["calls"] if path.is_file() else []
+    calls.append({"folds": folds, "jobs": jobs, "minutes": round(seconds / 60, 3)})
+    write_json(path, {"calls": calls})

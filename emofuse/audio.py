@@ -20,7 +20,7 @@ import soundfile as sf
 
 from emofuse.errors import os_reason
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # what every encoder reads; all audio is resampled to it
 SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: nothing an encoder can use
 MIN_SAMPLE_RATE = 4000  # below this no speech is left (a 1 Hz header is a broken file, not audio)
 # above this no recorder writes (384 kHz is the top professional rate); a 1 MHz or 2 GHz header is a

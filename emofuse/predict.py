@@ -27,10 +27,11 @@ import numpy as np
 
 from emofuse.corpus import Utterance
 from emofuse.corpus.text import normalize_text
+from emofuse.device import resolve_device
 from emofuse.errors import EmofuseError
 from emofuse.streams import SEGMENT_TIERS
 from emofuse.train.checkpoints import load_fold_model, resolve_head
-from emofuse.train.data import NonFiniteError, TrainData, resolve_device
+from emofuse.train.data import NonFiniteError, TrainData
 from emofuse.train.loop import predict_probs
 from emofuse.train.rundir import check_checkpoints, finished_folds, read_json
 

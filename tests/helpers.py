@@ -167,6 +167,7 @@ class FakeCache:
         }
         self.fingerprint = f"fake-{seed}-{n_per_speaker}"
         self.path = "fake.h5"
+        self.settings: dict = {}
         y = np.array([LABELS.index(x) for x in labels])
         direction = rng.normal(size=(4, 8)).astype(np.float32)
         self.arrays: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -199,6 +200,9 @@ class FakeCache:
             self.arrays["speaker"] = (rng.normal(size=(n, 4)).astype(np.float16), None)
             self.streams["speaker"] = FakeStream("fixed")
         self.loads: list[tuple[str, list[int] | None]] = []
+
+    def check_loaded(self, stream, array, values, layers) -> None:
+        pass  # no stored checksums in memory
 
     def load(self, stream, array="data", layers=None, ids=None, mmap=False):
         self.loads.append((stream, layers))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emofuse.audio import SAMPLE_RATE
 from emofuse.errors import EmofuseError
 
-SAMPLE_RATE = 16000
 WINDOW_S = 30.0
 HOW_TO = (
     "give a local faster-whisper folder with --asr-model DIR (CTranslate2 files model.bin, config.json,"

@@ -15,22 +15,16 @@ from pathlib import Path
 
 import torch
 
+from emofuse.audio import SAMPLE_RATE  # noqa: F401 - the encoders' input rate, re-exported
 from emofuse.errors import EmofuseError
-
-SAMPLE_RATE = 16_000
 
 # Weight files whose bytes identify a model folder (transformers, SpeechBrain, plain torch).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
+# compute dtypes by name (the CLI's --dtype choices), and the short names the Python API accepts too
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {**DTYPES, "fp32": torch.float32, "fp16": torch.float16, "half": torch.float16,
+           "bf16": torch.bfloat16}  # fmt: skip
 
 
 def as_device(device: str | torch.device | None) -> torch.device:

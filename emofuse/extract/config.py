@@ -15,7 +15,7 @@ import torch
 from emofuse import __version__
 from emofuse.audio import SAMPLE_RATE
 from emofuse.encoders import DEFAULT_SPEAKER_MODEL, DEFAULT_SPEECH_MODEL, DEFAULT_TEXT_MODEL
-from emofuse.encoders.common import auto_dtype
+from emofuse.encoders.common import DTYPES, auto_dtype
 from emofuse.errors import EmofuseError
 from emofuse.streams import GRANULARITIES, SEGMENT_TIERS
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 DEFAULT_SPEECH = DEFAULT_SPEECH_MODEL
 DEFAULT_TEXT = DEFAULT_TEXT_MODEL
 DEFAULT_SPEAKER = DEFAULT_SPEAKER_MODEL
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -106,18 +105,6 @@ class Models:
     text: TextEncoder | None
     speaker: SpeakerEncoder | None
     fbank: FbankEncoder | None
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise EmofuseError("--device cuda: no CUDA device is visible; use --device cpu")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if device != "cpu":
-        raise EmofuseError(f"--device {device!r}: choose auto, cpu or cuda")
-    return torch.device("cpu")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

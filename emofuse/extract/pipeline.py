@@ -19,6 +19,7 @@ import torch
 
 from emofuse import faults
 from emofuse.corpus import Utterance
+from emofuse.device import resolve_device
 from emofuse.errors import EmofuseError
 from emofuse.extract.batching import (
     durations_of,
@@ -35,7 +36,6 @@ from emofuse.extract.config import (
     content_settings,
     load_models,
     parse_layers,
-    resolve_device,
     resolve_dtype,
     stream_specs,
 )

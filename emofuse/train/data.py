@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from emofuse.device import resolve_device
 from emofuse.errors import EmofuseError
 from emofuse.streams import (
     ACOUSTIC_STREAMS,
@@ -40,6 +42,30 @@ from emofuse.streams import (
 
 # per-speaker normalisation standardises the ACOUSTIC_STREAMS: not text, and not the speaker
 # vector, which is nearly constant within a speaker by design
+
+
+class CacheSource(Protocol):
+    """What the data layer reads: ``emofuse.cache.Cache`` (tests use an in-memory double)."""
+
+    path: Path | str | None  # None: nothing on disk (worker processes cannot reopen it)
+    ids: list[str]
+    table: dict[str, np.ndarray]
+    streams: dict[str, Any]  # name -> StreamInfo (kind, attrs)
+    fingerprint: str
+    settings: dict[str, Any]
+
+    def load(
+        self,
+        stream: str,
+        array: str = "data",
+        layers: list[int] | None = None,
+        ids=None,
+        mmap=False,
+    ) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def check_loaded(
+        self, stream: str, array: str, values: np.ndarray, layers: list[int] | None
+    ) -> None: ...
 
 
 @dataclass
@@ -128,7 +154,7 @@ def check_finite(values: np.ndarray, offsets: np.ndarray | None, name: str, cach
         utt = row if offsets is None else int(np.searchsorted(offsets, row, side="right")) - 1
         ids = list(cache.ids)
         raise NonFiniteError(
-            f"cache {getattr(cache, 'path', '')}: stream '{name}' of utterance {ids[utt]} holds "
+            f"cache {cache.path}: stream '{name}' of utterance {ids[utt]} holds "
             "NaN or inf values; run `emofuse verify` on the cache and extract it again (a damaged "
             "file or a diverged encoder)",
             name,
@@ -167,7 +193,7 @@ class TrainData:
     @classmethod
     def from_cache(
         cls,
-        cache: Any,
+        cache: CacheSource,
         streams: set[str],
         cfg: Any,
         device: torch.device | str = "cpu",
@@ -188,16 +214,15 @@ class TrainData:
         if missing:
             s = missing[0]
             raise EmofuseError(
-                f"the head needs stream '{s}' but cache {getattr(cache, 'path', '')} has only "
+                f"the head needs stream '{s}' but cache {cache.path} has only "
                 f"{', '.join(sorted(cache.streams))}; {advice(s) if s in STREAMS else 'extract it'}"
             )
         loaded: dict[str, StreamData] = {}
         for name in sorted(streams):
             layers = layers_for(name, cfg)
             values, offsets = cache.load(name, "data", layers=layers, mmap=mmap)
-            check = getattr(cache, "check_loaded", None)  # stored checksums (a real cache)
-            if check is not None and checksums:
-                check(name, "data", values, layers)
+            if checksums:
+                cache.check_loaded(name, "data", values, layers)  # against the stored checksums
             check_finite(values, offsets, name, cache)
             v = torch.from_numpy(values)  # a strided view of a memory map is fine for index_select
             fixed = getattr(cache.streams[name], "kind", None) == "fixed"
@@ -420,16 +445,3 @@ def upload(t: Tensor, device: torch.device) -> Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` → the first CUDA GPU when there is one, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise EmofuseError(f"--device {device!r} is not a device; use auto, cpu or cuda") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EmofuseError(f"--device {device} asked for a GPU but CUDA is not available; use cpu")
-    return dev

@@ -39,7 +39,7 @@ from emofuse.fileio import write_json
 from emofuse.locks import output_lock
 from emofuse.train import parallel
 from emofuse.train.checkpoints import make_dims, resolve_head
-from emofuse.train.data import TrainData
+from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.recipes import resolve_loop
@@ -80,7 +80,7 @@ def run_config(
     cfg: Any,
     preset: str | None,
     sets: dict[str, str],
-    cache: Any,
+    cache: CacheSource,
     split: str,
     loop: LoopConfig,
     labels: list[str],
@@ -95,10 +95,10 @@ def run_config(
         "preset": preset,
         "set": dict(sets),
         "head_config": dataclasses.asdict(cfg),
-        "cache": str(getattr(cache, "path", cache)),
+        "cache": str(cache.path),
         "cache_fingerprint": cache.fingerprint,
         # the extraction settings (encoders, layers, text normalisation): what predict re-creates
-        "cache_settings": getattr(cache, "settings", None),
+        "cache_settings": cache.settings,
         "split": split,
         "seed": loop.seed,
         "loop": dataclasses.asdict(loop),
@@ -146,13 +146,13 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
 
 
 def load_data(
-    cache: Any, head_spec: str, head_cls: type, cfg: Any, loop: LoopConfig, device: str
+    cache: CacheSource, head_spec: str, head_cls: type, cfg: Any, loop: LoopConfig, device: str
 ) -> TrainData:
     """The streams ``cfg`` reads, loaded once (per-speaker standardised with ``--speaker-norm``)."""
     needs = set(head_cls.required_streams(cfg))
     if "speaker" in needs and "speaker" not in cache.streams and hasattr(cfg, "use_speaker"):
         raise EmofuseError(
-            f"head {head_spec} reads a speaker vector but cache {getattr(cache, 'path', '')} has "
+            f"head {head_spec} reads a speaker vector but cache {cache.path} has "
             "no 'speaker' stream; train without it (--set use_speaker=false) or re-extract with "
             "a --speaker-model"
         )
@@ -162,14 +162,14 @@ def load_data(
         if "" in speakers:
             raise EmofuseError(
                 f"--speaker-norm needs a speaker for every utterance; {speakers.count('')} in "
-                f"{getattr(cache, 'path', 'the cache')} have none (fill the manifest's speaker column)"
+                f"{cache.path} have none (fill the manifest's speaker column)"
             )
         data.normalize_per_speaker(speakers)
     return data
 
 
 def train_run(
-    cache: Any,
+    cache: CacheSource,
     head_spec: str,
     out: str | Path,
     split: str,
@@ -238,7 +238,7 @@ def train_run(
     if adapted:
         config["adapted"] = adapted
     check_buildable(head_spec, head_cls, cfg, make_dims(data), len(data.label_names), sets)
-    check_out(out, getattr(cache, "path", None))
+    check_out(out, cache.path)
     with contextlib.ExitStack() as stack:
         if rank == 0:  # one writer per run folder (torchrun's ranks share rank 0's lock)
             stack.enter_context(output_lock(out, "train"))
@@ -253,7 +253,7 @@ def train_run(
 
 def _train_folds(
     out: Path,
-    cache: Any,
+    cache: CacheSource,
     head_cls: type,
     cfg: Any,
     plan: FoldPlan,
@@ -299,7 +299,7 @@ def _train_folds(
     done = set(finished_folds(out))
     todo = [k for k in selected if k not in done]
     mine = todo[rank::world]
-    path = getattr(cache, "path", None)  # workers reopen the cache: an in-memory one stays here
+    path = cache.path  # workers reopen the cache: an in-memory one (None) stays here
     n_jobs = (
         1
         if path is None

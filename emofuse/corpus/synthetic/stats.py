@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SR = 16_000
+from emofuse.audio import SAMPLE_RATE
+
+SR = SAMPLE_RATE
 UNIT = SR // 100  # samples per 10 ms Sphinx frame
 DELAY = 2  # frames: seconds = (frame + 2) / 100
 FOUR = ("neu", "hap", "sad", "ang")

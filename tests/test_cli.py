@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -128,3 +133,41 @@ def test_progress_bars_are_drawn_on_a_terminal_only(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: True)
     shown = CliRunner().invoke(cli, [*args, str(tmp_path / "b")])
     assert shown.exit_code == 0 and "synth demo: 100%" in shown.output, shown.output
+
+
+def _run_with_stdout(args: list[str], stdout) -> subprocess.CompletedProcess:
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "emofuse", *args], stdout=stdout, stderr=subprocess.PIPE,
+        text=True, env=env, timeout=300,
+    )  # fmt: skip
+
+
+STDOUT_COMMANDS = [["heads"], ["heads", "--json"], ["--help"], ["--version"]]
+
+
+@pytest.mark.parametrize("args", STDOUT_COMMANDS, ids=" ".join)
+def test_a_full_disk_on_stdout_is_one_error_line(args) -> None:
+    """`emofuse heads > /dev/full` (or info --json, corpus stats --json) was an OSError traceback."""
+    with open("/dev/full", "w") as full:
+        run = _run_with_stdout(args, full)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [
+        "error: cannot write the command's output to standard output (No space left on device); "
+        "free disk space or redirect the output elsewhere, then rerun"
+    ], run.stderr
+
+
+@pytest.mark.parametrize("args", STDOUT_COMMANDS, ids=" ".join)
+def test_a_closed_pipe_on_stdout_ends_quietly_as_unix_tools_do(args) -> None:
+    """`emofuse heads | head -0`: nothing on stderr (no traceback, no "Exception ignored" at exit),
+    status 141 = 128 + SIGPIPE, as a shell reports for a Unix tool the closed pipe ended. The pipe's
+    reading end is closed before the command starts, so every write meets EPIPE (no race)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        run = _run_with_stdout(args, write)
+    finally:
+        os.close(write)
+    assert run.returncode == 141 and run.stderr == "", run.stderr

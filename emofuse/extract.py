@@ -87,7 +87,7 @@ class ExtractSummary:
     padded: list[str] = field(default_factory=list)  # too short, padded to the model minimum
     min_samples: int = 0  # that minimum: the longest of every loaded model's shortest input
     truncated: int = 0  # transcripts cut at the text model's maximum length
-    unaligned: int = 0
+    unaligned: int = 0  # stored utterances without alignment, those of an earlier (resumed) run too
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     estimate_bytes: int = 0
@@ -673,6 +673,11 @@ def run_extract(
         corpus_ids = {u.id for u in utts}
         resumed = len(done & corpus_ids)
         summary = ExtractSummary(Path(cfg.out), resumed=resumed, is_main=ddp.rank == 0)
+        if done and ddp.rank == 0:  # the cache's count, not this run's (every rank sees all parts)
+            stored = writer.stored_rows()
+            summary.unaligned = sum(
+                not bool(stored[i].get("aligned", True)) for i in done & corpus_ids if i in stored
+            )
         summary.estimate_bytes = estimate_bytes(durations, models, layers, cfg)
         if ddp.rank == 0:
             echo(

@@ -499,3 +499,20 @@ def test_every_model_none_is_refused_as_nothing_to_extract(tmp_path, clips):
     assert line.startswith("error: nothing to extract:"), line
     assert all(o in line for o in ("--speech-model", "--text-model", "--speaker-model", "--fbank"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no cache, parts or lock
+
+
+def test_a_resumed_extract_counts_the_unaligned_utterances_of_the_whole_cache(
+    tmp_path, tiny, clips
+):
+    """The summary said `unaligned (frame-level features only): 4` for a cache of 6 unaligned
+    utterances: only those stored by the resuming run were counted."""
+    manifest = write_manifest(tmp_path / "c", clips)  # no alignment column: nothing is aligned
+    out = tmp_path / "u.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 0, again.output
+    assert "2 were already there" in again.output
+    assert not any(open_cache(out).table["aligned"])
+    assert f"unaligned (frame-level features only): {N_CLIPS}\n" in again.output, again.output
+    same = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))  # the finished store
+    assert f"unaligned (frame-level features only): {N_CLIPS}\n" in same.output, same.output

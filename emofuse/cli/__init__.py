@@ -109,8 +109,8 @@ class _Group(click.Group):
             message = " ".join(err.format_message().split())
             click.echo(f"error: {message} (see `{where} --help`)", err=True)
             sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as err:  # a command may say what to do next (extract: resume)
+            click.echo("interrupted" + (f": {err}" if str(err) else ""), err=True)
             sys.exit(130)
         except OSError as err:
             _stdout_failed(err)

@@ -25,6 +25,8 @@ from emofuse import __version__
 from emofuse.errors import EmofuseError, os_reason
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
+# click >= 8.2 raises it for a group given no subcommand (8.1 prints the help itself)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 # command name -> the emofuse.cli module whose COMMANDS defines it, in the order help lists them
 COMMAND_MODULES: dict[str, str] = {
@@ -104,6 +106,8 @@ class _Group(click.Group):
         except EmofuseError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
+        except _NO_ARGS_IS_HELP:
+            raise  # a group without its subcommand (`emofuse corpus`): click shows the group's help
         except click.UsageError as err:  # a bad option or value: one line, not click's three
             where = err.ctx.command_path if err.ctx is not None else "emofuse"
             message = " ".join(err.format_message().split())

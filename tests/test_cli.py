@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -193,3 +198,41 @@ def test_a_non_finite_number_is_one_usage_line_naming_the_option(
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith(f"error: Invalid value for '{option}'"), lines[0]
     assert "not a finite number" in lines[0] and list(tmp_path.iterdir()) == []
+
+
+def _run_with_stdout(args: list[str], stdout) -> subprocess.CompletedProcess:
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "emofuse", *args], stdout=stdout, stderr=subprocess.PIPE,
+        text=True, env=env, timeout=300,
+    )  # fmt: skip
+
+
+STDOUT_COMMANDS = [["heads"], ["heads", "--json"], ["--help"], ["--version"]]
+
+
+@pytest.mark.parametrize("args", STDOUT_COMMANDS, ids=" ".join)
+def test_a_full_disk_on_stdout_is_one_error_line(args) -> None:
+    """`emofuse heads > /dev/full` (or info --json, corpus stats --json) was an OSError traceback."""
+    with open("/dev/full", "w") as full:
+        run = _run_with_stdout(args, full)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [
+        "error: cannot write the command's output to standard output (No space left on device); "
+        "free disk space or redirect the output elsewhere, then rerun"
+    ], run.stderr
+
+
+@pytest.mark.parametrize("args", STDOUT_COMMANDS, ids=" ".join)
+def test_a_closed_pipe_on_stdout_ends_quietly_as_unix_tools_do(args) -> None:
+    """`emofuse heads | head -0`: nothing on stderr (no traceback, no "Exception ignored" at exit),
+    status 141 = 128 + SIGPIPE, as a shell reports for a Unix tool the closed pipe ended. The pipe's
+    reading end is closed before the command starts, so every write meets EPIPE (no race)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        run = _run_with_stdout(args, write)
+    finally:
+        os.close(write)
+    assert run.returncode == 141 and run.stderr == "", run.stderr

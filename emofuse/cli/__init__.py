@@ -2,20 +2,31 @@
 
 Each area owns one module here (corpus, cache, extract, train, heads, predict, demo) that defines
 its click commands and calls library functions; this file only assembles them and turns
-``EmofuseError`` into a one-line message with exit status 2. A command's module (and with it torch,
+``EmofuseError`` into a one-line message with exit status 2. Standard output that cannot be written
+is handled here too, for every command: a closed pipe (``emofuse heads | head -0``) ends the command
+quietly with status 141 (128 + SIGPIPE, what a shell reports for a Unix tool ended by the closed
+pipe); a full disk or another write error (``> /dev/full``) is one ``error:`` line, status 2. A command's module (and with it torch,
 transformers, scikit-learn …) is imported only when that command runs or help lists it, so
 ``emofuse demo`` does not pay for the imports of ``emofuse extract``.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
+from typing import Any
 
 import click
+import click.utils
 
 from emofuse import __version__
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason
+
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
+# click >= 8.2 raises it for a group given no subcommand (8.1 prints the help itself)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 # command name -> the emofuse.cli module whose COMMANDS defines it, in the order help lists them
 COMMAND_MODULES: dict[str, str] = {
@@ -34,7 +45,51 @@ COMMAND_MODULES: dict[str, str] = {
 }
 
 
+def _from_stdout(err: OSError) -> bool:
+    """Whether ``err`` was raised writing standard output: click.echo to file descriptor 1 (every
+    command prints through click.echo; a file it writes raises from its own code, not from here)."""
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is click.utils.echo.__code__:
+            stream = frame.f_locals.get("file")
+            try:
+                return stream is sys.stdout or stream.fileno() == 1
+            except (AttributeError, OSError, ValueError):  # a stream without a descriptor
+                return False
+        tb = tb.tb_next
+    return False
+
+
+def _stdout_failed(err: OSError) -> None:
+    """Exit as the module docstring says when ``err`` came from writing stdout; else return."""
+    if not _from_stdout(err):
+        return
+    try:  # what is still buffered for stdout goes nowhere, so the interpreter's last flush at exit
+        # cannot fail again ("Exception ignored ... BrokenPipeError")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+    if err.errno == errno.EPIPE:
+        sys.exit(EXIT_BROKEN_PIPE)  # the reader is gone: nothing to say, as Unix tools do
+    click.echo(
+        f"error: cannot write the command's output to standard output ({os_reason(err)}); free "
+        "disk space or redirect the output elsewhere, then rerun",
+        err=True,
+    )
+    sys.exit(2)
+
+
 class _Group(click.Group):
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:  # --help and --version print while the arguments are parsed
+            return super().make_context(*args, **kwargs)
+        except OSError as err:
+            _stdout_failed(err)
+            raise
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMAND_MODULES)
 
@@ -51,14 +106,19 @@ class _Group(click.Group):
         except EmofuseError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
+        except _NO_ARGS_IS_HELP:
+            raise  # a group without its subcommand (`emofuse corpus`): click shows the group's help
         except click.UsageError as err:  # a bad option or value: one line, not click's three
             where = err.ctx.command_path if err.ctx is not None else "emofuse"
             message = " ".join(err.format_message().split())
             click.echo(f"error: {message} (see `{where} --help`)", err=True)
             sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as err:  # a command may say what to do next (extract: resume)
+            click.echo("interrupted" + (f": {err}" if str(err) else ""), err=True)
             sys.exit(130)
+        except OSError as err:
+            _stdout_failed(err)
+            raise
 
 
 @click.group(cls=_Group)

@@ -123,7 +123,15 @@ def extract_cmd(**opts) -> None:
         flush_seconds=opts["flush_seconds"],
         progress=not opts["quiet"],
     )
-    summary = run_extract(read.utterances, cfg, echo=click.echo)
+    try:
+        summary = run_extract(read.utterances, cfg, echo=click.echo)
+    except KeyboardInterrupt:  # the group prints "interrupted: <this>"
+        from emofuse.cache.schema import parts_dir
+
+        raise KeyboardInterrupt(
+            f"rerun the same command to resume (the utterances already committed to "
+            f"{parts_dir(Path(cfg.out))} are kept and not extracted again)"
+        ) from None
     if summary.is_main:
         _print_summary(summary)
 

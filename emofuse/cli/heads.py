@@ -8,7 +8,8 @@ import json
 import click
 import torch
 
-from emofuse.heads.base import InputDims, count_parameters
+from emofuse.errors import EmofuseError
+from emofuse.heads.base import STREAMS, InputDims, count_parameters
 from emofuse.heads.registry import get_head, list_heads
 from emofuse.train.config import LoopConfig
 from emofuse.train.recipes import describe_loop, resolve_loop
@@ -40,23 +41,71 @@ def head_table(
     rows = []
     for name in list_heads() + list(extra):
         cls = get_head(name)
-        for preset in [None, *cls.presets] if cls.recipes.get(None) else cls.presets or [None]:
+        try:
+            rows += _head_rows(name, cls, dims, n_classes)
+        except _Broken as err:  # a user's head above all: named in one line, not a traceback
+            why = err.__cause__
+            reason = str(why) if isinstance(why, EmofuseError) else f"{type(why).__name__}: {why}"
+            what = f"--head {name}" if name in extra else f"head {name}"
+            raise EmofuseError(
+                f"{what}: {err} failed ({' '.join(reason.split())}); fix the head so that it "
+                "builds (see examples/custom_head.py)"
+            ) from why
+    return rows
+
+
+class _Broken(Exception):
+    """Which step of building a head failed (``__cause__``: how)."""
+
+
+def _head_rows(name: str, cls: type, dims: InputDims, n_classes: int) -> list[dict]:
+    """The table rows of one head class: one per preset (and no preset where it has a recipe)."""
+    rows = []
+    try:
+        presets = [None, *cls.presets] if cls.recipes.get(None) else list(cls.presets) or [None]
+    except Exception as err:
+        raise _Broken("reading its presets and recipes") from err
+    for preset in presets:
+        where = f"preset {preset!r}" if preset else "its defaults"
+        try:
             cfg = cls.make_config(preset)
+        except Exception as err:
+            raise _Broken(f"making its config with {where}") from err
+        try:
+            streams = set(cls.required_streams(cfg))
+        except Exception as err:
+            raise _Broken(f"required_streams with {where}") from err
+        if unknown := sorted(map(str, streams - set(STREAMS))):
+            known = ", ".join(STREAMS)
+            raise _Broken(f"required_streams with {where}") from EmofuseError(
+                f"no cache stream {', '.join(unknown)} (streams: {known})"
+            )
+        try:
             # The meta device allocates nothing: counting the paper preset costs no memory.
             with torch.device("meta"):
                 head = cls(cfg, dims, n_classes)
+        except EmofuseError as err:  # the head refuses these inputs (on any device)
+            raise _Broken(f"building it with {where}") from err
+        except Exception:
+            try:  # a constructor that reads a tensor's value cannot run on meta: build it for real
+                head = cls(cfg, dims, n_classes)
+            except Exception as err:
+                raise _Broken(f"building it with {where}") from err
+        try:
             loop, sources = resolve_loop(cls, preset)
-            rows.append(
-                {
-                    "head": name,
-                    "preset": preset,
-                    "parameters": count_parameters(head),
-                    "loop": dataclasses.asdict(loop),
-                    "loop_from_recipe": sorted(k for k, v in sources.items() if v == "recipe"),
-                    "streams": sorted(cls.required_streams(cfg)),
-                    "description": (cls.__doc__ or "").strip().splitlines()[0],
-                }
-            )
+        except Exception as err:
+            raise _Broken(f"the training loop of {where}") from err
+        rows.append(
+            {
+                "head": name,
+                "preset": preset,
+                "parameters": count_parameters(head),
+                "loop": dataclasses.asdict(loop),
+                "loop_from_recipe": sorted(k for k, v in sources.items() if v == "recipe"),
+                "streams": sorted(streams),
+                "description": next(iter((cls.__doc__ or "").strip().splitlines()), ""),
+            }
+        )
     return rows
 
 

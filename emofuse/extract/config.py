@@ -70,7 +70,7 @@ class ExtractSummary:
     padded: list[str] = field(default_factory=list)  # too short, padded to the model minimum
     min_samples: int = 0  # that minimum: the longest of every loaded model's shortest input
     truncated: int = 0  # transcripts cut at the text model's maximum length
-    unaligned: int = 0
+    unaligned: int = 0  # stored utterances without alignment, those of an earlier (resumed) run too
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     estimate_bytes: int = 0

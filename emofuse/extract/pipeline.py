@@ -113,6 +113,11 @@ def run_extract(
         corpus_ids = {u.id for u in utts}
         resumed = len(done & corpus_ids)
         summary = ExtractSummary(Path(cfg.out), resumed=resumed, is_main=ddp.rank == 0)
+        if done and ddp.rank == 0:  # the cache's count, not this run's (every rank sees all parts)
+            stored = writer.stored_rows()
+            summary.unaligned = sum(
+                not bool(stored[i].get("aligned", True)) for i in done & corpus_ids if i in stored
+            )
         summary.estimate_bytes = estimate_bytes(durations, models, layers, cfg)
         if ddp.rank == 0:
             echo(

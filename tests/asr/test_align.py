@@ -147,3 +147,29 @@ def test_a_second_align_into_the_same_out_is_refused_while_the_first_holds_it(tm
     result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     assert out.exists() and not lock_path(out).exists()
+
+
+def test_accented_letters_are_transliterated_not_dropped():
+    """`café` was aligned as the word `caf` (the é dropped), `naïve` as `na` + `ve`."""
+    text = "Café naïve STRAẞE 日本 façade, don’t [LAUGHTER] ﬁne"
+    assert transcript_words(text) == [
+        "cafe", "naive", "strasse", "日本", "facade", "don't", "fine",
+    ]  # fmt: skip
+    assert transcript_words("Kids are talking by the door.") == [
+        "kids", "are", "talking", "by", "the", "door",
+    ]  # fmt: skip
+
+
+def test_accented_words_align_and_a_word_with_no_ascii_form_is_reported(tmp_path, synth_utts):
+    u = next(u for u in synth_utts if u.text == "About number.")
+    out = PocketSphinxAligner().align(load_audio(u.audio).wav, "Abóut númber.")
+    assert out.tiers is not None and out.oov == [], (out.problem, out.oov)
+    assert [w for *_, w in out.tiers["word"]] == ["about", "number"]
+    manifest = write_manifest(tmp_path / "in.csv", [u], lambda u: "about 日本 number")
+    result = invoke("align", "--manifest", manifest, "--out", tmp_path / "al.csv", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "1 words not in CMUdict aligned as unsegmented spans: 日本 (1)" in result.output
+    (row,) = read_csv(tmp_path / "al.csv")
+    assert row["alignment_oov"] == "日本" and row["alignment"], row
+    words = read_textgrid(tmp_path / row["alignment"])["word"]
+    assert [w for *_, w in words] == ["about", "日本", "number"]

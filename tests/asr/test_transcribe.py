@@ -365,3 +365,22 @@ def test_a_rerun_of_a_finished_transcription_reuses_it(tmp_path, tiny_asr, synth
     assert other.exit_code == 0, other.output
     assert "transcribing 4 of 4 rows" in other.output and "not reused" in other.output
     assert json.loads(record.read_text().splitlines()[0])["language"] == "de"
+
+
+def test_a_row_whose_header_claims_an_absurd_sample_rate_is_not_transcribed(
+    tmp_path, tiny_asr, synth_utts
+):
+    """A WAV whose header says 2 GHz was decoded as a few milliseconds and transcribed; it is a
+    row that cannot be read, kept with the reason naming the file (emofuse.audio's rate check)."""
+    (u,) = _own_copies(tmp_path, synth_utts[:1])
+    raw = bytearray(u.audio.read_bytes())
+    raw[24:28] = (2_000_000_000).to_bytes(4, "little")  # the fmt chunk's sample rate
+    u.audio.write_bytes(bytes(raw))
+    manifest = write_manifest(tmp_path / "in.csv", [u], lambda u: "")
+    result = invoke(*transcribe_args(manifest, tmp_path / "out.csv", tiny_asr))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"not transcribed: {u.id}: sample rate 2000000000 Hz of {u.audio.name} is above 384000 Hz"
+        in result.output
+    ), result.output
+    assert "0 transcribed now, 1 not transcribed" in result.output

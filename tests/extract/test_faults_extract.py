@@ -500,3 +500,52 @@ def test_every_model_none_is_refused_as_nothing_to_extract(tmp_path, clips):
     assert line.startswith("error: nothing to extract:"), line
     assert all(o in line for o in ("--speech-model", "--text-model", "--speaker-model", "--fbank"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no cache, parts or lock
+
+
+def test_a_resumed_extract_counts_the_unaligned_utterances_of_the_whole_cache(
+    tmp_path, tiny, clips
+):
+    """The summary said `unaligned (frame-level features only): 4` for a cache of 6 unaligned
+    utterances: only those stored by the resuming run were counted."""
+    manifest = write_manifest(tmp_path / "c", clips)  # no alignment column: nothing is aligned
+    out = tmp_path / "u.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 0, again.output
+    assert "2 were already there" in again.output
+    assert not any(open_cache(out).table["aligned"])
+    assert f"unaligned (frame-level features only): {N_CLIPS}\n" in again.output, again.output
+    same = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))  # the finished store
+    assert f"unaligned (frame-level features only): {N_CLIPS}\n" in same.output, same.output
+
+
+def test_an_interrupted_extract_says_that_rerunning_resumes(tmp_path, tiny, clips, monkeypatch):
+    """Ctrl-C printed a bare `interrupted`: nothing said the finished work is kept and that the
+    same command resumes. (The interrupt is raised in-process by the 3rd batch: no signal race.)"""
+    from emofuse.extract.rows import RowBuilder
+
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "i.h5"
+    encode = RowBuilder.__call__
+    calls = []
+
+    def interrupt_third(self, batch):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return encode(self, batch)
+
+    monkeypatch.setattr(RowBuilder, "__call__", interrupt_third)
+    args = manifest_args(manifest, tiny, out, "--flush-seconds", "0", "--batch-seconds", "1")
+    stopped = CliRunner().invoke(cli, args)
+    assert stopped.exit_code == 130, stopped.output
+    assert stopped.output.strip().splitlines()[-1] == (
+        f"interrupted: rerun the same command to resume (the utterances already committed to "
+        f"{out}.parts are kept and not extracted again)"
+    )
+    monkeypatch.setattr(RowBuilder, "__call__", encode)
+    again = CliRunner().invoke(cli, args)  # the same command
+    assert again.exit_code == 0, again.output
+    kept = sum(calls[:2])
+    assert f"resuming: {kept} already stored" in again.output and kept >= 2, again.output
+    assert open_cache(out).ids == [Path(n).stem for n in clips]

@@ -58,3 +58,108 @@ def test_bad_user_head_is_a_one_line_error() -> None:
     assert result.exit_code != 0
     assert isinstance(result.exception, EmofuseError)  # the CLI group prints it as one line
     assert "no such file" in str(result.exception) and "\n" not in str(result.exception)
+
+
+HEAD_FILE = '''
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from emofuse.heads.base import Head, HeadConfig
+
+
+@dataclass
+class Cfg(HeadConfig):
+    hidden: int = 8
+
+
+class Base(Head):
+    Config = Cfg
+    presets = {"small": {"hidden": 4}}
+
+    @classmethod
+    def required_streams(cls, cfg):
+        return {"speech"}
+
+    def __init__(self, cfg, dims, n_classes):
+        super().__init__(cfg, dims, n_classes)
+        self.classifier = nn.Linear(dims.speech[1], n_classes)
+
+
+class Boom(Base):
+    """Its constructor fails."""
+
+    def __init__(self, cfg, dims, n_classes):
+        super().__init__(cfg, dims, n_classes)
+        raise RuntimeError("the layer sizes do not fit")
+
+
+class BadPreset(Base):
+    """A preset sets a field its config does not have."""
+
+    presets = {"small": {"hiddne": 4}}
+
+
+class Misspelt(Base):
+    """Reads a stream no cache has."""
+
+    @classmethod
+    def required_streams(cls, cfg):
+        return {"speach"}
+
+
+class NoDoc(Base):
+    pass
+
+
+class ReadsAValue(Base):
+    """Its constructor reads a tensor's value (impossible on the meta device)."""
+
+    def __init__(self, cfg, dims, n_classes):
+        super().__init__(cfg, dims, n_classes)
+        self.extra = nn.Linear(int(torch.ones(1).sum().item()) * 3, 2)
+'''
+
+
+def _user_heads(tmp_path) -> Path:
+    path = tmp_path / "my_heads.py"
+    path.write_text(HEAD_FILE)
+    return path
+
+
+def test_a_user_head_that_cannot_be_built_is_one_line_naming_it(tmp_path) -> None:
+    """`emofuse heads --head FILE:CLASS` built the head without catching what a user's head raises:
+    a failing constructor or preset was a traceback, an unknown stream listed as fine."""
+    from emofuse.cli import cli
+
+    path = _user_heads(tmp_path)
+    for cls, step, why in (
+        ("Boom", "building it with preset 'small'", "RuntimeError: the layer sizes do not fit"),
+        ("BadPreset", "making its config with preset 'small'", "TypeError: "),
+        ("Misspelt", "required_streams with preset 'small'", "no cache stream speach"),
+    ):
+        result = CliRunner().invoke(cli, ["heads", "--head", f"{path}:{cls}"])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert "Traceback" not in result.output
+        assert lines[0].startswith(f"error: --head {path}:{cls}: {step} failed ({why}"), lines[0]
+
+
+def test_a_user_head_without_a_docstring_or_that_needs_real_tensors_is_listed(tmp_path) -> None:
+    path = _user_heads(tmp_path)
+    args = [
+        "--json",
+        "--speech-dim",
+        "16",
+        "--head",
+        f"{path}:NoDoc",
+        "--head",
+        f"{path}:ReadsAValue",
+    ]
+    result = CliRunner().invoke(heads_command, args)
+    assert result.exit_code == 0, result.output
+    rows = {r["head"]: r for r in json.loads(result.output) if r["head"].startswith(str(path))}
+    assert rows[f"{path}:NoDoc"]["description"] == ""
+    assert rows[f"{path}:NoDoc"]["parameters"] == 16 * 4 + 4
+    assert rows[f"{path}:ReadsAValue"]["parameters"] == 16 * 4 + 4 + 3 * 2 + 2

@@ -541,23 +541,39 @@ def test_a_train_through_a_symlink_to_a_run_being_trained_is_refused(
     assert not (tmp_path / "link.lock").exists() and not (out / "config.json").exists()
 
 
+def write_five_session_cache(path: Path, seed: int = 0, n: int = 40) -> None:
+    """tests/cache/cache_synth's utterances spread over 5 sessions (loso: 5 folds, more than
+    `--jobs 2` hands out at once, so some are still waiting when the run is stopped)."""
+    from emofuse.cache import CacheWriter
+    from tests.cache.cache_synth import SETTINGS, specs, utterance
+
+    writer = CacheWriter(path, settings=SETTINGS, streams=specs(), progress=False)
+    ids = []
+    for i in range(n):
+        meta, data = utterance(i, seed)
+        session = f"Ses0{i % 5 + 1}"
+        meta = {**meta, "id": f"{session}_utt{i:03d}", "session": session, "speaker": f"spk{i % 5}"}
+        writer.add(meta, data)
+        ids.append(meta["id"])
+    writer.close(order=ids)
+
+
 @pytest.fixture
 def h5_cache(tmp_path) -> Path:
-    from tests.cache.cache_synth import write_cache
-
     path = tmp_path / "c.h5"
-    write_cache(path)
+    write_five_session_cache(path)
     return path
 
 
-def _stopped_parallel_train(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
-    """`emofuse train --jobs 2` in a child, frozen (SIGSTOP) just before it starts its workers."""
-    env = {**os.environ, faults.ENV: "workers-start:1:stop", "OMP_NUM_THREADS": "1"}
+def _stopped_parallel_train(cache: Path, out: Path, stage: str = "workers-start"):
+    """`emofuse train --jobs 2` in a child (its own process group, as a shell job), frozen
+    (SIGSTOP) where it reaches the faults.py ``stage`` (default: just before its workers start)."""
+    env = {**os.environ, faults.ENV: f"{stage}:1:stop", "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen(
         [sys.executable, "-m", "emofuse", "train", "--cache", str(cache), "--split", "loso",
-         "--head", TINY_HEAD, "--epochs", "1", "--jobs", "2", "--quiet", "--out", str(out),
-         *extra],
+         "--head", TINY_HEAD, "--epochs", "1", "--jobs", "2", "--quiet", "--out", str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,
     )  # fmt: skip
     _pid, status = os.waitpid(child.pid, os.WUNTRACED)  # returns once it has stopped
     assert os.WIFSTOPPED(status), status
@@ -570,13 +586,11 @@ def _stopped_parallel_train(cache: Path, out: Path, *extra: str) -> subprocess.P
 def test_a_cache_deleted_or_replaced_while_workers_start_is_one_line(tmp_path, h5_cache, change):
     """The workers reopen the cache by path: one that was gone printed the initializer's
     traceback and then 'a fold worker process died (out of memory?)'."""
-    from tests.cache.cache_synth import write_cache
-
     child = _stopped_parallel_train(h5_cache, tmp_path / "run")
     if change == "deleted":
         h5_cache.unlink()
     else:
-        write_cache(tmp_path / "other.h5", seed=1)
+        write_five_session_cache(tmp_path / "other.h5", seed=1)
         os.replace(tmp_path / "other.h5", h5_cache)
     os.kill(child.pid, signal.SIGCONT)
     _out, err = child.communicate(timeout=300)
@@ -586,3 +600,21 @@ def test_a_cache_deleted_or_replaced_while_workers_start_is_one_line(tmp_path, h
     expected = "disappeared" if change == "deleted" else "changed while emofuse train"
     assert expected in lines[0] and "out of memory" not in lines[0], lines[0]
     assert finished_folds(tmp_path / "run") == []
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("stage", ["workers-started", "fold-reported"])
+def test_ctrl_c_while_fold_workers_start_or_train_is_the_interrupted_line(
+    tmp_path, h5_cache, stage
+):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while the workers were
+    still starting raised InvalidStateError in the executor's thread, plus the workers' own
+    KeyboardInterrupt tracebacks; at any moment it must be `interrupted`, exit 130."""
+    out = tmp_path / "run"
+    child = _stopped_parallel_train(h5_cache, out, stage)
+    os.killpg(child.pid, signal.SIGINT)  # the parent is frozen: its SIGINT waits for SIGCONT
+    os.kill(child.pid, signal.SIGCONT)
+    _out, err = child.communicate(timeout=300)
+    assert child.returncode == 130 and err == "interrupted\n", err[-3000:]
+    assert not lock_path(out).exists()

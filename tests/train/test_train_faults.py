@@ -618,3 +618,22 @@ def test_ctrl_c_while_fold_workers_start_or_train_is_the_interrupted_line(
     _out, err = child.communicate(timeout=300)
     assert child.returncode == 130 and err == "interrupted\n", err[-3000:]
     assert not lock_path(out).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    "stage, sig",
+    [("workers-started", signal.SIGTERM), ("fold-reported", signal.SIGTERM),
+     ("fold-reported", signal.SIGKILL)],
+)  # fmt: skip
+def test_a_parallel_train_killed_leaves_no_leaked_semaphore_warning(tmp_path, h5_cache, stage, sig):
+    """multiprocessing's resource tracker printed 'There appear to be 6 leaked semaphore
+    objects' after a `--jobs` train (or `emofuse demo`) was terminated or killed: the executor's
+    queues in the parent, and tqdm's lock in each worker, were named semaphores."""
+    child = _stopped_parallel_train(h5_cache, tmp_path / "run", stage)
+    os.kill(child.pid, sig)
+    os.kill(child.pid, signal.SIGCONT)
+    _out, err = child.communicate(timeout=300)  # EOF: the workers and the tracker are gone too
+    assert child.returncode == -sig, err[-3000:]
+    assert "leaked" not in err and "resource_tracker" not in err and "Traceback" not in err, err

@@ -637,3 +637,20 @@ def test_a_parallel_train_killed_leaves_no_leaked_semaphore_warning(tmp_path, h5
     _out, err = child.communicate(timeout=300)  # EOF: the workers and the tracker are gone too
     assert child.returncode == -sig, err[-3000:]
     assert "leaked" not in err and "resource_tracker" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_fold_worker_killed_mid_fold_is_one_line_and_the_rerun_resumes(tmp_path, h5_cache):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "emofuse", "train", "--cache", str(h5_cache), "--split", "loso",
+            "--head", TINY_HEAD, "--epochs", "1", "--jobs", "2", "--quiet", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, faults.ENV: "fold-write:1:kill", "OMP_NUM_THREADS": "1"}  # as an OOM kill
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("error: a fold worker process died") and "--jobs 1" in lines[0]
+    env.pop(faults.ENV)
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
+    assert finished_folds(out) == [1, 2, 3, 4, 5]

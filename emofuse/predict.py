@@ -34,6 +34,7 @@ from emofuse.train.loop import predict_probs
 from emofuse.train.run import (
     check_checkpoints,
     finished_folds,
+    is_trained_run,
     load_fold_model,
     read_json,
     resolve_head,
@@ -113,6 +114,8 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not cfg_path.is_file():
         raise EmofuseError(f"{run} is not an emofuse run folder (no config.json): give --run RUN")
     config = read_json(cfg_path)
+    if not is_trained_run(config):
+        raise EmofuseError(fused_run_message(run, config))
     settings = config.get("cache_settings")
     if not settings:
         raise EmofuseError(
@@ -120,6 +123,18 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             "retrain the run to predict with it"
         )
     return config, settings
+
+
+def fused_run_message(run: Path, config: dict[str, Any]) -> str:
+    """Why a run made by `emofuse fuse` cannot predict: it holds the members' weights per fold,
+    no model; its predictions come from its member runs."""
+    members = [str(m) for m in config.get("fused_runs") or []]
+    named = f" of {', '.join(members)}" if members else ""
+    each = f" (e.g. --run {members[0]})" if members else ""
+    return (
+        f"{run} is a fused run (a late fusion{named}, made by `emofuse fuse`): it has no model "
+        f"of its own and cannot predict alone; predict with each member run{each}"
+    )
 
 
 def _extract_config(settings: dict[str, Any], out: Path, device: str):

@@ -273,3 +273,21 @@ def test_predict_refuses_a_fold_whose_checkpoint_is_cut_short(trained, tmp_path,
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith(f"error: {ckpt} is damaged") and f"delete {ckpt.parent}" in lines[0]
+
+
+def test_predict_with_a_fused_run_says_it_predicts_through_its_members(trained, tmp_path):
+    """A run made by `emofuse fuse` has no checkpoint: predict said it was 'trained with an older
+    emofuse' and to retrain it."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(trained["run"], other)
+    fused = tmp_path / "fused"
+    assert invoke("fuse", trained["run"], other, "--out", fused).exit_code == 0
+    utt = trained["utts"][trained["test_ids"][0]]
+    result = invoke("predict", "--run", fused, utt.audio, "--text", "hi")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {fused} is a fused run"), lines[0]
+    assert "older emofuse" not in lines[0] and "cannot predict alone" in lines[0]
+    assert str(trained["run"]) in lines[0] and str(other) in lines[0]

@@ -31,13 +31,14 @@ from emofuse.errors import EmofuseError
 from emofuse.streams import SEGMENT_TIERS
 from emofuse.train.data import NonFiniteError, TrainData, resolve_device
 from emofuse.train.loop import predict_probs
+from emofuse.train.paths import relative_path_error
 from emofuse.train.run import (
     check_checkpoints,
     finished_folds,
     is_trained_run,
     load_fold_model,
     read_json,
-    resolve_head,
+    resolve_saved_head,
 )
 
 # fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
@@ -164,6 +165,20 @@ def _extract_config(settings: dict[str, Any], out: Path, device: str):
 MODEL_KEYS = ("speech_model", "text_model", "speaker_model")
 
 
+def _recorded_dirs(
+    settings: dict[str, Any], config: dict[str, Any], moved: dict[str, str]
+) -> dict[str, str]:
+    """The absolute model folders the run recorded (``model_dirs``) for models whose path in the
+    settings is relative and does not exist from here: used as moved folders (their weights are
+    checked against the fingerprint's revision)."""
+    found = {}
+    for key, folder in (config.get("model_dirs") or {}).items():
+        path = settings.get(key)
+        if key not in moved and path and not Path(path).expanduser().exists():
+            found[key] = folder
+    return found
+
+
 def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -> dict[str, Any]:
     """The run's extraction settings with any moved model folders put in; a local model folder
     that is gone is a one-line error naming the option that gives its new place."""
@@ -174,6 +189,11 @@ def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -
         path = settings.get(key)
         if path and path != "none" and is_local(path) and not Path(path).expanduser().exists():
             option = "--" + key.replace("_", "-")
+            if not Path(path).expanduser().is_absolute() and key not in moved:
+                raise relative_path_error(
+                    run, key.replace("_", " "), path, f"run predict from the folder the cache was "
+                    f"extracted in, or give the model's folder with `emofuse predict {option} DIR`"
+                )  # fmt: skip
             raise EmofuseError(
                 f"the {key.replace('_', ' ')} {run} was trained with, {path}, is gone (moved or "
                 f"deleted); give its new folder with `emofuse predict {option} DIR`"
@@ -221,6 +241,7 @@ def predict(
     run = Path(run)
     config, settings = _run_settings(run)
     moved = {k: v for k, v in (models or {}).items() if v is not None}
+    moved = {**_recorded_dirs(settings, config, moved), **moved}
     settings = _locate_models(run, settings, moved)
     if not audio:
         raise EmofuseError("no AUDIO given: name one or more audio files")
@@ -261,7 +282,7 @@ def predict(
         )
 
     dev = resolve_device(device)
-    head_cls = resolve_head(config["head"])
+    head_cls = resolve_saved_head(run, config["head"])
     head_cfg = head_cls.config_from_saved(config["head_config"])
     needs = set(head_cls.required_streams(head_cfg))
     if needs & set(SEGMENT_TIERS):

@@ -47,10 +47,11 @@ from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import FoldOutput, LoopConfig, train_fold
 from emofuse.train.metrics import summarize
 from emofuse.train.outdir import check_run_out
+from emofuse.train.paths import absolute, absolute_head, head_file, model_dirs, relative_path_error
 from emofuse.train.recipes import resolve_loop
 
 # config.json keys that may change between a run and its resume without changing any result
-RESUME_FREE = ("folds", "device", "cache", "loop_sources")
+RESUME_FREE = ("folds", "device", "cache", "loop_sources", "model_dirs")
 
 
 def resolve_head(spec: str) -> type:
@@ -61,6 +62,17 @@ def resolve_head(spec: str) -> type:
     from emofuse.heads import get_head
 
     return get_head(spec)
+
+
+def resolve_saved_head(run: Path, spec: str) -> type:
+    """The head a run (config.json, a checkpoint) records; a head file recorded relative by an
+    older emofuse that does not exist from here is one line saying so."""
+    file = head_file(spec)
+    if file is not None and not Path(file).is_absolute() and not Path(file).exists():
+        raise relative_path_error(
+            run, "head file", file, "run this from the folder the run was trained in"
+        )
+    return resolve_head(spec)
 
 
 def make_dims(data: TrainData) -> Any:
@@ -345,15 +357,17 @@ def run_config(
 ) -> dict[str, Any]:
     return {
         "emofuse_version": __version__,
-        "head": head_spec,
+        "head": absolute_head(head_spec),  # a file.py:Class head found from any folder
         "head_name": getattr(head_cls, "name", head_cls.__name__),
         "preset": preset,
         "set": dict(sets),
         "head_config": dataclasses.asdict(cfg),
-        "cache": str(getattr(cache, "path", cache)),
+        "cache": absolute(getattr(cache, "path", cache)),  # report --tsne from any folder
         "cache_fingerprint": cache.fingerprint,
         # the extraction settings (encoders, layers, text normalisation): what predict re-creates
         "cache_settings": getattr(cache, "settings", None),
+        # where the model folders the settings name by a relative path are (emofuse.train.paths)
+        "model_dirs": model_dirs(getattr(cache, "settings", None), getattr(cache, "path", None)),
         "split": split,
         "seed": loop.seed,
         "loop": dataclasses.asdict(loop),
@@ -483,6 +497,8 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
     if not path.is_file() or not finished_folds(out):
         return
     old = read_json(path)
+    if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
+        old["head"] = absolute_head(old["head"])
     for key in sorted(set(old) | set(config)):
         if key in RESUME_FREE:
             continue
@@ -786,7 +802,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
             f"{ckpt_path} is damaged ({str(err).splitlines()[0][:80]}); delete {ckpt_path.parent} "
             f"and rerun `emofuse train` for {run} (it retrains that fold only)"
         ) from None
-    head_cls = resolve_head(ckpt["head"])
+    head_cls = resolve_saved_head(run, ckpt["head"])
     cfg = head_cls.config_from_saved(ckpt["head_config"])
     model = head_cls(
         cfg, InputDims(**{k2: tuple(v) for k2, v in ckpt["dims"].items()}), len(ckpt["labels"])
@@ -813,13 +829,18 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
         raise EmofuseError(
             f"{run} is a fused run: it has no cache to embed (t-SNE needs a trained run)"
         )
+    if not Path(config["cache"]).is_absolute() and not Path(config["cache"]).exists():
+        raise relative_path_error(
+            run, "cache", config["cache"], "run `emofuse report` from the folder the run was "
+            "trained in (t-SNE reads the cache)"
+        )  # fmt: skip
     cache = open_cache(config["cache"])
     if cache.fingerprint != config["cache_fingerprint"]:
         raise EmofuseError(
             f"cache {config['cache']} changed since {run} was trained (fingerprint differs); "
             "t-SNE needs the same cache"
         )
-    head_cls = resolve_head(config["head"])
+    head_cls = resolve_saved_head(run, config["head"])
     cfg = head_cls.config_from_saved(config["head_config"])
     streams = set(head_cls.required_streams(cfg))
     data = TrainData.from_cache(cache, streams, cfg, device, max_lengths=head_cls.max_lengths(cfg))

@@ -654,3 +654,47 @@ def test_a_fold_worker_killed_mid_fold_is_one_line_and_the_rerun_resumes(tmp_pat
     proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
     assert finished_folds(out) == [1, 2, 3, 4, 5]
+
+
+def test_a_run_records_absolute_paths_and_resumes_from_the_same_relative_ones(
+    tmp_path, h5_cache, monkeypatch
+):
+    """config.json kept --cache (and a head file) as typed: `report --tsne` from another folder
+    said the cache was gone. Now absolute; the same relative command resumes; a run recorded
+    relative by an older emofuse is one line saying so."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    shutil.move(h5_cache, work / "c.h5")
+    shutil.copy(ROOT / "tests" / "train" / "tiny_head.py", work / "head.py")
+
+    def args(folds: str) -> list[str]:
+        return ["train", "--cache", "c.h5", "--split", "loso", "--head", "head.py:TinyHead",
+                "--epochs", "1", "--folds", folds, "--quiet", "--out", "run"]  # fmt: skip
+
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli, args("1"))
+    assert result.exit_code == 0, result.output
+    mtime = (work / "run" / "fold_01" / "checkpoint.pt").stat().st_mtime_ns
+    result = CliRunner().invoke(cli, args("1,2"))
+    assert result.exit_code == 0, result.output  # the same relative command resumes the run
+    assert (work / "run" / "fold_01" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert finished_folds(work / "run") == [1, 2]
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(cli, ["report", str(work / "run"), "--tsne"])
+    assert result.exit_code == 0, result.output
+    assert (work / "run" / "tsne.png").is_file()
+    config = json.loads((work / "run" / "config.json").read_text())
+    assert config["cache"] == str(work / "c.h5")
+    assert config["head"] == f"{work / 'head.py'}:TinyHead"
+    old = {**config, "cache": "c.h5", "head": "head.py:TinyHead"}  # as an older emofuse wrote it
+    (work / "run" / "config.json").write_text(json.dumps(old))
+    result = CliRunner().invoke(cli, ["report", str(work / "run"), "--tsne"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert (
+        lines[0].startswith(f"error: {work / 'run'} records the ") and "relative path" in lines[0]
+    )
+    assert f"from {elsewhere}" in lines[0] and "folder the run was trained in" in lines[0]
+    monkeypatch.chdir(work)  # an old run resumes from its own folder, with its relative spelling
+    result = CliRunner().invoke(cli, args("1,2"))
+    assert result.exit_code == 0, result.output

@@ -23,6 +23,8 @@ order a run reaches them:
 - ``workers-started``: its fold workers are spawned (still starting: importing, loading the
   cache), no fold has been handed out yet;
 - ``fold-write``: before a finished training fold's files are written;
+- ``fold-reported``: with ``--jobs``, the parent has been told a worker finished a fold (the
+  other workers are training theirs);
 - ``fold-written``: after a training fold's files are written;
 - ``transcribe-batch``: after a batch of ASR transcripts is durably appended to the journal.
 """

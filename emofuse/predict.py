@@ -30,10 +30,11 @@ from emofuse.corpus.text import normalize_text
 from emofuse.device import resolve_device
 from emofuse.errors import EmofuseError
 from emofuse.streams import SEGMENT_TIERS
-from emofuse.train.checkpoints import load_fold_model, resolve_head
+from emofuse.train.checkpoints import load_fold_model, resolve_saved_head
 from emofuse.train.data import NonFiniteError, TrainData
 from emofuse.train.loop import predict_probs
-from emofuse.train.rundir import check_checkpoints, finished_folds, read_json
+from emofuse.train.paths import relative_path_error
+from emofuse.train.rundir import check_checkpoints, finished_folds, is_trained_run, read_json
 
 # fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
 # extracted the training cache and the machine that predicts (fp16 storage rounds both the same way)
@@ -109,6 +110,8 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not cfg_path.is_file():
         raise EmofuseError(f"{run} is not an emofuse run folder (no config.json): give --run RUN")
     config = read_json(cfg_path)
+    if not is_trained_run(config):
+        raise EmofuseError(fused_run_message(run, config))
     settings = config.get("cache_settings")
     if not settings:
         raise EmofuseError(
@@ -116,6 +119,18 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             "retrain the run to predict with it"
         )
     return config, settings
+
+
+def fused_run_message(run: Path, config: dict[str, Any]) -> str:
+    """Why a run made by `emofuse fuse` cannot predict: it holds the members' weights per fold,
+    no model; its predictions come from its member runs."""
+    members = [str(m) for m in config.get("fused_runs") or []]
+    named = f" of {', '.join(members)}" if members else ""
+    each = f" (e.g. --run {members[0]})" if members else ""
+    return (
+        f"{run} is a fused run (a late fusion{named}, made by `emofuse fuse`): it has no model "
+        f"of its own and cannot predict alone; predict with each member run{each}"
+    )
 
 
 def _extract_config(settings: dict[str, Any], out: Path, device: str):
@@ -145,6 +160,20 @@ def _extract_config(settings: dict[str, Any], out: Path, device: str):
 MODEL_KEYS = ("speech_model", "text_model", "speaker_model")
 
 
+def _recorded_dirs(
+    settings: dict[str, Any], config: dict[str, Any], moved: dict[str, str]
+) -> dict[str, str]:
+    """The absolute model folders the run recorded (``model_dirs``) for models whose path in the
+    settings is relative and does not exist from here: used as moved folders (their weights are
+    checked against the fingerprint's revision)."""
+    found = {}
+    for key, folder in (config.get("model_dirs") or {}).items():
+        path = settings.get(key)
+        if key not in moved and path and not Path(path).expanduser().exists():
+            found[key] = folder
+    return found
+
+
 def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -> dict[str, Any]:
     """The run's extraction settings with any moved model folders put in; a local model folder
     that is gone is a one-line error naming the option that gives its new place."""
@@ -155,6 +184,11 @@ def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -
         path = settings.get(key)
         if path and path != "none" and is_local(path) and not Path(path).expanduser().exists():
             option = "--" + key.replace("_", "-")
+            if not Path(path).expanduser().is_absolute() and key not in moved:
+                raise relative_path_error(
+                    run, key.replace("_", " "), path, f"run predict from the folder the cache was "
+                    f"extracted in, or give the model's folder with `emofuse predict {option} DIR`"
+                )  # fmt: skip
             raise EmofuseError(
                 f"the {key.replace('_', ' ')} {run} was trained with, {path}, is gone (moved or "
                 f"deleted); give its new folder with `emofuse predict {option} DIR`"
@@ -202,6 +236,7 @@ def predict(
     run = Path(run)
     config, settings = _run_settings(run)
     moved = {k: v for k, v in (models or {}).items() if v is not None}
+    moved = {**_recorded_dirs(settings, config, moved), **moved}
     settings = _locate_models(run, settings, moved)
     if not audio:
         raise EmofuseError("no AUDIO given: name one or more audio files")
@@ -242,7 +277,7 @@ def predict(
         )
 
     dev = resolve_device(device)
-    head_cls = resolve_head(config["head"])
+    head_cls = resolve_saved_head(run, config["head"])
     head_cfg = head_cls.config_from_saved(config["head_config"])
     needs = set(head_cls.required_streams(head_cfg))
     if needs & set(SEGMENT_TIERS):

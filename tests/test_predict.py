@@ -273,3 +273,60 @@ def test_predict_refuses_a_fold_whose_checkpoint_is_cut_short(trained, tmp_path,
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith(f"error: {ckpt} is damaged") and f"delete {ckpt.parent}" in lines[0]
+
+
+def test_predict_with_a_fused_run_says_it_predicts_through_its_members(trained, tmp_path):
+    """A run made by `emofuse fuse` has no checkpoint: predict said it was 'trained with an older
+    emofuse' and to retrain it."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(trained["run"], other)
+    fused = tmp_path / "fused"
+    assert invoke("fuse", trained["run"], other, "--out", fused).exit_code == 0
+    utt = trained["utts"][trained["test_ids"][0]]
+    result = invoke("predict", "--run", fused, utt.audio, "--text", "hi")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {fused} is a fused run"), lines[0]
+    assert "older emofuse" not in lines[0] and "cannot predict alone" in lines[0]
+    assert str(trained["run"]) in lines[0] and str(other) in lines[0]
+
+
+def test_predict_from_another_folder_finds_models_the_cache_names_relative(
+    trained, tmp_path, monkeypatch
+):
+    """A cache extracted with relative model paths (--speech-model models/…): predict from any
+    other folder said the model was gone. The run records where they are (model_dirs); a run
+    without that record (an older emofuse) is one line saying the path is relative."""
+    base = trained["base"]
+    tiny = trained["tiny"]
+    monkeypatch.chdir(base)
+    rel = {k: str(Path(v).relative_to(base)) for k, v in (
+        ("speech", tiny.speech["hubert"]), ("text", tiny.text), ("speaker", tiny.speaker))}  # fmt: skip
+    result = invoke(
+        "extract", "--corpus", "iemocap", "--root", "corpus", "--out", "rel.h5",
+        "--speech-model", rel["speech"], "--text-model", rel["text"],
+        "--speaker-model", rel["speaker"], "--granularity", "frame", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = invoke(
+        "train", "--cache", "rel.h5", "--split", "loso", "--head", "concat", "--preset", "small",
+        "--folds", "1", "--epochs", "1", "--batch-size", "8", "--out", "relrun", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    utt = trained["utts"][trained["test_ids"][0]]
+    monkeypatch.chdir(tmp_path)
+    result = invoke("predict", "--run", base / "relrun", utt.audio, "--text", "hi")
+    assert result.exit_code == 0, result.output
+    config = json.loads((base / "relrun" / "config.json").read_text())
+    assert config["cache"] == str(base / "rel.h5")
+    assert config["model_dirs"]["speech_model"] == str(tiny.speech["hubert"])
+    old = {k: v for k, v in config.items() if k != "model_dirs"}  # as an older emofuse wrote it
+    (base / "relrun" / "config.json").write_text(json.dumps(old))
+    result = invoke("predict", "--run", base / "relrun", utt.audio, "--text", "hi")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {base / 'relrun'} records the speech model as the relative "
+                               f"path {rel['speech']}"), lines[0]  # fmt: skip
+    assert f"from {tmp_path}" in lines[0] and "--speech-model DIR" in lines[0]

@@ -129,6 +129,18 @@ def _tiers(base: Path, value: str, where: str, utt_id: str):
     return read_textgrid(path)
 
 
+def _check_classes(path: Path, labels: list[str], rows: list[dict]) -> None:
+    """A --classes label that no row has is a typo, not a filter: refused in one line listing the
+    manifest's labels (it dropped silently, and a class went missing from the run)."""
+    present = sorted({str(row.get("label") or "").strip() for row in rows} - {""})
+    unknown = [label for label in labels if label not in present]
+    if unknown:
+        raise EmofuseError(
+            f"--classes {','.join(labels)}: {unknown[0]!r} is not a label of manifest {path} "
+            f"(its labels: {', '.join(present) or 'none'}); check the spelling"
+        )
+
+
 def read_manifest(
     manifest: str | Path,
     skip_missing: bool = False,
@@ -157,6 +169,8 @@ def read_manifest(
     result = CorpusReadResult(utterances=[])
     seen: dict[str, int] = {}
     keep = set(labels) if labels else None
+    if keep is not None and rows:
+        _check_classes(path, list(labels or []), rows)
     for rowno, row in enumerate(
         progress_bar(rows, desc="manifest", enabled=progress, leave=False), 1
     ):

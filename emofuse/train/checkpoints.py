@@ -13,6 +13,7 @@ import torch
 from emofuse.errors import EmofuseError
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
+from emofuse.train.paths import head_file, relative_path_error
 from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
@@ -28,6 +29,17 @@ def resolve_head(spec: str) -> type:
     from emofuse.heads import get_head
 
     return get_head(spec)
+
+
+def resolve_saved_head(run: Path, spec: str) -> type:
+    """The head a run (config.json, a checkpoint) records; a head file recorded relative by an
+    older emofuse that does not exist from here is one line saying so."""
+    file = head_file(spec)
+    if file is not None and not Path(file).is_absolute() and not Path(file).exists():
+        raise relative_path_error(
+            run, "head file", file, "run this from the folder the run was trained in"
+        )
+    return resolve_head(spec)
 
 
 def make_dims(data: TrainData) -> Any:
@@ -52,7 +64,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
             f"{ckpt_path} is damaged ({str(err).splitlines()[0][:80]}); delete {ckpt_path.parent} "
             f"and rerun `emofuse train` for {run} (it retrains that fold only)"
         ) from None
-    head_cls = resolve_head(ckpt["head"])
+    head_cls = resolve_saved_head(run, ckpt["head"])
     cfg = head_cls.config_from_saved(ckpt["head_config"])
     model = head_cls(
         cfg, InputDims(**{k2: tuple(v) for k2, v in ckpt["dims"].items()}), len(ckpt["labels"])
@@ -79,13 +91,18 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
         raise EmofuseError(
             f"{run} is a fused run: it has no cache to embed (t-SNE needs a trained run)"
         )
+    if not Path(config["cache"]).is_absolute() and not Path(config["cache"]).exists():
+        raise relative_path_error(
+            run, "cache", config["cache"], "run `emofuse report` from the folder the run was "
+            "trained in (t-SNE reads the cache)"
+        )  # fmt: skip
     cache = open_cache(config["cache"])
     if cache.fingerprint != config["cache_fingerprint"]:
         raise EmofuseError(
             f"cache {config['cache']} changed since {run} was trained (fingerprint differs); "
             "t-SNE needs the same cache"
         )
-    head_cls = resolve_head(config["head"])
+    head_cls = resolve_saved_head(run, config["head"])
     cfg = head_cls.config_from_saved(config["head_config"])
     streams = set(head_cls.required_streams(cfg))
     data = TrainData.from_cache(cache, streams, cfg, device, max_lengths=head_cls.max_lengths(cfg))

@@ -28,6 +28,7 @@ from emofuse.progress import progress_bar
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import summarize
 from emofuse.train.outdir import check_run_out
+from emofuse.train.paths import absolute
 from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
@@ -165,7 +166,7 @@ def _fuse_into(
         {
             "emofuse_version": __version__,
             "head": "late fusion of " + " + ".join(map(str, runs)),
-            "fused_runs": [str(r) for r in runs],
+            "fused_runs": [absolute(r) for r in runs],
             "criterion": "validation UA, ties by validation cross-entropy",
             "grid_steps": GRID_STEPS,
             "weights": {str(k): v for k, v in weights.items()},

@@ -105,7 +105,7 @@ def run_tasks(
     try:
         run_in_workers(
             jobs, functools.partial(_setup_worker, threads), init, init_arg, task, items,
-            on_done=lambda item, result: bar.update(1),
+            on_done=lambda item, result: (bar.update(1), faults.reach("fold-reported")),
         )  # fmt: skip
     except WorkerDied:
         raise EmofuseError(

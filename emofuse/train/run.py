@@ -42,6 +42,7 @@ from emofuse.train.checkpoints import make_dims, resolve_head
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import LoopConfig, train_fold
+from emofuse.train.paths import absolute, absolute_head, model_dirs
 from emofuse.train.recipes import resolve_loop
 from emofuse.train.rundir import (
     check_finished_folds,
@@ -57,7 +58,7 @@ from emofuse.train.rundir import (
 )
 
 # config.json keys that may change between a run and its resume without changing any result
-RESUME_FREE = ("folds", "device", "cache", "loop_sources")
+RESUME_FREE = ("folds", "device", "cache", "loop_sources", "model_dirs")
 
 
 def _dist_env() -> tuple[int, int]:
@@ -90,15 +91,17 @@ def run_config(
 ) -> dict[str, Any]:
     return {
         "emofuse_version": __version__,
-        "head": head_spec,
+        "head": absolute_head(head_spec),  # a file.py:Class head found from any folder
         "head_name": getattr(head_cls, "name", head_cls.__name__),
         "preset": preset,
         "set": dict(sets),
         "head_config": dataclasses.asdict(cfg),
-        "cache": str(cache.path),
+        "cache": absolute(cache.path),  # report --tsne from any folder
         "cache_fingerprint": cache.fingerprint,
         # the extraction settings (encoders, layers, text normalisation): what predict re-creates
         "cache_settings": cache.settings,
+        # where the model folders the settings name by a relative path are (emofuse.train.paths)
+        "model_dirs": model_dirs(cache.settings, cache.path),
         "split": split,
         "seed": loop.seed,
         "loop": dataclasses.asdict(loop),
@@ -135,6 +138,8 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
     if not path.is_file() or not finished_folds(out):
         return
     old = read_json(path)
+    if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
+        old["head"] = absolute_head(old["head"])
     for key in sorted(set(old) | set(config)):
         if key in RESUME_FREE:
             continue

@@ -29,7 +29,7 @@ import os
 import signal
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -113,7 +113,7 @@ def _worker_main(
 class _Worker:
     process: Any
     conn: Connection
-    items: list[Any] = field(default_factory=list)  # the item it works on (one at most)
+    item: Any = None  # the item it works on
 
 
 @contextlib.contextmanager
@@ -162,6 +162,14 @@ def _stop(workers: list[_Worker]) -> None:
         w.conn.close()
 
 
+def _hand(w: _Worker, item: Any) -> None:
+    w.item = item
+    try:
+        w.conn.send(item)
+    except OSError:  # BrokenPipeError: the worker is gone
+        raise WorkerDied(f"worker pid {w.process.pid} died") from None
+
+
 def run_in_workers(
     n: int,
     setup: Callable[[], None],
@@ -173,8 +181,8 @@ def run_in_workers(
 ) -> None:
     """``task(item)`` for every item in ``n`` spawned workers (module-level functions: they are
     pickled by name); ``on_done(item, result)`` in this process as each finishes. The first error
-    of a task (or of ``init``) is raised here once every worker has been stopped; a worker that
-    dies raises ``WorkerDied``; so does nothing else: Ctrl-C stops the workers and re-raises."""
+    of a task (or of ``init``) is raised here once every worker has been stopped, and a worker
+    that dies is ``WorkerDied``; Ctrl-C (KeyboardInterrupt) stops the workers and re-raises."""
     todo = list(items)
     workers: list[_Worker] = []
     try:
@@ -183,8 +191,7 @@ def run_in_workers(
         busy: dict[Connection, _Worker] = {}
         for w in workers:
             if todo:
-                w.items = [todo.pop(0)]
-                w.conn.send(w.items[0])
+                _hand(w, todo.pop(0))
                 busy[w.conn] = w
         while busy:
             for conn in wait(list(busy)):
@@ -198,13 +205,13 @@ def run_in_workers(
                     if isinstance(err, EmofuseError):
                         raise err from None
                     raise err from RemoteTraceback(tb)
-                on_done(w.items[0], payload[0])
+                on_done(w.item, payload[0])
                 if todo:
-                    w.items = [todo.pop(0)]
-                    conn.send(w.items[0])
+                    _hand(w, todo.pop(0))
                     busy[conn] = w
         for w in workers:
-            w.conn.send(None)
+            with contextlib.suppress(OSError):  # every task is done: one that is gone is fine
+                w.conn.send(None)
         for w in workers:
             w.process.join()
             w.conn.close()

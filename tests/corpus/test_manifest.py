@@ -159,9 +159,22 @@ def test_manifest_that_is_not_utf8_names_the_fix(audio_dir):
     assert str(path) in str(err.value)
 
 
-def test_label_filter_that_keeps_nothing_is_an_empty_label_set(audio_dir):
-    with pytest.raises(EmofuseError, match="empty label set"):
-        _read(_csv(audio_dir, ROWS), classes="fear,joy")
+def test_a_class_no_row_has_is_refused_naming_it_and_the_manifests_labels(audio_dir):
+    """--classes ang,xyz kept the ang rows and dropped xyz without a word (a typo of a class)."""
+    path = _csv(audio_dir, ROWS)
+    for classes, unknown in (("fear,joy", "fear"), ("neu,sda", "sda")):
+        with pytest.raises(EmofuseError) as err:
+            _read(path, classes=classes)
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith(
+            f"--classes {classes}: {unknown!r} is not a label"
+        )
+        assert f"manifest {path}" in msg and "(its labels: hap, neu, sad)" in msg
+    result = CliRunner().invoke(cli, ["corpus", "stats", "--corpus", "manifest", "--manifest",
+                                      str(path), "--classes", "neu,sda"])  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: --classes neu,sda: 'sda' is not a label"), lines[0]
 
 
 def test_unreadable_audio_and_unknown_format(audio_dir):

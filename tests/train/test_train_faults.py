@@ -542,23 +542,39 @@ def test_a_train_through_a_symlink_to_a_run_being_trained_is_refused(
     assert not (tmp_path / "link.lock").exists() and not (out / "config.json").exists()
 
 
+def write_five_session_cache(path: Path, seed: int = 0, n: int = 40) -> None:
+    """tests/cache/cache_synth's utterances spread over 5 sessions (loso: 5 folds, more than
+    `--jobs 2` hands out at once, so some are still waiting when the run is stopped)."""
+    from emofuse.cache import CacheWriter
+    from tests.cache.cache_synth import SETTINGS, specs, utterance
+
+    writer = CacheWriter(path, settings=SETTINGS, streams=specs(), progress=False)
+    ids = []
+    for i in range(n):
+        meta, data = utterance(i, seed)
+        session = f"Ses0{i % 5 + 1}"
+        meta = {**meta, "id": f"{session}_utt{i:03d}", "session": session, "speaker": f"spk{i % 5}"}
+        writer.add(meta, data)
+        ids.append(meta["id"])
+    writer.close(order=ids)
+
+
 @pytest.fixture
 def h5_cache(tmp_path) -> Path:
-    from tests.cache.cache_synth import write_cache
-
     path = tmp_path / "c.h5"
-    write_cache(path)
+    write_five_session_cache(path)
     return path
 
 
-def _stopped_parallel_train(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
-    """`emofuse train --jobs 2` in a child, frozen (SIGSTOP) just before it starts its workers."""
-    env = {**os.environ, faults.ENV: "workers-start:1:stop", "OMP_NUM_THREADS": "1"}
+def _stopped_parallel_train(cache: Path, out: Path, stage: str = "workers-start"):
+    """`emofuse train --jobs 2` in a child (its own process group, as a shell job), frozen
+    (SIGSTOP) where it reaches the faults.py ``stage`` (default: just before its workers start)."""
+    env = {**os.environ, faults.ENV: f"{stage}:1:stop", "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen(
         [sys.executable, "-m", "emofuse", "train", "--cache", str(cache), "--split", "loso",
-         "--head", TINY_HEAD, "--epochs", "1", "--jobs", "2", "--quiet", "--out", str(out),
-         *extra],
+         "--head", TINY_HEAD, "--epochs", "1", "--jobs", "2", "--quiet", "--out", str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,
     )  # fmt: skip
     _pid, status = os.waitpid(child.pid, os.WUNTRACED)  # returns once it has stopped
     assert os.WIFSTOPPED(status), status
@@ -571,13 +587,11 @@ def _stopped_parallel_train(cache: Path, out: Path, *extra: str) -> subprocess.P
 def test_a_cache_deleted_or_replaced_while_workers_start_is_one_line(tmp_path, h5_cache, change):
     """The workers reopen the cache by path: one that was gone printed the initializer's
     traceback and then 'a fold worker process died (out of memory?)'."""
-    from tests.cache.cache_synth import write_cache
-
     child = _stopped_parallel_train(h5_cache, tmp_path / "run")
     if change == "deleted":
         h5_cache.unlink()
     else:
-        write_cache(tmp_path / "other.h5", seed=1)
+        write_five_session_cache(tmp_path / "other.h5", seed=1)
         os.replace(tmp_path / "other.h5", h5_cache)
     os.kill(child.pid, signal.SIGCONT)
     _out, err = child.communicate(timeout=300)
@@ -587,3 +601,101 @@ def test_a_cache_deleted_or_replaced_while_workers_start_is_one_line(tmp_path, h
     expected = "disappeared" if change == "deleted" else "changed while emofuse train"
     assert expected in lines[0] and "out of memory" not in lines[0], lines[0]
     assert finished_folds(tmp_path / "run") == []
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("stage", ["workers-started", "fold-reported"])
+def test_ctrl_c_while_fold_workers_start_or_train_is_the_interrupted_line(
+    tmp_path, h5_cache, stage
+):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while the workers were
+    still starting raised InvalidStateError in the executor's thread, plus the workers' own
+    KeyboardInterrupt tracebacks; at any moment it must be `interrupted`, exit 130."""
+    out = tmp_path / "run"
+    child = _stopped_parallel_train(h5_cache, out, stage)
+    os.killpg(child.pid, signal.SIGINT)  # the parent is frozen: its SIGINT waits for SIGCONT
+    os.kill(child.pid, signal.SIGCONT)
+    _out, err = child.communicate(timeout=300)
+    assert child.returncode == 130 and err == "interrupted\n", err[-3000:]
+    assert not lock_path(out).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    "stage, sig",
+    [("workers-started", signal.SIGTERM), ("fold-reported", signal.SIGTERM),
+     ("fold-reported", signal.SIGKILL)],
+)  # fmt: skip
+def test_a_parallel_train_killed_leaves_no_leaked_semaphore_warning(tmp_path, h5_cache, stage, sig):
+    """multiprocessing's resource tracker printed 'There appear to be 6 leaked semaphore
+    objects' after a `--jobs` train (or `emofuse demo`) was terminated or killed: the executor's
+    queues in the parent, and tqdm's lock in each worker, were named semaphores."""
+    child = _stopped_parallel_train(h5_cache, tmp_path / "run", stage)
+    os.kill(child.pid, sig)
+    os.kill(child.pid, signal.SIGCONT)
+    _out, err = child.communicate(timeout=300)  # EOF: the workers and the tracker are gone too
+    assert child.returncode == -sig, err[-3000:]
+    assert "leaked" not in err and "resource_tracker" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_fold_worker_killed_mid_fold_is_one_line_and_the_rerun_resumes(tmp_path, h5_cache):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "emofuse", "train", "--cache", str(h5_cache), "--split", "loso",
+            "--head", TINY_HEAD, "--epochs", "1", "--jobs", "2", "--quiet", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, faults.ENV: "fold-write:1:kill", "OMP_NUM_THREADS": "1"}  # as an OOM kill
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("error: a fold worker process died") and "--jobs 1" in lines[0]
+    env.pop(faults.ENV)
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
+    assert finished_folds(out) == [1, 2, 3, 4, 5]
+
+
+def test_a_run_records_absolute_paths_and_resumes_from_the_same_relative_ones(
+    tmp_path, h5_cache, monkeypatch
+):
+    """config.json kept --cache (and a head file) as typed: `report --tsne` from another folder
+    said the cache was gone. Now absolute; the same relative command resumes; a run recorded
+    relative by an older emofuse is one line saying so."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    shutil.move(h5_cache, work / "c.h5")
+    shutil.copy(ROOT / "tests" / "train" / "tiny_head.py", work / "head.py")
+
+    def args(folds: str) -> list[str]:
+        return ["train", "--cache", "c.h5", "--split", "loso", "--head", "head.py:TinyHead",
+                "--epochs", "1", "--folds", folds, "--quiet", "--out", "run"]  # fmt: skip
+
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli, args("1"))
+    assert result.exit_code == 0, result.output
+    mtime = (work / "run" / "fold_01" / "checkpoint.pt").stat().st_mtime_ns
+    result = CliRunner().invoke(cli, args("1,2"))
+    assert result.exit_code == 0, result.output  # the same relative command resumes the run
+    assert (work / "run" / "fold_01" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert finished_folds(work / "run") == [1, 2]
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(cli, ["report", str(work / "run"), "--tsne"])
+    assert result.exit_code == 0, result.output
+    assert (work / "run" / "tsne.png").is_file()
+    config = json.loads((work / "run" / "config.json").read_text())
+    assert config["cache"] == str(work / "c.h5")
+    assert config["head"] == f"{work / 'head.py'}:TinyHead"
+    old = {**config, "cache": "c.h5", "head": "head.py:TinyHead"}  # as an older emofuse wrote it
+    (work / "run" / "config.json").write_text(json.dumps(old))
+    result = CliRunner().invoke(cli, ["report", str(work / "run"), "--tsne"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert (
+        lines[0].startswith(f"error: {work / 'run'} records the ") and "relative path" in lines[0]
+    )
+    assert f"from {elsewhere}" in lines[0] and "folder the run was trained in" in lines[0]
+    monkeypatch.chdir(work)  # an old run resumes from its own folder, with its relative spelling
+    result = CliRunner().invoke(cli, args("1,2"))
+    assert result.exit_code == 0, result.output

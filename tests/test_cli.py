@@ -49,6 +49,17 @@ def test_a_command_imports_only_its_own_module() -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def usage_line(tmp_path, monkeypatch, args: list[str], option: str) -> str:
+    """Run ``args`` in an empty folder: one usage line naming ``option``, exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: Invalid value for '{option}'"), lines[0]
+    assert list(tmp_path.iterdir()) == []
+    return lines[0]
+
+
 NUMBERS = [  # (command line, option): each value means nothing, and each raised a traceback or
     # was taken silently before (heads --text-dim 0 listed heads for 0-wide text)
     (["heads", "--speech-dim", "0"], "--speech-dim"),  # ZeroDivisionError
@@ -88,12 +99,8 @@ NUMBERS = [  # (command line, option): each value means nothing, and each raised
 def test_a_meaningless_number_is_one_usage_line_naming_the_option(
     tmp_path, monkeypatch, args, option
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, args)
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert lines[0].startswith(f"error: Invalid value for '{option}'"), lines[0]
-    assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+    line = usage_line(tmp_path, monkeypatch, args, option)
+    assert "Traceback" not in line
 
 
 def test_corpus_folds_out_under_a_file_or_on_a_folder_is_one_line(tmp_path) -> None:
@@ -192,12 +199,7 @@ NON_FINITE = [
 def test_a_non_finite_number_is_one_usage_line_naming_the_option(
     tmp_path, monkeypatch, args, option
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, args)
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert lines[0].startswith(f"error: Invalid value for '{option}'"), lines[0]
-    assert "not a finite number" in lines[0] and list(tmp_path.iterdir()) == []
+    assert "not a finite number" in usage_line(tmp_path, monkeypatch, args, option)
 
 
 def _run_with_stdout(args: list[str], stdout) -> subprocess.CompletedProcess:

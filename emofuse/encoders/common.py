@@ -79,6 +79,12 @@ def auto_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
+def hold_frozen(encoder: object, model_id: str, revision: str, device, dtype) -> None:
+    """The attributes every frozen encoder carries: where it came from and where it runs."""
+    encoder.model_id, encoder.revision = model_id, revision
+    encoder.device, encoder.dtype = device, dtype
+
+
 def is_local(name_or_path: str | os.PathLike) -> bool:
     """A name is a local folder if it exists, or if it is spelled like a path (so a typo in a
     folder name gives 'folder not found' instead of a confusing hub lookup)."""

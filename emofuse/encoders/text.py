@@ -21,6 +21,7 @@ from emofuse.encoders.common import (
     as_dtype,
     check_folder,
     from_pretrained,
+    hold_frozen,
     load_error,
     model_revision,
     pack_batches,
@@ -55,10 +56,7 @@ class TextEncoder:
     ):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
-        self.model_id = model_id
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
+        hold_frozen(self, model_id, revision, device, dtype)
         config = model.config
         self.num_layers = config.num_hidden_layers + 1
         self.dim = config.hidden_size

@@ -34,6 +34,7 @@ from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtract
 from emofuse.encoders.common import (
     SAMPLE_RATE,
     from_pretrained,
+    hold_frozen,
     load_error,
     model_revision,
     pack_batches,
@@ -87,10 +88,7 @@ class SSLSpeechEncoder(SpeechEncoder):
     ):
         self.model = model.eval().requires_grad_(False)
         self.feature_extractor = feature_extractor
-        self.model_id = model_id
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
+        hold_frozen(self, model_id, revision, device, dtype)
         config = model.config
         self.family = config.model_type
         # data2vec-audio has no such key: its front end is always layer-normed

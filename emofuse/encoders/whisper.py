@@ -28,6 +28,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from emofuse.encoders.common import (
     SAMPLE_RATE,
     from_pretrained,
+    hold_frozen,
     load_error,
     model_revision,
     pack_batches,
@@ -52,10 +53,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
     ):
         self.encoder = encoder.eval().requires_grad_(False)
         self.feature_extractor = feature_extractor
-        self.model_id = model_id
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
+        hold_frozen(self, model_id, revision, device, dtype)
         config = encoder.config
         self.family = "whisper"
         self.hop = feature_extractor.hop_length  # 160 samples = one mel frame (100 /s)

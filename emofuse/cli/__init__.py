@@ -39,6 +39,7 @@ COMMAND_MODULES: dict[str, str] = {
     "train": "train",
     "fuse": "train",
     "report": "train",
+    "compare": "compare",
     "heads": "heads",
     "predict": "predict",
     "demo": "demo",

@@ -153,18 +153,27 @@ def synth(out, profile, seed, utterances_per_speaker, others_per_speaker, durati
     help="Fold protocol (docs/architecture.md §6).",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option(
+    "--lopo-val",
+    type=click.Choice(["partner", "train"]),
+    default="partner",
+    show_default=True,
+    help="lopo validation: the session partner, or a stratified 10 %% of the training speakers.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Also save the plan here."
 )
-def folds(corpus: CorpusReadResult, split: str, seed: int, as_json: bool, out) -> None:
+def folds(
+    corpus: CorpusReadResult, split: str, seed: int, lopo_val: str, as_json: bool, out
+) -> None:
     """Print the fold plan (train / val / test ids per fold) for a corpus."""
     from emofuse.errors import EmofuseError, check_out_file
     from emofuse.train.folds import build_folds
 
     if out is not None:
         check_out_file(out)
-    plan = build_folds(corpus.utterances, split, seed)
+    plan = build_folds(corpus.utterances, split, seed, lopo_val)
     data = plan.to_dict()
     if out is not None:
         try:

@@ -10,7 +10,7 @@ import click
 from emofuse.cli.options import SEED, FiniteFloatRange
 from emofuse.errors import EmofuseError
 from emofuse.train.config import SCHEDULES, SELECTS
-from emofuse.train.folds import SPLITS
+from emofuse.train.folds import LOPO_VALS, SPLITS
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
@@ -61,6 +61,14 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
 @click.command("train")
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
 @click.option("--split", required=True, type=click.Choice(SPLITS))
+@click.option(
+    "--lopo-val",
+    type=click.Choice(LOPO_VALS),
+    default="partner",
+    show_default=True,
+    help="lopo validation: the test speaker's session partner, or a stratified 10 %% of the "
+    "training speakers' utterances (train: TDFNet's setting, every other speaker trains)",
+)
 @click.option("--head", required=True, help="registry name, or path/to/file.py:Class")
 @click.option("--preset", default=None, help="a preset of the head (e.g. small, paper)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="head config override")
@@ -103,7 +111,7 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
 )
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train_command(
-    cache_path, split, head, preset, sets, out, epochs, batch_size, lr, patience, weight_decay,
+    cache_path, split, lopo_val, head, preset, sets, out, epochs, batch_size, lr, patience, weight_decay,
     schedule, warmup_epochs, grad_clip, select, mixup, ema, seed, class_weights, speaker_norm, device,
     folds, jobs, quiet,
 ) -> None:  # fmt: skip
@@ -118,6 +126,8 @@ def train_command(
     """
     from emofuse.train.run import train_run
 
+    if lopo_val != "partner" and split != "lopo":
+        raise EmofuseError(f"--lopo-val {lopo_val} applies to --split lopo only; drop it")
     if not cache_path.exists():
         from emofuse.cache.store import missing_cache_error
 
@@ -131,6 +141,7 @@ def train_command(
     summary = train_run(
         cache_path, head, out, split, preset=preset, sets=_parse_sets(sets), loop_flags=flags,
         folds=_parse_folds(folds), device=device, progress=not quiet, jobs=jobs,
+        lopo_val=lopo_val,
     )  # fmt: skip
     if summary is not None:
         _print_summary(summary, out, "train them with `emofuse train` into the same --out")

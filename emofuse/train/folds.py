@@ -8,9 +8,11 @@ derived from the plan seed and k (:func:`fold_seed`), so a single fold can be re
 Splits (docs/architecture.md §6):
 
 - ``loso``: one fold per session (sorted); val = 10 % of the training utterances, stratified by label.
-- ``lopo``: one fold per speaker (sorted); val = the other speaker(s) of the test speaker's session, or,
-  when the corpus has no sessions (or the session has a single speaker), the next speaker in sorted
-  order, wrapping round.
+- ``lopo``: one fold per speaker (sorted). Validation (``lopo_val``, recorded in folds.json):
+  ``partner`` (default) = the other speaker(s) of the test speaker's session, or, when the corpus
+  has no sessions (or the session has a single speaker), the next speaker in sorted order, wrapping
+  round; ``train`` = a stratified 10 % of the other speakers' utterances, so training sees every
+  speaker but the test one (TDFNet's setting: 9 IEMOCAP speakers train).
 - ``ra``: a seeded stratified 10-fold split; val = 10 % of the training utterances, stratified.
 - ``predefined``: one fold from ``Utterance.split`` (``train`` / ``val`` / ``test``).
 """
@@ -32,6 +34,7 @@ from emofuse.corpus.utterance import Utterance
 from emofuse.errors import EmofuseError
 
 SPLITS = ("loso", "lopo", "ra", "predefined")
+LOPO_VALS = ("partner", "train")
 RA_FOLDS = 10
 VAL_FRACTION = 0.1
 
@@ -61,9 +64,13 @@ class FoldPlan:
     split: str
     seed: int
     folds: list[Fold] = field(default_factory=list)
+    lopo_val: str = "partner"  # lopo only: partner | train (how validation is drawn)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "seed": self.seed, "folds": [f.to_dict() for f in self.folds]}
+        head = {"split": self.split, "seed": self.seed}
+        if self.split == "lopo":
+            head["lopo_val"] = self.lopo_val
+        return {**head, "folds": [f.to_dict() for f in self.folds]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> FoldPlan:
@@ -79,6 +86,9 @@ class FoldPlan:
                 for f in data["folds"]
             ]
             plan = cls(str(data["split"]), int(data["seed"]), folds)
+            plan.lopo_val = str(data.get("lopo_val", "partner"))  # plans before it: the partner
+            if plan.lopo_val not in LOPO_VALS:
+                raise ValueError(f"lopo_val {plan.lopo_val!r} is not one of {LOPO_VALS}")
         except (KeyError, TypeError, ValueError) as err:
             raise EmofuseError(
                 f"{what} is malformed ({err!r}); expected "
@@ -129,7 +139,9 @@ class FoldPlan:
                 )
 
 
-def build_folds(utterances: Sequence[Utterance], split: str, seed: int = 0) -> FoldPlan:
+def build_folds(
+    utterances: Sequence[Utterance], split: str, seed: int = 0, lopo_val: str = "partner"
+) -> FoldPlan:
     """The fold plan for ``split`` over ``utterances`` (kept in their order inside every list)."""
     return build_folds_from_columns(
         ids=[u.id for u in utterances],
@@ -139,6 +151,7 @@ def build_folds(utterances: Sequence[Utterance], split: str, seed: int = 0) -> F
         splits=[u.split for u in utterances],
         split=split,
         seed=seed,
+        lopo_val=lopo_val,
     )
 
 
@@ -150,10 +163,13 @@ def build_folds_from_columns(
     splits: Sequence[str | None],
     split: str,
     seed: int = 0,
+    lopo_val: str = "partner",
 ) -> FoldPlan:
     """Same as :func:`build_folds`, from parallel columns (e.g. a cache's utterance table)."""
     if split not in SPLITS:
         raise EmofuseError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if lopo_val not in LOPO_VALS:
+        raise EmofuseError(f"--lopo-val {lopo_val}: choose one of {', '.join(LOPO_VALS)}")
     if not ids:
         raise EmofuseError("cannot build folds over an empty corpus")
     dupes = [i for i, n in Counter(ids).items() if n > 1]
@@ -162,14 +178,16 @@ def build_folds_from_columns(
     ids = np.asarray(ids, dtype=object)
     labels = np.asarray(labels, dtype=object)
     builders = {"loso": _loso, "lopo": _lopo, "ra": _ra, "predefined": _predefined}
+    extra = {"mode": lopo_val} if split == "lopo" else {}
     index_folds = builders[split](
         labels=labels,
         speakers=list(speakers),
         sessions=list(sessions),
         splits=list(splits),
         seed=seed,
+        **extra,
     )
-    plan = FoldPlan(split, int(seed))
+    plan = FoldPlan(split, int(seed), lopo_val=lopo_val)
     all_classes = sorted(set(labels))
     for k, (tr, va, te) in enumerate(index_folds, start=1):
         missing = sorted(set(all_classes) - set(labels[tr]))
@@ -232,7 +250,7 @@ def _loso(labels, speakers, sessions, splits, seed):
     return out
 
 
-def _lopo(labels, speakers, sessions, splits, seed):
+def _lopo(labels, speakers, sessions, splits, seed, mode="partner"):
     spk = np.asarray(speakers, dtype=object)
     names = sorted(set(speakers))
     if len(names) < 3:
@@ -249,9 +267,13 @@ def _lopo(labels, speakers, sessions, splits, seed):
                     "lopo needs each speaker in one session"
                 )
     out = []
-    for name in names:
-        val_speakers = _val_speakers(name, names, session_of)
+    for k, name in enumerate(names, start=1):
         test = np.flatnonzero(spk == name)
+        if mode == "train":  # every other speaker trains; validation: a stratified tenth of them
+            tr, va = _val_from_train(np.flatnonzero(spk != name), labels, fold_seed(seed, k))
+            out.append((tr, va, test))
+            continue
+        val_speakers = _val_speakers(name, names, session_of)
         val = np.flatnonzero(np.isin(spk, list(val_speakers)))
         train = np.flatnonzero(~np.isin(spk, [name, *val_speakers]))
         out.append((train, val, test))

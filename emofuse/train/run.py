@@ -186,8 +186,11 @@ def train_run(
     progress: bool = True,
     loop_flags: dict[str, Any] | None = None,
     jobs: int | None = None,
+    lopo_val: str = "partner",
 ) -> dict[str, Any] | None:
     """Train every selected fold not already finished in ``out``; return the summary (rank 0).
+
+    ``lopo_val``: how ``lopo`` draws validation (emofuse.train.folds: ``partner`` or ``train``).
 
     The loop: ``loop`` as given, or (``loop`` None) the head's recipe for ``preset`` with
     ``loop_flags`` (the command-line options that were given) on top (emofuse.train.recipes).
@@ -227,6 +230,7 @@ def train_run(
         ],
         split=split,
         seed=loop.seed,
+        lopo_val=lopo_val,
     )
     valid = [f.fold for f in plan.folds]
     selected = list(folds) if folds else valid
@@ -242,6 +246,8 @@ def train_run(
     )  # fmt: skip
     if adapted:
         config["adapted"] = adapted
+    if split == "lopo" and lopo_val != "partner":  # absent = partner: older runs resume as before
+        config["lopo_val"] = lopo_val
     check_buildable(head_spec, head_cls, cfg, make_dims(data), len(data.label_names), sets)
     check_out(out, cache.path)
     with contextlib.ExitStack() as stack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -45,9 +46,9 @@ def corpus() -> list[Utterance]:
     return iemocap_like()
 
 
-@pytest.mark.parametrize("split", SPLITS)
-def test_test_ids_never_in_train_or_val_and_every_id_used(corpus, split):
-    plan = build_folds(corpus, split, seed=0)
+@pytest.mark.parametrize("split,lopo_val", [(s, "partner") for s in SPLITS] + [("lopo", "train")])
+def test_test_ids_never_in_train_or_val_and_every_id_used(corpus, split, lopo_val):
+    plan = build_folds(corpus, split, seed=0, lopo_val=lopo_val)
     expected = {"loso": 5, "lopo": 10, "ra": 10, "predefined": 1}[split]
     assert len(plan.folds) == expected
     all_ids = {u.id for u in corpus}
@@ -63,7 +64,7 @@ def test_test_ids_never_in_train_or_val_and_every_id_used(corpus, split):
         # cross-validation: every utterance is tested exactly once
         assert sorted(tested) == sorted(all_ids)
         for f in plan.folds:
-            if split != "lopo":  # lopo leaves the partner speaker out of training
+            if (split, lopo_val) != ("lopo", "partner"):  # that leaves the partner out
                 assert set(f.train) | set(f.val) | set(f.test) == all_ids
 
 
@@ -91,6 +92,34 @@ def test_lopo_val_is_the_other_speaker_of_the_same_session(corpus):
         assert {by_id[i].speaker for i in f.val} == {partner}
         assert len(f.val) == sum(u.speaker == partner for u in corpus)
         assert not {by_id[i].speaker for i in f.train} & {spk, partner}
+
+
+def test_lopo_val_train_trains_on_the_nine_others_and_validates_on_them_only(corpus, tmp_path):
+    by_id = {u.id: u for u in corpus}
+    plan = build_folds(corpus, "lopo", seed=0, lopo_val="train")
+    speakers = sorted({u.speaker for u in corpus})
+    for f, spk in zip(plan.folds, speakers, strict=True):
+        others = set(speakers) - {spk}
+        assert {by_id[i].speaker for i in f.test} == {spk}
+        assert {by_id[i].speaker for i in f.train} == others  # 9 training speakers
+        assert {by_id[i].speaker for i in f.val} <= others  # never the test speaker
+        assert sorted(f.train + f.val) == sorted(u.id for u in corpus if u.speaker != spk)
+        n = len(f.train) + len(f.val)
+        assert abs(len(f.val) - 0.1 * n) <= 1
+        counts, val_counts = (
+            Counter(by_id[i].label for i in ids) for ids in (f.train + f.val, f.val)
+        )
+        for label, c in counts.items():  # stratified by label
+            assert abs(val_counts[label] - c * len(f.val) / n) <= 1.0
+    plan.save(tmp_path / "folds.json")
+    assert json.loads((tmp_path / "folds.json").read_text())["lopo_val"] == "train"
+    assert FoldPlan.load(tmp_path / "folds.json").to_dict() == plan.to_dict()
+    partner = build_folds(corpus, "lopo", seed=0).to_dict()
+    assert partner["lopo_val"] == "partner"
+    del partner["lopo_val"]  # a plan saved before the option reads as the partner plan
+    assert FoldPlan.from_dict(partner).lopo_val == "partner"
+    with pytest.raises(EmofuseError, match="--lopo-val"):
+        build_folds(corpus, "lopo", lopo_val="speaker")
 
 
 def test_lopo_without_sessions_uses_next_speaker_wrapping():

@@ -1,0 +1,44 @@
+"""CLI command ``emofuse compare`` (thin: parse options, call emofuse.train.compare, print)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write compare.json, compare.md and compare.png (bar chart with CIs) here.",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=100),
+    default=2000,
+    show_default=True,
+    help="Bootstrap resamples for the 95 % CIs.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def compare_command(runs, as_json, out, resamples, seed) -> None:
+    """Runs on the same fold plan side by side; each against the first: pooled UA difference with
+    a 95 % bootstrap CI (utterances resampled within folds) and a Wilcoxon test over folds."""
+    from emofuse.train.compare import compare_runs, format_compare, write_compare
+
+    result = compare_runs(runs, resamples=resamples, seed=seed)
+    if out is not None:
+        write_compare(result, out)
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        click.echo(format_compare(result))
+        if out is not None:
+            click.echo(f"written: {out / 'compare.md'}")
+
+
+COMMANDS: list = [compare_command]

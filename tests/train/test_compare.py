@@ -1,0 +1,134 @@
+"""emofuse compare: its CI and p-value against direct scipy computations on constructed runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score
+
+from emofuse.cli import cli
+from emofuse.errors import EmofuseError
+from emofuse.train.compare import compare_runs
+from emofuse.train.folds import Fold, FoldPlan
+from emofuse.train.run import _json_write, fold_dir, write_predictions
+
+LABELS = ["ang", "hap", "neu", "sad"]
+
+
+def make_run(out: Path, true: dict[int, list[str]], pred: dict[int, list[str]], split="loso"):
+    """A finished run folder from given test labels and predictions per fold (no training)."""
+    folds = []
+    for k, t in true.items():
+        ids = [f"f{k}_{i:03d}" for i in range(len(t))]
+        folds.append(Fold(k, [f"tr{k}"], [f"va{k}"], ids))
+        d = fold_dir(out, k)
+        d.mkdir(parents=True)
+        probs = np.full((len(t), 4), 0.1)
+        probs[np.arange(len(t)), [LABELS.index(p) for p in pred[k]]] = 0.7
+        write_predictions(d / "predictions.csv", k, ids, t, probs, LABELS)
+        _json_write(d / "metrics.json", {"fold": k})
+    FoldPlan(split, 0, folds).save(out / "folds.json")
+    return out
+
+
+@pytest.fixture
+def pair(tmp_path):
+    rng = np.random.default_rng(3)
+    true = {k: list(rng.choice(LABELS, size=20 + 5 * k)) for k in range(1, 6)}
+
+    def noisy(p_right):
+        return {
+            k: [y if rng.random() < p_right else rng.choice(LABELS) for y in t]
+            for k, t in true.items()
+        }
+
+    a = make_run(tmp_path / "a", true, noisy(0.5))
+    b = make_run(tmp_path / "b", true, noisy(0.7))
+    return a, b
+
+
+def _parts(run: Path):
+    from emofuse.train.run import read_predictions
+
+    return [read_predictions(fold_dir(run, k) / "predictions.csv") for k in range(1, 6)]
+
+
+def test_ci_and_p_equal_a_direct_scipy_computation(pair):
+    a, b = pair
+    result = compare_runs([a, b], resamples=400, seed=7)
+    pa, pb = _parts(a), _parts(b)
+    # per-fold samples of positions: scipy resamples each fold's utterances within the fold
+    true = np.concatenate([p["true"] for p in pa])
+    ya, yb = (
+        np.concatenate([p["predicted"] for p in pa]),
+        np.concatenate([p["predicted"] for p in pb]),
+    )
+    bounds = np.cumsum([0, *[len(p["ids"]) for p in pa]])
+    samples = [np.arange(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def diff(*idx):
+        pos = np.concatenate(idx).astype(int)
+        return balanced_accuracy_score(true[pos], yb[pos]) - balanced_accuracy_score(
+            true[pos], ya[pos]
+        )
+
+    ref = stats.bootstrap(
+        samples, diff, n_resamples=400, paired=False, vectorized=False, method="percentile",
+        rng=np.random.default_rng(7), batch=200,  # compare draws its resamples 200 at a time
+    )  # fmt: skip
+    comp = result["comparisons"][0]
+    assert comp["ci"] == pytest.approx(
+        [ref.confidence_interval.low, ref.confidence_interval.high], abs=1e-12
+    )
+    pooled = balanced_accuracy_score(true, yb) - balanced_accuracy_score(true, ya)
+    assert comp["pooled_UA_diff"] == pytest.approx(pooled, abs=1e-12)
+    assert comp["ci"][0] < pooled < comp["ci"][1]
+    fold_a = [balanced_accuracy_score(p["true"], p["predicted"]) for p in pa]
+    fold_b = [balanced_accuracy_score(p["true"], p["predicted"]) for p in pb]
+    ref_p = stats.wilcoxon(fold_b, fold_a, method="exact").pvalue
+    assert comp["p"] == pytest.approx(ref_p)
+    assert result["runs"][1]["mean"]["UA"] == pytest.approx(np.mean(fold_b))
+    assert result["runs"][1]["std"]["UA"] == pytest.approx(np.std(fold_b))
+
+
+def test_a_run_against_itself_differs_by_zero_with_p_one(pair):
+    a, _ = pair
+    comp = compare_runs([a, a], resamples=200)["comparisons"][0]
+    assert comp["pooled_UA_diff"] == 0.0
+    assert comp["ci"] == [0.0, 0.0]
+    assert comp["p"] == 1.0
+
+
+def test_different_plans_are_refused_in_one_line(pair, tmp_path):
+    a, _ = pair
+    other = make_run(tmp_path / "c", {1: ["ang", "hap"] * 5}, {1: ["ang"] * 10})
+    with pytest.raises(EmofuseError, match="different fold plans"):
+        compare_runs([a, other])
+    res = CliRunner().invoke(cli, ["compare", str(a), str(other)])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and res.output.startswith("error: ")
+
+
+def test_incomplete_run_is_refused(pair):
+    a, _ = pair
+    (fold_dir(a, 3) / "metrics.json").unlink()
+    res = CliRunner().invoke(cli, ["compare", str(a), str(a)])
+    assert res.exit_code == 2 and "missing: 3" in res.output
+
+
+def test_cli_json_and_out_folder(pair, tmp_path):
+    a, b = pair
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(cli, ["compare", str(a), str(b), "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert len(data["runs"]) == 2 and len(data["comparisons"]) == 1
+    assert data == json.loads((out / "compare.json").read_text())
+    assert (out / "compare.png").stat().st_size > 1000
+    text = CliRunner().invoke(cli, ["compare", str(a), str(b)]).output
+    assert "Wilcoxon p" in text and "pooled" in text

@@ -29,7 +29,7 @@ from scipy import stats
 from emofuse.errors import EmofuseError
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
-from emofuse.train.run import finished_folds, read_fold_predictions
+from emofuse.train.rundir import finished_folds, read_fold_predictions
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95

@@ -13,9 +13,10 @@ from sklearn.metrics import balanced_accuracy_score
 
 from emofuse.cli import cli
 from emofuse.errors import EmofuseError
+from emofuse.fileio import write_json
 from emofuse.train.compare import compare_runs
 from emofuse.train.folds import Fold, FoldPlan
-from emofuse.train.run import _json_write, fold_dir, write_predictions
+from emofuse.train.rundir import fold_dir, write_predictions
 
 LABELS = ["ang", "hap", "neu", "sad"]
 
@@ -31,7 +32,7 @@ def make_run(out: Path, true: dict[int, list[str]], pred: dict[int, list[str]], 
         probs = np.full((len(t), 4), 0.1)
         probs[np.arange(len(t)), [LABELS.index(p) for p in pred[k]]] = 0.7
         write_predictions(d / "predictions.csv", k, ids, t, probs, LABELS)
-        _json_write(d / "metrics.json", {"fold": k})
+        write_json(d / "metrics.json", {"fold": k})
     FoldPlan(split, 0, folds).save(out / "folds.json")
     return out
 
@@ -53,7 +54,7 @@ def pair(tmp_path):
 
 
 def _parts(run: Path):
-    from emofuse.train.run import read_predictions
+    from emofuse.train.rundir import read_predictions
 
     return [read_predictions(fold_dir(run, k) / "predictions.csv") for k in range(1, 6)]
 

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from emofuse.cli import cli
 from emofuse.errors import EmofuseError
 from emofuse.train.loop import LoopConfig
-from emofuse.train.run import read_predictions, train_run
-
-from .conftest import TINY_HEAD, FakeCache
+from emofuse.train.run import train_run
+from emofuse.train.rundir import read_predictions
+from tests.helpers import TINY_HEAD, FakeCache
 
 ONE = LoopConfig(epochs=1, batch_size=16, lr=3e-3, patience=1, seed=0)
 

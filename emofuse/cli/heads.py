@@ -91,6 +91,14 @@ def _head_rows(name: str, cls: type, dims: InputDims, n_classes: int) -> list[di
                 head = cls(cfg, dims, n_classes)
             except Exception as err:
                 raise _Broken(f"building it with {where}") from err
+        variants = {}  # a head's named config variants (TDFNet: gates, ablation rows)
+        for label, overrides in getattr(cls, "variants", {}).items():
+            try:
+                with torch.device("meta"):
+                    variant = cls(cls.make_config(preset, overrides), dims, n_classes)
+            except Exception as err:
+                raise _Broken(f"building its variant {label!r} with {where}") from err
+            variants[label] = count_parameters(variant)
         try:
             loop, sources = resolve_loop(cls, preset)
         except Exception as err:
@@ -100,6 +108,7 @@ def _head_rows(name: str, cls: type, dims: InputDims, n_classes: int) -> list[di
                 "head": name,
                 "preset": preset,
                 "parameters": count_parameters(head),
+                **({"variants": variants} if variants else {}),
                 "loop": dataclasses.asdict(loop),
                 "loop_from_recipe": sorted(k for k, v in sources.items() if v == "recipe"),
                 "streams": sorted(streams),

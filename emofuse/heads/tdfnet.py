@@ -42,20 +42,31 @@ Open choices the paper leaves, settled here:
    U in R^(6d+f)). U is a vector and enters O as is. Eq. 10 then gives 14d + f + sum_i d/2^(i-2)
    values; the paper's count (12d + f + ...) leaves out two of the 2d-pools of A, T, A', T'; we keep
    all of eq. 10's terms.
-7. Eq. 11: W_alpha is a full (|O| x |O|) matrix without bias (as written); W maps to ``fusion_dim``
-   (768 in ``paper``) because P in R^4 through a GELU cannot be a classifier; a linear classifier over
-   the classes follows. Dropout (``dropout``, 0.1; the paper gives none) after each projection, inside
+7. Eq. 11: ``gate`` = full (default): W_alpha is a full (|O| x |O|) matrix without bias (as
+   written; 175.5 M of ``paper``'s parameters, and it shrinks with every ablation); group: one score
+   per pooled feature group (A, T, A', T', S, C, C_AT, C_TA, each D_i, H_i), alpha_g =
+   sigmoid(W_alpha O)_g with W_alpha (|O| x G), the group's score shared by its features; diag:
+   alpha = sigmoid(w * O), one weight per feature. ``classifier`` = mlp (default): W maps to
+   ``fusion_dim`` (768 in ``paper``) and a linear classifier over the classes follows; literal:
+   P = GELU(W (alpha * O) + b) with P in R^C taken as the logits (GELU is unbounded above). Dropout (``dropout``, 0.1; the paper gives none) after each projection, inside
    every attention/FFN, between the GRUs and on P.
 8. Ablations (Table V), as config switches: ``paths`` = audio | text keeps one modality (its DST
    path; MT needs both modalities so it goes; the speaker vector belongs to the audio path);
    ``use_dst`` = false drops DST (A', T', D_i, H_i); ``use_mt`` = false drops MT's learned layers
    (C, C_AT, C_TA: U is then S alone); ``speech_stream`` = fbank is "without ME" (log-mel frames from
-   the cache in place of the pretrained speech encoder). ``use_speaker`` = false drops S.
+   the cache in place of the pretrained speech encoder). ``use_speaker`` = false drops S ("w/o MT"
+   keeps S unless it is also set: the paper credits MT with the speaker information).
+9. ``dst_layers``: transformer layers per DST block (1; "the transformer encoders in the DST module
+   contain two transformer layers" may mean 2 per block). ``max_fbank_len`` (1024 log-mel frames
+   at 100 per second = 10.24 s, the seconds ``max_speech_len`` = 512 HuBERT frames at 50 per second
+   keep) cuts the "w/o ME" input. ``paper`` reads the encoders' output embeddings: the last cached
+   layer (``layer_mix=single``); ``--set layer_mix=weighted`` mixes every cached layer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +88,8 @@ from emofuse.heads.base import (
 from emofuse.heads.recipes import SMALL_RECIPE, SMALL_REGULARISATION
 
 PATHS = ("both", "audio", "text")
+GATES = ("full", "group", "diag")
+CLASSIFIERS = ("mlp", "literal")
 
 
 @dataclass
@@ -91,6 +104,10 @@ class TDFNetConfig(HeadConfig):
     fusion_dim: int = 768  # width of P (eq. 11)
     max_speech_len: int | None = 512
     max_text_len: int | None = 128
+    max_fbank_len: int | None = 1024  # the seconds of max_speech_len: 512 / 50 = 1024 / 100
+    gate: str = "full"  # full | group | diag (eq. 11's W_alpha)
+    classifier: str = "mlp"  # mlp | literal (P = GELU(W (alpha * O) + b) are the logits)
+    dst_layers: int = 1  # transformer layers per DST block (eq. 5)
     speech_stream: str = "speech"  # speech | fbank (= "without ME")
     paths: str = "both"  # both | audio | text
     use_dst: bool = True
@@ -103,6 +120,13 @@ class TDFNetConfig(HeadConfig):
             raise EmofuseError(f"--set paths={self.paths}: choose one of {', '.join(PATHS)}")
         if self.speech_stream not in ("speech", "fbank"):
             raise EmofuseError(f"--set speech_stream={self.speech_stream}: choose speech or fbank")
+        for key, choices in (("gate", GATES), ("classifier", CLASSIFIERS)):
+            if getattr(self, key) not in choices:
+                raise EmofuseError(
+                    f"--set {key}={getattr(self, key)}: choose one of {', '.join(choices)}"
+                )
+        if self.dst_layers < 1:
+            raise EmofuseError(f"--set dst_layers={self.dst_layers}: use 1 or more")
         if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
             raise EmofuseError(f"--set conv_kernel={self.conv_kernel}: use an odd kernel size")
         if self.n_blocks < 0 or self.global_layers < 0 or self.mt_layers < 0:
@@ -114,7 +138,7 @@ class TDFNetConfig(HeadConfig):
                     f"--set d_model={self.d_model}: with n_blocks={self.n_blocks} and "
                     f"heads={self.heads}, d_model / 2^i must stay divisible by heads"
                 )
-        for key in ("max_speech_len", "max_text_len"):
+        for key in ("max_speech_len", "max_text_len", "max_fbank_len"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise EmofuseError(f"--set {key}={value}: use a positive length or none")
@@ -126,6 +150,11 @@ class TDFNetConfig(HeadConfig):
     @property
     def text_on(self) -> bool:
         return self.paths in ("both", "text")
+
+    @property
+    def speech_len(self) -> int | None:
+        """Rows kept of the speech stream: ``max_fbank_len`` for log-mel frames ("w/o ME")."""
+        return self.max_fbank_len if self.speech_stream == "fbank" else self.max_speech_len
 
     @property
     def mt_on(self) -> bool:
@@ -185,7 +214,12 @@ class DeepScale(nn.Module):
             self.grus.append(SharedGRU(w, cfg.dropout))
             self.layers.append(
                 nn.ModuleDict(
-                    {m: AttentionLayer(w, cfg.heads, cfg.ffn, cfg.dropout) for m in modalities}
+                    {
+                        m: AttentionLayer(w, cfg.heads, cfg.ffn, cfg.dropout)
+                        if cfg.dst_layers == 1  # one layer keeps the state-dict keys of old runs
+                        else Encoder(cfg.dst_layers, w, cfg.heads, cfg.ffn, cfg.dropout)
+                        for m in modalities
+                    }
                 )
             )
 
@@ -248,18 +282,35 @@ class Mutual(nn.Module):
 
 
 class FusionGate(nn.Module):
-    """MFC eq. 11: alpha = sigmoid(W_alpha O); P = GELU(W (alpha * O) + b)."""
+    """MFC eq. 11: alpha = sigmoid(W_alpha O); P = GELU(W (alpha * O) + b).
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+    ``gate``: full W_alpha (|O| x |O|), group (|O| x G: one score per feature group, ``groups`` =
+    their widths in O's order) or diag (one weight per feature). ``dropout`` 0 when P are logits."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, dropout: float, gate: str = "full", groups=()
+    ) -> None:
         super().__init__()
-        self.gate = nn.Linear(in_dim, in_dim, bias=False)
+        self.kind = gate
+        if gate == "diag":
+            self.weight = nn.Parameter(torch.ones(in_dim))
+        else:
+            self.gate = nn.Linear(in_dim, in_dim if gate == "full" else len(groups), bias=False)
+        if gate == "group":  # feature j of O belongs to group group_of[j] (not a parameter)
+            group_of = torch.tensor([g for g, n in enumerate(groups) for _ in range(n)])
+            self.register_buffer("group_of", group_of, persistent=False)
         self.proj = nn.Linear(in_dim, out_dim)
         self.act = nn.GELU()
         self.drop = nn.Dropout(dropout)
 
     def forward(self, o: Tensor) -> Tensor:
-        alpha = torch.sigmoid(self.gate(o))  # (B, |O|)
-        return self.drop(self.act(self.proj(alpha * o)))  # P (B, fusion_dim)
+        if self.kind == "diag":
+            alpha = torch.sigmoid(self.weight * o)  # (B, |O|)
+        elif self.kind == "group":
+            alpha = torch.sigmoid(self.gate(o))[:, self.group_of]  # (B, G) -> (B, |O|)
+        else:
+            alpha = torch.sigmoid(self.gate(o))  # (B, |O|)
+        return self.drop(self.act(self.proj(alpha * o)))  # P (B, fusion_dim or C)
 
 
 class TDFNet(Head):
@@ -268,7 +319,8 @@ class TDFNet(Head):
     name = "tdfnet"
     Config = TDFNetConfig
     presets = {
-        "paper": {},  # the defaults are the paper's sizes
+        # the defaults are the paper's sizes; the encoders' output embeddings (last cached layer)
+        "paper": {"layer_mix": "single"},
         # layer_mix=concat: the input Linear reads every layer (validation UA 0.770 vs 0.742 with
         # the weighted mix, RAVDESS lopo); frames averaged 8 by 8 and at most 20 epochs: 0.772,
         # in 12.7 fold-minutes instead of ~35 (bench/RESULTS.md)
@@ -284,6 +336,20 @@ class TDFNet(Head):
     }
 
     recipes = {"small": {**SMALL_RECIPE, "epochs": 20}}  # `paper`, no preset: the papers' loop
+    # readings of eq. 11 and the Table V rows: `emofuse heads --json` counts each on every preset
+    variants = {
+        "gate=group": {"gate": "group"},
+        "gate=diag": {"gate": "diag"},
+        "classifier=literal": {"classifier": "literal"},
+        "gate=group,classifier=literal": {"gate": "group", "classifier": "literal"},
+        "dst_layers=2": {"dst_layers": 2},
+        "audio path": {"paths": "audio"},
+        "text path": {"paths": "text"},
+        "w/o DST": {"use_dst": False},
+        "w/o MT": {"use_mt": False},
+        "w/o MT, w/o S": {"use_mt": False, "use_speaker": False},
+        "w/o ME": {"speech_stream": "fbank"},
+    }
 
     @classmethod
     def required_streams(cls, cfg: TDFNetConfig) -> set[str]:
@@ -301,7 +367,6 @@ class TDFNet(Head):
         d = cfg.d_model
         modalities = tuple(m for m, on in (("speech", cfg.speech_on), ("text", cfg.text_on)) if on)
         self.drop = nn.Dropout(cfg.dropout)
-        o_dim = 0
         if cfg.speech_on:
             layers, width = dims.get(cfg.speech_stream)
             self.speech_mix = LayerMix.from_config(layers, cfg)
@@ -310,25 +375,39 @@ class TDFNet(Head):
             layers, width = dims.get("text")
             self.text_mix = LayerMix.from_config(layers, cfg)
             self.text_proj = nn.Linear(self.text_mix.out_dim(width), d)  # ME
-        o_dim += 2 * d * len(modalities)  # Pool(A), Pool(T)
+        # the widths of O's feature groups in eq. 10's order (as embed concatenates them)
+        groups = [2 * d] * len(modalities)  # Pool(A), Pool(T)
         if cfg.use_dst:
             self.dst = DeepScale(cfg, modalities)
-            levels = sum(2 * (d // 2**i) for i in range(1, cfg.n_blocks + 1))
-            o_dim += len(modalities) * (2 * d + levels)  # Pool(A'), Pool(D_i) (and text)
+            groups += [2 * d] * len(modalities)  # Pool(A'), Pool(T')
+        if cfg.speaker_on:
+            groups.append(dims.get("speaker")[1])  # S in U
         if cfg.mt_on:
             self.mt = Mutual(cfg)
-            o_dim += 6 * d  # U without S
-        if cfg.speaker_on:
-            o_dim += dims.get("speaker")[1]  # S in U
-        self.o_dim = o_dim
-        self.mfc = FusionGate(o_dim, cfg.fusion_dim, cfg.dropout)
-        self.classifier = nn.Linear(cfg.fusion_dim, n_classes)
+            groups += [2 * d] * 3  # Pool(C), Pool(C_AT), Pool(C_TA): U without S
+        if cfg.use_dst:
+            levels = [2 * (d // 2**i) for i in range(1, cfg.n_blocks + 1)]
+            groups += levels * len(modalities)  # Pool(D_i), then Pool(H_i)
+        self.groups, self.o_dim = groups, sum(groups)
+        literal = cfg.classifier == "literal"  # P = GELU(W (alpha * O) + b) are the logits
+        self.mfc = FusionGate(
+            self.o_dim, n_classes if literal else cfg.fusion_dim, 0.0 if literal else cfg.dropout,
+            cfg.gate, groups,
+        )  # fmt: skip
+        self.classifier = nn.Identity() if literal else nn.Linear(cfg.fusion_dim, n_classes)
+
+    @classmethod
+    def config_from_saved(cls, saved: dict[str, Any]) -> TDFNetConfig:
+        """Runs saved before ``max_fbank_len`` cut log-mel frames at ``max_speech_len``."""
+        if "max_fbank_len" not in saved:
+            saved = {**saved, "max_fbank_len": saved.get("max_speech_len", 512)}
+        return super().config_from_saved(saved)
 
     @classmethod
     def max_lengths(cls, cfg: TDFNetConfig) -> dict[str, int]:
         limits = {}
-        if cfg.speech_on and cfg.max_speech_len is not None:
-            limits[cfg.speech_stream] = cfg.max_speech_len
+        if cfg.speech_on and cfg.speech_len is not None:
+            limits[cfg.speech_stream] = cfg.speech_len
         if cfg.text_on and cfg.max_text_len is not None:
             limits["text"] = cfg.max_text_len
         return limits
@@ -338,7 +417,7 @@ class TDFNet(Head):
         out = {}
         if self.cfg.speech_on:
             x, mask = pick(batch, self.cfg.speech_stream)  # (B, T, L, D)
-            x, mask = truncate(x, mask, self.cfg.max_speech_len)
+            x, mask = truncate(x, mask, self.cfg.speech_len)
             out["speech"] = (self.drop(self.speech_proj(self.speech_mix(x))), mask)  # A (B, T, d)
         if self.cfg.text_on:
             x, mask = pick(batch, "text")  # (B, N, L_t, D_t)

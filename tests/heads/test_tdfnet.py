@@ -231,7 +231,9 @@ def test_max_lengths_report_the_truncating_streams() -> None:
         return TDFNet.max_lengths(TDFNet.make_config("small", overrides))
 
     assert limits() == {"speech": 512, "text": 128}
-    assert limits(speech_stream="fbank", max_text_len="none") == {"fbank": 512}
+    # log-mel frames ("w/o ME") are cut at max_fbank_len: the same 10.24 s as 512 HuBERT frames
+    assert limits(speech_stream="fbank", max_text_len="none") == {"fbank": 1024}
+    assert limits(speech_stream="fbank", max_fbank_len=300) == {"fbank": 300, "text": 128}
     assert limits(paths="text", max_text_len=64) == {"text": 64}
 
 

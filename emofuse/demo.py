@@ -84,6 +84,7 @@ def run_demo(
             speech_model=speech_model,
             text_model=text_model,
             speaker_model=speaker_model,
+            fbank=True,  # log-mel frames: TDFNet's "w/o ME" row (Table V) reads them
             device=device,
             model_dir=out / "models" / "speechbrain",
             progress=progress,

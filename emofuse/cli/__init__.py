@@ -40,6 +40,7 @@ COMMAND_MODULES: dict[str, str] = {
     "fuse": "train",
     "report": "train",
     "compare": "compare",
+    "reproduce": "reproduce",
     "heads": "heads",
     "predict": "predict",
     "demo": "demo",

@@ -1,0 +1,71 @@
+"""CLI group ``emofuse reproduce`` (thin: parse options, call emofuse.reproduce, print)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from emofuse.errors import EmofuseError
+
+PRESETS = ("paper", "small")
+
+
+def parse_table(value: str) -> int:
+    from emofuse.reproduce.tdfnet import TABLES
+
+    try:
+        table = int(value)
+    except ValueError:
+        table = None
+    if table not in TABLES:
+        raise EmofuseError(
+            f"--table {value!r}: TDFNet's reproducible tables are {', '.join(map(str, TABLES))}"
+        )
+    return table
+
+
+def parse_seeds(value: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 or s > 2**32 - 1 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise EmofuseError(f"--seeds {value!r}: give distinct seeds >= 0 like 0,1,2")
+    return seeds
+
+
+@click.group("reproduce")
+def reproduce_group() -> None:
+    """Reproduce a paper's table: one run folder per row and seed, then table.md/table.png."""
+
+
+@reproduce_group.command("tdfnet")
+@click.option("--table", "table", required=True, help="1 (LOSO/LOPO/RA) or 5 (ablations)")
+@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="folder of the runs")
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="comma-separated, e.g. 0,1,2")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="folds at once (CPU)")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def tdfnet_command(table, cache_path, out, preset, seeds, device, jobs, epochs, quiet) -> None:
+    """TDFNet (Zhao et al. 2023) Table I or Table V on a cache; finished runs are reused."""
+    from emofuse.reproduce.runner import reproduce
+
+    table = parse_table(table)
+    seed_list = parse_seeds(seeds)
+    if not cache_path.exists():
+        from emofuse.cache.store import missing_cache_error
+
+        raise missing_cache_error(cache_path, "--cache")
+    result = reproduce(
+        cache_path, table, out, preset=preset, seeds=seed_list,
+        loop_flags={"epochs": epochs} if epochs else None, device=device, progress=not quiet,
+        jobs=jobs, echo=click.echo,
+    )  # fmt: skip
+    click.echo(f"table: {result['table']}")
+
+
+COMMANDS: list = [reproduce_group]

@@ -213,6 +213,31 @@ class FakeCache:
         return values, offsets
 
 
+def write_five_session_cache(path: Path, seed: int = 0, n: int = 40, fbank: bool = False) -> None:
+    """tests/cache/cache_synth's utterances spread over 5 sessions, one speaker each (loso: 5 folds,
+    more than `--jobs 2` hands out at once). ``fbank``: with a log-mel stream (two 5-mel frames per
+    speech frame), as `extract --fbank` writes it (TDFNet's "w/o ME" reads it)."""
+    from emofuse.cache import CacheWriter, ragged
+    from tests.cache.cache_synth import SETTINGS, specs, utterance
+
+    streams = specs() + ([ragged("fbank", {"data": ("float16", (1, 5))}, frame_rate=100.0)]
+                         if fbank else [])  # fmt: skip
+    writer = CacheWriter(path, settings=SETTINGS, streams=streams, progress=False)
+    ids = []
+    for i in range(n):
+        meta, data = utterance(i, seed)
+        session = f"Ses0{i % 5 + 1}"
+        meta = {**meta, "id": f"{session}_utt{i:03d}", "session": session, "speaker": f"spk{i % 5}"}
+        if fbank:
+            frames = 2 * len(data["speech"]["data"])
+            data["fbank"] = {
+                "data": np.random.default_rng([seed, i, 1]).normal(size=(frames, 1, 5))
+            }
+        writer.add(meta, data)
+        ids.append(meta["id"])
+    writer.close(order=ids)
+
+
 # -------------------------------------------------------------------------------- asr: manifests
 def write_manifest(path: Path, utts, text=lambda u: u.text) -> Path:
     """A manifest of `utts` (absolute audio paths) with text chosen by `text`."""

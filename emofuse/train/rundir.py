@@ -146,6 +146,7 @@ def save_fold(
         "confusion": fold_summary["confusion"],
     }
     write_json(d / "metrics.json", metrics)
+    faults.reach("fold-written")
     return metrics
 
 

@@ -22,7 +22,7 @@ from emofuse.locks import lock_path
 from emofuse.train.loop import LoopConfig
 from emofuse.train.run import train_run
 from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
-from tests.helpers import ROOT, TINY_HEAD, FakeCache
+from tests.helpers import ROOT, TINY_HEAD, FakeCache, write_five_session_cache
 
 LOOP = LoopConfig(epochs=2, batch_size=16, lr=3e-3, patience=2, seed=0)
 CHILD = """
@@ -540,23 +540,6 @@ def test_a_train_through_a_symlink_to_a_run_being_trained_is_refused(
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert f"another emofuse train (pid {child.pid}" in lines[0]
     assert not (tmp_path / "link.lock").exists() and not (out / "config.json").exists()
-
-
-def write_five_session_cache(path: Path, seed: int = 0, n: int = 40) -> None:
-    """tests/cache/cache_synth's utterances spread over 5 sessions (loso: 5 folds, more than
-    `--jobs 2` hands out at once, so some are still waiting when the run is stopped)."""
-    from emofuse.cache import CacheWriter
-    from tests.cache.cache_synth import SETTINGS, specs, utterance
-
-    writer = CacheWriter(path, settings=SETTINGS, streams=specs(), progress=False)
-    ids = []
-    for i in range(n):
-        meta, data = utterance(i, seed)
-        session = f"Ses0{i % 5 + 1}"
-        meta = {**meta, "id": f"{session}_utt{i:03d}", "session": session, "speaker": f"spk{i % 5}"}
-        writer.add(meta, data)
-        ids.append(meta["id"])
-    writer.close(order=ids)
 
 
 @pytest.fixture

@@ -1,0 +1,34 @@
+"""Fixtures for the reproduce tests: the train tests' in-memory cache, with a log-mel stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import FakeCache, FakeStream
+
+
+def fake_cache(fbank: bool = True) -> FakeCache:
+    cache = FakeCache(n_per_speaker=6)
+    if fbank:  # "w/o ME" reads log-mel frames: (frames, 1 layer, 5 mels) per utterance
+        rng = np.random.default_rng(1)
+        lens = rng.integers(4, 12, size=len(cache.ids))
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        data = rng.normal(size=(offsets[-1], 1, 5)).astype(np.float16)
+        cache.arrays["fbank"] = (data, offsets)
+        cache.streams["fbank"] = FakeStream("ragged")
+    return cache
+
+
+@pytest.fixture
+def cache() -> FakeCache:
+    return fake_cache()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

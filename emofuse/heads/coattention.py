@@ -8,7 +8,12 @@ Only the abstract is public, so this docstring is the reference reading:
   post-norm cross-attention layer with residual, LayerNorm and a GELU feed-forward (``AttentionLayer``,
   the same layer TDFNet uses for eq. 7). Both outputs are AVG-MAX pooled (masked mean and max):
   a branch gives 4 d values.
-- The branch vectors are concatenated -> MLP (Linear, GELU, dropout = ``embed``) -> Linear classifier.
+- The branch vectors are combined -> MLP (Linear, GELU, dropout = ``embed``) -> Linear classifier.
+  ``branch_fusion=concat`` (default) concatenates them (4 d per branch); ``attention`` weights them
+  by learned attention (docs/heads.md: "concatenated (or attention-weighted)"): a score
+  w^T tanh(W v_g) per branch vector v_g, softmax over the branches, the weighted sum (4 d) — the
+  MLP's input then does not grow with the number of granularities, and the weights per utterance
+  show which granularity the model leans on (``branch_weights``).
 
 Settled choices:
 - One speech ``LayerMix`` and one Linear to ``d_model`` serve the frames and every segment stream
@@ -27,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emofuse.errors import EmofuseError
@@ -41,6 +45,7 @@ from emofuse.heads.base import (
     pick,
     truncate,
 )
+from emofuse.heads.granularity import tier_rows, with_frame_fallback
 from emofuse.heads.recipes import SMALL_RECIPE, SMALL_REGULARISATION
 from emofuse.streams import GRANULARITIES
 
@@ -54,6 +59,7 @@ class CoAttentionConfig(HeadConfig):
     hidden: int = 256  # MLP width (= embedding size)
     max_speech_len: int | None = None  # frames kept per utterance (None = all)
     max_text_len: int | None = None
+    branch_fusion: str = "concat"  # concat | attention (learned weights over the branches)
 
     def validate(self) -> None:
         super().validate()
@@ -62,6 +68,10 @@ class CoAttentionConfig(HeadConfig):
             raise EmofuseError(
                 f"--set granularities={','.join(self.granularities)}: give a non-empty subset of "
                 f"{','.join(GRANULARITIES)} without repeats"
+            )
+        if self.branch_fusion not in ("concat", "attention"):
+            raise EmofuseError(
+                f"--set branch_fusion={self.branch_fusion}: choose concat or attention"
             )
         if self.d_model % self.heads:
             raise EmofuseError(
@@ -81,20 +91,6 @@ class CoAttentionBlock(nn.Module):
         s_out = self.speech_to_text(s, s_mask, t, t_mask)  # (B, S, d): speech queries text
         t_out = self.text_to_speech(t, t_mask, s, s_mask)  # (B, N, d): text queries speech
         return torch.cat([avg_max_pool(s_out, s_mask), avg_max_pool(t_out, t_mask)], dim=-1)
-
-
-def with_frame_fallback(
-    frames: Tensor, f_mask: Tensor, segs: Tensor, s_mask: Tensor, use_frames: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Per utterance: its segments, or its frames where ``use_frames`` (B,) is True."""
-    length = max(frames.shape[1], segs.shape[1])
-    frames = F.pad(frames, (0, 0, 0, length - frames.shape[1]))  # (B, M, d)
-    segs = F.pad(segs, (0, 0, 0, length - segs.shape[1]))  # (B, M, d)
-    f_mask = F.pad(f_mask, (0, length - f_mask.shape[1]))  # (B, M)
-    s_mask = F.pad(s_mask, (0, length - s_mask.shape[1]))  # (B, M)
-    seq = torch.where(use_frames[:, None, None], frames, segs)  # (B, M, d)
-    mask = torch.where(use_frames[:, None], f_mask, s_mask)  # (B, M)
-    return seq, mask
 
 
 class CoAttention(Head):
@@ -156,8 +152,15 @@ class CoAttention(Head):
         self.text_proj = nn.Linear(self.text_mix.out_dim(t_width), cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.branches = nn.ModuleDict({g: CoAttentionBlock(cfg) for g in cfg.granularities})
+        width = 4 * cfg.d_model  # one branch's AVG-MAX pooled speech and text outputs
+        if cfg.branch_fusion == "attention":
+            self.branch_score = nn.Sequential(
+                nn.Linear(width, cfg.hidden), nn.Tanh(), nn.Linear(cfg.hidden, 1, bias=False)
+            )
+        else:
+            width *= len(cfg.granularities)
         self.mlp = nn.Sequential(
-            nn.Linear(4 * cfg.d_model * len(cfg.granularities), cfg.hidden),
+            nn.Linear(width, cfg.hidden),
             nn.GELU(),
             nn.Dropout(cfg.dropout),
         )
@@ -176,19 +179,22 @@ class CoAttention(Head):
         text, t_mask = truncate(*pick(batch, "text"), self.cfg.max_text_len)
         frames = self._speech(frames)  # (B, T, d)
         text = self.drop(self.text_proj(self.text_mix(text)))  # (B, N, d)
-        aligned = batch.get("aligned")
         pooled = []
         for g, branch in self.branches.items():
             if g == "frame":
                 seq, mask = frames, f_mask
             else:
-                segs, s_mask = pick(batch, g)  # (B, S, L, D), (B, S)
-                use_frames = ~s_mask.any(1)  # (B,) no segments at this granularity
-                if aligned is not None:
-                    use_frames = use_frames | ~aligned.bool()
-                s_mask = s_mask & ~use_frames[:, None]
+                segs, s_mask, use_frames = tier_rows(batch, g)  # (B, S, L, D), (B, S), (B,)
                 seq, mask = with_frame_fallback(
                     frames, f_mask, self._speech(segs), s_mask, use_frames
                 )
             pooled.append(branch(seq, mask, text, t_mask))  # (B, 4d)
-        return self.mlp(torch.cat(pooled, dim=-1))  # (B, hidden)
+        if self.cfg.branch_fusion == "concat":
+            return self.mlp(torch.cat(pooled, dim=-1))  # (B, 4d G) -> (B, hidden)
+        branches = torch.stack(pooled, dim=1)  # (B, G, 4d)
+        weights = self.branch_weights(branches)  # (B, G), rows sum to 1
+        return self.mlp((weights[..., None] * branches).sum(1))  # (B, 4d) -> (B, hidden)
+
+    def branch_weights(self, branches: Tensor) -> Tensor:
+        """(B, G, 4d) branch vectors -> (B, G) attention weights (softmax over the branches)."""
+        return torch.softmax(self.branch_score(branches).squeeze(-1), dim=-1)

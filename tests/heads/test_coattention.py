@@ -110,3 +110,33 @@ def test_bad_options() -> None:
     dims = InputDims(speech=(3, 32), text=(2, 24), word=(2, 32))
     with pytest.raises(EmofuseError, match="same speech_layers"):
         CoAttention(CoAttention.make_config("small", {"granularities": "word"}), dims, 4)
+
+
+def test_attention_branch_fusion_weights_the_branches_and_keeps_the_mlp_width(batch_mixed) -> None:
+    from emofuse.heads.base import count_parameters
+
+    concat = small()
+    attention = small(branch_fusion="attention")
+    d, h, g = concat.cfg.d_model, concat.cfg.hidden, len(GRANULARITIES)
+    # the MLP reads one branch's 4d instead of all G branches' 4d G; the scorer adds W, b and w
+    assert attention.mlp[0].in_features == 4 * d and concat.mlp[0].in_features == 4 * d * g
+    scorer = 4 * d * h + h + h
+    assert count_parameters(attention) == count_parameters(concat) - 4 * d * (g - 1) * h + scorer
+    attention.eval()
+    assert attention(batch_mixed).shape == (5, 4)
+    branches = torch.randn(5, g, 4 * d)
+    w = attention.branch_weights(branches)
+    assert w.shape == (5, g) and torch.allclose(w.sum(1), torch.ones(5))
+    # the embedding is the MLP of the weighted sum of the branch vectors
+    expected = torch.softmax(attention.branch_score(branches).squeeze(-1), -1)
+    assert torch.allclose(w, expected)
+    assert max_padding_diff(attention, batch_mixed) <= 1e-5
+    assert params_without_grad(attention, batch_mixed) == []
+    with pytest.raises(EmofuseError, match="branch_fusion=sum: choose concat or attention"):
+        small(branch_fusion="sum")
+
+
+def test_attention_branch_fusion_overfits_a_batch_of_16(batch16) -> None:
+    batch, labels = batch16
+    loss, steps = overfit(small(branch_fusion="attention", dropout=0.0), batch, labels, steps=300)
+    assert loss < 0.05, f"loss {loss:.3f} after {steps} steps"

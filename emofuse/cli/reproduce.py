@@ -7,8 +7,16 @@ from pathlib import Path
 import click
 
 from emofuse.errors import EmofuseError
+from emofuse.train.folds import SPLITS
 
 PRESETS = ("paper", "small")
+
+
+def check_cache(path: Path) -> None:
+    if not path.exists():
+        from emofuse.cache.store import missing_cache_error
+
+        raise missing_cache_error(path, "--cache")
 
 
 def parse_table(value: str) -> int:
@@ -56,12 +64,34 @@ def tdfnet_command(table, cache_path, out, preset, seeds, device, jobs, epochs, 
 
     table = parse_table(table)
     seed_list = parse_seeds(seeds)
-    if not cache_path.exists():
-        from emofuse.cache.store import missing_cache_error
-
-        raise missing_cache_error(cache_path, "--cache")
+    check_cache(cache_path)
     result = reproduce(
         cache_path, table, out, preset=preset, seeds=seed_list,
+        loop_flags={"epochs": epochs} if epochs else None, device=device, progress=not quiet,
+        jobs=jobs, echo=click.echo,
+    )  # fmt: skip
+    click.echo(f"table: {result['table']}")
+
+
+@reproduce_group.command("multilevel")
+@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="folder of the runs")
+@click.option("--split", type=click.Choice(SPLITS), default="loso", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="comma-separated, e.g. 0,1,2")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="folds at once (CPU)")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def multilevel_command(cache_path, out, split, preset, seeds, device, jobs, epochs, quiet) -> None:
+    """Multi-level fusion (Zhao, Wang & Wang 2022): frame / segment / text models, co-attention,
+    late and early + late fusion, each against frame-only with a CI; finished runs are reused."""
+    from emofuse.reproduce.runner import reproduce_multilevel
+
+    seed_list = parse_seeds(seeds)
+    check_cache(cache_path)
+    result = reproduce_multilevel(
+        cache_path, out, split=split, preset=preset, seeds=seed_list,
         loop_flags={"epochs": epochs} if epochs else None, device=device, progress=not quiet,
         jobs=jobs, echo=click.echo,
     )  # fmt: skip

@@ -1,36 +1,51 @@
-"""Train a paper table's rows: one ordinary run folder per row and seed, ``DIR/<slug>/seed<k>``.
+"""Train a reproduced table's rows: one ordinary run folder per row and seed, ``DIR/<slug>/seed<k>``.
 
-Every run goes through ``emofuse.train.run.train_run``, so each folder is what ``emofuse train``
-would write (``emofuse report``/``compare``/``predict`` read it). A finished run (summary.json and
-every planned fold finished, made with the same preset, overrides, split, seed and cache) is
-reused without training; any other folder is handed to ``train_run``, which resumes the folds it
-has finished and refuses one made with other settings.
+Every training run goes through ``emofuse.train.run.train_run``, so each folder is what
+``emofuse train`` would write (``emofuse report``/``compare``/``predict`` read it). A finished run
+(summary.json and every planned fold finished, made with the same head, preset, overrides, split,
+seed and cache) is reused without training; any other folder is handed to ``train_run``, which
+resumes the folds it has finished and refuses one made with other settings. A late-fusion row is
+``emofuse fuse`` of its members' runs; it is reused while it is finished and newer than every
+member, and fused again (seconds) otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from emofuse.errors import EmofuseError
-from emofuse.reproduce import tdfnet
+from emofuse.reproduce.plan import Row, run_dir
 from emofuse.train import run as run_module
 from emofuse.train.folds import FoldPlan
+from emofuse.train.paths import absolute
 from emofuse.train.rundir import finished_folds, read_json
 
 
-def run_dir(out: Path, slug: str, seed: int) -> Path:
-    return Path(out) / slug / f"seed{seed}"
+def open_cache_arg(cache: Any) -> Any:
+    """A path (one line if it does not exist) or an already open cache -> an open cache."""
+    if not isinstance(cache, str | Path):
+        return cache
+    from emofuse.cache import open_cache
+
+    if not Path(cache).exists():
+        from emofuse.cache.store import missing_cache_error
+
+        raise missing_cache_error(Path(cache), "--cache")
+    return open_cache(cache)
 
 
-def check_streams(cache: Any, rows: Sequence[tdfnet.Row], preset: str | None) -> None:
+def check_streams(cache: Any, rows: Sequence[Row], preset: str | None) -> None:
     """One line naming the first row whose streams the cache lacks, and the extract option."""
     from emofuse.streams import advice
     from emofuse.train.checkpoints import resolve_head
 
-    head_cls = resolve_head(tdfnet.HEAD)
     for row in rows:
+        if row.fused:
+            continue
+        head_cls = resolve_head(row.head)
         cfg = head_cls.make_config(preset, row.overrides)
         missing = sorted(set(head_cls.required_streams(cfg)) - set(cache.streams))
         if missing:
@@ -42,7 +57,7 @@ def check_streams(cache: Any, rows: Sequence[tdfnet.Row], preset: str | None) ->
 
 
 def is_finished(
-    out: Path, row: tdfnet.Row, preset: str | None, seed: int, cache: Any, loop_flags: dict
+    out: Path, row: Row, preset: str | None, seed: int, cache: Any, loop_flags: dict
 ) -> bool:
     """Whether ``out`` is a finished run of exactly this row, seed, preset and cache."""
     paths = [out / n for n in ("summary.json", "config.json", "folds.json")]
@@ -53,6 +68,7 @@ def is_finished(
         return False
     config = read_json(out / "config.json")
     wanted = {
+        "head": row.head,
         "preset": preset,
         "set": dict(row.overrides),
         "split": row.split,
@@ -65,9 +81,34 @@ def is_finished(
     return all(loop.get(k) == v for k, v in loop_flags.items() if v is not None and k != "seed")
 
 
-def reproduce(
+def fused_is_current(out: Path, members: list[Path]) -> bool:
+    """A finished fusion of exactly ``members``, written after each member's summary."""
+    summary = out / "summary.json"
+    if not (summary.is_file() and (out / "config.json").is_file()):
+        return False
+    if read_json(out / "config.json").get("fused_runs") != [absolute(m) for m in members]:
+        return False
+    done = summary.stat().st_mtime_ns
+    return all((m / "summary.json").stat().st_mtime_ns <= done for m in members)
+
+
+def fuse_row(out: Path, members: list[Path]) -> None:
+    """Fuse ``members`` into ``out``, replacing an earlier (stale or interrupted) fusion there."""
+    from emofuse.train.fuse import fuse_runs
+
+    if out.exists():
+        config = out / "config.json"
+        if config.is_file() and "fused_runs" not in read_json(config):
+            raise EmofuseError(
+                f"{out} holds a trained run, not a late fusion; move it away and rerun"
+            )
+        shutil.rmtree(out)  # a fusion is recomputed from its members in seconds
+    fuse_runs(members, out)
+
+
+def run_rows(
     cache: Any,
-    table: int,
+    rows: Sequence[Row],
     out: str | Path,
     preset: str | None = "small",
     seeds: Sequence[int] = (0,),
@@ -75,28 +116,17 @@ def reproduce(
     device: str = "auto",
     progress: bool = True,
     jobs: int | None = None,
-    echo=lambda line: None,
+    echo: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """Train (or reuse) every row of Table ``table`` for every seed, then write the table.
+    """Train (or reuse) every row for every seed; fuse the late-fusion rows.
 
-    ``cache``: a path or an open cache. ``loop_flags``: loop fields over the preset's recipe (as
+    ``cache``: an open cache. ``loop_flags``: loop fields over the preset's recipe (as
     ``emofuse train``'s flags; tests shorten the loop with ``{"epochs": 1}``). Returns
-    ``{"runs": {slug: {seed: path}}, "trained": [...], "reused": [...], "table": path}``.
+    ``{"runs": {slug: {seed: path}}, "trained": [...], "reused": [...]}``.
     """
-    from emofuse.reproduce.table import write_table
-
-    rows = tdfnet.rows(table)
     if not seeds:
         raise EmofuseError("--seeds: give at least one seed, e.g. 0,1,2")
     out = Path(out)
-    if isinstance(cache, str | Path):
-        from emofuse.cache import open_cache
-
-        if not Path(cache).exists():
-            from emofuse.cache.store import missing_cache_error
-
-            raise missing_cache_error(Path(cache), "--cache")
-        cache = open_cache(cache)
     check_streams(cache, rows, preset)
     from emofuse.errors import check_out_path
 
@@ -108,15 +138,51 @@ def reproduce(
         for seed in seeds:
             path = run_dir(out, row.slug, seed)
             runs.setdefault(row.slug, {})[seed] = path
+            if row.fused:
+                members = [runs[m][seed] for m in row.members]
+                if fused_is_current(path, members):
+                    reused.append(path)
+                    echo(f"{row.slug} seed {seed}: finished, reused ({path})")
+                else:
+                    echo(f"{row.slug} seed {seed}: late fusion of {' + '.join(row.members)}")
+                    fuse_row(path, members)
+                    trained.append(path)
+                continue
             if is_finished(path, row, preset, seed, cache, flags):
                 reused.append(path)
                 echo(f"{row.slug} seed {seed}: finished, reused ({path})")
                 continue
             echo(f"{row.slug} seed {seed}: training into {path}")
             run_module.train_run(
-                cache, tdfnet.HEAD, path, row.split, preset=preset, sets=dict(row.overrides),
+                cache, row.head, path, row.split, preset=preset, sets=dict(row.overrides),
                 loop_flags={**flags, "seed": seed}, device=device, progress=progress, jobs=jobs,
             )  # fmt: skip
             trained.append(path)
-    table_path = write_table(table, rows, runs, out, cache.table)
-    return {"runs": runs, "trained": trained, "reused": reused, "table": table_path}
+    return {"runs": runs, "trained": trained, "reused": reused}
+
+
+def reproduce(
+    cache: Any, table: int, out: str | Path, preset: str | None = "small", **kwargs: Any
+) -> dict[str, Any]:
+    """TDFNet's Table ``table``: every row and seed trained (or reused), then table.md/png."""
+    from emofuse.reproduce import tdfnet
+    from emofuse.reproduce.table import write_table
+
+    rows = tdfnet.rows(table)
+    cache = open_cache_arg(cache)
+    result = run_rows(cache, rows, out, preset=preset, **kwargs)
+    result["table"] = write_table(table, rows, result["runs"], Path(out), cache.table)
+    return result
+
+
+def reproduce_multilevel(
+    cache: Any, out: str | Path, split: str = "loso", preset: str | None = "small", **kwargs: Any
+) -> dict[str, Any]:
+    """The multi-level fusion system's rows (``multilevel.rows``), then table.md/png."""
+    from emofuse.reproduce import multilevel
+
+    rows = multilevel.rows(split)
+    cache = open_cache_arg(cache)
+    result = run_rows(cache, rows, out, preset=preset, **kwargs)
+    result["table"] = multilevel.write_table(rows, result["runs"], Path(out))
+    return result

@@ -17,7 +17,7 @@ from emofuse.train.folds import FoldPlan
 from emofuse.train.rundir import read_json
 
 
-def _pm(values: list[float]) -> str:
+def pm(values: list[float]) -> str:
     return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}"
 
 
@@ -98,7 +98,7 @@ def write_table(
     for row in rows:
         s, paper = scores[row.slug], figures["rows"][row.slug]
         line = (
-            f"| {paper['name']} ({row.slug}) | {row.split} | {_pm(s['WA'])} | {_pm(s['UA'])} | "
+            f"| {paper['name']} ({row.slug}) | {row.split} | {pm(s['WA'])} | {pm(s['UA'])} | "
             f"{_fig(paper['WA'])} | {_fig(paper['UA'])} | {_diff(s['WA'], paper['WA'])} | "
             f"{_diff(s['UA'], paper['UA'])} |"
         )
@@ -121,7 +121,7 @@ def write_table(
                 name = names.get(k, str(k))
                 p = paper.get("folds", {}).get(name, {})
                 lines.append(
-                    f"| {k} | {name} | {_pm(f['WA'])} | {_pm(f['UA'])} | {_fig(p.get('WA'))} | "
+                    f"| {k} | {name} | {pm(f['WA'])} | {pm(f['UA'])} | {_fig(p.get('WA'))} | "
                     f"{_fig(p.get('UA'))} | {_diff(f['WA'], p.get('WA'))} | "
                     f"{_diff(f['UA'], p.get('UA'))} |"
                 )
@@ -135,24 +135,28 @@ def write_table(
     ]
     path = Path(out) / "table.md"
     path.write_text("\n".join(lines))
-    plot_table(rows, scores, figures, Path(out) / "table.png")
+    plot_rows(rows, scores, figures, Path(out) / "table.png")
     return path
 
 
-def plot_table(rows, scores, figures, path: Path) -> None:
+def plot_rows(rows, scores, figures: dict | None, path: Path) -> None:
+    """WA and UA per row (mean over seeds, std as the error bar), beside the paper's if given."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = np.arange(len(rows))
+    width = 0.4 if figures else 0.7
     fig, axes = plt.subplots(1, 2, figsize=(3 + 1.3 * len(rows), 4), sharey=True)
     for ax, metric in zip(axes, ("WA", "UA"), strict=True):
         ours = [100 * np.mean(scores[r.slug][metric]) for r in rows]
         err = [100 * np.std(scores[r.slug][metric]) for r in rows]
-        paper = [figures["rows"][r.slug][metric] or np.nan for r in rows]
-        ax.bar(x - 0.2, ours, 0.4, yerr=err, capsize=3, label="ours", color="tab:blue")
-        ax.bar(x + 0.2, paper, 0.4, label="paper", color="tab:gray")
+        shift = -0.2 if figures else 0.0
+        ax.bar(x + shift, ours, width, yerr=err, capsize=3, label="ours", color="tab:blue")
+        if figures:
+            paper = [figures["rows"][r.slug][metric] or np.nan for r in rows]
+            ax.bar(x + 0.2, paper, width, label="paper", color="tab:gray")
         ax.set_xticks(x, [r.slug for r in rows], rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{metric} (%)")
     axes[0].legend()

@@ -1,28 +1,21 @@
 """TDFNet's tables (Zhao et al., TASLP 2023) as rows of runs: Table I (splits), Table V (ablations).
 
-Each row is (slug, split, overrides): the run folder's name, the fold split and the head's
-``--set`` overrides on top of the preset. Table V's ablations are ``TDFNet.variants`` entries, so
+Each row (``plan.Row``) is the run folder's name, the fold split and the head's ``--set``
+overrides on top of the preset. Table V's ablations are ``TDFNet.variants`` entries, so
 the head and this table cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from emofuse.errors import EmofuseError
+from emofuse.reproduce.plan import Row
 
 HEAD = "tdfnet"
 FULL = "full"  # Table V's reference row: every other row is compared with it
-
-
-@dataclass(frozen=True)
-class Row:
-    slug: str  # run folder name under DIR, and the row's key in paper_figures.json
-    split: str
-    overrides: dict[str, str] = field(default_factory=dict)  # --set key=value strings
 
 
 def _sets(variant: str) -> dict[str, str]:
@@ -37,15 +30,15 @@ def _sets(variant: str) -> dict[str, str]:
 def rows(table: int) -> list[Row]:
     """The rows of Table ``table`` (1 or 5), in the paper's order (Table V: the full model first)."""
     if table == 1:
-        return [Row("loso", "loso"), Row("lopo", "lopo"), Row("ra", "ra")]
+        return [Row("loso", "loso", HEAD), Row("lopo", "lopo", HEAD), Row("ra", "ra", HEAD)]
     if table == 5:
         return [
-            Row(FULL, "loso"),
-            Row("audio-path", "loso", _sets("audio path")),
-            Row("text-path", "loso", _sets("text path")),
-            Row("no-dst", "loso", _sets("w/o DST")),
-            Row("no-mt", "loso", _sets("w/o MT")),
-            Row("no-me", "loso", _sets("w/o ME")),
+            Row(FULL, "loso", HEAD),
+            Row("audio-path", "loso", HEAD, _sets("audio path")),
+            Row("text-path", "loso", HEAD, _sets("text path")),
+            Row("no-dst", "loso", HEAD, _sets("w/o DST")),
+            Row("no-mt", "loso", HEAD, _sets("w/o MT")),
+            Row("no-me", "loso", HEAD, _sets("w/o ME")),
         ]
     raise EmofuseError(f"--table {table}: TDFNet's reproducible tables are 1 and 5")
 

@@ -9,8 +9,17 @@ import torch
 from tests.helpers import FakeCache, FakeStream
 
 
-def fake_cache(fbank: bool = True) -> FakeCache:
+def fake_cache(fbank: bool = True, segments: bool = False) -> FakeCache:
     cache = FakeCache(n_per_speaker=6)
+    if segments:  # phone/syllable/word rows: (segments, the speech layers, dim), as extract writes
+        rng = np.random.default_rng(2)
+        speech = cache.arrays["speech"][0]
+        for tier, most in (("phone", 9), ("syllable", 5), ("word", 3)):
+            lens = rng.integers(0, most, size=len(cache.ids))  # 0: no segment (frame fallback)
+            offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+            data = speech[rng.integers(0, len(speech), size=offsets[-1])]
+            cache.arrays[tier] = (data, offsets)
+            cache.streams[tier] = FakeStream("ragged", {"layers": [0, 1, 2]})
     if fbank:  # "w/o ME" reads log-mel frames: (frames, 1 layer, 5 mels) per utterance
         rng = np.random.default_rng(1)
         lens = rng.integers(4, 12, size=len(cache.ids))

@@ -1,0 +1,124 @@
+"""emofuse reproduce multilevel: every row (trained and fused), the table against frame-only, reuse."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from emofuse.errors import EmofuseError
+from emofuse.reproduce import multilevel, runner
+from emofuse.reproduce.runner import reproduce_multilevel
+from emofuse.train import run as run_module
+from emofuse.train.compare import compare_runs
+from tests.reproduce.conftest import fake_cache
+
+FAST = {"epochs": 1, "batch_size": 16}
+SLUGS = ["frame", "phone", "syllable", "word", "granularities", "text", "coattention", "late",
+         "early-late"]  # fmt: skip
+
+
+def test_rows_build_the_abstracts_system_up_and_fuse_only_earlier_rows():
+    rows = multilevel.rows("loso")
+    assert [r.slug for r in rows] == SLUGS
+    by_slug = {r.slug: r for r in rows}
+    for tier in ("phone", "syllable", "word"):
+        assert by_slug[tier].head == "audio" and by_slug[tier].overrides == {"speech_stream": tier}
+    assert by_slug["granularities"].overrides == {"speech_stream": "speech+phone+syllable+word"}
+    assert by_slug["coattention"].overrides == {"granularities": "frame,phone,syllable,word"}
+    assert by_slug["late"].members == ("granularities", "text")
+    assert by_slug["early-late"].members == ("coattention", "granularities", "text")
+    for i, row in enumerate(rows):  # a fusion's members are trained before it
+        assert all(m in [r.slug for r in rows[:i]] and not by_slug[m].fused for m in row.members)
+
+
+@pytest.mark.slow
+def test_every_row_is_written_compared_with_frame_only_and_a_rerun_reuses_them(
+    tmp_path, monkeypatch
+):
+    cache, out = fake_cache(segments=True), tmp_path / "m"
+    result = reproduce_multilevel(cache, out, preset="small", seeds=[0], loop_flags=FAST,
+                                  progress=False)  # fmt: skip
+    assert len(result["trained"]) == 9 and not result["reused"]
+    for slug in SLUGS:
+        assert (out / slug / "seed0" / "summary.json").is_file()
+    fused = json.loads((out / "early-late" / "seed0" / "config.json").read_text())
+    assert fused["fused_runs"] == [str(out / s / "seed0") for s in ("coattention", "granularities",
+                                                                     "text")]  # fmt: skip
+    md = (out / "table.md").read_text()
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "reference" in lines["frame"]
+    for slug in SLUGS[1:]:  # the difference and CI are compare's, against the frame-only run
+        c = compare_runs([out / "frame" / "seed0", out / slug / "seed0"])["comparisons"][0]
+        cell = (f"{100 * c['pooled_UA_diff']:+.2f} [{100 * c['ci'][0]:+.2f}, "
+                f"{100 * c['ci'][1]:+.2f}]")  # fmt: skip
+        assert cell in lines[slug] and f"| {c['p']:.3g} |" in lines[slug], lines[slug]
+    assert re.search(r"Ours: early-late vs the best baseline row \((frame|phone|syllable|word|"
+                     r"text), .*\): [+-]\d+\.\d\d \[", md)  # fmt: skip
+    assert (out / "table.png").stat().st_size > 0
+
+    calls = []
+    monkeypatch.setattr(run_module, "train_run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(runner, "fuse_row", lambda *a, **k: calls.append(a))
+    again = reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    assert calls == [] and len(again["reused"]) == 9
+    assert (out / "table.md").read_text() == md
+
+
+@pytest.mark.slow
+def test_a_member_retrained_makes_its_fusions_fuse_again(tmp_path, monkeypatch):
+    cache, out = fake_cache(segments=True), tmp_path / "m"
+    reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    text = out / "text" / "seed0"
+    (text / "summary.json").unlink()  # as a kill during text's last fold leaves it
+    shutil.rmtree(text / "fold_02")
+    trained, fused = [], []
+    real_train, real_fuse = run_module.train_run, runner.fuse_row
+    monkeypatch.setattr(
+        run_module, "train_run", lambda *a, **k: (trained.append(a[2]), real_train(*a, **k))[1]
+    )
+    monkeypatch.setattr(
+        runner, "fuse_row", lambda path, members: (fused.append(path), real_fuse(path, members))[1]
+    )
+    reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)  # fmt: skip
+    assert trained == [text]
+    assert fused == [out / "late" / "seed0", out / "early-late" / "seed0"]  # both read text
+
+
+def test_a_cache_without_a_segment_tier_names_the_row_and_the_extract_option(tmp_path):
+    with pytest.raises(EmofuseError, match=r"row phone needs the 'phone' stream.*--granularity"):
+        reproduce_multilevel(fake_cache(), tmp_path / "m", loop_flags=FAST)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_trained_run_where_a_fusion_goes_is_refused_not_deleted(tmp_path):
+    out = tmp_path / "late"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"head": "audio"}))
+    with pytest.raises(EmofuseError, match="holds a trained run, not a late fusion"):
+        runner.fuse_row(out, [])
+    assert (out / "config.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [(["--seeds", "a"], "--seeds 'a'"),
+                                           (["--split", "bogus"], "--split")])  # fmt: skip
+def test_bad_options_are_one_line(tmp_path, args, message):
+    (tmp_path / "c.h5").write_bytes(b"")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "reproduce",
+            "multilevel",
+            *args,
+            "--cache",
+            str(tmp_path / "c.h5"),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert result.exit_code == 2 and result.output.startswith("error: "), result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1

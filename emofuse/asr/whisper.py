@@ -121,6 +121,14 @@ class AsrModel:
         ]
 
 
+def _short(message: str, limit: int = 160) -> str:
+    """A library's message cut to ``limit`` characters at a word boundary (marked with …)."""
+    message = " ".join(message.split())
+    if len(message) <= limit:
+        return message
+    return message[:limit].rsplit(" ", 1)[0] + " …"
+
+
 def load_asr_model(
     name_or_path: str,
     device: str = "auto",
@@ -156,13 +164,18 @@ def load_asr_model(
                 f"ASR model {name_or_path}: {msg} — check --device/--compute-type"
             ) from None
         raise EmofuseError(
-            f"ASR model {name_or_path!r} cannot be loaded ({msg[:160]}); {HOW_TO}"
+            f"ASR model {name_or_path!r} cannot be loaded ({_short(msg)}); {HOW_TO}"
         ) from None
     except Exception as err:  # noqa: BLE001 - hub, network, file format: all the same to a user
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if local and "binary version" in reason:  # CTranslate2 reads a garbage header so
+            raise EmofuseError(
+                f"ASR model {name_or_path!r}: {path / 'model.bin'} is not a CTranslate2 model file "
+                f"(damaged, or another format); copy it again — {HOW_TO}"
+            ) from None
         what = "cannot be loaded" if local else "is not a local folder and could not be downloaded"
         raise EmofuseError(
-            f"ASR model {name_or_path!r} {what} ({reason[:160]}); {HOW_TO}"
+            f"ASR model {name_or_path!r} {what} ({_short(reason)}); {HOW_TO}"
         ) from None
     revision = _file_hash(path / "model.bin") if local else "hub"
     return AsrModel(model, str(path) if local else name_or_path, revision, device, compute_type)

@@ -59,6 +59,15 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any]:
+    """The first (dotted key, value in a, value in b) where two settings dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if canonical_json(a.get(k)) != canonical_json(b.get(k)):
+                return first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+    return key, a, b
+
+
 class CacheWriter:
     """Write utterances into a cache; see the module docstring for the crash/resume contract."""
 
@@ -151,26 +160,26 @@ class CacheWriter:
                 f"{where} was written by a newer emofuse (format {meta['format_version']}); "
                 "upgrade emofuse or choose another output name"
             )
-        if meta.get("fingerprint") != self.fingerprint:
-            raise EmofuseError(
-                f"{where} was extracted with different settings (fingerprint "
-                f"{str(meta.get('fingerprint'))[:12]}… != {self.fingerprint[:12]}…); "
-                "use the same settings to resume, or choose another output name"
-            )
         stored_settings = meta.get("settings")
         if stored_settings is not None and canonical_json(stored_settings) != canonical_json(
             self.settings
-        ):  # e.g. --batch-seconds: the batch plan decides the stored numbers too
-            keys = sorted(set(stored_settings) | set(self.settings))
-            key = next(
-                k
-                for k in keys
-                if canonical_json(stored_settings.get(k)) != canonical_json(self.settings.get(k))
+        ):  # name the option (e.g. --layers, --batch-seconds: the batch plan decides numbers too)
+            options = {k: v for k, v in stored_settings.items() if k != "fingerprint"}
+            ours = {k: v for k, v in self.settings.items() if k != "fingerprint"}
+            # the option as typed first; the fingerprint's resolved values (models, layer indices)
+            key, was, now = first_difference(
+                *((options, ours) if options != ours else (stored_settings, self.settings))
             )
+            option = key if "." in key else "--" + key.replace("_", "-")  # extract's option
             raise EmofuseError(
-                f"{where} was extracted with {key}={stored_settings.get(key)!r}, this run has "
-                f"{key}={self.settings.get(key)!r}; rerun with the same options to resume, or "
-                "choose another output name"
+                f"{where} was extracted with {option} {was!r}, this run has {option} {now!r}; "
+                "rerun with the same options to resume, or choose another output name"
+            )
+        if meta.get("fingerprint") != self.fingerprint:  # same options: other model files
+            raise EmofuseError(
+                f"{where} was extracted with different settings or model files (fingerprint "
+                f"{str(meta.get('fingerprint'))[:12]}… != {self.fingerprint[:12]}…); "
+                "use the same options and models to resume, or choose another output name"
             )
         stored = normalise_specs(meta["streams"])
         if canonical_json({n: s.to_json() for n, s in stored.items()}) != canonical_json(

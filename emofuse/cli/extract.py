@@ -124,7 +124,10 @@ def extract_cmd(**opts) -> None:
         progress=not opts["quiet"],
     )
     try:
-        summary = run_extract(read.utterances, cfg, echo=click.echo)
+        from emofuse.corpus.manifest import AUDIO_SKIPS
+
+        lost = {r: ids for r, ids in read.skipped.items() if r in AUDIO_SKIPS}
+        summary = run_extract(read.utterances, cfg, echo=click.echo, skipped=lost)
     except KeyboardInterrupt:  # the group prints "interrupted: <this>"
         from emofuse.cache.schema import parts_dir
 

@@ -207,6 +207,11 @@ def parse_transcript(path: Path, result: CorpusReadResult) -> dict[str, tuple[fl
 def find_root(root: Path) -> Path:
     """Accept IEMOCAP_full_release itself or a folder holding it; else say what is missing."""
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise EmofuseError(
+            f"IEMOCAP root {root} is a file, not a folder: pass --root IEMOCAP_full_release "
+            "(for a CSV of your own corpus: --corpus manifest --manifest FILE)"
+        )
     if not root.is_dir():
         raise EmofuseError(f"IEMOCAP root {root} does not exist: pass --root IEMOCAP_full_release")
     if not (root / "Session1").is_dir() and (root / "IEMOCAP_full_release").is_dir():

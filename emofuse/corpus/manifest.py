@@ -32,6 +32,11 @@ SKIP_MISSING = "audio file missing (--skip-missing)"
 SKIP_UNREADABLE = "audio unreadable by soundfile (--skip-missing)"
 SKIP_LABEL = "label not in --classes"
 SKIP_RATE = f"sample rate outside {RATE_RANGE} (--skip-missing)"
+AUDIO_SKIPS = (
+    SKIP_MISSING,
+    SKIP_UNREADABLE,
+    SKIP_RATE,
+)  # rows lost to bad audio: the cache lists them
 
 
 def _load_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -113,8 +118,23 @@ def _check_columns(path: Path, columns: list[str]) -> list[str]:
     return extras
 
 
-def _tiers(base: Path, value: str, where: str, utt_id: str):
-    """The alignment tiers of one row's TextGrid; None for an empty cell (not aligned)."""
+def _audio_problem(audio: Path) -> str | None:
+    """What is wrong with an audio path that exists but cannot be audio (None: nothing seen)."""
+    if audio.is_dir():
+        return "is a folder, not an audio file"
+    if audio.is_file() and audio.stat().st_size == 0:
+        return "is empty (0 bytes): the export or copy failed"
+    return None
+
+
+ALIGN_SLACK_S = 0.5  # an alignment may end this far past the audio (rounding, a trailing pause)
+
+
+def _tiers(base: Path, value: str, where: str, utt_id: str, duration: float):
+    """The alignment tiers of one row's TextGrid; None for an empty cell (not aligned).
+
+    A TextGrid that ends well past the audio belongs to another file or another time scale: its
+    spans would all be clamped onto the last frames, so it is refused."""
     if not value.strip():
         return None
     from emofuse.align.textgrid import read_textgrid
@@ -126,7 +146,15 @@ def _tiers(base: Path, value: str, where: str, utt_id: str):
             f"{where}: alignment {path} for {utt_id} is missing — fix the path (relative to the "
             "manifest) or empty the cell to keep the utterance unaligned"
         )
-    return read_textgrid(path)
+    tiers = read_textgrid(path)
+    end = max((seg[1] for segs in (tiers or {}).values() for seg in segs), default=0.0)
+    if end > duration + ALIGN_SLACK_S:
+        raise EmofuseError(
+            f"{where}: alignment {path} for {utt_id} ends at {end:.2f} s but its audio lasts "
+            f"{duration:.2f} s — it belongs to another recording or time scale; re-align it "
+            "(emofuse align) or empty the cell"
+        )
+    return tiers
 
 
 def _check_classes(path: Path, labels: list[str], rows: list[dict]) -> None:
@@ -139,6 +167,36 @@ def _check_classes(path: Path, labels: list[str], rows: list[dict]) -> None:
             f"--classes {','.join(labels)}: {unknown[0]!r} is not a label of manifest {path} "
             f"(its labels: {', '.join(present) or 'none'}); check the spelling"
         )
+
+
+def _check_label_spellings(path: Path, utts: list[Utterance]) -> None:
+    """Labels that differ only in case ('Hap', 'hap') would be two classes: refused."""
+    first: dict[str, Utterance] = {}
+    for u in utts:
+        seen = first.setdefault(u.label.casefold(), u)
+        if seen.label != u.label:
+            raise EmofuseError(
+                f"manifest {path}: labels {seen.label!r} ({seen.id}) and {u.label!r} ({u.id}) "
+                "differ only in case and would be two classes — spell them one way"
+            )
+
+
+def _check_shared_audio(path: Path, utts: list[Utterance]) -> None:
+    """Two rows on one audio file: a copy-paste slip that also leaks a recording across folds."""
+    owner: dict[Path, Utterance] = {}
+    for u in utts:
+        key = Path(u.audio).resolve()
+        other = owner.setdefault(key, u)
+        if other is not u:
+            labels = (
+                f" with different labels ({other.label!r}, {u.label!r})"
+                if other.label != u.label
+                else ""
+            )
+            raise EmofuseError(
+                f"manifest {path}: {other.id} and {u.id} point at the same audio file "
+                f"{u.audio}{labels} — give each row its own recording, or remove the duplicate"
+            )
 
 
 def read_manifest(
@@ -201,6 +259,16 @@ def read_manifest(
             continue
         audio = Path(row["audio"].strip()).expanduser()
         audio = audio if audio.is_absolute() else base / audio
+        problem = _audio_problem(audio)
+        if problem is not None:
+            if skip_missing and problem != "missing":
+                result.skip(SKIP_UNREADABLE, utt_id)
+                continue
+            if problem != "missing":
+                raise EmofuseError(
+                    f"{where}: audio file {audio} for {utt_id} {problem} — fix the path or the "
+                    "file, or pass --skip-missing"
+                )
         if not audio.is_file():
             if skip_missing:
                 result.skip(SKIP_MISSING, utt_id)
@@ -229,7 +297,7 @@ def read_manifest(
             )
         duration = info.duration
         text = row.get("text", "")
-        tiers = _tiers(base, row.get("alignment", ""), where, utt_id)
+        tiers = _tiers(base, row.get("alignment", ""), where, utt_id, duration)
         result.utterances.append(
             Utterance(
                 id=utt_id,
@@ -248,6 +316,8 @@ def read_manifest(
         )
     if not rows:
         raise EmofuseError(f"manifest {path} has no rows: empty label set — add utterances")
+    _check_label_spellings(path, result.utterances)
+    _check_shared_audio(path, result.utterances)
     if not result.utterances:
         why = f"none has a label in {sorted(keep)}" if keep else "no row has a readable audio file"
         raise EmofuseError(f"manifest {path}: empty label set ({len(rows)} rows, {why}) — check it")

@@ -7,6 +7,7 @@ and the same one-line error when a model cannot be loaded.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 from collections.abc import Sequence
@@ -151,6 +152,13 @@ def load_error(kind: str, name: str, option: str, exc: BaseException) -> Emofuse
     """The one-line message for a model that cannot be loaded: what failed and how to fix it."""
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
     if is_local(name):
+        broken = broken_file(Path(name))
+        if broken is not None:
+            path, why = broken
+            return EmofuseError(
+                f"cannot load {kind} model from folder {name}: {path.name} is damaged ({why}); "
+                f"copy that file again from where the model came from (or save_pretrained again)"
+            )
         return EmofuseError(
             f"cannot load {kind} model from folder {name} ({reason}); the folder must hold the model's "
             f"config and weights as written by save_pretrained (or huggingface-cli download)"
@@ -160,6 +168,27 @@ def load_error(kind: str, name: str, option: str, exc: BaseException) -> Emofuse
         f"machine run `huggingface-cli download {name} --local-dir DIR` (or save_pretrained to DIR), "
         f"copy DIR here and pass {option} DIR"
     )
+
+
+def broken_file(folder: Path) -> tuple[Path, str] | None:
+    """The first file of a model folder that cannot be what its name says: a JSON file that does
+    not parse, a safetensors file whose header does not (truncated, overwritten), with why."""
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            return path, f"not valid JSON: {' '.join(str(err).split())[:80]}"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                fh.keys()
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            return path, f"not a readable safetensors file: {' '.join(str(err).split())[:80]}"
+    return None
 
 
 def weights_sha256(folder: str | os.PathLike) -> str:

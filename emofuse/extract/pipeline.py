@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +47,29 @@ from emofuse.progress import progress_bar
 from emofuse.streams import GRANULARITIES
 
 
+def _check_segments_cover(utts: Sequence[Utterance], granularity: Sequence[str]) -> None:
+    """Without ``frame``, an utterance with no alignment at the asked tiers gets no speech rows:
+    refused in one line (it was stored with empty segment streams, and the summary said frames)."""
+    uncovered = [u for u in utts if not any((u.tiers or {}).get(t) for t in granularity)]
+    if uncovered:
+        tiers = ",".join(granularity)
+        raise EmofuseError(
+            f"--granularity {tiers}: {len(uncovered)} of {len(utts)} utterances (e.g. "
+            f"{uncovered[0].id}) have no {tiers} alignment, so they would get no speech features; "
+            f"add frame (--granularity frame,{tiers}) or align them first (emofuse align)"
+        )
+
+
 def run_extract(
     utterances: Sequence[Utterance],
     cfg: ExtractConfig,
     echo: Callable[[str], None] = print,
+    skipped: Mapping[str, Sequence[str]] | None = None,
 ) -> ExtractSummary:
-    """Extract every utterance into ``cfg.out`` (resuming a matching incomplete store)."""
+    """Extract every utterance into ``cfg.out`` (resuming a matching incomplete store).
+
+    ``skipped``: reason -> ids of corpus rows the reader dropped for bad audio (``--skip-missing``);
+    the cache lists them with the utterances extraction itself skips, so nothing leaves no trace."""
     from emofuse.cache import CacheWriter, fingerprint_of
     from emofuse.cache.store import check_outside_caches
 
@@ -69,6 +86,8 @@ def run_extract(
     bad = sorted(set(cfg.granularity) - set(GRANULARITIES))
     if bad:
         raise EmofuseError(f"--granularity {','.join(bad)}: choose from {','.join(GRANULARITIES)}")
+    if cfg.speech_model and "frame" not in cfg.granularity:
+        _check_segments_cover(utts, cfg.granularity)
     ddp = Dist.from_env()
     device = resolve_device(cfg.device, ddp.local_rank)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -106,6 +125,11 @@ def run_extract(
             progress=cfg.progress and ddp.rank == 0,
         )
         done = set(writer.done_ids())
+        if ddp.rank == 0:
+            for reason, ids in (skipped or {}).items():
+                for utt_id in ids:
+                    if utt_id not in done:
+                        writer.skip(utt_id, reason)
         if done:
             check_resumed(
                 Path(cfg.out), writer.stored_rows(), utts, writer.complete, cfg.decode_workers

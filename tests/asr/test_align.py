@@ -3,6 +3,8 @@ be aligned is reported with its reason and stays in the corpus, unaligned and fl
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import soundfile as sf
 from click.testing import CliRunner
@@ -61,9 +63,11 @@ def test_unalignable_audio_is_reported_not_dropped(tmp_path, synth_utts):
     short = tmp_path / "short.wav"
     sf.write(short, 0.1 * np.sin(np.arange(4800) / 5.0), 16000)
     manifest = write_manifest(tmp_path / "in.csv", good)
+    notext = tmp_path / "notext.wav"  # a recording of its own (two rows on one file are refused)
+    shutil.copy(good[0].audio, notext)
     with manifest.open("a") as f:
         f.write(f"short,{short},{LONG},neu,spkX\n")
-        f.write(f"notext,{good[0].audio},,neu,spkX\n")
+        f.write(f"notext,{notext},,neu,spkX\n")
         f.write(f"gone,{tmp_path / 'gone.wav'},hello there,neu,spkX\n")
     out = tmp_path / "aligned" / "out.csv"
     result = invoke("align", "--corpus", "manifest", "--manifest", manifest, "--out", out,

@@ -384,3 +384,20 @@ def test_a_row_whose_header_claims_an_absurd_sample_rate_is_not_transcribed(
         in result.output
     ), result.output
     assert "0 transcribed now, 1 not transcribed" in result.output
+
+
+def test_a_garbage_model_bin_is_called_not_a_ctranslate2_model(tmp_path, tiny_asr):
+    """CTranslate2 read 'junk' as binary version v1802401130, cut off mid-word."""
+    import shutil
+
+    from emofuse.asr.whisper import load_asr_model
+    from emofuse.errors import EmofuseError
+
+    folder = tmp_path / "junk"
+    shutil.copytree(tiny_asr, folder)
+    (folder / "model.bin").write_bytes(b"junk")
+    with pytest.raises(EmofuseError) as err:
+        load_asr_model(str(folder), device="cpu")
+    message = str(err.value)
+    assert f"{folder / 'model.bin'} is not a CTranslate2 model file" in message
+    assert "\n" not in message and "v1802401130" not in message

@@ -136,3 +136,19 @@ def test_unreachable_hub_model_says_how_to_provide_it():
 def test_text_model_is_not_a_speech_encoder(tiny):
     with pytest.raises(EmofuseError, match="not a supported speech encoder"):
         load_speech_encoder(tiny.text)
+
+
+@pytest.mark.parametrize("damage", ["config", "weights"])
+def test_a_damaged_file_of_a_model_folder_is_named(tiny, tmp_path, damage):
+    """Only the folder and a parser's detail were named ('Expecting ',' delimiter …')."""
+    import shutil
+
+    folder = tmp_path / "hubert"
+    shutil.copytree(tiny.speech["hubert"], folder)
+    name = "config.json" if damage == "config" else "model.safetensors"
+    data = (folder / name).read_bytes()
+    (folder / name).write_bytes(data[:100] if damage == "config" else data[:1000])
+    with pytest.raises(EmofuseError) as err:
+        load_speech_encoder(folder)
+    message = str(err.value)
+    assert f"{name} is damaged" in message and str(folder) in message and "\n" not in message

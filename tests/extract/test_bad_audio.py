@@ -169,3 +169,33 @@ def test_an_absurd_header_sample_rate_is_refused_naming_the_file(tmp_path, tiny,
         load_audio(folder / "huge.wav")
     assert rate_problem(Path("hi.wav"), 384000) is None  # the top professional rate is audio
     assert "below 4000 Hz" in rate_problem(Path("lo.wav"), 3999)
+
+
+def test_rows_dropped_by_skip_missing_are_listed_in_the_cache(tmp_path, bad_manifest, tiny):
+    """The reader dropped them (named on stderr), but the cache said '0 skipped'."""
+    from emofuse.corpus.manifest import SKIP_MISSING
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,audio,text,label,speaker\ngood,{bad_manifest.parent / 'good.wav'},"
+                        "hi,neu,spk1\ngone,nowhere.wav,hi,sad,spk2\n")  # fmt: skip
+    out = tmp_path / "c.h5"
+    args = [*_args(manifest, tiny, out), "--skip-missing"]
+    for _ in range(2):  # the rerun finds the cache complete, the skip already listed
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        c = open_cache(out)
+        assert list(c.ids) == ["good"]
+        assert [(s["id"], s["reason"]) for s in c.skipped] == [("gone", SKIP_MISSING)]
+    info = CliRunner().invoke(cli, ["info", str(out)])
+    assert "1 (1 skipped)" in info.output, info.output
+
+
+def test_segment_granularity_without_frames_on_unaligned_audio_is_refused(tmp_path, bad_manifest,
+                                                                          tiny):  # fmt: skip
+    """It stored no speech rows at all, and the summary said 'frame-level features only'."""
+    out = tmp_path / "w.h5"
+    result = CliRunner().invoke(cli, [*_args(bad_manifest, tiny, out), "--granularity", "word"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "--granularity word: 6 of 6 utterances (e.g. good) have no word alignment" in lines[0]
+    assert "--granularity frame,word" in lines[0] and not out.exists()

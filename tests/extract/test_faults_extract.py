@@ -239,7 +239,11 @@ def test_resume_with_other_batch_seconds_is_refused(tmp_path, tiny, clips):
     again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--batch-seconds", "2"))
     assert again.exit_code == 2, again.output
     line = error_line(again.output)
-    assert "batch_seconds" in line and "4.0" in line and "2.0" in line
+    assert (
+        "--batch-seconds 4.0, this run has --batch-seconds 2.0" in line
+        and "4.0" in line
+        and "2.0" in line
+    )
     assert not out.exists()
 
 

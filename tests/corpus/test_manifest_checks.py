@@ -1,0 +1,92 @@
+"""What the manifest reader refuses in one line, found by a CLI audit: wrong kinds of paths,
+empty audio, labels that differ only in case, one recording under two ids, a TextGrid from
+another recording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from emofuse.corpus.manifest import SKIP_UNREADABLE
+
+HEADER = "id,audio,text,label,speaker"
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / f"{name}.wav", rng.standard_normal(16000) * 0.1, 16000)
+    return tmp_path
+
+
+def stats(manifest: Path, *extra: str):
+    args = ["corpus", "stats", "--corpus", "manifest", "--manifest", str(manifest), *extra]
+    return CliRunner().invoke(cli, args)
+
+
+def one_line_error(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and "Traceback" not in result.output
+    return lines[0]
+
+
+def manifest(root: Path, *rows: str, header: str = HEADER) -> Path:
+    path = root / "m.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_an_audio_path_that_is_a_folder_says_so_and_skip_missing_lists_it(root):
+    (root / "d.wav").mkdir()
+    path = manifest(root, "u1,a.wav,x,neu,s1", "u2,d.wav,x,hap,s2")
+    line = one_line_error(stats(path))
+    assert "row 2" in line and "d.wav for u2 is a folder, not an audio file" in line
+    result = stats(path, "--skip-missing", "--json")
+    assert result.exit_code == 0 and SKIP_UNREADABLE in result.output and '"u2"' in result.output
+
+
+def test_an_empty_audio_file_says_it_is_empty(root):
+    (root / "e.wav").write_bytes(b"")
+    line = one_line_error(stats(manifest(root, "u1,a.wav,x,neu,s1", "u2,e.wav,x,hap,s2")))
+    assert "e.wav for u2 is empty (0 bytes)" in line and "convert it" not in line
+
+
+def test_labels_that_differ_only_in_case_are_refused(root):
+    line = one_line_error(stats(manifest(root, "u1,a.wav,x,hap,s1", "u2,b.wav,x,Hap,s2")))
+    assert "labels 'hap' (u1) and 'Hap' (u2) differ only in case" in line
+
+
+@pytest.mark.parametrize("label, says", [("sad", "different labels ('neu', 'sad')"), ("neu", "")])
+def test_two_rows_on_one_recording_are_refused_naming_both(root, label, says):
+    path = manifest(root, "u1,a.wav,x,neu,s1", f"u2,{root / 'a.wav'},x,{label},s2")
+    line = one_line_error(stats(path))
+    assert "u1 and u2 point at the same audio file" in line and says in line
+
+
+def test_a_textgrid_much_longer_than_its_audio_is_refused(root):
+    from emofuse.align.textgrid import write_textgrid
+
+    words = [(0.1, 0.5, "hello"), (0.6, 0.9, "world")]
+    write_textgrid(root / "ok.TextGrid", {"word": words}, 1.0)
+    write_textgrid(
+        root / "x10.TextGrid", {"word": [(10 * s, 10 * e, w) for s, e, w in words]}, 10.0
+    )  # fmt: skip  (the same words on a 10x time scale)
+    header = f"{HEADER},alignment"
+    good = manifest(root, "u1,a.wav,x,neu,s1,ok.TextGrid", header=header)
+    assert stats(good).exit_code == 0
+    bad = manifest(root, "u1,a.wav,x,neu,s1,x10.TextGrid", header=header)
+    line = one_line_error(stats(bad))
+    assert "x10.TextGrid for u1 ends at 9.00 s but its audio lasts 1.00 s" in line
+
+
+def test_a_file_given_as_the_iemocap_root_says_it_is_a_file(root):
+    line = one_line_error(CliRunner().invoke(cli, ["corpus", "stats", "--corpus", "iemocap",
+                                                   "--root", str(root / "a.wav")]))  # fmt: skip
+    assert "is a file, not a folder" in line and "--corpus manifest" in line

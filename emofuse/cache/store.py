@@ -82,12 +82,10 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
         raise EmofuseError(not_cache)
     store = backend.open(path, "r")
     try:
-        meta = store.read_meta()
-    except (OSError, ValueError, KeyError) as err:
+        meta = store.read_meta()  # DamagedCacheError: headers or metadata unreadable
+    except EmofuseError:
         store.close()
-        raise EmofuseError(
-            f"{path}: unreadable cache metadata ({err}); the store is damaged"
-        ) from err
+        raise
     if not meta or meta.get("format") != FORMAT:
         store.close()
         raise EmofuseError(not_cache)

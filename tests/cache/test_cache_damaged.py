@@ -1,0 +1,80 @@
+"""Damaged stores (headers, metadata, chunk files, checksums): one line everywhere, never "complete",
+and `emofuse verify` reports them as damage (exit 1)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from tests.cache.cache_synth import write_cache
+
+TINY_HEAD = str(Path(__file__).parents[1] / "train" / "tiny_head.py") + ":TinyHead"
+FIX = "re-extract it (delete it and rerun the same emofuse extract)"
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _train(cache: Path, out: Path):
+    return _cli(
+        "train", "--cache", str(cache), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(out),
+    )  # fmt: skip
+
+
+def _one_line(result, code: int) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == code and len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def _xor(path: Path, at: int, count: int = 64) -> None:
+    raw = bytearray(path.read_bytes())
+    for i in range(at, min(at + count, len(raw))):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def assert_damaged_everywhere(path: Path, tmp_path: Path, reason: str) -> None:
+    """info and train: exit 2, one `error:` line; verify: exit 1, one `verify: FAILED` line."""
+    for command in ("info", "verify"):
+        line = _one_line(_cli(command, str(path)), 1 if command == "verify" else 2)
+        start = "verify: FAILED, " if command == "verify" else "error: "
+        assert line.startswith(f"{start}{path} is damaged ("), line
+        assert re.search(reason, line) and line.endswith(FIX), line
+    line = _one_line(_train(path, tmp_path / "run"), 2)
+    assert line.startswith(f"error: {path} is damaged (") and line.endswith(FIX), line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "signature, reason",
+    [(b"HEAP", "bad local heap signature"), (b"SNOD", "bad symbol table node signature")],
+)
+def test_damaged_hdf5_metadata_is_one_line_and_verify_fails(tmp_path, signature, reason):
+    """64 bytes flipped in the root group's local heap or symbol table node: h5py raised
+    RuntimeError ("Unable to synchronously check link existence") out of info, verify, train."""
+    path = tmp_path / "ref.h5"
+    write_cache(path)
+    _xor(path, path.read_bytes().index(signature))
+    assert_damaged_everywhere(path, tmp_path, reason)
+
+
+def test_damaged_hdf5_group_deep_inside_is_damage_in_info(tmp_path):
+    """A damaged heap of the last group written (a checksums group nothing reads up front): info
+    must not say complete."""
+    path = tmp_path / "ref.h5"
+    write_cache(path)
+    _xor(path, path.read_bytes().rindex(b"HEAP"))
+    info = _cli("info", str(path))
+    assert info.exit_code == 0 and "Traceback" not in info.output, info.output
+    first = info.output.splitlines()[0]
+    assert "complete)" not in first and "DAMAGED: its HDF5 metadata is damaged" in first, first
+    verify = _cli("verify", str(path))
+    assert verify.exit_code == 1 and "verify: FAILED" in verify.output, verify.output

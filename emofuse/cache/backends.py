@@ -98,6 +98,10 @@ class ArrayStore:
         """A zero-copy read-only view of a whole array where the backend can give one, else None."""
         return None
 
+    def check_metadata(self) -> None:
+        """Raise DamagedCacheError where a header or metadata document of the store is damaged;
+        reads no data (open_store calls it on every finished cache)."""
+
     def missing_chunks(self) -> list[str]:
         """Structural damage found without reading the data, one line per array (e.g. deleted
         chunk files, which Zarr would read as zeros)."""

@@ -165,14 +165,13 @@ class HDF5Store(ArrayStore):
     def has(self, name: str) -> bool:
         return name in self.f
 
-    def missing_chunks(self) -> list[str]:
-        """Damaged HDF5 headers or heaps (bad signatures): visiting every group and array reads
-        only their metadata, so `emofuse info` finds them without reading the data."""
+    def check_metadata(self) -> None:
+        """Visit every group and array: reads only their headers and heaps, so a damaged one (bad
+        signature) is found at open, not by whichever command first touches it."""
         try:
             self.f.visititems(lambda _name, _obj: None)
         except (*H5_FAILURES, KeyError) as err:
-            return [f"its HDF5 metadata is damaged ({short_reason(err)})"]
-        return []
+            raise _failure(self.path, err) from None
 
     def flush(self) -> None:
         self.f.flush()

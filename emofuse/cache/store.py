@@ -95,4 +95,9 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
             f"{path} has cache format version {meta['format_version']}, newer than this emofuse "
             f"reads ({FORMAT_VERSION}); upgrade emofuse (pip install -U emofuse)"
         )
+    try:
+        store.check_metadata()  # DamagedCacheError: a damaged header or metadata document
+    except EmofuseError:
+        store.close()
+        raise
     return store, meta

@@ -66,15 +66,35 @@ def test_damaged_hdf5_metadata_is_one_line_and_verify_fails(tmp_path, signature,
     assert_damaged_everywhere(path, tmp_path, reason)
 
 
-def test_damaged_hdf5_group_deep_inside_is_damage_in_info(tmp_path):
-    """A damaged heap of the last group written (a checksums group nothing reads up front): info
-    must not say complete."""
+@pytest.mark.parametrize("signature", [b"HEAP", b"SNOD", b"TREE"])
+def test_damaged_hdf5_group_deep_inside_is_found_at_open(tmp_path, signature):
+    """A damaged heap, symbol table or B-tree of the last group written (a checksums group that
+    info and train never touch): info said complete and train ran; the headers of every group
+    and array are now checked at open."""
     path = tmp_path / "ref.h5"
     write_cache(path)
-    _xor(path, path.read_bytes().rindex(b"HEAP"))
-    info = _cli("info", str(path))
-    assert info.exit_code == 0 and "Traceback" not in info.output, info.output
-    first = info.output.splitlines()[0]
-    assert "complete)" not in first and "DAMAGED: its HDF5 metadata is damaged" in first, first
-    verify = _cli("verify", str(path))
-    assert verify.exit_code == 1 and "verify: FAILED" in verify.output, verify.output
+    _xor(path, path.read_bytes().rindex(signature))
+    assert_damaged_everywhere(path, tmp_path, "(bad|wrong) .*signature")
+
+
+TRUNCATED = '{"zarr_format": 3, "node_type": "array", "shape": [\n'
+
+
+@pytest.mark.parametrize(
+    "document, text",
+    [
+        ("streams/speech/data/zarr.json", TRUNCATED),
+        ("streams/speech/data/zarr.json", '{"zarr_format": 3, "node_type": "array"}'),
+        ("streams/speech/zarr.json", "{"),
+        ("table/zarr.json", ""),
+        ("zarr.json", '{"zarr_format": 3, "node_type": "gr'),
+    ],
+)
+def test_damaged_zarr_metadata_is_one_line_naming_the_file(tmp_path, document, text):
+    """A truncated or overwritten zarr.json raised json.decoder.JSONDecodeError (or zarr's own
+    errors) out of info, verify and train; now one line naming the broken metadata file."""
+    path = tmp_path / "ref.zarr"
+    write_cache(path)
+    (path / document).write_text(text)
+    name = re.escape(f"ref.zarr/{document}")
+    assert_damaged_everywhere(path, tmp_path, name)

@@ -82,6 +82,38 @@ def _missing_chunks(name: str, array: Any) -> str | None:
     return f"array {name} lacks {missing} of its {array.nchunks} chunk file(s) (deleted or lost)"
 
 
+def _uncompressed(array: Any) -> bool:
+    """Chunks stored as their raw bytes: no compressor, no filter, the plain bytes serializer."""
+    return (
+        not array.compressors
+        and not array.filters
+        and isinstance(array.serializer, zarr.codecs.BytesCodec)
+    )
+
+
+def _wrong_size_chunks(root: Path, name: str, array: Any) -> str | None:
+    """An uncompressed chunk file holds exactly one chunk's bytes (edge chunks are stored whole in
+    Zarr v3); another size is a truncated or overwritten file, which zarr may read without a word."""
+    if not _uncompressed(array):
+        return None
+    size = int(np.prod(array.chunks)) * np.dtype(array.dtype).itemsize
+    folder = root / name / "c"
+    files = folder.rglob("*") if folder.is_dir() else ()
+    wrong = sorted(f for f in files if f.is_file() and f.stat().st_size != size)
+    if not wrong:
+        return None
+    first = wrong[0].relative_to(root.parent)
+    return (
+        f"array {name} has {len(wrong)} chunk file(s) of the wrong size ({first}: "
+        f"{wrong[0].stat().st_size} bytes, not {size}; truncated or overwritten)"
+    )
+
+
+def _chunk_problem(root: Path, name: str, array: Any) -> str | None:
+    """Damage to an array's chunk files found without reading them: missing or of the wrong size."""
+    return _missing_chunks(name, array) or _wrong_size_chunks(root, name, array)
+
+
 class ZarrStore(ArrayStore):
     """Zarr v3 through zarr-python (see ``ArrayStore`` for the interface)."""
 
@@ -133,7 +165,7 @@ class ZarrStore(ArrayStore):
                 raise
             raise missing_array_error(self.path, name) from None
         if name not in self._whole:
-            if problem := _missing_chunks(name, array):
+            if problem := _chunk_problem(self.path, name, array):
                 raise EmofuseError(f"{self.path}: {problem}; the cache is damaged: extract again")
             self._whole.add(name)
         return array
@@ -150,7 +182,7 @@ class ZarrStore(ArrayStore):
         return [
             problem
             for name, obj in sorted(self.g.members(max_depth=None))
-            if isinstance(obj, zarr.Array) and (problem := _missing_chunks(name, obj))
+            if isinstance(obj, zarr.Array) and (problem := _chunk_problem(self.path, name, obj))
         ]
 
     def _damaged(self, name: str, err: Exception) -> EmofuseError:

@@ -98,3 +98,35 @@ def test_damaged_zarr_metadata_is_one_line_naming_the_file(tmp_path, document, t
     (path / document).write_text(text)
     name = re.escape(f"ref.zarr/{document}")
     assert_damaged_everywhere(path, tmp_path, name)
+
+
+@pytest.mark.parametrize(
+    "chunk, keep",
+    [
+        ("streams/speech/data/c/0/0/0", 0.5),  # the audit's `truncate -s 31040` of 62080
+        ("streams/speech/data/c/1/0/0", 0.0),  # an empty file
+        ("streams/speech/offsets/c/0", 0.75),
+        ("table/c/0", 0.5),
+    ],
+)
+def test_truncated_uncompressed_zarr_chunk_is_damage(tmp_path, chunk, keep):
+    """A truncated uncompressed chunk file: info said complete (a deleted one was already
+    DAMAGED); its size must be what the chunk holds."""
+    path = tmp_path / "ref.zarr"
+    write_cache(path)
+    file = path / chunk
+    file.write_bytes(file.read_bytes()[: int(file.stat().st_size * keep)])
+    array = chunk.split("/c/")[0]
+    info = _cli("info", str(path))
+    assert "Traceback" not in info.output and "complete)" not in info.output, info.output
+    if info.exit_code == 0:
+        assert f"DAMAGED: array {array} has 1 chunk file(s) of the wrong size" in info.output
+    else:  # the table is read at open
+        line = _one_line(info, 2)
+        assert f"{array} has 1 chunk file(s) of the wrong size" in line, line
+    line = _one_line(_train(path, tmp_path / "run"), 2)
+    assert f"array {array} has 1 chunk file(s) of the wrong size" in line, line
+    assert f"ref.zarr/{chunk}" in line and "extract again" in line, line
+    verify = _cli("verify", str(path))
+    assert verify.exit_code == 1 and "verify: FAILED" in verify.output, verify.output
+    assert "wrong size" in verify.output and "Traceback" not in verify.output

@@ -3,9 +3,12 @@ and `emofuse verify` reports them as damage (exit 1)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -130,3 +133,69 @@ def test_truncated_uncompressed_zarr_chunk_is_damage(tmp_path, chunk, keep):
     verify = _cli("verify", str(path))
     assert verify.exit_code == 1 and "verify: FAILED" in verify.output, verify.output
     assert "wrong size" in verify.output and "Traceback" not in verify.output
+
+
+def _invert_signature(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(bytes(b ^ 0xFF for b in raw[:8]) + raw[8:])
+
+
+def _drop_root_metadata(path: Path) -> None:
+    (path / "zarr.json").unlink()
+
+
+def _truncate_h5(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _drop_emofuse_metadata(path: Path) -> None:
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            del f["meta"]
+    else:
+        doc = json.loads((path / "zarr.json").read_text())
+        del doc["attributes"]["emofuse"]
+        (path / "zarr.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "suffix, damage, reason",
+    [
+        (".h5", _truncate_h5, "truncated file"),
+        (".h5", _invert_signature, "its HDF5 signature is damaged"),
+        (".zarr", _drop_root_metadata, "its root zarr.json is missing"),
+        (".h5", _drop_emofuse_metadata, "its emofuse metadata is missing"),
+        (".zarr", _drop_emofuse_metadata, "its emofuse metadata is missing"),
+    ],
+)
+def test_a_cache_damaged_at_its_root_is_damage_not_another_file(tmp_path, suffix, damage, reason):
+    """verify said exit 2 "cannot open as an HDF5 cache" or "is not an emofuse cache (no emofuse
+    metadata); check the path" for a cache whose header or root metadata was damaged."""
+    path = tmp_path / f"ref{suffix}"
+    write_cache(path)
+    damage(path)
+    assert_damaged_everywhere(path, tmp_path, reason)
+
+
+def _unrelated_hdf5(path: Path) -> None:
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(3)
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("notes.h5", lambda p: p.write_text("hello\n")),
+        ("other.h5", _unrelated_hdf5),
+        ("empty.zarr", lambda p: p.mkdir()),
+        ("folder.zarr", lambda p: (p.mkdir(), (p / "streams").mkdir())),
+    ],
+)
+def test_something_else_is_still_not_an_emofuse_cache(tmp_path, name, make):
+    path = tmp_path / name
+    make(path)
+    for command in ("info", "verify"):
+        line = _one_line(_cli(command, str(path)), 2)
+        assert (
+            line == f"error: {path} is not an emofuse cache (no emofuse metadata); check the path"
+        )

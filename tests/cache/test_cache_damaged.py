@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -199,3 +200,34 @@ def test_something_else_is_still_not_an_emofuse_cache(tmp_path, name, make):
         assert (
             line == f"error: {path} is not an emofuse cache (no emofuse metadata); check the path"
         )
+
+
+def test_deleted_checksums_are_one_line_in_verify(tmp_path, reference):
+    """`del f['checksums']`: verify printed one "damaged:" line per array, each saying to run
+    `emofuse verify` to list the damage (circular); now one line: it cannot be verified."""
+    path, _ = reference
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            del f["checksums"]
+    else:
+        shutil.rmtree(path / "checksums")
+    line = _one_line(_cli("verify", str(path)), 1)
+    assert line == (
+        f"verify: FAILED, {path} is damaged (its checksums are missing, deleted after "
+        f"extraction, so it cannot be verified); {FIX}"
+    )
+    info = _cli("info", str(path))
+    assert info.exit_code == 0 and "complete)" not in info.output, info.output
+    assert "DAMAGED: its checksums are missing" in info.output.splitlines()[0]
+
+
+def test_one_deleted_checksum_array_is_not_circular(tmp_path, reference):
+    path, _ = reference
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            del f["checksums/speech/data"]
+    else:
+        shutil.rmtree(path / "checksums/speech/data")
+    verify = _cli("verify", str(path))
+    assert verify.exit_code == 1 and "run `emofuse verify" not in verify.output, verify.output
+    assert "damaged: stream 'speech' array 'data': stored checksums missing" in verify.output

@@ -9,6 +9,7 @@ is the same in every backend, so the same content has the same digest in each.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,33 @@ from typing import Any
 
 import numpy as np
 
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason
+
+
+class DamagedCacheError(EmofuseError):
+    """A cache that is there but cannot be read (its metadata or arrays are damaged).
+
+    Other commands exit 2 with the one line; ``emofuse verify`` reports it as damage (exit 1).
+    """
+
+
+def damaged_cache_error(path: Path, reason: str) -> DamagedCacheError:
+    """The one line for a store whose metadata or arrays cannot be read."""
+    return DamagedCacheError(
+        f"{path} is damaged ({reason}); re-extract it "
+        "(delete it and rerun the same emofuse extract)"
+    )
+
+
+def short_reason(err: BaseException) -> str:
+    """A library error's short reason in one line: HDF5's text ends in its reason in parentheses
+    ("Unable to synchronously check link existence (bad local heap signature)")."""
+    if isinstance(err, KeyError) and err.args:  # str() of a KeyError quotes its text
+        text = " ".join(str(err.args[0]).split())
+    else:
+        text = os_reason(err)
+    found = re.search(r"\(([^()]+)\)$", text)
+    return found.group(1) if found else text
 
 
 def missing_array_error(path: Path, name: str) -> EmofuseError:
@@ -70,6 +97,10 @@ class ArrayStore:
     def mapped(self, name: str) -> np.ndarray | None:
         """A zero-copy read-only view of a whole array where the backend can give one, else None."""
         return None
+
+    def check_metadata(self) -> None:
+        """Raise DamagedCacheError where a header or metadata document of the store is damaged;
+        reads no data (open_store calls it on every finished cache)."""
 
     def missing_chunks(self) -> list[str]:
         """Structural damage found without reading the data, one line per array (e.g. deleted

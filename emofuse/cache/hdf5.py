@@ -8,16 +8,50 @@ headers, and a layer of a layer-major array is one contiguous byte range (one re
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
 
-from emofuse.cache.backends import ArrayStore, missing_array_error
+from emofuse.cache.backends import (
+    ArrayStore,
+    damaged_cache_error,
+    missing_array_error,
+    short_reason,
+)
 from emofuse.errors import EmofuseError, os_reason
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# what h5py raises for a file whose headers, heaps or chunks are damaged (and json for the meta)
+H5_FAILURES = (RuntimeError, OSError, ValueError)
+
+
+def _failure(path: Path, err: Exception) -> EmofuseError:
+    """An OS-level failure (h5py sets errno: permission, a folder) names that; anything else in
+    h5py means the file's content is damaged."""
+    code = getattr(err, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return EmofuseError(f"{path}: cannot read it as an HDF5 cache ({os_reason(err)})")
+    return damaged_cache_error(path, short_reason(err))
+
+
+def _reading(method: F) -> F:
+    """Turn any h5py failure of a read-side method into the one-line damaged-cache error."""
+
+    @functools.wraps(method)
+    def guarded(self: HDF5Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except H5_FAILURES as err:
+            raise _failure(self.path, err) from None
+
+    return guarded  # type: ignore[return-value]
 
 
 def _filters(compression: str | None) -> dict[str, Any]:
@@ -49,11 +83,10 @@ class HDF5Store(ArrayStore):
         except OSError as err:
             if mode != "r":  # creating a store: the writer says what to free or fix, and cleans up
                 raise
-            raise EmofuseError(
-                f"{self.path}: cannot open as an HDF5 cache ({os_reason(err)})"
-            ) from err
+            raise _failure(self.path, err) from None
 
     # metadata -------------------------------------------------------------------------------
+    @_reading
     def read_meta(self) -> dict | None:
         if "meta" not in self.f or self.f.attrs.get("format") is None:
             return None
@@ -72,8 +105,10 @@ class HDF5Store(ArrayStore):
         """Array ``name``; one the file lacks (a group deleted with h5py) is a damaged cache."""
         try:
             return self.f[name]
-        except KeyError:
-            raise missing_array_error(self.path, name) from None
+        except KeyError as err:
+            if any(gone in str(err) for gone in ("doesn't exist", "component not found")):
+                raise missing_array_error(self.path, name) from None
+            raise damaged_cache_error(self.path, short_reason(err)) from None  # a damaged heap
 
     def create(self, name: str, shape: tuple, dtype: str, chunks: tuple, compression: str | None):
         opts = _filters(compression)
@@ -85,16 +120,19 @@ class HDF5Store(ArrayStore):
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self.f[name][index] = value
 
+    @_reading
     def read(self, name: str, index: Any = ()) -> np.ndarray:
         ds = self._dataset(name)
         if ds.size == 0:
             return np.zeros(ds.shape, ds.dtype)[index]
         return ds[index]
 
+    @_reading
     def read_into(self, name: str, index: tuple, out: np.ndarray) -> None:
         """Read straight into a C-contiguous destination (no temporary copy)."""
         self._dataset(name).read_direct(out, source_sel=index)
 
+    @_reading
     def mapped(self, name: str) -> np.ndarray | None:
         """A copy-on-write memory map of a whole array, or None where HDF5 does not store it as one
         raw byte range (chunked, compressed, empty, or a user block before the HDF5 data).
@@ -119,11 +157,21 @@ class HDF5Store(ArrayStore):
             return None
         return np.frombuffer(buf, ds.dtype, count=ds.size, offset=offset).reshape(ds.shape)
 
+    @_reading
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._dataset(name).shape)
 
+    @_reading
     def has(self, name: str) -> bool:
         return name in self.f
+
+    def check_metadata(self) -> None:
+        """Visit every group and array: reads only their headers and heaps, so a damaged one (bad
+        signature) is found at open, not by whichever command first touches it."""
+        try:
+            self.f.visititems(lambda _name, _obj: None)
+        except (*H5_FAILURES, KeyError) as err:
+            raise _failure(self.path, err) from None
 
     def flush(self) -> None:
         self.f.flush()

@@ -37,6 +37,7 @@ from emofuse.cache.schema import (
     parts_dir,
 )
 from emofuse.cache.store import incomplete_message, open_store
+from emofuse.cache.verify import UNVERIFIABLE
 from emofuse.errors import EmofuseError
 
 MAX_RUNS = 64  # more separate row ranges than this: read the covering span in blocks instead
@@ -366,6 +367,8 @@ class Cache:
             for name in stored_arrays(self.meta)
             if not self._store.has(name)
         ]
+        if self.complete and self.meta["streams"] and not self._store.has("checksums"):
+            lacking.append(UNVERIFIABLE)
         return lacking + self._store.missing_chunks()
 
     # --- sizes ----------------------------------------------------------------------------------

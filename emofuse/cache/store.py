@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from emofuse.cache.backends import BACKENDS, ArrayStore, backend_for
+from emofuse.cache.backends import BACKENDS, ArrayStore, backend_for, damaged_cache_error
 from emofuse.cache.schema import FORMAT, FORMAT_VERSION, parts_dir
 from emofuse.errors import EmofuseError
 
@@ -68,6 +68,31 @@ def check_outside_caches(
         raise EmofuseError(f"{option} {out} is inside the cache {cache}; give {instead} outside it")
 
 
+LAYOUT = ("table", "streams", "checksums")  # what every finished cache holds at its root
+HEAD, TAIL = 1 << 20, 4 << 20  # where an HDF5 cache keeps its metadata: headers, then the end
+
+
+def _holds_cache_layout(path: Path) -> bool:
+    """Does a path that fails its backend's check still look like an emofuse cache (then it is a
+    damaged one, not something else)? A folder: a Zarr group of the cache's layout. A file: the
+    cache format's name in the headers at its start or the metadata written at its end."""
+    if path.is_dir():
+        return any((path / name / "zarr.json").is_file() for name in LAYOUT)
+    if not path.is_file():
+        return False
+    mark = FORMAT.encode()
+    with open(path, "rb") as fh:
+        if mark in fh.read(HEAD):
+            return True
+        fh.seek(max(0, path.stat().st_size - TAIL))
+        return mark in fh.read(TAIL)
+
+
+def _damage_at_root(path: Path, folder: bool) -> EmofuseError:
+    what = "its root zarr.json is missing or damaged" if folder else "its HDF5 signature is damaged"
+    return damaged_cache_error(path, what)
+
+
 def open_store(path: Path) -> tuple[ArrayStore, dict]:
     """Open an existing store read-only and return it with its metadata.
 
@@ -79,17 +104,22 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
         raise missing_cache_error(path, None)
     not_cache = f"{path} is not an emofuse cache (no emofuse metadata); check the path"
     if not backend.is_store(path):
+        if _holds_cache_layout(path):  # a damaged cache, not something else
+            raise _damage_at_root(path, path.is_dir())
         raise EmofuseError(not_cache)
     store = backend.open(path, "r")
     try:
-        meta = store.read_meta()
-    except (OSError, ValueError, KeyError) as err:
+        meta = store.read_meta()  # DamagedCacheError: headers or metadata unreadable
+    except EmofuseError:
         store.close()
-        raise EmofuseError(
-            f"{path}: unreadable cache metadata ({err}); the store is damaged"
-        ) from err
+        raise
     if not meta or meta.get("format") != FORMAT:
-        store.close()
+        try:
+            layout = any(store.has(name) for name in LAYOUT)
+        finally:
+            store.close()
+        if layout:  # the arrays are there, the document that describes them is not
+            raise damaged_cache_error(path, "its emofuse metadata is missing")
         raise EmofuseError(not_cache)
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         store.close()
@@ -97,4 +127,9 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
             f"{path} has cache format version {meta['format_version']}, newer than this emofuse "
             f"reads ({FORMAT_VERSION}); upgrade emofuse (pip install -U emofuse)"
         )
+    try:
+        store.check_metadata()  # DamagedCacheError: a damaged header or metadata document
+    except EmofuseError:
+        store.close()
+        raise
     return store, meta

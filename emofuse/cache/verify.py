@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emofuse.cache.backends import ArrayStore
+from emofuse.cache.backends import ArrayStore, damaged_cache_error
 from emofuse.cache.layout import little_endian, read_block_rows, stored_arrays, stored_name
 from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json
 from emofuse.cache.store import open_store
@@ -74,7 +74,13 @@ def _crc_scan(blocks, offsets: np.ndarray, crc: np.ndarray) -> None:
                 break
 
 
+UNVERIFIABLE = "its checksums are missing, deleted after extraction, so it cannot be verified"
+
+
 def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> VerifyResult:
+    """DamagedCacheError (one line) when the store holds no checksums at all."""
+    if meta["streams"] and not store.has("checksums"):
+        raise damaged_cache_error(store.path, UNVERIFIABLE)
     digest = hashlib.sha256(DIGEST_MAGIC)
     digest.update(content_header(meta))
     problems: list[str] = []
@@ -144,6 +150,9 @@ def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> Verif
                 continue
             checked += ameta["nbytes"]
             bar.update(ameta["nbytes"])
+            if not store.has(f"checksums/{name}/{aname}"):
+                problems.append(f"{label}: stored checksums missing (deleted), so not verifiable")
+                continue
             try:
                 stored_crc = store.read(f"checksums/{name}/{aname}", (slice(None),))
             except EmofuseError as err:

@@ -6,14 +6,63 @@ whole-stream read is a few hundred large files. Compression is an optional Zstd/
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
 
-from emofuse.cache.backends import ArrayStore, missing_array_error
-from emofuse.errors import EmofuseError
+from emofuse.cache.backends import ArrayStore, damaged_cache_error, missing_array_error
+from emofuse.errors import EmofuseError, os_reason
+
+F = TypeVar("F", bound=Callable[..., Any])
+METADATA = "zarr.json"
+ARRAY_KEYS = {"shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs"}
+
+
+def broken_metadata(root: Path) -> str | None:
+    """What is wrong with the first ``zarr.json`` under ``root`` that is not a JSON object of a
+    Zarr v3 node (truncated, overwritten), naming the file relative to ``root``; None if all are."""
+    for file in sorted(root.rglob(METADATA)):
+        name = file.relative_to(root.parent)
+        try:
+            doc = json.loads(file.read_bytes())
+        except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+            return f"{name} is unreadable: {' '.join(str(err).split())}"
+        if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
+            return f"{name} is not Zarr v3 metadata"
+        need = ARRAY_KEYS if doc.get("node_type") == "array" else set()
+        if doc.get("node_type") not in ("array", "group") or need - set(doc):
+            return f"{name} is not Zarr v3 metadata (fields missing)"
+    return None
+
+
+def _failure(path: Path, err: Exception) -> EmofuseError:
+    """An OS-level failure (permission) names that; anything else zarr raises while reading
+    means a metadata document is damaged: name the broken one."""
+    if isinstance(err, OSError) and isinstance(err.errno, int) and err.errno > 0:
+        return EmofuseError(f"{path}: cannot read it as a Zarr cache ({os_reason(err)})")
+    reason = broken_metadata(path) or f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return damaged_cache_error(path, reason)
+
+
+def _reading(method: F) -> F:
+    """Turn any failure of zarr in a read-side method into the one-line damaged-cache error (zarr
+    raises json's, its own validation errors, KeyError, TypeError... for damaged metadata)."""
+
+    @functools.wraps(method)
+    def guarded(self: ZarrStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except EmofuseError:
+            raise
+        except Exception as err:  # noqa: BLE001 - see above
+            raise _failure(self.path, err) from None
+
+    return guarded  # type: ignore[return-value]
 
 
 def _compressors(compression: str | None) -> Any:
@@ -33,6 +82,38 @@ def _missing_chunks(name: str, array: Any) -> str | None:
     return f"array {name} lacks {missing} of its {array.nchunks} chunk file(s) (deleted or lost)"
 
 
+def _uncompressed(array: Any) -> bool:
+    """Chunks stored as their raw bytes: no compressor, no filter, the plain bytes serializer."""
+    return (
+        not array.compressors
+        and not array.filters
+        and isinstance(array.serializer, zarr.codecs.BytesCodec)
+    )
+
+
+def _wrong_size_chunks(root: Path, name: str, array: Any) -> str | None:
+    """An uncompressed chunk file holds exactly one chunk's bytes (edge chunks are stored whole in
+    Zarr v3); another size is a truncated or overwritten file, which zarr may read without a word."""
+    if not _uncompressed(array):
+        return None
+    size = int(np.prod(array.chunks)) * np.dtype(array.dtype).itemsize
+    folder = root / name / "c"
+    files = folder.rglob("*") if folder.is_dir() else ()
+    wrong = sorted(f for f in files if f.is_file() and f.stat().st_size != size)
+    if not wrong:
+        return None
+    first = wrong[0].relative_to(root.parent)
+    return (
+        f"array {name} has {len(wrong)} chunk file(s) of the wrong size ({first}: "
+        f"{wrong[0].stat().st_size} bytes, not {size}; truncated or overwritten)"
+    )
+
+
+def _chunk_problem(root: Path, name: str, array: Any) -> str | None:
+    """Damage to an array's chunk files found without reading them: missing or of the wrong size."""
+    return _missing_chunks(name, array) or _wrong_size_chunks(root, name, array)
+
+
 class ZarrStore(ArrayStore):
     """Zarr v3 through zarr-python (see ``ArrayStore`` for the interface)."""
 
@@ -43,10 +124,13 @@ class ZarrStore(ArrayStore):
         try:
             self.g = zarr.open_group(str(self.path), mode=mode, zarr_format=3)
         except Exception as err:  # zarr raises several types for "not a group"
+            if mode == "r" and (self.path / METADATA).is_file():  # there, but unreadable
+                raise _failure(self.path, err) from None
             raise EmofuseError(f"{self.path}: cannot open as a Zarr v3 cache ({err})") from err
         self._whole: set[str] = set()  # arrays whose chunk files were all found
         self._created: dict[str, Any] = {}
 
+    @_reading
     def read_meta(self) -> dict | None:
         meta = self.g.attrs.get("emofuse")
         return dict(meta) if isinstance(meta, dict) else None
@@ -67,6 +151,7 @@ class ZarrStore(ArrayStore):
             config={"write_empty_chunks": True},
         )
 
+    @_reading
     def _array(self, name: str) -> Any:
         """Array ``name``; a missing one, or one missing chunk files, is a damaged cache.
 
@@ -76,19 +161,28 @@ class ZarrStore(ArrayStore):
         try:
             array = self.g[name]
         except KeyError:
+            if (self.path / name / METADATA).is_file():  # there: its metadata is damaged
+                raise
             raise missing_array_error(self.path, name) from None
         if name not in self._whole:
-            if problem := _missing_chunks(name, array):
+            if problem := _chunk_problem(self.path, name, array):
                 raise EmofuseError(f"{self.path}: {problem}; the cache is damaged: extract again")
             self._whole.add(name)
         return array
 
+    def check_metadata(self) -> None:
+        """Every zarr.json parses as Zarr v3 metadata (a few small files): zarr reads a nested
+        array without its groups' documents, so a damaged group would go unnoticed."""
+        if problem := broken_metadata(self.path):
+            raise damaged_cache_error(self.path, problem)
+
+    @_reading
     def missing_chunks(self) -> list[str]:
         """One line per array that lacks chunk files (what `emofuse info` reports as damage)."""
         return [
             problem
             for name, obj in sorted(self.g.members(max_depth=None))
-            if isinstance(obj, zarr.Array) and (problem := _missing_chunks(name, obj))
+            if isinstance(obj, zarr.Array) and (problem := _chunk_problem(self.path, name, obj))
         ]
 
     def _damaged(self, name: str, err: Exception) -> EmofuseError:
@@ -104,6 +198,7 @@ class ZarrStore(ArrayStore):
             array = self.g[name]
         array[index] = value
 
+    @_reading
     def read(self, name: str, index: Any = ()) -> np.ndarray:
         array = self._array(name)
         try:
@@ -111,6 +206,7 @@ class ZarrStore(ArrayStore):
         except (ValueError, RuntimeError) as err:  # codec errors of a garbage chunk file
             raise self._damaged(name, err) from None
 
+    @_reading
     def read_into(self, name: str, index: tuple, out: np.ndarray) -> None:
         """Decode chunks straight into a C-contiguous destination (no temporary array)."""
         from zarr.core.buffer import default_buffer_prototype  # noqa: PLC0415
@@ -122,11 +218,17 @@ class ZarrStore(ArrayStore):
         except (ValueError, RuntimeError) as err:
             raise self._damaged(name, err) from None
 
+    @_reading
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._array(name).shape)
 
+    @_reading
     def has(self, name: str) -> bool:
-        return name in self.g
+        if name in self.g:
+            return True
+        if (self.path / name / METADATA).is_file():  # zarr cannot parse what is there
+            raise _failure(self.path, KeyError(name))
+        return False
 
     def flush(self) -> None:
         pass  # every chunk write is a finished file

@@ -8,6 +8,7 @@ import sys
 import click
 
 from emofuse.cache import open_cache, verify_cache
+from emofuse.cache.backends import DamagedCacheError
 from emofuse.cache.summary import format_summary, summarize
 
 
@@ -34,7 +35,11 @@ def verify(cache: str, progress: bool) -> None:
 
     Prints `digest: <sha256>`, a content digest equal for the same content in HDF5 and Zarr.
     """
-    result = verify_cache(cache, progress=progress)  # emofuse.progress: bars on a terminal only
+    try:
+        result = verify_cache(cache, progress=progress)  # emofuse.progress: bars on a terminal only
+    except DamagedCacheError as err:  # found damage too: the store cannot even be read
+        click.echo(f"verify: FAILED, {err}")
+        sys.exit(1)
     for problem in result.problems:
         click.echo(f"damaged: {problem}")
     click.echo(f"digest: {result.digest}")

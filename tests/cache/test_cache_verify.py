@@ -79,7 +79,10 @@ def test_damaged_zarr_arrays_are_one_line_errors(tmp_path):
     write_cache(path)
     chunk = path / "streams/speech/data/c/0/0/0"
     chunk.write_bytes(b"junk")  # a garbage chunk file (uncompressed: wrong size)
-    with open_cache(path) as c, pytest.raises(EmofuseError, match="cannot be decoded.*damaged"):
+    with (
+        open_cache(path) as c,
+        pytest.raises(EmofuseError, match=r"chunk file\(s\) of the wrong size.*damaged"),
+    ):
         c.load("speech", "data")
     shutil.rmtree(path / "streams/speech/data")  # the whole array gone
     with open_cache(path) as c, pytest.raises(EmofuseError, match="lacks array streams/speech"):
@@ -142,17 +145,19 @@ def test_all_zero_zarr_chunks_are_written_so_only_damage_is_missing(tmp_path):
 
 @pytest.mark.parametrize("cut", [1, 3000])
 def test_truncated_hdf5_cache_is_one_line_everywhere(tmp_path, cut):
-    """The HDF5 analogue: a cut-short file (an interrupted copy) fails to open, in one line."""
+    """The HDF5 analogue: a cut-short file (an interrupted copy) fails to open, in one line;
+    for verify that is damage (exit 1), not a wrong command (it said exit 2 "cannot open")."""
     path = tmp_path / "ref.h5"
     write_cache(path)
     path.write_bytes(path.read_bytes()[:-cut])
-    with pytest.raises(EmofuseError, match="truncated file"):
+    with pytest.raises(EmofuseError, match="is damaged \\(truncated file"):
         open_cache(path)
-    for command in ("info", "verify"):
+    for command, code, start in (("info", 2, "error: "), ("verify", 1, "verify: FAILED, ")):
         result = _cli(command, str(path))
         lines = result.output.strip().splitlines()
-        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
-        assert str(path) in lines[0] and "complete" not in lines[0]
+        assert result.exit_code == code and len(lines) == 1, result.output
+        assert lines[0].startswith(f"{start}{path} is damaged (truncated file"), lines[0]
+        assert "complete" not in lines[0] and "re-extract it" in lines[0]
 
 
 TINY_HEAD = str(Path(__file__).parents[1] / "train" / "tiny_head.py") + ":TinyHead"

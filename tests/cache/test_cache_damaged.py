@@ -1,0 +1,233 @@
+"""Damaged stores (headers, metadata, chunk files, checksums): one line everywhere, never "complete",
+and `emofuse verify` reports them as damage (exit 1)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from tests.cache.cache_synth import write_cache
+
+TINY_HEAD = str(Path(__file__).parents[1] / "train" / "tiny_head.py") + ":TinyHead"
+FIX = "re-extract it (delete it and rerun the same emofuse extract)"
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _train(cache: Path, out: Path):
+    return _cli(
+        "train", "--cache", str(cache), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(out),
+    )  # fmt: skip
+
+
+def _one_line(result, code: int) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == code and len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def _xor(path: Path, at: int, count: int = 64) -> None:
+    raw = bytearray(path.read_bytes())
+    for i in range(at, min(at + count, len(raw))):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def assert_damaged_everywhere(path: Path, tmp_path: Path, reason: str) -> None:
+    """info and train: exit 2, one `error:` line; verify: exit 1, one `verify: FAILED` line."""
+    for command in ("info", "verify"):
+        line = _one_line(_cli(command, str(path)), 1 if command == "verify" else 2)
+        start = "verify: FAILED, " if command == "verify" else "error: "
+        assert line.startswith(f"{start}{path} is damaged ("), line
+        assert re.search(reason, line) and line.endswith(FIX), line
+    line = _one_line(_train(path, tmp_path / "run"), 2)
+    assert line.startswith(f"error: {path} is damaged (") and line.endswith(FIX), line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "signature, reason",
+    [(b"HEAP", "bad local heap signature"), (b"SNOD", "bad symbol table node signature")],
+)
+def test_damaged_hdf5_metadata_is_one_line_and_verify_fails(tmp_path, signature, reason):
+    """64 bytes flipped in the root group's local heap or symbol table node: h5py raised
+    RuntimeError ("Unable to synchronously check link existence") out of info, verify, train."""
+    path = tmp_path / "ref.h5"
+    write_cache(path)
+    _xor(path, path.read_bytes().index(signature))
+    assert_damaged_everywhere(path, tmp_path, reason)
+
+
+@pytest.mark.parametrize("signature", [b"HEAP", b"SNOD", b"TREE"])
+def test_damaged_hdf5_group_deep_inside_is_found_at_open(tmp_path, signature):
+    """A damaged heap, symbol table or B-tree of the last group written (a checksums group that
+    info and train never touch): info said complete and train ran; the headers of every group
+    and array are now checked at open."""
+    path = tmp_path / "ref.h5"
+    write_cache(path)
+    _xor(path, path.read_bytes().rindex(signature))
+    assert_damaged_everywhere(path, tmp_path, "(bad|wrong) .*signature")
+
+
+TRUNCATED = '{"zarr_format": 3, "node_type": "array", "shape": [\n'
+
+
+@pytest.mark.parametrize(
+    "document, text",
+    [
+        ("streams/speech/data/zarr.json", TRUNCATED),
+        ("streams/speech/data/zarr.json", '{"zarr_format": 3, "node_type": "array"}'),
+        ("streams/speech/zarr.json", "{"),
+        ("table/zarr.json", ""),
+        ("zarr.json", '{"zarr_format": 3, "node_type": "gr'),
+    ],
+)
+def test_damaged_zarr_metadata_is_one_line_naming_the_file(tmp_path, document, text):
+    """A truncated or overwritten zarr.json raised json.decoder.JSONDecodeError (or zarr's own
+    errors) out of info, verify and train; now one line naming the broken metadata file."""
+    path = tmp_path / "ref.zarr"
+    write_cache(path)
+    (path / document).write_text(text)
+    name = re.escape(f"ref.zarr/{document}")
+    assert_damaged_everywhere(path, tmp_path, name)
+
+
+@pytest.mark.parametrize(
+    "chunk, keep",
+    [
+        ("streams/speech/data/c/0/0/0", 0.5),  # the audit's `truncate -s 31040` of 62080
+        ("streams/speech/data/c/1/0/0", 0.0),  # an empty file
+        ("streams/speech/offsets/c/0", 0.75),
+        ("table/c/0", 0.5),
+    ],
+)
+def test_truncated_uncompressed_zarr_chunk_is_damage(tmp_path, chunk, keep):
+    """A truncated uncompressed chunk file: info said complete (a deleted one was already
+    DAMAGED); its size must be what the chunk holds."""
+    path = tmp_path / "ref.zarr"
+    write_cache(path)
+    file = path / chunk
+    file.write_bytes(file.read_bytes()[: int(file.stat().st_size * keep)])
+    array = chunk.split("/c/")[0]
+    info = _cli("info", str(path))
+    assert "Traceback" not in info.output and "complete)" not in info.output, info.output
+    if info.exit_code == 0:
+        assert f"DAMAGED: array {array} has 1 chunk file(s) of the wrong size" in info.output
+    else:  # the table is read at open
+        line = _one_line(info, 2)
+        assert f"{array} has 1 chunk file(s) of the wrong size" in line, line
+    line = _one_line(_train(path, tmp_path / "run"), 2)
+    assert f"array {array} has 1 chunk file(s) of the wrong size" in line, line
+    assert f"ref.zarr/{chunk}" in line and "extract again" in line, line
+    verify = _cli("verify", str(path))
+    assert verify.exit_code == 1 and "verify: FAILED" in verify.output, verify.output
+    assert "wrong size" in verify.output and "Traceback" not in verify.output
+
+
+def _invert_signature(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(bytes(b ^ 0xFF for b in raw[:8]) + raw[8:])
+
+
+def _drop_root_metadata(path: Path) -> None:
+    (path / "zarr.json").unlink()
+
+
+def _truncate_h5(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _drop_emofuse_metadata(path: Path) -> None:
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            del f["meta"]
+    else:
+        doc = json.loads((path / "zarr.json").read_text())
+        del doc["attributes"]["emofuse"]
+        (path / "zarr.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "suffix, damage, reason",
+    [
+        (".h5", _truncate_h5, "truncated file"),
+        (".h5", _invert_signature, "its HDF5 signature is damaged"),
+        (".zarr", _drop_root_metadata, "its root zarr.json is missing"),
+        (".h5", _drop_emofuse_metadata, "its emofuse metadata is missing"),
+        (".zarr", _drop_emofuse_metadata, "its emofuse metadata is missing"),
+    ],
+)
+def test_a_cache_damaged_at_its_root_is_damage_not_another_file(tmp_path, suffix, damage, reason):
+    """verify said exit 2 "cannot open as an HDF5 cache" or "is not an emofuse cache (no emofuse
+    metadata); check the path" for a cache whose header or root metadata was damaged."""
+    path = tmp_path / f"ref{suffix}"
+    write_cache(path)
+    damage(path)
+    assert_damaged_everywhere(path, tmp_path, reason)
+
+
+def _unrelated_hdf5(path: Path) -> None:
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(3)
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("notes.h5", lambda p: p.write_text("hello\n")),
+        ("other.h5", _unrelated_hdf5),
+        ("empty.zarr", lambda p: p.mkdir()),
+        ("folder.zarr", lambda p: (p.mkdir(), (p / "streams").mkdir())),
+    ],
+)
+def test_something_else_is_still_not_an_emofuse_cache(tmp_path, name, make):
+    path = tmp_path / name
+    make(path)
+    for command in ("info", "verify"):
+        line = _one_line(_cli(command, str(path)), 2)
+        assert (
+            line == f"error: {path} is not an emofuse cache (no emofuse metadata); check the path"
+        )
+
+
+def test_deleted_checksums_are_one_line_in_verify(tmp_path, reference):
+    """`del f['checksums']`: verify printed one "damaged:" line per array, each saying to run
+    `emofuse verify` to list the damage (circular); now one line: it cannot be verified."""
+    path, _ = reference
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            del f["checksums"]
+    else:
+        shutil.rmtree(path / "checksums")
+    line = _one_line(_cli("verify", str(path)), 1)
+    assert line == (
+        f"verify: FAILED, {path} is damaged (its checksums are missing, deleted after "
+        f"extraction, so it cannot be verified); {FIX}"
+    )
+    info = _cli("info", str(path))
+    assert info.exit_code == 0 and "complete)" not in info.output, info.output
+    assert "DAMAGED: its checksums are missing" in info.output.splitlines()[0]
+
+
+def test_one_deleted_checksum_array_is_not_circular(tmp_path, reference):
+    path, _ = reference
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            del f["checksums/speech/data"]
+    else:
+        shutil.rmtree(path / "checksums/speech/data")
+    verify = _cli("verify", str(path))
+    assert verify.exit_code == 1 and "run `emofuse verify" not in verify.output, verify.output
+    assert "damaged: stream 'speech' array 'data': stored checksums missing" in verify.output

@@ -24,12 +24,6 @@ from emofuse.streams import GRANULARITIES, SEGMENT_TIERS
 FRAME = "frame"  # the reference row: every other row is compared with it
 BASELINES = (FRAME, *SEGMENT_TIERS, "text")  # single-model rows, without fusion
 ALL_SPEECH = "+".join(["speech", *SEGMENT_TIERS])  # the audio head's multi-granularity input
-PAPER = {
-    "source": "Zhao, Wang & Wang, Multi-level Fusion of Wav2vec 2.0 and BERT for Multimodal "
-    "Emotion Recognition, Interspeech 2022 (abstract: ../shared/seeds)",
-    "claim": "early + late fusion with multi-granularity speech outperforms the best baseline",
-    "UA_gain": 1.3,  # points, IEMOCAP
-}
 
 
 def rows(split: str = "loso") -> list[Row]:
@@ -64,9 +58,11 @@ def _cells(comparisons: list[dict[str, Any]]) -> tuple[str, str]:
 def write_table(table_rows: list[Row], runs: dict[str, dict[int, Path]], out: Path) -> Path:
     """DIR/table.md (every row against frame-only, the final system against the best baseline) and
     DIR/table.png."""
+    from emofuse.reproduce.plan import paper_figures
     from emofuse.reproduce.table import plot_rows, pm, row_scores
     from emofuse.train.compare import compare_runs
 
+    paper = paper_figures("multilevel")
     seeds = sorted({s for r in runs.values() for s in r})
     scores = {row.slug: row_scores(runs[row.slug]) for row in table_rows}
     per_seed = {s: compare_runs([runs[row.slug][s] for row in table_rows]) for s in seeds}
@@ -77,7 +73,7 @@ def write_table(table_rows: list[Row], runs: dict[str, dict[int, Path]], out: Pa
     lines = [
         "# Multi-level fusion of speech SSL and BERT reproduced",
         "",
-        f"Paper: {PAPER['source']}. Ours: mean over folds, then mean ± std over seeds "
+        f"Paper: {paper['source']}. Ours: mean over folds, then mean ± std over seeds "
         f"{','.join(map(str, seeds))} (%); split {per_seed[seeds[0]]['split']}, "
         f"{per_seed[seeds[0]]['n_folds']} folds. Δ: pooled UA − the frame-only row's, with its "
         "95 % bootstrap CI (test utterances resampled within folds) and the Wilcoxon signed-rank "
@@ -104,7 +100,7 @@ def write_table(table_rows: list[Row], runs: dict[str, dict[int, Path]], out: Pa
     diff, p = _cells(gain)
     lines += [
         "",
-        f"The abstract: {PAPER['claim']}: +{PAPER['UA_gain']:.1f} UA (IEMOCAP). Ours: {final} "
+        f"The abstract: {paper['claim']}: +{paper['UA_gain']:.1f} UA (IEMOCAP). Ours: {final} "
         f"vs the best baseline row ({best}, the highest pooled UA of "
         f"{', '.join(BASELINES)}): {diff} (p {p}).",
         "",

@@ -7,8 +7,11 @@ A row is either a training row (``head`` with ``--set`` overrides on top of the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -27,3 +30,10 @@ class Row:
 
 def run_dir(out: Path, slug: str, seed: int) -> Path:
     return Path(out) / slug / f"seed{seed}"
+
+
+def paper_figures(paper: str) -> dict[str, Any]:
+    """The published figures of ``paper`` (tdfnet, multilevel) from paper_figures.json, the one
+    data file that holds them, each with the table or statement it comes from."""
+    text = resources.files("emofuse.reproduce").joinpath("paper_figures.json").read_text()
+    return json.loads(text)[paper]

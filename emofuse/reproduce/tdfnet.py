@@ -7,11 +7,10 @@ the head and this table cannot drift apart.
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from typing import Any
 
 from emofuse.errors import EmofuseError
+from emofuse.reproduce import plan
 from emofuse.reproduce.plan import Row
 
 HEAD = "tdfnet"
@@ -47,9 +46,8 @@ TABLES = (1, 5)
 
 
 def paper_figures() -> dict[str, Any]:
-    """paper_figures.json: per table its name and per row (slug) the published WA/UA (%)."""
-    text = resources.files("emofuse.reproduce").joinpath("paper_figures.json").read_text()
-    return json.loads(text)
+    """paper_figures.json's TDFNet part: per table its name and per row (slug) WA/UA (%)."""
+    return plan.paper_figures("tdfnet")
 
 
 def fold_key(split: str, test_name: str, fold: int) -> str:

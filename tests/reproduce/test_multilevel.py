@@ -59,6 +59,7 @@ def test_every_row_is_written_compared_with_frame_only_and_a_rerun_reuses_them(
         assert cell in lines[slug] and f"| {c['p']:.3g} |" in lines[slug], lines[slug]
     assert re.search(r"Ours: early-late vs the best baseline row \((frame|phone|syllable|word|"
                      r"text), .*\): [+-]\d+\.\d\d \[", md)  # fmt: skip
+    assert "+1.3 UA (IEMOCAP)" in md  # the abstract's figure, from paper_figures.json
     assert (out / "table.png").stat().st_size > 0
 
     calls = []

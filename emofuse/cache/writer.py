@@ -31,8 +31,10 @@ from emofuse.cache.parts import (
     MANIFEST,
     commit_part,
     list_parts,
+    part_damage,
     part_name,
     remove_stale_temps,
+    set_aside,
     write_json_atomically,
 )
 from emofuse.cache.schema import (
@@ -95,6 +97,10 @@ class CacheWriter:
         self._ids: set[str] = set()
         self._rows: dict[str, dict[str, Any]] = {}
         self._indexes: dict[str, dict] = {}  # committed parts already checked
+        # parts found damaged on opening (size or CRC-32 against what was recorded at commit) and
+        # set aside: their utterances are no longer done, so they are encoded again. One
+        # (part, problem, utterances) each, for the caller to report.
+        self.dropped: list[tuple[Path, str, int]] = []
         self._complete = False
         self._closed = False
         if self.path.exists():
@@ -181,9 +187,19 @@ class CacheWriter:
                 "fingerprint; use the same streams to resume, or choose another output name"
             )
 
+    def _array_keys(self) -> list[str]:
+        return [
+            f"{name}.{aname}"
+            for name, spec in self.specs.items()
+            for aname, aspec in spec.arrays.items()
+            if not aspec.is_str
+        ]
+
     def _scan_done(self) -> set[str]:
         """Ids of every committed part; each part is checked whole (index readable, of this
-        fingerprint, every array file there) before anything new is encoded."""
+        fingerprint, every array file there, every file's size and CRC-32 as recorded at commit)
+        before anything new is encoded. A part whose files are damaged is set aside (see
+        ``dropped``): its utterances are not done and are encoded again."""
         done: set[str] = set()
         for path in list_parts(self.folder):
             redo = f"delete the folder {path} (its utterances are extracted again) and rerun"
@@ -207,6 +223,11 @@ class CacheWriter:
                         file = path / f"{name}.{aname}.npy"
                         if not aspec.is_str and not file.is_file():
                             raise EmofuseError(f"{file} is missing (deleted or lost); {redo}")
+                problem = part_damage(path, index, self._array_keys())
+                if problem is not None:
+                    set_aside(path)
+                    self.dropped.append((path, problem, len(rows) + len(skipped)))
+                    continue
                 index = {"rows": rows, "skipped": skipped}
                 self._indexes[path.name] = index
             done.update(index["rows"])
@@ -351,13 +372,17 @@ class CacheWriter:
                 )  # (rows, *row_shape)
                 arrays[key] = np.moveaxis(rows, 1, 0) if aspec.layered else rows  # (L, rows, D)
         try:
-            commit_part(self.folder, self.rank, self._seq, index, arrays)
+            final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
             raise EmofuseError(
                 f"cannot write {self.path} ({os_reason(err)}): free disk space or make "
                 f"{self.folder.parent} writable, then rerun the same command: it resumes from the "
                 f"{self._seq} part(s) already committed"
             ) from err
+        self._indexes[final.name] = {
+            "rows": {m["id"]: m for m in index["meta"]},
+            "skipped": [s["id"] for s in index["skipped"]],
+        }
         self._seq += 1
         self._buffer, self._skips, self._buffered_bytes = [], [], 0
 

@@ -8,6 +8,7 @@ rerunning the same command resumes it.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -106,6 +107,14 @@ def run_extract(
             progress=cfg.progress and ddp.rank == 0,
         )
         done = set(writer.done_ids())
+        if ddp.rank == 0:
+            for part, problem, count in writer.dropped:  # checked before anything is encoded
+                print(
+                    f"warning: {part} is damaged ({problem}); set aside, its {count} "
+                    "utterance(s) are encoded again",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if done:
             check_resumed(
                 Path(cfg.out), writer.stored_rows(), utts, writer.complete, cfg.decode_workers

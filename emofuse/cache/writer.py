@@ -48,6 +48,7 @@ from emofuse.cache.schema import (
     parts_dir,
 )
 from emofuse.cache.store import open_store
+from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason
 
 
@@ -113,13 +114,27 @@ class CacheWriter:
         store, meta = open_store(self.path)  # EmofuseError: not a cache / newer format
         try:
             self._check_fingerprint(meta, str(self.path))
+            # a finished store is only "already there" if it still is: every checksum re-read
+            # (deleted datasets, flipped bytes, lost Zarr chunks), as `emofuse verify` does
+            result = verify_store(store, meta, progress=self.progress)
+            if result.ok and meta.get("digest") not in (None, result.digest):
+                result.problems.append(
+                    f"content digest {result.digest[:12]}… != {str(meta['digest'])[:12]}… recorded"
+                )
+            if not result.ok:
+                more = len(result.problems) - 1
+                raise EmofuseError(
+                    f"{self.path} is damaged ({result.problems[0]}"
+                    + (f"; and {more} more problem(s)" if more else "")
+                    + "): delete it and rerun to re-extract"
+                )
             table = json.loads(little_endian(store.read("table", (slice(None),))).tobytes())
         finally:
             store.close()
         self._ids = set(table["id"]) | {s["id"] for s in meta["skipped"]}
         columns = list(table)
         self._rows = {uid: {c: table[c][i] for c in columns} for i, uid in enumerate(table["id"])}
-        self._digest = meta.get("digest")
+        self._digest = result.digest
         self._complete = True
         if self.rank == 0 and self.folder.is_dir():  # killed between the final rename and cleanup
             shutil.rmtree(self.folder)

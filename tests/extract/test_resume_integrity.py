@@ -12,6 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -23,6 +24,7 @@ from emofuse.errors import EmofuseError
 from tests.extract.test_faults_extract import (
     N_CLIPS,
     child_env,
+    error_line,
     manifest_args,
     write_manifest,
 )
@@ -74,11 +76,7 @@ def flip_middle(file: Path, n: int = 32) -> None:
 @pytest.mark.parametrize("suffix", [".h5", ".zarr"])
 @pytest.mark.parametrize("damage", ["truncated", "flipped"])
 def test_a_damaged_committed_part_is_set_aside_and_encoded_again(
-    tmp_path,
-    tiny,
-    clips,
-    suffix,
-    damage,
+    tmp_path, tiny, clips, suffix, damage
 ):
     """A part's speech.data.npy truncated (the resume used to crash with numpy's ValueError
     traceback) or 32 bytes flipped in its values (the resume used to keep them, and the final
@@ -119,3 +117,66 @@ def test_consolidation_refuses_a_part_damaged_after_the_resume_checked_it(tmp_pa
     assert msg.startswith(f"{parts / 'rank000-000001'} is damaged (speech.data.npy: CRC-32 ")
     assert "rerun the same `emofuse extract` command" in msg and "\n" not in msg
     assert not out.exists() and len(list(parts.glob("rank*"))) == 2
+
+
+def _flip_h5(path: Path, name: str, n: int = 16) -> None:
+    with h5py.File(path, "r+") as f:
+        data = f[name][...]
+        raw = data.view(np.uint8).reshape(-1)
+        mid = raw.size // 2
+        raw[mid : mid + n] ^= 0xFF
+        f[name][...] = data
+
+
+def _flip_zarr(path: Path, name: str, n: int = 16) -> None:
+    import zarr
+
+    arr = zarr.open_array(str(path / name), mode="r+")
+    data = arr[...]
+    raw = data.view(np.uint8).reshape(-1)
+    mid = raw.size // 2
+    raw[mid : mid + n] ^= 0xFF
+    arr[...] = data
+
+
+def _delete_h5(path: Path, name: str) -> None:
+    with h5py.File(path, "r+") as f:
+        del f[name]
+
+
+def _delete_zarr_chunk(path: Path, name: str) -> None:
+    chunks = sorted((path / name / "c").rglob("*"))
+    files = [c for c in chunks if c.is_file()]
+    assert files
+    files[-1].unlink()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "damage"),
+    [
+        (".h5", _delete_h5),
+        (".h5", _flip_h5),
+        (".zarr", _delete_zarr_chunk),
+        (".zarr", _flip_zarr),
+    ],
+    ids=["h5-dataset-deleted", "h5-bytes-flipped", "zarr-chunk-deleted", "zarr-bytes-flipped"],
+)
+def test_a_rerun_into_a_damaged_complete_store_says_it_is_damaged(
+    tmp_path, tiny, clips, suffix, damage
+):
+    """The same command on a finished store that was damaged afterwards used to say every
+    utterance was "already there", print the intact digest and exit 0 while `verify` said
+    FAILED. It verifies the store first and says, in one line, that it is damaged."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / f"done{suffix}"
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, out)).exit_code == 0
+    same = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert same.exit_code == 0 and f"{N_CLIPS} were already there" in same.output, same.output
+    damage(out, "streams/speech/data")
+    assert "verify: FAILED" in CliRunner().invoke(cli, ["verify", str(out)]).output
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert line.startswith(f"error: {out} is damaged (stream 'speech'"), line
+    assert line.endswith("): delete it and rerun to re-extract"), line
+    assert "already there" not in again.output and "digest:" not in again.output

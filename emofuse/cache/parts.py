@@ -125,11 +125,12 @@ def commit_part(
     return final
 
 
-def part_damage(path: Path, index: dict, keys: list[str]) -> str | None:
+def part_damage(path: Path, index: dict, keys: list[str], read: bool = True) -> str | None:
     """What is wrong with the array files ``keys`` (``stream.array``) of the committed part at
     ``path``, or None. Checked against the size and CRC-32 recorded in ``index["files"]`` at commit
-    (every byte is read); a part written before those were recorded gets a structural check (its
-    ``.npy`` header against the file size). A missing file is the caller's to report."""
+    (every byte is read; ``read=False``: the sizes only); a part written before those were recorded
+    gets a structural check (its ``.npy`` header against the file size). A missing file is the
+    caller's to report."""
     recorded = index.get("files")
     for key in keys:
         name = f"{key}.npy"
@@ -141,7 +142,7 @@ def part_damage(path: Path, index: dict, keys: list[str]) -> str | None:
             if want is None:
                 problem = _npy_size_problem(file)
             else:
-                problem = _crc_problem(file, int(want["bytes"]), int(want["crc32"]))
+                problem = _crc_problem(file, int(want["bytes"]), int(want["crc32"]), read)
         except OSError as err:
             problem = f"unreadable ({err.strerror or type(err).__name__})"
         except (KeyError, TypeError, ValueError):
@@ -151,10 +152,12 @@ def part_damage(path: Path, index: dict, keys: list[str]) -> str | None:
     return None
 
 
-def _crc_problem(file: Path, size: int, crc: int) -> str | None:
+def _crc_problem(file: Path, size: int, crc: int, read: bool = True) -> str | None:
     got = file.stat().st_size
     if got != size:
         return f"{got} bytes, {size} were written ({'truncated' if got < size else 'grown'})"
+    if not read:
+        return None
     value = 0
     with open(file, "rb") as fh:
         while block := fh.read(READ_BYTES):

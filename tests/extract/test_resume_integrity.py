@@ -90,6 +90,11 @@ def test_a_damaged_committed_part_is_set_aside_and_encoded_again(
     parts = killed_after_two_parts(tiny, manifest, out)
     victim = parts / "rank000-000000" / "speech.data.npy"
     (truncate if damage == "truncated" else flip_middle)(victim)
+    if damage == "truncated":  # info names it (sizes only: a flip needs the resume's CRC read)
+        info = CliRunner().invoke(cli, ["info", str(out)])
+        assert info.exit_code == 0, info.output
+        assert "DAMAGED: part rank000-000000 damaged (speech.data.npy: " in info.output
+        assert "(truncated)); rerun the same `emofuse extract`" in info.output
     again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
     assert again.exit_code == 0, again.output
     assert "Traceback" not in again.output

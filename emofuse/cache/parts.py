@@ -30,6 +30,7 @@ from emofuse.fileio import atomic_open, fsync_path
 PART_RE = re.compile(r"^rank(\d{3,})-(\d{6,})$")
 MANIFEST = "manifest.json"
 READ_BYTES = 16 << 20  # one read step when checking a part file's CRC
+INDEX_CRC = "index_crc32"  # index.json's CRC-32 of its own canonical JSON without this field
 
 
 class _CrcWriter:
@@ -113,6 +114,8 @@ def commit_part(
                 os.fsync(fh.fileno())
             files[f"{key}.npy"] = {"bytes": out.size, "crc32": out.crc}
         index["files"] = files
+        index.pop(INDEX_CRC, None)
+        index[INDEX_CRC] = zlib.crc32(canonical_json(index))  # the index's own bytes, last
         write_file_durably(tmp / "index.json", canonical_json(index))
         fsync_path(tmp)
     except OSError:  # disk full, read-only ...: no half-written part is left behind
@@ -131,6 +134,13 @@ def part_damage(path: Path, index: dict, keys: list[str], read: bool = True) -> 
     (every byte is read; ``read=False``: the sizes only); a part written before those were recorded
     gets a structural check (its ``.npy`` header against the file size). A missing file is the
     caller's to report."""
+    if INDEX_CRC in index:  # the table rows, row counts and strings come from the index
+        rest = {k: v for k, v in index.items() if k != INDEX_CRC}
+        try:
+            if zlib.crc32(canonical_json(rest)) != int(index[INDEX_CRC]):
+                return "index.json: its content changed since it was written (CRC-32 mismatch)"
+        except (TypeError, ValueError):
+            return "index.json: its recorded checksum is unreadable"
     recorded = index.get("files")
     for key in keys:
         name = f"{key}.npy"

@@ -8,6 +8,7 @@ store verifies its checksums before calling it complete.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -74,13 +75,14 @@ def flip_middle(file: Path, n: int = 32) -> None:
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("suffix", [".h5", ".zarr"])
-@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "index-edited"])
 def test_a_damaged_committed_part_is_set_aside_and_encoded_again(
     tmp_path, tiny, clips, suffix, damage
 ):
     """A part's speech.data.npy truncated (the resume used to crash with numpy's ValueError
     traceback) or 32 bytes flipped in its values (the resume used to keep them, and the final
-    checksums, computed from the part, blessed them: verify ok, another digest). Now the resume
+    checksums, computed from the part, blessed them: verify ok, another digest), or a value in its
+    index.json edited (its table row: the same silent change). Now the resume
     names the part and why, sets it aside and encodes its utterance again: the digest equals an
     uninterrupted run's."""
     manifest = write_manifest(tmp_path / "c", clips)
@@ -89,7 +91,12 @@ def test_a_damaged_committed_part_is_set_aside_and_encoded_again(
     out = tmp_path / f"out{suffix}"
     parts = killed_after_two_parts(tiny, manifest, out)
     victim = parts / "rank000-000000" / "speech.data.npy"
-    (truncate if damage == "truncated" else flip_middle)(victim)
+    if damage == "index-edited":  # still valid JSON, one table value changed
+        index = json.loads((victim.parent / "index.json").read_text())
+        index["meta"][0]["duration"] += 1.0
+        (victim.parent / "index.json").write_text(json.dumps(index))
+    else:
+        (truncate if damage == "truncated" else flip_middle)(victim)
     if damage == "truncated":  # info names it (sizes only: a flip needs the resume's CRC read)
         info = CliRunner().invoke(cli, ["info", str(out)])
         assert info.exit_code == 0, info.output
@@ -100,8 +107,11 @@ def test_a_damaged_committed_part_is_set_aside_and_encoded_again(
     assert "Traceback" not in again.output
     warning = [x for x in again.output.splitlines() if x.startswith("warning: ")]
     assert len(warning) == 1, again.output
-    why = "truncated" if damage == "truncated" else "content changed"
-    assert warning[0].startswith(f"warning: {parts / 'rank000-000000'} is damaged (speech.data.npy")
+    why = {"truncated": "truncated", "flipped": "content changed", "index-edited": "changed"}[
+        damage
+    ]
+    file = "index.json" if damage == "index-edited" else "speech.data.npy"
+    assert warning[0].startswith(f"warning: {parts / 'rank000-000000'} is damaged ({file}: ")
     assert why in warning[0] and "its 1 utterance(s) are encoded again" in warning[0]
     assert "resuming: 1 already stored" in again.output, again.output
     assert f"stored {N_CLIPS - 1} utterances" in again.output

@@ -18,7 +18,7 @@ import numpy as np
 from emofuse import faults
 from emofuse.cache.backends import backend_of, make_store
 from emofuse.cache.layout import StoreLayout, chunk_shape, little_endian, stored_name, stored_shape
-from emofuse.cache.parts import MANIFEST, fsync_path, fsync_tree
+from emofuse.cache.parts import MANIFEST, fsync_path, fsync_tree, part_damage
 from emofuse.cache.schema import RAGGED, parts_dir
 from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason
@@ -40,6 +40,7 @@ def consolidate(
     if not (folder / MANIFEST).is_file():
         raise EmofuseError(f"{folder}: no parts to consolidate; run the extraction first")
     plan = StoreLayout(folder, order)
+    _check_parts(plan)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a consolidation killed midway
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -57,6 +58,30 @@ def consolidate(
     faults.reach("consolidate-renamed")
     shutil.rmtree(folder)  # only after the complete store is durable under its final name
     return digest
+
+
+def _check_parts(plan: StoreLayout) -> None:
+    """Every part's files against the sizes and CRC-32s recorded at commit, before anything is
+    written: the final checksums are computed from the parts, so they would bless a damaged one."""
+    keys = [
+        f"{name}.{aname}"
+        for name, spec in plan.specs.items()
+        for aname, aspec in spec.arrays.items()
+        if not aspec.is_str
+    ]
+    for part in plan.parts:
+        missing = [k for k in keys if not (part.path / f"{k}.npy").is_file()]
+        if missing:
+            raise EmofuseError(
+                f"{part.path / missing[0]}.npy is missing (deleted or lost); delete the folder "
+                f"{part.path} (its utterances are extracted again) and rerun"
+            )
+        problem = part_damage(part.path, part.index, keys)
+        if problem is not None:
+            raise EmofuseError(
+                f"{part.path} is damaged ({problem}); rerun the same `emofuse extract` command: "
+                f"it sets the part aside and encodes its {len(part.ids)} utterance(s) again"
+            )
 
 
 def _write_store(

@@ -2,10 +2,13 @@
 
 ``NAME.h5.parts/`` holds ``manifest.json`` (fingerprint, settings, stream specs) and one folder per
 committed batch, ``rank{r:03d}-{k:06d}/``: ``index.json`` (ids, table rows, row counts, strings,
-skips) plus one ``.npy`` per numeric array. A part is written under a temporary name, every file is
+skips, and ``files``: the byte size and CRC-32 of every ``.npy`` as written) plus one ``.npy`` per
+numeric array. A part is written under a temporary name, every file is
 fsynced, then the folder is renamed into place (atomic on POSIX) and the parent fsynced: after a
-SIGKILL or a power loss a part is either fully there or absent, never torn. Parts are memory-mapped
-when consolidated, so a 64 GB cache never has to fit in memory.
+SIGKILL or a power loss a part is either fully there or absent, never torn. A committed part can still be damaged later (a truncated copy, a bad disk): ``part_damage``
+re-reads its files against the recorded sizes and CRCs, on resume (before anything is encoded) and
+again when consolidating. Parts are memory-mapped when consolidated, so a 64 GB cache never has to
+fit in memory.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import zlib
 from functools import cached_property
 from pathlib import Path
 
@@ -25,6 +29,22 @@ from emofuse.fileio import atomic_open, fsync_path
 
 PART_RE = re.compile(r"^rank(\d{3,})-(\d{6,})$")
 MANIFEST = "manifest.json"
+READ_BYTES = 16 << 20  # one read step when checking a part file's CRC
+INDEX_CRC = "index_crc32"  # index.json's CRC-32 of its own canonical JSON without this field
+
+
+class _CrcWriter:
+    """A file wrapper that counts and CRC-32s what ``np.save`` writes (header and data), so a
+    part records the checksum of its files without reading them back."""
+
+    def __init__(self, fh) -> None:
+        self.fh, self.crc, self.size = fh, 0, 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.crc = zlib.crc32(view, self.crc)
+        self.size += len(view)
+        return self.fh.write(view)
 
 
 def fsync_tree(root: Path) -> None:
@@ -85,11 +105,17 @@ def commit_part(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+        files = {}
         for key, value in arrays.items():
             with open(tmp / f"{key}.npy", "wb") as fh:
-                np.save(fh, np.ascontiguousarray(value), allow_pickle=False)
+                out = _CrcWriter(fh)
+                np.save(out, np.ascontiguousarray(value), allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
+            files[f"{key}.npy"] = {"bytes": out.size, "crc32": out.crc}
+        index["files"] = files
+        index.pop(INDEX_CRC, None)
+        index[INDEX_CRC] = zlib.crc32(canonical_json(index))  # the index's own bytes, last
         write_file_durably(tmp / "index.json", canonical_json(index))
         fsync_path(tmp)
     except OSError:  # disk full, read-only ...: no half-written part is left behind
@@ -100,6 +126,91 @@ def commit_part(
     fsync_path(folder)
     faults.reach("part-committed")
     return final
+
+
+def part_damage(path: Path, index: dict, keys: list[str], read: bool = True) -> str | None:
+    """What is wrong with the array files ``keys`` (``stream.array``) of the committed part at
+    ``path``, or None. Checked against the size and CRC-32 recorded in ``index["files"]`` at commit
+    (every byte is read; ``read=False``: the sizes only); a part written before those were recorded
+    gets a structural check (its ``.npy`` header against the file size). A missing file is the
+    caller's to report."""
+    if INDEX_CRC in index:  # the table rows, row counts and strings come from the index
+        rest = {k: v for k, v in index.items() if k != INDEX_CRC}
+        try:
+            if zlib.crc32(canonical_json(rest)) != int(index[INDEX_CRC]):
+                return "index.json: its content changed since it was written (CRC-32 mismatch)"
+        except (TypeError, ValueError):
+            return "index.json: its recorded checksum is unreadable"
+    recorded = index.get("files")
+    for key in keys:
+        name = f"{key}.npy"
+        file = path / name
+        if not file.is_file():
+            continue
+        want = recorded.get(name) if isinstance(recorded, dict) else None
+        try:
+            if want is None:
+                problem = _npy_size_problem(file)
+            else:
+                problem = _crc_problem(file, int(want["bytes"]), int(want["crc32"]), read)
+        except OSError as err:
+            problem = f"unreadable ({err.strerror or type(err).__name__})"
+        except (KeyError, TypeError, ValueError):
+            problem = "its recorded checksum is unreadable"
+        if problem:
+            return f"{name}: {problem}"
+    return None
+
+
+def _crc_problem(file: Path, size: int, crc: int, read: bool = True) -> str | None:
+    got = file.stat().st_size
+    if got != size:
+        return f"{got} bytes, {size} were written ({'truncated' if got < size else 'grown'})"
+    if not read:
+        return None
+    value = 0
+    with open(file, "rb") as fh:
+        while block := fh.read(READ_BYTES):
+            value = zlib.crc32(block, value)
+    if value != crc:
+        return f"CRC-32 {value:08x} != {crc:08x} recorded when it was written (content changed)"
+    return None
+
+
+def _npy_size_problem(file: Path) -> str | None:
+    """A part without recorded checksums: the header must parse and match the file size."""
+    with open(file, "rb") as fh:
+        try:
+            major, _minor = np.lib.format.read_magic(fh)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _fortran, dtype = read(fh)
+        except ValueError as err:
+            return f"unreadable header ({err})"
+        want = fh.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    got = file.stat().st_size
+    if got != want:
+        return f"{got} bytes, its header needs {want} ({'truncated' if got < want else 'grown'})"
+    return None
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move a damaged part out of the journal (kept beside it as ``.damaged-NAME``, removed with
+    the parts folder after consolidation); None if another rank moved it first."""
+    target = path.with_name(f".damaged-{path.name}")
+    k = 0
+    while target.exists():
+        k += 1
+        target = path.with_name(f".damaged-{path.name}.{k}")
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    fsync_path(path.parent)
+    return target
 
 
 class Part:

@@ -26,7 +26,7 @@ from emofuse.cache.layout import (
     stored_name,
     stored_shape,
 )
-from emofuse.cache.parts import MANIFEST
+from emofuse.cache.parts import MANIFEST, part_damage
 from emofuse.cache.schema import (
     FIXED,
     TABLE_COLUMNS,
@@ -56,6 +56,21 @@ class PartsStore(ArrayStore):
 
     def read_meta(self) -> dict:
         return self._meta
+
+    def missing_chunks(self) -> list[str]:
+        """Parts whose files no longer have the size recorded at commit (truncated): what a
+        resume sets aside and encodes again. Sizes only; the CRC-32s are read by the resume."""
+        keys = [
+            f"{name}.{aname}"
+            for name, spec in self.plan.specs.items()
+            for aname, aspec in spec.arrays.items()
+            if not aspec.is_str
+        ]
+        found = []
+        for part in self.plan.parts:
+            if problem := part_damage(part.path, part.index, keys, read=False):
+                found.append(f"part {part.path.name} damaged ({problem})")
+        return found
 
     def _materialise(self, name: str) -> np.ndarray:
         if name in self._arrays:

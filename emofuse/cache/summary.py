@@ -64,7 +64,13 @@ def human(n: float) -> str:
 def format_summary(s: dict[str, Any]) -> str:
     state = "complete" if s["complete"] else "INCOMPLETE"
     if s.get("damaged"):
-        state = f"DAMAGED: {s['damaged'][0]}; run `emofuse verify` and extract again"
+        fix = (
+            "rerun the same `emofuse extract`: it sets damaged parts aside and encodes their "
+            "utterances again"
+            if s["backend"] == backend_label("parts")
+            else "run `emofuse verify` and extract again"
+        )
+        state = f"DAMAGED: {s['damaged'][0]}; {fix}"
     lines = [
         f"cache:       {s['path']} ({s['backend']}, {state})",
         f"format:      v{s['format_version']}, written by emofuse {s['emofuse_version']}, "

@@ -31,8 +31,10 @@ from emofuse.cache.parts import (
     MANIFEST,
     commit_part,
     list_parts,
+    part_damage,
     part_name,
     remove_stale_temps,
+    set_aside,
     write_json_atomically,
 )
 from emofuse.cache.schema import (
@@ -46,6 +48,7 @@ from emofuse.cache.schema import (
     parts_dir,
 )
 from emofuse.cache.store import open_store
+from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason
 
 
@@ -104,6 +107,10 @@ class CacheWriter:
         self._ids: set[str] = set()
         self._rows: dict[str, dict[str, Any]] = {}
         self._indexes: dict[str, dict] = {}  # committed parts already checked
+        # parts found damaged on opening (size or CRC-32 against what was recorded at commit) and
+        # set aside: their utterances are no longer done, so they are encoded again. One
+        # (part, problem, utterances) each, for the caller to report.
+        self.dropped: list[tuple[Path, str, int]] = []
         self._complete = False
         self._closed = False
         if self.path.exists():
@@ -116,13 +123,27 @@ class CacheWriter:
         store, meta = open_store(self.path)  # EmofuseError: not a cache / newer format
         try:
             self._check_fingerprint(meta, str(self.path))
+            # a finished store is only "already there" if it still is: every checksum re-read
+            # (deleted datasets, flipped bytes, lost Zarr chunks), as `emofuse verify` does
+            result = verify_store(store, meta, progress=self.progress)
+            if result.ok and meta.get("digest") not in (None, result.digest):
+                result.problems.append(
+                    f"content digest {result.digest[:12]}… != {str(meta['digest'])[:12]}… recorded"
+                )
+            if not result.ok:
+                more = len(result.problems) - 1
+                raise EmofuseError(
+                    f"{self.path} is damaged ({result.problems[0]}"
+                    + (f"; and {more} more problem(s)" if more else "")
+                    + "): delete it and rerun to re-extract"
+                )
             table = json.loads(little_endian(store.read("table", (slice(None),))).tobytes())
         finally:
             store.close()
         self._ids = set(table["id"]) | {s["id"] for s in meta["skipped"]}
         columns = list(table)
         self._rows = {uid: {c: table[c][i] for c in columns} for i, uid in enumerate(table["id"])}
-        self._digest = meta.get("digest")
+        self._digest = result.digest
         self._complete = True
         if self.rank == 0 and self.folder.is_dir():  # killed between the final rename and cleanup
             shutil.rmtree(self.folder)
@@ -190,9 +211,19 @@ class CacheWriter:
                 "fingerprint; use the same streams to resume, or choose another output name"
             )
 
+    def _array_keys(self) -> list[str]:
+        return [
+            f"{name}.{aname}"
+            for name, spec in self.specs.items()
+            for aname, aspec in spec.arrays.items()
+            if not aspec.is_str
+        ]
+
     def _scan_done(self) -> set[str]:
         """Ids of every committed part; each part is checked whole (index readable, of this
-        fingerprint, every array file there) before anything new is encoded."""
+        fingerprint, every array file there, every file's size and CRC-32 as recorded at commit)
+        before anything new is encoded. A part whose files are damaged is set aside (see
+        ``dropped``): its utterances are not done and are encoded again."""
         done: set[str] = set()
         for path in list_parts(self.folder):
             redo = f"delete the folder {path} (its utterances are extracted again) and rerun"
@@ -216,6 +247,11 @@ class CacheWriter:
                         file = path / f"{name}.{aname}.npy"
                         if not aspec.is_str and not file.is_file():
                             raise EmofuseError(f"{file} is missing (deleted or lost); {redo}")
+                problem = part_damage(path, index, self._array_keys())
+                if problem is not None:
+                    set_aside(path)
+                    self.dropped.append((path, problem, len(rows) + len(skipped)))
+                    continue
                 index = {"rows": rows, "skipped": skipped}
                 self._indexes[path.name] = index
             done.update(index["rows"])
@@ -360,13 +396,17 @@ class CacheWriter:
                 )  # (rows, *row_shape)
                 arrays[key] = np.moveaxis(rows, 1, 0) if aspec.layered else rows  # (L, rows, D)
         try:
-            commit_part(self.folder, self.rank, self._seq, index, arrays)
+            final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
             raise EmofuseError(
                 f"cannot write {self.path} ({os_reason(err)}): free disk space or make "
                 f"{self.folder.parent} writable, then rerun the same command: it resumes from the "
                 f"{self._seq} part(s) already committed"
             ) from err
+        self._indexes[final.name] = {
+            "rows": {m["id"]: m for m in index["meta"]},
+            "skipped": [s["id"] for s in index["skipped"]],
+        }
         self._seq += 1
         self._buffer, self._skips, self._buffered_bytes = [], [], 0
 

@@ -8,6 +8,7 @@ rerunning the same command resumes it.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +131,13 @@ def run_extract(
                 for utt_id in ids:
                     if utt_id not in done:
                         writer.skip(utt_id, reason)
+            for part, problem, count in writer.dropped:  # checked before anything is encoded
+                print(
+                    f"warning: {part} is damaged ({problem}); set aside, its {count} "
+                    "utterance(s) are encoded again",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if done:
             check_resumed(
                 Path(cfg.out), writer.stored_rows(), utts, writer.complete, cfg.decode_workers

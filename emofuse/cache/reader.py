@@ -37,7 +37,7 @@ from emofuse.cache.schema import (
     parts_dir,
 )
 from emofuse.cache.store import incomplete_message, open_store
-from emofuse.cache.verify import UNVERIFIABLE
+from emofuse.cache.verify import UNVERIFIABLE, checksum_arrays
 from emofuse.errors import EmofuseError
 
 MAX_RUNS = 64  # more separate row ranges than this: read the covering span in blocks instead
@@ -382,7 +382,8 @@ class Cache:
             for name in stored_arrays(self.meta)
             if not self._store.has(name)
         ]
-        if self.complete and self.meta["streams"] and not self._store.has("checksums"):
+        sums = checksum_arrays(self.meta)
+        if self.complete and sums and not any(self._store.has(a) for a in sums):
             lacking.append(UNVERIFIABLE)
         return lacking + self._store.missing_chunks()
 

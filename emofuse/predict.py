@@ -34,7 +34,12 @@ from emofuse.train.checkpoints import load_fold_model, resolve_saved_head
 from emofuse.train.data import NonFiniteError, TrainData
 from emofuse.train.loop import predict_probs
 from emofuse.train.paths import relative_path_error
-from emofuse.train.rundir import check_checkpoints, finished_folds, is_trained_run, read_json
+from emofuse.train.rundir import (
+    check_checkpoints,
+    finished_folds,
+    is_trained_run,
+    read_run_config,
+)
 
 # fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
 # extracted the training cache and the machine that predicts (fp16 storage rounds both the same way)
@@ -109,7 +114,7 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise EmofuseError(f"{run} is not an emofuse run folder (no config.json): give --run RUN")
-    config = read_json(cfg_path)
+    config = read_run_config(cfg_path)
     if not is_trained_run(config):
         raise EmofuseError(fused_run_message(run, config))
     settings = config.get("cache_settings")

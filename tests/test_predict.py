@@ -330,3 +330,30 @@ def test_predict_from_another_folder_finds_models_the_cache_names_relative(
     assert lines[0].startswith(f"error: {base / 'relrun'} records the speech model as the relative "
                                f"path {rel['speech']}"), lines[0]  # fmt: skip
     assert f"from {tmp_path}" in lines[0] and "--speech-model DIR" in lines[0]
+
+
+def _copy_run(trained, tmp_path: Path, name: str = "copy") -> Path:
+    import shutil
+
+    out = tmp_path / name
+    shutil.copytree(trained["run"], out)
+    return out
+
+
+def _one_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("key", ["head", "labels", "head_config"])
+def test_predict_with_a_config_json_without_a_required_key_is_one_line(trained, tmp_path, key):
+    """A KeyError traceback before (predict read config["head"] / ["labels"])."""
+    run = _copy_run(trained, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    del config[key]
+    (run / "config.json").write_text(json.dumps(config))
+    utt = trained["utts"][trained["test_ids"][0]]
+    line = _one_line(invoke("predict", "--run", run, utt.audio))
+    assert line == f"error: {run / 'config.json'} is damaged (no {key!r}); retrain into a new --out"

@@ -179,7 +179,7 @@ def report_command(run, tsne) -> None:
         finished_folds,
         is_trained_run,
         missing_folds_note,
-        read_json,
+        read_run_config,
         write_summary,
     )
 
@@ -187,7 +187,12 @@ def report_command(run, tsne) -> None:
         raise EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")
     with output_lock(run, "report"):  # it rewrites summary.json: never under a running train
         plan = FoldPlan.load(run / "folds.json")
-        trained = is_trained_run(read_json(run / "config.json"))
+        config = read_run_config(run / "config.json")
+        trained = is_trained_run(config)
+        if not trained:
+            from emofuse.train.fuse import check_members_current
+
+            check_members_current(run, config)
         check_finished_folds(run, finished_folds(run), trained)
         write_summary(run, plan)  # from the folds on disk now, never a stale summary
         note = missing_folds_note(run, plan, "rerun `emofuse train` with the same options")

@@ -50,7 +50,7 @@ from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
     prepare_out,
-    read_json,
+    read_run_config,
     record_wall,
     save_fold,
     write_summary,
@@ -137,7 +137,7 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
     path = out / "config.json"
     if not path.is_file() or not finished_folds(out):
         return
-    old = read_json(path)
+    old = read_run_config(path)
     if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
         old["head"] = absolute_head(old["head"])
     for key in sorted(set(old) | set(config)):

@@ -131,6 +131,40 @@ def check_buildable(
         ) from None
 
 
+FORWARD_ERRORS = (
+    RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError,
+)  # fmt: skip
+
+
+def check_forward(head_spec: str, head_cls: type, cfg: Any, data: TrainData) -> None:
+    """Run the head once on a batch of two utterances before anything is written: a user head
+    whose layers do not fit together (``embed``'s width against its classifier) is one line
+    naming the head with torch's short message, not a traceback from inside the first fold."""
+    from emofuse.train.loop import autocast
+
+    n_classes = len(data.label_names)
+    idx = torch.arange(min(2, len(data.ids)))
+    try:
+        model = head_cls(cfg, make_dims(data), n_classes).to(data.device).eval()
+        with torch.no_grad(), autocast(data.device):
+            logits = model(model.prepare(data.batch(idx, dtype=None)))
+        shape = tuple(getattr(logits, "shape", ()))
+    except EmofuseError:
+        raise
+    except FORWARD_ERRORS as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise EmofuseError(
+            f"head {head_spec}: its forward failed on a batch of {len(idx)} utterances "
+            f"({type(err).__name__}: {reason}); fix the head's layers (e.g. the width its embed "
+            "returns against what its classifier takes)"
+        ) from None
+    if shape != (len(idx), n_classes):
+        raise EmofuseError(
+            f"head {head_spec}: its forward returned shape {shape} for a batch of {len(idx)} "
+            f"utterances, not (batch, {n_classes} classes); fix the head's classifier"
+        )
+
+
 def check_resume(out: Path, config: dict[str, Any]) -> None:
     """Refuse to mix results of different settings in one run folder (a folder with no finished
     fold holds no result, so a corrected command simply starts it again)."""
@@ -249,6 +283,7 @@ def train_run(
     if split == "lopo" and lopo_val != "partner":  # absent = partner: older runs resume as before
         config["lopo_val"] = lopo_val
     check_buildable(head_spec, head_cls, cfg, make_dims(data), len(data.label_names), sets)
+    check_forward(head_spec, head_cls, cfg, data)
     check_out(out, cache.path)
     with contextlib.ExitStack() as stack:
         if rank == 0:  # one writer per run folder (torchrun's ranks share rank 0's lock)

@@ -761,3 +761,38 @@ def test_a_fused_run_whose_member_was_retrained_is_not_reported_as_current(run, 
     for args in (["report", str(fused)], ["compare", str(fused), str(fused)]):
         line = _one_error_line(CliRunner().invoke(cli, args))
         assert line.startswith(expected) and "fuse again" in line, line
+
+
+BAD_WIDTH_HEAD = """
+from torch import nn
+from tests.train.tiny_head import TinyHead
+
+
+class BadWidth(TinyHead):
+    name = "bad-width"
+
+    def __init__(self, cfg, dims, n_classes):
+        super().__init__(cfg, dims, n_classes)
+        self.classifier = nn.Linear(cfg.hidden + 3, n_classes)  # embed returns cfg.hidden
+"""
+
+
+def test_a_user_head_whose_forward_fails_is_one_line_before_anything_is_written(
+    tmp_path, monkeypatch
+):
+    """`mat1 and mat2 shapes cannot be multiplied` was a RuntimeError traceback from fold 1."""
+    import emofuse.cache
+
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    head = tmp_path / "bad_head.py"
+    head.write_text(BAD_WIDTH_HEAD)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head",
+        f"{head}:BadWidth", "--epochs", "1", "--folds", "1", "--quiet", "--out", str(out),
+    ])  # fmt: skip
+    line = _one_error_line(result)
+    assert line.startswith(f"error: head {head}:BadWidth: its forward failed on a batch"), line
+    assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in line
+    assert not out.exists()

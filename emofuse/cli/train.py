@@ -183,6 +183,19 @@ def report_command(run, tsne) -> None:
         write_summary,
     )
 
+    if not run.exists():
+        raise EmofuseError(f"{run} does not exist: give the run folder that train or fuse wrote")
+    if not run.is_dir():
+        raise EmofuseError(f"{run} is a file, not a run folder: give the folder --out named")
+    if (run / "folds.json").is_file() and not (run / "config.json").exists():
+        # train writes config.json before folds.json; fuse copies folds.json first, config last
+        from emofuse.train.rundir import unfinished_fuse_members
+
+        members = " ".join(unfinished_fuse_members(run)) or "RUN RUN …"
+        raise EmofuseError(
+            f"{run} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
+            f"rerun the same `emofuse fuse {members} --out {run}`"
+        )
     if not (run / "folds.json").is_file() or not (run / "config.json").is_file():
         raise EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")
     with output_lock(run, "report"):  # it rewrites summary.json: never under a running train

@@ -796,3 +796,55 @@ def test_a_user_head_whose_forward_fails_is_one_line_before_anything_is_written(
     assert line.startswith(f"error: head {head}:BadWidth: its forward failed on a batch"), line
     assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_train_into_a_fused_run_says_it_is_a_late_fusion_folder(
+    run, tmp_path, monkeypatch, finished
+):
+    import emofuse.cache
+
+    other = copy(run, tmp_path)
+    fused = tmp_path / "f"
+    assert (
+        CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(fused)]).exit_code == 0
+    )
+    if not finished:
+        (fused / "config.json").unlink()  # a fuse killed before its last file
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    before = sorted(p.name for p in fused.iterdir())
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(fused),
+    ])  # fmt: skip
+    line = _one_error_line(result)
+    assert line.startswith(f"error: --out {fused} is a late-fusion run folder"), line
+    assert "not a train run" in line and "new --out" in line
+    assert sorted(p.name for p in fused.iterdir()) == before
+
+
+def test_report_of_a_missing_path_or_a_file_says_which(tmp_path):
+    gone = tmp_path / "nope"
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(gone)]))
+    assert line.startswith(f"error: {gone} does not exist"), line
+    cache_file = tmp_path / "demo.h5"
+    cache_file.write_bytes(b"\x89HDF\r\n")
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(cache_file)]))
+    assert line.startswith(f"error: {cache_file} is a file, not a run folder"), line
+
+
+def test_report_of_a_fuse_killed_midway_says_to_rerun_the_same_fuse(run, tmp_path):
+    other = copy(run, tmp_path)
+    fused = tmp_path / "f"
+    assert (
+        CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(fused)]).exit_code == 0
+    )
+    for name in ("config.json", "summary.json", "report.md", "predictions.csv"):
+        (fused / name).unlink()
+    shutil.rmtree(fold_dir(fused, 2))  # killed while fusing fold 2
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(fused)]))
+    assert line == (
+        f"error: {fused} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
+        f"rerun the same `emofuse fuse {run} {other} --out {fused}`"
+    ), line

@@ -38,7 +38,7 @@ from emofuse.errors import EmofuseError
 from emofuse.fileio import write_json
 from emofuse.locks import output_lock
 from emofuse.train import parallel
-from emofuse.train.checkpoints import make_dims, resolve_head
+from emofuse.train.checkpoints import head_file_digest, make_dims, resolve_head
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import LoopConfig, train_fold
@@ -337,6 +337,7 @@ def _train_folds(
         "dims": dims.as_dict(),
         "labels": data.label_names,
         "cache_fingerprint": cache.fingerprint,
+        "head_sha256": head_file_digest(head_spec),  # predict names a head file edited since
     }
     if world > 1:
         # gloo works on CPU and GPU alike: the only collective is one barrier

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import SEED, FiniteFloatRange
+from emofuse.cli.options import OUT, SEED, FiniteFloatRange
 from emofuse.errors import EmofuseError
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import LOPO_VALS, SPLITS
@@ -72,7 +72,7 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
 @click.option("--head", required=True, help="registry name, or path/to/file.py:Class")
 @click.option("--preset", default=None, help="a preset of the head (e.g. small, paper)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="head config override")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="run folder")
+@click.option("--out", required=True, type=OUT, help="run folder")
 @click.option("--epochs", type=click.IntRange(min=1), help=f"most epochs per fold; {LOOP_HELP}")
 @click.option("--batch-size", type=click.IntRange(min=1), help=LOOP_HELP)
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), help=f"peak lr; {LOOP_HELP}")
@@ -149,7 +149,7 @@ def train_command(
 
 @click.command("fuse")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="fused run folder")
+@click.option("--out", required=True, type=OUT, help="fused run folder")
 def fuse_command(runs, out) -> None:
     """Late fusion of runs on the same fold plan; weights chosen per fold on validation."""
     from emofuse.train.fuse import fuse_runs

@@ -441,5 +441,5 @@ def test_predict_after_the_user_head_file_was_edited_names_the_file(trained, tmp
         del sys.modules[name]  # a new `emofuse predict` process imports the edited file
     utt = trained["utts"][trained["test_ids"][0]]
     line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
-    assert line.startswith(f"error: head file {head} changed since the run was trained"), line
+    assert line.startswith(f"error: head file {head} changed since {run} was trained"), line
     assert "this emofuse version" not in line and "restore the file" in line

@@ -57,7 +57,7 @@ def head_file_digest(spec: str) -> str | None:
 
 
 def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
-    """The checkpoint holds this run's head (its config.json's head, config and classes), not one
+    """The checkpoint holds this run's head (its config.json's head and classes), not one
     copied from another run: that one would fail later on a stream the run never loads."""
     fix = (
         f"delete {ckpt_path.parent} and rerun `emofuse train` for {run} (it retrains that fold "
@@ -73,14 +73,11 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
     if not isinstance(config.get("head"), str):
         return
     same_head = absolute_head(str(ckpt["head"])) == absolute_head(config["head"])
-    if (
-        not same_head
-        or ckpt["labels"] != config.get("labels", ckpt["labels"])
-        or ckpt["head_config"] != config.get("head_config", ckpt["head_config"])
-    ):
+    # the head config is not compared: a checkpoint that no longer fits it is said below
+    if not same_head or ckpt["labels"] != config.get("labels", ckpt["labels"]):
         held = ckpt.get("head_name") or ckpt["head"]
         trained = config.get("head_name") or config["head"]
-        what = "head" if not same_head else "head config or classes"
+        what = "head" if not same_head else "classes"
         raise EmofuseError(
             f"{ckpt_path} is not this run's head's: it holds a {held} model of another "
             f"{what} than {run} trained ({trained}), copied from another run?; {fix}"
@@ -121,19 +118,24 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
         lines = str(err).splitlines()
         first = (lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__).strip()
         file = head_file(str(ckpt["head"]))
-        if file is not None:
-            recorded, now = ckpt.get("head_sha256"), head_file_digest(str(ckpt["head"]))
-            changed = (
-                "changed since the run was trained"
-                if recorded is not None and recorded != now
-                else "no longer builds the model the checkpoint holds (edited since training?)"
-            )
+        recorded = ckpt.get("head_sha256")
+        if (
+            file is not None
+            and recorded is not None
+            and recorded != head_file_digest(str(ckpt["head"]))
+        ):
             raise EmofuseError(
-                f"head file {file} {changed}: {ckpt_path} does not fit it ({first[:120]}); "
-                f"restore the file as it was when {run} was trained, or retrain into a new --out"
+                f"head file {file} changed since {run} was trained: {ckpt_path} does not fit it "
+                f"now ({first[:120]}); restore the file as it was when the run was trained, or "
+                "retrain into a new --out"
             ) from None
+        edited = (
+            f" (or its head file {file} was edited since training)"
+            if file is not None and recorded is None
+            else ""
+        )
         raise EmofuseError(
-            f"{ckpt_path} does not fit head {ckpt['head']} as configured now ({first}); "
+            f"{ckpt_path} does not fit head {ckpt['head']} as configured now ({first}){edited}; "
             "retrain the run with this emofuse version"
         ) from None
     return model.to(device).eval()

@@ -34,7 +34,12 @@ from emofuse.train.checkpoints import load_fold_model, resolve_saved_head
 from emofuse.train.data import NonFiniteError, TrainData
 from emofuse.train.loop import predict_probs
 from emofuse.train.paths import relative_path_error
-from emofuse.train.rundir import check_checkpoints, finished_folds, is_trained_run, read_json
+from emofuse.train.rundir import (
+    check_checkpoints,
+    finished_folds,
+    is_trained_run,
+    read_run_config,
+)
 
 # fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
 # extracted the training cache and the machine that predicts (fp16 storage rounds both the same way)
@@ -55,11 +60,13 @@ class PredictResult:
     folds: list[int]
     notes: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    text_ignored: bool = False  # a transcript was given but the head reads no text
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "folds": self.folds,
             "notes": self.notes,
+            "text_used": not self.text_ignored,
             "skipped": self.skipped,
             "predictions": [p.__dict__ for p in self.predictions],
         }
@@ -109,7 +116,7 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise EmofuseError(f"{run} is not an emofuse run folder (no config.json): give --run RUN")
-    config = read_json(cfg_path)
+    config = read_run_config(cfg_path)
     if not is_trained_run(config):
         raise EmofuseError(fused_run_message(run, config))
     settings = config.get("cache_settings")
@@ -257,6 +264,10 @@ def predict(
     norm = settings.get("text_norm", "default")
     utts, texts, notes = [], [], []
     for given in audio:
+        if Path(given).is_dir():
+            raise EmofuseError(
+                f"audio {given} is a folder: give audio files (e.g. {Path(given) / '*.wav'})"
+            )
         if not Path(given).is_file():
             raise EmofuseError(f"audio file {given} not found")
         texts.append(text if text is not None else _text_for(Path(given), given, table))
@@ -295,6 +306,13 @@ def predict(
         )
     if "text" in needs and text is None and table is None and asr_model is None:
         notes.append("no transcript given: the text stream is empty (the text model saw '')")
+    text_ignored = "text" not in needs and any(t is not None for t in texts)
+    if text_ignored:
+        option = "--text" if text is not None else "--transcripts"
+        notes.append(
+            f"{option} is ignored: head {config.get('head_name') or config['head']} of {run} "
+            "reads no text"
+        )
 
     with tempfile.TemporaryDirectory(prefix="emofuse-predict-") as tmp:
         cache_path = Path(tmp) / "features.h5"
@@ -348,11 +366,11 @@ def predict(
             audio=str(a),
             label=labels[int(np.argmax(p))],
             probabilities={c: float(x) for c, x in zip(labels, p, strict=True)},
-            text=t,
+            text=None if text_ignored else t,  # never echoed as if the head had read it
         )
         for a, p, t in zip(audio, probs, texts, strict=True)
     ]
-    return PredictResult(preds, folds, notes)
+    return PredictResult(preds, folds, notes, text_ignored=text_ignored)
 
 
 def _transcribe_missing(audio, texts: list, asr_model: str, device: str) -> list[str]:

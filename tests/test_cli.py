@@ -238,3 +238,24 @@ def test_a_closed_pipe_on_stdout_ends_quietly_as_unix_tools_do(args) -> None:
     finally:
         os.close(write)
     assert run.returncode == 141 and run.stderr == "", run.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--cache", "c.h5", "--split", "loso", "--head", "pooled", "--out", ""],
+        ["fuse", "a", "b", "--out", ""],
+        ["extract", "--corpus", "iemocap", "--root", "corpus", "--out", ""],
+        ["demo", "--out", ""],
+        ["demo", "--out", "  "],
+    ],
+    ids=["train", "fuse", "extract", "demo", "demo-blank"],
+)
+def test_an_empty_out_is_one_line_and_writes_nothing_here(tmp_path, monkeypatch, args) -> None:
+    """`--out "$RUN"` with RUN unset wrote the run's files into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: Invalid value for '--out': ") and "is empty" in lines[0]
+    assert list(tmp_path.iterdir()) == []

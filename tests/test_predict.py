@@ -330,3 +330,116 @@ def test_predict_from_another_folder_finds_models_the_cache_names_relative(
     assert lines[0].startswith(f"error: {base / 'relrun'} records the speech model as the relative "
                                f"path {rel['speech']}"), lines[0]  # fmt: skip
     assert f"from {tmp_path}" in lines[0] and "--speech-model DIR" in lines[0]
+
+
+def _copy_run(trained, tmp_path: Path, name: str = "copy") -> Path:
+    import shutil
+
+    out = tmp_path / name
+    shutil.copytree(trained["run"], out)
+    return out
+
+
+def _one_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("key", ["head", "labels", "head_config"])
+def test_predict_with_a_config_json_without_a_required_key_is_one_line(trained, tmp_path, key):
+    """A KeyError traceback before (predict read config["head"] / ["labels"])."""
+    run = _copy_run(trained, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    del config[key]
+    (run / "config.json").write_text(json.dumps(config))
+    utt = trained["utts"][trained["test_ids"][0]]
+    line = _one_line(invoke("predict", "--run", run, utt.audio))
+    assert line == f"error: {run / 'config.json'} is damaged (no {key!r}); retrain into a new --out"
+
+
+@pytest.fixture(scope="module")
+def pooled_run(trained):
+    """A one-fold run of the speech-only ``pooled`` head on the same cache as ``trained``."""
+    run = trained["base"] / "pooled-run"
+    result = invoke(
+        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head", "pooled",
+        "--folds", "1", "--epochs", "1", "--batch-size", "8", "--out", run, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_predict_of_a_folder_says_to_give_its_audio_files(trained, tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    line = _one_line(invoke("predict", "--run", trained["run"], folder))
+    assert line == f"error: audio {folder} is a folder: give audio files (e.g. {folder}/*.wav)"
+
+
+def test_predict_names_a_checkpoint_copied_from_a_run_of_another_head(
+    trained, pooled_run, tmp_path
+):
+    """predict said "the batch has no 'speech' stream: load it from the cache"."""
+    import shutil
+
+    run = tmp_path / "pooled"
+    shutil.copytree(pooled_run, run)
+    shutil.copy(trained["run"] / "fold_01" / "checkpoint.pt", run / "fold_01" / "checkpoint.pt")
+    utt = trained["utts"][trained["test_ids"][0]]
+    line = _one_line(invoke("predict", "--run", run, utt.audio))
+    ckpt = run / "fold_01" / "checkpoint.pt"
+    assert line.startswith(f"error: {ckpt} is not this run's head's: it holds a tdfnet model"), line
+    assert "(pooled)" in line and f"delete {run / 'fold_01'}" in line
+    assert "stream" not in line
+
+
+def test_predict_with_text_for_a_head_that_reads_none_notes_it_is_ignored(trained, pooled_run):
+    utt = trained["utts"][trained["test_ids"][0]]
+    result = CliRunner().invoke(
+        cli, ["predict", "--run", str(pooled_run), str(utt.audio), "--text", "hello", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    note = f"note: --text is ignored: head pooled of {pooled_run} reads no text"
+    assert result.stderr.strip().splitlines() == [note], result.stderr
+    out = json.loads(result.stdout)
+    assert out["text_used"] is False and out["predictions"][0]["text"] is None
+    result = CliRunner().invoke(cli, ["predict", "--run", str(pooled_run), str(utt.audio)])
+    assert result.exit_code == 0 and "ignored" not in result.output  # no --text: no note
+    result = CliRunner().invoke(  # a head that reads text: no note, the text is echoed
+        cli, ["predict", "--run", str(trained["run"]), str(utt.audio), "--text", "hi", "--json"]
+    )
+    assert result.exit_code == 0 and "ignored" not in result.stderr, result.output
+    out = json.loads(result.stdout)
+    assert out["text_used"] is True and out["predictions"][0]["text"] == "hi"
+
+
+def test_predict_after_the_user_head_file_was_edited_names_the_file(trained, tmp_path):
+    """predict advised "retrain the run with this emofuse version" for a user's own edit."""
+    from tests.helpers import TINY_HEAD
+
+    head = tmp_path / "my_head.py"
+    head.write_text(Path(TINY_HEAD.rpartition(":")[0]).read_text())
+    run = tmp_path / "run"
+    result = invoke(
+        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head",
+        f"{head}:TinyHead", "--folds", "1", "--epochs", "1", "--out", run, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    source = head.read_text()
+    edited = source.replace(
+        "        self.classifier = nn.Linear(cfg.hidden, n_classes)",
+        "        self.extra = nn.Linear(cfg.hidden, cfg.hidden)\n"
+        "        self.classifier = nn.Linear(cfg.hidden, n_classes)",
+    )
+    assert edited != source
+    head.write_text(edited)
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("emofuse_user_head_")]:
+        del sys.modules[name]  # a new `emofuse predict` process imports the edited file
+    utt = trained["utts"][trained["test_ids"][0]]
+    line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
+    assert line.startswith(f"error: head file {head} changed since {run} was trained"), line
+    assert "this emofuse version" not in line and "restore the file" in line

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.options import OUT
+
 _corpus = click.option(
     "--corpus",
     type=click.Choice(["manifest"]),
@@ -22,9 +24,7 @@ _manifest = click.option(
     type=click.Path(path_type=Path),
     help="Input CSV/JSONL manifest (id,audio[,text,…]).",
 )
-_out = click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Output manifest (.csv/.jsonl)."
-)
+_out = click.option("--out", required=True, type=OUT, help="Output manifest (.csv/.jsonl).")
 
 
 @click.command("transcribe")

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.options import OUT
+
 
 @click.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=OUT,
     default=None,
     help="Also write compare.json, compare.md and compare.png (bar chart with CIs) here.",
 )

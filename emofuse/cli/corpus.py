@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import FINITE, SEED
+from emofuse.cli.options import FINITE, OUT, SEED
 from emofuse.corpus import CORPORA, CorpusReadResult, read_corpus
 from emofuse.corpus.text import TEXT_NORMS
 
@@ -100,7 +100,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value):
 
 
 @corpus.command("synth")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--out", required=True, type=OUT, help="Output folder.")
 @click.option(
     "--profile",
     type=click.Choice(["demo", "counts"]),
@@ -161,9 +161,7 @@ def synth(out, profile, seed, utterances_per_speaker, others_per_speaker, durati
     help="lopo validation: the session partner, or a stratified 10 %% of the training speakers.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Also save the plan here."
-)
+@click.option("--out", type=OUT, default=None, help="Also save the plan here.")
 def folds(
     corpus: CorpusReadResult, split: str, seed: int, lopo_val: str, as_json: bool, out
 ) -> None:

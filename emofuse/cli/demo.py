@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from emofuse.cli.options import SEED
+from emofuse.cli.options import OUT, SEED
 
 
 @click.command("demo")
-@click.option("--out", default="demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default="demo", show_default=True, type=OUT)
 @click.option("--speech-model", default=None, help="hub id or folder (default: a tiny local one)")
 @click.option("--text-model", default=None, help="hub id or folder (default: a tiny local one)")
 @click.option("--speaker-model", default=None, help="hub id or folder (default: a tiny local one)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from emofuse.cli.corpus import corpus_options
-from emofuse.cli.options import FiniteFloatRange
+from emofuse.cli.options import OUT, FiniteFloatRange
 from emofuse.extract import (
     DEFAULT_SPEAKER,
     DEFAULT_SPEECH,
@@ -37,7 +37,7 @@ def _granularity(ctx, param, value: str) -> tuple[str, ...]:
 @click.option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
+    type=OUT,
     help="cache/NAME.h5 (HDF5) or cache/NAME.zarr (Zarr v3)",
 )
 @click.option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import click
 
@@ -24,3 +25,21 @@ class FiniteFloatRange(click.FloatRange):
 
 
 FINITE = FiniteFloatRange()  # any finite float (e.g. a pair of --duration bounds)
+
+
+class OutPath(click.Path):
+    """``click.Path`` for an ``--out`` that refuses an empty value: ``--out "$RUN"`` with ``RUN``
+    unset gave ``Path("")``, i.e. the current folder, and the command wrote its files there."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, str) and not value.strip():
+            self.fail(
+                f"{value!r} is empty (an unset shell variable?); give the folder or file to "
+                "write, e.g. --out runs/mine",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
+OUT = OutPath(path_type=Path)  # every command's --out

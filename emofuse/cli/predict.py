@@ -66,11 +66,15 @@ def predict_cmd(
             "speaker_model": speaker_model,
         },
     )
+    ignored = [n for n in result.notes if result.text_ignored and " is ignored: head " in n]
+    for note in ignored:  # about the command line, not the predictions: stderr, even with --json
+        click.echo(f"note: {note}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
     for note in result.notes:
-        click.echo(f"note: {note}")
+        if note not in ignored:
+            click.echo(f"note: {note}")
     folds = ",".join(map(str, result.folds))
     click.echo(f"(fold {folds})" if len(result.folds) == 1 else f"(mean of folds {folds})")
     for p in result.predictions:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.options import OUT
 from emofuse.errors import EmofuseError
 from emofuse.train.folds import SPLITS
 
@@ -51,7 +52,7 @@ def reproduce_group() -> None:
 @reproduce_group.command("tdfnet")
 @click.option("--table", "table", required=True, help="1 (LOSO/LOPO/RA) or 5 (ablations)")
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="folder of the runs")
+@click.option("--out", required=True, type=OUT, help="folder of the runs")
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
 @click.option("--seeds", default="0", show_default=True, help="comma-separated, e.g. 0,1,2")
 @click.option("--device", default="auto", show_default=True)
@@ -75,7 +76,7 @@ def tdfnet_command(table, cache_path, out, preset, seeds, device, jobs, epochs, 
 
 @reproduce_group.command("multilevel")
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="folder of the runs")
+@click.option("--out", required=True, type=OUT, help="folder of the runs")
 @click.option("--split", type=click.Choice(SPLITS), default="loso", show_default=True)
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
 @click.option("--seeds", default="0", show_default=True, help="comma-separated, e.g. 0,1,2")

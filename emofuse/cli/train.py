@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import SEED, FiniteFloatRange
+from emofuse.cli.options import OUT, SEED, FiniteFloatRange
 from emofuse.errors import EmofuseError
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import LOPO_VALS, SPLITS
@@ -72,7 +72,7 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
 @click.option("--head", required=True, help="registry name, or path/to/file.py:Class")
 @click.option("--preset", default=None, help="a preset of the head (e.g. small, paper)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="head config override")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="run folder")
+@click.option("--out", required=True, type=OUT, help="run folder")
 @click.option("--epochs", type=click.IntRange(min=1), help=f"most epochs per fold; {LOOP_HELP}")
 @click.option("--batch-size", type=click.IntRange(min=1), help=LOOP_HELP)
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), help=f"peak lr; {LOOP_HELP}")
@@ -149,7 +149,7 @@ def train_command(
 
 @click.command("fuse")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="fused run folder")
+@click.option("--out", required=True, type=OUT, help="fused run folder")
 def fuse_command(runs, out) -> None:
     """Late fusion of runs on the same fold plan; weights chosen per fold on validation."""
     from emofuse.train.fuse import fuse_runs
@@ -179,15 +179,33 @@ def report_command(run, tsne) -> None:
         finished_folds,
         is_trained_run,
         missing_folds_note,
-        read_json,
+        read_run_config,
         write_summary,
     )
 
+    if not run.exists():
+        raise EmofuseError(f"{run} does not exist: give the run folder that train or fuse wrote")
+    if not run.is_dir():
+        raise EmofuseError(f"{run} is a file, not a run folder: give the folder --out named")
+    if (run / "folds.json").is_file() and not (run / "config.json").exists():
+        # train writes config.json before folds.json; fuse copies folds.json first, config last
+        from emofuse.train.rundir import unfinished_fuse_members
+
+        members = " ".join(unfinished_fuse_members(run)) or "RUN RUN …"
+        raise EmofuseError(
+            f"{run} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
+            f"rerun the same `emofuse fuse {members} --out {run}`"
+        )
     if not (run / "folds.json").is_file() or not (run / "config.json").is_file():
         raise EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")
     with output_lock(run, "report"):  # it rewrites summary.json: never under a running train
         plan = FoldPlan.load(run / "folds.json")
-        trained = is_trained_run(read_json(run / "config.json"))
+        config = read_run_config(run / "config.json")
+        trained = is_trained_run(config)
+        if not trained:
+            from emofuse.train.fuse import check_members_current
+
+            check_members_current(run, config)
         check_finished_folds(run, finished_folds(run), trained)
         write_summary(run, plan)  # from the folds on disk now, never a stale summary
         note = missing_folds_note(run, plan, "rerun `emofuse train` with the same options")

@@ -13,7 +13,7 @@ import torch
 from emofuse.errors import EmofuseError
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
-from emofuse.train.paths import head_file, relative_path_error
+from emofuse.train.paths import absolute_head, head_file, relative_path_error
 from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
@@ -42,6 +42,48 @@ def resolve_saved_head(run: Path, spec: str) -> type:
     return resolve_head(spec)
 
 
+def head_file_digest(spec: str) -> str | None:
+    """sha256 of a ``file.py:Class`` head's file (None for a registry head or a file not found):
+    the checkpoint records it, so a head file edited after training is named as the cause."""
+    import hashlib
+
+    file = head_file(spec)
+    if file is None:
+        return None
+    try:
+        return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
+    """The checkpoint holds this run's head (its config.json's head and classes), not one
+    copied from another run: that one would fail later on a stream the run never loads."""
+    fix = (
+        f"delete {ckpt_path.parent} and rerun `emofuse train` for {run} (it retrains that fold "
+        "only)"
+    )
+    keys = ("head", "head_config", "dims", "labels", "state_dict")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
+        raise EmofuseError(f"{ckpt_path} is not a checkpoint of emofuse train; {fix}")
+    path = run / "config.json"
+    if not path.is_file():
+        return
+    config = read_json(path)
+    if not isinstance(config.get("head"), str):
+        return
+    same_head = absolute_head(str(ckpt["head"])) == absolute_head(config["head"])
+    # the head config is not compared: a checkpoint that no longer fits it is said below
+    if not same_head or ckpt["labels"] != config.get("labels", ckpt["labels"]):
+        held = ckpt.get("head_name") or ckpt["head"]
+        trained = config.get("head_name") or config["head"]
+        what = "head" if not same_head else "classes"
+        raise EmofuseError(
+            f"{ckpt_path} is not this run's head's: it holds a {held} model of another "
+            f"{what} than {run} trained ({trained}), copied from another run?; {fix}"
+        )
+
+
 def make_dims(data: TrainData) -> Any:
     """The heads' ``InputDims`` from what the data layer loaded ((L, D) per stream, speaker (1, F))."""
     from emofuse.heads.base import InputDims
@@ -64,17 +106,36 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
             f"{ckpt_path} is damaged ({str(err).splitlines()[0][:80]}); delete {ckpt_path.parent} "
             f"and rerun `emofuse train` for {run} (it retrains that fold only)"
         ) from None
+    _check_own_head(run, ckpt_path, ckpt)
     head_cls = resolve_saved_head(run, ckpt["head"])
     cfg = head_cls.config_from_saved(ckpt["head_config"])
-    model = head_cls(
-        cfg, InputDims(**{k2: tuple(v) for k2, v in ckpt["dims"].items()}), len(ckpt["labels"])
-    )
     try:
+        model = head_cls(
+            cfg, InputDims(**{k2: tuple(v) for k2, v in ckpt["dims"].items()}), len(ckpt["labels"])
+        )
         model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:  # e.g. a head whose defaults changed since the run was made
-        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+    except (RuntimeError, ValueError, TypeError, KeyError) as err:  # the head changed since
+        lines = str(err).splitlines()
+        first = (lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__).strip()
+        file = head_file(str(ckpt["head"]))
+        recorded = ckpt.get("head_sha256")
+        if (
+            file is not None
+            and recorded is not None
+            and recorded != head_file_digest(str(ckpt["head"]))
+        ):
+            raise EmofuseError(
+                f"head file {file} changed since {run} was trained: {ckpt_path} does not fit it "
+                f"now ({first[:120]}); restore the file as it was when the run was trained, or "
+                "retrain into a new --out"
+            ) from None
+        edited = (
+            f" (or its head file {file} was edited since training)"
+            if file is not None and recorded is None
+            else ""
+        )
         raise EmofuseError(
-            f"{ckpt_path} does not fit head {ckpt['head']} as configured now ({first}); "
+            f"{ckpt_path} does not fit head {ckpt['head']} as configured now ({first}){edited}; "
             "retrain the run with this emofuse version"
         ) from None
     return model.to(device).eval()

@@ -29,7 +29,12 @@ from scipy import stats
 from emofuse.errors import EmofuseError
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
-from emofuse.train.rundir import finished_folds, read_fold_predictions
+from emofuse.train.rundir import (
+    finished_folds,
+    is_trained_run,
+    read_fold_predictions,
+    read_run_config,
+)
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -40,6 +45,12 @@ def load_run(run: str | Path) -> dict[str, Any]:
     run = Path(run)
     if not (run / "folds.json").is_file():
         raise EmofuseError(f"{run} is not a run folder (no folds.json); train it first")
+    if (run / "config.json").is_file():  # a damaged or stale run is never compared as current
+        from emofuse.train.fuse import check_members_current
+
+        config = read_run_config(run / "config.json")
+        if not is_trained_run(config):
+            check_members_current(run, config)
     plan = FoldPlan.load(run / "folds.json")
     done = set(finished_folds(run))
     missing = [f.fold for f in plan.folds if f.fold not in done]

@@ -228,19 +228,53 @@ def _val_from_train(train: np.ndarray, labels: np.ndarray, seed: int):
     return tr, va
 
 
+_PROBING: list[bool] = []  # non-empty while _instead tries the other splits
+NEEDS = {
+    "loso": "a session per utterance and 2 sessions",
+    "lopo": "3 speakers",
+    "ra": f"{RA_FOLDS} utterances of every class",
+    "predefined": "a train/val/test split column",
+}
+
+
+def _instead(split: str, labels, speakers, sessions, splits, seed) -> str:
+    """The advice after a split that cannot run: the other splits this corpus can run (each is
+    tried), or that none can, with what each needs."""
+    if _PROBING:  # a split tried here failed: its own advice is not needed (and would recurse)
+        return ""
+    fits = []
+    _PROBING.append(True)
+    try:
+        builders = {"loso": _loso, "lopo": _lopo, "ra": _ra, "predefined": _predefined}
+        for name, build in builders.items():
+            if name == split:
+                continue
+            try:
+                build(labels, speakers, sessions, splits, seed)
+            except EmofuseError:
+                continue
+            fits.append(name)
+    finally:
+        _PROBING.clear()
+    if fits:
+        return f"use --split {' or '.join(fits)} instead"
+    needs = ", ".join(f"{k} {v}" for k, v in NEEDS.items() if k != split)
+    return f"no other --split fits this corpus either (they need: {needs})"
+
+
 def _loso(labels, speakers, sessions, splits, seed):
     if any(s is None or s == "" for s in sessions):
         raise EmofuseError(
             "split 'loso' needs a session for every utterance (manifest column 'session'); "
-            "use --split lopo or ra instead"
+            + _instead("loso", labels, speakers, sessions, splits, seed)
         )
     sess = np.asarray(sessions, dtype=object)
     names = sorted(set(sessions))
     if len(names) < 2:
         raise EmofuseError(
             f"split 'loso' needs at least 2 sessions (one to test, the others to train and "
-            f"validate on); the corpus has {len(names)} ({names[0]!r}); use --split lopo or ra "
-            "instead"
+            f"validate on); the corpus has {len(names)} ({names[0]!r}); "
+            + _instead("loso", labels, speakers, sessions, splits, seed)
         )
     out = []
     for k, name in enumerate(names, start=1):
@@ -255,7 +289,8 @@ def _lopo(labels, speakers, sessions, splits, seed, mode="partner"):
     names = sorted(set(speakers))
     if len(names) < 3:
         raise EmofuseError(
-            f"split 'lopo' needs at least 3 speakers (test, val, train); the corpus has {len(names)}"
+            f"split 'lopo' needs at least 3 speakers (test, val, train); the corpus has "
+            f"{len(names)}; " + _instead("lopo", labels, speakers, sessions, splits, seed)
         )
     have_sessions = all(s not in (None, "") for s in sessions)
     session_of = {}

@@ -11,6 +11,7 @@ cross-entropy, then to the earlier grid point (the grid lists single runs first)
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import shutil
 from collections.abc import Sequence
@@ -34,8 +35,9 @@ from emofuse.train.rundir import (
     fold_dir,
     prepare_out,
     read_fold_predictions,
-    read_json,
+    read_metrics,
     read_predictions,
+    read_run_config,
     write_predictions,
     write_summary,
 )
@@ -89,6 +91,9 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
                 f"{r} is given twice (also as {seen[r.resolve()]}); fuse different runs"
             )
         seen[r.resolve()] = r
+    for r in runs:  # a member whose settings are damaged is named before anything is read
+        if (r / "config.json").is_file():
+            read_run_config(r / "config.json")
     plans = [FoldPlan.load(r / "folds.json") for r in runs]
     for r, p in zip(runs[1:], plans[1:], strict=True):
         # the same folds, utterance for utterance; the seed may differ (a seed ensemble) where
@@ -123,9 +128,13 @@ def _fuse_into(
         )
     # every member's files are read and checked first: a damaged one names itself, and nothing
     # of the fused run is written before all of them are known good
+    for r in runs:
+        for k in folds:
+            read_metrics(fold_dir(r, k) / "metrics.json", k)
     inputs = {
         k: tuple([_aligned(r, plans[0], k, kind) for r in runs] for kind in KINDS) for k in folds
     }
+    digests = {absolute(r): member_digest(r, folds) for r in runs}  # what was fused, as it was
     prepare_out(out)
     shutil.copyfile(runs[0] / "folds.json", out / "folds.json")
     weights: dict[int, list[float]] = {}
@@ -147,7 +156,7 @@ def _fuse_into(
             write_predictions(d / fname, k, parts[0]["ids"], parts[0]["true"], probs, labels)
         pred = read_predictions(d / "predictions.csv")
         fold_scores = summarize([(k, pred["true"], pred["predicted"])], labels)
-        metrics = read_json(fold_dir(runs[0], k) / "metrics.json")
+        metrics = read_metrics(fold_dir(runs[0], k) / "metrics.json", k)
         write_json(
             d / "metrics.json",
             {
@@ -160,7 +169,7 @@ def _fuse_into(
                 "confusion": fold_scores["confusion"],
             },
         )
-    first = read_json(runs[0] / "config.json")
+    first = read_run_config(runs[0] / "config.json")
     write_json(
         out / "config.json",
         {
@@ -173,6 +182,8 @@ def _fuse_into(
             "split": plans[0].split,
             "seed": plans[0].seed,
             "member_seeds": [p.seed for p in plans],
+            # each member's fold predictions as fused: a member retrained later is found stale
+            "member_digests": digests,
             "cache_fingerprint": first.get("cache_fingerprint"),
         },
     )
@@ -194,3 +205,36 @@ def _aligned(run: Path, plan: FoldPlan, k: int, fname: str) -> dict[str, Any]:
         "labels": p["labels"],
         "probs": p["probs"][order],
     }
+
+
+def member_digest(run: Path, folds: Sequence[int]) -> str | None:
+    """sha256 of a member's fold prediction files that a fusion reads (None: one is gone)."""
+    h = hashlib.sha256()
+    for k in folds:
+        for kind in KINDS:
+            path = fold_dir(run, k) / kind
+            try:
+                h.update(f"{k}/{kind}:".encode() + path.read_bytes())
+            except OSError:
+                return None
+    return h.hexdigest()
+
+
+def check_members_current(run: Path, config: dict[str, Any]) -> None:
+    """A fused run ``run`` is reported only while its members still hold what was fused: one line
+    when a member was retrained (or its folds deleted) since; older fusions record no digests."""
+    digests = config.get("member_digests")
+    if not isinstance(digests, dict) or not isinstance(config.get("weights"), dict):
+        return
+    try:
+        folds = sorted(int(k) for k in config["weights"])
+    except ValueError:
+        return
+    members = [str(m) for m in config.get("fused_runs") or []]
+    for member, digest in digests.items():
+        if Path(member).is_dir() and member_digest(Path(member), folds) != digest:
+            raise EmofuseError(
+                f"{run} was fused from {member} as it was before {member} was retrained (its "
+                f"fold predictions changed); fuse again: `emofuse fuse {' '.join(members)} "
+                "--out NEW`"
+            )

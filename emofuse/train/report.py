@@ -38,11 +38,14 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
     """Write report.md, confusion.png, curves.png (and tsne.png) into the run folder."""
     run = Path(run)
     summary = load_json(run / "summary.json")
-    config = load_json(run / "config.json")
+    from emofuse.train.rundir import read_metrics, read_run_config
+
+    load_json(run / "config.json")  # missing: one line
+    config = read_run_config(run / "config.json")
     fold_metrics = {}
     for f in summary["folds"]:
         path = run / f"fold_{f['fold']:02d}" / "metrics.json"
-        fold_metrics[f["fold"]] = load_json(path) if path.is_file() else {}
+        fold_metrics[f["fold"]] = read_metrics(path, f["fold"]) if path.is_file() else {}
     labels = summary["labels"]
     plot_confusion(summary["confusion"], labels, run / "confusion.png")
     has_curves = plot_curves(run, run / "curves.png")

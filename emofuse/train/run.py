@@ -38,7 +38,7 @@ from emofuse.errors import EmofuseError
 from emofuse.fileio import write_json
 from emofuse.locks import output_lock
 from emofuse.train import parallel
-from emofuse.train.checkpoints import make_dims, resolve_head
+from emofuse.train.checkpoints import head_file_digest, make_dims, resolve_head
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import LoopConfig, train_fold
@@ -50,7 +50,7 @@ from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
     prepare_out,
-    read_json,
+    read_run_config,
     record_wall,
     save_fold,
     write_summary,
@@ -131,13 +131,47 @@ def check_buildable(
         ) from None
 
 
+FORWARD_ERRORS = (
+    RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError,
+)  # fmt: skip
+
+
+def check_forward(head_spec: str, head_cls: type, cfg: Any, data: TrainData) -> None:
+    """Run the head once on a batch of two utterances before anything is written: a user head
+    whose layers do not fit together (``embed``'s width against its classifier) is one line
+    naming the head with torch's short message, not a traceback from inside the first fold."""
+    from emofuse.train.loop import autocast
+
+    n_classes = len(data.label_names)
+    idx = torch.arange(min(2, len(data.ids)))
+    try:
+        model = head_cls(cfg, make_dims(data), n_classes).to(data.device).eval()
+        with torch.no_grad(), autocast(data.device):
+            logits = model(model.prepare(data.batch(idx, dtype=None)))
+        shape = tuple(getattr(logits, "shape", ()))
+    except EmofuseError:
+        raise
+    except FORWARD_ERRORS as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise EmofuseError(
+            f"head {head_spec}: its forward failed on a batch of {len(idx)} utterances "
+            f"({type(err).__name__}: {reason}); fix the head's layers (e.g. the width its embed "
+            "returns against what its classifier takes)"
+        ) from None
+    if shape != (len(idx), n_classes):
+        raise EmofuseError(
+            f"head {head_spec}: its forward returned shape {shape} for a batch of {len(idx)} "
+            f"utterances, not (batch, {n_classes} classes); fix the head's classifier"
+        )
+
+
 def check_resume(out: Path, config: dict[str, Any]) -> None:
     """Refuse to mix results of different settings in one run folder (a folder with no finished
     fold holds no result, so a corrected command simply starts it again)."""
     path = out / "config.json"
     if not path.is_file() or not finished_folds(out):
         return
-    old = read_json(path)
+    old = read_run_config(path)
     if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
         old["head"] = absolute_head(old["head"])
     for key in sorted(set(old) | set(config)):
@@ -249,6 +283,7 @@ def train_run(
     if split == "lopo" and lopo_val != "partner":  # absent = partner: older runs resume as before
         config["lopo_val"] = lopo_val
     check_buildable(head_spec, head_cls, cfg, make_dims(data), len(data.label_names), sets)
+    check_forward(head_spec, head_cls, cfg, data)
     check_out(out, cache.path)
     with contextlib.ExitStack() as stack:
         if rank == 0:  # one writer per run folder (torchrun's ranks share rank 0's lock)
@@ -302,6 +337,7 @@ def _train_folds(
         "dims": dims.as_dict(),
         "labels": data.label_names,
         "cache_fingerprint": cache.fingerprint,
+        "head_sha256": head_file_digest(head_spec),  # predict names a head file edited since
     }
     if world > 1:
         # gloo works on CPU and GPU alike: the only collective is one barrier

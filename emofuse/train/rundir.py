@@ -182,9 +182,11 @@ def is_trained_run(config: dict[str, Any]) -> bool:
 
 
 def check_finished_folds(run: Path, folds: Sequence[int], trained: bool = True) -> None:
-    """The files a finished fold must keep whole (its curves.jsonl; a trained run's checkpoint.pt),
+    """The files a finished fold must keep whole (metrics.json, its curves.jsonl; a trained run's
+    checkpoint.pt),
     checked before a resume trains anything and before a report: a damaged one is one line naming
     it, never a run reported complete with a fold that predict cannot load."""
+    check_metrics(run, folds)
     for k in folds:
         if (fold_dir(run, k) / "curves.jsonl").is_file():
             read_curves(fold_dir(run, k) / "curves.jsonl")
@@ -266,6 +268,84 @@ def read_json(path: Path) -> dict[str, Any]:
     )
 
 
+# what every run's config.json must hold, by kind: a trained run's (train writes it) and a late
+# fusion's (fuse writes it); report, predict, fuse, compare and a train resume read these keys
+TRAINED_KEYS: dict[str, type | tuple[type, ...]] = {
+    "head": str, "head_config": dict, "labels": list, "split": str, "seed": int,
+}  # fmt: skip
+FUSED_KEYS: dict[str, type | tuple[type, ...]] = {"fused_runs": list, "weights": dict, "split": str}
+
+
+def config_problem(config: dict[str, Any]) -> str | None:
+    """Why a run's config.json (read as an object) cannot be used, or None: a required key that is
+    missing or of the wrong type (``labels`` a list of names, ``fused_runs`` of paths)."""
+    keys = TRAINED_KEYS if is_trained_run(config) else FUSED_KEYS
+    for key, kind in keys.items():
+        if key not in config or config[key] is None:
+            return f"no {key!r}"
+        value = config[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{key!r} is a JSON {type(value).__name__}, not a {kind.__name__}"
+    names = config.get("labels") if is_trained_run(config) else config.get("fused_runs")
+    what = "labels" if is_trained_run(config) else "fused_runs"
+    if not names or not all(isinstance(x, str) and x for x in names):
+        return f"{what!r} is not a list of names"
+    if is_trained_run(config) and not config["head"].strip():
+        return "an empty 'head'"
+    return None
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run folder's config.json, checked (:func:`config_problem`): a damaged one is one line
+    naming it, never a run reported, resumed or predicted with settings it does not have."""
+    config = read_json(path)
+    problem = config_problem(config)
+    if problem:
+        fix = (
+            "retrain into a new --out"
+            if is_trained_run(config)
+            else "fuse its runs again into a new --out"
+        )
+        raise EmofuseError(f"{path} is damaged ({problem}); {fix}")
+    return config
+
+
+def _is_fraction(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and 0.0 <= x <= 1.0
+
+
+def read_metrics(path: Path, k: int) -> dict[str, Any]:
+    """Fold ``k``'s metrics.json, checked: UA, WA and F1 are numbers in [0, 1] and the other fields
+    the report shows have their types; a damaged one names the file and how to redo the fold."""
+    metrics = read_json(path)
+    problem = None
+    for key in ("UA", "WA", "F1"):
+        if key not in metrics:
+            problem = f"no {key!r}"
+        elif not _is_fraction(metrics[key]):
+            problem = f"{key!r} is {metrics[key]!r}, not a number in [0, 1]"
+        if problem:
+            break
+    if problem is None and metrics.get("fold", k) != k:
+        problem = f"it is fold {metrics.get('fold')!r}'s"
+    checks = {"test_set": (str,), "best_epoch": (int,), "epochs_run": (int,),
+              "minutes": (int, float)}  # fmt: skip
+    for key, kinds in checks.items():
+        if problem is None and key in metrics:
+            value = metrics[key]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                problem = f"{key!r} is {value!r}"
+    if problem:
+        raise EmofuseError(f"{path} is damaged ({problem}); {_redo_advice(path)}")
+    return metrics
+
+
+def check_metrics(run: Path, folds: Sequence[int]) -> None:
+    """Each finished fold's metrics.json is whole (:func:`read_metrics`), else one line naming it."""
+    for k in folds:
+        read_metrics(fold_dir(run, k) / "metrics.json", k)
+
+
 def read_curves(path: Path) -> list[dict[str, Any]]:
     """One fold's curves.jsonl; a damaged line is a one-line error naming the file and line."""
     rows = []
@@ -297,6 +377,35 @@ def check_out(out: Path, cache_path: str | Path | None) -> None:
 
     check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
     check_run_out(out, "emofuse train")  # a folder of the user's files is never written into
+    if is_fused_folder(out):
+        raise EmofuseError(
+            f"--out {out} is a late-fusion run folder (made by `emofuse fuse`), not a train run: "
+            "emofuse train cannot resume it; give a new --out"
+        )
+
+
+def is_fused_folder(run: Path) -> bool:
+    """``run`` holds a late fusion, finished (its config.json records ``fused_runs``) or not:
+    a fold plan without config.json (train writes config.json first, fuse writes it last)."""
+    from emofuse.train.outdir import _json_object
+
+    config = _json_object(run / "config.json")
+    if config is not None:
+        return "fused_runs" in config
+    return (run / "folds.json").is_file() and not (run / "config.json").exists()
+
+
+def unfinished_fuse_members(run: Path) -> list[str]:
+    """The member runs an unfinished fuse into ``run`` was given (from its folds' metrics.json,
+    which record each member's weight), or [] when no fold of it got that far."""
+    from emofuse.train.outdir import _json_object
+
+    for path in sorted(run.glob("fold_*/metrics.json")):
+        metrics = _json_object(path)
+        weights = metrics.get("weights") if metrics is not None else None
+        if isinstance(weights, dict) and weights:
+            return [str(m) for m in weights]
+    return []
 
 
 def prepare_out(out: Path) -> None:

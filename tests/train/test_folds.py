@@ -210,7 +210,9 @@ def test_loso_over_one_session_is_one_line_suggesting_other_splits(tmp_path):
         build_folds(one, "loso")
     msg = str(err.value)
     assert "\n" not in msg and "needs at least 2 sessions" in msg and "has 1 ('Ses01')" in msg
-    assert "--split lopo or ra" in msg
+    # 2 speakers, a class with 1 utterance: neither lopo nor ra can run (it advised both before)
+    assert "no other --split fits this corpus either" in msg and "lopo 3 speakers" in msg, msg
+    assert "use --split" not in msg
     manifest = tmp_path / "one.csv"
     rows = ["id,audio,text,label,speaker,session"]
     import numpy as np
@@ -231,6 +233,15 @@ def test_loso_over_one_session_is_one_line_suggesting_other_splits(tmp_path):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith("error: split 'loso' needs at least 2 sessions"), lines[0]
+
+
+def test_loso_over_one_session_suggests_only_the_splits_the_corpus_can_run():
+    one = [u for u in iemocap_like(n_per_speaker=25) if u.session == "Ses01"]  # 2 speakers
+    for split in ("loso", "lopo"):
+        with pytest.raises(EmofuseError) as err:
+            build_folds(one, split)
+        assert str(err.value).endswith("; use --split ra or predefined instead"), str(err.value)
+    build_folds(one, "ra")  # what it suggests runs
 
 
 def test_train_with_loso_over_one_session_is_one_cli_line(tmp_path, monkeypatch):

@@ -682,3 +682,169 @@ def test_a_run_records_absolute_paths_and_resumes_from_the_same_relative_ones(
     monkeypatch.chdir(work)  # an old run resumes from its own folder, with its relative spelling
     result = CliRunner().invoke(cli, args("1,2"))
     assert result.exit_code == 0, result.output
+
+
+def _one_error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("key", ["head", "labels", "head_config", "seed"])
+def test_a_config_json_without_a_required_key_is_one_line_in_report_fuse_compare_and_train(
+    run, tmp_path, cache, key
+):
+    """report said "head: None" and "2 of 5 folds finished"; a train rerun "different settings"."""
+    out = copy(run, tmp_path)
+    config = json.loads((out / "config.json").read_text())
+    del config[key]
+    (out / "config.json").write_text(json.dumps(config))
+    expected = f"error: {out / 'config.json'} is damaged (no {key!r}); retrain into a new --out"
+    for args in (
+        ["report", str(out)],
+        ["fuse", str(run), str(out), "--out", str(tmp_path / "f")],
+        ["compare", str(out), str(run)],
+    ):
+        assert _one_error_line(CliRunner().invoke(cli, args)) == expected, args
+    assert not (tmp_path / "f").exists()
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert f"error: {err.value}" == expected
+
+
+def test_a_config_json_with_labels_of_the_wrong_type_is_named(run, tmp_path):
+    out = copy(run, tmp_path)
+    config = json.loads((out / "config.json").read_text())
+    config["labels"] = "ang,hap"
+    (out / "config.json").write_text(json.dumps(config))
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: {out / 'config.json'} is damaged ('labels' is a JSON str")
+
+
+@pytest.mark.parametrize(
+    "metrics, why",
+    [({"UA": 0.5}, "no 'WA'"), ({"UA": "high", "WA": 0.5, "F1": 0.5}, "'UA' is 'high'"),
+     ({"UA": 1.5, "WA": 0.5, "F1": 0.5}, "'UA' is 1.5"), ({"UA": 0.5, "WA": 0.5}, "no 'F1'")],
+)  # fmt: skip
+def test_a_valid_json_but_damaged_metrics_file_is_one_line_in_report_and_train(
+    run, tmp_path, cache, metrics, why
+):
+    """report printed "2 of 5 folds finished" with blank cells for fold 2 (exit 0)."""
+    out = copy(run, tmp_path)
+    bad = fold_dir(out, 2) / "metrics.json"
+    bad.write_text(json.dumps(metrics))
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: {bad} is damaged ({why}"), line
+    assert f"delete {bad.parent} and rerun `emofuse train`" in line
+    line = _one_error_line(
+        CliRunner().invoke(cli, ["fuse", str(run), str(out), "--out", str(tmp_path / "f")])
+    )
+    assert line.startswith(f"error: {bad} is damaged ({why}")
+    with pytest.raises(EmofuseError, match="metrics.json is damaged"):
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    shutil.rmtree(bad.parent)  # what the message says: fold 2 is trained again
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+
+
+def test_a_fused_run_whose_member_was_retrained_is_not_reported_as_current(run, tmp_path, cache):
+    other = copy(run, tmp_path)
+    fused = tmp_path / "f"
+    result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(fused)])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(cli, ["report", str(fused)]).exit_code == 0
+    shutil.rmtree(other)  # retrained with other settings into the same folder
+    other_loop = LoopConfig(epochs=1, batch_size=8, lr=1e-2, patience=1, seed=0)
+    train_run(cache, TINY_HEAD, other, "loso", loop=other_loop, folds=[1, 2], progress=False)
+    expected = f"error: {fused} was fused from {other} as it was before {other} was retrained"
+    for args in (["report", str(fused)], ["compare", str(fused), str(fused)]):
+        line = _one_error_line(CliRunner().invoke(cli, args))
+        assert line.startswith(expected) and "fuse again" in line, line
+
+
+BAD_WIDTH_HEAD = """
+from torch import nn
+from tests.train.tiny_head import TinyHead
+
+
+class BadWidth(TinyHead):
+    name = "bad-width"
+
+    def __init__(self, cfg, dims, n_classes):
+        super().__init__(cfg, dims, n_classes)
+        self.classifier = nn.Linear(cfg.hidden + 3, n_classes)  # embed returns cfg.hidden
+"""
+
+
+def test_a_user_head_whose_forward_fails_is_one_line_before_anything_is_written(
+    tmp_path, monkeypatch
+):
+    """`mat1 and mat2 shapes cannot be multiplied` was a RuntimeError traceback from fold 1."""
+    import emofuse.cache
+
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    head = tmp_path / "bad_head.py"
+    head.write_text(BAD_WIDTH_HEAD)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head",
+        f"{head}:BadWidth", "--epochs", "1", "--folds", "1", "--quiet", "--out", str(out),
+    ])  # fmt: skip
+    line = _one_error_line(result)
+    assert line.startswith(f"error: head {head}:BadWidth: its forward failed on a batch"), line
+    assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_train_into_a_fused_run_says_it_is_a_late_fusion_folder(
+    run, tmp_path, monkeypatch, finished
+):
+    import emofuse.cache
+
+    other = copy(run, tmp_path)
+    fused = tmp_path / "f"
+    assert (
+        CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(fused)]).exit_code == 0
+    )
+    if not finished:
+        (fused / "config.json").unlink()  # a fuse killed before its last file
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    before = sorted(p.name for p in fused.iterdir())
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+        "--epochs", "1", "--folds", "1", "--quiet", "--out", str(fused),
+    ])  # fmt: skip
+    line = _one_error_line(result)
+    assert line.startswith(f"error: --out {fused} is a late-fusion run folder"), line
+    assert "not a train run" in line and "new --out" in line
+    assert sorted(p.name for p in fused.iterdir()) == before
+
+
+def test_report_of_a_missing_path_or_a_file_says_which(tmp_path):
+    gone = tmp_path / "nope"
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(gone)]))
+    assert line.startswith(f"error: {gone} does not exist"), line
+    cache_file = tmp_path / "demo.h5"
+    cache_file.write_bytes(b"\x89HDF\r\n")
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(cache_file)]))
+    assert line.startswith(f"error: {cache_file} is a file, not a run folder"), line
+
+
+def test_report_of_a_fuse_killed_midway_says_to_rerun_the_same_fuse(run, tmp_path):
+    other = copy(run, tmp_path)
+    fused = tmp_path / "f"
+    assert (
+        CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(fused)]).exit_code == 0
+    )
+    for name in ("config.json", "summary.json", "report.md", "predictions.csv"):
+        (fused / name).unlink()
+    shutil.rmtree(fold_dir(fused, 2))  # killed while fusing fold 2
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(fused)]))
+    assert line == (
+        f"error: {fused} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
+        f"rerun the same `emofuse fuse {run} {other} --out {fused}`"
+    ), line

@@ -21,7 +21,7 @@ from emofuse.reproduce.plan import Row, run_dir
 from emofuse.train import run as run_module
 from emofuse.train.folds import FoldPlan
 from emofuse.train.paths import absolute
-from emofuse.train.rundir import finished_folds, read_json
+from emofuse.train.rundir import check_finished_folds, finished_folds, read_json
 
 
 def open_cache_arg(cache: Any) -> Any:
@@ -56,17 +56,10 @@ def check_streams(cache: Any, rows: Sequence[Row], preset: str | None) -> None:
             )
 
 
-def is_finished(
-    out: Path, row: Row, preset: str | None, seed: int, cache: Any, loop_flags: dict
-) -> bool:
-    """Whether ``out`` is a finished run of exactly this row, seed, preset and cache."""
-    paths = [out / n for n in ("summary.json", "config.json", "folds.json")]
-    if not all(p.is_file() for p in paths):
-        return False
-    plan = FoldPlan.load(out / "folds.json")
-    if set(finished_folds(out)) != {f.fold for f in plan.folds}:
-        return False
-    config = read_json(out / "config.json")
+def settings_mismatch(
+    config: dict, row: Row, preset: str | None, seed: int, cache: Any, loop_flags: dict
+) -> str | None:
+    """The first setting in which a run folder's config.json differs from this row and seed."""
     wanted = {
         "head": row.head,
         "preset": preset,
@@ -75,10 +68,48 @@ def is_finished(
         "seed": seed,
         "cache_fingerprint": cache.fingerprint,
     }
-    if any(config.get(k) != v for k, v in wanted.items()):
-        return False
+    for key, value in wanted.items():
+        if config.get(key) != value:
+            return f"{key} {config.get(key)!r}, the row's is {value!r}"
     loop = config.get("loop", {})
-    return all(loop.get(k) == v for k, v in loop_flags.items() if v is not None and k != "seed")
+    for key, value in loop_flags.items():
+        if value is not None and key != "seed" and loop.get(key) != value:
+            return f"loop {key} {loop.get(key)!r}, this command's is {value!r}"
+    return None
+
+
+def is_finished(
+    out: Path, row: Row, preset: str | None, seed: int, cache: Any, loop_flags: dict
+) -> bool:
+    """Whether ``out`` is a finished run of exactly this row, seed, preset and cache; a finished
+    fold whose files are damaged is one line naming them (never reused into the table)."""
+    paths = [out / n for n in ("summary.json", "config.json", "folds.json")]
+    if not all(p.is_file() for p in paths):
+        return False
+    plan = FoldPlan.load(out / "folds.json")
+    folds = finished_folds(out)
+    if set(folds) != {f.fold for f in plan.folds}:
+        return False
+    check_finished_folds(out, folds)
+    return settings_mismatch(read_json(out / "config.json"), row, preset, seed, cache,
+                             loop_flags) is None  # fmt: skip
+
+
+def check_row_folder(
+    out: Path, row: Row, preset: str | None, seed: int, cache: Any, loop_flags: dict
+) -> None:
+    """A row's folder that holds a run of other settings (a hand-made run, another row's) is one
+    line naming the setting; train_run would only say 'different settings' with both configs."""
+    if not (out / "config.json").is_file():
+        return
+    config = read_json(out / "config.json")
+    mismatch = settings_mismatch(config, row, preset, seed, cache, loop_flags)
+    if mismatch:
+        raise EmofuseError(
+            f"{out} holds a run made with other settings than row {row.slug} seed {seed} "
+            f"({mismatch}); delete or move that folder and rerun, or give another --out for other "
+            "settings"
+        )
 
 
 def fused_is_current(out: Path, members: list[Path]) -> bool:
@@ -89,7 +120,13 @@ def fused_is_current(out: Path, members: list[Path]) -> bool:
     if read_json(out / "config.json").get("fused_runs") != [absolute(m) for m in members]:
         return False
     done = summary.stat().st_mtime_ns
-    return all((m / "summary.json").stat().st_mtime_ns <= done for m in members)
+    if any((m / "summary.json").stat().st_mtime_ns > done for m in members):
+        return False
+    try:  # a damaged fold of a fusion is simply fused again
+        check_finished_folds(out, finished_folds(out), trained=False)
+    except EmofuseError:
+        return False
+    return True
 
 
 def fuse_row(out: Path, members: list[Path]) -> None:
@@ -152,6 +189,7 @@ def run_rows(
                 reused.append(path)
                 echo(f"{row.slug} seed {seed}: finished, reused ({path})")
                 continue
+            check_row_folder(path, row, preset, seed, cache, flags)
             echo(f"{row.slug} seed {seed}: training into {path}")
             run_module.train_run(
                 cache, row.head, path, row.split, preset=preset, sets=dict(row.overrides),

@@ -123,3 +123,31 @@ def test_bad_options_are_one_line(tmp_path, args, message):
     )
     assert result.exit_code == 2 and result.output.startswith("error: "), result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_damaged_or_foreign_row_folder_is_one_line_not_reused(tmp_path):
+    """A damaged metrics.json was 'finished, reused' into the table; a row folder holding a run of
+    other settings was train_run's two whole configs and advice to use another --out."""
+    cache, out = fake_cache(segments=True), tmp_path / "m"
+    reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    metrics = out / "word" / "seed0" / "fold_02" / "metrics.json"
+    good = metrics.read_text()
+    metrics.write_text(json.dumps({"UA": "high"}))
+    with pytest.raises(EmofuseError, match=f"{re.escape(str(metrics))} is damaged"):
+        reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    metrics.write_text(good)
+    fused = out / "late" / "seed0" / "fold_01" / "metrics.json"
+    fused.write_text("{")  # a damaged fusion is fused again
+    again = reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    assert out / "late" / "seed0" in again["trained"] and json.loads(fused.read_text())["fold"] == 1
+
+    frame = out / "frame" / "seed0"  # made with 1 epoch; the same folder asked with 2 epochs
+    shutil.rmtree(frame / "fold_03")
+    message = (f"{frame} holds a run made with other settings than row frame seed 0 (loop epochs "
+               "1, this command's is 2); delete or move that folder and rerun, or give another "
+               "--out")  # fmt: skip
+    with pytest.raises(EmofuseError, match=re.escape(message)):
+        reproduce_multilevel(cache, out, seeds=[0], loop_flags={**FAST, "epochs": 2},
+                             progress=False)  # fmt: skip
+    assert not (frame / "fold_03").exists()  # nothing trained

@@ -106,6 +106,11 @@ def read_textgrid(path: str | Path) -> dict[str, list[Segment]]:
     path = Path(path)
     if not path.is_file():
         raise EmofuseError(f"alignment {path} does not exist")
+    if path.stat().st_size == 0:
+        raise EmofuseError(
+            f"alignment {path} is empty (0 bytes) — rewrite it with `emofuse align` or empty the "
+            "manifest's alignment cell to keep the utterance unaligned"
+        )
     try:
         tg = textgrid.openTextgrid(str(path), includeEmptyIntervals=False, reportingMode="silence")
     except Exception as err:  # noqa: BLE001 - praatio raises several types for a bad file

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from emofuse.cache.backends import ArrayStore, backend_of
+from emofuse.cache.backends import ArrayStore, backend_of, damaged_cache_error
 from emofuse.cache.layout import (
     StoreLayout,
     little_endian,
@@ -152,6 +152,11 @@ class Cache:
         self.ids: list[str] = list(raw["id"])
         self._pos = {uid: i for i, uid in enumerate(self.ids)}
         n = len(self.ids)
+        if self.complete and n != meta.get("n_utterances"):  # the metadata was edited or torn
+            raise damaged_cache_error(
+                self.path,
+                f"its metadata counts {meta.get('n_utterances')} utterances, its table holds {n}",
+            )
         self.streams: dict[str, StreamInfo] = {}
         for name, s in meta["streams"].items():
             arrays = {

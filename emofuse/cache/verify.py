@@ -77,6 +77,11 @@ def _crc_scan(blocks, offsets: np.ndarray, crc: np.ndarray) -> None:
 UNVERIFIABLE = "its checksums are missing, deleted after extraction, so it cannot be verified"
 
 
+def _reason(err: Exception) -> str:
+    """A reading error's text without its advice to run verify (verify is what is running)."""
+    return str(err).split("; run `emofuse verify")[0]
+
+
 def checksum_arrays(meta: dict) -> list[str]:
     """Every stored checksum array's name, asked for one by one: a backend need not know groups
     (HDF5 and Zarr have them, a folder of files may not)."""
@@ -101,7 +106,7 @@ def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> Verif
     try:
         table_raw = little_endian(store.read("table", (slice(None),)))
     except EmofuseError as err:  # a missing chunk file, an undecodable one
-        problems.append(f"table: unreadable ({err})")
+        problems.append(f"table: unreadable ({_reason(err)})")
         table_raw = np.zeros(0, np.uint8)
     checked += table_raw.nbytes
     table_sha = hashlib.sha256(table_raw).hexdigest()
@@ -111,6 +116,10 @@ def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> Verif
     else:
         ids = json.loads(table_raw.tobytes().decode("utf-8"))["id"]
     n = meta["n_utterances"]
+    if ids and len(ids) != n:  # the metadata was edited: every stream's row count is suspect
+        raise damaged_cache_error(
+            store.path, f"its metadata counts {n} utterances, its table holds {len(ids)}"
+        )
 
     bar = progress_bar(
         total=sum(a["nbytes"] for s in meta["streams"].values() for a in s["arrays"].values()),
@@ -130,7 +139,7 @@ def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> Verif
             try:
                 offsets = store.read(stored_name(name, "offsets"), (slice(None),))
             except EmofuseError as err:
-                problems.append(f"stream {name!r}: offsets unreadable ({err})")
+                problems.append(f"stream {name!r}: offsets unreadable ({_reason(err)})")
                 continue
             offsets = offsets.astype(np.int64)
             offsets_sha = hashlib.sha256(little_endian(offsets)).hexdigest()
@@ -163,7 +172,7 @@ def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> Verif
             try:
                 stored_crc = store.read(f"checksums/{name}/{aname}", (slice(None),))
             except EmofuseError as err:
-                problems.append(f"{label}: stored checksums unreadable ({err})")
+                problems.append(f"{label}: stored checksums unreadable ({_reason(err)})")
                 continue
             bad = sorted(set(np.nonzero(np.atleast_2d(stored_crc != crc))[1].tolist()))
             if sha != ameta["sha256"] or bad:

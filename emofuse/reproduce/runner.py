@@ -143,6 +143,27 @@ def fuse_row(out: Path, members: list[Path]) -> None:
     fuse_runs(members, out)
 
 
+TABLE_FILES = ("table.md", "table.png")
+
+
+def check_reproduce_out(out: Path, rows: Sequence[Row]) -> None:
+    """``out`` is new, empty, or an earlier reproduce of these rows: never a run folder or a
+    folder of other files (an ordinary run's folder got nine row runs written into it)."""
+    if not out.is_dir():
+        return
+    if (out / "config.json").is_file() or (out / "folds.json").is_file():
+        raise EmofuseError(
+            f"--out {out} is a run folder (train or fuse wrote it); give reproduce a new folder"
+        )
+    ours = {r.slug for r in rows} | set(TABLE_FILES)
+    other = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if other:
+        raise EmofuseError(
+            f"--out {out} holds {other[0]}, which is not a row of this table: give a new or empty "
+            "folder, or the folder of an earlier run of the same reproduce command"
+        )
+
+
 def run_rows(
     cache: Any,
     rows: Sequence[Row],
@@ -168,6 +189,7 @@ def run_rows(
     from emofuse.errors import check_out_path
 
     check_out_path(out)
+    check_reproduce_out(out, rows)
     flags = dict(loop_flags or {})
     runs: dict[str, dict[int, Path]] = {}
     trained, reused = [], []

@@ -231,3 +231,35 @@ def test_one_deleted_checksum_array_is_not_circular(tmp_path, reference):
     verify = _cli("verify", str(path))
     assert verify.exit_code == 1 and "run `emofuse verify" not in verify.output, verify.output
     assert "damaged: stream 'speech' array 'data': stored checksums missing" in verify.output
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_metadata_counting_other_utterances_than_the_table_is_damage(tmp_path, suffix):
+    """An edited n_utterances (valid JSON) was a numpy broadcast traceback in verify, and info
+    called the store complete (found by the re-audit)."""
+    from emofuse.cache.backends import backend_for
+
+    path = tmp_path / f"c{suffix}"
+    write_cache(path, n=8)
+    store = backend_for(path).open(path, "a")
+    meta = store.read_meta()
+    store.write_meta({**meta, "n_utterances": 7})
+    store.close()
+    assert_damaged_everywhere(
+        path, tmp_path, r"its metadata counts 7 utterances, its table holds 8"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_verify_of_a_deleted_table_does_not_advise_running_verify(tmp_path, suffix):
+    path = tmp_path / f"c{suffix}"
+    write_cache(path, n=8)
+    if suffix == ".h5":
+        with h5py.File(path, "a") as f:
+            del f["table"]
+    else:
+        shutil.rmtree(path / "table")
+    result = _cli("verify", str(path))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "damaged: table: unreadable" in result.output and "lacks array table" in result.output
+    assert "run `emofuse verify" not in result.output, result.output  # it is what is running

@@ -90,3 +90,10 @@ def test_a_file_given_as_the_iemocap_root_says_it_is_a_file(root):
     line = one_line_error(CliRunner().invoke(cli, ["corpus", "stats", "--corpus", "iemocap",
                                                    "--root", str(root / "a.wav")]))  # fmt: skip
     assert "is a file, not a folder" in line and "--corpus manifest" in line
+
+
+def test_an_empty_textgrid_says_it_is_empty(root):
+    (root / "e.TextGrid").write_bytes(b"")
+    path = manifest(root, "u1,a.wav,x,neu,s1,e.TextGrid", header=f"{HEADER},alignment")
+    line = one_line_error(stats(path))
+    assert "e.TextGrid is empty (0 bytes)" in line and "list index" not in line

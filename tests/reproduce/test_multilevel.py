@@ -151,3 +151,31 @@ def test_a_damaged_or_foreign_row_folder_is_one_line_not_reused(tmp_path):
         reproduce_multilevel(cache, out, seeds=[0], loop_flags={**FAST, "epochs": 2},
                              progress=False)  # fmt: skip
     assert not (frame / "fold_03").exists()  # nothing trained
+
+
+def test_reproduce_refuses_an_out_that_is_a_run_or_holds_other_files(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(EmofuseError, match=f"--out {re.escape(str(run))} is a run folder"):
+        reproduce_multilevel(fake_cache(segments=True), run, loop_flags=FAST)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(EmofuseError, match="holds notes.txt, which is not a row of this table"):
+        reproduce_multilevel(fake_cache(segments=True), other, loop_flags=FAST)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    again = tmp_path / "again"  # an earlier reproduce's folder: its rows and table are welcome
+    (again / "frame").mkdir(parents=True)
+    (again / "table.md").write_text("")
+    runner.check_reproduce_out(again, multilevel.rows("loso"))
+
+
+def test_report_of_a_reproduce_folder_names_a_row_run(tmp_path):
+    (tmp_path / "m" / "frame" / "seed0").mkdir(parents=True)
+    (tmp_path / "m" / "frame" / "seed0" / "config.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "m")])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "is an `emofuse reproduce` folder" in lines[0]
+    assert f"emofuse report {tmp_path / 'm' / 'frame' / 'seed0'}" in lines[0]

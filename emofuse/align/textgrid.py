@@ -114,9 +114,9 @@ def read_textgrid(path: str | Path) -> dict[str, list[Segment]]:
     try:
         tg = textgrid.openTextgrid(str(path), includeEmptyIntervals=False, reportingMode="silence")
     except Exception as err:  # noqa: BLE001 - praatio raises several types for a bad file
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = " ".join(str(err).split()) or type(err).__name__  # praatio's detail lines too
         raise EmofuseError(
-            f"alignment {path} is not a readable Praat TextGrid ({reason[:120]}) — "
+            f"alignment {path} is not a readable Praat TextGrid ({reason[:200]}) — "
             "rewrite it with `emofuse align` or fix the file"
         ) from None
     names = list(tg.tierNames)

@@ -61,6 +61,21 @@ def _check_segments_cover(utts: Sequence[Utterance], granularity: Sequence[str])
         )
 
 
+def _note_missing_tiers(
+    utts: Sequence[Utterance], granularity: Sequence[str], echo: Callable[[str], None]
+) -> None:
+    """Aligned utterances whose TextGrid lacks a tier asked for (a words-only grid has no phones):
+    they get no rows there, and the heads read their frames instead; said once per tier."""
+    for tier in (t for t in granularity if t != "frame"):
+        lacking = [u.id for u in utts if u.tiers and not u.tiers.get(tier)]
+        if lacking:
+            echo(
+                f"note: {len(lacking)} aligned utterance(s) have no {tier} segments (e.g. "
+                f"{lacking[0]}: its TextGrid lacks the tier or it is empty); the heads read their "
+                f"frames in the {tier} branch"
+            )
+
+
 def run_extract(
     utterances: Sequence[Utterance],
     cfg: ExtractConfig,
@@ -158,6 +173,7 @@ def run_extract(
                 + (f"; resuming: {resumed} already stored" if resumed else "")
                 + (f"; {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
             )
+            _note_missing_tiers(utts, cfg.granularity, echo)
         todo = [b for b in batches if any(utts[i].id not in done for i in b)]
         job = ExtractJob(cfg, models, layers, text_layers, utts, durations, writer, summary, done)
         run_batches(job, todo, show=cfg.progress and ddp.rank == 0)

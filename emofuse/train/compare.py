@@ -30,6 +30,7 @@ from emofuse.errors import EmofuseError
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
 from emofuse.train.rundir import (
+    check_metrics,
     finished_folds,
     is_trained_run,
     read_fold_predictions,
@@ -53,6 +54,7 @@ def load_run(run: str | Path) -> dict[str, Any]:
             check_members_current(run, config)
     plan = FoldPlan.load(run / "folds.json")
     done = set(finished_folds(run))
+    check_metrics(run, sorted(done))  # as report and fuse: a damaged fold is named, not compared
     missing = [f.fold for f in plan.folds if f.fold not in done]
     if missing:
         raise EmofuseError(

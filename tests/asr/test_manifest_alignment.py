@@ -100,3 +100,28 @@ def test_missing_textgrid_is_a_one_line_error(tmp_path, synth_utts):
     )
     with pytest.raises(EmofuseError, match="row 1: alignment .*nope.TextGrid .* is missing"):
         read_corpus("manifest", manifest=manifest, progress=False)
+
+
+def test_a_textgrid_without_a_tier_asked_for_is_noted_at_extract(tmp_path, tiny, synth_utts):
+    """A words-only TextGrid gave its utterance 0 phone and syllable rows with no word said."""
+    utts = synth_utts[:2]
+    (tmp_path / "tg").mkdir()
+    names = _textgrids(tmp_path / "tg", utts)
+    u = utts[1]
+    words = [s for s in u.tiers["word"] if not is_filler(s[2])]
+    write_textgrid(tmp_path / names[1], {"word": words}, u.duration)  # no phones, no syllables
+    manifest = write_manifest(tmp_path / "m.csv", utts)
+    lines = manifest.read_text().splitlines()
+    rows = [lines[0] + ",alignment"] + [f"{line},{names[i]}" for i, line in enumerate(lines[1:])]
+    manifest.write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(cli, [
+        "extract", "--corpus", "manifest", "--manifest", str(manifest), "--out",
+        str(tmp_path / "c.h5"), "--speech-model", str(tiny.speech["hubert"]), "--text-model",
+        "none", "--speaker-model", "none", "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for tier in ("phone", "syllable"):
+        assert (
+            f"note: 1 aligned utterance(s) have no {tier} segments (e.g. {u.id}:" in result.output
+        )
+    assert "no word segments" not in result.output

@@ -32,7 +32,8 @@ def make_run(out: Path, true: dict[int, list[str]], pred: dict[int, list[str]], 
         probs = np.full((len(t), 4), 0.1)
         probs[np.arange(len(t)), [LABELS.index(p) for p in pred[k]]] = 0.7
         write_predictions(d / "predictions.csv", k, ids, t, probs, LABELS)
-        write_json(d / "metrics.json", {"fold": k})
+        accuracy = float(np.mean(np.array(t) == np.array(pred[k])))  # the fold's metrics.json
+        write_json(d / "metrics.json", {"fold": k, "UA": accuracy, "WA": accuracy, "F1": accuracy})
     FoldPlan(split, 0, folds).save(out / "folds.json")
     return out
 
@@ -133,3 +134,15 @@ def test_cli_json_and_out_folder(pair, tmp_path):
     assert (out / "compare.png").stat().st_size > 1000
     text = CliRunner().invoke(cli, ["compare", str(a), str(b)]).output
     assert "Wilcoxon p" in text and "pooled" in text
+
+
+def test_a_run_with_a_damaged_fold_metrics_file_is_refused_as_report_refuses_it(pair):
+    """compare went ahead on a run whose metrics.json was {"UA": "high"} (the re-audit)."""
+    import json
+
+    a, b = pair
+    bad = fold_dir(b, 2) / "metrics.json"
+    bad.write_text(json.dumps({"UA": "high"}))
+    res = CliRunner().invoke(cli, ["compare", str(a), str(b)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert res.output.startswith(f"error: {bad} is damaged")

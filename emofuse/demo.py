@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emofuse.errors import EmofuseError
+
 # (head, preset, --set overrides, loop): sized so both fit the demo's 5-minute budget on 2 CPU cores.
 # The demo corpus is small (400 utterances), so it takes a higher learning rate and smaller batches
 # than the paper's protocol (lr 1e-4, batch 32) to converge in a few epochs. TDFNet keeps batch 32
@@ -58,6 +60,15 @@ def run_demo(
 
     torch.manual_seed(seed)
     out = Path(out)
+    from emofuse.cache.store import enclosing_cache
+
+    cache = enclosing_cache(out / "corpus")  # before anything is written: the corpus goes first
+    if cache is not None:
+        where = "is" if cache.resolve() == out.resolve() else "is inside"
+        raise EmofuseError(
+            f"--out {out} {where} the cache {cache}; give the demo a folder of its own "
+            "(e.g. --out demo)"
+        )
     corpus_dir = out / "corpus"
     if not (corpus_dir / "Session1").is_dir():
         echo(f"[1/4] writing the synthetic demo corpus to {corpus_dir}")

@@ -44,8 +44,13 @@ def _plan() -> dict[str, tuple[int, str]]:
     spec = os.environ.get(ENV, "")
     plan = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        stage, count, *action = item.split(":")
-        plan[stage] = (int(count), action[0] if action else "kill")
+        stage, _, rest = item.partition(":")
+        count, _, action = rest.partition(":")
+        if not count.isdigit():  # a test knob, but still one line, never a traceback
+            from emofuse.errors import EmofuseError
+
+            raise EmofuseError(f"{ENV}={spec!r}: give STAGE:N[:ACTION], e.g. part-committed:2")
+        plan[stage] = (int(count), action or "kill")
     return plan
 
 

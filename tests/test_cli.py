@@ -259,3 +259,25 @@ def test_an_empty_out_is_one_line_and_writes_nothing_here(tmp_path, monkeypatch,
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith("error: Invalid value for '--out': ") and "is empty" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_into_a_cache_folder_is_refused_before_writing(tmp_path):
+    from tests.cache.cache_synth import write_cache
+
+    cache = tmp_path / "c.zarr"
+    write_cache(cache, n=4)
+    before = sorted(p.name for p in cache.iterdir())
+    result = CliRunner().invoke(cli, ["demo", "--out", str(cache)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0] == (f"error: --out {cache} is the cache {cache}; give the demo a folder of "
+                        "its own (e.g. --out demo)")  # fmt: skip
+    assert sorted(p.name for p in cache.iterdir()) == before  # no corpus, no models written
+
+
+def test_a_malformed_fault_plan_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOFUSE_FAULT", "bogus")
+    from emofuse import faults
+
+    with pytest.raises(Exception, match="EMOFUSE_FAULT='bogus': give STAGE:N"):
+        faults.reach("lock-taken")

@@ -147,7 +147,10 @@ class Cache:
         table_bytes = little_endian(store.read("table", (slice(None),))).tobytes()
         # checked by check_loaded (training): a damaged table would mislabel utterances silently
         self._table_sha = hashlib.sha256(table_bytes).hexdigest()
-        raw = json.loads(table_bytes.decode("utf-8"))
+        try:
+            raw = json.loads(table_bytes.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):  # bytes flipped inside the utterance table
+            raise damaged_cache_error(self.path, "its utterance table is damaged") from None
         self.table = _typed_table(raw)
         self.ids: list[str] = list(raw["id"])
         self._pos = {uid: i for i, uid in enumerate(self.ids)}

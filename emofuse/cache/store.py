@@ -69,6 +69,9 @@ def check_outside_caches(
 
 
 LAYOUT = ("table", "streams", "checksums")  # what every finished cache holds at its root
+# what every command reads from a cache's metadata (cache/writer.py writes them all)
+META_KEYS = ("format_version", "complete", "fingerprint", "settings", "skipped", "streams",
+             "table", "n_utterances", "emofuse_version")  # fmt: skip
 HEAD, TAIL = 1 << 20, 4 << 20  # where an HDF5 cache keeps its metadata: headers, then the end
 
 
@@ -121,6 +124,10 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
         if layout:  # the arrays are there, the document that describes them is not
             raise damaged_cache_error(path, "its emofuse metadata is missing")
         raise EmofuseError(not_cache)
+    lacking = [k for k in META_KEYS if k not in meta]
+    if lacking:  # valid JSON, edited or torn: every command would fail on a missing key
+        store.close()
+        raise damaged_cache_error(path, f"its emofuse metadata lacks {lacking[0]!r}")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         store.close()
         raise EmofuseError(

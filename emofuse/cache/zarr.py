@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import zarr
+from zarr.errors import ZarrUserWarning
 
 from emofuse.cache.backends import ArrayStore, damaged_cache_error, missing_array_error
 from emofuse.errors import EmofuseError, os_reason
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# zarr warns (two lines each) about any file in a store folder it does not know (.DS_Store, a
+# stray folder); emofuse judges a store by its own checks, so these never reach the user
+warnings.filterwarnings(
+    "ignore", category=ZarrUserWarning, message=".*not recognized as a component"
+)
 METADATA = "zarr.json"
 ARRAY_KEYS = {"shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs"}
 
@@ -99,7 +107,15 @@ def _wrong_size_chunks(root: Path, name: str, array: Any) -> str | None:
     size = int(np.prod(array.chunks)) * np.dtype(array.dtype).itemsize
     folder = root / name / "c"
     files = folder.rglob("*") if folder.is_dir() else ()
-    wrong = sorted(f for f in files if f.is_file() and f.stat().st_size != size)
+    grid = [-(-n // c) for n, c in zip(array.shape, array.chunks, strict=True)]
+
+    def is_chunk(f: Path) -> bool:  # c/i/j/k inside the chunk grid (a stray file is not data)
+        key = f.relative_to(folder).parts
+        return len(key) == len(grid) and all(
+            k.isdigit() and int(k) < g for k, g in zip(key, grid, strict=True)
+        )
+
+    wrong = sorted(f for f in files if f.is_file() and is_chunk(f) and f.stat().st_size != size)
     if not wrong:
         return None
     first = wrong[0].relative_to(root.parent)

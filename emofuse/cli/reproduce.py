@@ -40,7 +40,9 @@ def parse_seeds(value: str) -> list[int]:
     except ValueError:
         seeds = []
     if not seeds or any(s < 0 or s > 2**32 - 1 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise EmofuseError(f"--seeds {value!r}: give distinct seeds >= 0 like 0,1,2")
+        raise EmofuseError(
+            f"--seeds {value!r}: give distinct seeds from 0 to {2**32 - 1} like 0,1,2"
+        )
     return seeds
 
 

@@ -73,7 +73,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if suffix in (".jsonl", ".ndjson"):
         columns: list[str] = []
         rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        # utf-8-sig: a byte-order mark (as spreadsheets and Windows editors write) is not data
+        for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
             if not line.strip():
                 continue
             try:

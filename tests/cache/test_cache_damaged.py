@@ -263,3 +263,57 @@ def test_verify_of_a_deleted_table_does_not_advise_running_verify(tmp_path, suff
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "damaged: table: unreadable" in result.output and "lacks array table" in result.output
     assert "run `emofuse verify" not in result.output, result.output  # it is what is running
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_metadata_without_a_key_every_command_reads_is_damage(tmp_path, suffix):
+    """Bytes flipped inside the key 'fingerprint' (still valid JSON) were a KeyError traceback
+    in info, verify and train, and 'different settings (fingerprint None …)' in extract."""
+    from emofuse.cache.backends import backend_for
+
+    path = tmp_path / f"c{suffix}"
+    write_cache(path, n=8)
+    store = backend_for(path).open(path, "a")
+    meta = store.read_meta()
+    meta["fingerprinu"] = meta.pop("fingerprint")
+    store.write_meta(meta)
+    store.close()
+    assert_damaged_everywhere(path, tmp_path, r"its emofuse metadata lacks 'fingerprint'")
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_a_damaged_utterance_table_is_one_line_in_info_and_train(tmp_path, suffix):
+    path = tmp_path / f"c{suffix}"
+    write_cache(path, n=8)
+    from emofuse.cache.backends import backend_for
+
+    store = backend_for(path).open(path, "a")
+    raw = store.read("table", (slice(None),)).copy()
+    raw[2:6] = np.frombuffer(b"\xff\xfe{]", np.uint8)  # not UTF-8 JSON any more
+    store.write("table", slice(None), raw)
+    store.close()
+    for command in ("info",):
+        line = _one_line(_cli(command, str(path)), 2)
+        assert "is damaged (its utterance table is damaged)" in line, line
+    line = _one_line(_train(path, tmp_path / "run"), 2)
+    assert "is damaged (its utterance table is damaged)" in line
+    result = _cli("verify", str(path))
+    assert result.exit_code == 1 and "table: checksum mismatch" in result.output
+
+
+def test_zarr_files_zarr_does_not_know_are_neither_warnings_nor_damage(tmp_path):
+    path = tmp_path / "c.zarr"
+    write_cache(path, n=8)
+    (path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    chunks = path / "streams" / "speech" / "data" / "c"
+    (chunks / "9").mkdir(exist_ok=True)
+    (chunks / "9" / "stray").write_bytes(b"xx")  # outside the chunk grid: not data
+    import subprocess
+    import sys
+
+    info = subprocess.run([sys.executable, "-m", "emofuse", "info", str(path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert info.returncode == 0 and "complete" in info.stdout, info.stderr
+    assert info.stderr == "", info.stderr  # zarr's two-line ZarrUserWarning per unknown file
+    verify = _cli("verify", str(path))
+    assert verify.exit_code == 0 and "verify: ok" in verify.output, verify.output

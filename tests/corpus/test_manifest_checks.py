@@ -97,3 +97,11 @@ def test_an_empty_textgrid_says_it_is_empty(root):
     path = manifest(root, "u1,a.wav,x,neu,s1,e.TextGrid", header=f"{HEADER},alignment")
     line = one_line_error(stats(path))
     assert "e.TextGrid is empty (0 bytes)" in line and "list index" not in line
+
+
+def test_a_jsonl_manifest_with_a_byte_order_mark_is_read(root):
+    path = root / "m.jsonl"
+    row = '{"id": "u1", "audio": "a.wav", "text": "x", "label": "neu", "speaker": "s1"}'
+    path.write_bytes(b"\xef\xbb\xbf" + row.encode() + b"\n")
+    result = stats(path)
+    assert result.exit_code == 0 and "BOM" not in result.output, result.output

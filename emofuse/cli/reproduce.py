@@ -51,16 +51,25 @@ def reproduce_group() -> None:
     """Reproduce a paper's table: one run folder per row and seed, then table.md/table.png."""
 
 
+def run_options(command):
+    """The options every reproduce command shares: preset, seeds, device, jobs, the loop."""
+    for option in reversed([
+        click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True),
+        click.option("--seeds", default="0", show_default=True, help="comma-separated, e.g. 0,1,2"),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--jobs", type=click.IntRange(min=1), default=None, help="folds at once (CPU)"),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True),
+        click.option("--quiet", is_flag=True, help="no progress bars"),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
 @reproduce_group.command("tdfnet")
 @click.option("--table", "table", required=True, help="1 (LOSO/LOPO/RA) or 5 (ablations)")
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=OUT, help="folder of the runs")
-@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
-@click.option("--seeds", default="0", show_default=True, help="comma-separated, e.g. 0,1,2")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--jobs", type=click.IntRange(min=1), default=None, help="folds at once (CPU)")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@run_options
 def tdfnet_command(table, cache_path, out, preset, seeds, device, jobs, epochs, quiet) -> None:
     """TDFNet (Zhao et al. 2023) Table I or Table V on a cache; finished runs are reused."""
     from emofuse.reproduce.runner import reproduce
@@ -80,12 +89,7 @@ def tdfnet_command(table, cache_path, out, preset, seeds, device, jobs, epochs, 
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=OUT, help="folder of the runs")
 @click.option("--split", type=click.Choice(SPLITS), default="loso", show_default=True)
-@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
-@click.option("--seeds", default="0", show_default=True, help="comma-separated, e.g. 0,1,2")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--jobs", type=click.IntRange(min=1), default=None, help="folds at once (CPU)")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@run_options
 def multilevel_command(cache_path, out, split, preset, seeds, device, jobs, epochs, quiet) -> None:
     """Multi-level fusion (Zhao, Wang & Wang 2022): frame / segment / text models, co-attention,
     late and early + late fusion, each against frame-only with a CI; finished runs are reused."""

@@ -59,7 +59,7 @@ def write_table(table_rows: list[Row], runs: dict[str, dict[int, Path]], out: Pa
     """DIR/table.md (every row against frame-only, the final system against the best baseline) and
     DIR/table.png."""
     from emofuse.reproduce.plan import paper_figures
-    from emofuse.reproduce.table import plot_rows, pm, row_scores
+    from emofuse.reproduce.table import finish_table, pm, row_scores
     from emofuse.train.compare import compare_runs
 
     paper = paper_figures("multilevel")
@@ -103,14 +103,5 @@ def write_table(table_rows: list[Row], runs: dict[str, dict[int, Path]], out: Pa
         f"The abstract: {paper['claim']}: +{paper['UA_gain']:.1f} UA (IEMOCAP). Ours: {final} "
         f"vs the best baseline row ({best}, the highest pooled UA of "
         f"{', '.join(BASELINES)}): {diff} (p {p}).",
-        "",
-        "Runs: " + ", ".join(f"`{r.slug}/seed<k>`" for r in table_rows) + " (ordinary run "
-        "folders: `emofuse report`/`compare` read them).",
-        "",
-        "![table](table.png)",
-        "",
     ]
-    path = Path(out) / "table.md"
-    path.write_text("\n".join(lines))
-    plot_rows(table_rows, scores, None, Path(out) / "table.png")
-    return path
+    return finish_table(lines, table_rows, scores, None, Path(out))

@@ -125,7 +125,13 @@ def write_table(
                     f"{_fig(p.get('UA'))} | {_diff(f['WA'], p.get('WA'))} | "
                     f"{_diff(f['UA'], p.get('UA'))} |"
                 )
-    lines += [
+    return finish_table(lines, rows, scores, figures, Path(out))
+
+
+def finish_table(lines: list[str], rows, scores, figures: dict | None, out: Path) -> Path:
+    """The runs line and the plot under a table's lines; writes DIR/table.md and DIR/table.png."""
+    lines = [
+        *lines,
         "",
         "Runs: " + ", ".join(f"`{r.slug}/seed<k>`" for r in rows) + " (ordinary run folders: "
         "`emofuse report`/`compare` read them).",
@@ -133,9 +139,9 @@ def write_table(
         "![table](table.png)",
         "",
     ]
-    path = Path(out) / "table.md"
+    path = out / "table.md"
     path.write_text("\n".join(lines))
-    plot_rows(rows, scores, figures, Path(out) / "table.png")
+    plot_rows(rows, scores, figures, out / "table.png")
     return path
 
 

@@ -76,8 +76,11 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
     names = Counter(textgrid_name(r["id"]) for r in rows)
     clash = [n for n, c in names.items() if c > 1]
     if clash:
+        ids = [(i, r["id"]) for i, r in enumerate(rows, 1) if textgrid_name(r["id"]) == clash[0]]
         raise EmofuseError(
-            f"ids map to the same TextGrid name {clash[0]}: make ids differ in letters/digits"
+            f"manifest {manifest}: ids {ids[0][1]!r} (row {ids[0][0]}) and {ids[1][1]!r} (row "
+            f"{ids[1][0]}) map to the same TextGrid name {clash[0]}: make the ids differ in "
+            "ASCII letters or digits"
         )
     with output_lock(out, "align"):  # one writer of OUT (and its TextGrids) at a time
         return _align(cfg, manifest, out, columns, rows, align_dir, echo)

@@ -92,6 +92,25 @@ def make_dims(data: TrainData) -> Any:
     return InputDims(**dims)
 
 
+def _check_own_fold(run: Path, k: int, ckpt_path: Path, ckpt: Any) -> None:
+    """A checkpoint records the test set it was trained for: one copied from a run of another
+    split (the same head) would predict with a model the run's figures do not describe."""
+    from emofuse.train.folds import FoldPlan
+    from emofuse.train.rundir import ids_digest
+
+    recorded = ckpt.get("test_sha256")  # absent in checkpoints of an older emofuse
+    plan_path = run / "folds.json"
+    if recorded is None or not plan_path.is_file():
+        return
+    fold = next((f for f in FoldPlan.load(plan_path).folds if f.fold == k), None)
+    if fold is not None and ids_digest(fold.test) != recorded:
+        raise EmofuseError(
+            f"{ckpt_path} was trained for another test set than fold {k} of {run} (copied from "
+            f"another run?); delete {ckpt_path.parent} and rerun `emofuse train` for {run} (it "
+            "retrains that fold only)"
+        )
+
+
 def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> Any:
     """The best checkpoint of fold ``k`` as a ready head in eval mode."""
     from emofuse.heads.base import InputDims
@@ -107,6 +126,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
             f"and rerun `emofuse train` for {run} (it retrains that fold only)"
         ) from None
     _check_own_head(run, ckpt_path, ckpt)
+    _check_own_fold(run, k, ckpt_path, ckpt)
     head_cls = resolve_saved_head(run, ckpt["head"])
     cfg = head_cls.config_from_saved(ckpt["head_config"])
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import json
 import re
 import zipfile
@@ -108,6 +109,11 @@ def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[
     return part
 
 
+def ids_digest(ids: Sequence[str]) -> str:
+    """sha256 of a set of utterance ids (sorted): which test set a fold's checkpoint was made for."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
 def save_fold(
     out: Path,
     result: FoldOutput,
@@ -126,7 +132,12 @@ def save_fold(
     names = data.label_names
     # through a Python file object: torch.save to a path turns a full disk into a RuntimeError
     with atomic_open(d / "checkpoint.pt", "wb") as fh:
-        torch.save({**head_meta, "fold": result.fold, "state_dict": result.state_dict}, fh)
+        test_ids = [data.ids[i] for i in result.test_idx.tolist()]
+        torch.save(
+            {**head_meta, "fold": result.fold, "test_sha256": ids_digest(test_ids),
+             "state_dict": result.state_dict},
+            fh,
+        )  # fmt: skip
     for fname, idx, probs in (
         ("val_predictions.csv", result.val_idx, result.val_probs),
         ("predictions.csv", result.test_idx, result.test_probs),

@@ -177,3 +177,17 @@ def test_accented_words_align_and_a_word_with_no_ascii_form_is_reported(tmp_path
     assert row["alignment_oov"] == "日本" and row["alignment"], row
     words = read_textgrid(tmp_path / row["alignment"])["word"]
     assert [w for *_, w in words] == ["about", "日本", "number"]
+
+
+def test_ids_that_map_to_one_textgrid_name_are_named_with_their_rows(tmp_path, synth_utts):
+    """'ü0' and 'ä0' both become _0.TextGrid: the message named neither id nor row."""
+    a, b = synth_utts[:2]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,audio,text,label,speaker\nü0,{a.audio},hi,neu,s1\n"
+                        f"ä0,{b.audio},hi,sad,s2\n", encoding="utf-8")  # fmt: skip
+    result = invoke("align", "--corpus", "manifest", "--manifest", manifest, "--out",
+                    tmp_path / "out.csv", "--quiet")  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "ids 'ü0' (row 1) and 'ä0' (row 2) map to the same TextGrid name" in lines[0]
+    assert str(manifest) in lines[0]

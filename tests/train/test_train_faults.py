@@ -848,3 +848,19 @@ def test_report_of_a_fuse_killed_midway_says_to_rerun_the_same_fuse(run, tmp_pat
         f"error: {fused} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
         f"rerun the same `emofuse fuse {run} {other} --out {fused}`"
     ), line
+
+
+def test_a_checkpoint_copied_from_a_run_of_another_split_is_named(tmp_path):
+    """The same head's checkpoint from a lopo run, copied into a loso run's fold: predict used
+    it without a word, so the run's figures no longer described its model (the re-audit)."""
+    from emofuse.train.checkpoints import load_fold_model
+
+    cache = FakeCache(n_per_speaker=4)
+    loop = LoopConfig(epochs=1, batch_size=16)
+    loso, lopo = tmp_path / "loso", tmp_path / "lopo"
+    train_run(cache, TINY_HEAD, loso, "loso", loop=loop, folds=[1], progress=False)
+    train_run(cache, TINY_HEAD, lopo, "lopo", loop=loop, folds=[1], progress=False)
+    load_fold_model(loso, 1)  # its own checkpoint loads
+    shutil.copy(fold_dir(lopo, 1) / "checkpoint.pt", fold_dir(loso, 1) / "checkpoint.pt")
+    with pytest.raises(EmofuseError, match="was trained for another test set than fold 1"):
+        load_fold_model(loso, 1)

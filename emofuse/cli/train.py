@@ -196,13 +196,11 @@ def report_command(run, tsne) -> None:
             f"{run} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
             f"rerun the same `emofuse fuse {members} --out {run}`"
         )
-    rows = sorted(p.parent.parent for p in run.glob("*/seed*/config.json"))
-    if not (run / "folds.json").is_file() and rows:  # the folder of an `emofuse reproduce`
+    row_runs = sorted(p.parent for p in run.glob("*/seed*/config.json"))
+    if not (run / "folds.json").is_file() and row_runs:  # the folder of an `emofuse reproduce`
         raise EmofuseError(
-            f"{run} is an `emofuse reproduce` folder (its table is {run / 'table.md'}): report one "
-            f"of its row runs, e.g. `emofuse report {rows[0] / 'seed0'}`"
-            if (rows[0] / "seed0").is_dir()
-            else f"{run} is an `emofuse reproduce` folder: report one of its row runs in {rows[0]}"
+            f"{run} is an `emofuse reproduce` folder (its table: {run / 'table.md'}): report one "
+            f"of its row runs, e.g. `emofuse report {row_runs[0]}`"
         )
     if not (run / "folds.json").is_file() or not (run / "config.json").is_file():
         raise EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")

@@ -172,10 +172,10 @@ def test_reproduce_refuses_an_out_that_is_a_run_or_holds_other_files(tmp_path):
 
 
 def test_report_of_a_reproduce_folder_names_a_row_run(tmp_path):
-    (tmp_path / "m" / "frame" / "seed0").mkdir(parents=True)
-    (tmp_path / "m" / "frame" / "seed0" / "config.json").write_text("{}")
+    (tmp_path / "m" / "frame" / "seed1").mkdir(parents=True)  # run with --seeds 1: no seed0
+    (tmp_path / "m" / "frame" / "seed1" / "config.json").write_text("{}")
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "m")])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "is an `emofuse reproduce` folder" in lines[0]
-    assert f"emofuse report {tmp_path / 'm' / 'frame' / 'seed0'}" in lines[0]
+    assert f"emofuse report {tmp_path / 'm' / 'frame' / 'seed1'}`" in lines[0]  # a real run

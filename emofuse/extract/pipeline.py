@@ -85,7 +85,7 @@ def run_extract(
     """Extract every utterance into ``cfg.out`` (resuming a matching incomplete store).
 
     ``skipped``: reason -> ids of corpus rows the reader dropped for bad audio (``--skip-missing``);
-    the cache lists them with the utterances extraction itself skips, so nothing leaves no trace."""
+    the cache lists them with the utterances extraction itself skips: a dropped row leaves a trace."""
     from emofuse.cache import CacheWriter, fingerprint_of
     from emofuse.cache.store import check_outside_caches
 

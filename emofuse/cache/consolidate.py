@@ -19,7 +19,7 @@ from emofuse import faults
 from emofuse.cache.backends import backend_of, make_store
 from emofuse.cache.layout import StoreLayout, chunk_shape, little_endian, stored_name, stored_shape
 from emofuse.cache.parts import MANIFEST, fsync_path, fsync_tree, part_damage
-from emofuse.cache.schema import RAGGED, parts_dir
+from emofuse.cache.schema import RAGGED, parts_dir, seal
 from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason
 from emofuse.progress import progress_bar
@@ -168,7 +168,7 @@ def _fill_store(
     store.create("table", table.shape, "uint8", (max(1, len(table)),), compression)
     store.write("table", (slice(None),), table)
     meta["table"]["sha256"] = _sha(table)
-    store.write_meta(meta)
+    store.write_meta(seal(meta))
     store.flush()
     faults.reach("consolidate-written")
     result = verify_store(store, meta, progress=progress)
@@ -179,7 +179,7 @@ def _fill_store(
         )
     meta["complete"] = True
     meta["digest"] = result.digest  # for `info` and re-runs; verify recomputes it from the data
-    store.write_meta(meta)
+    store.write_meta(seal(meta))
     store.close()
     if tmp.is_dir():
         fsync_tree(tmp)

@@ -239,3 +239,25 @@ def _dtype_name(dtype: Any) -> str:
 def parts_dir(path: Path) -> Path:
     """Where an unfinished store keeps its committed parts."""
     return path.with_name(path.name + ".parts")
+
+
+META_SEAL = "meta_sha256"  # the metadata document's own checksum (cache/consolidate.py writes it)
+
+
+def _unsealed(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k != META_SEAL}
+
+
+def seal(meta: dict) -> dict:
+    """``meta`` with the sha256 of its canonical JSON: an edit that keeps it valid JSON (a row
+    count, a layer list, a deleted stream entry) is then found at open, like flipped data."""
+    body = _unsealed(meta)
+    return {**body, META_SEAL: hashlib.sha256(canonical_json(body)).hexdigest()}
+
+
+def seal_broken(meta: dict) -> bool:
+    """Whether a sealed metadata document no longer matches its seal (unsealed: an older cache)."""
+    recorded = meta.get(META_SEAL)
+    if recorded is None:
+        return False
+    return recorded != hashlib.sha256(canonical_json(_unsealed(meta))).hexdigest()

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from emofuse.cache.backends import BACKENDS, ArrayStore, backend_for, damaged_cache_error
-from emofuse.cache.schema import FORMAT, FORMAT_VERSION, parts_dir
+from emofuse.cache.schema import FORMAT, FORMAT_VERSION, parts_dir, seal_broken
 from emofuse.errors import EmofuseError
 
 
@@ -133,6 +133,11 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
         raise EmofuseError(
             f"{path} has cache format version {meta['format_version']}, newer than this emofuse "
             f"reads ({FORMAT_VERSION}); upgrade emofuse (pip install -U emofuse)"
+        )
+    if seal_broken(meta):
+        store.close()
+        raise damaged_cache_error(
+            path, "its metadata was changed after extraction (it no longer matches its checksum)"
         )
     try:
         store.check_metadata()  # DamagedCacheError: a damaged header or metadata document

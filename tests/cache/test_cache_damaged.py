@@ -243,7 +243,11 @@ def test_metadata_counting_other_utterances_than_the_table_is_damage(tmp_path, s
     write_cache(path, n=8)
     store = backend_for(path).open(path, "a")
     meta = store.read_meta()
-    store.write_meta({**meta, "n_utterances": 7})
+    store.write_meta({**meta, "n_utterances": 7})  # the seal still the old one: an edit
+    store.close()
+    assert_damaged_everywhere(path, tmp_path, r"its metadata was changed after extraction")
+    store = backend_for(path).open(path, "a")  # as an older, unsealed cache: still one line
+    store.write_meta({k: v for k, v in meta.items() if k != "meta_sha256"} | {"n_utterances": 7})
     store.close()
     assert_damaged_everywhere(
         path, tmp_path, r"its metadata counts 7 utterances, its table holds 8"
@@ -324,3 +328,30 @@ def test_zarr_files_zarr_does_not_know_are_neither_warnings_nor_damage(tmp_path)
     assert info.stderr == "", info.stderr  # zarr's two-line ZarrUserWarning per unknown file
     verify = _cli("verify", str(path))
     assert verify.exit_code == 0 and "verify: ok" in verify.output, verify.output
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+@pytest.mark.parametrize("edit", ["rows", "layers", "skipped", "stream", "complete"])
+def test_metadata_edited_into_other_valid_json_is_damage(tmp_path, suffix, edit):
+    """A row count, a layer list, the skipped list or a stream entry edited, or 'complete'
+    flipped: verify said ok, info showed the edit or a traceback (the third audit round)."""
+    from emofuse.cache.backends import backend_for
+
+    path = tmp_path / f"c{suffix}"
+    write_cache(path, n=8)
+    store = backend_for(path).open(path, "a")
+    meta = store.read_meta()
+    speech = meta["streams"]["speech"]
+    if edit == "rows":
+        speech["arrays"]["data"]["rows"] -= 1
+    elif edit == "layers":
+        speech["attrs"]["layers"] = "1,3"
+    elif edit == "skipped":
+        meta["skipped"] = "u9"
+    elif edit == "stream":
+        del meta["streams"]["word"]
+    else:
+        meta["complete"] = False
+    store.write_meta(meta)  # keeps the seal written at extraction
+    store.close()
+    assert_damaged_everywhere(path, tmp_path, r"its metadata was changed after extraction")

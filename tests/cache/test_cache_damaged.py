@@ -45,6 +45,15 @@ def _xor(path: Path, at: int, count: int = 64) -> None:
     path.write_bytes(bytes(raw))
 
 
+def _delete(path: Path, name: str) -> None:
+    """Delete group or array ``name`` from a store as a user would: h5py for HDF5, rm for Zarr."""
+    if path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            del f[name]
+    else:
+        shutil.rmtree(path / name)
+
+
 def assert_damaged_everywhere(path: Path, tmp_path: Path, reason: str) -> None:
     """info and train: exit 2, one `error:` line; verify: exit 1, one `verify: FAILED` line."""
     for command in ("info", "verify"):
@@ -206,11 +215,7 @@ def test_deleted_checksums_are_one_line_in_verify(tmp_path, reference):
     """`del f['checksums']`: verify printed one "damaged:" line per array, each saying to run
     `emofuse verify` to list the damage (circular); now one line: it cannot be verified."""
     path, _ = reference
-    if path.suffix == ".h5":
-        with h5py.File(path, "r+") as f:
-            del f["checksums"]
-    else:
-        shutil.rmtree(path / "checksums")
+    _delete(path, "checksums")
     line = _one_line(_cli("verify", str(path)), 1)
     assert line == (
         f"verify: FAILED, {path} is damaged (its checksums are missing, deleted after "
@@ -223,11 +228,7 @@ def test_deleted_checksums_are_one_line_in_verify(tmp_path, reference):
 
 def test_one_deleted_checksum_array_is_not_circular(tmp_path, reference):
     path, _ = reference
-    if path.suffix == ".h5":
-        with h5py.File(path, "r+") as f:
-            del f["checksums/speech/data"]
-    else:
-        shutil.rmtree(path / "checksums/speech/data")
+    _delete(path, "checksums/speech/data")
     verify = _cli("verify", str(path))
     assert verify.exit_code == 1 and "run `emofuse verify" not in verify.output, verify.output
     assert "damaged: stream 'speech' array 'data': stored checksums missing" in verify.output
@@ -258,11 +259,7 @@ def test_metadata_counting_other_utterances_than_the_table_is_damage(tmp_path, s
 def test_verify_of_a_deleted_table_does_not_advise_running_verify(tmp_path, suffix):
     path = tmp_path / f"c{suffix}"
     write_cache(path, n=8)
-    if suffix == ".h5":
-        with h5py.File(path, "a") as f:
-            del f["table"]
-    else:
-        shutil.rmtree(path / "table")
+    _delete(path, "table")
     result = _cli("verify", str(path))
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "damaged: table: unreadable" in result.output and "lacks array table" in result.output

@@ -445,7 +445,8 @@ def open_cache(path: str | Path, allow_incomplete: bool = False) -> Cache:
         if not meta["complete"] and not allow_incomplete:
             store.close()
             raise EmofuseError(
-                f"{path} is incomplete; finish the extraction or pass allow_incomplete"
+                f"{path} is marked incomplete although it was consolidated (its metadata was "
+                "edited, or an older emofuse wrote it); delete it and rerun `emofuse extract`"
             )
         return Cache(path, store, meta)
     if (folder / MANIFEST).is_file():

@@ -157,6 +157,11 @@ def check_reproduce_out(out: Path, rows: Sequence[Row]) -> None:
         )
     ours = {r.slug for r in rows} | set(TABLE_FILES)
     other = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if other and any((out / r.slug).is_dir() for r in rows):
+        raise EmofuseError(
+            f"--out {out} is an earlier run of this table but also holds {other[0]}, which "
+            "reproduce did not write: move it out of the folder and rerun"
+        )
     if other:
         raise EmofuseError(
             f"--out {out} holds {other[0]}, which is not a row of this table: give a new or empty "

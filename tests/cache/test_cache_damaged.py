@@ -352,3 +352,21 @@ def test_metadata_edited_into_other_valid_json_is_damage(tmp_path, suffix, edit)
     store.write_meta(meta)  # keeps the seal written at extraction
     store.close()
     assert_damaged_everywhere(path, tmp_path, r"its metadata was changed after extraction")
+
+
+def test_an_unsealed_store_marked_incomplete_says_to_re_extract(tmp_path):
+    """An older (unsealed) consolidated store with 'complete' false: train advised 'pass
+    allow_incomplete', a Python parameter, and a rerun of extract left it incomplete."""
+    from emofuse.cache.backends import backend_for
+
+    path = tmp_path / "c.h5"
+    write_cache(path, n=8)
+    store = backend_for(path).open(path, "a")
+    meta = store.read_meta()
+    store.write_meta({k: v for k, v in meta.items() if k != "meta_sha256"} | {"complete": False})
+    store.close()
+    result = _train(path, tmp_path / "run")
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: {path} is marked incomplete although it was consolidated (its metadata was "
+        "edited, or an older emofuse wrote it); delete it and rerun `emofuse extract`"
+    ), result.output

@@ -169,6 +169,10 @@ def test_reproduce_refuses_an_out_that_is_a_run_or_holds_other_files(tmp_path):
     (again / "frame").mkdir(parents=True)
     (again / "table.md").write_text("")
     runner.check_reproduce_out(again, multilevel.rows("loso"))
+    (again / "notes.txt").write_text("x")  # the user's note in an earlier run's folder
+    with pytest.raises(EmofuseError, match="is an earlier run of this table but also holds "
+                       "notes.txt, which reproduce did not write: move it out"):  # fmt: skip
+        runner.check_reproduce_out(again, multilevel.rows("loso"))
 
 
 def test_report_of_a_reproduce_folder_names_a_row_run(tmp_path):

@@ -29,6 +29,7 @@ from emofuse.corpus import Utterance
 from emofuse.corpus.text import normalize_text
 from emofuse.device import resolve_device
 from emofuse.errors import EmofuseError
+from emofuse.heads.registry import head_streams
 from emofuse.streams import SEGMENT_TIERS
 from emofuse.train.checkpoints import load_fold_model, resolve_saved_head
 from emofuse.train.data import NonFiniteError, TrainData
@@ -290,7 +291,7 @@ def predict(
     dev = resolve_device(device)
     head_cls = resolve_saved_head(run, config["head"])
     head_cfg = head_cls.config_from_saved(config["head_config"])
-    needs = set(head_cls.required_streams(head_cfg))
+    needs = head_streams(head_cls, head_cfg, config["head"])
     if needs & set(SEGMENT_TIERS):
         notes += _align(utts, audio, texts, sorted(needs & set(SEGMENT_TIERS)))
     speaker_norm = bool(config.get("loop", {}).get("speaker_norm"))

@@ -10,7 +10,7 @@ import torch
 
 from emofuse.errors import EmofuseError
 from emofuse.heads.base import STREAMS, InputDims, count_parameters
-from emofuse.heads.registry import get_head, list_heads
+from emofuse.heads.registry import get_head, head_streams, list_heads
 from emofuse.train.config import LoopConfig
 from emofuse.train.recipes import describe_loop, resolve_loop
 
@@ -72,7 +72,7 @@ def _head_rows(name: str, cls: type, dims: InputDims, n_classes: int) -> list[di
         except Exception as err:
             raise _Broken(f"making its config with {where}") from err
         try:
-            streams = set(cls.required_streams(cfg))
+            streams = head_streams(cls, cfg, name)
         except Exception as err:
             raise _Broken(f"required_streams with {where}") from err
         if unknown := sorted(map(str, streams - set(STREAMS))):

@@ -85,3 +85,17 @@ def build_head(
     """Class lookup + config (preset, then overrides) + construction, in one call."""
     cls = get_head(name_or_path)
     return cls(cls.make_config(preset, overrides), dims, n_classes)
+
+
+def head_streams(cls: type[Head], cfg: Any, spec: str) -> set[str]:
+    """``cls.required_streams(cfg)`` checked: a set (or list) of stream names, never a bare string
+    (iterated as characters it would ask for streams 's', 'p', …)."""
+    streams = cls.required_streams(cfg)
+    if isinstance(streams, set | frozenset | list | tuple) and all(
+        isinstance(s, str) and s for s in streams
+    ):
+        return set(streams)
+    raise EmofuseError(
+        f"head {spec}: its required_streams returned {type(streams).__name__} {streams!r}; it "
+        'must return a set of stream names like {"speech", "text"}'
+    )

@@ -39,6 +39,7 @@ def open_cache_arg(cache: Any) -> Any:
 
 def check_streams(cache: Any, rows: Sequence[Row], preset: str | None) -> None:
     """One line naming the first row whose streams the cache lacks, and the extract option."""
+    from emofuse.heads.registry import head_streams
     from emofuse.streams import advice
     from emofuse.train.checkpoints import resolve_head
 
@@ -47,7 +48,7 @@ def check_streams(cache: Any, rows: Sequence[Row], preset: str | None) -> None:
             continue
         head_cls = resolve_head(row.head)
         cfg = head_cls.make_config(preset, row.overrides)
-        missing = sorted(set(head_cls.required_streams(cfg)) - set(cache.streams))
+        missing = sorted(head_streams(head_cls, cfg, row.head) - set(cache.streams))
         if missing:
             name = missing[0]
             raise EmofuseError(

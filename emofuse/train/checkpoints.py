@@ -164,6 +164,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
 def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, list[str]]:
     """``head.embed`` of every finished fold's test utterances, by that fold's model (pooled)."""
     from emofuse.cache import open_cache
+    from emofuse.heads.registry import head_streams
     from emofuse.train.loop import forward_all
 
     run = Path(run)
@@ -185,7 +186,7 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
         )
     head_cls = resolve_saved_head(run, config["head"])
     cfg = head_cls.config_from_saved(config["head_config"])
-    streams = set(head_cls.required_streams(cfg))
+    streams = head_streams(head_cls, cfg, config["head"])
     data = TrainData.from_cache(cache, streams, cfg, device, max_lengths=head_cls.max_lengths(cfg))
     plan = FoldPlan.load(run / "folds.json")
     embs, labels = [], []

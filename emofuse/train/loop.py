@@ -125,6 +125,15 @@ def _not_finite(fold: int, epoch: int, what: str, cfg: LoopConfig) -> EmofuseErr
     )
 
 
+def _broken_forward(fold: int, head: str) -> EmofuseError:
+    """A loss that is not finite before any optimizer step: the head's forward, not the lr."""
+    return EmofuseError(
+        f"fold {fold}, epoch 1: head {head}'s output is not finite (NaN or inf) on the first "
+        "batch, before any training step, so its forward is broken (a lower --lr or --grad-clip "
+        "cannot help); fix the head's forward"
+    )
+
+
 def train_fold(
     build_model: Callable[[], nn.Module],
     data: TrainData,
@@ -132,8 +141,11 @@ def train_fold(
     cfg: LoopConfig,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
+    head: str = "the head",
 ) -> FoldOutput:
-    """Train one fold; return the selected checkpoint's val/test probabilities (see LoopConfig)."""
+    """Train one fold; return the selected checkpoint's val/test probabilities (see LoopConfig).
+
+    ``head``: the head's name for messages (a loss that is NaN before any step names it)."""
     cfg.validate()
     seed = fold_seed(cfg.seed, fold.fold)
     torch.manual_seed(seed)
@@ -182,6 +194,8 @@ def train_fold(
                     )
                 else:
                     loss = loss_fn(model(batch).float(), y)  # (B, C) logits
+            if epoch == 1 and seen == 0 and not bool(torch.isfinite(loss)):  # one sync a fold
+                raise _broken_forward(fold.fold, head)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

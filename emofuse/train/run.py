@@ -36,6 +36,7 @@ import torch.distributed as dist
 from emofuse import __version__, faults
 from emofuse.errors import EmofuseError
 from emofuse.fileio import write_json
+from emofuse.heads.registry import head_streams
 from emofuse.locks import output_lock
 from emofuse.train import parallel
 from emofuse.train.checkpoints import head_file_digest, make_dims, resolve_head
@@ -138,15 +139,16 @@ FORWARD_ERRORS = (
 
 def check_forward(head_spec: str, head_cls: type, cfg: Any, data: TrainData) -> None:
     """Run the head once on a batch of two utterances before anything is written: a user head
-    whose layers do not fit together (``embed``'s width against its classifier) is one line
-    naming the head with torch's short message, not a traceback from inside the first fold."""
+    whose layers do not fit together (``embed``'s width against its classifier), whose output is
+    not finite, or whose output has no gradient path to a trainable parameter is one line naming
+    the head, not a traceback (or a wrong advice) from inside the first fold."""
     from emofuse.train.loop import autocast
 
     n_classes = len(data.label_names)
     idx = torch.arange(min(2, len(data.ids)))
     try:
         model = head_cls(cfg, make_dims(data), n_classes).to(data.device).eval()
-        with torch.no_grad(), autocast(data.device):
+        with torch.enable_grad(), autocast(data.device):  # with grad: the path training needs
             logits = model(model.prepare(data.batch(idx, dtype=None)))
         shape = tuple(getattr(logits, "shape", ()))
     except EmofuseError:
@@ -162,6 +164,24 @@ def check_forward(head_spec: str, head_cls: type, cfg: Any, data: TrainData) -> 
         raise EmofuseError(
             f"head {head_spec}: its forward returned shape {shape} for a batch of {len(idx)} "
             f"utterances, not (batch, {n_classes} classes); fix the head's classifier"
+        )
+    check_logits(head_spec, logits, len(idx))
+
+
+def check_logits(head_spec: str, logits: torch.Tensor, n: int) -> None:
+    """The smoke batch's logits are finite and depend on a trainable parameter (else
+    ``loss.backward()`` fails in the first fold, or every epoch's loss is NaN)."""
+    if not bool(torch.isfinite(logits.detach()).all()):
+        raise EmofuseError(
+            f"head {head_spec}: its output is not finite (NaN or inf) on a batch of {n} "
+            "utterances before any training step, so its forward is broken (not the learning "
+            "rate); fix the head's forward"
+        )
+    if not logits.requires_grad:
+        raise EmofuseError(
+            f"head {head_spec}: its output does not depend on any trainable parameter (no "
+            "gradient reaches its layers, so it cannot be trained); compute forward's logits "
+            "from the head's layers, e.g. self.classifier(self.embed(batch))"
         )
 
 
@@ -188,7 +208,7 @@ def load_data(
     cache: CacheSource, head_spec: str, head_cls: type, cfg: Any, loop: LoopConfig, device: str
 ) -> TrainData:
     """The streams ``cfg`` reads, loaded once (per-speaker standardised with ``--speaker-norm``)."""
-    needs = set(head_cls.required_streams(cfg))
+    needs = head_streams(head_cls, cfg, head_spec)
     if "speaker" in needs and "speaker" not in cache.streams and hasattr(cfg, "use_speaker"):
         raise EmofuseError(
             f"head {head_spec} reads a speaker vector but cache {cache.path} has "
@@ -409,6 +429,7 @@ def run_fold(
             loop,
             on_epoch=log,
             progress=progress,
+            head=head_meta["head"],
         )
     save_fold(
         out,

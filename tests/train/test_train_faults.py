@@ -798,6 +798,90 @@ def test_a_user_head_whose_forward_fails_is_one_line_before_anything_is_written(
     assert not out.exists()
 
 
+BROKEN_HEADS = """
+import torch
+from tests.train.tiny_head import TinyHead
+
+
+class NoGrad(TinyHead):
+    def forward(self, batch):
+        return torch.zeros(batch["speech"].shape[0], self.classifier.out_features)
+
+
+class NanOut(TinyHead):
+    def forward(self, batch):
+        return super().forward(batch) * float("nan")
+
+
+class NanInTraining(TinyHead):  # finite in eval mode (the smoke batch), NaN once training starts
+    def forward(self, batch):
+        z = super().forward(batch)
+        return z * float("nan") if self.training else z
+
+
+class StringStreams(TinyHead):
+    @classmethod
+    def required_streams(cls, cfg):
+        return "speech"
+"""
+
+
+def _train_user_head(tmp_path, monkeypatch, cls: str, *extra: str) -> tuple[str, Path, str]:
+    """`emofuse train` of a class of BROKEN_HEADS on a fake cache: (its error line, --out, spec)."""
+    import emofuse.cache
+
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    head = tmp_path / "broken_heads.py"
+    head.write_text(BROKEN_HEADS)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head",
+        f"{head}:{cls}", "--epochs", "1", "--folds", "1", "--quiet", "--out", str(out), *extra,
+    ])  # fmt: skip
+    return _one_error_line(result), out, f"{head}:{cls}"
+
+
+def test_a_user_head_without_a_gradient_path_is_one_line_before_anything_is_written(
+    tmp_path, monkeypatch
+):
+    """forward returning torch.zeros was a RuntimeError traceback from loss.backward()."""
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "NoGrad")
+    assert line.startswith(
+        f"error: head {spec}: its output does not depend on any trainable parameter"
+    ), line
+    assert not out.exists()
+
+
+def test_a_user_head_whose_output_is_nan_is_told_its_forward_is_broken_not_to_lower_the_lr(
+    tmp_path, monkeypatch
+):
+    """'lower --lr, or set --grad-clip 1' was the advice, and following it changed nothing."""
+    line, out, spec = _train_user_head(
+        tmp_path, monkeypatch, "NanOut", "--lr", "1e-7", "--grad-clip", "1"
+    )
+    assert line.startswith(f"error: head {spec}: its output is not finite"), line
+    assert "forward is broken" in line and "lower --lr" not in line
+    assert not out.exists()
+    # NaN only in training mode: the first batch of fold 1, before any optimizer step
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "NanInTraining")
+    assert line.startswith(
+        f"error: fold 1, epoch 1: head {spec}'s output is not finite (NaN or inf) on the first "
+        "batch, before any training step"
+    ), line
+    assert "forward is broken" in line and "lower --lr, or set --grad-clip 1" not in line
+
+
+def test_a_user_head_whose_required_streams_is_a_string_is_named(tmp_path, monkeypatch):
+    """The string was iterated as characters: 'the head needs stream 'c' … extract it'."""
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "StringStreams")
+    assert line == (
+        f"error: head {spec}: its required_streams returned str 'speech'; it must return a set "
+        'of stream names like {"speech", "text"}'
+    ), line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("finished", [True, False])
 def test_train_into_a_fused_run_says_it_is_a_late_fusion_folder(
     run, tmp_path, monkeypatch, finished

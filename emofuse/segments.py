@@ -107,6 +107,8 @@ def pool_utterances(
     offsets = np.cumsum([0] + [frames[i].shape[0] for i in used[:-1]])
     all_spans = np.concatenate([spans[i] + o for i, o in zip(used, offsets, strict=True)])
     together = frames[used[0]] if len(used) == 1 else torch.cat([frames[i] for i in used], 0)
+    if together.dtype == torch.float16:  # stored frames: sum in float32, not in float16
+        together = together.float()
     pooled = pool_spans(together, all_spans)  # (sum S_i, L, D)
     for i, p in zip(used, torch.split(pooled, [len(spans[i]) for i in used], 0), strict=True):
         out[i] = p

@@ -11,15 +11,16 @@ import contextlib
 import hashlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from emofuse import faults
 from emofuse.cache.backends import backend_of, make_store
-from emofuse.cache.layout import StoreLayout, chunk_shape, little_endian, stored_name, stored_shape
+from emofuse.cache.layout import StoreLayout, chunk_shape, stored_name, stored_shape
 from emofuse.cache.parts import MANIFEST, fsync_path, fsync_tree, part_damage
-from emofuse.cache.schema import RAGGED, parts_dir, seal
+from emofuse.cache.schema import RAGGED, little_endian, parts_dir, seal
 from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason
 from emofuse.progress import progress_bar
@@ -46,6 +47,9 @@ def consolidate(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         digest = _write_store(plan, kind, path, tmp, compression, progress)
+    except EmofuseError:  # a part found damaged during the copy: no half-written store is left
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
     except OSError as err:  # disk full, read-only, quota: never leave a half-written store behind
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise EmofuseError(
@@ -62,7 +66,9 @@ def consolidate(
 
 def _check_parts(plan: StoreLayout) -> None:
     """Every part's files against the sizes and CRC-32s recorded at commit, before anything is
-    written: the final checksums are computed from the parts, so they would bless a damaged one."""
+    written: the final checksums are computed from the parts, so they would bless a damaged one.
+    A part that recorded each utterance's CRC-32s gets its sizes and index checked here and every
+    byte checked as it is copied (one read of the parts instead of two)."""
     keys = [
         f"{name}.{aname}"
         for name, spec in plan.specs.items()
@@ -76,7 +82,10 @@ def _check_parts(plan: StoreLayout) -> None:
                 f"{part.path / missing[0]}.npy is missing (deleted or lost); delete the folder "
                 f"{part.path} (its utterances are extracted again) and rerun"
             )
-        problem = part_damage(part.path, part.index, keys)
+        # parts that recorded their rows' CRC-32s are checked piece by piece during the copy
+        problem = part_damage(
+            part.path, part.index, keys, read=not plan.row_crcs_recorded(part, keys)
+        )
         if problem is not None:
             raise EmofuseError(
                 f"{part.path} is damaged ({problem}); rerun the same `emofuse extract` command: "
@@ -103,7 +112,6 @@ def _fill_store(
 ) -> str:
     folder = parts_dir(path)
     meta = plan.meta(complete=False, compression=compression)
-    n = len(plan.ids)
     total = sum(m["nbytes"] for s in meta["streams"].values() for m in s["arrays"].values())
     bar = progress_bar(
         total=total,
@@ -112,56 +120,46 @@ def _fill_store(
         desc=f"consolidate {path.name}",
         enabled=progress,
     )
-    for name, spec in plan.specs.items():
-        smeta = meta["streams"][name]
-        rows = plan.rows(name)
-        if spec.kind == RAGGED:
-            off = plan.offsets[name]
-            store.create(
-                stored_name(name, "offsets"),
-                off.shape,
-                "int64",
-                (max(1, min(len(off), 1 << 20)),),
-                compression,
-            )
-            store.write(stored_name(name, "offsets"), (slice(None),), off)
-            smeta["offsets_sha256"] = _sha(off)
-        for aname, aspec in spec.arrays.items():
-            faults.reach("consolidate-write")
-            if aspec.is_str:
-                data, soff, crc = plan.strings(name, aname)
-                for suffix, arr in (("utf8", data), ("offsets", soff)):
-                    target = stored_name(name, f"{aname}.{suffix}")
-                    store.create(
-                        target,
-                        arr.shape,
-                        arr.dtype.name,
-                        (max(1, min(len(arr), 1 << 22)),),
-                        compression,
-                    )
-                    store.write(target, (slice(None),), arr)
-                smeta["arrays"][aname]["nbytes"] = int(data.nbytes)
-                smeta["arrays"][aname]["sha256"] = _sha(
-                    little_endian(data).tobytes() + little_endian(soff).tobytes()
-                )
-            else:
-                target = stored_name(name, aname)
+    with ThreadPoolExecutor(1, thread_name_prefix="hash") as hasher:
+        for name, spec in plan.specs.items():
+            smeta = meta["streams"][name]
+            if spec.kind == RAGGED:
+                off = plan.offsets[name]
                 store.create(
-                    target,
-                    stored_shape(aspec, rows),
-                    aspec.dtype,
-                    chunk_shape(aspec, rows),
+                    stored_name(name, "offsets"),
+                    off.shape,
+                    "int64",
+                    (max(1, min(len(off), 1 << 20)),),
                     compression,
                 )
-                crc = np.zeros((aspec.row_shape[0], n) if aspec.layered else (n,), np.uint32)
-                sha = hashlib.sha256()
-                for idx, block in plan.blocks(name, aname, crc):
-                    store.write(target, idx, block)
-                    sha.update(little_endian(block))
-                    bar.update(block.nbytes)
-                smeta["arrays"][aname]["sha256"] = sha.hexdigest()
-            store.create(f"checksums/{name}/{aname}", crc.shape, "uint32", _chunks(crc.shape), None)
-            store.write(f"checksums/{name}/{aname}", (slice(None),) * crc.ndim, crc)
+                store.write(stored_name(name, "offsets"), (slice(None),), off)
+                smeta["offsets_sha256"] = _sha(off)
+            for aname, aspec in spec.arrays.items():
+                faults.reach("consolidate-write")
+                if aspec.is_str:
+                    data, soff, crc = plan.strings(name, aname)
+                    for suffix, arr in (("utf8", data), ("offsets", soff)):
+                        target = stored_name(name, f"{aname}.{suffix}")
+                        store.create(
+                            target,
+                            arr.shape,
+                            arr.dtype.name,
+                            (max(1, min(len(arr), 1 << 22)),),
+                            compression,
+                        )
+                        store.write(target, (slice(None),), arr)
+                    smeta["arrays"][aname]["nbytes"] = int(data.nbytes)
+                    smeta["arrays"][aname]["sha256"] = _sha(
+                        little_endian(data).tobytes() + little_endian(soff).tobytes()
+                    )
+                else:
+                    crc, smeta["arrays"][aname]["sha256"] = _copy_array(
+                        store, plan, name, aname, compression, bar, hasher
+                    )
+                store.create(
+                    f"checksums/{name}/{aname}", crc.shape, "uint32", _chunks(crc.shape), None
+                )
+                store.write(f"checksums/{name}/{aname}", (slice(None),) * crc.ndim, crc)
     bar.close()
     plan.release()
     table = np.frombuffer(plan.table_json(), dtype=np.uint8)
@@ -171,7 +169,8 @@ def _fill_store(
     store.write_meta(seal(meta))
     store.flush()
     faults.reach("consolidate-written")
-    result = verify_store(store, meta, progress=progress)
+    # every byte read back against the CRC-32s; the SHA-256s are those of the blocks written
+    result = verify_store(store, meta, progress=progress, recorded_sha=True)
     if not result.ok:
         store.close()
         raise EmofuseError(
@@ -186,6 +185,29 @@ def _fill_store(
     else:
         fsync_path(tmp)
     return result.digest
+
+
+def _copy_array(store, plan: StoreLayout, name: str, aname: str, compression, bar, hasher):
+    """One numeric array, parts → store in blocks: its per-utterance CRC-32s and SHA-256 (each
+    block hashed on ``hasher``'s thread while the next one is gathered and written)."""
+    aspec = plan.specs[name].arrays[aname]
+    rows, n = plan.rows(name), len(plan.ids)
+    target = stored_name(name, aname)
+    store.create(
+        target, stored_shape(aspec, rows), aspec.dtype, chunk_shape(aspec, rows), compression
+    )
+    crc = np.zeros((aspec.row_shape[0], n) if aspec.layered else (n,), np.uint32)
+    sha = hashlib.sha256()
+    hashed = None  # the previous block's hash (hashlib releases the GIL on large buffers)
+    for idx, block in plan.blocks(name, aname, crc):
+        if hashed is not None:
+            hashed.result()
+        hashed = hasher.submit(sha.update, little_endian(block))
+        store.write(target, idx, block)
+        bar.update(block.nbytes)
+    if hashed is not None:
+        hashed.result()
+    return crc, sha.hexdigest()
 
 
 def _megabytes(plan: StoreLayout) -> int:

@@ -24,6 +24,7 @@ from emofuse.cache.schema import (
     ArraySpec,
     StreamSpec,
     canonical_json,
+    little_endian,
     normalise_specs,
 )
 from emofuse.errors import EmofuseError
@@ -78,14 +79,6 @@ def chunk_shape(spec: ArraySpec, rows: int) -> tuple[int, ...]:
 def read_block_rows(spec: ArraySpec, rows: int) -> int:
     """Rows per read/write step: a whole number of chunks, about BLOCK_BYTES."""
     return chunk_shape(spec, rows)[1 if spec.layered else 0] * (BLOCK_BYTES // CHUNK_BYTES)
-
-
-def little_endian(block: np.ndarray) -> np.ndarray:
-    """Canonical byte form for checksums/digests: C-contiguous, little-endian."""
-    block = np.ascontiguousarray(block)
-    if block.dtype.byteorder == ">":
-        block = block.astype(block.dtype.newbyteorder("<"))
-    return block
 
 
 def read_parts_manifest(folder: Path) -> dict:
@@ -182,6 +175,7 @@ class StoreLayout:
         block_rows = read_block_rows(spec, self.rows(stream))
         starts = self._starts[stream]
         counts = self.counts[stream]
+        recorded = [p.index.get("row_crc32", {}).get(key) for p in self.parts]
         for layer in range(shape[0] if spec.layered else 1):
             buf = np.empty((block_rows, *rest), dtype=spec.dtype)
             fill, dest = 0, 0
@@ -196,6 +190,11 @@ class StoreLayout:
                         crc[layer, i] = value
                     else:
                         crc[i] = value
+                    want = recorded[pi]
+                    if want is not None and value != (
+                        want[layer][pos] if spec.layered else want[pos]
+                    ):
+                        raise self._damaged(pi, key, pos)
                 done = 0
                 while done < n:  # split across blocks so every write covers whole chunks
                     take = min(n - done, block_rows - fill)
@@ -207,6 +206,20 @@ class StoreLayout:
                         dest, fill = dest + fill, 0
             if fill:
                 yield self._index(spec, layer, dest, dest + fill), buf[:fill]
+
+    def _damaged(self, pi: int, key: str, pos: int) -> EmofuseError:
+        part = self.parts[pi]
+        return EmofuseError(
+            f"{part.path} is damaged ({key}.npy: the rows of {part.ids[pos]} changed since they "
+            f"were written, CRC-32 mismatch); rerun the same `emofuse extract` command: it sets "
+            f"the part aside and encodes its {len(part.ids)} utterance(s) again"
+        )
+
+    def row_crcs_recorded(self, part: Part, keys: list[str]) -> bool:
+        """Whether ``part`` recorded every array's per-utterance CRC-32s at commit (then
+        ``blocks`` checks each piece as it reads it; older parts are re-read first)."""
+        recorded = part.index.get("row_crc32")
+        return isinstance(recorded, dict) and all(k in recorded for k in keys)
 
     @staticmethod
     def _index(spec: ArraySpec, layer: int, a: int, b: int) -> tuple:

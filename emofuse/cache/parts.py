@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from emofuse import faults
-from emofuse.cache.schema import canonical_json
+from emofuse.cache.schema import canonical_json, little_endian
 from emofuse.fileio import atomic_open, fsync_path
 
 PART_RE = re.compile(r"^rank(\d{3,})-(\d{6,})$")
@@ -92,6 +92,22 @@ def remove_stale_temps(folder: Path, rank: int) -> None:
     for entry in folder.iterdir():
         if entry.name.startswith(prefix):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def row_crcs(rows: np.ndarray, counts: list[int], layered: bool) -> list:
+    """CRC-32 of each utterance's rows (per layer for (L, rows, D)): the values the final store's
+    checksums hold, so consolidation checks each piece as it copies it instead of re-reading the
+    part first. ``rows`` is C-contiguous."""
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    pieces = rows[None] if not layered else rows  # (L, rows, ...)
+    table = [
+        [
+            zlib.crc32(little_endian(layer[a:b]))
+            for a, b in zip(starts[:-1], starts[1:], strict=True)
+        ]
+        for layer in pieces
+    ]
+    return table if layered else table[0]
 
 
 def commit_part(

@@ -261,3 +261,11 @@ def seal_broken(meta: dict) -> bool:
     if recorded is None:
         return False
     return recorded != hashlib.sha256(canonical_json(_unsealed(meta))).hexdigest()
+
+
+def little_endian(block: np.ndarray) -> np.ndarray:
+    """Canonical byte form for checksums/digests: C-contiguous, little-endian."""
+    block = np.ascontiguousarray(block)
+    if block.dtype.byteorder == ">":
+        block = block.astype(block.dtype.newbyteorder("<"))
+    return block

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from emofuse.cache.backends import ArrayStore, damaged_cache_error
-from emofuse.cache.layout import little_endian, read_block_rows, stored_arrays, stored_name
-from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json
+from emofuse.cache.layout import read_block_rows, stored_arrays, stored_name
+from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json, little_endian
 from emofuse.cache.store import open_store
 from emofuse.errors import EmofuseError
 from emofuse.progress import progress_bar
@@ -88,8 +88,14 @@ def checksum_arrays(meta: dict) -> list[str]:
     return [f"checksums/{n}/{a}" for n, s in meta["streams"].items() for a in s["arrays"]]
 
 
-def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> VerifyResult:
-    """DamagedCacheError (one line) when the store holds none of its checksum arrays."""
+def verify_store(
+    store: ArrayStore, meta: dict, progress: bool = False, recorded_sha: bool = False
+) -> VerifyResult:
+    """DamagedCacheError (one line) when the store holds none of its checksum arrays.
+
+    ``recorded_sha``: the numeric arrays' SHA-256 are taken from ``meta`` instead of recomputed
+    (consolidation hashed the very blocks it wrote); every byte is still read back and checked
+    against the per-utterance CRC-32s, and the digest is the same formula."""
     sums = checksum_arrays(meta)
     if sums and not any(store.has(a) for a in sums):
         raise damaged_cache_error(store.path, UNVERIFIABLE)
@@ -160,7 +166,10 @@ def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> Verif
             spec = ArraySpec.from_json(ameta)
             label = f"stream {name!r} array {aname!r}"
             try:
-                sha, crc = _scan_array(store, name, aname, spec, smeta["rows"], offsets, feed)
+                known = ameta["sha256"] if recorded_sha and not spec.is_str else None
+                sha, crc = _scan_array(
+                    store, name, aname, spec, smeta["rows"], offsets, feed, known
+                )
             except Exception as err:  # a damaged chunk can fail to decode in either backend
                 problems.append(f"{label}: unreadable ({type(err).__name__}: {err})")
                 continue
@@ -184,8 +193,11 @@ def verify_store(store: ArrayStore, meta: dict, progress: bool = False) -> Verif
     return VerifyResult(digest.hexdigest(), problems, checked)
 
 
-def _scan_array(store, name, aname, spec, rows, offsets, feed) -> tuple[str, np.ndarray]:
-    """Read one array in blocks: its SHA-256 and per-utterance CRCs; feed the digest."""
+def _scan_array(
+    store, name, aname, spec, rows, offsets, feed, known_sha: str | None = None
+) -> tuple[str, np.ndarray]:
+    """Read one array in blocks: its SHA-256 (``known_sha`` if given: not recomputed) and
+    per-utterance CRCs; feed the digest."""
     n = len(offsets) - 1
     sha = hashlib.sha256()
     if spec.is_str:
@@ -211,13 +223,15 @@ def _scan_array(store, name, aname, spec, rows, offsets, feed) -> tuple[str, np.
             for a in range(0, rows, step):
                 idx = (layer, slice(a, a + step)) if spec.layered else (slice(a, a + step),)
                 blk = little_endian(store.read(target, idx))
-                sha.update(blk)
+                if known_sha is None:
+                    sha.update(blk)
                 yield a, blk
 
         _crc_scan(blocks(), offsets, crc[layer] if spec.layered else crc)
-    feed(f"{name}/{aname}", np.zeros((0,), dtype=spec.dtype), sha.hexdigest())
+    value = known_sha or sha.hexdigest()
+    feed(f"{name}/{aname}", np.zeros((0,), dtype=spec.dtype), value)
     feed(f"{name}/{aname}.shape", np.asarray(shape, dtype=np.int64))
-    return sha.hexdigest(), crc
+    return value, crc
 
 
 def verify_cache(path: Path, progress: bool = False) -> VerifyResult:

@@ -26,7 +26,6 @@ import numpy as np
 from emofuse import __version__
 from emofuse.cache.backends import backend_of
 from emofuse.cache.consolidate import consolidate
-from emofuse.cache.layout import little_endian
 from emofuse.cache.parts import (
     MANIFEST,
     commit_part,
@@ -34,6 +33,7 @@ from emofuse.cache.parts import (
     part_damage,
     part_name,
     remove_stale_temps,
+    row_crcs,
     set_aside,
     write_json_atomically,
 )
@@ -44,6 +44,7 @@ from emofuse.cache.schema import (
     canonical_json,
     fingerprint_of,
     jsonable,
+    little_endian,
     normalise_specs,
     parts_dir,
 )
@@ -379,6 +380,7 @@ class CacheWriter:
             "meta": [m for m, _ in self._buffer],
             "skipped": self._skips,
             "rows": {},
+            "row_crc32": {},  # per (layer,) utterance: what consolidation checks its copy against
             "strings": {},
         }
         arrays: dict[str, np.ndarray] = {}
@@ -394,7 +396,9 @@ class CacheWriter:
                 rows = np.concatenate(
                     [u[aname] for u in per_utt] or [np.zeros((0, *aspec.row_shape), aspec.dtype)]
                 )  # (rows, *row_shape)
-                arrays[key] = np.moveaxis(rows, 1, 0) if aspec.layered else rows  # (L, rows, D)
+                rows = np.ascontiguousarray(np.moveaxis(rows, 1, 0) if aspec.layered else rows)
+                arrays[key] = rows  # (L, rows, D) or (rows, *row_shape)
+                index["row_crc32"][key] = row_crcs(rows, counts, aspec.layered)
         try:
             final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:

@@ -28,6 +28,24 @@ _DTYPES = {**DTYPES, "fp32": torch.float32, "fp16": torch.float16, "half": torch
            "bf16": torch.bfloat16}  # fmt: skip
 
 
+FP16_MAX = 65504.0
+
+
+def fp16_range(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself, or clamped to ±65504 where a value would overflow float16 (stored as ±max,
+    not inf). One ``aminmax`` read; the clamp (a full extra pass) only when a value overflowed."""
+    if x.dtype != torch.float16 and x.numel():
+        low, high = torch.aminmax(x)
+        if low < -FP16_MAX or high > FP16_MAX:
+            return x.clamp(-FP16_MAX, FP16_MAX)
+    return x
+
+
+def half(x: torch.Tensor) -> torch.Tensor:
+    """float16 for storage, clamped (``fp16_range``) so a rare large activation is not inf."""
+    return fp16_range(x).to(torch.float16)
+
+
 def as_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device if device is not None else "cpu")
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from emofuse.encoders.common import half
 from emofuse.errors import EmofuseError
 
 OPTION = "--speech-model"
@@ -56,7 +57,8 @@ class SpeechEncoder:
 
     def _to_host(self, states: torch.Tensor, frames: list[int]) -> list[torch.Tensor]:
         """(B, T, L, D) on the device → per-utterance (T_i, L, D) views of one host tensor."""
-        host = states.to(getattr(self, "_out_dtype", torch.float32)).cpu()
+        dtype = getattr(self, "_out_dtype", torch.float32)
+        host = (half(states) if dtype == torch.float16 else states.to(dtype)).cpu()
         return [host[i, :n] for i, n in enumerate(frames)]
 
     def _encode_checked(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:

@@ -27,6 +27,7 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from emofuse.encoders.common import (
     SAMPLE_RATE,
+    fp16_range,
     from_pretrained,
     hold_frozen,
     load_error,
@@ -197,9 +198,10 @@ class WhisperSpeechEncoder(SpeechEncoder):
             (*hidden.shape[:2], self.num_layers, hidden.shape[2]),
             dtype=getattr(self, "_out_dtype", torch.float32),
         )  # (B, T, L, D)
-        host[:, :, 0] = hidden
+        fit = fp16_range if host.dtype == torch.float16 else (lambda x: x)  # ±max, not inf
+        host[:, :, 0] = fit(hidden)
         for i, state in enumerate(self._layers(hidden, mask), start=1):
-            host[:, :, i] = state
+            host[:, :, i] = fit(state)
         return [host[i, :n] for i, n in enumerate(frames)]
 
     def _layers(self, hidden: torch.Tensor, mask):

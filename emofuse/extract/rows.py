@@ -9,11 +9,10 @@ import torch
 
 from emofuse.audio import SAMPLE_RATE, AudioProblem, load_audio
 from emofuse.corpus import Utterance
+from emofuse.encoders.common import half
 from emofuse.extract.config import ExtractConfig, Models
 from emofuse.segments import pool_utterances, tier_to_spans
 from emofuse.streams import SEGMENT_TIERS
-
-FP16_MAX = 65504.0
 
 
 @dataclass
@@ -40,20 +39,6 @@ def decode(utt: Utterance, min_samples: int) -> Decoded:
         out.wav = np.pad(dec.wav, (0, min_samples - len(dec.wav)))
         out.flags.append("padded")
     return out
-
-
-def half(x: torch.Tensor) -> torch.Tensor:
-    """fp16 for storage; clamped so a rare large activation is stored as ±max, not inf.
-
-    One conversion pass; the clamp (an extra full-size fp32 pass) only runs when a value overflowed.
-    """
-    if x.dtype == torch.float16:
-        return x
-    if x.numel():
-        low, high = torch.aminmax(x)
-        if low < -FP16_MAX or high > FP16_MAX:
-            return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16)
-    return x.to(torch.float16)
 
 
 def pick_layers(x: torch.Tensor, index: list[int], every: int, dim: int) -> torch.Tensor:
@@ -90,7 +75,9 @@ class RowBuilder:
         data: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in batch]
         n_frames = [0] * len(batch)
         if m.speech is not None:
-            frames = m.speech.encode(wavs)  # per utt (T_i, L_all, D) float32
+            # per utt (T_i, L_all, D) float16, as stored: each state goes into the host tensor in
+            # the storage dtype (no float32 copy of every layer, no second conversion pass)
+            frames = m.speech.encode(wavs, out_dtype=torch.float16)
             n_frames = [f.shape[0] for f in frames]
             self._speech(frames, batch, data)
         if m.text is not None:
@@ -119,7 +106,8 @@ class RowBuilder:
     def _speech(self, frames: list[torch.Tensor], batch: list[Decoded], data: list[dict]) -> None:
         every = self.models.speech.num_layers
         sel = [pick_layers(f, self.layers, every, 1) for f in frames]  # (T_i, L, D)
-        stats = [torch.std_mean(f, dim=0, correction=0) for f in frames]  # (L_all, D) each
+        # (L_all, D) each, over the stored float16 values (the reduction accumulates in float32)
+        stats = [torch.std_mean(f, dim=0, correction=0) for f in frames]
         host = to_host(
             [half(s) for s in sel] + [half(m) for _, m in stats] + [half(s) for s, _ in stats]
         )

@@ -79,3 +79,28 @@ def test_longer_than_30s_is_windowed_and_concatenated(whisper):
     # and it batches with a short utterance without changing either
     both = whisper.encode([wav[:20_000], wav])
     assert max_abs_diff(both[1], states) <= 1e-4
+
+
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2-group", "hubert"])
+def test_float16_output_is_the_float32_output_rounded_and_clamped(tiny, wavs, family):
+    """Extract asks for float16 (what it stores): each state goes into the host tensor in float16
+    directly. The values must be exactly the float32 output rounded to float16, and a value past
+    float16's range stored as ±65504, not inf (the last state's layer norm scaled by 1e8 here)."""
+    from emofuse.encoders.common import half
+
+    enc = load_speech_encoder(tiny.speech[family])
+    wide = enc.encode(wavs)
+    narrow = enc.encode(wavs, out_dtype=torch.float16)
+    for w, n in zip(wide, narrow, strict=True):
+        assert n.dtype == torch.float16 and torch.equal(n, w.to(torch.float16))
+    # the last state's own norm: Whisper's final layer norm, the SSL models' last layer's
+    norm = enc.encoder.layer_norm if family == "whisper" else enc.model.encoder.layers[-1]
+    norm = norm if family == "whisper" else norm.final_layer_norm
+    with torch.no_grad():
+        norm.weight.mul_(1e8)
+    big = enc.encode(wavs[:2], out_dtype=torch.float16)
+    ref = enc.encode(wavs[:2])
+    for b, r in zip(big, ref, strict=True):
+        assert float(r.abs().max()) > 65504  # it really overflows float16
+        assert torch.isfinite(b).all() and torch.equal(b, half(r))
+        assert float(b.abs().max()) == 65504.0

@@ -781,19 +781,8 @@ def test_a_user_head_whose_forward_fails_is_one_line_before_anything_is_written(
     tmp_path, monkeypatch
 ):
     """`mat1 and mat2 shapes cannot be multiplied` was a RuntimeError traceback from fold 1."""
-    import emofuse.cache
-
-    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
-    (tmp_path / "fake.h5").write_bytes(b"")
-    head = tmp_path / "bad_head.py"
-    head.write_text(BAD_WIDTH_HEAD)
-    out = tmp_path / "run"
-    result = CliRunner().invoke(cli, [
-        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head",
-        f"{head}:BadWidth", "--epochs", "1", "--folds", "1", "--quiet", "--out", str(out),
-    ])  # fmt: skip
-    line = _one_error_line(result)
-    assert line.startswith(f"error: head {head}:BadWidth: its forward failed on a batch"), line
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "BadWidth", source=BAD_WIDTH_HEAD)
+    assert line.startswith(f"error: head {spec}: its forward failed on a batch"), line
     assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in line
     assert not out.exists()
 
@@ -826,14 +815,17 @@ class StringStreams(TinyHead):
 """
 
 
-def _train_user_head(tmp_path, monkeypatch, cls: str, *extra: str) -> tuple[str, Path, str]:
-    """`emofuse train` of a class of BROKEN_HEADS on a fake cache: (its error line, --out, spec)."""
+def _train_user_head(
+    tmp_path, monkeypatch, cls: str, *extra: str, source: str | None = None
+) -> tuple[str, Path, str]:
+    """`emofuse train` of a class of BROKEN_HEADS (or of ``source``) on a fake cache: (its error
+    line, --out, spec)."""
     import emofuse.cache
 
     monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
     (tmp_path / "fake.h5").write_bytes(b"")
     head = tmp_path / "broken_heads.py"
-    head.write_text(BROKEN_HEADS)
+    head.write_text(BROKEN_HEADS if source is None else source)
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, [
         "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head",

@@ -29,6 +29,9 @@ MAX_SAMPLE_RATE = 384000
 RATE_RANGE = f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"
 
 
+MAX_PEAK = 1e3  # float samples beyond this are not audio (full scale is ±1; ±1e3 is +60 dB over it)
+
+
 class AudioProblem(Exception):
     """An utterance's audio cannot be used; ``str()`` is the reason stored in the cache."""
 
@@ -65,6 +68,11 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
         raise AudioProblem(f"empty audio {path.name} (0 samples)")
     if not np.isfinite(data).all():
         raise AudioProblem(f"corrupt audio {path.name} (NaN/inf samples)")
+    peak = float(np.abs(data).max())
+    if peak > MAX_PEAK:  # a float WAV's full scale is ±1; the models' statistics overflow to NaN
+        raise AudioProblem(
+            f"corrupt audio {path.name} (samples reach {peak:.3g}, far outside a float file's ±1)"
+        )
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # (n,)
     if float(np.abs(wav).max()) < SILENCE_PEAK:
         raise AudioProblem(f"silent audio {path.name} (peak below -80 dBFS)")

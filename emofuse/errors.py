@@ -7,6 +7,7 @@ The CLI prints ``error: <message>`` and exits with status 2 — never a tracebac
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -55,6 +56,17 @@ def os_reason(err: BaseException) -> str:
         return os.strerror(code)
     text = " ".join(str(getattr(err, "strerror", None) or err).split())
     return text or type(err).__name__
+
+
+def write_fix(err: BaseException, usual: str) -> str:
+    """What to do about a failed write: ``usual`` (free disk space ...), except for a per-file size
+    limit (EFBIG), which more disk space cannot lift."""
+    if getattr(err, "errno", None) == errno.EFBIG:
+        return (
+            "the file system (e.g. FAT32's 4 GB) or the shell's `ulimit -f` limits one file's size: "
+            "write to another file system or raise the limit"
+        )
+    return usual
 
 
 def check_out_file(out: str | os.PathLike, option: str = "--out") -> None:

@@ -2,7 +2,7 @@
 
 ``EMOFUSE_FAULT="STAGE:N[:ACTION]"`` (several separated by ``,``): the N-th time this process reaches
 ``STAGE`` it performs ACTION — ``kill`` (default: SIGKILL itself, as a power loss or OOM kill would),
-``enospc`` (raise ``OSError(ENOSPC)``, as a full disk would), ``erofs`` (raise ``OSError(EROFS)``, as
+``enospc`` (raise ``OSError(ENOSPC)``, as a full disk would), ``efbig`` (``OSError(EFBIG)``, a per-file size limit), ``erofs`` (raise ``OSError(EROFS)``, as
 a read-only file system would), ``stop`` (SIGSTOP itself: alive but frozen at that point, e.g.
 holding a lock, until the test kills it) or ``devfull`` (at a stage that passes the ``path`` it is
 about to create: make it a symlink to /dev/full, so the library writing it meets a real ENOSPC and
@@ -77,8 +77,8 @@ def reach(stage: str, path: str | os.PathLike | None = None) -> None:
                 f"{ENV}: stage {stage!r} names no file, so it cannot lead to /dev/full"
             )
         os.symlink("/dev/full", path)
-    elif action in ("enospc", "erofs"):
-        code = errno.ENOSPC if action == "enospc" else errno.EROFS
+    elif action in ("enospc", "erofs", "efbig"):
+        code = {"enospc": errno.ENOSPC, "erofs": errno.EROFS, "efbig": errno.EFBIG}[action]
         raise OSError(code, os.strerror(code) + f" (injected at {stage})")
     else:
         raise ValueError(f"{ENV}: unknown action {action!r} for stage {stage!r}")

@@ -22,7 +22,7 @@ from emofuse.cache.layout import StoreLayout, chunk_shape, stored_name, stored_s
 from emofuse.cache.parts import MANIFEST, fsync_path, fsync_tree, part_damage
 from emofuse.cache.schema import RAGGED, little_endian, parts_dir, seal
 from emofuse.cache.verify import verify_store
-from emofuse.errors import EmofuseError, os_reason
+from emofuse.errors import EmofuseError, os_reason, write_fix
 from emofuse.progress import progress_bar
 
 
@@ -53,9 +53,10 @@ def consolidate(
     except OSError as err:  # disk full, read-only, quota: never leave a half-written store behind
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise EmofuseError(
-            f"cannot write {path} ({os_reason(err)}): free disk space (the store needs about "
-            f"{_megabytes(plan)} MB) and rerun the same command: the parts in {folder} are kept "
-            "and are consolidated again"
+            f"cannot write {path} ({os_reason(err)}): "
+            + write_fix(err, f"free disk space (the store needs about {_megabytes(plan)} MB)")
+            + f" and rerun the same command: the parts in {folder} are kept and are consolidated "
+            "again"
         ) from err
     os.replace(tmp, path)
     fsync_path(path.parent)

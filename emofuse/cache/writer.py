@@ -50,7 +50,7 @@ from emofuse.cache.schema import (
 )
 from emofuse.cache.store import open_store
 from emofuse.cache.verify import verify_store
-from emofuse.errors import EmofuseError, os_reason
+from emofuse.errors import EmofuseError, os_reason, write_fix
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -403,9 +403,10 @@ class CacheWriter:
             final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
             raise EmofuseError(
-                f"cannot write {self.path} ({os_reason(err)}): free disk space or make "
-                f"{self.folder.parent} writable, then rerun the same command: it resumes from the "
-                f"{self._seq} part(s) already committed"
+                f"cannot write {self.path} ({os_reason(err)}): "
+                + write_fix(err, f"free disk space or make {self.folder.parent} writable")
+                + f", then rerun the same command: it resumes from the {self._seq} part(s) "
+                "already committed"
             ) from err
         self._indexes[final.name] = {
             "rows": {m["id"]: m for m in index["meta"]},

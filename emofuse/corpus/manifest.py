@@ -274,9 +274,13 @@ def read_manifest(
             if skip_missing:
                 result.skip(SKIP_MISSING, utt_id)
                 continue
+            what = (
+                "is not a regular file (a pipe or a device) — give the path of an audio file"
+                if audio.exists()
+                else "is missing — fix the path (relative to the manifest)"
+            )
             raise EmofuseError(
-                f"{where}: audio file {audio} for {utt_id} is missing — fix the path "
-                "(relative to the manifest) or pass --skip-missing"
+                f"{where}: audio file {audio} for {utt_id} {what} or pass --skip-missing"
             )
         try:
             info = sf.info(str(audio))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from emofuse import faults
-from emofuse.errors import EmofuseError, check_out_path, os_reason
+from emofuse.errors import EmofuseError, check_out_path, os_reason, write_fix
 from emofuse.fileio import atomic_open, write_json
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
@@ -435,7 +435,15 @@ def prepare_out(out: Path) -> None:
         ) from None
 
 
-WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+WRITE_ERRORS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EFBIG,
+)
 
 
 @contextlib.contextmanager
@@ -451,10 +459,11 @@ def writes_into(out: Path) -> Any:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         where = f" writing {err.filename}" if err.filename else ""
-        fix = (
+        fix = write_fix(
+            err,
             "free disk space"
             if err.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "make it writable (or choose another --out)"
+            else "make it writable (or choose another --out)",
         )
         kept = len(finished_folds(out)) if out.is_dir() else 0
         raise EmofuseError(

@@ -155,3 +155,20 @@ def test_disk_full_during_consolidation_is_one_line_and_the_rerun_finishes(
     faults.reset()
     assert write_cache(path) == ref_digest
     assert not Path(str(path) + ".parts").exists()
+
+
+@pytest.mark.parametrize("stage", ["part-write", "consolidate-write"])
+def test_a_file_size_limit_is_named_not_called_a_full_disk(tmp_path, monkeypatch, stage):
+    """EFBIG (`ulimit -f`, FAT32's 4 GB) while writing a part or the store: the advice was 'free
+    disk space', which cannot lift a per-file limit (fourth audit round, row 54)."""
+    from emofuse.errors import EmofuseError
+
+    monkeypatch.setenv(faults.ENV, f"{stage}:1:efbig")
+    faults.reset()
+    path = tmp_path / "big.h5"
+    with pytest.raises(EmofuseError) as err:
+        write_cache(path)
+    message = str(err.value)
+    assert message.startswith(f"cannot write {path} (File too large): the file system"), message
+    assert "`ulimit -f` limits one file's size" in message and "free disk space" not in message
+    assert "\n" not in message and "rerun the same command" in message

@@ -105,3 +105,29 @@ def test_a_jsonl_manifest_with_a_byte_order_mark_is_read(root):
     path.write_bytes(b"\xef\xbb\xbf" + row.encode() + b"\n")
     result = stats(path)
     assert result.exit_code == 0 and "BOM" not in result.output, result.output
+
+
+def test_an_audio_path_that_is_a_pipe_or_a_device_is_not_called_missing(root):
+    """A FIFO and /dev/zero exist: 'is missing — fix the path' was wrong (fourth audit, row 65)."""
+    import os
+
+    os.mkfifo(root / "p.wav")
+    for target in ("p.wav", "/dev/zero"):
+        line = one_line_error(stats(manifest(root, "u1,a.wav,x,neu,s1", f"u2,{target},x,hap,s2")))
+        assert "for u2 is not a regular file (a pipe or a device)" in line, line
+        assert "missing" not in line.split(" or pass")[0]
+
+
+def test_float_samples_far_outside_full_scale_are_bad_audio(root):
+    """A float WAV whose every 100th sample is 3e38 (finite): the models' normalisation
+    overflowed and the cache stored NaN features, verify ok (fourth audit, rows 30 and 66).
+    Now it is bad audio like NaN samples: one line under --strict, skipped and listed otherwise."""
+    from emofuse.audio import AudioProblem, load_audio
+
+    wav = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
+    wav[::100] = 3e38
+    sf.write(root / "huge.wav", wav, 16000, subtype="FLOAT")
+    with pytest.raises(AudioProblem, match=r"corrupt audio huge.wav \(samples reach 3e\+38, far"):
+        load_audio(root / "huge.wav")
+    sf.write(root / "loud.wav", np.clip(wav, -4, 4), 16000, subtype="FLOAT")  # hot, not broken
+    assert np.abs(load_audio(root / "loud.wav").wav).max() == pytest.approx(4.0)

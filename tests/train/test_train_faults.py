@@ -102,7 +102,9 @@ def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch)
     assert lines[0].startswith("error: fold 1, epoch 1") and "--lr" in lines[0]
 
 
-@pytest.mark.parametrize("when", ["fold-write:2:enospc", "fold-write:1:erofs"])
+@pytest.mark.parametrize(
+    "when", ["fold-write:2:enospc", "fold-write:1:erofs", "fold-write:1:efbig"]
+)
 def test_disk_full_or_read_only_while_training_is_one_line_and_the_rerun_resumes(
     tmp_path, cache, monkeypatch, when
 ):
@@ -114,6 +116,8 @@ def test_disk_full_or_read_only_while_training_is_one_line_and_the_rerun_resumes
     msg = str(err.value)
     kept = 1 if when.startswith("fold-write:2") else 0
     assert "\n" not in msg and str(out) in msg and f"its {kept} finished fold(s) are kept" in msg
+    if when.endswith("efbig"):  # a per-file size limit, not a full disk (was a traceback)
+        assert "`ulimit -f` limits one file's size" in msg and "free disk space" not in msg
     assert finished_folds(out) == list(range(1, kept + 1))  # the failed fold is not "finished"
     assert not list(out.glob("**/*.tmp")) and not lock_path(out).exists()
     monkeypatch.delenv(faults.ENV)

@@ -120,11 +120,11 @@ def test_killed_run_resumes_to_the_same_summary(loso_run, cache, tmp_path, monke
     out, summary = loso_run
     real = run_mod.train_fold
 
-    def dies_in_fold_3(build, data, fold, cfg, on_epoch=None, progress=True):
+    def dies_in_fold_3(build, data, fold, cfg, on_epoch=None, progress=True, **kw):
         if fold.fold == 3:
             on_epoch({"fold": 3, "epoch": 1, "val_loss": 0, "train_loss": 0, "val_UA": 0})
             raise KeyboardInterrupt  # a kill in the middle of fold 3
-        return real(build, data, fold, cfg, on_epoch, progress)
+        return real(build, data, fold, cfg, on_epoch, progress, **kw)
 
     monkeypatch.setattr(run_mod, "train_fold", dies_in_fold_3)
     with pytest.raises(KeyboardInterrupt):

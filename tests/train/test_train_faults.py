@@ -205,8 +205,8 @@ def test_a_full_disk_while_the_checkpoint_is_written_is_one_line_and_the_rerun_r
     out = tmp_path / "run"
     real = run_mod.train_fold
 
-    def full_disk_for_the_checkpoint(build, data, fold, cfg, on_epoch=None, progress=True):
-        result = real(build, data, fold, cfg, on_epoch, progress)
+    def full_disk_for_the_checkpoint(build, data, fold, cfg, on_epoch=None, progress=True, **kw):
+        result = real(build, data, fold, cfg, on_epoch, progress, **kw)
         for name in ("checkpoint.pt", "checkpoint.pt.tmp"):  # whatever name it is written under
             (fold_dir(out, fold.fold) / name).symlink_to("/dev/full")
         return result

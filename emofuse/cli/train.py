@@ -144,7 +144,9 @@ def train_command(
         lopo_val=lopo_val,
     )  # fmt: skip
     if summary is not None:
-        _print_summary(summary, out, "train them with `emofuse train` into the same --out")
+        from emofuse.train.outdir import finish_advice
+
+        _print_summary(summary, out, finish_advice(fused=False))
 
 
 @click.command("fuse")
@@ -153,17 +155,16 @@ def train_command(
 def fuse_command(runs, out) -> None:
     """Late fusion of runs on the same fold plan; weights chosen per fold on validation."""
     from emofuse.train.fuse import fuse_runs
+    from emofuse.train.outdir import finish_advice, not_a_run
 
     for run in runs:
         if not (run / "folds.json").is_file():
-            raise EmofuseError(f"{run} is not a run folder (no folds.json); train it first")
+            raise not_a_run(run, "fuse")
     summary = fuse_runs(runs, out)
     cfg = json.loads((out / "config.json").read_text())
     for k, w in cfg["weights"].items():
         click.echo(f"fold {k} weights: " + ", ".join(f"{x:.1f}" for x in w))
-    _print_summary(
-        summary, out, "finish them in every run with `emofuse train`, then fuse into a new --out"
-    )
+    _print_summary(summary, out, finish_advice(fused=True))
 
 
 @click.command("report")
@@ -173,6 +174,7 @@ def report_command(run, tsne) -> None:
     """Regenerate report.md and plots of a run folder."""
     from emofuse.locks import output_lock
     from emofuse.train.folds import FoldPlan
+    from emofuse.train.outdir import finish_advice, not_a_run
     from emofuse.train.report import write_report
     from emofuse.train.rundir import (
         check_finished_folds,
@@ -196,14 +198,8 @@ def report_command(run, tsne) -> None:
             f"{run} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
             f"rerun the same `emofuse fuse {members} --out {run}`"
         )
-    row_runs = sorted(p.parent for p in run.glob("*/seed*/config.json"))
-    if not (run / "folds.json").is_file() and row_runs:  # the folder of an `emofuse reproduce`
-        raise EmofuseError(
-            f"{run} is an `emofuse reproduce` folder (its table: {run / 'table.md'}): report one "
-            f"of its row runs, e.g. `emofuse report {row_runs[0]}`"
-        )
     if not (run / "folds.json").is_file() or not (run / "config.json").is_file():
-        raise EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")
+        raise not_a_run(run, "report")
     with output_lock(run, "report"):  # it rewrites summary.json: never under a running train
         plan = FoldPlan.load(run / "folds.json")
         config = read_run_config(run / "config.json")
@@ -214,7 +210,7 @@ def report_command(run, tsne) -> None:
             check_members_current(run, config)
         check_finished_folds(run, finished_folds(run), trained)
         write_summary(run, plan)  # from the folds on disk now, never a stale summary
-        note = missing_folds_note(run, plan, "rerun `emofuse train` with the same options")
+        note = missing_folds_note(run, plan, finish_advice(fused=not trained))
         report = write_report(run, tsne=tsne)
     if note:
         click.echo(f"note: {note}")

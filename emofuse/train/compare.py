@@ -29,9 +29,11 @@ from scipy import stats
 from emofuse.errors import EmofuseError
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
+from emofuse.train.outdir import finish_advice, not_a_run
 from emofuse.train.rundir import (
     check_metrics,
     finished_folds,
+    is_fused_folder,
     is_trained_run,
     read_fold_predictions,
     read_run_config,
@@ -45,7 +47,8 @@ def load_run(run: str | Path) -> dict[str, Any]:
     """A finished run's test predictions per fold: ``{"run", "plan", "labels", "folds": {k: part}}``."""
     run = Path(run)
     if not (run / "folds.json").is_file():
-        raise EmofuseError(f"{run} is not a run folder (no folds.json); train it first")
+        raise not_a_run(run, "compare")
+    fused = is_fused_folder(run)
     if (run / "config.json").is_file():  # a damaged or stale run is never compared as current
         from emofuse.train.fuse import check_members_current
 
@@ -59,8 +62,7 @@ def load_run(run: str | Path) -> dict[str, Any]:
     if missing:
         raise EmofuseError(
             f"{run} has {len(plan.folds) - len(missing)} of {len(plan.folds)} folds finished "
-            f"(missing: {','.join(map(str, missing))}); finish it with `emofuse train` into the "
-            "same --out before comparing"
+            f"(missing: {','.join(map(str, missing))}); {finish_advice(fused)}, before comparing"
         )
     parts = {
         f.fold: read_fold_predictions(run, plan, f.fold, "predictions.csv") for f in plan.folds

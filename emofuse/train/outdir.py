@@ -57,3 +57,36 @@ def check_run_out(out: Path, command: str) -> None:
         f"config.json or folds.json in it); {command} would overwrite its files there: give a "
         "new or empty --out"
     )
+
+
+def not_a_run(run: Path, command: str) -> EmofuseError:
+    """The one-line refusal for a folder that holds no run, pointing at the run inside it where
+    it is a folder of ``emofuse reproduce`` (its root holds rows, each row holds seed runs)."""
+
+    def example(r: Path) -> str:
+        return f"`emofuse report {r}`" if command == "report" else str(r)
+
+    rows = sorted(p.parent for p in run.glob("*/seed*/config.json"))
+    if rows:
+        return EmofuseError(
+            f"{run} is an `emofuse reproduce` folder (its table: {run / 'table.md'}), not a run: "
+            f"give one of its row runs, e.g. {example(rows[0])}"
+        )
+    seeds = sorted(p.parent for p in run.glob("seed*/config.json"))
+    if seeds:
+        return EmofuseError(
+            f"{run} is a row of an `emofuse reproduce` folder, not a run: give one of its seed "
+            f"runs, e.g. {example(seeds[0])} ({len(seeds)} seed runs)"
+        )
+    return EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")
+
+
+def finish_advice(fused: bool) -> str:
+    """How to finish a run's missing folds: train resumes a trained run; a late fusion is made
+    again from finished members (train refuses a fused folder as --out)."""
+    if fused:
+        return (
+            "finish those folds in every member run with `emofuse train`, then fuse them again "
+            "into a new --out"
+        )
+    return "rerun `emofuse train` with the same options: it trains the missing folds only"

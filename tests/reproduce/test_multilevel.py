@@ -183,3 +183,9 @@ def test_report_of_a_reproduce_folder_names_a_row_run(tmp_path):
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "is an `emofuse reproduce` folder" in lines[0]
     assert f"emofuse report {tmp_path / 'm' / 'frame' / 'seed1'}`" in lines[0]  # a real run
+    # a row folder (it holds the seed runs) was "not a run folder …: train it first"
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "m" / "frame")])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "is a row of an `emofuse reproduce` folder" in lines[0] and "train it" not in lines[0]
+    assert f"emofuse report {tmp_path / 'm' / 'frame' / 'seed1'}`" in lines[0]

@@ -412,14 +412,19 @@ def test_fuse_and_train_of_a_partial_run_say_which_folds_are_missing(run, tmp_pa
     result = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(tmp_path / "f")])
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    assert notes == [
-        "note: 2 of 5 folds finished; missing: 3, 4, 5 (finish them in every run with "
-        "`emofuse train`, then fuse into a new --out)"
-    ], result.output
-    report = CliRunner().invoke(cli, ["report", str(tmp_path / "f")])  # the same line
-    assert (
-        report.exit_code == 0 and "note: 2 of 5 folds finished; missing: 3, 4, 5" in report.output
+    fused_note = (
+        "note: 2 of 5 folds finished; missing: 3, 4, 5 (finish those folds in every member run "
+        "with `emofuse train`, then fuse them again into a new --out)"
     )
+    assert notes == [fused_note], result.output
+    # report and compare of the fused run give the same advice: train refuses a fused --out
+    report = CliRunner().invoke(cli, ["report", str(tmp_path / "f")])
+    assert report.exit_code == 0 and fused_note in report.output.splitlines(), report.output
+    compared = CliRunner().invoke(cli, ["compare", str(tmp_path / "f"), str(run)])
+    assert compared.exit_code == 2 and "then fuse them again into a new --out, before " in (
+        compared.output
+    ), compared.output
+    assert "into the same --out" not in compared.output
     monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
     (tmp_path / "fake.h5").write_bytes(b"")
     result = CliRunner().invoke(cli, [
@@ -427,7 +432,10 @@ def test_fuse_and_train_of_a_partial_run_say_which_folds_are_missing(run, tmp_pa
         "--epochs", "1", "--folds", "1", "--out", str(tmp_path / "t"), "--quiet",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "note: 1 of 5 folds finished; missing: 2, 3, 4, 5" in result.output
+    assert (
+        "note: 1 of 5 folds finished; missing: 2, 3, 4, 5 (rerun `emofuse train` with the same "
+        "options: it trains the missing folds only)" in result.output
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 
 import click
 import torch
@@ -111,11 +112,28 @@ def _head_rows(name: str, cls: type, dims: InputDims, n_classes: int) -> list[di
                 **({"variants": variants} if variants else {}),
                 "loop": dataclasses.asdict(loop),
                 "loop_from_recipe": sorted(k for k, v in sources.items() if v == "recipe"),
+                "config": _jsonable(dataclasses.asdict(cfg)),
                 "streams": sorted(streams),
                 "description": next(iter((cls.__doc__ or "").strip().splitlines()), ""),
             }
         )
     return rows
+
+
+def _jsonable(config: dict) -> dict:
+    """A config's fields as JSON values (tuples as lists; anything else exotic as its repr)."""
+    return json.loads(json.dumps(config, default=repr))
+
+
+def _config_line(config: dict) -> str:
+    """``key=value`` for every config field, written as ``--set`` reads them back."""
+    return " ".join(f"{k}={_set_value(v)}" for k, v in config.items())
+
+
+def _set_value(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value)) if value else "''"
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 def _positive(name: str, default: int, help: str, least: int = 1, dest: str | None = None):
@@ -159,9 +177,16 @@ def heads_command(
         streams = ",".join(row["streams"])
         click.echo(f"{row['head']:<14}{row['preset'] or '-':<8}{row['parameters']:>14,}  {streams}")
         click.echo(f"{'':<36}  loop: {describe_loop(LoopConfig(**row['loop']))}")
+        indent = " " * 38
+        click.echo(
+            textwrap.fill(
+                f"config: {_config_line(row['config'])}", 110, initial_indent=indent,
+                subsequent_indent=indent + "  ", break_on_hyphens=False,
+            )
+        )  # fmt: skip
     click.echo(
         f"(inputs: speech {speech_layers}x{speech_dim}, text {text_layers}x{text_dim}, "
-        f"speaker {speaker_dim}, {n_classes} classes; --set key=value changes any config field; "
+        f"speaker {speaker_dim}, {n_classes} classes; --set key=value changes any config field listed; "
         "a train flag such as --lr overrides that field of the preset's loop)"
     )
 

@@ -163,3 +163,25 @@ def test_a_user_head_without_a_docstring_or_that_needs_real_tensors_is_listed(tm
     assert rows[f"{path}:NoDoc"]["description"] == ""
     assert rows[f"{path}:NoDoc"]["parameters"] == 16 * 4 + 4
     assert rows[f"{path}:ReadsAValue"]["parameters"] == 16 * 4 + 4 + 3 * 2 + 2
+
+
+def test_heads_lists_every_config_field_as_set_reads_it_back() -> None:
+    """README: "Any config field: --set key=value; `emofuse heads` lists them" — it listed none."""
+    import dataclasses
+
+    rows = json.loads(CliRunner().invoke(heads_command, ["--json"]).output)
+    table = CliRunner().invoke(heads_command, []).output
+    blocks = table.split("config: ")[1:]  # one per row, in the same order as the JSON
+    assert len(blocks) == len(rows)
+    for row, block in zip(rows, blocks, strict=True):
+        cls = get_head(row["head"])
+        expected = cls.make_config(row["preset"])
+        assert set(row["config"]) == {f.name for f in dataclasses.fields(cls.Config)}
+        pairs = []
+        for line in block.splitlines():  # its first line, then the indented continuation lines
+            if pairs and not line.startswith(" "):
+                break
+            pairs += line.split()
+        sets = dict(p.split("=", 1) for p in pairs)
+        assert list(sets) == list(row["config"]), row["head"]
+        assert cls.make_config(row["preset"], sets) == expected, (row["head"], row["preset"])

@@ -33,6 +33,7 @@ from emofuse.train.paths import absolute
 from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
+    prediction_digests,
     prepare_out,
     read_fold_predictions,
     read_metrics,
@@ -167,6 +168,7 @@ def _fuse_into(
                 "val_UA_fused": fused_ua,
                 "val_UA_members": dict(zip(map(str, runs), member_ua, strict=True)),
                 "confusion": fold_scores["confusion"],
+                "sha256": prediction_digests(d),
             },
         )
     first = read_run_config(runs[0] / "config.json")

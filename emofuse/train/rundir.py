@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from emofuse import faults
@@ -27,22 +26,11 @@ from emofuse.train.folds import FoldPlan
 from emofuse.train.loop import FoldOutput
 from emofuse.train.metrics import summarize
 from emofuse.train.outdir import check_run_out
+from emofuse.train.predfiles import file_sha256, parse_predictions, write_predictions
 
 
 def fold_dir(out: Path, k: int) -> Path:
     return out / f"fold_{k:02d}"
-
-
-def write_predictions(
-    path: Path, fold: int, ids: Sequence[str], true: Sequence[str], probs: np.ndarray, labels
-) -> None:
-    """CSV with id, fold, true, predicted, one probability column per class (full precision)."""
-    with atomic_open(path, newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "fold", "true", "predicted", *[f"p_{lab}" for lab in labels]])
-        pred = np.asarray(labels)[probs.argmax(1)]
-        for i, t, p, row in zip(ids, true, pred, probs, strict=True):
-            w.writerow([i, fold, t, p, *[repr(float(x)) for x in row]])
 
 
 def read_predictions(path: Path) -> dict[str, Any]:
@@ -51,35 +39,10 @@ def read_predictions(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise EmofuseError(f"{path} is missing; rerun `emofuse train` for this run folder")
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-        if not rows:
-            raise ValueError("empty file")
-        header, body = rows[0], rows[1:]
-        if header[:4] != ["id", "fold", "true", "predicted"] or len(header) < 6:
-            raise ValueError("not the header id,fold,true,predicted,p_<label>…")
-        labels = [h[2:] for h in header[4:]]
-        if any(len(r) != len(header) for r in body):
-            raise ValueError(f"a row without {len(header)} fields")
-        probs = np.array([[float(x) for x in r[4:]] for r in body], dtype=np.float64).reshape(
-            len(body), len(labels)
-        )
-        if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1 + 1e-6).any():
-            raise ValueError("a probability outside [0, 1]")
-        part = {
-            "ids": [r[0] for r in body],
-            "fold": [int(r[1]) for r in body],
-            "true": [r[2] for r in body],
-            "predicted": [r[3] for r in body],
-            "labels": labels,
-            "probs": probs,
-        }
-        if not set(part["true"]) | set(part["predicted"]) <= set(labels):
-            raise ValueError("a label without its p_<label> column")
+        return parse_predictions(path)
     except (UnicodeDecodeError, csv.Error, ValueError) as err:
-        reason = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+        reason = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
         raise EmofuseError(f"{path} is damaged ({reason}); {_redo_advice(path)}") from None
-    return part
 
 
 def _redo_advice(path: Path) -> str:
@@ -106,7 +69,33 @@ def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[
             f"{path} does not hold the {len(expected)} utterances of fold {k} "
             f"({len(part['ids'])} rows); {_redo_advice(path)}"
         )
+    if other := sorted(set(part["fold"]) - {k}):
+        raise EmofuseError(
+            f"{path} is damaged (rows of fold {other[0]} in fold {k}'s file); {_redo_advice(path)}"
+        )
+    recorded = _recorded_digest(fold_dir(run, k) / "metrics.json", kind)
+    if recorded is not None and file_sha256(path) != recorded:
+        raise EmofuseError(
+            f"{path} was changed after fold {k} was written (its sha256 is not the one its "
+            f"metrics.json records); {_redo_advice(path)}"
+        )
     return part
+
+
+def _recorded_digest(metrics_path: Path, kind: str) -> str | None:
+    """The sha256 a fold's metrics.json records for its file ``kind`` (None: written by an older
+    emofuse, which recorded none; such folds get the checks a file allows on its own)."""
+    if not metrics_path.is_file():
+        return None
+    digests = read_json(metrics_path).get("sha256")
+    value = digests.get(kind) if isinstance(digests, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def prediction_digests(d: Path) -> dict[str, str]:
+    """``{"predictions.csv": sha256, "val_predictions.csv": sha256}`` of a fold folder, for its
+    metrics.json: a prediction file edited afterwards is refused by every reader."""
+    return {kind: file_sha256(d / kind) for kind in ("predictions.csv", "val_predictions.csv")}
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -155,6 +144,7 @@ def save_fold(
         "epochs_run": len(result.curves),
         **({"minutes": round(seconds / 60, 3)} if seconds is not None else {}),
         "confusion": fold_summary["confusion"],
+        "sha256": prediction_digests(d),
     }
     write_json(d / "metrics.json", metrics)
     faults.reach("fold-written")
@@ -240,6 +230,14 @@ def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
         for kind in ("predictions.csv", "val_predictions.csv")
     }
     labels = pooled["predictions.csv"][0]["labels"]
+    for kind, parts in pooled.items():  # the pooled files are joined by column position
+        for k, p in zip(done, parts, strict=True):
+            if p["labels"] != labels:
+                path = fold_dir(out, k) / kind
+                raise EmofuseError(
+                    f"{path} has its p_ columns in another label order ({', '.join(p['labels'])}) "
+                    f"than fold {done[0]} ({', '.join(labels)}); {_redo_advice(path)}"
+                )
     # summary.json goes first and comes back last: it never describes pooled files that a failed
     # rewrite (a full disk) left from another set of folds
     (out / "summary.json").unlink(missing_ok=True)

@@ -1,0 +1,135 @@
+"""A run folder's files are checked against each other before anything is reported (issue 13,
+audit round 4): an edited prediction file, a checkpoint copied in from another fold, labels edited
+in config.json — each is one line naming the file, never figures that the run does not hold."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from emofuse.cli import cli
+from emofuse.train.loop import LoopConfig
+from emofuse.train.run import train_run
+from emofuse.train.rundir import fold_dir
+from tests.helpers import TINY_HEAD, FakeCache
+
+LOOP = LoopConfig(epochs=1, batch_size=16, lr=3e-3, patience=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return FakeCache(n_per_speaker=4)
+
+
+@pytest.fixture(scope="module")
+def run(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("integrity") / "run"
+    train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, progress=False)  # all 5 folds: compare
+    return out
+
+
+def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
+    shutil.copytree(run, tmp_path / name)
+    return tmp_path / name
+
+
+def _edit(path: Path, how: str) -> None:
+    """The audit's edits of a fold's predictions.csv (each keeps the file well-formed CSV)."""
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    labels = [h[2:] for h in header[4:]]
+    nxt = {a: labels[(i + 1) % len(labels)] for i, a in enumerate(labels)}
+    if how == "predicted":  # contradicts its own probabilities
+        for r in body[:3]:
+            r[3] = nxt[r[3]]
+    elif how == "half":  # probabilities that are not a distribution
+        for r in body:
+            r[4:] = [repr(float(x) / 2) for x in r[4:]]
+    elif how == "true":  # wrong gold labels: a well-formed file that only its digest betrays
+        for r in body[:3]:
+            r[2] = nxt[r[2]]
+    elif how == "fold":  # a fold the plan does not have
+        for r in body:
+            r[1] = "9"
+    elif how == "swapcols":  # another label order than the other folds (values untouched)
+        header[4], header[5] = header[5], header[4]
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([header, *body])
+
+
+EDITS = ["predicted", "half", "true", "fold", "swapcols"]
+
+
+@pytest.mark.parametrize("how", EDITS)
+def test_an_edited_fold_predictions_file_is_refused_by_report_compare_and_fuse(run, tmp_path, how):
+    edited = _copy(run, tmp_path)
+    bad = fold_dir(edited, 2) / "predictions.csv"
+    _edit(bad, how)
+    before = (edited / "summary.json").read_bytes()
+    for args in (
+        ["report", str(edited)],
+        ["compare", str(run), str(edited)],
+        ["fuse", str(edited), str(run), "--out", str(tmp_path / "fused")],
+    ):
+        result = CliRunner().invoke(cli, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
+        assert lines[0].startswith(f"error: {bad} "), lines[0]
+        assert f"delete {bad.parent} and rerun `emofuse train`" in lines[0], lines[0]
+        assert "Traceback" not in result.output
+    assert (edited / "summary.json").read_bytes() == before  # no figure rewritten from it
+    assert not (tmp_path / "fused").exists()
+
+
+@pytest.mark.parametrize("how", ["predicted", "half", "fold", "swapcols"])
+def test_a_run_without_recorded_digests_still_gets_the_checks_a_file_allows(run, tmp_path, how):
+    """Folds written before metrics.json recorded digests: what one file can betray is caught."""
+    older = _copy(run, tmp_path)
+    for k in range(1, 6):
+        path = fold_dir(older, k) / "metrics.json"
+        metrics = json.loads(path.read_text())
+        del metrics["sha256"]
+        path.write_text(json.dumps(metrics))
+    assert CliRunner().invoke(cli, ["report", str(older)]).exit_code == 0  # readable as it was
+    bad = fold_dir(older, 2) / "predictions.csv"
+    _edit(bad, how)
+    result = CliRunner().invoke(cli, ["report", str(older)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {bad} is damaged ("), lines[0]
+
+
+def test_each_fold_records_the_digests_of_its_prediction_files(run):
+    from emofuse.train.predfiles import file_sha256
+
+    for k in (1, 2):
+        d = fold_dir(run, k)
+        recorded = json.loads((d / "metrics.json").read_text())["sha256"]
+        assert recorded == {
+            kind: file_sha256(d / kind) for kind in ("predictions.csv", "val_predictions.csv")
+        }
+
+
+def test_a_fused_run_records_digests_and_refuses_an_edited_fold(run, tmp_path):
+    other = _copy(run, tmp_path, "other")
+    fused = tmp_path / "fused"
+    assert (
+        CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(fused)]).exit_code == 0
+    )
+    assert set(json.loads((fold_dir(fused, 1) / "metrics.json").read_text())["sha256"]) == {
+        "predictions.csv",
+        "val_predictions.csv",
+    }
+    bad = fold_dir(fused, 1) / "val_predictions.csv"
+    _edit(bad, "true")
+    result = CliRunner().invoke(cli, ["report", str(fused)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {bad} was changed after fold 1 was written"), lines[0]
+    assert "fuse the runs of" in lines[0]  # a fused fold is fused again, not trained

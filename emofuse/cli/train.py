@@ -209,6 +209,10 @@ def report_command(run, tsne) -> None:
 
             check_members_current(run, config)
         check_finished_folds(run, finished_folds(run), trained)
+        if trained:  # each checkpoint is its fold's own, as predict will check
+            from emofuse.train.checkpoints import check_own_checkpoints
+
+            check_own_checkpoints(run, finished_folds(run))
         write_summary(run, plan)  # from the folds on disk now, never a stale summary
         note = missing_folds_note(run, plan, finish_advice(fused=not trained))
         report = write_report(run, tsne=tsne)

@@ -4,6 +4,10 @@ its checkpoint, and the fold embeddings the t-SNE plot shows.
 
 from __future__ import annotations
 
+import csv
+import json
+import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.paths import absolute_head, head_file, relative_path_error
 from emofuse.train.rundir import (
+    check_checkpoints,
     finished_folds,
     fold_dir,
     read_json,
@@ -73,8 +78,17 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
     if not isinstance(config.get("head"), str):
         return
     same_head = absolute_head(str(ckpt["head"])) == absolute_head(config["head"])
+    labels = config.get("labels", ckpt["labels"])
+    if same_head and ckpt["labels"] != labels and _fold_labels(ckpt_path.parent) == ckpt["labels"]:
+        # the fold's checkpoint and its predictions agree: config.json is what was edited
+        raise EmofuseError(
+            f"{path} lists the labels {', '.join(map(str, labels))} but fold "
+            f"{ckpt_path.parent.name[len('fold_') :].lstrip('0')} of {run} was trained with "
+            f"{', '.join(ckpt['labels'])} (its checkpoint.pt and predictions.csv): config.json was "
+            f'edited; restore its "labels" to {json.dumps(ckpt["labels"])} (keep the folds)'
+        )
     # the head config is not compared: a checkpoint that no longer fits it is said below
-    if not same_head or ckpt["labels"] != config.get("labels", ckpt["labels"]):
+    if not same_head or ckpt["labels"] != labels:
         held = ckpt.get("head_name") or ckpt["head"]
         trained = config.get("head_name") or config["head"]
         what = "head" if not same_head else "classes"
@@ -82,6 +96,37 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
             f"{ckpt_path} is not this run's head's: it holds a {held} model of another "
             f"{what} than {run} trained ({trained}), copied from another run?; {fix}"
         )
+
+
+def _fold_labels(d: Path) -> list[str] | None:
+    """The label order of a fold's predictions.csv header (None: no readable header)."""
+    try:
+        with (d / "predictions.csv").open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return (
+        [h[2:] for h in header[4:]] if header[:4] == ["id", "fold", "true", "predicted"] else None
+    )
+
+
+def check_own_checkpoints(run: Path, folds: Sequence[int]) -> None:
+    """Every finished fold's checkpoint is whole and is that fold's own: this run's head and
+    classes, trained for that fold's test set (what predict checks, checked before a train
+    resume or a report calls the run complete). Cheap: tensors are memory-mapped, not read."""
+    check_checkpoints(run, folds)
+    for k in folds:
+        path = fold_dir(run, k) / "checkpoint.pt"
+        try:
+            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+            raise EmofuseError(
+                f"{path} is damaged ({str(err).splitlines()[0][:80]}); delete {path.parent} and "
+                f"rerun `emofuse train` for {run} (it retrains that fold only)"
+            ) from None
+        _check_own_head(run, path, ckpt)
+        _check_own_fold(run, k, path, ckpt)
+        del ckpt
 
 
 def make_dims(data: TrainData) -> Any:
@@ -103,7 +148,7 @@ def _check_own_fold(run: Path, k: int, ckpt_path: Path, ckpt: Any) -> None:
     if recorded is None or not plan_path.is_file():
         return
     fold = next((f for f in FoldPlan.load(plan_path).folds if f.fold == k), None)
-    if fold is not None and ids_digest(fold.test) != recorded:
+    if (fold is not None and ids_digest(fold.test) != recorded) or ckpt.get("fold", k) != k:
         raise EmofuseError(
             f"{ckpt_path} was trained for another test set than fold {k} of {run} (copied from "
             f"another run?); delete {ckpt_path.parent} and rerun `emofuse train` for {run} (it "

@@ -39,7 +39,12 @@ from emofuse.fileio import write_json
 from emofuse.heads.registry import head_streams
 from emofuse.locks import output_lock
 from emofuse.train import parallel
-from emofuse.train.checkpoints import head_file_digest, make_dims, resolve_head
+from emofuse.train.checkpoints import (
+    check_own_checkpoints,
+    head_file_digest,
+    make_dims,
+    resolve_head,
+)
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.loop import LoopConfig, train_fold
@@ -334,6 +339,7 @@ def _train_folds(
 ) -> dict[str, Any] | None:
     """The run folder's work once it is locked: config, every selected unfinished fold, summary."""
     head_spec, table = config["head"], cache.table
+    check_own_checkpoints(out, finished_folds(out))  # what predict checks: a copied-in fold, …
     check_resume(out, config)
     finished = finished_folds(out)
     if (

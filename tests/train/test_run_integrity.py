@@ -133,3 +133,55 @@ def test_a_fused_run_records_digests_and_refuses_an_edited_fold(run, tmp_path):
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith(f"error: {bad} was changed after fold 1 was written"), lines[0]
     assert "fuse the runs of" in lines[0]  # a fused fold is fused again, not trained
+
+
+def test_a_checkpoint_copied_from_another_fold_is_refused_by_train_resume_and_report(
+    run, cache, tmp_path
+):
+    """train's resume took it as a finished fold and reported the run complete (predict refused it)."""
+    from emofuse.errors import EmofuseError
+
+    copied = _copy(run, tmp_path)
+    shutil.rmtree(fold_dir(copied, 5))  # a run stopped before its last fold
+    shutil.copy(fold_dir(copied, 1) / "checkpoint.pt", fold_dir(copied, 2) / "checkpoint.pt")
+    bad = fold_dir(copied, 2) / "checkpoint.pt"
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, copied, "loso", loop=LOOP, progress=False)
+    assert str(err.value).startswith(f"{bad} was trained for another test set than fold 2")
+    assert not fold_dir(copied, 5).exists()  # refused before anything was trained
+    result = CliRunner().invoke(cli, ["report", str(copied)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {bad} was trained for another test set"), lines[0]
+
+
+def test_labels_edited_in_config_json_are_blamed_on_config_json_not_on_a_fold(run, cache, tmp_path):
+    """predict blamed fold_01/checkpoint.pt and advised deleting it: following that destroyed good
+    folds one after another, and train then refused the folder as 'different settings'."""
+    from emofuse.errors import EmofuseError
+    from emofuse.train.checkpoints import load_fold_model
+
+    edited = _copy(run, tmp_path)
+    path = edited / "config.json"
+    config = json.loads(path.read_text())
+    trained = list(config["labels"])
+    config["labels"][:2] = config["labels"][1::-1]
+    path.write_text(json.dumps(config))
+    expected = f"{path} lists the labels {', '.join(config['labels'])} but fold 1 of {edited}"
+    result = CliRunner().invoke(cli, ["report", str(edited)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {expected}"), lines[0]
+    assert f'restore its "labels" to {json.dumps(trained)}' in lines[0]
+    assert "delete" not in lines[0]
+    for attempt in (
+        lambda: load_fold_model(edited, 1),  # what predict does first
+        lambda: train_run(cache, TINY_HEAD, edited, "loso", loop=LOOP, progress=False),
+    ):
+        with pytest.raises(EmofuseError) as err:
+            attempt()
+        assert str(err.value).startswith(expected), str(err.value)
+    assert all((fold_dir(edited, k) / "metrics.json").is_file() for k in range(1, 6))
+    config["labels"] = trained  # what the message says to do
+    path.write_text(json.dumps(config))
+    assert CliRunner().invoke(cli, ["report", str(edited)]).exit_code == 0

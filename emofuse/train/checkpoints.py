@@ -39,12 +39,17 @@ def resolve_head(spec: str) -> type:
 def resolve_saved_head(run: Path, spec: str) -> type:
     """The head a run (config.json, a checkpoint) records; a head file recorded relative by an
     older emofuse that does not exist from here is one line saying so."""
+    _check_head_file_reachable(run, spec)
+    return resolve_head(spec)
+
+
+def _check_head_file_reachable(run: Path, spec: str) -> None:
+    """A head file recorded relative (by an older emofuse) must exist from here."""
     file = head_file(spec)
     if file is not None and not Path(file).is_absolute() and not Path(file).exists():
         raise relative_path_error(
             run, "head file", file, "run this from the folder the run was trained in"
         )
-    return resolve_head(spec)
 
 
 def head_file_digest(spec: str) -> str | None:
@@ -77,6 +82,7 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
     config = read_json(path)
     if not isinstance(config.get("head"), str):
         return
+    _check_head_file_reachable(run, config["head"])  # else not comparable from here
     same_head = absolute_head(str(ckpt["head"])) == absolute_head(config["head"])
     labels = config.get("labels", ckpt["labels"])
     if same_head and ckpt["labels"] != labels and _fold_labels(ckpt_path.parent) == ckpt["labels"]:

@@ -95,10 +95,13 @@ def run_tasks(
     jobs: int,
     progress: bool = True,
     desc: str = "tasks",
+    explain_death: Callable[[], None] | None = None,
 ) -> None:
     """``task(item)`` for every item in ``jobs`` spawned workers, each set up once by
     ``init(init_arg)`` (module-level functions: they are pickled by name). The first error of a
-    task or of ``init`` is raised here once the workers have stopped; the rest are not started."""
+    task or of ``init`` is raised here once the workers have stopped; the rest are not started.
+    ``explain_death``: called when a worker died without answering, to raise a line that names
+    the cause where the caller can tell it (else: "died (out of memory?)")."""
     faults.reach("workers-start")
     threads = max(1, torch.get_num_threads() // jobs)
     bar = progress_bar(total=len(items), desc=f"{desc} ({jobs} at once)", enabled=progress)
@@ -108,6 +111,8 @@ def run_tasks(
             on_done=lambda item, result: (bar.update(1), faults.reach("fold-reported")),
         )  # fmt: skip
     except WorkerDied:
+        if explain_death is not None:  # raises its own line where it knows why (cache changed)
+            explain_death()
         raise EmofuseError(
             "a fold worker process died (out of memory?); rerun the same command with "
             "--jobs 1: the finished folds are kept"

@@ -39,6 +39,7 @@ from emofuse.fileio import write_json
 from emofuse.heads.registry import head_streams
 from emofuse.locks import output_lock
 from emofuse.train import parallel
+from emofuse.train.cachewatch import check_unchanged, identity
 from emofuse.train.checkpoints import (
     check_own_checkpoints,
     head_file_digest,
@@ -47,6 +48,7 @@ from emofuse.train.checkpoints import (
 )
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
+from emofuse.train.headcheck import check_buildable, check_forward
 from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.paths import absolute, absolute_head, model_dirs
 from emofuse.train.recipes import resolve_loop
@@ -117,77 +119,6 @@ def run_config(
         "folds": folds,
         "device": device,
     }
-
-
-def check_buildable(
-    head_spec: str, head_cls: type, cfg: Any, dims: Any, n_classes: int, sets: dict[str, str]
-) -> None:
-    """Build the head once before anything is written: a config value that only its layers
-    refuse (a user head without checks of its own) is one line, and leaves no run folder."""
-    try:
-        head_cls(cfg, dims, n_classes)
-    except EmofuseError:
-        raise
-    except (ValueError, TypeError, RuntimeError, AssertionError, KeyError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        given = " ".join(f"--set {k}={v}" for k, v in sets.items()) or "its preset's values"
-        raise EmofuseError(
-            f"head {head_spec} cannot be built with this config ({type(err).__name__}: {reason}); "
-            f"check {given}"
-        ) from None
-
-
-FORWARD_ERRORS = (
-    RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError,
-)  # fmt: skip
-
-
-def check_forward(head_spec: str, head_cls: type, cfg: Any, data: TrainData) -> None:
-    """Run the head once on a batch of two utterances before anything is written: a user head
-    whose layers do not fit together (``embed``'s width against its classifier), whose output is
-    not finite, or whose output has no gradient path to a trainable parameter is one line naming
-    the head, not a traceback (or a wrong advice) from inside the first fold."""
-    from emofuse.train.loop import autocast
-
-    n_classes = len(data.label_names)
-    idx = torch.arange(min(2, len(data.ids)))
-    try:
-        model = head_cls(cfg, make_dims(data), n_classes).to(data.device).eval()
-        with torch.enable_grad(), autocast(data.device):  # with grad: the path training needs
-            logits = model(model.prepare(data.batch(idx, dtype=None)))
-        shape = tuple(getattr(logits, "shape", ()))
-    except EmofuseError:
-        raise
-    except FORWARD_ERRORS as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise EmofuseError(
-            f"head {head_spec}: its forward failed on a batch of {len(idx)} utterances "
-            f"({type(err).__name__}: {reason}); fix the head's layers (e.g. the width its embed "
-            "returns against what its classifier takes)"
-        ) from None
-    if shape != (len(idx), n_classes):
-        raise EmofuseError(
-            f"head {head_spec}: its forward returned shape {shape} for a batch of {len(idx)} "
-            f"utterances, not (batch, {n_classes} classes); fix the head's classifier"
-        )
-    check_logits(head_spec, logits, len(idx))
-
-
-def check_logits(head_spec: str, logits: torch.Tensor, n: int) -> None:
-    """The smoke batch's logits are finite and depend on a trainable parameter (else
-    ``loss.backward()`` fails in the first fold, or every epoch's loss is NaN)."""
-    if not bool(torch.isfinite(logits.detach()).all()):
-        raise EmofuseError(
-            f"head {head_spec}: its output is not finite (NaN or inf) on a batch of {n} "
-            "utterances before any training step, so its forward is broken (not the learning "
-            "rate); fix the head's forward"
-        )
-    if not logits.requires_grad:
-        raise EmofuseError(
-            f"head {head_spec}: its output does not depend on any trainable parameter (no "
-            "gradient reaches its layers, so it cannot be trained); compute forward's logits "
-            "from the head's layers, e.g. self.classifier(self.embed(batch))"
-        )
 
 
 def check_resume(out: Path, config: dict[str, Any]) -> None:
@@ -266,6 +197,7 @@ def train_run(
         from emofuse.cache import open_cache
 
         cache = open_cache(cache)
+    watch = (cache.path, identity(cache.path) if cache.path else None)  # checked per fold
     head_cls = resolve_head(head_spec)
     cfg = head_cls.make_config(preset, sets)
     adapted = head_cls.fit_to_cache(cfg, cache.table, set(sets))  # {option: why}
@@ -318,7 +250,7 @@ def train_run(
         prepare_out(out)
         return _train_folds(
             out, cache, head_cls, cfg, plan, config, data, loop, selected, progress, rank, world,
-            jobs,
+            jobs, watch,
         )  # fmt: skip
 
 
@@ -336,8 +268,12 @@ def _train_folds(
     rank: int,
     world: int,
     jobs: int | None = None,
+    watch: tuple[Any, Any] = (None, None),
 ) -> dict[str, Any] | None:
-    """The run folder's work once it is locked: config, every selected unfinished fold, summary."""
+    """The run folder's work once it is locked: config, every selected unfinished fold, summary.
+
+    ``watch``: (cache path, its identity when opened): a cache written over in place since is
+    named before a fold is saved and when a fold worker dies (emofuse.train.cachewatch)."""
     head_spec, table = config["head"], cache.table
     check_own_checkpoints(out, finished_folds(out))  # what predict checks: a copied-in fold, …
     check_resume(out, config)
@@ -384,11 +320,18 @@ def _train_folds(
             "cache": str(path), "head_spec": head_spec, "cfg": dataclasses.asdict(cfg),
             "loop": loop, "device": str(data.device), "out": str(out), "head_meta": head_meta,
             "cache_digest": (getattr(cache, "meta", None) or {}).get("digest"),
+            "watch": watch,
         }  # fmt: skip
-        parallel.run_tasks(_worker_init, spec, _worker_fold, mine, n_jobs, progress, "folds")
+        parallel.run_tasks(
+            _worker_init, spec, _worker_fold, mine, n_jobs, progress, "folds",
+            explain_death=lambda: check_unchanged(*watch),
+        )  # fmt: skip
     else:
         for k in mine:
-            run_fold(out, k, head_cls, cfg, dims, data, plan, loop, head_meta, table, progress)
+            check_unchanged(*watch)  # before a fold reads it: not trained from another file
+            run_fold(
+                out, k, head_cls, cfg, dims, data, plan, loop, head_meta, table, progress, watch
+            )
     if mine and world == 1:  # torchrun's ranks would race on one file
         record_wall(out, mine, n_jobs, time.perf_counter() - started)
     if world > 1:
@@ -415,8 +358,10 @@ def run_fold(
     head_meta: dict[str, Any],
     table: dict[str, Any],
     progress: bool,
+    watch: tuple[Any, Any] = (None, None),
 ) -> None:
-    """Train fold ``k`` from scratch into its folder (a fold killed mid-way left one behind)."""
+    """Train fold ``k`` from scratch into its folder (a fold killed mid-way left one behind);
+    ``watch``: the cache's path and identity, checked before the fold is saved as finished."""
     d = fold_dir(out, k)
     if d.exists():  # a fold killed mid-way restarts from scratch (its seed makes it identical)
         shutil.rmtree(d)
@@ -428,15 +373,20 @@ def run_fold(
             fh.write(json.dumps(row) + "\n")
             fh.flush()
 
-        result = train_fold(
-            lambda: head_cls(cfg, dims, len(data.label_names)),
-            data,
-            plan.fold(k),
-            loop,
-            on_epoch=log,
-            progress=progress,
-            head=head_meta["head"],
-        )
+        try:
+            result = train_fold(
+                lambda: head_cls(cfg, dims, len(data.label_names)),
+                data,
+                plan.fold(k),
+                loop,
+                on_epoch=log,
+                progress=progress,
+                head=head_meta["head"],
+            )
+        except Exception:  # garbage read from a cache written over in place is named as such
+            check_unchanged(*watch)
+            raise
+    check_unchanged(*watch)  # trained from the file the run opened, or not saved at all
     save_fold(
         out,
         result,
@@ -484,6 +434,6 @@ def _worker_fold(k: int) -> int:
     with writes_into(w["out"]):
         run_fold(
             w["out"], k, w["head_cls"], w["cfg"], w["dims"], w["data"], w["plan"], w["loop"],
-            w["head_meta"], w["table"], progress=False,
+            w["head_meta"], w["table"], progress=False, watch=w["watch"],
         )  # fmt: skip
     return k

@@ -561,13 +561,13 @@ def h5_cache(tmp_path) -> Path:
     return path
 
 
-def _stopped_parallel_train(cache: Path, out: Path, stage: str = "workers-start"):
+def _stopped_parallel_train(cache: Path, out: Path, stage: str = "workers-start", jobs: int = 2):
     """`emofuse train --jobs 2` in a child (its own process group, as a shell job), frozen
     (SIGSTOP) where it reaches the faults.py ``stage`` (default: just before its workers start)."""
     env = {**os.environ, faults.ENV: f"{stage}:1:stop", "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen(
         [sys.executable, "-m", "emofuse", "train", "--cache", str(cache), "--split", "loso",
-         "--head", TINY_HEAD, "--epochs", "1", "--jobs", "2", "--quiet", "--out", str(out)],
+         "--head", TINY_HEAD, "--epochs", "1", "--jobs", str(jobs), "--quiet", "--out", str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         start_new_session=True,
     )  # fmt: skip
@@ -596,6 +596,30 @@ def test_a_cache_deleted_or_replaced_while_workers_start_is_one_line(tmp_path, h
     expected = "disappeared" if change == "deleted" else "changed while emofuse train"
     assert expected in lines[0] and "out of memory" not in lines[0], lines[0]
     assert finished_folds(tmp_path / "run") == []
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("jobs, stage", [(1, "fold-written"), (2, "fold-reported")])
+def test_a_cache_written_over_in_place_while_training_is_named_and_the_folds_kept(
+    tmp_path, h5_cache, jobs, stage
+):
+    """`cp other.h5 cache.h5` under a running train: with --jobs 2 'a fold worker process died
+    (out of memory?)'; with --jobs 1 the process died of SIGBUS (exit 135, no message)."""
+    out = tmp_path / "run"
+    child = _stopped_parallel_train(h5_cache, out, stage, jobs)  # stopped after fold 1 is saved
+    write_five_session_cache(tmp_path / "other.h5", seed=1, n=20)  # another, smaller cache
+    shutil.copyfile(tmp_path / "other.h5", h5_cache)  # the same file, rewritten in place
+    os.kill(child.pid, signal.SIGCONT)
+    _out, err = child.communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert child.returncode == 2 and len(lines) == 1, (child.returncode, err[-3000:])
+    assert lines[0].startswith(f"error: cache {h5_cache} changed while emofuse train was "), lines
+    assert "out of memory" not in lines[0] and "the finished folds are kept" in lines[0]
+    kept = finished_folds(out)
+    assert 1 <= len(kept) < 5, kept  # fold 1 was saved before the copy; not every fold after it
+    for k in kept:  # whole folds only: none was saved from the rewritten file after the check
+        assert (fold_dir(out, k) / "checkpoint.pt").is_file()
 
 
 @pytest.mark.slow

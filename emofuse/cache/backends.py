@@ -94,6 +94,19 @@ class ArrayStore:
     def has(self, name: str) -> bool:
         raise NotImplementedError
 
+    def array_header(self, name: str) -> tuple[tuple[int, ...], str | None] | None:
+        """(shape, dtype name) of array ``name`` from its header alone (no data, no chunk files
+        counted), None where the store lacks it; a backend that cannot tell the dtype gives None
+        for it. open_store checks the metadata's stated shapes with it."""
+        if not self.has(name):
+            return None
+        return self.shape(name), None
+
+    def list_arrays(self, group: str) -> list[str] | None:
+        """The names of every array under ``group`` (e.g. ``streams/speech/data``), from headers
+        alone; None where the backend cannot list them (open_store then skips that check)."""
+        return None
+
     def mapped(self, name: str) -> np.ndarray | None:
         """A zero-copy read-only view of a whole array where the backend can give one, else None."""
         return None

@@ -165,6 +165,25 @@ class HDF5Store(ArrayStore):
     def has(self, name: str) -> bool:
         return name in self.f
 
+    @_reading
+    def array_header(self, name: str) -> tuple[tuple[int, ...], str | None] | None:
+        obj = self.f.get(name)
+        if not isinstance(obj, h5py.Dataset):
+            return None
+        return tuple(obj.shape), obj.dtype.name
+
+    @_reading
+    def list_arrays(self, group: str) -> list[str] | None:
+        found: list[str] = []
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                found.append(f"{group}/{name}")
+
+        if isinstance(self.f.get(group), h5py.Group):
+            self.f[group].visititems(visit)
+        return found
+
     def check_metadata(self) -> None:
         """Visit every group and array: reads only their headers and heaps, so a damaged one (bad
         signature) is found at open, not by whichever command first touches it."""

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from emofuse.cache.backends import BACKENDS, ArrayStore, backend_for, damaged_cache_error
+from emofuse.cache.metacheck import check_structure
 from emofuse.cache.schema import FORMAT, FORMAT_VERSION, parts_dir, seal_broken
 from emofuse.errors import EmofuseError
 
@@ -128,7 +129,8 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
     if lacking:  # valid JSON, edited or torn: every command would fail on a missing key
         store.close()
         raise damaged_cache_error(path, f"its emofuse metadata lacks {lacking[0]!r}")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta["format_version"]  # not an int: check_structure names that below
+    if isinstance(version, int) and version > FORMAT_VERSION:
         store.close()
         raise EmofuseError(
             f"{path} has cache format version {meta['format_version']}, newer than this emofuse "
@@ -141,6 +143,9 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
         )
     try:
         store.check_metadata()  # DamagedCacheError: a damaged header or metadata document
+        # sealed or not (an older cache): the fields' types, the stated shapes against the
+        # arrays' headers, the stored streams against the metadata (no data is read)
+        check_structure(store, meta)
     except EmofuseError:
         store.close()
         raise

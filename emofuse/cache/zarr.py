@@ -186,6 +186,26 @@ class ZarrStore(ArrayStore):
             self._whole.add(name)
         return array
 
+    @_reading
+    def array_header(self, name: str) -> tuple[tuple[int, ...], str | None] | None:
+        if name not in self.g:
+            return None
+        array = self.g[name]  # its zarr.json only: the chunk files are not counted here
+        if not isinstance(array, zarr.Array):
+            return None
+        return tuple(array.shape), np.dtype(array.dtype).name
+
+    @_reading
+    def list_arrays(self, group: str) -> list[str] | None:
+        node = self.g.get(group)
+        if not isinstance(node, zarr.Group):
+            return []
+        return [
+            f"{group}/{name}"
+            for name, obj in node.members(max_depth=None)
+            if isinstance(obj, zarr.Array)
+        ]
+
     def check_metadata(self) -> None:
         """Every zarr.json parses as Zarr v3 metadata (a few small files): zarr reads a nested
         array without its groups' documents, so a damaged group would go unnoticed."""

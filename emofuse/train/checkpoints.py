@@ -123,16 +123,22 @@ def check_own_checkpoints(run: Path, folds: Sequence[int]) -> None:
     check_checkpoints(run, folds)
     for k in folds:
         path = fold_dir(run, k) / "checkpoint.pt"
-        try:
-            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-            raise EmofuseError(
-                f"{path} is damaged ({str(err).splitlines()[0][:80]}); delete {path.parent} and "
-                f"rerun `emofuse train` for {run} (it retrains that fold only)"
-            ) from None
+        ckpt = _load(run, path, "cpu", mmap=True)
         _check_own_head(run, path, ckpt)
         _check_own_fold(run, k, path, ckpt)
         del ckpt
+
+
+def _load(run: Path, path: Path, device: str | torch.device, mmap: bool = False) -> Any:
+    """A fold's checkpoint as torch saved it (``mmap``: tensors mapped, not read); a damaged
+    file is one line naming it."""
+    try:
+        return torch.load(path, map_location=device, mmap=mmap, weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise EmofuseError(
+            f"{path} is damaged ({str(err).splitlines()[0][:80]}); delete {path.parent} and "
+            f"rerun `emofuse train` for {run} (it retrains that fold only)"
+        ) from None
 
 
 def make_dims(data: TrainData) -> Any:
@@ -169,13 +175,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
     ckpt_path = fold_dir(run, k) / "checkpoint.pt"
     if not ckpt_path.is_file():
         raise EmofuseError(f"{ckpt_path} is missing; rerun `emofuse train` for {run}")
-    try:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise EmofuseError(
-            f"{ckpt_path} is damaged ({str(err).splitlines()[0][:80]}); delete {ckpt_path.parent} "
-            f"and rerun `emofuse train` for {run} (it retrains that fold only)"
-        ) from None
+    ckpt = _load(run, ckpt_path, device)
     _check_own_head(run, ckpt_path, ckpt)
     _check_own_fold(run, k, ckpt_path, ckpt)
     head_cls = resolve_saved_head(run, ckpt["head"])

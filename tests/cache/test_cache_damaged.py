@@ -20,6 +20,19 @@ TINY_HEAD = str(Path(__file__).parents[1] / "train" / "tiny_head.py") + ":TinyHe
 FIX = "re-extract it (delete it and rerun the same emofuse extract)"
 
 
+def write_doc(path: Path, meta: dict) -> None:
+    """Replace the metadata document itself (HDF5 ``/meta``, Zarr root ``attributes.emofuse``),
+    as the audit's ed.py did: nothing else of the store changes."""
+    if path.suffix == ".h5":
+        with h5py.File(path, "a") as f:
+            del f["meta"]
+            f.create_dataset("meta", data=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    else:
+        doc = json.loads((path / "zarr.json").read_text())
+        doc["attributes"]["emofuse"] = meta
+        (path / "zarr.json").write_text(json.dumps(doc))
+
+
 def _cli(*args: str):
     return CliRunner().invoke(cli, list(args))
 
@@ -278,14 +291,7 @@ def test_metadata_without_a_key_every_command_reads_is_damage(tmp_path, suffix):
     meta = store.read_meta()
     store.close()
     meta["fingerprinu"] = meta.pop("fingerprint")
-    if suffix == ".h5":  # the metadata document itself, as flipped bytes leave it
-        with h5py.File(path, "a") as f:
-            del f["meta"]
-            f.create_dataset("meta", data=np.frombuffer(json.dumps(meta).encode(), np.uint8))
-    else:
-        doc = json.loads((path / "zarr.json").read_text())
-        doc["attributes"]["emofuse"] = meta
-        (path / "zarr.json").write_text(json.dumps(doc))
+    write_doc(path, meta)  # the metadata document itself, as flipped bytes leave it
     assert_damaged_everywhere(path, tmp_path, r"its emofuse metadata lacks 'fingerprint'")
 
 

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from emofuse.cache import open_cache
@@ -20,7 +19,7 @@ from emofuse.cache.backends import DamagedCacheError
 from emofuse.cache.schema import META_SEAL
 from emofuse.cache.store import open_store
 from tests.cache.cache_synth import write_cache
-from tests.cache.test_cache_damaged import FIX, _cli, _one_line, _train
+from tests.cache.test_cache_damaged import FIX, _cli, _one_line, _train, write_doc
 
 SUFFIXES = pytest.mark.parametrize("suffix", [".h5", ".zarr"], ids=["hdf5", "zarr"])
 
@@ -41,19 +40,6 @@ def read_doc(path: Path) -> dict:
         with h5py.File(path, "r") as f:
             return json.loads(f["meta"][()].tobytes().decode("utf-8"))
     return json.loads((path / "zarr.json").read_text())["attributes"]["emofuse"]
-
-
-def write_doc(path: Path, meta: dict) -> None:
-    """Replace the metadata document itself (HDF5 ``/meta``, Zarr root ``attributes.emofuse``),
-    as the audit's ed.py did: nothing else of the store changes."""
-    if path.suffix == ".h5":
-        with h5py.File(path, "a") as f:
-            del f["meta"]
-            f.create_dataset("meta", data=np.frombuffer(json.dumps(meta).encode(), np.uint8))
-    else:
-        doc = json.loads((path / "zarr.json").read_text())
-        doc["attributes"]["emofuse"] = meta
-        (path / "zarr.json").write_text(json.dumps(doc))
 
 
 def ed(src: Path, dst: Path, code: str) -> Path:

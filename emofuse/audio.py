@@ -75,6 +75,12 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
         )
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # (n,)
     if float(np.abs(wav).max()) < SILENCE_PEAK:
+        if peak >= SILENCE_PEAK:  # each channel has sound; their mean cancels (antiphase)
+            raise AudioProblem(
+                f"audio {path.name}: its {data.shape[1]} channels cancel when mixed to mono "
+                "(one is the other inverted); export one channel (e.g. sox in.wav out.wav "
+                "remix 1) and use that file"
+            )
         raise AudioProblem(f"silent audio {path.name} (peak below -80 dBFS)")
     if rate != target_rate:
         import torch  # noqa: PLC0415 - here, so the corpus readers' header checks stay light

@@ -11,6 +11,7 @@ member, and fused again (seconds) otherwise.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,8 +21,15 @@ from emofuse.errors import EmofuseError
 from emofuse.reproduce.plan import Row, run_dir
 from emofuse.train import run as run_module
 from emofuse.train.folds import FoldPlan
+from emofuse.train.metrics import summarize
 from emofuse.train.paths import absolute
-from emofuse.train.rundir import check_finished_folds, finished_folds, read_json
+from emofuse.train.rundir import (
+    check_finished_folds,
+    finished_folds,
+    read_fold_predictions,
+    read_json,
+    write_summary,
+)
 
 
 def open_cache_arg(cache: Any) -> Any:
@@ -92,8 +100,22 @@ def is_finished(
     if set(folds) != {f.fold for f in plan.folds}:
         return False
     check_finished_folds(out, folds)
-    return settings_mismatch(read_json(out / "config.json"), row, preset, seed, cache,
-                             loop_flags) is None  # fmt: skip
+    if settings_mismatch(read_json(out / "config.json"), row, preset, seed, cache, loop_flags):
+        return False
+    _summary_from_folds(out, plan)
+    return True
+
+
+def _summary_from_folds(out: Path, plan: FoldPlan) -> None:
+    """The table reads summary.json: one that is not what the (digest-checked) fold files give
+    (edited, or stale) is written again from them before the run is reused."""
+    parts = [
+        (k, read_fold_predictions(out, plan, k, "predictions.csv")) for k in finished_folds(out)
+    ]
+    fresh = summarize([(k, p["true"], p["predicted"]) for k, p in parts], parts[0][1]["labels"])
+    stored = read_json(out / "summary.json")
+    if any(json.dumps(stored.get(key)) != json.dumps(fresh[key]) for key in fresh):
+        write_summary(out, plan)
 
 
 def check_row_folder(

@@ -93,6 +93,17 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
             f"{', '.join(ckpt['labels'])} (its checkpoint.pt and predictions.csv): config.json was "
             f'edited; restore its "labels" to {json.dumps(ckpt["labels"])} (keep the folds)'
         )
+    loop = ckpt.get("loop")  # absent in checkpoints of an older emofuse
+    if same_head and isinstance(loop, dict) and isinstance(config.get("loop"), dict):
+        differ = sorted(k for k in loop.keys() | config["loop"].keys()
+                        if json.dumps(loop.get(k)) != json.dumps(config["loop"].get(k)))  # fmt: skip
+        if differ:
+            key = differ[0]
+            raise EmofuseError(
+                f"{ckpt_path} was trained with other settings than {run} ({key} "
+                f"{json.dumps(loop.get(key))} vs {json.dumps(config['loop'].get(key))}), copied "
+                f"from another run?; {fix}"
+            )
     # the head config is not compared: a checkpoint that no longer fits it is said below
     if not same_head or ckpt["labels"] != labels:
         held = ckpt.get("head_name") or ckpt["head"]
@@ -114,6 +125,21 @@ def _fold_labels(d: Path) -> list[str] | None:
     return (
         [h[2:] for h in header[4:]] if header[:4] == ["id", "fold", "true", "predicted"] else None
     )
+
+
+def _fold_test_ids(d: Path) -> list[str] | None:
+    """The ids in a fold's predictions.csv, if that file is whole and unedited (else None)."""
+    from emofuse.train.predfiles import file_sha256
+    from emofuse.train.rundir import read_predictions, recorded_digest
+
+    path = d / "predictions.csv"
+    recorded = recorded_digest(d / "metrics.json", "predictions.csv")
+    try:
+        if recorded is None or file_sha256(path) != recorded:
+            return None
+        return read_predictions(path)["ids"]
+    except (OSError, EmofuseError):
+        return None
 
 
 def check_own_checkpoints(run: Path, folds: Sequence[int]) -> None:
@@ -161,6 +187,14 @@ def _check_own_fold(run: Path, k: int, ckpt_path: Path, ckpt: Any) -> None:
         return
     fold = next((f for f in FoldPlan.load(plan_path).folds if f.fold == k), None)
     if (fold is not None and ids_digest(fold.test) != recorded) or ckpt.get("fold", k) != k:
+        tested = _fold_test_ids(ckpt_path.parent)
+        if ckpt.get("fold", k) == k and tested is not None and ids_digest(tested) == recorded:
+            raise EmofuseError(  # the checkpoint and the fold's predictions agree: the plan moved
+                f"{plan_path} was edited: its fold {k} does not test the {len(tested)} "
+                f"utterances that fold {k}'s checkpoint and predictions.csv were made for; "
+                f"restore folds.json as emofuse train wrote it (keep the folds), or train into a "
+                "new --out"
+            )
         raise EmofuseError(
             f"{ckpt_path} was trained for another test set than fold {k} of {run} (copied from "
             f"another run?); delete {ckpt_path.parent} and rerun `emofuse train` for {run} (it "

@@ -300,6 +300,7 @@ def _train_folds(
         "labels": data.label_names,
         "cache_fingerprint": cache.fingerprint,
         "head_sha256": head_file_digest(head_spec),  # predict names a head file edited since
+        "loop": config["loop"],  # a checkpoint of another seed or loop is not this run's
     }
     if world > 1:
         # gloo works on CPU and GPU alike: the only collective is one barrier

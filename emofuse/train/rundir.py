@@ -65,6 +65,13 @@ def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[
     fold = plan.fold(k)
     expected = fold.test if kind == "predictions.csv" else fold.val
     if sorted(part["ids"]) != sorted(expected):
+        recorded = recorded_digest(fold_dir(run, k) / "metrics.json", kind)
+        if recorded is not None and file_sha256(path) == recorded:  # the file is as written
+            raise EmofuseError(
+                f"{run / 'folds.json'} was edited: its fold {k} does not hold the "
+                f"{len(part['ids'])} utterances of {path}, which is as fold {k} wrote it; restore "
+                "folds.json as emofuse wrote it (keep the folds), or train into a new --out"
+            )
         raise EmofuseError(
             f"{path} does not hold the {len(expected)} utterances of fold {k} "
             f"({len(part['ids'])} rows); {_redo_advice(path)}"
@@ -73,7 +80,7 @@ def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[
         raise EmofuseError(
             f"{path} is damaged (rows of fold {other[0]} in fold {k}'s file); {_redo_advice(path)}"
         )
-    recorded = _recorded_digest(fold_dir(run, k) / "metrics.json", kind)
+    recorded = recorded_digest(fold_dir(run, k) / "metrics.json", kind)
     if recorded is not None and file_sha256(path) != recorded:
         raise EmofuseError(
             f"{path} was changed after fold {k} was written (its sha256 is not the one its "
@@ -82,7 +89,7 @@ def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[
     return part
 
 
-def _recorded_digest(metrics_path: Path, kind: str) -> str | None:
+def recorded_digest(metrics_path: Path, kind: str) -> str | None:
     """The sha256 a fold's metrics.json records for its file ``kind`` (None: written by an older
     emofuse, which recorded none; such folds get the checks a file allows on its own)."""
     if not metrics_path.is_file():

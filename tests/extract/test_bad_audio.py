@@ -199,3 +199,18 @@ def test_segment_granularity_without_frames_on_unaligned_audio_is_refused(tmp_pa
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "--granularity word: 6 of 6 utterances (e.g. good) have no word alignment" in lines[0]
     assert "--granularity frame,word" in lines[0] and not out.exists()
+
+
+def test_stereo_whose_channels_cancel_is_not_called_silent(tmp_path) -> None:
+    """Right = -left at full level: 'silent audio (peak below -80 dBFS)' misstated the file."""
+    from emofuse.audio import AudioProblem, load_audio
+
+    tone = 0.5 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype(np.float32)
+    path = tmp_path / "antiphase.wav"
+    sf.write(path, np.stack([tone, -tone], axis=1), 16000)
+    with pytest.raises(AudioProblem) as err:
+        load_audio(path)
+    assert "channels cancel when mixed to mono" in str(err.value) and "silent" not in str(err.value)
+    sf.write(tmp_path / "quiet.wav", np.zeros((16000, 2), np.float32), 16000)
+    with pytest.raises(AudioProblem, match="silent audio quiet.wav"):
+        load_audio(tmp_path / "quiet.wav")

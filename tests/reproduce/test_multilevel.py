@@ -68,6 +68,17 @@ def test_every_row_is_written_compared_with_frame_only_and_a_rerun_reuses_them(
     again = reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
     assert calls == [] and len(again["reused"]) == 9
     assert (out / "table.md").read_text() == md
+    # an edited summary.json of a reused row run went into the table as "our UA 99.00"
+    summary_path = out / "text" / "seed0" / "summary.json"
+    edited = json.loads(summary_path.read_text())
+    true_ua = edited["pooled"]["UA"]
+    edited["pooled"]["UA"] = edited["mean"]["UA"] = 0.99
+    summary_path.write_text(json.dumps(edited))
+    monkeypatch.setattr(runner, "fuse_row", lambda *a, **k: None)  # the fusions would redo
+    reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    assert json.loads(summary_path.read_text())["pooled"]["UA"] == true_ua != 0.99
+    assert "99.00" not in (out / "table.md").read_text()
+    assert not [c for c in calls if c and c[0] is cache]  # nothing was trained
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -185,3 +186,59 @@ def test_labels_edited_in_config_json_are_blamed_on_config_json_not_on_a_fold(ru
     config["labels"] = trained  # what the message says to do
     path.write_text(json.dumps(config))
     assert CliRunner().invoke(cli, ["report", str(edited)]).exit_code == 0
+
+
+def test_a_checkpoint_of_the_same_fold_of_a_run_with_another_seed_is_refused(run, cache, tmp_path):
+    """Accepted everywhere: predict answered with the other run's model while report kept this
+    run's figures (audit round 5, row 20)."""
+    import dataclasses
+
+    from emofuse.errors import EmofuseError
+    from emofuse.train.checkpoints import load_fold_model
+
+    other = tmp_path / "seed1"
+    train_run(cache, TINY_HEAD, other, "loso", folds=[1], progress=False,
+              loop=dataclasses.replace(LOOP, seed=1))  # fmt: skip
+    mixed = _copy(run, tmp_path, "mixed")
+    bad = fold_dir(mixed, 1) / "checkpoint.pt"
+    shutil.copy(fold_dir(other, 1) / "checkpoint.pt", bad)
+    result = CliRunner().invoke(cli, ["report", str(mixed)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(
+        f"error: {bad} was trained with other settings than {mixed} (seed 1 vs 0)"
+    )
+    with pytest.raises(EmofuseError, match="trained with other settings"):
+        load_fold_model(mixed, 1)  # what predict does
+
+
+def test_an_edited_fold_plan_is_blamed_on_folds_json_not_on_the_folds(run, cache, tmp_path):
+    """folds.json with folds 1 and 2 swapped: the checkpoint was blamed and 'delete the fold'
+    destroyed good folds one after another (audit round 5, row 19)."""
+    from emofuse.errors import EmofuseError
+    from emofuse.train.checkpoints import load_fold_model
+
+    edited = _copy(run, tmp_path)
+    path = edited / "folds.json"
+    plan = json.loads(path.read_text())
+    first, second = plan["folds"][0], plan["folds"][1]
+    for key in ("train", "val", "test"):
+        first[key], second[key] = second[key], first[key]
+    path.write_text(json.dumps(plan))
+    expected = f"{path} was edited: its fold 1 does not test the"
+    result = CliRunner().invoke(cli, ["report", str(edited)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {expected}"), lines[0]
+    assert "delete" not in lines[0]
+    for attempt in (
+        lambda: load_fold_model(edited, 1),
+        lambda: train_run(cache, TINY_HEAD, edited, "loso", loop=LOOP, progress=False),
+    ):
+        with pytest.raises(EmofuseError, match=re.escape(expected)):
+            attempt()
+    compared = CliRunner().invoke(cli, ["compare", str(run), str(edited)])  # no checkpoints read
+    assert compared.exit_code == 2 and f"error: {path} was edited: its fold 1 does not hold" in (
+        compared.output
+    ), compared.output
+    assert all((fold_dir(edited, k) / "metrics.json").is_file() for k in range(1, 6))

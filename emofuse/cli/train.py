@@ -208,8 +208,8 @@ def report_command(run, tsne) -> None:
             from emofuse.train.fuse import check_members_current
 
             check_members_current(run, config)
-        check_finished_folds(run, finished_folds(run), trained)
-        if trained:  # each checkpoint is its fold's own, as predict will check
+        check_finished_folds(run, finished_folds(run), trained=False)  # metrics, curves
+        if trained:  # each checkpoint whole and its fold's own, as predict will check
             from emofuse.train.checkpoints import check_own_checkpoints
 
             check_own_checkpoints(run, finished_folds(run))

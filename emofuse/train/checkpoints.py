@@ -18,6 +18,7 @@ from emofuse.errors import EmofuseError
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.paths import absolute_head, head_file, relative_path_error
+from emofuse.train.predfiles import HEADER
 from emofuse.train.rundir import (
     check_checkpoints,
     finished_folds,
@@ -122,24 +123,19 @@ def _fold_labels(d: Path) -> list[str] | None:
             header = next(csv.reader(fh), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
-    return (
-        [h[2:] for h in header[4:]] if header[:4] == ["id", "fold", "true", "predicted"] else None
-    )
+    return [h[2:] for h in header[4:]] if header[:4] == HEADER else None
 
 
 def _fold_test_ids(d: Path) -> list[str] | None:
     """The ids in a fold's predictions.csv, if that file is whole and unedited (else None)."""
-    from emofuse.train.predfiles import file_sha256
     from emofuse.train.rundir import read_predictions, recorded_digest
 
-    path = d / "predictions.csv"
     recorded = recorded_digest(d / "metrics.json", "predictions.csv")
     try:
-        if recorded is None or file_sha256(path) != recorded:
-            return None
-        return read_predictions(path)["ids"]
+        part = read_predictions(d / "predictions.csv") if recorded is not None else None
     except (OSError, EmofuseError):
         return None
+    return part["ids"] if part is not None and part["sha256"] == recorded else None
 
 
 def check_own_checkpoints(run: Path, folds: Sequence[int]) -> None:

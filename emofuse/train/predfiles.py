@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,11 @@ def write_predictions(
 
 
 def parse_predictions(path: Path) -> dict[str, Any]:
-    """``{"ids", "fold", "true", "predicted", "labels", "probs" (N, C)}``; ValueError (or
-    csv.Error, UnicodeDecodeError) with the first problem found when the file is not a whole,
-    self-consistent predictions file."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    """``{"ids", "fold", "true", "predicted", "labels", "probs" (N, C), "sha256"}`` (the digest
+    of the bytes parsed, read once); ValueError (or csv.Error, UnicodeDecodeError) with the first
+    problem found when the file is not a whole, self-consistent predictions file."""
+    raw = path.read_bytes()
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
     if not rows:
         raise ValueError("empty file")
     header, body = rows[0], rows[1:]
@@ -70,6 +71,7 @@ def parse_predictions(path: Path) -> dict[str, Any]:
         "predicted": [r[3] for r in body],
         "labels": labels,
         "probs": probs,
+        "sha256": hashlib.sha256(raw).hexdigest(),
     }
     if not set(part["true"]) | set(part["predicted"]) <= set(labels):
         raise ValueError("a label without its p_<label> column")

@@ -286,7 +286,8 @@ def _train_folds(
         raise EmofuseError(
             f"run folder {out} holds a different fold plan (the cache changed?); use a new --out"
         )
-    check_finished_folds(out, finished)  # the report reads them at the end: damage fails now
+    # the report reads them at the end: damage fails now (checkpoints: checked above)
+    check_finished_folds(out, finished, trained=False)
     if rank == 0:
         write_json(out / "config.json", config)
         plan.save(out / "folds.json")

@@ -64,9 +64,9 @@ def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[
     part = read_predictions(path)
     fold = plan.fold(k)
     expected = fold.test if kind == "predictions.csv" else fold.val
+    recorded = recorded_digest(fold_dir(run, k) / "metrics.json", kind)
     if sorted(part["ids"]) != sorted(expected):
-        recorded = recorded_digest(fold_dir(run, k) / "metrics.json", kind)
-        if recorded is not None and file_sha256(path) == recorded:  # the file is as written
+        if recorded is not None and part["sha256"] == recorded:  # the file is as written
             raise EmofuseError(
                 f"{run / 'folds.json'} was edited: its fold {k} does not hold the "
                 f"{len(part['ids'])} utterances of {path}, which is as fold {k} wrote it; restore "
@@ -80,8 +80,7 @@ def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[
         raise EmofuseError(
             f"{path} is damaged (rows of fold {other[0]} in fold {k}'s file); {_redo_advice(path)}"
         )
-    recorded = recorded_digest(fold_dir(run, k) / "metrics.json", kind)
-    if recorded is not None and file_sha256(path) != recorded:
+    if recorded is not None and part["sha256"] != recorded:
         raise EmofuseError(
             f"{path} was changed after fold {k} was written (its sha256 is not the one its "
             f"metrics.json records); {_redo_advice(path)}"

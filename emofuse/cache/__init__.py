@@ -1,7 +1,7 @@
 """The feature cache: one schema, HDF5 (.h5) and Zarr v3 (.zarr) backends, crash-safe writer.
 
 ```python
-w = CacheWriter(path, fingerprint=fp, settings=settings, streams=specs, rank=0, world_size=1)
+w = CacheWriter(path, settings=settings, streams=specs, rank=0, world_size=1)  # fingerprint: of settings
 w.done_ids(); w.add(meta_row, {stream: {array: ndarray}}); w.skip(uid, reason); w.close(order=ids)
 c = open_cache(path); values, offsets = c.load("speech", "data", layers=[12], ids=None)
 ```

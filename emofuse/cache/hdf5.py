@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import mmap
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +39,14 @@ def _failure(path: Path, err: Exception) -> EmofuseError:
     code = getattr(err, "errno", None)
     if isinstance(code, int) and code > 0:
         return EmofuseError(f"{path}: cannot read it as an HDF5 cache ({os_reason(err)})")
-    return damaged_cache_error(path, short_reason(err))
+    reason = short_reason(err)
+    # HDF5's "truncated file: eof = 524366, sblock->base_addr = 0, stored_eof = 528462"
+    if found := re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", reason):
+        reason = (
+            f"the file is truncated: {found.group(1)} bytes of the {found.group(2)} it was "
+            "written with"
+        )
+    return damaged_cache_error(path, reason)
 
 
 def _reading(method: F) -> F:

@@ -9,6 +9,9 @@ or not, and reads headers only (no array data):
 - every field the writer writes has its type (``layout.StoreLayout.meta`` is what it writes; the
   stream attrs are those of ``extract.config.stream_specs``), every id and name its form;
 - every stored array's shape and dtype (read from its header) are those the metadata states;
+- what the metadata states twice agrees: the fingerprint is that of the settings (so an edited
+  fingerprint or setting is found), each stream's ``dim``, ``num_layers`` and layer list are those
+  of its arrays and of the settings, a frame rate is a positive number;
 - every array stored under ``streams/`` is described by the metadata. An array the metadata lists
   but the store lacks is left to ``verify`` and ``info``, which report it as damage by name.
 
@@ -23,7 +26,14 @@ import numpy as np
 
 from emofuse.cache.backends import ArrayStore, damaged_cache_error
 from emofuse.cache.layout import stored_arrays, stored_name, stored_shape
-from emofuse.cache.schema import FIXED, RAGGED, STR, ArraySpec
+from emofuse.cache.schema import (
+    FIXED,
+    RAGGED,
+    STR,
+    ArraySpec,
+    settings_fingerprint,
+    specs_digest,
+)
 
 SKIPPED = "{id, reason}"  # what the skipped list holds, as the messages call it
 
@@ -41,6 +51,7 @@ def check_structure(store: ArrayStore, meta: dict) -> None:
         for name, smeta in sorted(meta["streams"].items()):
             _check_stream_shapes(store, name, smeta)
             _check_stream_sums(name, smeta)
+        _check_derived(meta)  # after the shapes: a row shape edited is named against the array
     except _Fault as fault:
         raise damaged_cache_error(store.path, str(fault)) from None
 
@@ -178,6 +189,72 @@ def _check_attrs(attrs: dict, field: str) -> None:
         raise _wrong(f"{field}.frame_rate", rate, "a number")
     if "keep_fillers" in attrs and not isinstance(attrs["keep_fillers"], bool):
         raise _wrong(f"{field}.keep_fillers", attrs["keep_fillers"], "a bool")
+
+
+# --- what the metadata states twice ---------------------------------------------------------
+
+
+def _short(digest: Any) -> str:
+    return f"{str(digest)[:12]}…"
+
+
+def _check_derived(meta: dict) -> None:
+    """Values the metadata derives from others: the fingerprint from the settings, a stream's
+    ``dim``/``num_layers``/layers from its arrays and the settings' resolved layer lists."""
+    settings = meta["settings"]
+    want = settings_fingerprint(settings)
+    if meta["fingerprint"] != want:
+        raise _Fault(
+            f"metadata field fingerprint is {_short(meta['fingerprint'])}, but its settings give "
+            f"{_short(want)} (the fingerprint or a setting was edited)"
+        )
+    resolved = settings.get("fingerprint")
+    resolved = resolved if isinstance(resolved, dict) else {}
+    streams = meta["streams"]
+    for name, smeta in sorted(streams.items()):
+        field, attrs = f"streams.{name}.attrs", smeta["attrs"]
+        data = smeta["arrays"].get("data")
+        row_shape = data["row_shape"] if data and data["dtype"] != STR else None
+        if "dim" in attrs and row_shape and attrs["dim"] != row_shape[-1]:
+            raise _Fault(
+                f"metadata field {field}.dim is {attrs['dim']}, but streams.{name}.arrays.data "
+                f"has rows of {row_shape[-1]} values"
+            )
+        rate = attrs.get("frame_rate")
+        if rate is not None and not (np.isfinite(rate) and rate > 0):
+            raise _Fault(f"metadata field {field}.frame_rate is {rate}, expected a positive number")
+        every = [streams.get(f"{name}_{s}") for s in ("mean", "std")]  # one row per model layer
+        for other in (o for o in every if isinstance(o, dict) and "data" in o["arrays"]):
+            held = (other["arrays"]["data"]["row_shape"] or [None])[0]
+            if "num_layers" in attrs and held is not None and attrs["num_layers"] != held:
+                raise _Fault(
+                    f"metadata field {field}.num_layers is {attrs['num_layers']}, but its "
+                    f"per-layer statistics hold {held} layers"
+                )
+        _check_resolved_layers(name, attrs, resolved)
+    recorded = resolved.get("streams")  # an extraction's record of its stream specs
+    if isinstance(recorded, str) and recorded != specs_digest(streams):  # any other edited spec
+        raise _Fault(
+            "metadata field streams does not hold the stream specs its settings recorded "
+            f"(sha256 {_short(specs_digest(streams))} vs {_short(recorded)}): a stream's attrs "
+            "or array specs were edited"
+        )
+
+
+def _check_resolved_layers(name: str, attrs: dict, resolved: dict) -> None:
+    """A stream of the speech (text) model stores the layers the settings resolved ``--layers``
+    (``--text-layers``) to; its per-layer statistics store every layer."""
+    if name.endswith(("_mean", "_std")) or attrs.get("layers") is None:
+        return
+    for model_key, layers_key in (("speech_model", "layers"), ("text_model", "text_layers")):
+        model = resolved.get(model_key)
+        if not isinstance(model, dict) or attrs.get("model") != model.get("id"):
+            continue
+        if layers_key in resolved and attrs["layers"] != resolved[layers_key]:
+            raise _Fault(
+                f"metadata field streams.{name}.attrs.layers is {attrs['layers']}, but its "
+                f"settings resolved the layers to {resolved[layers_key]}"
+            )
 
 
 # --- the metadata against the store ---------------------------------------------------------

@@ -230,6 +230,23 @@ def fingerprint_of(settings: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(settings)).hexdigest()
 
 
+def specs_digest(streams: Any) -> str:
+    """sha256 of the stream specs (kind, array dtypes and row shapes, attrs such as the model, its
+    layers, dim and frame rate) in canonical form: the extraction records it in its settings, so
+    the metadata check finds an edited spec at open."""
+    specs = {n: s.to_json() for n, s in normalise_specs(streams).items()}
+    return hashlib.sha256(canonical_json(specs)).hexdigest()
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """The fingerprint a store written with ``settings`` records: that of the resolved values under
+    ``settings["fingerprint"]`` where the extraction stored them (model ids and revisions, layer
+    indices), else of the settings themselves. The metadata check recomputes it at open, so an
+    edited fingerprint or an edited setting is found as damage, sealed or not."""
+    resolved = settings.get("fingerprint")
+    return fingerprint_of(resolved if isinstance(resolved, dict) else settings)
+
+
 def _dtype_name(dtype: Any) -> str:
     if dtype in (str, STR, "U", "O", object):
         return STR

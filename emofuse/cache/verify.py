@@ -118,7 +118,10 @@ def verify_store(
     table_sha = hashlib.sha256(table_raw).hexdigest()
     feed("table", table_raw, table_sha)
     if table_sha != meta["table"]["sha256"]:
-        problems.append("table: checksum mismatch (utterance table damaged)")
+        problems.append(  # the bytes or the recorded checksum: which of the two, nothing can tell
+            "table: checksum mismatch (the utterance table's bytes do not match the sha256 its "
+            "metadata records: one of the two was changed)"
+        )
     else:
         ids = json.loads(table_raw.tobytes().decode("utf-8"))["id"]
     n = meta["n_utterances"]
@@ -190,7 +193,13 @@ def verify_store(
                 where = f" in {len(bad)} utterance(s): {named}{more}" if bad else ""
                 problems.append(f"{label}: checksum mismatch{where}")
     bar.close()
-    return VerifyResult(digest.hexdigest(), problems, checked)
+    value, recorded = digest.hexdigest(), meta.get("digest")
+    if recorded is not None and recorded != value and not problems:  # data intact, metadata not
+        problems.append(
+            f"metadata: its recorded content digest {recorded[:12]}… is not the one its contents "
+            f"give, {value[:12]}… (its metadata was edited after extraction)"
+        )
+    return VerifyResult(value, problems, checked)
 
 
 def _scan_array(

@@ -42,7 +42,7 @@ from emofuse.cache.schema import (
     RAGGED,
     StreamSpec,
     canonical_json,
-    fingerprint_of,
+    settings_fingerprint,
     jsonable,
     little_endian,
     normalise_specs,
@@ -78,7 +78,6 @@ class CacheWriter:
     def __init__(
         self,
         path: str | Path,
-        fingerprint: str | None = None,
         settings: dict[str, Any] | None = None,
         streams: Any = None,
         rank: int = 0,
@@ -92,7 +91,7 @@ class CacheWriter:
         self.progress = progress  # bars for the consolidation and its verification
         self.kind = backend_of(self.path)
         self.settings = jsonable(settings or {})
-        self.fingerprint = fingerprint or fingerprint_of(self.settings)
+        self.fingerprint = settings_fingerprint(self.settings)
         self.specs = normalise_specs(streams)
         if not 0 <= rank < world_size:
             raise EmofuseError(f"CacheWriter: rank {rank} is outside world_size {world_size}")
@@ -127,10 +126,6 @@ class CacheWriter:
             # a finished store is only "already there" if it still is: every checksum re-read
             # (deleted datasets, flipped bytes, lost Zarr chunks), as `emofuse verify` does
             result = verify_store(store, meta, progress=self.progress)
-            if result.ok and meta.get("digest") not in (None, result.digest):
-                result.problems.append(
-                    f"content digest {result.digest[:12]}… != {str(meta['digest'])[:12]}… recorded"
-                )
             if not result.ok:
                 more = len(result.problems) - 1
                 raise EmofuseError(
@@ -197,19 +192,39 @@ class CacheWriter:
                 f"{where} was extracted with {option} {was!r}, this run has {option} {now!r}; "
                 "rerun with the same options to resume, or choose another output name"
             )
-        if meta.get("fingerprint") != self.fingerprint:  # same options: other model files
+        # the same settings give the same fingerprint and the same streams (the settings hold the
+        # model ids and revisions, emofuse's version and the layers): a difference past this
+        # point is metadata edited after it was written, not another run's choice
+        damaged = (
+            f"delete {where} and rerun to extract from scratch"
+            if where == str(self.folder)
+            else "delete it and rerun to re-extract"
+        )
+        if meta.get("fingerprint") != self.fingerprint:
+            if stored_settings is None:  # a parts manifest of an older emofuse: no settings
+                raise EmofuseError(
+                    f"{where} was extracted with different settings or model files (fingerprint "
+                    f"{str(meta.get('fingerprint'))[:12]}… != {self.fingerprint[:12]}…); "
+                    "use the same options and models to resume, or choose another output name"
+                )
             raise EmofuseError(
-                f"{where} was extracted with different settings or model files (fingerprint "
-                f"{str(meta.get('fingerprint'))[:12]}… != {self.fingerprint[:12]}…); "
-                "use the same options and models to resume, or choose another output name"
+                f"{where} is damaged (its recorded fingerprint {str(meta.get('fingerprint'))[:12]}… "
+                f"is not that of its own settings, {self.fingerprint[:12]}…: its metadata was "
+                f"edited): {damaged}"
             )
-        stored = normalise_specs(meta["streams"])
-        if canonical_json({n: s.to_json() for n, s in stored.items()}) != canonical_json(
-            {n: s.to_json() for n, s in self.specs.items()}
-        ):
+        stored = {n: s.to_json() for n, s in normalise_specs(meta["streams"]).items()}
+        ours = {n: s.to_json() for n, s in self.specs.items()}
+        if canonical_json(stored) != canonical_json(ours):
+            if not isinstance(stored_settings.get("fingerprint") if stored_settings else 0, dict):
+                # a store written through the API: its settings need not describe its streams
+                raise EmofuseError(
+                    f"{where} has different stream specs ({', '.join(stored)}) for the same "
+                    "fingerprint; use the same streams to resume, or choose another output name"
+                )
+            key, was, now = first_difference(stored, ours)
             raise EmofuseError(
-                f"{where} has different stream specs ({', '.join(stored)}) for the same "
-                "fingerprint; use the same streams to resume, or choose another output name"
+                f"{where} is damaged (its streams.{key} is {was!r}, but its settings give "
+                f"{now!r}: its metadata was edited): {damaged}"
             )
 
     def _array_keys(self) -> list[str]:

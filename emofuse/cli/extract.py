@@ -129,11 +129,17 @@ def extract_cmd(**opts) -> None:
         lost = {r: ids for r, ids in read.skipped.items() if r in AUDIO_SKIPS}
         summary = run_extract(read.utterances, cfg, echo=click.echo, skipped=lost)
     except KeyboardInterrupt:  # the group prints "interrupted: <this>"
+        from emofuse.cache.parts import list_parts
         from emofuse.cache.schema import parts_dir
 
+        parts = parts_dir(Path(cfg.out))
+        if not (parts.is_dir() and list_parts(parts)):
+            raise KeyboardInterrupt(
+                "before any utterance was committed: rerun the same command to start again"
+            ) from None
         raise KeyboardInterrupt(
-            f"rerun the same command to resume (the utterances already committed to "
-            f"{parts_dir(Path(cfg.out))} are kept and not extracted again)"
+            f"rerun the same command to resume (the utterances already committed to {parts} "
+            "are kept and not extracted again)"
         ) from None
     if summary.is_main:
         _print_summary(summary)

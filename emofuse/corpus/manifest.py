@@ -271,14 +271,18 @@ def read_manifest(
                     "file, or pass --skip-missing"
                 )
         if not audio.is_file():
-            if skip_missing:
-                result.skip(SKIP_MISSING, utt_id)
+            if skip_missing:  # a pipe or a device is there, only not readable as audio
+                result.skip(SKIP_UNREADABLE if audio.exists() else SKIP_MISSING, utt_id)
                 continue
-            what = (
-                "is not a regular file (a pipe or a device) — give the path of an audio file"
-                if audio.exists()
-                else "is missing — fix the path (relative to the manifest)"
-            )
+            if audio.exists():
+                what = "is not a regular file (a pipe or a device) — give the path of an audio file"
+            elif audio.is_symlink():
+                what = (
+                    "is a symbolic link whose target is missing or loops back — fix the link or "
+                    "the path"
+                )
+            else:
+                what = "is missing — fix the path (relative to the manifest)"
             raise EmofuseError(
                 f"{where}: audio file {audio} for {utt_id} {what} or pass --skip-missing"
             )

@@ -164,8 +164,13 @@ def build_fingerprint(
     layers: list[int],
     text_layers: list[int],
     dtype: torch.dtype,
+    specs: list,
 ) -> dict:
-    """What decides the stored numbers; resume only continues a store with the same fingerprint."""
+    """What decides the stored numbers; resume only continues a store with the same fingerprint.
+    ``specs`` (``stream_specs``'s) enter as their digest: the store's metadata is checked against
+    it at open (cache/metacheck.py)."""
+    from emofuse.cache.schema import specs_digest
+
     return {
         "emofuse": __version__,
         "speech_model": _model_ref(models.speech),
@@ -179,6 +184,7 @@ def build_fingerprint(
         "text_norm": cfg.text_norm,
         "granularity": list(cfg.granularity),
         "keep_fillers": cfg.keep_fillers,
+        "streams": specs_digest(specs),
     }
 
 

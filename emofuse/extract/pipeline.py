@@ -86,7 +86,7 @@ def run_extract(
 
     ``skipped``: reason -> ids of corpus rows the reader dropped for bad audio (``--skip-missing``);
     the cache lists them with the utterances extraction itself skips: a dropped row leaves a trace."""
-    from emofuse.cache import CacheWriter, fingerprint_of
+    from emofuse.cache import CacheWriter
     from emofuse.cache.store import check_outside_caches
 
     start = time.perf_counter()
@@ -124,7 +124,8 @@ def run_extract(
             if models.text
             else []
         )
-        fingerprint = build_fingerprint(cfg, models, layers, text_layers, dtype)
+        specs = stream_specs(cfg, models, layers, text_layers)
+        fingerprint = build_fingerprint(cfg, models, layers, text_layers, dtype, specs)
         settings = {**content_settings(cfg, device), "fingerprint": fingerprint}
         durations = durations_of(utts, cfg.decode_workers)
         batches = shard_batches(
@@ -132,9 +133,8 @@ def run_extract(
         )
         writer = CacheWriter(
             cfg.out,
-            fingerprint=fingerprint_of(fingerprint),
             settings=settings,
-            streams=stream_specs(cfg, models, layers, text_layers),
+            streams=specs,
             rank=ddp.rank,
             world_size=ddp.world_size,
             flush_s=cfg.flush_seconds,

@@ -184,7 +184,7 @@ def _drop_emofuse_metadata(path: Path) -> None:
 @pytest.mark.parametrize(
     "suffix, damage, reason",
     [
-        (".h5", _truncate_h5, "truncated file"),
+        (".h5", _truncate_h5, "the file is truncated: "),
         (".h5", _invert_signature, "its HDF5 signature is damaged"),
         (".zarr", _drop_root_metadata, "its root zarr.json is missing"),
         (".h5", _drop_emofuse_metadata, "its emofuse metadata is missing"),

@@ -149,14 +149,16 @@ def test_truncated_hdf5_cache_is_one_line_everywhere(tmp_path, cut):
     for verify that is damage (exit 1), not a wrong command (it said exit 2 "cannot open")."""
     path = tmp_path / "ref.h5"
     write_cache(path)
+    size = path.stat().st_size
     path.write_bytes(path.read_bytes()[:-cut])
-    with pytest.raises(EmofuseError, match="is damaged \\(truncated file"):
+    reason = f"the file is truncated: {size - cut} bytes of the {size} it was written with"
+    with pytest.raises(EmofuseError, match=re.escape(f"is damaged ({reason})")):
         open_cache(path)
     for command, code, start in (("info", 2, "error: "), ("verify", 1, "verify: FAILED, ")):
         result = _cli(command, str(path))
         lines = result.output.strip().splitlines()
         assert result.exit_code == code and len(lines) == 1, result.output
-        assert lines[0].startswith(f"{start}{path} is damaged (truncated file"), lines[0]
+        assert lines[0].startswith(f"{start}{path} is damaged ({reason});"), lines[0]
         assert "complete" not in lines[0] and "re-extract it" in lines[0]
 
 

@@ -118,6 +118,36 @@ def test_an_audio_path_that_is_a_pipe_or_a_device_is_not_called_missing(root):
         assert "missing" not in line.split(" or pass")[0]
 
 
+def test_a_pipe_skipped_under_skip_missing_is_not_filed_as_missing(root):
+    """With --skip-missing a FIFO was counted under "audio file missing" (fifth audit, row 10)."""
+    import json
+    import os
+
+    from emofuse.corpus.manifest import SKIP_MISSING, SKIP_UNREADABLE
+
+    os.mkfifo(root / "p.wav")
+    path = manifest(root, "u1,a.wav,x,neu,s1", "u2,p.wav,x,hap,s2", "u3,gone.wav,x,sad,s3")
+    result = stats(path, "--skip-missing", "--json")
+    assert result.exit_code == 0, result.output
+    skipped = json.loads(result.stdout)["skipped"]
+    assert skipped[SKIP_UNREADABLE]["examples"] == ["u2"], skipped
+    assert skipped[SKIP_MISSING]["examples"] == ["u3"], skipped
+
+
+def test_an_audio_path_that_is_a_symlink_loop_says_so(root):
+    """A symlink loop (or a link to a deleted file) was called "missing" (fifth audit, row 24)."""
+    (root / "loopB.wav").symlink_to("loopA.wav")
+    (root / "loopA.wav").symlink_to("loopB.wav")
+    (root / "dangling.wav").symlink_to("deleted.wav")
+    for name in ("loopA.wav", "dangling.wav"):
+        line = one_line_error(stats(manifest(root, "u1,a.wav,x,neu,s1", f"u2,{name},x,hap,s2")))
+        assert line == (
+            f"error: manifest {root / 'm.csv'} row 2: audio file {root / name} for u2 is a "
+            "symbolic link whose target is missing or loops back — fix the link or the path or "
+            "pass --skip-missing"
+        ), line
+
+
 def test_float_samples_far_outside_full_scale_are_bad_audio(root):
     """A float WAV whose every 100th sample is 3e38 (finite): the models' normalisation
     overflowed and the cache stored NaN features, verify ok (fourth audit, rows 30 and 66).

@@ -523,6 +523,26 @@ def test_a_resumed_extract_counts_the_unaligned_utterances_of_the_whole_cache(
     assert f"unaligned (frame-level features only): {N_CLIPS}\n" in same.output, same.output
 
 
+def test_an_interrupt_before_any_commit_names_no_parts_folder(tmp_path, tiny, clips, monkeypatch):
+    """Ctrl-C before the first part was committed named a parts folder that did not exist
+    (fifth audit, row 25). The interrupt is raised in-process by the first batch."""
+    from emofuse.extract.rows import RowBuilder
+
+    def interrupt(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RowBuilder, "__call__", interrupt)
+    out = tmp_path / "i.h5"
+    stopped = CliRunner().invoke(
+        cli, manifest_args(write_manifest(tmp_path / "c", clips), tiny, out)
+    )
+    assert stopped.exit_code == 130, stopped.output
+    assert stopped.output.strip().splitlines()[-1] == (
+        "interrupted: before any utterance was committed: rerun the same command to start again"
+    )
+    assert not any(Path(f"{out}.parts").glob("rank*")) and not out.exists()
+
+
 def test_an_interrupted_extract_says_that_rerunning_resumes(tmp_path, tiny, clips, monkeypatch):
     """Ctrl-C printed a bare `interrupted`: nothing said the finished work is kept and that the
     same command resumes. (The interrupt is raised in-process by the 3rd batch: no signal race.)"""

@@ -42,11 +42,11 @@ from emofuse.cache.schema import (
     RAGGED,
     StreamSpec,
     canonical_json,
-    settings_fingerprint,
     jsonable,
     little_endian,
     normalise_specs,
     parts_dir,
+    settings_fingerprint,
 )
 from emofuse.cache.store import open_store
 from emofuse.cache.verify import verify_store

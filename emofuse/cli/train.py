@@ -19,7 +19,12 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise EmofuseError(f"--set {item!r}: write it as key=value (e.g. --set dropout=0.2)")
-        sets[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        if key in sets:  # the last would win silently
+            raise EmofuseError(
+                f"--set {key} is given twice ({sets[key]}, then {value}): give each key once"
+            )
+        sets[key] = value
     return sets
 
 

@@ -80,6 +80,9 @@ def settings_mismatch(
     for key, value in wanted.items():
         if config.get(key) != value:
             return f"{key} {config.get(key)!r}, the row's is {value!r}"
+    was, now = config.get("cache_digest"), (getattr(cache, "meta", None) or {}).get("digest")
+    if was is not None and now is not None and was != now:  # same settings, other contents
+        return f"cache content digest {str(was)[:12]}…, the cache's now is {str(now)[:12]}…"
     loop = config.get("loop", {})
     for key, value in loop_flags.items():
         if value is not None and key != "seed" and loop.get(key) != value:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from emofuse.errors import EmofuseError
+from emofuse.train.command import train_command
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.paths import absolute_head, head_file, relative_path_error
@@ -70,10 +71,7 @@ def head_file_digest(spec: str) -> str | None:
 def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
     """The checkpoint holds this run's head (its config.json's head and classes), not one
     copied from another run: that one would fail later on a stream the run never loads."""
-    fix = (
-        f"delete {ckpt_path.parent} and rerun `emofuse train` for {run} (it retrains that fold "
-        "only)"
-    )
+    fix = f"delete {ckpt_path.parent} and rerun {train_command(run)} (it retrains that fold only)"
     keys = ("head", "head_config", "dims", "labels", "state_dict")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
         raise EmofuseError(f"{ckpt_path} is not a checkpoint of emofuse train; {fix}")
@@ -159,7 +157,7 @@ def _load(run: Path, path: Path, device: str | torch.device, mmap: bool = False)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         raise EmofuseError(
             f"{path} is damaged ({str(err).splitlines()[0][:80]}); delete {path.parent} and "
-            f"rerun `emofuse train` for {run} (it retrains that fold only)"
+            f"rerun {train_command(run)} (it retrains that fold only)"
         ) from None
 
 
@@ -193,7 +191,7 @@ def _check_own_fold(run: Path, k: int, ckpt_path: Path, ckpt: Any) -> None:
             )
         raise EmofuseError(
             f"{ckpt_path} was trained for another test set than fold {k} of {run} (copied from "
-            f"another run?); delete {ckpt_path.parent} and rerun `emofuse train` for {run} (it "
+            f"another run?); delete {ckpt_path.parent} and rerun {train_command(run)} (it "
             "retrains that fold only)"
         )
 
@@ -204,7 +202,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
 
     ckpt_path = fold_dir(run, k) / "checkpoint.pt"
     if not ckpt_path.is_file():
-        raise EmofuseError(f"{ckpt_path} is missing; rerun `emofuse train` for {run}")
+        raise EmofuseError(f"{ckpt_path} is missing; rerun {train_command(run)}")
     ckpt = _load(run, ckpt_path, device)
     _check_own_head(run, ckpt_path, ckpt)
     _check_own_fold(run, k, ckpt_path, ckpt)

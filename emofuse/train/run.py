@@ -46,6 +46,7 @@ from emofuse.train.checkpoints import (
     make_dims,
     resolve_head,
 )
+from emofuse.train.command import train_command
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.headcheck import check_buildable, check_forward
@@ -66,7 +67,7 @@ from emofuse.train.rundir import (
 )
 
 # config.json keys that may change between a run and its resume without changing any result
-RESUME_FREE = ("folds", "device", "cache", "loop_sources", "model_dirs")
+RESUME_FREE = ("folds", "device", "cache", "loop_sources", "model_dirs", "cache_digest")
 
 
 def _dist_env() -> tuple[int, int]:
@@ -106,6 +107,9 @@ def run_config(
         "head_config": dataclasses.asdict(cfg),
         "cache": absolute(cache.path),  # report --tsne from any folder
         "cache_fingerprint": cache.fingerprint,
+        # the content's digest (the fingerprint is of the settings only): a resume on a cache
+        # re-extracted or replaced with the same settings and ids is refused (check_resume)
+        "cache_digest": (getattr(cache, "meta", None) or {}).get("digest"),
         # the extraction settings (encoders, layers, text normalisation): what predict re-creates
         "cache_settings": cache.settings,
         # where the model folders the settings name by a relative path are (emofuse.train.paths)
@@ -130,13 +134,25 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
     old = read_run_config(path)
     if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
         old["head"] = absolute_head(old["head"])
+    was, now = old.get("cache_digest"), config.get("cache_digest")
+    if was is not None and now is not None and was != now:  # a run made before it was recorded
+        raise EmofuseError(  # has none: its resume is checked as before
+            f"run folder {out} was trained on other contents of cache {config['cache']} (content "
+            f"digest {str(was)[:12]}… then, {str(now)[:12]}… now: re-extracted or replaced with "
+            "the same settings); train into a new --out, or put the original cache back to resume"
+        )
     for key in sorted(set(old) | set(config)):
         if key in RESUME_FREE:
             continue
         if old.get(key) != config.get(key):
+            was, now = old.get(key), config.get(key)
+            if key == "loop" and isinstance(was, dict) and isinstance(now, dict):
+                # one field, as its flag: not a dict of every loop field to translate by hand
+                field = next(f for f in sorted(set(was) | set(now)) if was.get(f) != now.get(f))
+                key, was, now = "--" + field.replace("_", "-"), was.get(field), now.get(field)
             raise EmofuseError(
-                f"run folder {out} was made with different settings ({key}: {old.get(key)!r} vs "
-                f"{config.get(key)!r}); use a new --out or the original settings"
+                f"run folder {out} was made with different settings ({key}: {was!r} vs "
+                f"{now!r}); use a new --out, or resume it with {train_command(out, old)}"
             )
 
 

@@ -21,6 +21,7 @@ import torch
 from emofuse import faults
 from emofuse.errors import EmofuseError, check_out_path, os_reason, write_fix
 from emofuse.fileio import atomic_open, write_json
+from emofuse.train.command import train_command
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.loop import FoldOutput
@@ -54,7 +55,7 @@ def _redo_advice(path: Path) -> str:
     with contextlib.suppress(EmofuseError):
         if not is_trained_run(read_json(run / "config.json")):
             return f"fuse the runs of {run} again into a new --out"
-    return f"delete {folder} and rerun `emofuse train` for {run} (it retrains that fold only)"
+    return f"delete {folder} and rerun {train_command(run)} (it retrains that fold only)"
 
 
 def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[str, Any]:
@@ -209,7 +210,7 @@ def check_checkpoints(run: Path, folds: Sequence[int]) -> None:
         if problem:
             raise EmofuseError(
                 f"{d / 'checkpoint.pt'} {problem}, so fold {k} is not finished; delete {d} and "
-                f"rerun `emofuse train` for {run} (it retrains that fold only)"
+                f"rerun {train_command(run)} (it retrains that fold only)"
             )
 
 

@@ -150,7 +150,7 @@ def test_single_fold_rerun_alone_matches_the_plan(loso_run, cache, tmp_path):
 
 def test_resume_with_other_settings_is_refused(loso_run, cache):
     out, _ = loso_run
-    with pytest.raises(EmofuseError, match="different settings.*loop"):
+    with pytest.raises(EmofuseError, match=r"different settings \(--lr: 0\.003 vs 0\.01\)"):
         train(cache, out, loop=LoopConfig(**{**LOOP.__dict__, "lr": 1e-2}))
 
 

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from emofuse.cli import cli
+from emofuse.train.command import train_command
 from emofuse.train.loop import LoopConfig
 from emofuse.train.run import train_run
 from emofuse.train.rundir import fold_dir
@@ -81,7 +82,8 @@ def test_an_edited_fold_predictions_file_is_refused_by_report_compare_and_fuse(r
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
         assert lines[0].startswith(f"error: {bad} "), lines[0]
-        assert f"delete {bad.parent} and rerun `emofuse train`" in lines[0], lines[0]
+        fix = f"delete {bad.parent} and rerun {train_command(edited)} (it retrains that fold only)"
+        assert lines[0].endswith(fix), lines[0]
         assert "Traceback" not in result.output
     assert (edited / "summary.json").read_bytes() == before  # no figure rewritten from it
     assert not (tmp_path / "fused").exists()
@@ -236,3 +238,29 @@ def _blamed_in_report_predict_and_train(edited: Path, cache, expected: str) -> s
             attempt()
         assert str(err.value).startswith(expected), str(err.value)
     return lines[0]
+
+
+def test_a_resume_on_a_cache_of_other_contents_with_the_same_settings_is_refused(tmp_path):
+    """The resume compared the cache's fingerprint (its settings) and ids only: a cache extracted
+    again with the same settings but other features was accepted, mixing folds of both. The run
+    records the content digest; a run recorded without one resumes as before."""
+    from emofuse.errors import EmofuseError
+
+    first, second = FakeCache(n_per_speaker=4), FakeCache(n_per_speaker=4)
+    first.meta, second.meta = {"digest": "a" * 64}, {"digest": "b" * 64}
+    out = tmp_path / "run"
+    train_run(first, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    assert json.loads((out / "config.json").read_text())["cache_digest"] == "a" * 64
+    with pytest.raises(EmofuseError) as err:
+        train_run(second, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert str(err.value) == (
+        f"run folder {out} was trained on other contents of cache {Path(first.path).resolve()} (content digest "
+        f"aaaaaaaaaaaa… then, bbbbbbbbbbbb… now: re-extracted or replaced with the same "
+        "settings); train into a new --out, or put the original cache back to resume"
+    ), err.value
+    assert not (out / "fold_02").exists()
+    config = json.loads((out / "config.json").read_text())
+    config.pop("cache_digest")  # a run made before the digest was recorded
+    (out / "config.json").write_text(json.dumps(config))
+    train_run(second, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert (out / "fold_02" / "metrics.json").is_file()

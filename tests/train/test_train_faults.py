@@ -19,6 +19,7 @@ from emofuse import faults
 from emofuse.cli import cli
 from emofuse.errors import EmofuseError
 from emofuse.locks import lock_path
+from emofuse.train.command import train_command
 from emofuse.train.loop import LoopConfig
 from emofuse.train.run import train_run
 from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
@@ -772,7 +773,9 @@ def test_a_valid_json_but_damaged_metrics_file_is_one_line_in_report_and_train(
     bad.write_text(json.dumps(metrics))
     line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
     assert line.startswith(f"error: {bad} is damaged ({why}"), line
-    assert f"delete {bad.parent} and rerun `emofuse train`" in line
+    assert line.endswith(
+        f"delete {bad.parent} and rerun {train_command(out)} (it retrains that fold only)"
+    )
     line = _one_error_line(
         CliRunner().invoke(cli, ["fuse", str(run), str(out), "--out", str(tmp_path / "f")])
     )

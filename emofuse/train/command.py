@@ -1,0 +1,72 @@
+"""The `emofuse train` command that resumes a run folder, rebuilt from its config.json.
+
+Advice such as "delete fold_02 and rerun emofuse train" is only followable with the run's options:
+a demo run or one trained with loop flags is refused as "different settings" by a plain
+``emofuse train --cache C --split S --head H --out RUN``. :func:`train_command` gives the whole
+command: the cache, split, head, preset, each ``--set``, and each loop field whose value is not the
+one the head's preset gives by itself (resolving that recipe again yields the recorded loop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from emofuse.errors import EmofuseError
+
+# loop fields whose flag is a --x/--no-x switch
+SWITCHES = ("class_weights", "speaker_norm")
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    option = "--" + name.replace("_", "-")
+    if name in SWITCHES:
+        return [option if value else "--no-" + name.replace("_", "-")]
+    return [option, f"{value:g}" if isinstance(value, float) else str(value)]
+
+
+def _recipe_loop(head: str, preset: str | None) -> dict[str, Any] | None:
+    """The loop the head's preset gives with no flag (None: the head cannot be loaded here)."""
+    import dataclasses
+
+    from emofuse.heads import get_head
+    from emofuse.train.recipes import resolve_loop
+
+    with contextlib.suppress(EmofuseError, ImportError, OSError, TypeError, ValueError):
+        return dataclasses.asdict(resolve_loop(get_head(head), preset)[0])
+    return None
+
+
+def train_command(run: Path, config: dict[str, Any] | None = None) -> str:
+    """``emofuse train …`` that resumes ``run`` as it was trained; ``config``: its config.json
+    (read when not given). A config that cannot be read gives the bare advice."""
+    if config is None:
+        try:
+            config = json.loads((run / "config.json").read_text())
+        except (OSError, ValueError):
+            return f"`emofuse train` for {run} with its original options"
+    try:
+        args = ["emofuse", "train", "--cache", str(config["cache"]), "--split", config["split"]]
+        if config.get("lopo_val"):
+            args += ["--lopo-val", config["lopo_val"]]
+        args += ["--head", config["head"]]
+        if config.get("preset"):
+            args += ["--preset", config["preset"]]
+        for key, value in (config.get("set") or {}).items():
+            args += ["--set", f"{key}={value}"]
+        loop, sources = config["loop"], config.get("loop_sources") or {}
+        plain = _recipe_loop(config["head"], config.get("preset"))
+        for name, value in loop.items():
+            if plain is None and sources.get(name) in ("default", "recipe"):
+                continue
+            if plain is None or plain.get(name) != value:
+                args += _flag(name, value)
+        if config.get("folds"):  # the folds the last command trained (others: not asked for)
+            args += ["--folds", ",".join(str(k) for k in config["folds"])]
+        args += ["--out", str(run)]
+    except (KeyError, TypeError, AttributeError):
+        return f"`emofuse train` for {run} with its original options"
+    return "`" + shlex.join(args) + "`"

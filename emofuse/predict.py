@@ -116,7 +116,11 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(run config, extraction settings of the cache it was trained on)."""
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
-        raise EmofuseError(f"{run} is not an emofuse run folder (no config.json): give --run RUN")
+        from emofuse.train.outdir import reproduce_refusal
+
+        raise reproduce_refusal(run, "predict") or EmofuseError(
+            f"{run} is not an emofuse run folder (no config.json): give --run RUN"
+        )
     config = read_run_config(cfg_path)
     if not is_trained_run(config):
         raise EmofuseError(fused_run_message(run, config))

@@ -443,3 +443,16 @@ def test_predict_after_the_user_head_file_was_edited_names_the_file(trained, tmp
     line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
     assert line.startswith(f"error: head file {head} changed since {run} was trained"), line
     assert "this emofuse version" not in line and "restore the file" in line
+
+
+def test_predict_notes_go_to_stderr_so_stdout_holds_only_the_table(trained):
+    """A 'note:' in text mode went to stdout: `predict … | cut -f2` read it as a prediction
+    (fifth audit, train side, row 24)."""
+    utt = trained["utts"][trained["test_ids"][0]]
+    result = CliRunner().invoke(cli, ["predict", "--run", str(trained["run"]), str(utt.audio)])
+    assert result.exit_code == 0, result.output
+    assert "note: no transcript given" in result.stderr, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("(") and len(lines) == 2, result.stdout
+    assert lines[1].split("\t")[:2] == [str(utt.audio), lines[1].split("\t")[1]]
+    assert "note:" not in result.stdout

@@ -40,7 +40,7 @@ def head_table(
         speech_std=(speech_layers, speech_dim),
     )
     rows = []
-    for name in list_heads() + list(extra):
+    for name in dict.fromkeys(list_heads() + list(extra)):  # a built-in named again: once
         cls = get_head(name)
         try:
             rows += _head_rows(name, cls, dims, n_classes)

@@ -72,9 +72,9 @@ def predict_cmd(
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    for note in result.notes:
+    for note in result.notes:  # stderr: stdout holds the data lines only (`| cut -f2`)
         if note not in ignored:
-            click.echo(f"note: {note}")
+            click.echo(f"note: {note}", err=True)
     folds = ",".join(map(str, result.folds))
     click.echo(f"(fold {folds})" if len(result.folds) == 1 else f"(mean of folds {folds})")
     for p in result.predictions:

@@ -32,6 +32,7 @@ from emofuse.train.metrics import scores
 from emofuse.train.outdir import finish_advice, not_a_run
 from emofuse.train.rundir import (
     check_metrics,
+    check_recorded_scores,
     finished_folds,
     is_fused_folder,
     is_trained_run,
@@ -67,6 +68,7 @@ def load_run(run: str | Path) -> dict[str, Any]:
     parts = {
         f.fold: read_fold_predictions(run, plan, f.fold, "predictions.csv") for f in plan.folds
     }
+    check_recorded_scores(run, parts)
     labels = next(iter(parts.values()))["labels"]
     return {"run": run, "plan": plan, "labels": labels, "folds": parts}
 

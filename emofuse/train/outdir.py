@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.errors import EmofuseError
+from emofuse.fileio import write_json
 
 RUN_CONFIG_KEYS = ("emofuse_version", "fused_runs")  # one of them is in every run's config.json
 PLAN_KEYS = {"split", "seed", "folds"}
@@ -62,9 +63,19 @@ def check_run_out(out: Path, command: str) -> None:
 def not_a_run(run: Path, command: str) -> EmofuseError:
     """The one-line refusal for a folder that holds no run, pointing at the run inside it where
     it is a folder of ``emofuse reproduce`` (its root holds rows, each row holds seed runs)."""
+    return reproduce_refusal(run, command) or EmofuseError(
+        f"{run} is not a run folder (no folds.json/config.json): train it first"
+    )
+
+
+def reproduce_refusal(run: Path, command: str) -> EmofuseError | None:
+    """The refusal naming a run inside ``run`` where it is an ``emofuse reproduce`` folder or one
+    of its rows; None for any other folder."""
 
     def example(r: Path) -> str:
-        return f"`emofuse report {r}`" if command == "report" else str(r)
+        if command in ("report", "predict"):
+            return f"`emofuse report {r}`" if command == "report" else f"--run {r}"
+        return str(r)
 
     rows = sorted(p.parent for p in run.glob("*/seed*/config.json"))
     if rows:
@@ -78,7 +89,7 @@ def not_a_run(run: Path, command: str) -> EmofuseError:
             f"{run} is a row of an `emofuse reproduce` folder, not a run: give one of its seed "
             f"runs, e.g. {example(seeds[0])} ({len(seeds)} seed runs)"
         )
-    return EmofuseError(f"{run} is not a run folder (no folds.json/config.json): train it first")
+    return None
 
 
 def finish_advice(fused: bool) -> str:
@@ -90,3 +101,18 @@ def finish_advice(fused: bool) -> str:
             "into a new --out"
         )
     return "rerun `emofuse train` with the same options: it trains the missing folds only"
+
+
+def record_wall(out: Path, folds: list[int], jobs: int, seconds: float) -> None:
+    """Append this call's wall time to ``wall.json`` (a plan resumed over several calls sums them;
+    with parallel jobs the folds' own minutes add up to more than the wall)."""
+    path = out / "wall.json"
+    try:
+        calls = list(json.loads(path.read_text())["calls"]) if path.is_file() else []
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EmofuseError(
+            f"{path} is damaged (it only records wall times; the folds are saved): delete it and "
+            "rerun the same command"
+        ) from None
+    calls.append({"folds": folds, "jobs": jobs, "minutes": round(seconds / 60, 3)})
+    write_json(path, {"calls": calls})

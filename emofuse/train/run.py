@@ -51,6 +51,7 @@ from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.headcheck import check_buildable, check_forward
 from emofuse.train.loop import LoopConfig, train_fold
+from emofuse.train.outdir import record_wall
 from emofuse.train.paths import absolute, absolute_head, model_dirs
 from emofuse.train.recipes import resolve_loop
 from emofuse.train.rundir import (
@@ -60,7 +61,6 @@ from emofuse.train.rundir import (
     fold_dir,
     prepare_out,
     read_run_config,
-    record_wall,
     save_fold,
     write_summary,
     writes_into,

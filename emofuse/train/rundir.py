@@ -25,7 +25,7 @@ from emofuse.train.command import train_command
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.loop import FoldOutput
-from emofuse.train.metrics import summarize
+from emofuse.train.metrics import scores, summarize
 from emofuse.train.outdir import check_run_out
 from emofuse.train.predfiles import file_sha256, parse_predictions, write_predictions
 
@@ -262,6 +262,7 @@ def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
         (k, p["true"], p["predicted"]) for k, p in zip(done, pooled["predictions.csv"], strict=True)
     ]
     summary = summarize(per_fold, labels)
+    check_recorded_scores(out, dict(zip(done, pooled["predictions.csv"], strict=True)))
     summary["split"] = plan.split
     summary["folds_planned"] = len(plan.folds)
     write_json(out / "summary.json", summary)
@@ -324,6 +325,21 @@ def read_run_config(path: Path) -> dict[str, Any]:
         )
         raise EmofuseError(f"{path} is damaged ({problem}); {fix}")
     return config
+
+
+def check_recorded_scores(out: Path, parts: dict[int, dict[str, Any]]) -> None:
+    """Each fold's metrics.json states the UA/WA/F1 that its (digest-checked) predictions
+    ``parts[k]`` give: one edited to another plausible number is named, not left to contradict
+    the report."""
+    for k, part in parts.items():
+        path = fold_dir(out, k) / "metrics.json"
+        recorded, fresh = read_metrics(path, k), scores(part["true"], part["predicted"])
+        for key in ("UA", "WA", "F1"):
+            if abs(float(recorded[key]) - fresh[key]) > 1e-9:
+                raise EmofuseError(
+                    f"{path} was edited: its {key} {recorded[key]!r} is not the {fresh[key]:.4f} "
+                    f"that fold {k}'s predictions.csv gives; {_redo_advice(path)}"
+                )
 
 
 def _is_fraction(x: Any) -> bool:
@@ -475,12 +491,3 @@ def writes_into(out: Path) -> Any:
             f"cannot write the run folder {out} ({os_reason(err)}{where}); {fix}, then rerun the "
             f"same command: its {kept} finished fold(s) are kept and only the rest is trained"
         ) from None
-
-
-def record_wall(out: Path, folds: list[int], jobs: int, seconds: float) -> None:
-    """Append this call's wall time to ``wall.json`` (a plan resumed over several calls sums them;
-    with parallel jobs the folds' own minutes add up to more than the wall)."""
-    path = out / "wall.json"
-    calls = read_json(path)["calls"] if path.is_file() else []
-    calls.append({"folds": folds, "jobs": jobs, "minutes": round(seconds / 60, 3)})
-    write_json(path, {"calls": calls})

@@ -185,3 +185,12 @@ def test_heads_lists_every_config_field_as_set_reads_it_back() -> None:
         sets = dict(p.split("=", 1) for p in pairs)
         assert list(sets) == list(row["config"]), row["head"]
         assert cls.make_config(row["preset"], sets) == expected, (row["head"], row["preset"])
+
+
+def test_a_built_in_head_named_with_head_is_listed_once() -> None:
+    """`heads --head pooled` listed pooled twice (fifth audit, train side, row 30)."""
+    plain = json.loads(CliRunner().invoke(heads_command, ["--json"]).output)
+    again = CliRunner().invoke(heads_command, ["--head", "pooled", "--json"])
+    assert again.exit_code == 0, again.output
+    rows = json.loads(again.output)
+    assert [(r["head"], r["preset"]) for r in rows] == [(r["head"], r["preset"]) for r in plain]

@@ -200,3 +200,26 @@ def test_report_of_a_reproduce_folder_names_a_row_run(tmp_path):
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "is a row of an `emofuse reproduce` folder" in lines[0] and "train it" not in lines[0]
     assert f"emofuse report {tmp_path / 'm' / 'frame' / 'seed1'}`" in lines[0]
+
+
+def test_predict_on_a_reproduce_row_folder_names_a_seed_run(tmp_path):
+    """predict said "not an emofuse run folder … give --run RUN" for a row folder, where report
+    and compare point at its seed runs (fifth audit, train side, row 8)."""
+    import numpy as np
+    import soundfile as sf
+
+    seed = tmp_path / "m" / "frame" / "seed1"
+    seed.mkdir(parents=True)
+    (seed / "config.json").write_text("{}")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(1600), 16000)
+    for folder, start in (
+        (tmp_path / "m" / "frame", "is a row of an `emofuse reproduce` folder, not a run: give "
+         f"one of its seed runs, e.g. --run {seed} (1 seed runs)"),
+        (tmp_path / "m", "is an `emofuse reproduce` folder"),
+    ):  # fmt: skip
+        result = CliRunner().invoke(cli, ["predict", "--run", str(folder), str(wav)])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"error: {folder} {start}"), lines[0]
+        assert f"--run {seed}" in lines[0]

@@ -16,6 +16,7 @@ from emofuse.errors import EmofuseError
 from emofuse.fileio import write_json
 from emofuse.train.compare import compare_runs
 from emofuse.train.folds import Fold, FoldPlan
+from emofuse.train.metrics import scores
 from emofuse.train.rundir import fold_dir, write_predictions
 
 LABELS = ["ang", "hap", "neu", "sad"]
@@ -32,8 +33,7 @@ def make_run(out: Path, true: dict[int, list[str]], pred: dict[int, list[str]], 
         probs = np.full((len(t), 4), 0.1)
         probs[np.arange(len(t)), [LABELS.index(p) for p in pred[k]]] = 0.7
         write_predictions(d / "predictions.csv", k, ids, t, probs, LABELS)
-        accuracy = float(np.mean(np.array(t) == np.array(pred[k])))  # the fold's metrics.json
-        write_json(d / "metrics.json", {"fold": k, "UA": accuracy, "WA": accuracy, "F1": accuracy})
+        write_json(d / "metrics.json", {"fold": k, **scores(t, pred[k])})  # as save_fold writes
     FoldPlan(split, 0, folds).save(out / "folds.json")
     return out
 

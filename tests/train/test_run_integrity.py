@@ -264,3 +264,23 @@ def test_a_resume_on_a_cache_of_other_contents_with_the_same_settings_is_refused
     (out / "config.json").write_text(json.dumps(config))
     train_run(second, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
     assert (out / "fold_02" / "metrics.json").is_file()
+
+
+def test_a_plausible_score_edited_into_a_fold_metrics_file_is_named(run, tmp_path):
+    """A fold's metrics.json UA set to 0.99 (valid JSON): report showed the true figure from the
+    predictions but left the contradicting file unmentioned (audit round 5, row 16)."""
+    edited = _copy(run, tmp_path, "met")
+    path = fold_dir(edited, 1) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    true_ua = metrics["UA"]
+    metrics["UA"] = 0.99 if true_ua != 0.99 else 0.5
+    path.write_text(json.dumps(metrics))
+    for args in (["report", str(edited)], ["compare", str(run), str(edited)]):
+        result = CliRunner().invoke(cli, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
+        assert lines[0] == (
+            f"error: {path} was edited: its UA {metrics['UA']!r} is not the {true_ua:.4f} that "
+            f"fold 1's predictions.csv gives; delete {path.parent} and rerun "
+            f"{train_command(edited)} (it retrains that fold only)"
+        ), lines[0]

@@ -201,6 +201,11 @@ def _short(digest: Any) -> str:
 def _check_derived(meta: dict) -> None:
     """Values the metadata derives from others: the fingerprint from the settings, a stream's
     ``dim``/``num_layers``/layers from its arrays and the settings' resolved layer lists."""
+    if not meta["complete"]:  # parts are consolidated under a temporary name, renamed when done
+        raise _Fault(
+            "metadata field complete is false, but a store is only ever put at its own path "
+            "complete (the metadata was edited)"
+        )
     settings = meta["settings"]
     want = settings_fingerprint(settings)
     if meta["fingerprint"] != want:

@@ -441,13 +441,7 @@ def open_cache(path: str | Path, allow_incomplete: bool = False) -> Cache:
     backend_of(path)
     folder = parts_dir(path)
     if path.exists():
-        store, meta = open_store(path)
-        if not meta["complete"] and not allow_incomplete:
-            store.close()
-            raise EmofuseError(
-                f"{path} is marked incomplete although it was consolidated (its metadata was "
-                "edited, or an older emofuse wrote it); delete it and rerun `emofuse extract`"
-            )
+        store, meta = open_store(path)  # one marked incomplete is damage (cache/metacheck.py)
         return Cache(path, store, meta)
     if (folder / MANIFEST).is_file():
         store = PartsStore(folder)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from emofuse import __version__
 from emofuse.cache.backends import BACKENDS, ArrayStore, backend_for, damaged_cache_error
 from emofuse.cache.metacheck import check_structure
 from emofuse.cache.schema import FORMAT, FORMAT_VERSION, parts_dir, seal_broken
@@ -130,7 +131,10 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
         store.close()
         raise damaged_cache_error(path, f"its emofuse metadata lacks {lacking[0]!r}")
     version = meta["format_version"]  # not an int: check_structure names that below
-    if isinstance(version, int) and version > FORMAT_VERSION:
+    # written by this very emofuse yet of a newer format, and its seal broken: an edit, which
+    # upgrading cannot mend (the seal check below names it)
+    edited = seal_broken(meta) and meta.get("emofuse_version") == __version__
+    if isinstance(version, int) and version > FORMAT_VERSION and not edited:
         store.close()
         raise EmofuseError(
             f"{path} has cache format version {meta['format_version']}, newer than this emofuse "

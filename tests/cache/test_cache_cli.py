@@ -99,17 +99,38 @@ def test_verify_of_a_path_that_does_not_exist_says_so(tmp_path, name):
     assert not path.exists()
 
 
-def test_newer_format_version(reference):
-    path, _ = reference
+def _set_meta(path, **fields) -> None:
+    """Rewrite the metadata document with ``fields`` (sealed again when ``reseal`` is given)."""
+    from emofuse.cache.schema import seal
+
+    reseal = fields.pop("reseal", False)
     if path.suffix == ".h5":
         with h5py.File(path, "r+") as f:
-            meta = json.loads(f["meta"][()].tobytes())
-            meta["format_version"] = 99
+            meta = {**json.loads(f["meta"][()].tobytes()), **fields}
             del f["meta"]
-            f["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+            f["meta"] = np.frombuffer(
+                json.dumps(seal(meta) if reseal else meta).encode(), dtype=np.uint8
+            )
     else:
         g = zarr.open_group(str(path), mode="r+")
-        g.attrs["emofuse"] = {**g.attrs["emofuse"], "format_version": 99}
+        meta = {**g.attrs["emofuse"], **fields}
+        g.attrs["emofuse"] = seal(meta) if reseal else meta
+
+
+def test_a_format_version_edited_in_a_store_of_this_emofuse_is_damage(reference):
+    """Row 11 of the sixth audit: an edited format version said "upgrade emofuse", which cannot
+    help a store this very emofuse wrote (its seal is broken)."""
+    path, _ = reference
+    _set_meta(path, format_version=99)
+    result = invoke("info", str(path))
+    one_error_line(result, "is damaged", "changed after extraction")
+    assert "upgrade" not in result.output
+
+
+def test_newer_format_version(reference):
+    """A store a newer emofuse wrote (its own version, its seal intact): upgrade."""
+    path, _ = reference
+    _set_meta(path, format_version=99, emofuse_version="99.0", reseal=True)
     one_error_line(invoke("info", str(path)), "format version 99", "upgrade emofuse")
     one_error_line(invoke("verify", str(path)), "newer")
     before = snapshot(path)

@@ -371,8 +371,11 @@ def test_an_unsealed_store_marked_incomplete_says_to_re_extract(tmp_path):
     meta = store.read_meta()
     store.write_meta({k: v for k, v in meta.items() if k != "meta_sha256"} | {"complete": False})
     store.close()
-    result = _train(path, tmp_path / "run")
-    assert result.exit_code == 2 and result.output.strip() == (
-        f"error: {path} is marked incomplete although it was consolidated (its metadata was "
-        "edited, or an older emofuse wrote it); delete it and rerun `emofuse extract`"
-    ), result.output
+    reason = (
+        "metadata field complete is false, but a store is only ever put at its own path "
+        "complete (the metadata was edited)"
+    )  # verify said ok and a rerun of extract "resumed" it, leaving it incomplete (round 6)
+    text = f"{path} is damaged ({reason}); {FIX}"
+    assert _one_line(_train(path, tmp_path / "run"), 2) == f"error: {text}"
+    assert _one_line(_cli("verify", str(path)), 1) == f"verify: FAILED, {text}"
+    assert _one_line(_cli("info", str(path)), 2) == f"error: {text}"

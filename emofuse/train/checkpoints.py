@@ -71,10 +71,15 @@ def head_file_digest(spec: str) -> str | None:
 def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
     """The checkpoint holds this run's head (its config.json's head and classes), not one
     copied from another run: that one would fail later on a stream the run never loads."""
-    fix = f"delete {ckpt_path.parent} and rerun {train_command(run)} (it retrains that fold only)"
+
+    def fix() -> str:  # only when refusing: it reads config.json and resolves the head's recipe
+        return (
+            f"delete {ckpt_path.parent} and rerun {train_command(run)} (it retrains that fold only)"
+        )
+
     keys = ("head", "head_config", "dims", "labels", "state_dict")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
-        raise EmofuseError(f"{ckpt_path} is not a checkpoint of emofuse train; {fix}")
+        raise EmofuseError(f"{ckpt_path} is not a checkpoint of emofuse train; {fix()}")
     path = run / "config.json"
     if not path.is_file():
         return
@@ -101,7 +106,7 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
             raise EmofuseError(
                 f"{ckpt_path} was trained with other settings than {run} ({key} "
                 f"{json.dumps(loop.get(key))} vs {json.dumps(config['loop'].get(key))}), copied "
-                f"from another run?; {fix}"
+                f"from another run?; {fix()}"
             )
     # the head config is not compared: a checkpoint that no longer fits it is said below
     if not same_head or ckpt["labels"] != labels:
@@ -110,7 +115,7 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
         what = "head" if not same_head else "classes"
         raise EmofuseError(
             f"{ckpt_path} is not this run's head's: it holds a {held} model of another "
-            f"{what} than {run} trained ({trained}), copied from another run?; {fix}"
+            f"{what} than {run} trained ({trained}), copied from another run?; {fix()}"
         )
 
 

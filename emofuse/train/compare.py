@@ -68,7 +68,7 @@ def load_run(run: str | Path) -> dict[str, Any]:
     parts = {
         f.fold: read_fold_predictions(run, plan, f.fold, "predictions.csv") for f in plan.folds
     }
-    check_recorded_scores(run, parts)
+    check_recorded_scores(run, {k: scores(p["true"], p["predicted"]) for k, p in parts.items()})
     labels = next(iter(parts.values()))["labels"]
     return {"run": run, "plan": plan, "labels": labels, "folds": parts}
 

@@ -25,7 +25,7 @@ from emofuse.train.command import train_command
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.loop import FoldOutput
-from emofuse.train.metrics import scores, summarize
+from emofuse.train.metrics import summarize
 from emofuse.train.outdir import check_run_out
 from emofuse.train.predfiles import file_sha256, parse_predictions, write_predictions
 
@@ -262,7 +262,7 @@ def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
         (k, p["true"], p["predicted"]) for k, p in zip(done, pooled["predictions.csv"], strict=True)
     ]
     summary = summarize(per_fold, labels)
-    check_recorded_scores(out, dict(zip(done, pooled["predictions.csv"], strict=True)))
+    check_recorded_scores(out, {f["fold"]: f for f in summary["folds"]})  # scored just above
     summary["split"] = plan.split
     summary["folds_planned"] = len(plan.folds)
     write_json(out / "summary.json", summary)
@@ -327,13 +327,13 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def check_recorded_scores(out: Path, parts: dict[int, dict[str, Any]]) -> None:
-    """Each fold's metrics.json states the UA/WA/F1 that its (digest-checked) predictions
-    ``parts[k]`` give: one edited to another plausible number is named, not left to contradict
-    the report."""
-    for k, part in parts.items():
+def check_recorded_scores(out: Path, fresh_scores: dict[int, dict[str, float]]) -> None:
+    """Each fold's metrics.json states the UA/WA/F1 that its (digest-checked) predictions give
+    (``fresh_scores[k]``, :func:`emofuse.train.metrics.scores` of them): one edited to another
+    plausible number is named, not left to contradict the report."""
+    for k, fresh in fresh_scores.items():
         path = fold_dir(out, k) / "metrics.json"
-        recorded, fresh = read_metrics(path, k), scores(part["true"], part["predicted"])
+        recorded = read_metrics(path, k)
         for key in ("UA", "WA", "F1"):
             if abs(float(recorded[key]) - fresh[key]) > 1e-9:
                 raise EmofuseError(

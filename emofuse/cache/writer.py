@@ -215,7 +215,7 @@ class CacheWriter:
         stored = {n: s.to_json() for n, s in normalise_specs(meta["streams"]).items()}
         ours = {n: s.to_json() for n, s in self.specs.items()}
         if canonical_json(stored) != canonical_json(ours):
-            if not isinstance(stored_settings.get("fingerprint") if stored_settings else 0, dict):
+            if not isinstance((stored_settings or {}).get("fingerprint"), dict):
                 # a store written through the API: its settings need not describe its streams
                 raise EmofuseError(
                     f"{where} has different stream specs ({', '.join(stored)}) for the same "

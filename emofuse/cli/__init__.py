@@ -8,6 +8,11 @@ quietly with status 141 (128 + SIGPIPE, what a shell reports for a Unix tool end
 pipe); a full disk or another write error (``> /dev/full``) is one ``error:`` line, status 2. A command's module (and with it torch,
 transformers, scikit-learn …) is imported only when that command runs or help lists it, so
 ``emofuse demo`` does not pay for the imports of ``emofuse extract``.
+
+SIGTERM (``kill PID``, ``timeout``, a batch scheduler's cancel) and SIGHUP (the terminal closed)
+end a command the way Ctrl-C does: the same cleanup (locks released, committed work kept) and the
+same ``interrupted: …`` line naming how to resume, with exit status 128 + the signal's number. A
+second such signal during that cleanup ends the process at once (the signal's default action).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import signal
 import sys
 from typing import Any
 
@@ -84,6 +90,31 @@ def _stdout_failed(err: OSError) -> None:
     sys.exit(2)
 
 
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+_received: list[int] = []  # the stop signal that ended this command, if any
+
+
+def _stop_by_signal(signum: int, _frame: Any) -> None:
+    """A stop signal becomes a KeyboardInterrupt in the main thread (what Ctrl-C raises)."""
+    _received.append(signum)
+    for name in _STOP_SIGNALS:  # a second one during the cleanup is not caught
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
+def _catch_stop_signals() -> None:
+    for name in _STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, _stop_by_signal)
+
+
+def _interrupted(err: KeyboardInterrupt) -> None:
+    by = f" by {signal.Signals(_received[0]).name}" if _received else ""
+    click.echo(f"interrupted{by}" + (f": {err}" if str(err) else ""), err=True)
+    sys.exit(128 + _received[0] if _received else 130)
+
+
 class _Group(click.Group):
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:  # --help and --version print while the arguments are parsed
@@ -116,8 +147,7 @@ class _Group(click.Group):
             click.echo(f"error: {message} (see `{where} --help`)", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt as err:  # a command may say what to do next (extract: resume)
-            click.echo("interrupted" + (f": {err}" if str(err) else ""), err=True)
-            sys.exit(130)
+            _interrupted(err)
         except OSError as err:
             _stdout_failed(err)
             raise
@@ -130,4 +160,5 @@ def cli() -> None:
 
 
 def main() -> None:
+    _catch_stop_signals()
     cli(prog_name="emofuse")

@@ -462,6 +462,62 @@ def test_second_extract_into_the_same_out_is_refused_while_the_first_holds_the_l
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_during_extract_is_the_interrupted_line_and_the_rerun_resumes(
+    tmp_path, tiny, clips, sig
+):
+    """`kill PID`, `timeout`, a scheduler's cancel (SIGTERM) or a closed terminal (SIGHUP) killed
+    extract with no line at all (exit 143/129), leaving its lock behind. The child freezes itself
+    after its 2nd committed part; the signal is delivered when it is let go."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out, ref = tmp_path / "sig.h5", tmp_path / "ref.h5"
+
+    def command(path: Path) -> list[str]:  # every run in a child: one thread, the same sums
+        return [
+            PYTHON,
+            "-m",
+            "emofuse",
+            *manifest_args(manifest, tiny, path, "--flush-seconds", "0"),
+        ]
+
+    child = subprocess.Popen(
+        command(out),
+        env=child_env(**{faults.ENV: "part-committed:2:stop"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _pid, status = os.waitpid(child.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status), status
+        os.kill(child.pid, sig)  # pending until the child runs again
+        os.kill(child.pid, signal.SIGCONT)
+        _out, err = child.communicate(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    name = signal.Signals(sig).name
+    assert child.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1].startswith(f"interrupted by {name}: rerun the same command")
+    assert "Traceback" not in err
+    assert not Path(f"{out}.lock").exists()  # released, as after Ctrl-C
+    assert len(list(Path(f"{out}.parts").glob("rank*"))) == 2  # the committed work is kept
+    rerun, whole = (
+        subprocess.run(command(path), env=child_env(), capture_output=True, text=True)
+        for path in (out, ref)  # the rerun resumes; ref: the same run, never interrupted
+    )
+    assert rerun.returncode == 0 and whole.returncode == 0, rerun.stderr + whole.stderr
+    assert "resuming: 2 already stored" in rerun.stdout + rerun.stderr
+    digests = [
+        next(x for x in CliRunner().invoke(cli, ["verify", str(p)]).output.splitlines()
+             if x.startswith("digest: "))
+        for p in (out, ref)
+    ]  # fmt: skip
+    assert digests[0] == digests[1]  # as an uninterrupted run's
+
+
+@pytest.mark.subprocess
 def test_two_part_model_path_that_does_not_exist_fails_fast_in_one_line(tmp_path, clips):
     """Case 12: `nonexist/model` is neither a folder here nor a cached hub model, and the hub is
     unreachable: one line naming both readings, no retries (a child without HF offline mode)."""

@@ -72,6 +72,10 @@ def first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any]:
     return key, a, b
 
 
+class _OptionsDiffer(EmofuseError):
+    """The store was extracted with other options than this run's (if its metadata is intact)."""
+
+
 class CacheWriter:
     """Write utterances into a cache; see the module docstring for the crash/resume contract."""
 
@@ -122,17 +126,14 @@ class CacheWriter:
     def _open_complete(self) -> None:
         store, meta = open_store(self.path)  # EmofuseError: not a cache / newer format
         try:
-            self._check_fingerprint(meta, str(self.path))
+            try:
+                self._check_fingerprint(meta, str(self.path))
+            except _OptionsDiffer:  # the user's options, or its recorded settings edited?
+                self._check_intact(store, meta)
+                raise
             # a finished store is only "already there" if it still is: every checksum re-read
             # (deleted datasets, flipped bytes, lost Zarr chunks), as `emofuse verify` does
-            result = verify_store(store, meta, progress=self.progress)
-            if not result.ok:
-                more = len(result.problems) - 1
-                raise EmofuseError(
-                    f"{self.path} is damaged ({result.problems[0]}"
-                    + (f"; and {more} more problem(s)" if more else "")
-                    + "): delete it and rerun to re-extract"
-                )
+            result = self._check_intact(store, meta)
             table = json.loads(little_endian(store.read("table", (slice(None),))).tobytes())
         finally:
             store.close()
@@ -143,6 +144,19 @@ class CacheWriter:
         self._complete = True
         if self.rank == 0 and self.folder.is_dir():  # killed between the final rename and cleanup
             shutil.rmtree(self.folder)
+
+    def _check_intact(self, store, meta: dict):
+        """Every checksum and the content digest (which covers the recorded settings) re-read;
+        damage is one line telling to re-extract."""
+        result = verify_store(store, meta, progress=self.progress)
+        if not result.ok:
+            more = len(result.problems) - 1
+            raise EmofuseError(
+                f"{self.path} is damaged ({result.problems[0]}"
+                + (f"; and {more} more problem(s)" if more else "")
+                + "): delete it and rerun to re-extract"
+            )
+        return result
 
     def _open_parts(self) -> None:
         manifest_file = self.folder / MANIFEST
@@ -188,7 +202,7 @@ class CacheWriter:
                 *((options, ours) if options != ours else (stored_settings, self.settings))
             )
             option = key if "." in key else "--" + key.replace("_", "-")  # extract's option
-            raise EmofuseError(
+            raise _OptionsDiffer(
                 f"{where} was extracted with {option} {was!r}, this run has {option} {now!r}; "
                 "rerun with the same options to resume, or choose another output name"
             )

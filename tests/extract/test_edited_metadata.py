@@ -173,6 +173,30 @@ def test_an_edited_recorded_digest_fails_verify_and_the_rerun_names_it(
     )
 
 
+@SUFFIXES
+@pytest.mark.parametrize(
+    "edit, option", [("m['settings']['text_norm'] = 'raw'", "--text-norm"),
+                     ("m['settings']['batch_seconds'] = 7.0", "--batch-seconds")],
+)  # fmt: skip
+def test_an_edited_recorded_option_is_named_as_damage_not_blamed_on_the_rerun(
+    tmp_path, made, tiny, suffix, edit, option
+) -> None:
+    """Round-6 row 35: a store whose recorded --text-norm was edited (unsealed) made the same
+    extract rerun say "was extracted with --text-norm 'raw', this run has 'default'; rerun with the
+    same options", and that rerun then failed on an internal field. The options the user gives are
+    the original ones: the store is damaged, and the line says to re-extract it."""
+    base = made["stores"][suffix]
+    path = ed(base, tmp_path / f"opt{suffix}", UNSEAL + edit)
+    rerun = _rerun(made, tiny, path)
+    assert rerun.exit_code == 2, rerun.output
+    line = error_line(rerun.output)
+    assert line.startswith(f"error: {path} is damaged (metadata: its recorded content digest")
+    assert line.endswith("delete it and rerun to re-extract") and option not in line
+    # an intact store extracted with other options still names the option
+    other = _cli(*manifest_args(made["manifest"], tiny, base, "--batch-seconds", "7"))
+    assert other.exit_code == 2 and "was extracted with --batch-seconds" in error_line(other.output)
+
+
 def test_an_edited_parts_manifest_is_named_as_edited_not_as_other_settings(
     tmp_path, made, tiny
 ) -> None:

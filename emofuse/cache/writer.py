@@ -111,6 +111,7 @@ class CacheWriter:
         self._ids: set[str] = set()
         self._rows: dict[str, dict[str, Any]] = {}
         self._indexes: dict[str, dict] = {}  # committed parts already checked
+        self._skipped: dict[str, tuple[str, Path]] = {}  # id -> (reason, where it is recorded)
         # parts found damaged on opening (size or CRC-32 against what was recorded at commit) and
         # set aside: their utterances are no longer done, so they are encoded again. One
         # (part, problem, utterances) each, for the caller to report.
@@ -138,6 +139,7 @@ class CacheWriter:
         finally:
             store.close()
         self._ids = set(table["id"]) | {s["id"] for s in meta["skipped"]}
+        self._skipped = {s["id"]: (str(s.get("reason", "")), self.path) for s in meta["skipped"]}
         columns = list(table)
         self._rows = {uid: {c: table[c][i] for c in columns} for i, uid in enumerate(table["id"])}
         self._digest = result.digest
@@ -267,8 +269,8 @@ class CacheWriter:
                     )
                 try:
                     rows = {m["id"]: m for m in index["meta"]}
-                    skipped = [s["id"] for s in index["skipped"]]
-                except (KeyError, TypeError):
+                    skipped = {s["id"]: str(s.get("reason", "")) for s in index["skipped"]}
+                except (KeyError, TypeError, AttributeError):
                     raise EmofuseError(
                         f"{path / 'index.json'} is damaged (fields missing); {redo}"
                     ) from None
@@ -287,7 +289,15 @@ class CacheWriter:
             done.update(index["rows"])
             done.update(index["skipped"])
             self._rows.update(index["rows"])
+            self._skipped.update({k: (r, path) for k, r in index["skipped"].items()})
         return done
+
+    def skipped_records(self) -> dict[str, tuple[str, Path]]:
+        """Every utterance recorded as skipped (bad audio ...): id -> (reason, the store or the
+        committed part that records it)."""
+        if not self._complete:
+            self._scan_done()
+        return dict(self._skipped)
 
     def stored_rows(self) -> dict[str, dict[str, Any]]:
         """The table row of every utterance already stored (not skipped), by id."""
@@ -439,7 +449,7 @@ class CacheWriter:
             ) from err
         self._indexes[final.name] = {
             "rows": {m["id"]: m for m in index["meta"]},
-            "skipped": [s["id"] for s in index["skipped"]],
+            "skipped": {s["id"]: str(s.get("reason", "")) for s in index["skipped"]},
         }
         self._seq += 1
         self._buffer, self._skips, self._buffered_bytes = [], [], 0

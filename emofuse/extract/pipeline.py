@@ -40,7 +40,7 @@ from emofuse.extract.config import (
     resolve_dtype,
     stream_specs,
 )
-from emofuse.extract.resume import check_resumed
+from emofuse.extract.resume import check_resumed, check_skipped_again
 from emofuse.extract.rows import RowBuilder
 from emofuse.extract.runtime import Dist, WriterThread, decoded_batches
 from emofuse.locks import output_lock
@@ -157,8 +157,11 @@ def run_extract(
             check_resumed(
                 Path(cfg.out), writer.stored_rows(), utts, writer.complete, cfg.decode_workers
             )
+            check_skipped_again(
+                Path(cfg.out), writer.skipped_records(), utts, writer.complete, cfg.decode_workers
+            )
         corpus_ids = {u.id for u in utts}
-        resumed = len(done & corpus_ids)
+        resumed = len(set(writer.stored_rows()) & corpus_ids)  # stored, not skipped
         summary = ExtractSummary(Path(cfg.out), resumed=resumed, is_main=ddp.rank == 0)
         if done and ddp.rank == 0:  # the cache's count, not this run's (every rank sees all parts)
             stored = writer.stored_rows()

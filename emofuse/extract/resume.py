@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from emofuse.audio import audio_sha1
+from emofuse.audio import AudioProblem, audio_sha1, load_audio
 from emofuse.corpus import Utterance
 from emofuse.errors import EmofuseError
 from emofuse.extract.rows import corpus_fields
@@ -62,3 +62,41 @@ def check_resumed(
                 f"{where} (same name, other content); restore the original file to resume, or "
                 f"{restart}"
             )
+
+
+def check_skipped_again(
+    out: Path,
+    skipped: dict[str, tuple[str, Path]],
+    utts: Sequence[Utterance],
+    complete: bool,
+    workers: int = 4,
+) -> None:
+    """Refuse a resume that would keep an utterance skipped whose audio reads now.
+
+    A bad file the user fixed as the skip reason advised (copied again, converted) used to stay
+    skipped on every rerun while the run reported it "already stored". Only the skipped
+    utterances of this corpus are decoded again (a handful next to the corpus)."""
+
+    def reads_now(u: Utterance) -> bool:
+        try:
+            load_audio(u.audio)
+        except AudioProblem:
+            return False
+        return True
+
+    again = [u for u in utts if u.id in skipped]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        readable = list(pool.map(reads_now, again))
+    fixed = [u for u, ok in zip(again, readable, strict=True) if ok]
+    if not fixed:
+        return
+    reason, where = skipped[fixed[0].id]
+    more = f" (and {len(fixed) - 1} more)" if len(fixed) > 1 else ""
+    if complete:
+        redo = f"delete {out} (or choose another --out) and rerun to extract it"
+    else:
+        redo = f"delete the folder {where} (its utterances are extracted again) and rerun"
+    raise EmofuseError(
+        f"utterance {fixed[0].id}{more} was skipped in {where} ({reason.rstrip('.')}) but its "
+        f"audio {fixed[0].audio} reads now; {redo}"
+    )

@@ -214,3 +214,67 @@ def test_stereo_whose_channels_cancel_is_not_called_silent(tmp_path) -> None:
     sf.write(tmp_path / "quiet.wav", np.zeros((16000, 2), np.float32), 16000)
     with pytest.raises(AudioProblem, match="silent audio quiet.wav"):
         load_audio(tmp_path / "quiet.wav")
+
+
+@pytest.mark.parametrize("store", ["finished", "unfinished"])
+def test_a_skipped_file_fixed_as_advised_is_not_kept_skipped_by_the_rerun(
+    tmp_path, bad_manifest, tiny, store
+) -> None:
+    """Round-6 row 30: after the user repaired a skipped file, the rerun said "13 already stored"
+    (9 were; 4 were skipped), kept the stale skip and never extracted the repaired utterance. Now
+    the rerun counts stored utterances only, and a skipped file that reads now is named with what
+    to delete: the store (finished), or the one committed part recording the skip (unfinished)."""
+    import os
+    import shutil
+
+    from emofuse import faults
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("good.wav", "corrupt.flac"):
+        shutil.copy(bad_manifest.parent / name, folder / name)
+    shutil.copy(bad_manifest.parent / "good.wav", folder / "other.wav")
+    manifest = folder / "m.csv"
+    manifest.write_text("id,audio,text,label,speaker\ngood,good.wav,hi,neu,spk1\n"
+                        "broken,corrupt.flac,hi,sad,spk2\nother,other.wav,hi,ang,spk3\n")  # fmt: skip
+    out = tmp_path / "c.h5"
+    args = [*_args(manifest, tiny, out), "--flush-seconds", "0"]
+    if store == "unfinished":  # every part committed, the consolidation refused (disk full)
+        os.environ[faults.ENV] = "consolidate-open:1:enospc"
+    try:
+        first = CliRunner().invoke(cli, args)
+    finally:
+        os.environ.pop(faults.ENV, None)
+        faults.reset()
+    assert first.exit_code == (0 if store == "finished" else 2), first.output
+    again = CliRunner().invoke(cli, args)  # the file is still bad: the skip stands
+    assert again.exit_code == 0, again.output
+    assert "resuming: 2 already stored" in again.output, again.output
+    assert [s["id"] for s in open_cache(out).skipped] == ["broken"]
+    shutil.copy(folder / "good.wav", folder / "corrupt.flac")  # repaired (a WAV under that name)
+    if store == "unfinished":  # make the store unfinished again, as in the first run
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.environ[faults.ENV] = "consolidate-open:1:enospc"
+        try:
+            shutil.copy(bad_manifest.parent / "corrupt.flac", folder / "corrupt.flac")
+            assert CliRunner().invoke(cli, args).exit_code == 2
+        finally:
+            os.environ.pop(faults.ENV, None)
+            faults.reset()
+        shutil.copy(folder / "good.wav", folder / "corrupt.flac")
+    fixed = CliRunner().invoke(cli, args)
+    assert fixed.exit_code == 2, fixed.output
+    lines = [x for x in fixed.output.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in fixed.output, fixed.output
+    assert lines[0].startswith("error: utterance broken was skipped in ")
+    assert f"but its audio {folder / 'corrupt.flac'} reads now; delete " in lines[0]
+    victim = Path(lines[0].split("; delete ")[1].removeprefix("the folder ").split(" ")[0])
+    if store == "finished":
+        assert victim == out
+    else:
+        assert victim.parent == Path(f"{out}.parts") and victim.name.startswith("rank")
+    shutil.rmtree(victim) if victim.is_dir() else victim.unlink()  # as the line says
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    c = open_cache(out)
+    assert sorted(c.ids) == ["broken", "good", "other"] and c.skipped == []

@@ -42,8 +42,13 @@ def _check_head(cls: Any, where: str) -> type[Head]:
 def _load_from_file(spec: str) -> type[Head]:
     file_part, _, class_name = spec.rpartition(":")
     path = Path(file_part).expanduser()
-    if not class_name or not path.is_file():
+    if not path.is_file():
         raise EmofuseError(f"--head {spec}: no such file '{path}' (give path/to/file.py:ClassName)")
+    if not class_name.isidentifier():
+        raise EmofuseError(
+            f"--head {spec}: {class_name!r} is not a class name; give the class after the colon "
+            f"({path}:ClassName)"
+        )
     # A stable module name per file lets dataclasses and pickling find the module again.
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     module_name = f"emofuse_user_head_{digest}"

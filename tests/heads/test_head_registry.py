@@ -57,6 +57,9 @@ def test_registry_errors_name_the_problem(tmp_path) -> None:
         get_head(f"{tmp_path}/missing.py:Head")
     with pytest.raises(EmofuseError, match="defines no class 'Nope'"):
         get_head(f"{EXAMPLE}:Nope")
+    for empty in ("", " "):  # round-6 row 18: it said "no such file" of a file that exists
+        with pytest.raises(EmofuseError, match=f"{empty!r} is not a class name"):
+            get_head(f"{EXAMPLE}:{empty}")
     with pytest.raises(EmofuseError, match="is not a head"):
         get_head(f"{EXAMPLE}:GatedMeanConfig")
     broken = tmp_path / "broken.py"

@@ -61,11 +61,14 @@ def os_reason(err: BaseException) -> str:
 def write_fix(err: BaseException, usual: str) -> str:
     """What to do about a failed write: ``usual`` (free disk space ...), except for a per-file size
     limit (EFBIG), which more disk space cannot lift."""
-    if getattr(err, "errno", None) == errno.EFBIG:
+    code = getattr(err, "errno", None)
+    if code == errno.EFBIG:
         return (
             "the file system (e.g. FAT32's 4 GB) or the shell's `ulimit -f` limits one file's size: "
             "write to another file system or raise the limit"
         )
+    if code == errno.EROFS:  # disk space is not the problem there
+        return "the file system is mounted read-only: remount it read-write or write elsewhere"
     return usual
 
 

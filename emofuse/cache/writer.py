@@ -444,8 +444,12 @@ class CacheWriter:
             raise EmofuseError(
                 f"cannot write {self.path} ({os_reason(err)}): "
                 + write_fix(err, f"free disk space or make {self.folder.parent} writable")
-                + f", then rerun the same command: it resumes from the {self._seq} part(s) "
-                "already committed"
+                + ", then rerun the same command: "
+                + (
+                    f"it resumes from the {self._seq} part(s) already committed"
+                    if self._seq
+                    else "nothing was committed yet, it starts again"
+                )
             ) from err
         self._indexes[final.name] = {
             "rows": {m["id"]: m for m in index["meta"]},

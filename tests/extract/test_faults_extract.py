@@ -429,6 +429,8 @@ def test_read_only_file_system_is_one_line_and_keeps_nothing_half_written(tmp_pa
     assert result.exit_code == 2
     line = error_line(result.output)
     assert "Read-only file system" in line and str(out) in line
+    assert "mounted read-only" in line and "free disk space" not in line
+    assert "nothing was committed yet, it starts again" in line  # not "from the 0 part(s)"
     assert not out.exists() and not Path(str(out) + ".lock").exists()
 
 
@@ -468,7 +470,8 @@ def test_sigterm_or_sighup_during_extract_is_the_interrupted_line_and_the_rerun_
 ):
     """`kill PID`, `timeout`, a scheduler's cancel (SIGTERM) or a closed terminal (SIGHUP) killed
     extract with no line at all (exit 143/129), leaving its lock behind. The child freezes itself
-    after its 2nd committed part; the signal is delivered when it is let go."""
+    after its 2nd committed part; the signal is delivered when it is let go (when the main thread
+    acts on it is up to the scheduler: the test holds for any moment)."""
     manifest = write_manifest(tmp_path / "c", clips)
     out, ref = tmp_path / "sig.h5", tmp_path / "ref.h5"
 
@@ -502,13 +505,16 @@ def test_sigterm_or_sighup_during_extract_is_the_interrupted_line_and_the_rerun_
     assert err.strip().splitlines()[-1].startswith(f"interrupted by {name}: rerun the same command")
     assert "Traceback" not in err
     assert not Path(f"{out}.lock").exists()  # released, as after Ctrl-C
-    assert len(list(Path(f"{out}.parts").glob("rank*"))) == 2  # the committed work is kept
+    # the writer thread froze after its 2nd part; the main thread, which ends the run, may have
+    # handed it more batches by then: at least those 2 parts are kept (or the store finished)
+    parts = len(list(Path(f"{out}.parts").glob("rank*"))) if not out.exists() else N_CLIPS
+    assert parts >= 2
     rerun, whole = (
         subprocess.run(command(path), env=child_env(), capture_output=True, text=True)
         for path in (out, ref)  # the rerun resumes; ref: the same run, never interrupted
     )
     assert rerun.returncode == 0 and whole.returncode == 0, rerun.stderr + whole.stderr
-    assert "resuming: 2 already stored" in rerun.stdout + rerun.stderr
+    assert f"resuming: {parts} already stored" in rerun.stdout + rerun.stderr
     digests = [
         next(x for x in CliRunner().invoke(cli, ["verify", str(p)]).output.splitlines()
              if x.startswith("digest: "))

@@ -499,8 +499,17 @@ def _read_json(path: Path, fix: str) -> dict:
     """A journal file (manifest.json, index.json); a torn or unreadable one is one line: ``fix``."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise EmofuseError(f"{path} is damaged ({type(err).__name__}); {fix}") from None
+    except OSError as err:
+        raise EmofuseError(f"cannot read {path} ({os_reason(err)}); {fix}") from None
+    except UnicodeDecodeError:
+        raise EmofuseError(
+            f"{path} is damaged (not UTF-8 text: torn or overwritten); {fix}"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise EmofuseError(
+            f"{path} is damaged (not valid JSON: {err.msg} at character {err.pos}: torn or "
+            f"edited); {fix}"
+        ) from None
     if not isinstance(value, dict):
         raise EmofuseError(f"{path} is damaged (not a JSON object); {fix}")
     return value

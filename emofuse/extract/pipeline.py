@@ -161,6 +161,13 @@ def run_extract(
                 Path(cfg.out), writer.skipped_records(), utts, writer.complete, cfg.decode_workers
             )
         corpus_ids = {u.id for u in utts}
+        if writer.complete and (more := [u.id for u in utts if u.id not in done]):
+            raise EmofuseError(
+                f"{cfg.out} is a finished store of {len(done)} utterances (an earlier run's corpus, "
+                f"e.g. a smaller --limit); this corpus has {len(more)} more (first {more[0]!r}) and "
+                f"a finished store cannot grow: choose another --out, or delete {cfg.out} and "
+                "rerun to extract them all"
+            )
         resumed = len(set(writer.stored_rows()) & corpus_ids)  # stored, not skipped
         summary = ExtractSummary(Path(cfg.out), resumed=resumed, is_main=ddp.rank == 0)
         if done and ddp.rank == 0:  # the cache's count, not this run's (every rank sees all parts)

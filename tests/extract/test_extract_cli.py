@@ -175,6 +175,28 @@ def test_resume_with_other_settings_is_refused_without_writing(tmp_path, corpus_
     assert not Path(str(out) + ".parts").exists()
 
 
+def test_a_finished_limit_store_asked_to_grow_is_refused_before_any_work(
+    tmp_path, corpus_root, tiny
+):
+    """Round-6 row 40: the rerun without --limit printed "resuming: 4 already stored" and then
+    "already complete; choose another output name to add 'u5'", naming neither the --limit nor
+    how many were missing. Now one line before anything is encoded, the store left as it was."""
+    out = tmp_path / "lim.h5"
+    base = extract_args(corpus_root, tiny, out, "--text-model", "none", "--speaker-model", "none")
+    assert CliRunner().invoke(cli, [*base, "--limit", "3"]).exit_code == 0
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    again = CliRunner().invoke(cli, [*base, "--limit", "5"])
+    assert again.exit_code == 2 and "resuming" not in again.output, again.output
+    lines = [x for x in again.output.splitlines() if x.startswith("error: ")]
+    assert lines == [
+        f"error: {out} is a finished store of 3 utterances (an earlier run's corpus, e.g. a smaller"
+        f" --limit); this corpus has 2 more (first {lines[0].split('(first ')[1].split(')')[0]})"
+        f" and a finished store cannot grow: choose another --out, or delete {out} and rerun to"
+        " extract them all"
+    ], again.output
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+
+
 def test_dtype_auto_computes_in_bf16_only_where_the_cpu_has_native_bf16(
     tmp_path, corpus_root, tiny, monkeypatch
 ):

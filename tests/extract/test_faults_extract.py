@@ -301,6 +301,7 @@ def test_corrupt_parts_journal_on_resume_is_one_line(tmp_path, tiny, clips, dama
     assert again.exit_code == 2, again.output
     line = error_line(again.output)
     assert str(target) in line and "delete" in line
+    assert "is damaged (not valid JSON: " in line and "Error" not in line  # not a class name
 
 
 def test_deleted_part_file_is_found_before_encoding_the_rest(tmp_path, tiny, clips):

@@ -29,14 +29,18 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _parse_folds(value: str | None) -> list[int] | None:
-    if not value:
+    """None (every fold) only when --folds is not given: an empty value (an unset ``$F``), an
+    empty item ("1,,2") or a range is refused rather than read as something else."""
+    if value is None:
         return None
     try:
-        folds = sorted({int(v) for v in value.split(",") if v.strip()})
+        folds = sorted({int(v) for v in value.split(",")})
     except ValueError:
         folds = []
     if not folds:  # "," would otherwise mean every fold
-        raise EmofuseError(f"--folds {value!r}: give fold numbers like 1,3")
+        raise EmofuseError(
+            f"--folds {value!r}: give fold numbers like 1,3 (leave --folds out for every fold)"
+        )
     return folds
 
 

@@ -119,6 +119,8 @@ def test_fuse_command(serial_run, cache_path, tmp_path):
         (["--head", "audio", "--set", "speech_stream=fbank"], "stream 'fbank'.*--fbank"),
         (["--head", "concat", "--folds", "9"], "--folds 9 is not a fold"),
         (["--head", "concat", "--folds", ","], "--folds ',': give fold numbers"),  # not all folds
+        (["--head", "concat", "--folds", ""], "--folds '': give fold numbers"),  # an unset $F
+        (["--head", "concat", "--folds", "1,,2"], r"--folds '1,,2': give fold numbers"),
     ],
 )
 def test_bad_input_is_one_line(cache_path, tmp_path, args, message):

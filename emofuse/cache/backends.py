@@ -178,7 +178,9 @@ def backend_for(path: Path) -> Backend:
     for backend in BACKENDS.values():
         if suffix in backend.suffixes:
             return backend
-    names = " or ".join(f"{b.suffixes[0]} ({b.label})" for b in BACKENDS.values())
+    names = " or ".join(
+        f"{'/'.join(b.suffixes)} ({b.label})" for b in BACKENDS.values()
+    )  # every suffix accepted is named
     raise EmofuseError(f"{path}: a cache name must end in {names}")
 
 

@@ -69,6 +69,23 @@ def _try_create(path: Path, record: dict) -> bool:
     return True
 
 
+def busy(holder: dict, another: str = "") -> str:
+    """``being written by [another ]emofuse COMMAND (pid …); wait for it to finish``."""
+    return (
+        f"being written by {another}emofuse {holder.get('command', '?')} (pid {holder.get('pid')} "
+        f"on {holder.get('host')}, since {holder.get('started', '?')}); wait for it to finish"
+    )
+
+
+def live_holder(out: str | os.PathLike) -> dict | None:
+    """The lock record of a process alive now that holds ``out``'s lock, or None."""
+    path = lock_path(out)
+    if not path.exists():
+        return None
+    holder = _holder(path)
+    return None if _stale(holder) else holder
+
+
 @contextlib.contextmanager
 def output_lock(out: Path, command: str) -> Iterator[Path]:
     """Hold ``<out>.lock`` for the duration of the block (see the module docstring)."""
@@ -86,12 +103,8 @@ def output_lock(out: Path, command: str) -> Iterator[Path]:
                 break
             holder = _holder(path)
             if not _stale(holder):
-                raise EmofuseError(
-                    f"{out} is being written by another emofuse {holder.get('command', '?')} "
-                    f"(pid {holder.get('pid')} on {holder.get('host')}, since "
-                    f"{holder.get('started', '?')}); wait for it to finish, or if that process is "
-                    f"gone, delete {path}"
-                )
+                raise EmofuseError(f"{out} is {busy(holder, 'another ')}, or if that process is "
+                                   f"gone, delete {path}")  # fmt: skip
             print(f"note: removing stale lock {path} (its process is gone)", file=sys.stderr)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

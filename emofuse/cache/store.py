@@ -11,11 +11,15 @@ from emofuse.cache.backends import BACKENDS, ArrayStore, backend_for, damaged_ca
 from emofuse.cache.metacheck import check_structure
 from emofuse.cache.schema import FORMAT, FORMAT_VERSION, parts_dir, seal_broken
 from emofuse.errors import EmofuseError
+from emofuse.locks import busy, live_holder
 
 
 def incomplete_message(path: Path, done: int | None = None) -> str:
     """What to say about a cache whose extraction was interrupted (only its parts exist)."""
     count = f"{done} utterances done, " if done is not None else ""
+    holder = live_holder(path)
+    if holder is not None:  # not interrupted: a rerun would only meet the lock
+        return f"{path} is incomplete ({count}{busy(holder)})"
     return (
         f"{path} is incomplete ({count}extraction interrupted; the finished work is in "
         f"{parts_dir(path)}); rerun the same `emofuse extract` command to resume it"

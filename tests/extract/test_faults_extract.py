@@ -494,6 +494,12 @@ def test_sigterm_or_sighup_during_extract_is_the_interrupted_line_and_the_rerun_
     try:
         _pid, status = os.waitpid(child.pid, os.WUNTRACED)  # returns once it has stopped
         assert os.WIFSTOPPED(status), status
+        # meanwhile verify says it is being written (not "interrupted: rerun to resume")
+        busy = CliRunner().invoke(cli, ["verify", str(out)])
+        assert busy.exit_code == 2, busy.output
+        assert error_line(busy.output).startswith(
+            f"error: {out} is incomplete (being written by emofuse extract (pid {child.pid} on "
+        ) and busy.output.rstrip().endswith("wait for it to finish)")
         os.kill(child.pid, sig)  # pending until the child runs again
         os.kill(child.pid, signal.SIGCONT)
         _out, err = child.communicate(timeout=300)

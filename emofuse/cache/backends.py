@@ -29,10 +29,12 @@ class DamagedCacheError(EmofuseError):
 
 def damaged_cache_error(path: Path, reason: str) -> DamagedCacheError:
     """The one line for a store whose metadata or arrays cannot be read."""
-    return DamagedCacheError(
+    err = DamagedCacheError(
         f"{path} is damaged ({reason}); re-extract it "
         "(delete it and rerun the same emofuse extract)"
     )
+    err.reason = reason  # what verify lists as the problem
+    return err
 
 
 def short_reason(err: BaseException) -> str:
@@ -175,6 +177,9 @@ def register_backend(backend: Backend) -> None:
 def backend_for(path: Path) -> Backend:
     """The backend a cache name selects by its suffix; anything else is a user error."""
     suffix = Path(path).suffix.lower()
+    if suffix == ".parts" and (Path(path) / "manifest.json").is_file():
+        raise EmofuseError(f"{path} is the unfinished work of {str(path)[: -len('.parts')]}: give "
+                           "that name (rerun the same `emofuse extract` to finish it)")  # fmt: skip
     for backend in BACKENDS.values():
         if suffix in backend.suffixes:
             return backend

@@ -112,6 +112,9 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
     if not path.exists():  # interrupted, or never there: not "not an emofuse cache"
         raise missing_cache_error(path, None)
     not_cache = f"{path} is not an emofuse cache (no emofuse metadata); check the path"
+    if path.is_file() and path.stat().st_size == 0:  # a failed copy or write
+        raise EmofuseError(f"{path} is empty (0 bytes: a copy or write that failed?); check the "
+                           "path, or delete it and rerun `emofuse extract`")  # fmt: skip
     if not backend.is_store(path):
         if _holds_cache_layout(path):  # a damaged cache, not something else
             raise _damage_at_root(path, path.is_dir())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emofuse.cache.backends import ArrayStore, damaged_cache_error
+from emofuse.cache.backends import ArrayStore, DamagedCacheError, damaged_cache_error
 from emofuse.cache.layout import read_block_rows, stored_arrays, stored_name
 from emofuse.cache.schema import RAGGED, ArraySpec, StreamSpec, canonical_json, little_endian
 from emofuse.cache.store import open_store
@@ -78,7 +78,10 @@ UNVERIFIABLE = "its checksums are missing, deleted after extraction, so it canno
 
 
 def _reason(err: Exception) -> str:
-    """A reading error's text without its advice to run verify (verify is what is running)."""
+    """A reading error's text without its advice to run verify (verify is what is running); a
+    damaged store's: its reason alone (verify adds what to do)."""
+    if isinstance(err, DamagedCacheError) and hasattr(err, "reason"):
+        return err.reason
     return str(err).split("; run `emofuse verify")[0]
 
 
@@ -173,6 +176,9 @@ def verify_store(
                 sha, crc = _scan_array(
                     store, name, aname, spec, smeta["rows"], offsets, feed, known
                 )
+            except DamagedCacheError as err:  # the backend says what happened (a chunk lost)
+                problems.append(f"{label}: {getattr(err, 'reason', err)}")
+                continue
             except Exception as err:  # a damaged chunk can fail to decode in either backend
                 problems.append(f"{label}: unreadable ({type(err).__name__}: {err})")
                 continue

@@ -182,7 +182,7 @@ class ZarrStore(ArrayStore):
             raise missing_array_error(self.path, name) from None
         if name not in self._whole:
             if problem := _chunk_problem(self.path, name, array):
-                raise EmofuseError(f"{self.path}: {problem}; the cache is damaged: extract again")
+                raise damaged_cache_error(self.path, problem)
             self._whole.add(name)
         return array
 
@@ -222,9 +222,8 @@ class ZarrStore(ArrayStore):
         ]
 
     def _damaged(self, name: str, err: Exception) -> EmofuseError:
-        return EmofuseError(
-            f"{self.path}: array {name} has a chunk that cannot be decoded ({type(err).__name__}); "
-            "the cache is damaged: extract again"
+        return damaged_cache_error(  # the codec's own words say nothing a user can act on
+            self.path, f"array {name} has a chunk that cannot be decoded (corrupt data)"
         )
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:

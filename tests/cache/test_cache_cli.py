@@ -84,6 +84,15 @@ def test_not_a_cache(tmp_path):
     one_error_line(invoke("info", str(folder)), "not an emofuse cache")
     one_error_line(invoke("info", str(tmp_path / "missing.zarr")), "no cache at")
     one_error_line(invoke("info", str(tmp_path / "cache.txt")), "must end in .h5")
+    zero = tmp_path / "zero.h5"  # a copy that failed: empty, not "not an emofuse cache"
+    zero.write_bytes(b"")
+    one_error_line(invoke("verify", str(zero)), f"{zero} is empty (0 bytes")
+    parts = tmp_path / "half.h5.parts"  # an unfinished run's folder given instead of its name
+    parts.mkdir()
+    (parts / "manifest.json").write_text("{}")
+    one_error_line(
+        invoke("info", str(parts)), f"{parts} is the unfinished work of {tmp_path / 'half.h5'}"
+    )
     before = snapshot(plain)  # a writer refuses to touch it
     with pytest.raises(EmofuseError, match="not an emofuse cache"):
         CacheWriter(plain, settings=SETTINGS, streams=specs())

@@ -147,11 +147,21 @@ def train_command(
         schedule=schedule, warmup_epochs=warmup_epochs, grad_clip=grad_clip, select=select,
         mixup=mixup, ema=ema,
     )  # fmt: skip
-    summary = train_run(
-        cache_path, head, out, split, preset=preset, sets=_parse_sets(sets), loop_flags=flags,
-        folds=_parse_folds(folds), device=device, progress=not quiet, jobs=jobs,
-        lopo_val=lopo_val,
-    )  # fmt: skip
+    try:
+        summary = train_run(
+            cache_path, head, out, split, preset=preset, sets=_parse_sets(sets), loop_flags=flags,
+            folds=_parse_folds(folds), device=device, progress=not quiet, jobs=jobs,
+            lopo_val=lopo_val,
+        )  # fmt: skip
+    except KeyboardInterrupt:  # the group prints "interrupted: <this>"
+        from emofuse.train.rundir import finished_folds
+
+        kept = len(finished_folds(out))
+        raise KeyboardInterrupt(
+            f"rerun the same command to resume (the {kept} finished fold(s) in {out} are kept)"
+            if kept
+            else "no fold had finished: rerun the same command to start again"
+        ) from None
     if summary is not None:
         from emofuse.train.outdir import finish_advice
 

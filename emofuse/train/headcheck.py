@@ -5,6 +5,7 @@ config, and its forward on two utterances has the right shape, is finite and has
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import torch
@@ -13,28 +14,73 @@ from emofuse.errors import EmofuseError
 from emofuse.train.checkpoints import make_dims
 from emofuse.train.data import TrainData
 
+BYTES_PER_PARAMETER = 16  # float32 weight, its gradient and AdamW's two moments
+
+
+def user_head(head_spec: str) -> bool:
+    """A ``path/to/file.py:Class`` head (its code is the user's, its errors are the user's)."""
+    return ":" in head_spec and head_spec.rpartition(":")[0].endswith(".py")
+
+
+def _reason(err: BaseException, head_spec: str) -> str:
+    """``Type: first line of the message[, at file.py line N]`` (the user file's last frame)."""
+    text = (str(err).strip().splitlines() or [""])[0][:160]
+    where = ""
+    if user_head(head_spec):
+        file = head_spec.rpartition(":")[0]
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(file)]
+        if frames:
+            where = f", at {file} line {frames[-1].lineno}"
+    return f"{type(err).__name__}" + (f": {text}" if text else "") + where
+
+
+def _parameters_on_meta(head_cls: type, cfg: Any, dims: Any, n_classes: int) -> int | None:
+    """The head's parameter count, built on the meta device (no memory), or None where its
+    constructor does something the meta device cannot."""
+    try:
+        with torch.device("meta"):
+            model = head_cls(cfg, dims, n_classes)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # noqa: BLE001 - the real build below reports real errors
+        return None
+
 
 def check_buildable(
     head_spec: str, head_cls: type, cfg: Any, dims: Any, n_classes: int, sets: dict[str, str]
 ) -> None:
     """Build the head once before anything is written: a config value that only its layers
-    refuse (a user head without checks of its own) is one line, and leaves no run folder."""
+    refuse (a user head without checks of its own), or one that makes the head larger than the
+    memory this machine has free (the OOM killer would end the run without a word), is one line,
+    and leaves no run folder."""
+    from emofuse.train.parallel import available_memory
+
+    given = " ".join(f"--set {k}={v}" for k, v in sets.items()) or "its preset's values"
+    count = _parameters_on_meta(head_cls, cfg, dims, n_classes)
+    free = available_memory()
+    if count is not None and free is not None and count * BYTES_PER_PARAMETER > free:
+        need = count * BYTES_PER_PARAMETER / 2**30
+        raise EmofuseError(
+            f"head {head_spec} would have {count:,} parameters ({need:,.1f} GiB with gradients "
+            f"and optimizer state), more than the {free / 2**30:.1f} GiB of memory free; choose "
+            f"smaller sizes than {given}"
+        )
     try:
         head_cls(cfg, dims, n_classes)
     except EmofuseError:
         raise
-    except (ValueError, TypeError, RuntimeError, AssertionError, KeyError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        given = " ".join(f"--set {k}={v}" for k, v in sets.items()) or "its preset's values"
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - a user head may raise anything
         raise EmofuseError(
-            f"head {head_spec} cannot be built with this config ({type(err).__name__}: {reason}); "
+            f"head {head_spec} cannot be built with this config ({_reason(err, head_spec)}); "
             f"check {given}"
         ) from None
 
 
-FORWARD_ERRORS = (
-    RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError,
-)  # fmt: skip
+def head_failed(head_spec: str, fold: int, err: BaseException) -> EmofuseError:
+    """A user head that raised (or called sys.exit) while fold ``fold`` trained."""
+    return EmofuseError(
+        f"head {head_spec} failed while training fold {fold} ({_reason(err, head_spec)}); fix "
+        "the head, then rerun the same command (finished folds are kept)"
+    )
 
 
 def check_forward(head_spec: str, head_cls: type, cfg: Any, data: TrainData) -> None:
@@ -53,11 +99,10 @@ def check_forward(head_spec: str, head_cls: type, cfg: Any, data: TrainData) -> 
         shape = tuple(getattr(logits, "shape", ()))
     except EmofuseError:
         raise
-    except FORWARD_ERRORS as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - a user head may raise anything
         raise EmofuseError(
             f"head {head_spec}: its forward failed on a batch of {len(idx)} utterances "
-            f"({type(err).__name__}: {reason}); fix the head's layers (e.g. the width its embed "
+            f"({_reason(err, head_spec)}); fix the head's layers (e.g. the width its embed "
             "returns against what its classifier takes)"
         ) from None
     if shape != (len(idx), n_classes):

@@ -49,7 +49,7 @@ from emofuse.train.checkpoints import (
 from emofuse.train.command import train_command
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
-from emofuse.train.headcheck import check_buildable, check_forward
+from emofuse.train.headcheck import check_buildable, check_forward, head_failed, user_head
 from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.outdir import record_wall
 from emofuse.train.paths import absolute, absolute_head, model_dirs
@@ -401,8 +401,10 @@ def run_fold(
                 progress=progress,
                 head=head_meta["head"],
             )
-        except Exception:  # garbage read from a cache written over in place is named as such
-            check_unchanged(*watch)
+        except (Exception, SystemExit) as err:
+            check_unchanged(*watch)  # garbage read from a cache written over in place is named
+            if user_head(head_meta["head"]) and not isinstance(err, EmofuseError):
+                raise head_failed(head_meta["head"], k, err) from None
             raise
     check_unchanged(*watch)  # trained from the file the run opened, or not saved at all
     save_fold(

@@ -861,6 +861,21 @@ class NanInTraining(TinyHead):  # finite in eval mode (the smoke batch), NaN onc
         return z * float("nan") if self.training else z
 
 
+class LateRaise(TinyHead):  # passes the smoke batch, raises once training is under way
+    calls = 0
+
+    def forward(self, batch):
+        LateRaise.calls += 1
+        if LateRaise.calls > 3:
+            raise ValueError("late boom")
+        return super().forward(batch)
+
+
+class ExitInForward(TinyHead):
+    def forward(self, batch):
+        raise SystemExit(0)
+
+
 class StringStreams(TinyHead):
     @classmethod
     def required_streams(cls, cfg):
@@ -993,3 +1008,40 @@ def test_a_checkpoint_copied_from_a_run_of_another_split_is_named(tmp_path):
     shutil.copy(fold_dir(lopo, 1) / "checkpoint.pt", fold_dir(loso, 1) / "checkpoint.pt")
     with pytest.raises(EmofuseError, match="was trained for another test set than fold 1"):
         load_fold_model(loso, 1)
+
+
+def test_a_user_head_that_raises_during_training_is_one_line_naming_fold_and_line(
+    tmp_path, monkeypatch
+):
+    """Round-7 audit: a ValueError from the head's forward after the smoke batch was a 51-line
+    traceback, exit 1; now one line naming the head, the fold, the error and its line."""
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "LateRaise")
+    source_line = BROKEN_HEADS.splitlines().index('            raise ValueError("late boom")') + 1
+    assert line == (
+        f"error: head {spec} failed while training fold 1 (ValueError: late boom, at "
+        f"{spec.rpartition(':')[0]} line {source_line}); fix the head, then rerun the same "
+        "command (finished folds are kept)"
+    ), line
+
+
+def test_a_user_head_that_calls_sys_exit_is_an_error_not_a_silent_success(tmp_path, monkeypatch):
+    """Round-7 audit: SystemExit(0) from the head ended train with exit 0 and no line at all."""
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "ExitInForward")
+    assert line.startswith(f"error: head {spec}: its forward failed on a batch"), line
+    assert "(SystemExit: 0, at " in line and not out.exists()
+
+
+def test_a_head_too_large_for_the_free_memory_is_refused_before_it_is_allocated(
+    tmp_path, monkeypatch
+):
+    """Round-7 audit: `--set hidden=100000000` was killed by the OOM killer without a word."""
+    from tests.train import tiny_head
+
+    source = f"from {tiny_head.__name__} import TinyHead\n"
+    line, out, spec = _train_user_head(
+        tmp_path, monkeypatch, "TinyHead", "--set", "hidden=100000000", source=source
+    )
+    assert line.startswith(f"error: head {spec} would have "), line
+    assert "GiB with gradients and optimizer state), more than the " in line
+    assert line.endswith("of memory free; choose smaller sizes than --set hidden=100000000")
+    assert not out.exists()

@@ -38,7 +38,7 @@ def read_predictions(path: Path) -> dict[str, Any]:
     """``{"ids", "fold", "true", "predicted", "labels", "probs" (N, C)}`` from a predictions CSV;
     a file that is not one (cut, edited, overwritten) is a one-line error naming it."""
     if not path.is_file():
-        raise EmofuseError(f"{path} is missing; rerun `emofuse train` for this run folder")
+        raise EmofuseError(f"{path} is missing (deleted or lost); {_redo_advice(path)}")
     try:
         return parse_predictions(path)
     except (UnicodeDecodeError, csv.Error, ValueError) as err:

@@ -1045,3 +1045,19 @@ def test_a_head_too_large_for_the_free_memory_is_refused_before_it_is_allocated(
     assert "GiB with gradients and optimizer state), more than the " in line
     assert line.endswith("of memory free; choose smaller sizes than --set hidden=100000000")
     assert not out.exists()
+
+
+def test_a_deleted_fold_predictions_file_names_the_fold_to_retrain(run, tmp_path, cache):
+    """Round-7 audit: "predictions.csv is missing; rerun `emofuse train` for this run folder", and
+    that rerun stopped on the same line (the fold still has its checkpoint and metrics)."""
+    out = copy(run, tmp_path)
+    gone = fold_dir(out, 2) / "predictions.csv"
+    gone.unlink()
+    expected = (
+        f"error: {gone} is missing (deleted or lost); delete {gone.parent} and rerun "
+        f"{train_command(out)} (it retrains that fold only)"
+    )
+    assert _one_error_line(CliRunner().invoke(cli, ["report", str(out)])) == expected
+    shutil.rmtree(gone.parent)  # as the line says
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2] and gone.is_file()

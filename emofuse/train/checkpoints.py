@@ -103,6 +103,13 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
                         if json.dumps(loop.get(k)) != json.dumps(config["loop"].get(k)))  # fmt: skip
         if differ:
             key = differ[0]
+            if _every_fold_trained_with(run, loop):  # config.json is the odd one out
+                raise EmofuseError(
+                    f"{path} says {key} {json.dumps(config['loop'].get(key))} but every finished "
+                    f"fold of {run} was trained with {json.dumps(loop.get(key))} (their "
+                    f'checkpoints): config.json was edited; restore its "loop" to '
+                    f"{json.dumps(loop, sort_keys=True)} (keep the folds)"
+                )
             raise EmofuseError(
                 f"{ckpt_path} was trained with other settings than {run} ({key} "
                 f"{json.dumps(loop.get(key))} vs {json.dumps(config['loop'].get(key))}), copied "
@@ -117,6 +124,24 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
             f"{ckpt_path} is not this run's head's: it holds a {held} model of another "
             f"{what} than {run} trained ({trained}), copied from another run?; {fix()}"
         )
+
+
+def _every_fold_trained_with(run: Path, loop: dict) -> bool:
+    """Do two or more finished folds of ``run`` exist, every one's checkpoint of this ``loop``?
+    (Then config.json is what changed, not one copied checkpoint.) Tensors are not read."""
+    folds = finished_folds(run)
+    if len(folds) < 2:
+        return False
+    for k in folds:
+        try:
+            other = _load(run, fold_dir(run, k) / "checkpoint.pt", "cpu", mmap=True)
+        except EmofuseError:
+            return False
+        if not isinstance(other, dict) or json.dumps(other.get("loop"), sort_keys=True) != (
+            json.dumps(loop, sort_keys=True)
+        ):
+            return False
+    return True
 
 
 def _fold_labels(d: Path) -> list[str] | None:

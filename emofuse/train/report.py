@@ -150,7 +150,8 @@ def plot_confusion(confusion: dict[str, Any], labels: list[str], path: Path) -> 
 
 def plot_curves(run: Path, path: Path) -> bool:
     """Training/validation loss and validation UA per epoch, one line per fold (False: no curves)."""
-    from emofuse.train.rundir import finished_folds, fold_dir, read_curves
+    from emofuse.train.curves import read_curves
+    from emofuse.train.rundir import finished_folds, fold_dir
 
     # finished folds only: a fold being trained (or killed mid-epoch) is not reported
     files = [fold_dir(run, k) / "curves.jsonl" for k in finished_folds(run)]

@@ -22,6 +22,7 @@ from emofuse import faults
 from emofuse.errors import EmofuseError, check_out_path, os_reason, write_fix
 from emofuse.fileio import atomic_open, write_json
 from emofuse.train.command import train_command
+from emofuse.train.curves import read_curves
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.loop import FoldOutput
@@ -196,8 +197,17 @@ def check_finished_folds(run: Path, folds: Sequence[int], trained: bool = True) 
     it, never a run reported complete with a fold that predict cannot load."""
     check_metrics(run, folds)
     for k in folds:
-        if (fold_dir(run, k) / "curves.jsonl").is_file():
-            read_curves(fold_dir(run, k) / "curves.jsonl")
+        curves = fold_dir(run, k) / "curves.jsonl"
+        if curves.is_file():
+            rows = read_curves(curves)
+            ran = read_metrics(fold_dir(run, k) / "metrics.json", k)["epochs_run"]
+            if len(rows) != ran:  # appended to, or cut
+                raise EmofuseError(
+                    f"{curves} holds {len(rows)} epochs but fold {k} ran {ran} (its "
+                    f"metrics.json); {_redo_advice(curves)}"
+                )
+        elif (fold_dir(run, k) / "checkpoint.pt").exists():  # trained (not fused): train wrote one
+            raise EmofuseError(f"{curves} is missing (deleted or lost); {_redo_advice(curves)}")
     if trained:
         check_checkpoints(run, folds)
 
@@ -376,27 +386,6 @@ def check_metrics(run: Path, folds: Sequence[int]) -> None:
     """Each finished fold's metrics.json is whole (:func:`read_metrics`), else one line naming it."""
     for k in folds:
         read_metrics(fold_dir(run, k) / "metrics.json", k)
-
-
-def read_curves(path: Path) -> list[dict[str, Any]]:
-    """One fold's curves.jsonl; a damaged line is a one-line error naming the file and line."""
-    rows = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict) or not {"epoch", "train_loss", "val_loss", "val_UA"} <= set(
-            row
-        ):
-            raise EmofuseError(
-                f"{path} line {n} is damaged; delete {path.parent} and rerun `emofuse train` "
-                "(it retrains that fold only)"
-            )
-        rows.append(row)
-    return rows
 
 
 def check_out(out: Path, cache_path: str | Path | None) -> None:

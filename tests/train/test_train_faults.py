@@ -254,11 +254,44 @@ def test_a_full_disk_while_the_summary_is_written_leaves_no_stale_summary(run, t
     assert sorted(set(read_predictions(out / "val_predictions.csv")["fold"])) == [1, 2]
 
 
+@pytest.mark.parametrize(
+    "change, why",
+    [("delete", "is missing (deleted or lost)"),
+     ("val_UA 7", "line 3 is damaged (val_UA 7 is not between 0 and 1)"),
+     ("loss NaN", "line 3 is damaged (train_loss nan is not a finite number)"),
+     ("epoch 9", "line 3 is damaged (epoch 9 where epoch 3 was due)"),
+     ("extra epoch", "holds 3 epochs but fold 2 ran 2")],
+)  # fmt: skip
+def test_a_deleted_or_implausible_curves_file_is_one_line_naming_the_fold(
+    run, tmp_path, cache, change, why
+):
+    """Round-7 audit: a deleted curves.jsonl dropped the fold from curves.png without a word, and
+    an appended row with val UA 7 (700 %) at an epoch that never ran was drawn."""
+    out = copy(run, tmp_path)
+    curves = fold_dir(out, 2) / "curves.jsonl"
+    rows = [json.loads(x) for x in curves.read_text().splitlines()]
+    assert len(rows) == 2  # LOOP runs 2 epochs
+    extra = {**rows[-1], "epoch": 3}
+    if change == "delete":
+        curves.unlink()
+    else:
+        extra.update({"val_UA 7": {"val_UA": 7}, "loss NaN": {"train_loss": float("nan")},
+                      "epoch 9": {"epoch": 9}, "extra epoch": {}}[change])  # fmt: skip
+        curves.write_text(curves.read_text() + json.dumps(extra) + "\n")
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: {curves} {why}"), line
+    assert line.endswith(
+        f"delete {curves.parent} and rerun {train_command(out)} (it retrains that fold only)"
+    )
+
+
 def test_a_damaged_curves_file_is_found_before_a_resume_trains_anything(run, tmp_path, cache):
     out = copy(run, tmp_path)
     curves = fold_dir(out, 2) / "curves.jsonl"
     curves.write_text("{not json\n")
-    with pytest.raises(EmofuseError, match=r"fold_02/curves.jsonl line 1 is damaged; delete"):
+    with pytest.raises(
+        EmofuseError, match=r"fold_02/curves.jsonl line 1 is damaged \(not valid JSON"
+    ):
         train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
     assert not fold_dir(out, 3).exists()  # no fold was trained only to fail at the report
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from emofuse import faults
 from emofuse.cache.schema import canonical_json, little_endian
+from emofuse.errors import EmofuseError, os_reason
 from emofuse.fileio import atomic_open, fsync_path
 
 PART_RE = re.compile(r"^rank(\d{3,})-(\d{6,})$")
@@ -255,3 +256,23 @@ class Part:
 
     def release(self) -> None:
         self._arrays.clear()
+
+
+def read_journal_json(path: Path, fix: str) -> dict:
+    """A journal file (manifest.json, index.json); a torn or unreadable one is one line: ``fix``."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise EmofuseError(f"cannot read {path} ({os_reason(err)}); {fix}") from None
+    except UnicodeDecodeError:
+        raise EmofuseError(
+            f"{path} is damaged (not UTF-8 text: torn or overwritten); {fix}"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise EmofuseError(
+            f"{path} is damaged (not valid JSON: {err.msg} at character {err.pos}: torn or "
+            f"edited); {fix}"
+        ) from None
+    if not isinstance(value, dict):
+        raise EmofuseError(f"{path} is damaged (not a JSON object); {fix}")
+    return value

@@ -32,6 +32,7 @@ from emofuse.cache.parts import (
     list_parts,
     part_damage,
     part_name,
+    read_journal_json,
     remove_stale_temps,
     row_crcs,
     set_aside,
@@ -164,7 +165,7 @@ class CacheWriter:
         manifest_file = self.folder / MANIFEST
         restart = f"delete {self.folder} and rerun to extract from scratch"
         if manifest_file.is_file():
-            manifest = _read_json(manifest_file, restart)
+            manifest = read_journal_json(manifest_file, restart)
             self._check_fingerprint(manifest, str(self.folder))
         elif committed := list_parts(self.folder):
             raise EmofuseError(
@@ -261,7 +262,7 @@ class CacheWriter:
             redo = f"delete the folder {path} (its utterances are extracted again) and rerun"
             index = self._indexes.get(path.name)
             if index is None:
-                index = _read_json(path / "index.json", redo)
+                index = read_journal_json(path / "index.json", redo)
                 if index.get("fingerprint", self.fingerprint) != self.fingerprint:
                     raise EmofuseError(
                         f"{path} was extracted with other settings than {self.folder}/{MANIFEST} "
@@ -493,23 +494,3 @@ class CacheWriter:
             self.close()
         else:  # keep what was done for the resume; never consolidate a failed run
             self.flush()
-
-
-def _read_json(path: Path, fix: str) -> dict:
-    """A journal file (manifest.json, index.json); a torn or unreadable one is one line: ``fix``."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise EmofuseError(f"cannot read {path} ({os_reason(err)}); {fix}") from None
-    except UnicodeDecodeError:
-        raise EmofuseError(
-            f"{path} is damaged (not UTF-8 text: torn or overwritten); {fix}"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise EmofuseError(
-            f"{path} is damaged (not valid JSON: {err.msg} at character {err.pos}: torn or "
-            f"edited); {fix}"
-        ) from None
-    if not isinstance(value, dict):
-        raise EmofuseError(f"{path} is damaged (not a JSON object); {fix}")
-    return value

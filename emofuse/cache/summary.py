@@ -7,6 +7,7 @@ from typing import Any
 
 from emofuse.cache.backends import BACKENDS
 from emofuse.cache.reader import Cache
+from emofuse.locks import busy, live_holder
 
 
 def backend_label(kind: str) -> str:
@@ -31,6 +32,7 @@ def summarize(cache: Cache) -> dict[str, Any]:
         }
     raw, disk = cache.raw_bytes(), cache.disk_bytes()
     damaged = cache.damage()
+    writer = live_holder(cache.path) if not cache.complete else None
     return {
         "path": str(cache.path),
         "backend": backend_label(cache._store.kind),
@@ -50,6 +52,7 @@ def summarize(cache: Cache) -> dict[str, Any]:
         "raw_bytes": raw,
         "disk_bytes": disk,
         "disk_over_raw": round(disk / raw, 4) if raw else None,
+        "being_written_by": writer,  # the lock record of a live extract, or None
     }
 
 
@@ -63,6 +66,8 @@ def human(n: float) -> str:
 
 def format_summary(s: dict[str, Any]) -> str:
     state = "complete" if s["complete"] else "INCOMPLETE"
+    if s.get("being_written_by"):  # not interrupted: a live extract is at work
+        state += f", {busy(s['being_written_by'])}"
     if s.get("damaged"):
         fix = (
             "rerun the same `emofuse extract`: it sets damaged parts aside and encodes their "

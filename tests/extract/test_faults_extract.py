@@ -500,6 +500,10 @@ def test_sigterm_or_sighup_during_extract_is_the_interrupted_line_and_the_rerun_
         assert error_line(busy.output).startswith(
             f"error: {out} is incomplete (being written by emofuse extract (pid {child.pid} on "
         ) and busy.output.rstrip().endswith("wait for it to finish)")
+        info = CliRunner().invoke(cli, ["info", str(out)])
+        assert info.exit_code == 0 and (
+            f"INCOMPLETE, being written by emofuse extract (pid {child.pid} on " in info.output
+        ), info.output
         os.kill(child.pid, sig)  # pending until the child runs again
         os.kill(child.pid, signal.SIGCONT)
         _out, err = child.communicate(timeout=300)

@@ -73,7 +73,12 @@ def _granularity(ctx, param, value: str) -> tuple[str, ...]:
     "float32 on other CPUs); the cache stores float16",
 )
 @click.option("--batch-seconds", type=FiniteFloatRange(min=1.0), default=120.0, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="first N utterances only")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="first N rows of the corpus only (rows --skip-missing drops count)",
+)
 @click.option("--strict", is_flag=True, help="bad audio is fatal instead of skipped")
 @click.option("--fbank", is_flag=True, help="also store 80-bin log-mel frames")
 @click.option(

@@ -29,7 +29,9 @@ SPLITS = ("train", "val", "test")
 GENDERS = {"f": "F", "female": "F", "m": "M", "male": "M"}
 
 SKIP_MISSING = "audio file missing (--skip-missing)"
-SKIP_UNREADABLE = "audio unreadable by soundfile (--skip-missing)"
+SKIP_UNREADABLE = (
+    "audio unreadable: not an audio file (a folder, a pipe, empty or undecodable; --skip-missing)"
+)
 SKIP_LABEL = "label not in --classes"
 SKIP_RATE = f"sample rate outside {RATE_RANGE} (--skip-missing)"
 AUDIO_SKIPS = (

@@ -136,10 +136,19 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
         old["head"] = absolute_head(old["head"])
     was, now = old.get("cache_digest"), config.get("cache_digest")
     if was is not None and now is not None and was != now:  # a run made before it was recorded
-        raise EmofuseError(  # has none: its resume is checked as before
-            f"run folder {out} was trained on other contents of cache {config['cache']} (content "
-            f"digest {str(was)[:12]}… then, {str(now)[:12]}… now: re-extracted or replaced with "
-            "the same settings); train into a new --out, or put the original cache back to resume"
+        same = old.get("cache_fingerprint") == config.get(
+            "cache_fingerprint"
+        )  # has none: as before
+        how = (
+            f"content digest {str(was)[:12]}… then, {str(now)[:12]}… now: re-extracted or replaced "
+            "with the same settings"
+            if same
+            else f"extraction fingerprint {str(old.get('cache_fingerprint'))[:12]}… then, "
+            f"{str(config.get('cache_fingerprint'))[:12]}… now: another extraction put at its path"
+        )
+        raise EmofuseError(
+            f"run folder {out} was trained on other contents of cache {config['cache']} ({how}); "
+            "train into a new --out, or put the original cache back to resume"
         )
     for key in sorted(set(old) | set(config)):
         if key in RESUME_FREE:

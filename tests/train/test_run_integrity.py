@@ -280,6 +280,14 @@ def test_a_resume_on_a_cache_of_other_contents_with_the_same_settings_is_refused
         "settings); train into a new --out, or put the original cache back to resume"
     ), err.value
     assert not (out / "fold_02").exists()
+    second.fingerprint = "c" * 64  # another extraction (other settings) put at the path
+    with pytest.raises(EmofuseError) as err:
+        train_run(second, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert (
+        f"(extraction fingerprint {first.fingerprint[:12]}… then, cccccccccccc… now: another "
+        "extraction put at its path)" in str(err.value)
+    ), err.value  # round-7 row 34: not "same"
+    second.fingerprint = first.fingerprint
     config = json.loads((out / "config.json").read_text())
     config.pop("cache_digest")  # a run made before the digest was recorded
     (out / "config.json").write_text(json.dumps(config))

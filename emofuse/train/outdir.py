@@ -63,6 +63,19 @@ def check_run_out(out: Path, command: str) -> None:
 def not_a_run(run: Path, command: str) -> EmofuseError:
     """The one-line refusal for a folder that holds no run, pointing at the run inside it where
     it is a folder of ``emofuse reproduce`` (its root holds rows, each row holds seed runs)."""
+    if (run / "config.json").is_file() and not (run / "folds.json").exists():
+        from emofuse.train.command import train_command
+
+        trained = "cache" in (_json_object(run / "config.json") or {})  # fuse writes no cache
+        return EmofuseError(  # a run that lost its fold plan
+            f"{run / 'folds.json'} is missing (deleted or lost); "
+            + (
+                f"rerun {train_command(run)} (it writes the fold plan again and keeps the "
+                "finished folds)"
+                if trained
+                else "fuse its runs again into a new --out"
+            )
+        )
     return reproduce_refusal(run, command) or EmofuseError(
         f"{run} is not a run folder (no folds.json/config.json): train it first"
     )

@@ -1094,3 +1094,19 @@ def test_a_deleted_fold_predictions_file_names_the_fold_to_retrain(run, tmp_path
     shutil.rmtree(gone.parent)  # as the line says
     summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
     assert [f["fold"] for f in summary["folds"]] == [1, 2] and gone.is_file()
+
+
+def test_a_run_that_lost_its_folds_json_is_named_as_such_and_the_train_rerun_mends_it(
+    run, tmp_path, cache
+):
+    """Round-7 audit: report said the folder "is not a run folder" though config.json and its
+    finished folds were there."""
+    out = copy(run, tmp_path)
+    (out / "folds.json").unlink()
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line == (
+        f"error: {out / 'folds.json'} is missing (deleted or lost); rerun {train_command(out)} "
+        "(it writes the fold plan again and keeps the finished folds)"
+    ), line
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2] and (out / "folds.json").is_file()

@@ -144,6 +144,11 @@ class HeadConfig:
             raise EmofuseError(
                 f"--set layer_mix={self.layer_mix}: choose one of {', '.join(LAYER_MIXES)}"
             )
+        if self.mix_index != -1 and self.layer_mix != "single":  # it would be ignored
+            raise EmofuseError(
+                f"--set mix_index={self.mix_index} picks a layer for layer_mix=single only (this "
+                f"config mixes them: {self.layer_mix}); add --set layer_mix=single, or drop it"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise EmofuseError(f"--set dropout={self.dropout}: dropout must be in [0, 1)")
         for key in SIZE_FIELDS:  # widths and head counts of any head that has them

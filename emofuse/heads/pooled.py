@@ -48,14 +48,9 @@ class PooledConfig(HeadConfig):
     combine: str = "ensemble"  # ensemble: a linear probe per layer | mix: layer mix, one classifier
 
     def validate(self) -> None:
-        super().validate()
-        if self.hidden < 0:
-            raise EmofuseError(f"--set hidden={self.hidden}: use 0 (linear) or a positive width")
-        if self.stats not in ("meanstd", "mean"):
-            raise EmofuseError(f"--set stats={self.stats}: choose meanstd or mean")
-        if self.combine not in ("mix", "ensemble"):
-            raise EmofuseError(f"--set combine={self.combine}: choose mix or ensemble")
-        if self.combine == "ensemble":  # options of the mix that the ensemble has no use for
+        # options of the mix that the ensemble has no use for (before the base checks, which
+        # would name a lesser cause: mix_index without layer_mix=single)
+        if self.combine == "ensemble":
             defaults = {f.name: f.default for f in fields(self)}
             for key in ("hidden", "layer_mix", "mix_index", "layer_norm"):
                 value = getattr(self, key)
@@ -64,6 +59,13 @@ class PooledConfig(HeadConfig):
                         f"--set {key}={value} needs --set combine=mix (the default ensemble is a "
                         "linear probe per layer)"
                     )
+        super().validate()
+        if self.hidden < 0:
+            raise EmofuseError(f"--set hidden={self.hidden}: use 0 (linear) or a positive width")
+        if self.stats not in ("meanstd", "mean"):
+            raise EmofuseError(f"--set stats={self.stats}: choose meanstd or mean")
+        if self.combine not in ("mix", "ensemble"):
+            raise EmofuseError(f"--set combine={self.combine}: choose mix or ensemble")
 
 
 class Standardize(nn.Module):

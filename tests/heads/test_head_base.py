@@ -37,6 +37,15 @@ def test_single_and_mean_mixes_have_no_parameters() -> None:
         LayerMix(4, "single", 4)
 
 
+def test_a_layer_index_without_the_single_mix_is_refused_not_ignored() -> None:
+    """Round-7 audit: `--set mix_index=5` with the default weighted mix was accepted, recorded in
+    config.json and ignored."""
+    cls = get_head("audio")
+    with pytest.raises(EmofuseError, match=r"mix_index=5 picks a layer for layer_mix=single only"):
+        cls.make_config("small", {"mix_index": "5"})
+    assert cls.make_config("small", {"mix_index": "1", "layer_mix": "single"}).mix_index == 1
+
+
 def test_concat_mix_keeps_every_layer_and_every_head_sizes_its_projection_from_it() -> None:
     x = torch.randn(3, 4, 8)  # (T, L, D)
     mix = LayerMix(4, "concat")

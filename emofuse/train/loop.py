@@ -118,7 +118,24 @@ def mix_batch(
     return out, perm, lam
 
 
-def _not_finite(fold: int, epoch: int, what: str, cfg: LoopConfig) -> EmofuseError:
+SANE_WEIGHT = 1e4  # |weight| below which a loss gone non-finite is the forward's doing
+
+
+def _not_finite(
+    fold: int, epoch: int, what: str, cfg: LoopConfig, model: nn.Module, head: str = "the head"
+) -> EmofuseError:
+    """A loss gone non-finite: diverged weights (the lr's doing), or a forward that emits NaN or
+    inf from finite, ordinary weights (the head's: a lower lr cannot help). Weights of a trained
+    head on z-scored inputs are O(1); below ``SANE_WEIGHT`` they cannot overflow its logits."""
+    largest = max(
+        (float(p.detach().abs().max()) for p in model.parameters() if p.numel()), default=0.0
+    )
+    if np.isfinite(largest) and largest < SANE_WEIGHT:
+        return EmofuseError(
+            f"fold {fold}, epoch {epoch}: the {what} went non-finite (NaN or inf) while every "
+            f"weight of {head} is finite and small (largest {largest:.3g}), so its forward "
+            "produced it (a lower --lr or --grad-clip cannot help); fix the head's forward"
+        )
     return EmofuseError(
         f"fold {fold}, epoch {epoch}: the {what} went non-finite (NaN or inf) with lr {cfg.lr:g}; "
         "lower --lr, or set --grad-clip 1"
@@ -194,8 +211,13 @@ def train_fold(
                     )
                 else:
                     loss = loss_fn(model(batch).float(), y)  # (B, C) logits
-            if epoch == 1 and seen == 0 and not bool(torch.isfinite(loss)):  # one sync a fold
-                raise _broken_forward(fold.fold, head)
+            # on the CPU every step is checked (no sync to save): the weights are then the
+            # ones that gave the NaN, so the lr and the head's forward can be told apart
+            first = epoch == 1 and seen == 0
+            if (first or device.type == "cpu") and not bool(torch.isfinite(loss)):
+                if first:  # one sync a fold on a GPU
+                    raise _broken_forward(fold.fold, head)
+                raise _not_finite(fold.fold, epoch, "training loss", cfg, model, head)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -208,11 +230,11 @@ def train_fold(
             seen += len(b)
         train_loss = float(total) / max(seen, 1)
         if not np.isfinite(train_loss):
-            raise _not_finite(fold.fold, epoch, "training loss", cfg)
+            raise _not_finite(fold.fold, epoch, "training loss", cfg, model, head)
         val_logits = forward_all(judged, data, va, cfg.batch_size)  # (N_val, C)
         val_loss = float(val_loss_fn(val_logits, val_true))
         if not np.isfinite(val_loss):
-            raise _not_finite(fold.fold, epoch, "validation loss", cfg)
+            raise _not_finite(fold.fold, epoch, "validation loss", cfg, judged, head)
         val_scores = scores(names[val_true.numpy()], names[val_logits.argmax(1).numpy()])
         row = {
             "fold": fold.fold,

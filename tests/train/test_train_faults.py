@@ -904,6 +904,15 @@ class LateRaise(TinyHead):  # passes the smoke batch, raises once training is un
         return super().forward(batch)
 
 
+class LateNan(TinyHead):  # finite on the first batches, NaN from its 4th training call
+    calls = 0
+
+    def forward(self, batch):
+        z = super().forward(batch)
+        LateNan.calls += self.training
+        return z * float("nan") if LateNan.calls > 3 else z
+
+
 class ExitInForward(TinyHead):
     def forward(self, batch):
         raise SystemExit(0)
@@ -1110,3 +1119,14 @@ def test_a_run_that_lost_its_folds_json_is_named_as_such_and_the_train_rerun_men
     ), line
     summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
     assert [f["fold"] for f in summary["folds"]] == [1, 2] and (out / "folds.json").is_file()
+
+
+def test_a_forward_that_turns_nan_from_finite_weights_is_blamed_on_the_head_not_the_lr(
+    tmp_path, monkeypatch
+):
+    """Round-7 audit: a head's forward emitting NaN mid-epoch got "lower --lr, or set --grad-clip
+    1", which cannot help; the weights were still finite and small."""
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "LateNan", "--batch-size", "2")
+    assert line.startswith("error: fold 1, epoch 1: the training loss went non-finite"), line
+    assert f"while every weight of {spec} is finite and small" in line
+    assert line.endswith("fix the head's forward") and "lower --lr, or" not in line

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from emofuse.cli.options import OUT
+from emofuse.errors import EmofuseError
 
 
 @click.command("compare")
@@ -32,6 +33,12 @@ def compare_command(runs, as_json, out, resamples, seed) -> None:
     a 95 % bootstrap CI (utterances resampled within folds) and a Wilcoxon test over folds."""
     from emofuse.train.compare import compare_runs, format_compare, write_compare
 
+    if out is not None:  # before the work: compare.* never land in (or under) a run folder
+        from emofuse.train.outdir import check_outside_runs, is_run_folder
+
+        if is_run_folder(out):
+            raise EmofuseError(f"--out {out} is a run folder; give a new folder for the comparison")
+        check_outside_runs(out, "a folder for the comparison")
     result = compare_runs(runs, resamples=resamples, seed=seed)
     if out is not None:
         write_compare(result, out)

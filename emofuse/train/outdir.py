@@ -38,7 +38,10 @@ def is_run_folder(out: Path) -> bool:
     plan = _json_object(out / "folds.json")
     if plan is not None and PLAN_KEYS <= set(plan) and isinstance(plan.get("folds"), list):
         return True
-    names = {p.name for p in out.iterdir()}
+    try:
+        names = {p.name for p in out.iterdir()}
+    except OSError:  # not there (or not a readable folder): holds no run
+        return False
     return bool(names) and names <= FIRST_WRITE_LEFTOVERS
 
 
@@ -58,6 +61,24 @@ def check_run_out(out: Path, command: str) -> None:
         f"config.json or folds.json in it); {command} would overwrite its files there: give a "
         "new or empty --out"
     )
+
+
+def enclosing_run(out: Path) -> Path | None:
+    """The run folder (trained or fused) that ``out`` lies inside, or None: a run written into
+    another's folder is one ``rm -rf fold_01`` (advice other commands give) away from loss."""
+    for parent in Path(out).resolve().parents:
+        if is_run_folder(parent):
+            return parent
+    return None
+
+
+def check_outside_runs(out: Path, what: str) -> None:
+    """One line when ``out`` is inside a run folder; ``what`` names what ``out`` is for."""
+    run = enclosing_run(out)
+    if run is not None:
+        raise EmofuseError(
+            f"--out {out} is inside the run folder {run}; give {what} outside any run folder"
+        )
 
 
 def not_a_run(run: Path, command: str) -> EmofuseError:

@@ -27,7 +27,7 @@ from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.loop import FoldOutput
 from emofuse.train.metrics import summarize
-from emofuse.train.outdir import check_run_out
+from emofuse.train.outdir import check_outside_runs, check_run_out
 from emofuse.train.predfiles import file_sha256, parse_predictions, write_predictions
 
 
@@ -398,6 +398,7 @@ def check_out(out: Path, cache_path: str | Path | None) -> None:
 
     check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
     check_run_out(out, "emofuse train")  # a folder of the user's files is never written into
+    check_outside_runs(out, "a folder for the run")
     if is_fused_folder(out):
         raise EmofuseError(
             f"--out {out} is a late-fusion run folder (made by `emofuse fuse`), not a train run: "

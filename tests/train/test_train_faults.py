@@ -1130,3 +1130,27 @@ def test_a_forward_that_turns_nan_from_finite_weights_is_blamed_on_the_head_not_
     assert line.startswith("error: fold 1, epoch 1: the training loss went non-finite"), line
     assert f"while every weight of {spec} is finite and small" in line
     assert line.endswith("fix the head's forward") and "lower --lr, or" not in line
+
+
+def test_train_or_compare_into_a_run_folder_or_under_one_is_refused(run, tmp_path, cache):
+    """Round-7 audit: `train --out RUN/fold_01` wrote a run inside another run's fold (which the
+    advice "delete RUN/fold_01" elsewhere then destroys), and `compare --out RUN` dropped
+    compare.* into a member run."""
+    out = copy(run, tmp_path)
+    inner = fold_dir(out, 1) / "nested"
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, inner, "loso", loop=LOOP, folds=[1], progress=False)
+    assert str(err.value) == (
+        f"--out {inner} is inside the run folder {out.resolve()}; give a folder for the run "
+        "outside any run folder"
+    )
+    assert not inner.exists()
+    same = _one_error_line(
+        CliRunner().invoke(cli, ["compare", str(run), str(out), "--out", str(out)])
+    )
+    assert same == f"error: --out {out} is a run folder; give a new folder for the comparison"
+    assert not (out / "compare.md").exists()
+    elsewhere = CliRunner().invoke(
+        cli, ["compare", str(run), str(out), "--out", str(tmp_path / "c")]
+    )
+    assert "has 2 of 5 folds finished" in elsewhere.output  # past the --out check: runs are partial

@@ -72,9 +72,12 @@ def reach(stage: str, path: str | os.PathLike | None = None) -> None:
     elif action == "stop":
         os.kill(os.getpid(), signal.SIGSTOP)
     elif action == "devfull":
-        if path is None:
-            raise ValueError(
-                f"{ENV}: stage {stage!r} names no file, so it cannot lead to /dev/full"
+        if path is None:  # a test knob, but still one line, never a traceback
+            from emofuse.errors import EmofuseError
+
+            raise EmofuseError(
+                f"{ENV}: stage {stage!r} names no file, so it cannot lead to /dev/full (devfull "
+                "applies to consolidate-open)"
             )
         os.symlink("/dev/full", path)
     elif action in ("enospc", "erofs", "efbig"):

@@ -186,6 +186,11 @@ def backend_for(path: Path) -> Backend:
     names = " or ".join(
         f"{'/'.join(b.suffixes)} ({b.label})" for b in BACKENDS.values()
     )  # every suffix accepted is named
+    if any(Path(path).name.lower() in b.suffixes for b in BACKENDS.values()):  # ".h5" alone
+        raise EmofuseError(
+            f"{path}: a cache name needs a name before its suffix, e.g. "
+            f"{Path(path).with_name('NAME' + Path(path).name)}"
+        )
     raise EmofuseError(f"{path}: a cache name must end in {names}")
 
 

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,8 +61,16 @@ def consolidate(
         ) from err
     os.replace(tmp, path)
     fsync_path(path.parent)
-    faults.reach("consolidate-renamed")
-    shutil.rmtree(folder)  # only after the complete store is durable under its final name
+    try:  # only after the complete store is durable under its final name
+        faults.reach("consolidate-renamed")  # (an injected OSError here: the removal failing)
+        shutil.rmtree(folder)
+    except OSError as err:  # the store is whole: a leftover journal is worth a note, no more
+        print(
+            f"note: {path} is complete, but its parts folder {folder} could not be removed "
+            f"({os_reason(err)}); delete it by hand (the next run of extract also tries)",
+            file=sys.stderr,
+            flush=True,
+        )
     return digest
 
 

@@ -7,7 +7,6 @@ array at a time) so "what is done" looks exactly like a finished store.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from emofuse import __version__
-from emofuse.cache.parts import MANIFEST, Part, list_parts
+from emofuse.cache.parts import MANIFEST, Part, list_parts, read_journal_json
 from emofuse.cache.schema import (
     FIXED,
     FORMAT,
@@ -82,13 +81,16 @@ def read_block_rows(spec: ArraySpec, rows: int) -> int:
 
 
 def read_parts_manifest(folder: Path) -> dict:
-    file = folder / MANIFEST
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    """The journal's manifest.json (the settings every part was extracted with)."""
+    manifest = read_journal_json(
+        folder / MANIFEST, f"delete {folder} and rerun to extract from scratch"
+    )
+    if not isinstance(manifest.get("streams"), dict):
         raise EmofuseError(
-            f"{folder}: unreadable parts manifest ({err}); remove the folder to restart extraction"
-        ) from err
+            f"{folder / MANIFEST} is damaged (fields missing); delete {folder} and rerun to "
+            "extract from scratch"
+        )
+    return manifest
 
 
 class StoreLayout:

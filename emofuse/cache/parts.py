@@ -239,7 +239,12 @@ class Part:
 
     @cached_property
     def index(self) -> dict:
-        return json.loads((self.path / "index.json").read_text(encoding="utf-8"))
+        """The part's index.json; torn, lost or lacking its fields: one line naming the part."""
+        redo = f"delete the folder {self.path} (its utterances are extracted again) and rerun"
+        index = read_journal_json(self.path / "index.json", redo)
+        if not isinstance(index.get("ids"), list) or not isinstance(index.get("skipped"), list):
+            raise EmofuseError(f"{self.path / 'index.json'} is damaged (fields missing); {redo}")
+        return index
 
     @property
     def ids(self) -> list[str]:
@@ -270,7 +275,7 @@ def read_journal_json(path: Path, fix: str) -> dict:
         ) from None
     except json.JSONDecodeError as err:
         raise EmofuseError(
-            f"{path} is damaged (not valid JSON: {err.msg} at character {err.pos}: torn or "
+            f"{path} is damaged (not valid JSON: {err.msg}, character {err.pos}: torn or "
             f"edited); {fix}"
         ) from None
     if not isinstance(value, dict):

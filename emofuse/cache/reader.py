@@ -36,7 +36,7 @@ from emofuse.cache.schema import (
     StreamInfo,
     parts_dir,
 )
-from emofuse.cache.store import incomplete_message, open_store
+from emofuse.cache.store import incomplete_message, missing_cache_error, open_store
 from emofuse.cache.verify import UNVERIFIABLE, checksum_arrays
 from emofuse.errors import EmofuseError
 
@@ -450,4 +450,6 @@ def open_cache(path: str | Path, allow_incomplete: bool = False) -> Cache:
             store.close()
             raise EmofuseError(incomplete_message(path, done))
         return Cache(path, store, store.read_meta())
+    if folder.is_dir() and any(folder.glob("rank*")):  # a journal that lost its manifest
+        raise missing_cache_error(path)
     raise EmofuseError(f"no cache at {path}; run `emofuse extract` first or check the path")

@@ -31,6 +31,12 @@ def missing_cache_error(path: Path, option: str | None = "--cache") -> EmofuseEr
     path = Path(path)
     if (parts_dir(path) / "manifest.json").is_file():
         return EmofuseError(incomplete_message(path))
+    if parts_dir(path).is_dir() and any(parts_dir(path).glob("rank*")):  # its manifest lost
+        return EmofuseError(
+            f"{path} is incomplete and its journal {parts_dir(path)} has lost its manifest.json, "
+            "so the settings of its parts are unknown; delete that folder and rerun the "
+            "`emofuse extract` to extract from scratch"
+        )
     given = f"{option} {path}" if option else str(path)
     return EmofuseError(f"{given} does not exist; check the path, or run `emofuse extract` first")
 

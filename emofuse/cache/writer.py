@@ -146,7 +146,7 @@ class CacheWriter:
         self._digest = result.digest
         self._complete = True
         if self.rank == 0 and self.folder.is_dir():  # killed between the final rename and cleanup
-            shutil.rmtree(self.folder)
+            shutil.rmtree(self.folder, ignore_errors=True)  # consolidate noted it if it could not
 
     def _check_intact(self, store, meta: dict):
         """Every checksum and the content digest (which covers the recorded settings) re-read;

@@ -169,6 +169,16 @@ def run_extract(
                 "rerun to extract them all"
             )
         resumed = len(set(writer.stored_rows()) & corpus_ids)  # stored, not skipped
+        beyond = sorted(set(writer.stored_rows()) - corpus_ids) if writer.complete else []
+        if beyond and ddp.rank == 0:  # its digest and contents are of more than was asked
+            print(
+                f"note: {cfg.out} holds {len(beyond)} utterances beyond this corpus (first "
+                f"{beyond[0]!r}: extracted from a larger one, e.g. a bigger --limit); it is left "
+                "as it is and its digest is of all it holds: choose another --out for a store "
+                "of this corpus alone",
+                file=sys.stderr,
+                flush=True,
+            )
         summary = ExtractSummary(Path(cfg.out), resumed=resumed, is_main=ddp.rank == 0)
         if done and ddp.rank == 0:  # the cache's count, not this run's (every rank sees all parts)
             stored = writer.stored_rows()

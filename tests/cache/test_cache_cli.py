@@ -84,6 +84,13 @@ def test_not_a_cache(tmp_path):
     one_error_line(invoke("info", str(folder)), "not an emofuse cache")
     one_error_line(invoke("info", str(tmp_path / "missing.zarr")), "no cache at")
     one_error_line(invoke("info", str(tmp_path / "cache.txt")), "must end in .h5")
+    one_error_line(  # round-7 row 38: it said the name must end in .h5
+        invoke("info", str(tmp_path / ".h5")),
+        f"needs a name before its suffix, e.g. {tmp_path / 'NAME.h5'}",
+    )
+    lost = tmp_path / "lost.h5.parts" / "rank000-000000"  # a journal whose manifest.json is gone
+    lost.mkdir(parents=True)
+    one_error_line(invoke("info", str(tmp_path / "lost.h5")), "has lost its manifest.json")
     zero = tmp_path / "zero.h5"  # a copy that failed: empty, not "not an emofuse cache"
     zero.write_bytes(b"")
     one_error_line(invoke("verify", str(zero)), f"{zero} is empty (0 bytes")

@@ -197,6 +197,20 @@ def test_a_finished_limit_store_asked_to_grow_is_refused_before_any_work(
     assert hashlib.sha256(out.read_bytes()).hexdigest() == before
 
 
+def test_a_finished_store_rerun_on_a_smaller_corpus_says_it_holds_more(tmp_path, corpus_root, tiny):
+    """Round-7 audit: `--limit 5` on a finished `--limit 10` store said "5 were already there"
+    and printed the digest of all 10, as if it were the store of those 5."""
+    out = tmp_path / "big.h5"
+    base = extract_args(corpus_root, tiny, out, "--text-model", "none", "--speaker-model", "none")
+    assert CliRunner().invoke(cli, [*base, "--limit", "5"]).exit_code == 0
+    again = CliRunner().invoke(cli, [*base, "--limit", "3"])
+    assert again.exit_code == 0, again.output
+    notes = [x for x in again.output.splitlines() if x.startswith("note: ")]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {out} holds 2 utterances beyond this "
+                                                   "corpus (first "), again.output  # fmt: skip
+    assert notes[0].endswith("choose another --out for a store of this corpus alone")
+
+
 def test_dtype_auto_computes_in_bf16_only_where_the_cpu_has_native_bf16(
     tmp_path, corpus_root, tiny, monkeypatch
 ):

@@ -142,6 +142,12 @@ def test_progress_bars_are_drawn_on_a_terminal_only(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: True)
     shown = CliRunner().invoke(cli, [*args, str(tmp_path / "b")])
     assert shown.exit_code == 0 and "synth demo: 100%" in shown.output, shown.output
+    monkeypatch.setattr(emofuse.progress, "stderr_is_terminal", lambda: False)
+    again = CliRunner().invoke(cli, [*args, str(tmp_path / "a"), "--seed", "1"])  # over "a"
+    assert again.exit_code == 0 and again.output.startswith(  # round-7: it replaced it silently
+        f"note: replacing the synthetic corpus in {tmp_path / 'a'} (40 utterances, profile demo, "
+        "seed 0); caches extracted from it no longer match its audio\n"
+    ), again.output
 
 
 def _float_options():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,19 @@ def prepare(out: Path) -> None:
             raise EmofuseError(
                 f"{out} is not empty and not a synthetic corpus: choose a new --out or empty it"
             )
-        shutil.rmtree(out)  # our own earlier output: rewrite it from scratch
+        try:  # our own earlier output: rewrite it from scratch, saying so
+            old = json.loads((out / MARKER).read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("complete"):
+            print(
+                f"note: replacing the synthetic corpus in {out} ({old.get('utterances')} "
+                f"utterances, profile {old.get('profile')}, seed {old.get('seed')}); caches "
+                "extracted from it no longer match its audio",
+                file=sys.stderr,
+                flush=True,
+            )
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     # written first, so that an interrupted run can be overwritten by the next one
     (out / MARKER).write_text(json.dumps({"complete": False}) + "\n")

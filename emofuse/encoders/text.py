@@ -8,6 +8,7 @@ BERT's absolute positions and attention masks make padded batches equal one-at-a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,24 @@ class TextEncoder:
         return [states[i, :n].clone() for i, n in enumerate(lengths)]
 
 
+def _refuse_speech_model(name: str) -> None:
+    """A speech encoder's folder given as the text model: it has no tokenizer, and transformers
+    fails inside with an internal TypeError; say what the folder is instead."""
+    from emofuse.encoders.families import SPEECH_FAMILIES
+
+    try:
+        kind = json.loads((Path(name) / "config.json").read_text(encoding="utf-8")).get(
+            "model_type"
+        )
+    except (OSError, ValueError, AttributeError):
+        return  # a hub id, or no readable config: the loader says what is wrong
+    if kind in SPEECH_FAMILIES:
+        raise EmofuseError(
+            f"{OPTION} {name} is a speech model (model type {kind!r}), not a text model: give it as "
+            f"--speech-model, and a BERT-family model folder (with its tokenizer) as {OPTION}"
+        )
+
+
 def load_text_encoder(
     name_or_path: str | Path,
     device: str | torch.device = "cpu",
@@ -126,6 +145,7 @@ def load_text_encoder(
     """Load a BERT-family model + its fast tokenizer from a hub id or local folder."""
     name = str(name_or_path)
     check_folder(name, OPTION)
+    _refuse_speech_model(name)
     device, dtype = as_device(device), as_dtype(dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)

@@ -77,3 +77,15 @@ def test_missing_or_broken_folder_is_one_line_error(tmp_path):
         load_text_encoder(tmp_path)
     assert "--text-model" in str(err.value) or str(tmp_path) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_speech_model_given_as_the_text_model_is_named_as_such(tiny):
+    """Round-7 audit: a HuBERT folder as --text-model leaked transformers' internal TypeError
+    ("expected str, bytes or os.PathLike object, not NoneType") with save_pretrained advice."""
+    folder = tiny.speech["wav2vec2-group"]
+    with pytest.raises(EmofuseError) as err:
+        load_text_encoder(folder)
+    assert str(err.value) == (
+        f"--text-model {folder} is a speech model (model type 'wav2vec2'), not a text model: give "
+        "it as --speech-model, and a BERT-family model folder (with its tokenizer) as --text-model"
+    )

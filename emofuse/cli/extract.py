@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -137,7 +138,7 @@ def extract_cmd(**opts) -> None:
         from emofuse.cache.parts import list_parts
         from emofuse.cache.schema import parts_dir
 
-        parts = parts_dir(Path(cfg.out))
+        parts = parts_dir(Path(os.path.realpath(cfg.out)))  # an --out link names its target
         if not (parts.is_dir() and list_parts(parts)):
             raise KeyboardInterrupt(
                 "before any utterance was committed: rerun the same command to start again"

@@ -8,6 +8,8 @@ rerunning the same command resumes it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -95,6 +97,7 @@ def run_extract(
             "nothing to extract: --speech-model, --text-model and --speaker-model are all none (and "
             "no --fbank); give at least one model (or --fbank) so the cache holds features"
         )
+    cfg = _follow_out_link(cfg)
     # before the lock: even <out>.lock would be a stray file in another cache
     check_outside_caches(cfg.out, "a cache path")
     utts = list(utterances[: cfg.limit] if cfg.limit else utterances)
@@ -205,6 +208,21 @@ def run_extract(
             torch.set_num_threads(threads_before)
     summary.wall_seconds = time.perf_counter() - start
     return summary
+
+
+def _follow_out_link(cfg: ExtractConfig) -> ExtractConfig:
+    """An --out that is a symbolic link names the store at its target: the final rename would
+    otherwise replace the link with a file beside it (and the target's disk never get it)."""
+    link = Path(cfg.out)
+    if not link.is_symlink():
+        return cfg
+    target = Path(os.path.realpath(link))
+    if not target.parent.is_dir():
+        raise EmofuseError(
+            f"--out {link} is a symbolic link to {target}, whose folder {target.parent} does not "
+            "exist; create it (or fix the link), or give another --out"
+        )
+    return dataclasses.replace(cfg, out=type(cfg.out)(target))
 
 
 def _check_ids(utts: Sequence[Utterance]) -> None:

@@ -675,3 +675,26 @@ def test_a_parts_folder_that_cannot_be_removed_after_the_final_rename_is_a_note(
     assert "digest: " in result.output and open_cache(out).complete
     again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
     assert again.exit_code == 0 and not Path(f"{out}.parts").exists(), again.output
+
+
+def test_an_out_that_is_a_symbolic_link_writes_the_store_at_its_target(tmp_path, tiny, clips):
+    """Round-7 audit: a link to a not-yet-existing cache on another disk was replaced by a
+    regular file beside the link (the target never written); a link into a missing folder had
+    that folder created at its target path."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    (tmp_path / "disk").mkdir()
+    link = tmp_path / "link.h5"
+    link.symlink_to(tmp_path / "disk" / "real.h5")
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and (tmp_path / "disk" / "real.h5").is_file()
+    assert open_cache(link).complete and not Path(f"{link}.lock").exists()
+    dangling = tmp_path / "dangling.h5"
+    dangling.symlink_to(tmp_path / "nowhere" / "x.h5")
+    refused = CliRunner().invoke(cli, manifest_args(manifest, tiny, dangling))
+    assert refused.exit_code == 2 and error_line(refused.output) == (
+        f"error: --out {dangling} is a symbolic link to {tmp_path / 'nowhere' / 'x.h5'}, whose "
+        f"folder {tmp_path / 'nowhere'} does not exist; create it (or fix the link), or give "
+        "another --out"
+    )
+    assert not (tmp_path / "nowhere").exists() and dangling.is_symlink()

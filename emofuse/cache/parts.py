@@ -281,3 +281,13 @@ def read_journal_json(path: Path, fix: str) -> dict:
     if not isinstance(value, dict):
         raise EmofuseError(f"{path} is damaged (not a JSON object); {fix}")
     return value
+
+
+def is_journal(folder: Path) -> bool:
+    """Does ``folder`` hold only what a parts journal holds (its manifest, committed parts, their
+    temporary and set-aside copies)? Never a user's files to delete with it."""
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return False
+    return all(n == MANIFEST or n.startswith(("rank", ".tmp-", ".damaged-")) for n in names)

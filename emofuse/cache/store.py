@@ -62,9 +62,16 @@ def enclosing_cache(
         suffix = folder.suffix.lower()
         if any(suffix in b.suffixes and b.is_store(folder) for b in folders):
             return folder
-        if folder.name.endswith(".parts") and (folder / "manifest.json").is_file():
+        if folder.name.endswith(".parts") and (
+            (folder / "manifest.json").is_file() or _names_a_cache(folder.name[: -len(".parts")])
+        ):  # a cache's journal, even one not made yet: the cache's next run owns the folder
             return folder
     return None
+
+
+def _names_a_cache(name: str) -> bool:
+    suffix = Path(name).suffix.lower()
+    return any(suffix in b.suffixes for b in BACKENDS.values())
 
 
 def check_outside_caches(
@@ -77,7 +84,12 @@ def check_outside_caches(
     to give (e.g. "a run folder")."""
     cache = enclosing_cache(out, caches)
     if cache is not None:
-        raise EmofuseError(f"{option} {out} is inside the cache {cache}; give {instead} outside it")
+        where = (
+            f"{cache}, the extraction journal of the cache {str(cache)[: -len('.parts')]}"
+            if cache.name.endswith(".parts")
+            else f"the cache {cache}"
+        )
+        raise EmofuseError(f"{option} {out} is inside {where}; give {instead} outside it")
 
 
 LAYOUT = ("table", "streams", "checksums")  # what every finished cache holds at its root

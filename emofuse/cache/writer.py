@@ -29,6 +29,7 @@ from emofuse.cache.consolidate import consolidate
 from emofuse.cache.parts import (
     MANIFEST,
     commit_part,
+    is_journal,
     list_parts,
     part_damage,
     part_name,
@@ -145,7 +146,7 @@ class CacheWriter:
         self._rows = {uid: {c: table[c][i] for c in columns} for i, uid in enumerate(table["id"])}
         self._digest = result.digest
         self._complete = True
-        if self.rank == 0 and self.folder.is_dir():  # killed between the final rename and cleanup
+        if self.rank == 0 and is_journal(self.folder):  # killed between the rename and cleanup
             shutil.rmtree(self.folder, ignore_errors=True)  # consolidate noted it if it could not
 
     def _check_intact(self, store, meta: dict):

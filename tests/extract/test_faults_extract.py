@@ -388,17 +388,20 @@ def test_out_inside_another_cache_is_one_line_and_writes_nothing(tmp_path, tiny,
     interrupted(tmp_path, tiny, manifest, tmp_path / "c2.h5", 1)
     parts = tmp_path / "c2.h5.parts"
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    for out, cache in (
-        (zarr_cache / "inner.h5", zarr_cache),
-        (zarr_cache / "streams" / "deeper.zarr", zarr_cache),
-        (parts / "inner.h5", parts),
-    ):
+    journal = "{0}, the extraction journal of the cache {1}"
+    for out, where in (
+        (zarr_cache / "inner.h5", f"the cache {zarr_cache}"),
+        (zarr_cache / "streams" / "deeper.zarr", f"the cache {zarr_cache}"),
+        (parts / "inner.h5", journal.format(parts, tmp_path / "c2.h5")),
+        # round-7 row 70: the journal folder of a finished cache (not there now) is its too: the
+        # cache's next run removes a leftover journal, and a store in it with it
+        (zarr_cache.with_name("c1.zarr.parts") / "mine.h5",
+         journal.format(zarr_cache.with_name("c1.zarr.parts"), zarr_cache)),
+    ):  # fmt: skip
         result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
         assert result.exit_code == 2, result.output
         line = error_line(result.output)
-        assert (
-            line == f"error: --out {out} is inside the cache {cache}; give a cache path outside it"
-        )
+        assert line == f"error: --out {out} is inside {where}; give a cache path outside it"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     # beside the caches is fine, and so is resuming into the interrupted one itself
     assert CliRunner().invoke(cli, manifest_args(manifest, tiny, tmp_path / "c3.h5")).exit_code == 0
@@ -698,3 +701,20 @@ def test_an_out_that_is_a_symbolic_link_writes_the_store_at_its_target(tmp_path,
         "another --out"
     )
     assert not (tmp_path / "nowhere").exists() and dangling.is_symlink()
+
+
+def test_a_rerun_of_a_finished_store_removes_a_leftover_journal_only(tmp_path, tiny, clips):
+    """A finished store's rerun removes a journal left by a kill after the final rename, but a
+    folder of that name holding anything else (a user's files) is not deleted with it."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "done.h5"
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, out)).exit_code == 0
+    leftover = Path(f"{out}.parts")
+    (leftover / "rank000-000000").mkdir(parents=True)
+    (leftover / "manifest.json").write_text("{}")
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, out)).exit_code == 0
+    assert not leftover.exists()
+    leftover.mkdir()
+    (leftover / "notes.txt").write_text("mine")
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, out)).exit_code == 0
+    assert (leftover / "notes.txt").read_text() == "mine"

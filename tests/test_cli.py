@@ -148,6 +148,10 @@ def test_progress_bars_are_drawn_on_a_terminal_only(tmp_path, monkeypatch) -> No
         f"note: replacing the synthetic corpus in {tmp_path / 'a'} (40 utterances, profile demo, "
         "seed 0); caches extracted from it no longer match its audio\n"
     ), again.output
+    (tmp_path / "a" / "mynotes.txt").write_text("mine")  # a user's file beside ours
+    kept = CliRunner().invoke(cli, [*args, str(tmp_path / "a")])
+    assert kept.exit_code == 2 and "also holds files it did not write (mynotes.txt)" in kept.output
+    assert (tmp_path / "a" / "mynotes.txt").read_text() == "mine"
 
 
 def _float_options():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -39,12 +40,26 @@ CATEGORY = {
 ANNOTATORS = ("E1", "E2", "E3", "E4", "F1", "M1", "M5")
 
 
+def _ours(name: str) -> bool:
+    """A top-level name that a synthetic corpus holds (its marker, README, docs, sessions)."""
+    return name in (MARKER, "README.txt", "._README.txt", "Documentation") or bool(
+        re.fullmatch(r"Session\d+", name)
+    )
+
+
 def prepare(out: Path) -> None:
     """Make `out` ready: new or empty, or our own earlier output (removed); never anything else."""
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():
             raise EmofuseError(
                 f"{out} is not empty and not a synthetic corpus: choose a new --out or empty it"
+            )
+        foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name))
+        if foreign:  # the user's files beside ours: never deleted with our output
+            raise EmofuseError(
+                f"{out} is a synthetic corpus but also holds files it did not write "
+                f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''}); move them out, or "
+                "choose a new --out"
             )
         try:  # our own earlier output: rewrite it from scratch, saying so
             old = json.loads((out / MARKER).read_text())

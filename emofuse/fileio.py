@@ -44,6 +44,13 @@ def atomic_open(path: Path, mode: str = "w", tmp_tag: str = "", **kw: Any) -> It
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+    except RuntimeError as err:  # torch.save wraps a failed write (a full disk) in its own error
+        cause = err.__cause__ or err.__context__
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
+        raise
 
 
 def write_json(path: Path, obj: Any, tmp_tag: str = "") -> None:

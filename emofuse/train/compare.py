@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason, write_fix
+from emofuse.fileio import atomic_open
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
 from emofuse.train.outdir import finish_advice, not_a_run
@@ -311,8 +312,11 @@ def plot_compare(result: dict[str, Any], path: Path) -> None:
         ax_diff.set_xticks(xd, names[1:], rotation=30, ha="right", fontsize=8)
     ax_diff.set_title(f"UA difference vs {names[0]} (points)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_open(Path(path), "wb") as fh:
+            fig.savefig(fh, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_compare(result: dict[str, Any], out: str | Path) -> Path:
@@ -321,10 +325,19 @@ def write_compare(result: dict[str, Any], out: str | Path) -> Path:
 
     out = Path(out)
     check_out_path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "compare.md").write_text(
-        "# Run comparison\n\n" + format_compare(result) + "\n\n![comparison](compare.png)\n"
-    )
-    plot_compare(result, out / "compare.png")
+    try:  # each file whole or not there: a full disk never leaves one that looks like a result
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out / "compare.json") as fh:
+            fh.write(json.dumps(result, indent=1) + "\n")
+        with atomic_open(out / "compare.md") as fh:
+            fh.write(
+                "# Run comparison\n\n" + format_compare(result) + "\n\n![comparison](compare.png)\n"
+            )
+        plot_compare(result, out / "compare.png")
+    except OSError as err:
+        raise EmofuseError(
+            f"cannot write {err.filename or out} ({os_reason(err)}): "
+            + write_fix(err, f"free disk space or make {out} writable")
+            + ", then rerun the same command"
+        ) from None
     return out / "compare.md"

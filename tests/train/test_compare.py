@@ -136,6 +136,22 @@ def test_cli_json_and_out_folder(pair, tmp_path):
     assert "Wilcoxon p" in text and "pooled" in text
 
 
+@pytest.mark.parametrize("name", ["compare.json", "compare.png"])
+def test_a_full_disk_while_writing_the_comparison_is_one_line_and_leaves_no_file(
+    pair, tmp_path, name
+):
+    """Round-7 audit: a full disk under `compare --out` was a traceback, and a 0-byte
+    compare.json was left looking like a result. The temporary file is a link to /dev/full."""
+    a, b = pair
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / f"{name}.tmp").symlink_to("/dev/full")
+    res = CliRunner().invoke(cli, ["compare", str(a), str(b), "--out", str(out)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert res.output.startswith(f"error: cannot write {out / name} (No space left on device)")
+    assert not (out / name).exists() and not (out / f"{name}.tmp").exists()
+
+
 def test_a_run_with_a_damaged_fold_metrics_file_is_refused_as_report_refuses_it(pair):
     """compare went ahead on a run whose metrics.json was {"UA": "high"} (the re-audit)."""
     import json

@@ -96,6 +96,11 @@ def output_lock(out: Path, command: str) -> Iterator[Path]:
         "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if path.is_dir() or (path.exists() and not path.is_file() and not path.is_symlink()):
+        raise EmofuseError(
+            f"{path} is in the way of the lock file emofuse keeps beside {out} (it is a folder "
+            "or a special file); move it away and rerun"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # a stale lock is removed and the create retried

@@ -93,3 +93,19 @@ def test_a_symlink_or_dotdot_path_to_a_held_output_is_refused(tmp_path):
         child.communicate("done\n")
     assert child.returncode == 0 and not lock_path(real).exists()
     assert not (tmp_path / "link.lock").exists()
+
+
+def test_a_folder_where_the_lock_file_goes_is_named(tmp_path, capsys):
+    """Round-7 audit: `mkdir out.h5.lock` gave "note: removing stale lock … (its process is
+    gone)" (nothing was removed) and then "cannot write in <folder> (Is a directory)" of a
+    writable folder."""
+    out = tmp_path / "out.h5"
+    (tmp_path / "out.h5.lock").mkdir()
+    with pytest.raises(EmofuseError) as err:
+        with output_lock(out, "extract"):
+            pass
+    assert str(err.value) == (
+        f"{tmp_path / 'out.h5.lock'} is in the way of the lock file emofuse keeps beside {out} "
+        "(it is a folder or a special file); move it away and rerun"
+    )
+    assert "removing stale lock" not in capsys.readouterr().err

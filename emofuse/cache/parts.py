@@ -20,6 +20,7 @@ import shutil
 import zlib
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -291,3 +292,13 @@ def is_journal(folder: Path) -> bool:
     except OSError:
         return False
     return all(n == MANIFEST or n.startswith(("rank", ".tmp-", ".damaged-")) for n in names)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """numpy or torch (any device, bf16 included) -> numpy, without importing torch."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)

@@ -286,3 +286,12 @@ def little_endian(block: np.ndarray) -> np.ndarray:
     if block.dtype.byteorder == ">":
         block = block.astype(block.dtype.newbyteorder("<"))
     return block
+
+
+def first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any]:
+    """The first (dotted key, value in a, value in b) where two settings dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if canonical_json(a.get(k)) != canonical_json(b.get(k)):
+                return first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+    return key, a, b

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from emofuse.cache.parts import (
     remove_stale_temps,
     row_crcs,
     set_aside,
+    to_numpy,
     write_json_atomically,
 )
 from emofuse.cache.schema import (
@@ -44,6 +46,7 @@ from emofuse.cache.schema import (
     RAGGED,
     StreamSpec,
     canonical_json,
+    first_difference,
     jsonable,
     little_endian,
     normalise_specs,
@@ -53,25 +56,6 @@ from emofuse.cache.schema import (
 from emofuse.cache.store import open_store
 from emofuse.cache.verify import verify_store
 from emofuse.errors import EmofuseError, os_reason, write_fix
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    """numpy or torch (any device, bf16 included) -> numpy, without importing torch."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            value = value.float()
-        value = value.numpy()
-    return np.asarray(value)
-
-
-def first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any]:
-    """The first (dotted key, value in a, value in b) where two settings dicts differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if canonical_json(a.get(k)) != canonical_json(b.get(k)):
-                return first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
-    return key, a, b
 
 
 class _OptionsDiffer(EmofuseError):
@@ -206,6 +190,15 @@ class CacheWriter:
                 *((options, ours) if options != ours else (stored_settings, self.settings))
             )
             option = key if "." in key else "--" + key.replace("_", "-")  # extract's option
+            model = re.fullmatch(r"fingerprint\.(\w+)_model\.revision", key)
+            if model:  # the same option, other files: the folder's weights were replaced
+                folder = self.settings.get(f"{model[1]}_model")
+                raise _OptionsDiffer(
+                    f"{where} was extracted with other files of the {model[1]} model {folder} "
+                    f"(content {str(was)[:19]}… then, {str(now)[:19]}… now: its files changed "
+                    f"since); restore them to resume, or delete {where} (or choose another "
+                    "output name) to extract from scratch"
+                )
             raise _OptionsDiffer(
                 f"{where} was extracted with {option} {was!r}, this run has {option} {now!r}; "
                 "rerun with the same options to resume, or choose another output name"
@@ -373,7 +366,7 @@ class CacheWriter:
             else:
                 if value is None:
                     value = np.zeros((0, *aspec.row_shape), aspec.dtype)
-                value = _to_numpy(value)
+                value = to_numpy(value)
                 got = tuple(value.shape[1:] if spec.kind == RAGGED else value.shape)
                 if got != aspec.row_shape:
                     want = ("(rows, " if spec.kind == RAGGED else "(") + ", ".join(

@@ -718,3 +718,35 @@ def test_a_rerun_of_a_finished_store_removes_a_leftover_journal_only(tmp_path, t
     (leftover / "notes.txt").write_text("mine")
     assert CliRunner().invoke(cli, manifest_args(manifest, tiny, out)).exit_code == 0
     assert (leftover / "notes.txt").read_text() == "mine"
+
+
+def test_a_resume_after_the_model_files_changed_names_the_model_folder(tmp_path, tiny, clips):
+    """Round-7 audit: weights replaced under the same --speech-model between the kill and the
+    rerun gave "was extracted with fingerprint.speech_model.revision …; rerun with the same
+    options", which the user had done."""
+    import shutil
+
+    manifest = write_manifest(tmp_path / "c", clips)
+    model = tmp_path / "model"
+    shutil.copytree(tiny.speech["wav2vec2-group"], model)
+    args = manifest_args(manifest, tiny, tmp_path / "m.h5", "--flush-seconds", "0")
+    args[args.index("--speech-model") + 1] = str(model)
+    os.environ[faults.ENV] = "part-write:3:enospc"
+    faults.reset()
+    try:
+        assert CliRunner().invoke(cli, args).exit_code == 2
+    finally:
+        del os.environ[faults.ENV]
+        faults.reset()
+    weights = next(p for p in model.iterdir() if p.suffix in (".safetensors", ".bin"))
+    raw = bytearray(weights.read_bytes())
+    raw[-8:] = bytes(b ^ 0xFF for b in raw[-8:])
+    weights.write_bytes(bytes(raw))
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert line.startswith(
+        f"error: {tmp_path / 'm.h5.parts'} was extracted with other files of the speech model "
+        f"{model} (content sha256:"
+    ), line
+    assert "its files changed since); restore them to resume, or delete" in line

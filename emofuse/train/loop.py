@@ -136,6 +136,12 @@ def _not_finite(
             f"weight of {head} is finite and small (largest {largest:.3g}), so its forward "
             "produced it (a lower --lr or --grad-clip cannot help); fix the head's forward"
         )
+    if cfg.weight_decay >= 1.0:  # decoupled decay of lr x wd per step: >= 1 flips the weights
+        return EmofuseError(
+            f"fold {fold}, epoch {epoch}: the {what} went non-finite (NaN or inf) with "
+            f"--weight-decay {cfg.weight_decay:g}, which shrinks every weight by lr x "
+            f"{cfg.weight_decay:g} per step; use a weight decay below 1 (the recipes use 0.01-0.1)"
+        )
     return EmofuseError(
         f"fold {fold}, epoch {epoch}: the {what} went non-finite (NaN or inf) with lr {cfg.lr:g}; "
         "lower --lr, or set --grad-clip 1"

@@ -270,8 +270,9 @@ def train_run(
     with contextlib.ExitStack() as stack:
         if rank == 0:  # one writer per run folder (torchrun's ranks share rank 0's lock)
             stack.enter_context(output_lock(out, "train"))
+        stack.enter_context(writes_into(out))  # a write error from here on is one line
+        if rank == 0:
             faults.reach("lock-taken")
-        stack.enter_context(writes_into(out))
         prepare_out(out)
         return _train_folds(
             out, cache, head_cls, cfg, plan, config, data, loop, selected, progress, rank, world,

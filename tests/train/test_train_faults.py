@@ -1154,3 +1154,32 @@ def test_train_or_compare_into_a_run_folder_or_under_one_is_refused(run, tmp_pat
         cli, ["compare", str(run), str(out), "--out", str(tmp_path / "c")]
     )
     assert "has 2 of 5 folds finished" in elsewhere.output  # past the --out check: runs are partial
+
+
+def test_an_absurd_weight_decay_that_diverges_is_named_not_the_lr(tmp_path, monkeypatch):
+    """Round-7 audit: `--weight-decay 1e30` went non-finite and the line said "lower --lr, or set
+    --grad-clip 1", neither of which helps."""
+    import emofuse.cache
+
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    result = CliRunner().invoke(cli, [
+        "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+        "--weight-decay", "1e30", "--epochs", "2", "--folds", "1", "--out", str(tmp_path / "r"),
+        "--quiet",
+    ])  # fmt: skip
+    line = _one_error_line(result)
+    assert line.startswith("error: fold 1, epoch ") and "with --weight-decay 1e+30" in line, line
+    assert "lower --lr" not in line and line.endswith("(the recipes use 0.01-0.1)")
+
+
+def test_a_write_error_right_after_the_lock_is_taken_is_one_line(tmp_path, cache, monkeypatch):
+    """Round-7 audit: `EMOFUSE_FAULT=lock-taken:1:enospc` was a traceback: the fault point sat
+    outside the guard that turns a write error into the run folder's line."""
+    monkeypatch.setenv(faults.ENV, "lock-taken:1:enospc")
+    faults.reset()
+    out = tmp_path / "run"
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
+    assert not lock_path(out).exists()

@@ -377,6 +377,9 @@ def read_metrics(path: Path, k: int) -> dict[str, Any]:
             value = metrics[key]
             if not isinstance(value, kinds) or isinstance(value, bool):
                 problem = f"{key!r} is {value!r}"
+    ran, best = metrics.get("epochs_run"), metrics.get("best_epoch")
+    if problem is None and isinstance(ran, int) and isinstance(best, int) and not 1 <= best <= ran:
+        problem = f"'best_epoch' {best} is not one of the {ran} epochs it ran"
     if problem:
         raise EmofuseError(f"{path} is damaged ({problem}); {_redo_advice(path)}")
     return metrics

@@ -809,7 +809,9 @@ def test_a_config_json_with_labels_of_the_wrong_type_is_named(run, tmp_path):
 @pytest.mark.parametrize(
     "metrics, why",
     [({"UA": 0.5}, "no 'WA'"), ({"UA": "high", "WA": 0.5, "F1": 0.5}, "'UA' is 'high'"),
-     ({"UA": 1.5, "WA": 0.5, "F1": 0.5}, "'UA' is 1.5"), ({"UA": 0.5, "WA": 0.5}, "no 'F1'")],
+     ({"UA": 1.5, "WA": 0.5, "F1": 0.5}, "'UA' is 1.5"), ({"UA": 0.5, "WA": 0.5}, "no 'F1'"),
+     ({"UA": 0.5, "WA": 0.5, "F1": 0.5, "best_epoch": 7, "epochs_run": 2},
+      "'best_epoch' 7 is not one of the 2 epochs it ran")],
 )  # fmt: skip
 def test_a_valid_json_but_damaged_metrics_file_is_one_line_in_report_and_train(
     run, tmp_path, cache, metrics, why

@@ -16,7 +16,7 @@ from emofuse import __version__
 from emofuse.audio import SAMPLE_RATE
 from emofuse.encoders import DEFAULT_SPEAKER_MODEL, DEFAULT_SPEECH_MODEL, DEFAULT_TEXT_MODEL
 from emofuse.encoders.common import DTYPES, auto_dtype
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason
 from emofuse.streams import GRANULARITIES, SEGMENT_TIERS
 
 if TYPE_CHECKING:
@@ -132,13 +132,31 @@ def load_models(cfg: ExtractConfig, device: torch.device, dtype: torch.dtype) ->
     if cfg.speaker_model:
         from emofuse.encoders.speaker import load_speaker_encoder
 
-        savedir = cfg.model_dir or Path(cfg.out).parent / ".emofuse-models"
+        savedir = Path(cfg.model_dir or Path(cfg.out).parent / ".emofuse-models")
+        _check_savedir(savedir)
         speaker = load_speaker_encoder(cfg.speaker_model, device=device, savedir=savedir)
     if cfg.fbank:
         from emofuse.encoders.fbank import FbankEncoder
 
         fbank = FbankEncoder()
     return Models(speech, text, speaker, fbank)
+
+
+def _check_savedir(savedir: Path) -> None:
+    """SpeechBrain copies the speaker model's files into ``savedir``: a file there, or a path
+    through a file, failed inside it and read as a broken model folder."""
+    try:
+        savedir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise EmofuseError(
+            f"{savedir} (where the speaker model's files are linked for SpeechBrain, beside the "
+            "--out cache) is a file or lies under one; move it away, or check --out"
+        ) from None
+    except OSError as err:
+        raise EmofuseError(
+            f"cannot create {savedir} (where the speaker model's files are linked for "
+            f"SpeechBrain, beside the --out cache): {os_reason(err)}; choose a writable --out"
+        ) from None
 
 
 def _model_ref(enc: SpeechEncoder | TextEncoder | SpeakerEncoder | None) -> dict | None:

@@ -750,3 +750,20 @@ def test_a_resume_after_the_model_files_changed_names_the_model_folder(tmp_path,
         f"{model} (content sha256:"
     ), line
     assert "its files changed since); restore them to resume, or delete" in line
+
+
+def test_a_file_where_the_speaker_model_files_go_is_named_not_the_model(tmp_path, tiny, clips):
+    """Round-7 audit: a file named .emofuse-models beside --out (or an --out through a file)
+    failed inside SpeechBrain and was reported as a broken speaker model folder."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / ".emofuse-models").write_text("hi")
+    args = manifest_args(manifest, tiny, tmp_path / "o" / "x.h5")
+    args[args.index("--speaker-model") + 1] = str(tiny.speaker)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output) == (
+        f"error: {tmp_path / 'o' / '.emofuse-models'} (where the speaker model's files are "
+        "linked for SpeechBrain, beside the --out cache) is a file or lies under one; move it "
+        "away, or check --out"
+    )

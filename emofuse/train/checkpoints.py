@@ -177,6 +177,7 @@ def check_own_checkpoints(run: Path, folds: Sequence[int]) -> None:
         _check_own_head(run, path, ckpt)
         _check_own_fold(run, k, path, ckpt)
         del ckpt
+    check_checkpoints(run, folds, digests=True)  # the very bytes that were written
 
 
 def _load(run: Path, path: Path, device: str | torch.device, mmap: bool = False) -> Any:
@@ -236,6 +237,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
     ckpt = _load(run, ckpt_path, device)
     _check_own_head(run, ckpt_path, ckpt)
     _check_own_fold(run, k, ckpt_path, ckpt)
+    check_checkpoints(run, [k], digests=True)  # and the very bytes that were written
     head_cls = resolve_saved_head(run, ckpt["head"])
     cfg = head_cls.config_from_saved(ckpt["head_config"])
     try:

@@ -152,7 +152,7 @@ def save_fold(
         "epochs_run": len(result.curves),
         **({"minutes": round(seconds / 60, 3)} if seconds is not None else {}),
         "confusion": fold_summary["confusion"],
-        "sha256": prediction_digests(d),
+        "sha256": {**prediction_digests(d), "checkpoint.pt": file_sha256(d / "checkpoint.pt")},
     }
     write_json(d / "metrics.json", metrics)
     faults.reach("fold-written")
@@ -212,11 +212,19 @@ def check_finished_folds(run: Path, folds: Sequence[int], trained: bool = True) 
         check_checkpoints(run, folds)
 
 
-def check_checkpoints(run: Path, folds: Sequence[int]) -> None:
-    """Each fold's checkpoint.pt is whole (:func:`checkpoint_problem`), else one line naming it."""
+def check_checkpoints(run: Path, folds: Sequence[int], digests: bool = False) -> None:
+    """Each fold's checkpoint.pt is whole (:func:`checkpoint_problem`), else one line naming it;
+    ``digests``: also the sha256 its metrics.json records (flipped bits in its weights gave NaN
+    predictions; checked after the checks that can say where a wrong checkpoint came from)."""
     for k in folds:
         d = fold_dir(run, k)
         problem = checkpoint_problem(d / "checkpoint.pt")
+        recorded = recorded_digest(d / "metrics.json", "checkpoint.pt") if digests else None
+        if problem is None and recorded and file_sha256(d / "checkpoint.pt") != recorded:
+            problem = (
+                "was changed after the fold was written (its sha256 is not the one its "
+                "metrics.json records)"
+            )
         if problem:
             raise EmofuseError(
                 f"{d / 'checkpoint.pt'} {problem}, so fold {k} is not finished; delete {d} and "

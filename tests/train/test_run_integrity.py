@@ -114,8 +114,41 @@ def test_each_fold_records_the_digests_of_its_prediction_files(run):
         d = fold_dir(run, k)
         recorded = json.loads((d / "metrics.json").read_text())["sha256"]
         assert recorded == {
-            kind: file_sha256(d / kind) for kind in ("predictions.csv", "val_predictions.csv")
+            kind: file_sha256(d / kind)
+            for kind in ("predictions.csv", "val_predictions.csv", "checkpoint.pt")
         }
+
+
+def test_a_checkpoint_whose_weights_were_flipped_is_refused_by_predict_and_report(run, tmp_path):
+    """Round-8 audit: bits flipped in fold_01/checkpoint.pt's weight data (the zip still
+    readable) went unnoticed: predict printed NaN probabilities and exited 0."""
+    from emofuse.errors import EmofuseError
+    from emofuse.train.checkpoints import load_fold_model
+    from emofuse.train.command import train_command
+
+    damaged = _copy(run, tmp_path, "flipped")
+    ckpt = fold_dir(damaged, 1) / "checkpoint.pt"
+    import zipfile
+
+    with zipfile.ZipFile(ckpt) as z:  # the largest tensor's bytes, not the zip's own records
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(ckpt.read_bytes())
+    head = info.header_offset  # a local header: 30 bytes, the name, the extra field, the data
+    name_len, extra_len = (int.from_bytes(raw[head + o : head + o + 2], "little") for o in (26, 28))
+    start = head + 30 + name_len + extra_len
+    for i in range(start, start + info.file_size, 7):
+        raw[i] ^= 0x40
+    ckpt.write_bytes(bytes(raw))
+    expected = (
+        f"{ckpt} was changed after the fold was written (its sha256 is not the one its "
+        f"metrics.json records), so fold 1 is not finished; delete {ckpt.parent} and rerun "
+        f"{train_command(damaged)} (it retrains that fold only)"
+    )
+    with pytest.raises(EmofuseError) as err:
+        load_fold_model(damaged, 1)  # what predict does
+    assert str(err.value) == expected, str(err.value)
+    result = CliRunner().invoke(cli, ["report", str(damaged)])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {expected}", result.output
 
 
 def test_a_fused_run_records_digests_and_refuses_an_edited_fold(run, tmp_path):

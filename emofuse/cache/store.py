@@ -30,6 +30,12 @@ def missing_cache_error(path: Path, option: str | None = "--cache") -> EmofuseEr
     """The one-line error for a cache path that is not there: interrupted, or never extracted."""
     path = Path(path)
     if (parts_dir(path) / "manifest.json").is_file():
+        from emofuse.cache.layout import read_parts_manifest
+
+        try:  # a torn manifest: resuming cannot work, so "rerun to resume" would mislead
+            read_parts_manifest(parts_dir(path))
+        except EmofuseError as err:
+            return err
         return EmofuseError(incomplete_message(path))
     if parts_dir(path).is_dir() and any(parts_dir(path).glob("rank*")):  # its manifest lost
         return EmofuseError(

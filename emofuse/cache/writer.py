@@ -149,6 +149,11 @@ class CacheWriter:
     def _open_parts(self) -> None:
         manifest_file = self.folder / MANIFEST
         restart = f"delete {self.folder} and rerun to extract from scratch"
+        if self.folder.exists() and not is_journal(self.folder):  # the journal's place, taken
+            raise EmofuseError(
+                f"{self.folder} (where extract keeps its journal for {self.path}) is a file or "
+                "holds files that are not emofuse's; move it away, or choose another --out"
+            )
         if manifest_file.is_file():
             manifest = read_journal_json(manifest_file, restart)
             self._check_fingerprint(manifest, str(self.folder))

@@ -297,7 +297,10 @@ def test_corrupt_parts_journal_on_resume_is_one_line(tmp_path, tiny, clips, dama
     parts = Path(str(out) + ".parts")
     target = parts / damage if damage == "manifest.json" else parts / "rank000-000001" / damage
     target.write_text('{"fingerprint": "abc", "str')
-    for args in (["info", str(out)], ["info", "--json", str(out)]):
+    checks = [["info", str(out)], ["info", "--json", str(out)]]
+    if damage == "manifest.json":  # verify said "rerun to resume", which then refused
+        checks.append(["verify", str(out)])
+    for args in checks:
         seen = CliRunner().invoke(cli, args)  # info crashed on a torn index (round-7 row 31)
         assert seen.exit_code == 2 and str(target) in error_line(seen.output), seen.output
     again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
@@ -767,3 +770,31 @@ def test_a_file_where_the_speaker_model_files_go_is_named_not_the_model(tmp_path
         "linked for SpeechBrain, beside the --out cache) is a file or lies under one; move it "
         "away, or check --out"
     )
+
+
+@pytest.mark.parametrize("what", ["folder of the user's", "file"])
+def test_a_user_folder_or_file_where_the_journal_goes_is_refused_and_kept(
+    tmp_path, tiny, clips, what
+):
+    """Round-7 audit: a user's folder named NAME.h5.parts was adopted as the journal and deleted
+    with its files after consolidation; a regular file of that name was a FileExistsError
+    traceback."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "fresh.h5"
+    taken = Path(f"{out}.parts")
+    if what == "file":
+        taken.write_text("data")
+    else:
+        taken.mkdir()
+        (taken / "notes.txt").write_text("keep")
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output) == (
+        f"error: {taken} (where extract keeps its journal for {out}) is a file or holds files "
+        "that are not emofuse's; move it away, or choose another --out"
+    )
+    assert (taken.read_text() if what == "file" else (taken / "notes.txt").read_text()) in (
+        "data",
+        "keep",
+    )
+    assert not out.exists()

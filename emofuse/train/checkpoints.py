@@ -97,25 +97,27 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
             f"{', '.join(ckpt['labels'])} (its checkpoint.pt and predictions.csv): config.json was "
             f'edited; restore its "labels" to {json.dumps(ckpt["labels"])} (keep the folds)'
         )
-    loop = ckpt.get("loop")  # absent in checkpoints of an older emofuse
-    if same_head and isinstance(loop, dict) and isinstance(config.get("loop"), dict):
-        differ = sorted(k for k in loop.keys() | config["loop"].keys()
-                        if json.dumps(loop.get(k)) != json.dumps(config["loop"].get(k)))  # fmt: skip
-        if differ:
-            key = differ[0]
-            if _every_fold_trained_with(run, loop):  # config.json is the odd one out
-                raise EmofuseError(
-                    f"{path} says {key} {json.dumps(config['loop'].get(key))} but every finished "
-                    f"fold of {run} was trained with {json.dumps(loop.get(key))} (their "
-                    f'checkpoints): config.json was edited; restore its "loop" to '
-                    f"{json.dumps(loop, sort_keys=True)} (keep the folds)"
-                )
+    for section in ("loop", "head_config"):  # absent in checkpoints of an older emofuse
+        held, said = ckpt.get(section), config.get(section)
+        if not (same_head and isinstance(held, dict) and isinstance(said, dict)):
+            continue
+        differ = sorted(k for k in held.keys() | said.keys()
+                        if json.dumps(held.get(k)) != json.dumps(said.get(k)))  # fmt: skip
+        if not differ:
+            continue
+        key = differ[0]
+        if _every_fold_trained_with(run, section, held):  # config.json is the odd one out
             raise EmofuseError(
-                f"{ckpt_path} was trained with other settings than {run} ({key} "
-                f"{json.dumps(loop.get(key))} vs {json.dumps(config['loop'].get(key))}), copied "
-                f"from another run?; {fix()}"
+                f"{path} says {key} {json.dumps(said.get(key))} but every finished fold of "
+                f"{run} was trained with {json.dumps(held.get(key))} (their checkpoints): "
+                f'config.json was edited; restore its "{section}" to '
+                f"{json.dumps(held, sort_keys=True)} (keep the folds)"
             )
-    # the head config is not compared: a checkpoint that no longer fits it is said below
+        raise EmofuseError(
+            f"{ckpt_path} was trained with other settings than {run} ({key} "
+            f"{json.dumps(held.get(key))} vs {json.dumps(said.get(key))}), copied from another "
+            f"run?; {fix()}"
+        )
     if not same_head or ckpt["labels"] != labels:
         held = ckpt.get("head_name") or ckpt["head"]
         trained = config.get("head_name") or config["head"]
@@ -126,9 +128,10 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
         )
 
 
-def _every_fold_trained_with(run: Path, loop: dict) -> bool:
-    """Do two or more finished folds of ``run`` exist, every one's checkpoint of this ``loop``?
-    (Then config.json is what changed, not one copied checkpoint.) Tensors are not read."""
+def _every_fold_trained_with(run: Path, section: str, value: dict) -> bool:
+    """Do two or more finished folds of ``run`` exist, every one's checkpoint holding this
+    ``section`` (its loop, its head config)? Then config.json is what changed, not one copied
+    checkpoint. Tensors are not read."""
     folds = finished_folds(run)
     if len(folds) < 2:
         return False
@@ -137,8 +140,8 @@ def _every_fold_trained_with(run: Path, loop: dict) -> bool:
             other = _load(run, fold_dir(run, k) / "checkpoint.pt", "cpu", mmap=True)
         except EmofuseError:
             return False
-        if not isinstance(other, dict) or json.dumps(other.get("loop"), sort_keys=True) != (
-            json.dumps(loop, sort_keys=True)
+        if not isinstance(other, dict) or json.dumps(other.get(section), sort_keys=True) != (
+            json.dumps(value, sort_keys=True)
         ):
             return False
     return True

@@ -208,24 +208,29 @@ def test_labels_edited_in_config_json_are_blamed_on_config_json_not_on_a_fold(ru
     assert CliRunner().invoke(cli, ["report", str(edited)]).exit_code == 0
 
 
-def test_a_loop_edited_in_config_json_is_blamed_on_config_json_not_on_a_fold(run, cache, tmp_path):
-    """Round-7 audit: config.json's loop edited (epochs, lr) blamed fold_01/checkpoint.pt as
-    "copied from another run?" and advised deleting it; that destroyed good folds one by one."""
+@pytest.mark.parametrize("section, key, value", [("loop", "epochs", 50),
+                                                ("head_config", "hidden", 512)])  # fmt: skip
+def test_a_loop_or_head_config_edited_in_config_json_is_blamed_on_config_json(
+    run, cache, tmp_path, section, key, value
+):
+    """Round-7/8 audits: config.json's loop (epochs) or head_config (hidden) edited blamed
+    fold_01/checkpoint.pt as "copied from another run?" (or was accepted by report and predict)
+    and advised deleting it; that destroyed good folds one by one."""
     edited = _copy(run, tmp_path)
     path = edited / "config.json"
     config = json.loads(path.read_text())
-    trained = dict(config["loop"])
-    config["loop"]["epochs"] = 50
+    trained = dict(config[section])
+    config[section][key] = value
     path.write_text(json.dumps(config))
     expected = (
-        f"{path} says epochs 50 but every finished fold of {edited} was trained with "
-        f"{trained['epochs']} (their checkpoints): config.json was edited"
+        f"{path} says {key} {value} but every finished fold of {edited} was trained with "
+        f"{json.dumps(trained[key])} (their checkpoints): config.json was edited"
     )
     line = _blamed_in_report_predict_and_train(edited, cache, expected)
     assert line.endswith(
-        f'restore its "loop" to {json.dumps(trained, sort_keys=True)} (keep the folds)'
+        f'restore its "{section}" to {json.dumps(trained, sort_keys=True)} (keep the folds)'
     )
-    path.write_text(json.dumps({**config, "loop": trained}))  # what the message says to do
+    path.write_text(json.dumps({**config, section: trained}))  # what the message says to do
     assert CliRunner().invoke(cli, ["report", str(edited)]).exit_code == 0
 
 

@@ -441,13 +441,14 @@ class CacheWriter:
         try:
             final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
+            kept = len(list_parts(self.folder))  # every rank's, the one just committed too
             raise EmofuseError(
                 f"cannot write {self.path} ({os_reason(err)}): "
                 + write_fix(err, f"free disk space or make {self.folder.parent} writable")
                 + ", then rerun the same command: "
                 + (
-                    f"it resumes from the {self._seq} part(s) already committed"
-                    if self._seq
+                    f"it resumes from the {kept} part(s) already committed"
+                    if kept
                     else "nothing was committed yet, it starts again"
                 )
             ) from err

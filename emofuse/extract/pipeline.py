@@ -23,7 +23,7 @@ import torch
 from emofuse import faults
 from emofuse.corpus import Utterance
 from emofuse.device import resolve_device
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason, write_fix
 from emofuse.extract.batching import (
     durations_of,
     estimate_bytes,
@@ -201,6 +201,12 @@ def run_extract(
         job = ExtractJob(cfg, models, layers, text_layers, utts, durations, writer, summary, done)
         run_batches(job, todo, show=cfg.progress and ddp.rank == 0)
         _finish(writer, ddp, [u.id for u in utts], summary)
+    except OSError as err:  # the writer's are its own lines: one between the lock and it
+        raise EmofuseError(
+            f"cannot write {err.filename or cfg.out} ({os_reason(err)}): "
+            + write_fix(err, f"free disk space or make {Path(cfg.out).parent} writable")
+            + ", then rerun the same command"
+        ) from None
     finally:
         held.close()
         ddp.shutdown()

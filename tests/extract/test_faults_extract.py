@@ -798,3 +798,30 @@ def test_a_user_folder_or_file_where_the_journal_goes_is_refused_and_kept(
         "keep",
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fault, said", [
+    ("lock-taken:1:enospc", "then rerun the same command"),
+    ("part-committed:1:enospc", "it resumes from the 1 part(s) already committed"),
+])  # fmt: skip
+def test_a_write_error_after_the_lock_or_a_commit_is_one_line_that_counts_right(
+    tmp_path, tiny, clips, fault, said
+):
+    """Round-8 audit: ENOSPC right after the lock was taken was a traceback; right after the
+    1st part was committed the line said "nothing was committed yet" (the rerun resumed it)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "w.h5"
+    os.environ[faults.ENV] = fault
+    faults.reset()
+    try:
+        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--flush-seconds", "0"))
+    finally:
+        del os.environ[faults.ENV]
+        faults.reset()
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert "(No space left on device)" in line and line.endswith(said), line
+    assert not Path(f"{out}.lock").exists()
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 0, again.output
+    assert ("resuming: 1 already stored" in again.output) == fault.startswith("part-committed")

@@ -212,6 +212,13 @@ def report_command(run, tsne) -> None:
         # train writes config.json before folds.json; fuse copies folds.json first, config last
         from emofuse.train.rundir import unfinished_fuse_members
 
+        if any(run.glob("fold_*/checkpoint.pt")):  # trained folds: a train run lost its config
+            raise EmofuseError(
+                f"{run / 'config.json'} is missing (deleted or lost), and a trained run cannot be "
+                "reported, resumed or predicted without the settings it records; restore it, or "
+                "train again into a new --out"
+            )
+
         members = " ".join(unfinished_fuse_members(run)) or "RUN RUN …"
         raise EmofuseError(
             f"{run} is an unfinished `emofuse fuse` (it stopped before writing config.json): "

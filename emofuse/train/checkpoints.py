@@ -118,6 +118,12 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
             f"{json.dumps(held.get(key))} vs {json.dumps(said.get(key))}), copied from another "
             f"run?; {fix()}"
         )
+    if not same_head and _every_fold_trained_with(run, "head", ckpt["head"]):
+        raise EmofuseError(  # config.json is the odd one out
+            f"{path} says head {config['head']} but every finished fold of {run} was trained "
+            f"with {ckpt['head']} (their checkpoints): config.json was edited; restore its "
+            f'"head" to {json.dumps(ckpt["head"])} (keep the folds)'
+        )
     if not same_head or ckpt["labels"] != labels:
         held = ckpt.get("head_name") or ckpt["head"]
         trained = config.get("head_name") or config["head"]
@@ -128,7 +134,7 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
         )
 
 
-def _every_fold_trained_with(run: Path, section: str, value: dict) -> bool:
+def _every_fold_trained_with(run: Path, section: str, value: Any) -> bool:
     """Do two or more finished folds of ``run`` exist, every one's checkpoint holding this
     ``section`` (its loop, its head config)? Then config.json is what changed, not one copied
     checkpoint. Tensors are not read."""

@@ -28,7 +28,7 @@ from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import summarize
-from emofuse.train.outdir import check_run_out
+from emofuse.train.outdir import check_outside_runs, check_run_out
 from emofuse.train.paths import absolute
 from emofuse.train.rundir import (
     finished_folds,
@@ -127,6 +127,7 @@ def _fuse_into(
             f"--out {out} already holds a run (config.json); fuse writes a new run folder, so "
             "give an empty or new folder"
         )
+    check_outside_runs(out, "a folder for the fused run")  # not in a member's fold folder
     # every member's files are read and checked first: a damaged one names itself, and nothing
     # of the fused run is written before all of them are known good
     for r in runs:

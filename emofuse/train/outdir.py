@@ -84,10 +84,11 @@ def check_outside_runs(out: Path, what: str) -> None:
 def not_a_run(run: Path, command: str) -> EmofuseError:
     """The one-line refusal for a folder that holds no run, pointing at the run inside it where
     it is a folder of ``emofuse reproduce`` (its root holds rows, each row holds seed runs)."""
-    if (run / "config.json").is_file() and not (run / "folds.json").exists():
+    config = _json_object(run / "config.json") if (run / "config.json").is_file() else None
+    if config and any(k in config for k in RUN_CONFIG_KEYS) and not (run / "folds.json").exists():
         from emofuse.train.command import train_command
 
-        trained = "cache" in (_json_object(run / "config.json") or {})  # fuse writes no cache
+        trained = "cache" in config  # fuse writes no cache
         return EmofuseError(  # a run that lost its fold plan
             f"{run / 'folds.json'} is missing (deleted or lost); "
             + (

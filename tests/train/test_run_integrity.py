@@ -208,6 +208,25 @@ def test_labels_edited_in_config_json_are_blamed_on_config_json_not_on_a_fold(ru
     assert CliRunner().invoke(cli, ["report", str(edited)]).exit_code == 0
 
 
+def test_the_head_edited_in_config_json_is_blamed_on_config_json(run, cache, tmp_path):
+    """Round-8 audit: config.json's "head" edited (audio -> tdfnet) blamed every intact
+    checkpoint as "copied from another run?" and advised deleting the folds one by one."""
+    edited = _copy(run, tmp_path)
+    path = edited / "config.json"
+    config = json.loads(path.read_text())
+    trained = config["head"]
+    config["head"] = "pooled"
+    path.write_text(json.dumps(config))
+    result = CliRunner().invoke(cli, ["report", str(edited)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0] == (
+        f"error: {path} says head pooled but every finished fold of {edited} was trained with "
+        f'{trained} (their checkpoints): config.json was edited; restore its "head" to '
+        f"{json.dumps(trained)} (keep the folds)"
+    )
+
+
 @pytest.mark.parametrize("section, key, value", [("loop", "epochs", 50),
                                                 ("head_config", "hidden", 512)])  # fmt: skip
 def test_a_loop_or_head_config_edited_in_config_json_is_blamed_on_config_json(

@@ -1185,3 +1185,38 @@ def test_a_write_error_right_after_the_lock_is_taken_is_one_line(tmp_path, cache
         train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
     assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
     assert not lock_path(out).exists()
+
+
+def test_report_on_a_stray_config_or_a_train_run_that_lost_its_config_says_what_it_is(
+    run, tmp_path
+):
+    """Round-8 audit: a folder with a stray config.json was called a fused run to "fuse again",
+    and a train run whose config.json was deleted "an unfinished emofuse fuse"."""
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "config.json").write_text('{"lr": 1}')
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(stray)]))
+    assert line.startswith(f"error: {stray} is not a run folder"), line
+    lost = copy(run, tmp_path)
+    (lost / "config.json").unlink()
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(lost)]))
+    assert line == (
+        f"error: {lost / 'config.json'} is missing (deleted or lost), and a trained run cannot be "
+        "reported, resumed or predicted without the settings it records; restore it, or train "
+        "again into a new --out"
+    )
+
+
+def test_fuse_into_a_fold_folder_of_a_run_is_refused(run, tmp_path):
+    """Round-8 audit: `fuse … --out RUN/fold_01/fz` wrote a run that RUN's own advice "delete
+    RUN/fold_01" then deletes with it."""
+    other = copy(run, tmp_path)
+    inner = fold_dir(run, 1) / "fz"
+    line = _one_error_line(
+        CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(inner)])
+    )
+    assert line == (
+        f"error: --out {inner} is inside the run folder {run.resolve()}; give a folder for the "
+        "fused run outside any run folder"
+    )
+    assert not inner.exists()

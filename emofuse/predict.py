@@ -32,6 +32,7 @@ from emofuse.errors import EmofuseError
 from emofuse.heads.registry import head_streams
 from emofuse.streams import SEGMENT_TIERS
 from emofuse.train.checkpoints import load_fold_model, resolve_saved_head
+from emofuse.train.configseal import check_config_seal
 from emofuse.train.data import NonFiniteError, TrainData
 from emofuse.train.loop import predict_probs
 from emofuse.train.paths import relative_path_error
@@ -364,6 +365,7 @@ def predict(
         probs = np.zeros((len(utts), len(config["labels"])))
         for k in folds:  # predict_probs runs without autograd
             probs += predict_probs(load_fold_model(run, k, data.device), data, idx, 32)  # (N, C)
+        check_config_seal(run / "config.json", config)  # an edit not named by those checks
         probs /= len(folds)
     labels = list(config["labels"])
     preds = [

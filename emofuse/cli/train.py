@@ -239,6 +239,9 @@ def report_command(run, tsne) -> None:
             from emofuse.train.checkpoints import check_own_checkpoints
 
             check_own_checkpoints(run, finished_folds(run))
+        from emofuse.train.configseal import check_config_seal
+
+        check_config_seal(run / "config.json", config)  # an edit not named by the checks above
         write_summary(run, plan)  # from the folds on disk now, never a stale summary
         note = missing_folds_note(run, plan, finish_advice(fused=not trained))
         report = write_report(run, tsne=tsne)

@@ -26,6 +26,7 @@ from emofuse.errors import EmofuseError
 from emofuse.fileio import write_json
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
+from emofuse.train.configseal import write_run_config
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import summarize
 from emofuse.train.outdir import check_outside_runs, check_run_out
@@ -173,7 +174,7 @@ def _fuse_into(
             },
         )
     first = read_run_config(runs[0] / "config.json")
-    write_json(
+    write_run_config(
         out / "config.json",
         {
             "emofuse_version": __version__,

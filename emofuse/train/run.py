@@ -35,7 +35,6 @@ import torch.distributed as dist
 
 from emofuse import __version__, faults
 from emofuse.errors import EmofuseError
-from emofuse.fileio import write_json
 from emofuse.heads.registry import head_streams
 from emofuse.locks import output_lock
 from emofuse.train import parallel
@@ -47,6 +46,7 @@ from emofuse.train.checkpoints import (
     resolve_head,
 )
 from emofuse.train.command import train_command
+from emofuse.train.configseal import CONFIG_SEAL, check_config_seal, write_run_config
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.headcheck import check_buildable, check_forward, head_failed, user_head
@@ -67,7 +67,7 @@ from emofuse.train.rundir import (
 )
 
 # config.json keys that may change between a run and its resume without changing any result
-RESUME_FREE = ("folds", "device", "cache", "loop_sources", "model_dirs", "cache_digest")
+RESUME_FREE = ("folds", "device", "cache", "loop_sources", "model_dirs", "cache_digest", CONFIG_SEAL)
 
 
 def _dist_env() -> tuple[int, int]:
@@ -132,6 +132,7 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
     if not path.is_file() or not finished_folds(out):
         return
     old = read_run_config(path)
+    check_config_seal(path, old)  # after the checkpoint checks (train_run), which name more
     if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
         old["head"] = absolute_head(old["head"])
     was, now = old.get("cache_digest"), config.get("cache_digest")
@@ -315,7 +316,7 @@ def _train_folds(
     # the report reads them at the end: damage fails now (checkpoints: checked above)
     check_finished_folds(out, finished, trained=False)
     if rank == 0:
-        write_json(out / "config.json", config)
+        write_run_config(out / "config.json", config)
         plan.save(out / "folds.json")
 
     dims = make_dims(data)

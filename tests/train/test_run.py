@@ -15,6 +15,7 @@ from emofuse.heads.coattention import CoAttention
 from emofuse.train.checkpoints import load_fold_model
 from emofuse.train.fuse import fuse_runs
 from emofuse.train.loop import LoopConfig
+from emofuse.train.predfiles import file_sha256
 from emofuse.train.report import write_report
 from emofuse.train.run import train_run
 from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
@@ -239,6 +240,12 @@ def test_checkpoint_that_no_longer_fits_its_head_is_a_one_line_error(loso_run, t
     run = tmp_path / "copy"
     shutil.copytree(out, run)
     torch.save(ckpt, fold_dir(run, 1) / "checkpoint.pt")
+    config = json.loads((run / "config.json").read_text())  # the run recorded the same config
+    config["head_config"]["hidden"] += 1
+    (run / "config.json").write_text(json.dumps(config))
+    metrics = json.loads((fold_dir(run, 1) / "metrics.json").read_text())
+    metrics["sha256"]["checkpoint.pt"] = file_sha256(fold_dir(run, 1) / "checkpoint.pt")
+    (fold_dir(run, 1) / "metrics.json").write_text(json.dumps(metrics))  # written so, not edited
     with pytest.raises(EmofuseError, match="checkpoint.pt does not fit head .*size mismatch"):
         load_fold_model(run, 1)
 

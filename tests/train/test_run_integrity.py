@@ -208,6 +208,34 @@ def test_labels_edited_in_config_json_are_blamed_on_config_json_not_on_a_fold(ru
     assert CliRunner().invoke(cli, ["report", str(edited)]).exit_code == 0
 
 
+@pytest.mark.parametrize("key, value", [("seed", 5), ("preset", "paper")])
+def test_an_edit_of_config_json_no_file_contradicts_is_found_by_its_seal(
+    run, cache, tmp_path, key, value
+):
+    """Round-8 audit: config.json's top-level seed (0 -> 5) or preset (none -> paper) edited:
+    report.md stated them as the run's, and the resume advice looped. config.json records the
+    sha256 of its contents; report and a train resume refuse an edited one (predict too, after
+    its checkpoint checks)."""
+    from emofuse.errors import EmofuseError
+
+    edited = _copy(run, tmp_path)
+    path = edited / "config.json"
+    config = json.loads(path.read_text())
+    assert len(config["config_sha256"]) == 64
+    config[key] = value
+    path.write_text(json.dumps(config))
+    expected = (
+        f"{path} was edited after the run wrote it (it no longer matches the checksum it records, "
+        "so its settings may not be what the folds were made with); restore it, or train again "
+        "into a new --out"
+    )
+    result = CliRunner().invoke(cli, ["report", str(edited)])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {expected}", result.output
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, edited, "loso", loop=LOOP, progress=False)
+    assert str(err.value) == expected
+
+
 def test_the_head_edited_in_config_json_is_blamed_on_config_json(run, cache, tmp_path):
     """Round-8 audit: config.json's "head" edited (audio -> tdfnet) blamed every intact
     checkpoint as "copied from another run?" and advised deleting the folds one by one."""
@@ -347,6 +375,7 @@ def test_a_resume_on_a_cache_of_other_contents_with_the_same_settings_is_refused
     second.fingerprint = first.fingerprint
     config = json.loads((out / "config.json").read_text())
     config.pop("cache_digest")  # a run made before the digest was recorded
+    config.pop("config_sha256")  # (and before config.json was sealed)
     (out / "config.json").write_text(json.dumps(config))
     train_run(second, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
     assert (out / "fold_02" / "metrics.json").is_file()

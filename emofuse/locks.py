@@ -48,13 +48,31 @@ def _holder(path: Path) -> dict | None:
         return None
 
 
+def _started_after(pid: int, started: str) -> bool:
+    """Did process ``pid`` start after the lock's ``started`` time (its pid reused by another
+    program since, e.g. after a reboot)? False where that cannot be told (not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )  # fmt: skip
+        began = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+        locked = time.mktime(time.strptime(started, "%Y-%m-%dT%H:%M:%S"))
+    except (OSError, ValueError, IndexError, StopIteration, TypeError):
+        return False
+    return began > locked + 2  # the lock's time has a second's resolution
+
+
 def _stale(holder: dict | None) -> bool:
     if holder is None:
         return True
     if holder.get("host") != socket.gethostname():
         return False
     pid = holder.get("pid")
-    return not isinstance(pid, int) or not _alive(pid)
+    if not isinstance(pid, int) or not _alive(pid):
+        return True
+    return _started_after(pid, str(holder.get("started", "")))
 
 
 def _try_create(path: Path, record: dict) -> bool:

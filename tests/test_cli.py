@@ -268,6 +268,8 @@ def test_an_empty_out_is_one_line_and_writes_nothing_here(tmp_path, monkeypatch,
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith("error: Invalid value for '--out': ") and "is empty" in lines[0]
+    example = {"extract": "cache/mine.h5"}.get(args[0], "runs/mine")  # round 8: extract's own
+    assert f"e.g. --out {example} " in lines[0], lines[0]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -109,3 +109,23 @@ def test_a_folder_where_the_lock_file_goes_is_named(tmp_path, capsys):
         "(it is a folder or a special file); move it away and rerun"
     )
     assert "removing stale lock" not in capsys.readouterr().err
+
+
+def test_a_lock_whose_pid_now_belongs_to_a_later_process_is_stale(tmp_path, capsys):
+    """Round-8 audit: a lock left by a run killed days ago whose pid another program now has
+    (after a reboot) was taken as a live writer: "is being written by another emofuse extract
+    (pid 1 …)". The process started after the lock was taken, so it cannot be its holder."""
+    import os
+    import time
+
+    out = tmp_path / "out.h5"
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": "extract"}
+    lock = tmp_path / "out.h5.lock"
+    lock.write_text(json.dumps({**record, "started": "2020-01-01T00:00:00"}))  # before this test
+    with output_lock(out, "extract"):
+        pass
+    assert "removing stale lock" in capsys.readouterr().err
+    lock.write_text(json.dumps({**record, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    with pytest.raises(EmofuseError, match="being written by another emofuse extract"):
+        with output_lock(out, "extract"):
+            pass

@@ -39,6 +39,7 @@ from emofuse.cache.schema import (
 from emofuse.cache.store import incomplete_message, missing_cache_error, open_store
 from emofuse.cache.verify import UNVERIFIABLE, checksum_arrays
 from emofuse.errors import EmofuseError
+from emofuse.locks import live_holder
 
 MAX_RUNS = 64  # more separate row ranges than this: read the covering span in blocks instead
 
@@ -450,6 +451,6 @@ def open_cache(path: str | Path, allow_incomplete: bool = False) -> Cache:
             store.close()
             raise EmofuseError(incomplete_message(path, done))
         return Cache(path, store, store.read_meta())
-    if folder.is_dir() and any(folder.glob("rank*")):  # a journal that lost its manifest
-        raise missing_cache_error(path)
+    if (folder.is_dir() and any(folder.glob("rank*"))) or live_holder(path) is not None:
+        raise missing_cache_error(path)  # a journal that lost its manifest, or a live writer
     raise EmofuseError(f"no cache at {path}; run `emofuse extract` first or check the path")

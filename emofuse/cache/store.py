@@ -43,6 +43,9 @@ def missing_cache_error(path: Path, option: str | None = "--cache") -> EmofuseEr
             "so the settings of its parts are unknown; delete that folder and rerun the "
             "`emofuse extract` to extract from scratch"
         )
+    holder = live_holder(path)
+    if holder is not None:  # a live extract that has not committed a part yet
+        return EmofuseError(f"{path} does not exist yet: it is {busy(holder)}")
     given = f"{option} {path}" if option else str(path)
     return EmofuseError(f"{given} does not exist; check the path, or run `emofuse extract` first")
 

@@ -35,11 +35,20 @@ class OutPath(click.Path):
         if isinstance(value, str) and not value.strip():
             self.fail(
                 f"{value!r} is empty (an unset shell variable?); give the folder or file to "
-                "write, e.g. --out runs/mine",
+                f"write, e.g. --out {_example(ctx)}",
                 param,
                 ctx,
             )
         return super().convert(value, param, ctx)
+
+
+# an example --out per command (the cache of extract is a file name with its suffix)
+OUT_EXAMPLES = {"extract": "cache/mine.h5", "transcribe": "mine.csv", "align": "mine.csv",
+                "folds": "plan.json", "synth": "corpus/mine", "compare": "compare/mine"}  # fmt: skip
+
+
+def _example(ctx: click.Context | None) -> str:
+    return OUT_EXAMPLES.get(getattr(getattr(ctx, "command", None), "name", ""), "runs/mine")
 
 
 OUT = OutPath(path_type=Path)  # every command's --out

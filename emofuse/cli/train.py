@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from emofuse.cli.options import OUT, SEED, FiniteFloatRange
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, os_reason, write_fix
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import LOPO_VALS, SPLITS
 
@@ -242,9 +242,16 @@ def report_command(run, tsne) -> None:
         from emofuse.train.configseal import check_config_seal
 
         check_config_seal(run / "config.json", config)  # an edit not named by the checks above
-        write_summary(run, plan)  # from the folds on disk now, never a stale summary
-        note = missing_folds_note(run, plan, finish_advice(fused=not trained))
-        report = write_report(run, tsne=tsne)
+        try:
+            write_summary(run, plan)  # from the folds on disk now, never a stale summary
+            note = missing_folds_note(run, plan, finish_advice(fused=not trained))
+            report = write_report(run, tsne=tsne)
+        except OSError as err:  # a full disk, or a folder where report.md goes
+            raise EmofuseError(
+                f"cannot write {err.filename or run} ({os_reason(err)}): "
+                + write_fix(err, f"free disk space, or move away what is in the way in {run}")
+                + ", then rerun the same command"
+            ) from None
     if note:
         click.echo(f"note: {note}")
     click.echo(f"report: {report}")

@@ -67,7 +67,15 @@ from emofuse.train.rundir import (
 )
 
 # config.json keys that may change between a run and its resume without changing any result
-RESUME_FREE = ("folds", "device", "cache", "loop_sources", "model_dirs", "cache_digest", CONFIG_SEAL)
+RESUME_FREE = (
+    "folds",
+    "device",
+    "cache",
+    "loop_sources",
+    "model_dirs",
+    "cache_digest",
+    CONFIG_SEAL,
+)
 
 
 def _dist_env() -> tuple[int, int]:

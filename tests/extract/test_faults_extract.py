@@ -460,6 +460,12 @@ def test_second_extract_into_the_same_out_is_refused_while_the_first_holds_the_l
     try:
         _pid, status = os.waitpid(first.pid, os.WUNTRACED)  # returns once it has stopped
         assert os.WIFSTOPPED(status), status
+        for command in ("verify", "info"):  # not "no cache at …; run emofuse extract" (round 8)
+            seen = CliRunner().invoke(cli, [command, str(out)])
+            assert error_line(seen.output).startswith(
+                f"error: {out} does not exist yet: it is being written by emofuse extract (pid "
+                f"{first.pid} on "
+            ), seen.output
         second = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
         assert second.exit_code == 2, second.output
         line = error_line(second.output)

@@ -1221,3 +1221,14 @@ def test_fuse_into_a_fold_folder_of_a_run_is_refused(run, tmp_path):
         "fused run outside any run folder"
     )
     assert not inner.exists()
+
+
+def test_a_folder_where_report_md_goes_is_one_line(tmp_path, cache):
+    """Round-8 audit: report.md replaced by a folder made `report` end in an IsADirectoryError
+    traceback."""
+    out = tmp_path / "run"
+    train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    (out / "report.md").unlink()
+    (out / "report.md").mkdir()
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: cannot write {out / 'report.md'} (") and "rerun" in line, line

@@ -122,10 +122,25 @@ def test_corpus_folds_out_under_a_file_or_on_a_folder_is_one_line(tmp_path) -> N
         assert f"error: --out {out}" in lines[0] and expected in lines[0], lines[0]
     assert blocker.read_text() == "keep me"
     plan = tmp_path / "plan.json"
-    plan.write_text("old")  # a file there is replaced
     args = ["corpus", "folds", "--root", str(root), "--split", "loso", "--out", str(plan)]
     assert CliRunner().invoke(cli, args).exit_code == 0
     assert json.loads(plan.read_text())["split"] == "loso"
+    args[args.index("loso")] = "lopo"
+    assert CliRunner().invoke(cli, args).exit_code == 0  # an earlier plan there is replaced
+    assert json.loads(plan.read_text())["split"] == "lopo"
+    # round 8: a cache, a manifest or any other file was silently replaced by the plan
+    (tmp_path / "c.h5").write_bytes(b"a cache")
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    (tmp_path / "c.zarr").mkdir()
+    (tmp_path / "c.zarr" / "zarr.json").write_text("{}")
+    for out, expected in ((tmp_path / "c.h5", "the plan is JSON; give a file name ending in .json"),
+                          (tmp_path / "notes.json", "exists and is not a fold plan"),
+                          (tmp_path / "c.zarr" / "plan.json", "is inside the cache")):  # fmt: skip
+        args[-1] = str(out)
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and expected in result.output, result.output
+    assert (tmp_path / "c.h5").read_bytes() == b"a cache"
+    assert (tmp_path / "notes.json").read_text() == '{"mine": 1}'
 
 
 def test_progress_bars_are_drawn_on_a_terminal_only(tmp_path, monkeypatch) -> None:

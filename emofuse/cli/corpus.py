@@ -166,16 +166,19 @@ def folds(
     corpus: CorpusReadResult, split: str, seed: int, lopo_val: str, as_json: bool, out
 ) -> None:
     """Print the fold plan (train / val / test ids per fold) for a corpus."""
-    from emofuse.errors import EmofuseError, check_out_file
+    from emofuse.errors import EmofuseError
     from emofuse.train.folds import build_folds
 
     if out is not None:
-        check_out_file(out)
+        _check_plan_out(Path(out))
     plan = build_folds(corpus.utterances, split, seed, lopo_val)
     data = plan.to_dict()
     if out is not None:
+        from emofuse.fileio import atomic_open
+
         try:
-            Path(out).write_text(json.dumps(data, indent=1) + "\n")
+            with atomic_open(Path(out)) as fh:
+                fh.write(json.dumps(data, indent=1) + "\n")
         except OSError as err:
             raise EmofuseError(f"--out {out}: cannot write the plan ({err.strerror})") from None
     if as_json:
@@ -187,6 +190,28 @@ def folds(
             f"  fold {f['fold']:>2}: train {len(f['train']):>5}  val {len(f['val']):>5}  "
             f"test {len(f['test']):>5}"
         )
+
+
+def _check_plan_out(out: Path) -> None:
+    """The plan's --out is a .json file that is new or an earlier plan: never a cache, a
+    manifest or an audio file replaced by it, nor a file put inside a cache."""
+    from emofuse.cache.store import check_outside_caches
+    from emofuse.errors import EmofuseError, check_out_file
+
+    check_out_file(out)
+    check_outside_caches(out, "a file for the plan")
+    if out.suffix.lower() != ".json":
+        raise EmofuseError(f"--out {out}: the plan is JSON; give a file name ending in .json")
+    if out.exists():
+        try:
+            earlier = json.loads(out.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = None
+        if not (isinstance(earlier, dict) and "folds" in earlier and "split" in earlier):
+            raise EmofuseError(
+                f"--out {out} exists and is not a fold plan; give a new file name (it is never "
+                "overwritten)"
+            )
 
 
 COMMANDS: list = [corpus]

@@ -130,9 +130,11 @@ def extract_cmd(**opts) -> None:
         progress=not opts["quiet"],
     )
     try:
+        from emofuse.corpus.iemocap import SKIP_BAD_WAV
         from emofuse.corpus.manifest import AUDIO_SKIPS
 
-        lost = {r: ids for r, ids in read.skipped.items() if r in AUDIO_SKIPS}
+        # rows lost to bad audio are listed in the cache (a repaired file is named on a rerun)
+        lost = {r: ids for r, ids in read.skipped.items() if r in (*AUDIO_SKIPS, SKIP_BAD_WAV)}
         summary = run_extract(read.utterances, cfg, echo=click.echo, skipped=lost)
     except KeyboardInterrupt:  # the group prints "interrupted: <this>"
         from emofuse.cache.parts import list_parts

@@ -211,6 +211,33 @@ def test_a_finished_store_rerun_on_a_smaller_corpus_says_it_holds_more(tmp_path,
     assert notes[0].endswith("choose another --out for a store of this corpus alone")
 
 
+def test_an_iemocap_wav_skipped_as_bad_is_listed_and_named_once_repaired(
+    tmp_path, corpus_root, tiny
+):
+    """Round-8 audit: an empty sentence wav was skipped by the IEMOCAP reader but not listed in
+    the cache; once repaired, the rerun called the store "a finished store of an earlier run's
+    corpus, e.g. a smaller --limit"."""
+    import shutil
+
+    root = tmp_path / "corp"
+    shutil.copytree(corpus_root, root)
+    wav = next(root.glob("Session1/sentences/wav/*/*.wav"))
+    good = wav.read_bytes()
+    wav.write_bytes(b"")
+    out = tmp_path / "ie.h5"
+    base = extract_args(root, tiny, out, "--text-model", "none", "--speaker-model", "none")
+    first = CliRunner().invoke(cli, base)
+    assert first.exit_code == 0, first.output
+    assert [s["id"] for s in open_cache(out).skipped] == [wav.stem]
+    wav.write_bytes(good)
+    again = CliRunner().invoke(cli, base)
+    assert again.exit_code == 2, again.output
+    line = next(x for x in again.output.splitlines() if x.startswith("error: "))
+    assert line.startswith(f"error: utterance {wav.stem} was skipped in {out} (") and (
+        f"reads now; delete {out}" in line
+    ), line
+
+
 def test_dtype_auto_computes_in_bf16_only_where_the_cpu_has_native_bf16(
     tmp_path, corpus_root, tiny, monkeypatch
 ):

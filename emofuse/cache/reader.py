@@ -451,6 +451,6 @@ def open_cache(path: str | Path, allow_incomplete: bool = False) -> Cache:
             store.close()
             raise EmofuseError(incomplete_message(path, done))
         return Cache(path, store, store.read_meta())
-    if (folder.is_dir() and any(folder.glob("rank*"))) or live_holder(path) is not None:
+    if (folder.is_dir() and any(folder.glob("rank*"))) or live_holder(path) or path.is_symlink():
         raise missing_cache_error(path)  # a journal that lost its manifest, or a live writer
     raise EmofuseError(f"no cache at {path}; run `emofuse extract` first or check the path")

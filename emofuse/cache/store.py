@@ -43,6 +43,11 @@ def missing_cache_error(path: Path, option: str | None = "--cache") -> EmofuseEr
             "so the settings of its parts are unknown; delete that folder and rerun the "
             "`emofuse extract` to extract from scratch"
         )
+    if path.is_symlink():  # the link is there, what it names is not
+        return EmofuseError(
+            f"{path} is a symbolic link whose target is missing or loops back on itself; fix "
+            "the link, or check the path"
+        )
     holder = live_holder(path)
     if holder is not None:  # a live extract that has not committed a part yet
         return EmofuseError(f"{path} does not exist yet: it is {busy(holder)}")
@@ -60,7 +65,10 @@ def enclosing_cache(
     folder (e.g. a ``.zarr`` folder with ``zarr.json``) or an interrupted extraction's parts (a
     ``.parts`` folder with ``manifest.json``): writing there would add files to another cache.
     """
-    target = Path(path).resolve()
+    try:
+        target = Path(path).resolve()
+    except RuntimeError:  # a symlink loop (Python 3.11): it lies in no cache, writing it fails
+        return None
     for cache in caches:
         cache = Path(cache)
         for inside in (cache.resolve(), parts_dir(cache).resolve()):

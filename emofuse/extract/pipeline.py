@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -222,7 +221,13 @@ def _follow_out_link(cfg: ExtractConfig) -> ExtractConfig:
     link = Path(cfg.out)
     if not link.is_symlink():
         return cfg
-    target = Path(os.path.realpath(link))
+    try:
+        target = link.resolve()
+    except (RuntimeError, OSError):  # Python 3.11: RuntimeError("Symlink loop from …")
+        raise EmofuseError(
+            f"--out {link} is a symbolic link that loops back on itself; fix or remove the "
+            "link, or give another --out"
+        ) from None
     if not target.parent.is_dir():
         raise EmofuseError(
             f"--out {link} is a symbolic link to {target}, whose folder {target.parent} does not "

@@ -831,3 +831,22 @@ def test_a_write_error_after_the_lock_or_a_commit_is_one_line_that_counts_right(
     again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
     assert again.exit_code == 0, again.output
     assert ("resuming: 1 already stored" in again.output) == fault.startswith("part-committed")
+
+
+def test_an_out_that_is_a_symlink_loop_is_one_line_everywhere(tmp_path, tiny, clips):
+    """Round-8 audit: `ln -s a.h5 b.h5; ln -s b.h5 a.h5` as --out was a RuntimeError traceback
+    in extract, and info/verify called it "no cache at"."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, a))
+    assert result.exit_code == 2 and error_line(result.output) == (
+        f"error: --out {a} is a symbolic link that loops back on itself; fix or remove the link, "
+        "or give another --out"
+    ), result.output
+    for command in ("info", "verify"):
+        seen = CliRunner().invoke(cli, [command, str(a)])
+        assert seen.exit_code == 2 and "is a symbolic link whose target is missing or loops" in (
+            error_line(seen.output)
+        ), seen.output

@@ -40,18 +40,38 @@ ENV = "EMOFUSE_FAULT"
 _reached: Counter[str] = Counter()
 
 
+STAGES = (
+    "lock-taken", "part-write", "part-unrenamed", "part-committed", "consolidate-written",
+    "consolidate-renamed", "consolidate-open", "consolidate-write", "workers-start",
+    "workers-started", "fold-write", "fold-reported", "fold-written", "transcribe-batch",
+)  # fmt: skip
+ACTIONS = ("kill", "stop", "enospc", "efbig", "erofs", "devfull")
+
+
 def _plan() -> dict[str, tuple[int, str]]:
+    """The planned faults; a malformed spec is one line (a test knob, but never a traceback,
+    and never a misspelt stage silently ignored, so that a crash test "passes")."""
     spec = os.environ.get(ENV, "")
     plan = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         stage, _, rest = item.partition(":")
         count, _, action = rest.partition(":")
-        if not count.isdigit():  # a test knob, but still one line, never a traceback
+        action = action or "kill"
+        if stage not in STAGES or not count.isdigit() or int(count) < 1 or action not in ACTIONS:
             from emofuse.errors import EmofuseError
 
-            raise EmofuseError(f"{ENV}={spec!r}: give STAGE:N[:ACTION], e.g. part-committed:2")
-        plan[stage] = (int(count), action or "kill")
+            raise EmofuseError(
+                f"{ENV}={spec!r}: give STAGE:N[:ACTION] with N >= 1, STAGE one of "
+                f"{', '.join(STAGES)} and ACTION one of {', '.join(ACTIONS)}"
+            )
+        plan[stage] = (int(count), action)
     return plan
+
+
+def validate() -> None:
+    """Check the spec when a command starts, not when a stage is first reached mid-run."""
+    if ENV in os.environ:
+        _plan()
 
 
 def reach(stage: str, path: str | os.PathLike | None = None) -> None:

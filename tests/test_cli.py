@@ -308,3 +308,10 @@ def test_a_malformed_fault_plan_is_one_line(tmp_path, monkeypatch):
 
     with pytest.raises(Exception, match="EMOFUSE_FAULT='bogus': give STAGE:N"):
         faults.reach("lock-taken")
+    # round 8: an unknown action was a traceback mid-run; a misspelt stage or N=0 was ignored
+    for spec in ("part-write:1:explode", "part-commited:1", "part-write:0"):
+        monkeypatch.setenv("EMOFUSE_FAULT", spec)
+        result = CliRunner().invoke(cli, ["heads"])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"error: EMOFUSE_FAULT={spec!r}: give STAGE:N[:ACTION]")

@@ -27,7 +27,7 @@ from typing import Any
 import click
 import click.utils
 
-from emofuse import __version__
+from emofuse import __version__, faults
 from emofuse.errors import EmofuseError, os_reason
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
@@ -135,6 +135,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):  # noqa: D401 - click API
         try:
+            faults.validate()  # EMOFUSE_FAULT (tests): a malformed spec is one line, up front
             return super().invoke(ctx)
         except EmofuseError as err:
             click.echo(f"error: {err}", err=True)

@@ -291,8 +291,8 @@ def is_journal(folder: Path) -> bool:
         names = [p.name for p in folder.iterdir()]
     except OSError:
         return False
-    ours = ("rank", ".tmp-", ".damaged-", f".{MANIFEST}.")  # the last: another rank's temp
-    return all(n == MANIFEST or n.startswith(ours) for n in names)
+    ours = (MANIFEST, "rank", ".tmp-", ".damaged-", f".{MANIFEST}.")  # and manifest temps
+    return all(n.startswith(ours) for n in names)
 
 
 def to_numpy(value: Any) -> np.ndarray:

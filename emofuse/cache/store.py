@@ -151,6 +151,12 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
         raise EmofuseError(f"{path} is empty (0 bytes: a copy or write that failed?); check the "
                            "path, or delete it and rerun `emofuse extract`")  # fmt: skip
     if not backend.is_store(path):
+        other = next((b for b in BACKENDS.values() if b is not backend and b.is_store(path)), None)
+        if other is not None:  # renamed to the other backend's suffix
+            raise EmofuseError(
+                f"{path} is a {other.label} store but named {path.suffix}: rename it "
+                f"{path.with_suffix(other.suffixes[0]).name} (the suffix picks the backend)"
+            )
         if _holds_cache_layout(path):  # a damaged cache, not something else
             raise _damage_at_root(path, path.is_dir())
         raise EmofuseError(not_cache)

@@ -92,6 +92,9 @@ def test_not_a_cache(tmp_path):
     lost.mkdir(parents=True)
     one_error_line(invoke("info", str(tmp_path / "lost.h5")), "has lost its manifest.json")
     zero = tmp_path / "zero.h5"  # a copy that failed: empty, not "not an emofuse cache"
+    (tmp_path / "renamed.zarr").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))  # round 8
+    one_error_line(invoke("info", str(tmp_path / "renamed.zarr")),
+                   "is a HDF5 store but named .zarr: rename it renamed.h5")  # fmt: skip
     zero.write_bytes(b"")
     one_error_line(invoke("verify", str(zero)), f"{zero} is empty (0 bytes")
     parts = tmp_path / "half.h5.parts"  # an unfinished run's folder given instead of its name

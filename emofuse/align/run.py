@@ -10,6 +10,7 @@ is refused while the first holds `OUT.lock` (emofuse.locks).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections import Counter
@@ -54,8 +55,16 @@ class AlignSummary:
     wall_seconds: float = 0.0
 
 
+MAX_STEM = 120  # file names are at most 255 bytes on common file systems
+
+
 def textgrid_name(utt_id: str) -> str:
-    return _UNSAFE.sub("_", utt_id) + ".TextGrid"
+    """The TextGrid's file name for an utterance id (a very long id is shortened with a hash of
+    the whole id, so it stays unique and within the file system's limit)."""
+    stem = _UNSAFE.sub("_", utt_id)
+    if len(stem) > MAX_STEM:
+        stem = f"{stem[: MAX_STEM - 13]}-{hashlib.sha1(utt_id.encode()).hexdigest()[:12]}"
+    return stem + ".TextGrid"
 
 
 def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSummary:

@@ -191,3 +191,12 @@ def test_ids_that_map_to_one_textgrid_name_are_named_with_their_rows(tmp_path, s
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "ids 'ü0' (row 1) and 'ä0' (row 2) map to the same TextGrid name" in lines[0]
     assert str(manifest) in lines[0]
+
+
+def test_a_very_long_id_gets_a_short_unique_textgrid_name() -> None:
+    """Round-8 audit: a 300-character id made align fail with `OSError: File name too long`."""
+    from emofuse.align.run import textgrid_name
+
+    a, b = "x" * 300 + "a", "x" * 300 + "b"
+    assert len(textgrid_name(a).encode()) <= 255 and textgrid_name(a) != textgrid_name(b)
+    assert textgrid_name("Ses01F_impro01_F000") == "Ses01F_impro01_F000.TextGrid"

@@ -80,7 +80,7 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise EmofuseError(f"--transcripts {path} not found: give a CSV with columns audio,text")
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" has a BOM
             reader = csv.DictReader(fh)
             missing = {"audio", "text"} - set(reader.fieldnames or [])
             if missing:

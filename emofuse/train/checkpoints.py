@@ -42,6 +42,12 @@ def resolve_saved_head(run: Path, spec: str) -> type:
     """The head a run (config.json, a checkpoint) records; a head file recorded relative by an
     older emofuse that does not exist from here is one line saying so."""
     _check_head_file_reachable(run, spec)
+    file = head_file(spec)
+    if file is not None and not Path(file).is_file():  # moved or deleted since training
+        raise EmofuseError(
+            f"the head file {file} that {run} was trained with is gone (moved, renamed or "
+            "deleted); put it back at that path (the run loads its head from there)"
+        )
     return resolve_head(spec)
 
 

@@ -216,6 +216,9 @@ def test_duplicate_rows_in_a_transcripts_file_name_the_audio_and_line(tmp_path):
     ok = tmp_path / "ok.csv"
     ok.write_text("audio,text\na.wav,hello\nb.wav,\n")
     assert read_transcripts(ok) == {"a.wav": "hello", "b.wav": ""}
+    bom = tmp_path / "bom.csv"  # round 8: Excel's "CSV UTF-8" starts with a BOM
+    bom.write_bytes(b"\xef\xbb\xbfaudio,text\na.wav,hello\n")
+    assert read_transcripts(bom) == {"a.wav": "hello"}
 
 
 def test_a_folder_given_as_manifest_says_it_is_a_folder(audio_dir):

@@ -1232,3 +1232,21 @@ def test_a_folder_where_report_md_goes_is_one_line(tmp_path, cache):
     (out / "report.md").mkdir()
     line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
     assert line.startswith(f"error: cannot write {out / 'report.md'} (") and "rerun" in line, line
+
+
+def test_predict_after_the_runs_head_file_moved_names_the_file(tmp_path, cache):
+    """Round-8 audit: a moved user head file made predict say "--head …: no such file (give
+    path/to/file.py:ClassName)"; predict has no --head option."""
+    from emofuse.train.checkpoints import load_fold_model
+
+    head = tmp_path / "myhead.py"
+    head.write_text("from tests.train.tiny_head import TinyHead\n")
+    out = tmp_path / "run"
+    train_run(cache, f"{head}:TinyHead", out, "loso", loop=LOOP, folds=[1], progress=False)
+    head.rename(tmp_path / "moved.py")
+    with pytest.raises(EmofuseError) as err:
+        load_fold_model(out, 1)
+    assert str(err.value) == (
+        f"the head file {head} that {out} was trained with is gone (moved, renamed or deleted); "
+        "put it back at that path (the run loads its head from there)"
+    )

@@ -60,6 +60,17 @@ def tone(seconds: float, rate: int = 16000) -> np.ndarray:
     return (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
+def invoke_with_fault(fault: str, args: list[str]):
+    """The CLI run in-process with ``EMOFUSE_FAULT=fault`` (restored afterwards)."""
+    os.environ[faults.ENV] = fault
+    faults.reset()
+    try:
+        return CliRunner().invoke(cli, args)
+    finally:
+        del os.environ[faults.ENV]
+        faults.reset()
+
+
 def manifest_args(manifest: Path, tiny, out: Path, *extra: str) -> list[str]:
     return [
         "extract", "--corpus", "manifest", "--manifest", str(manifest), "--out", str(out),
@@ -185,13 +196,7 @@ def test_disk_full_during_the_final_hdf5_write_is_one_line_and_the_rerun_finishe
     ref = tmp_path / "ref.h5"
     assert CliRunner().invoke(cli, manifest_args(manifest, tiny, ref)).exit_code == 0
     out = tmp_path / "full.h5"
-    os.environ[faults.ENV] = "consolidate-open:1:devfull"
-    faults.reset()
-    try:
-        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
-    finally:
-        del os.environ[faults.ENV]
-        faults.reset()
+    result = invoke_with_fault("consolidate-open:1:devfull", manifest_args(manifest, tiny, out))
     assert result.exit_code == 2, result.output
     line = error_line(result.output)
     lines = result.output.strip().splitlines()
@@ -429,13 +434,7 @@ def test_read_only_file_system_is_one_line_and_keeps_nothing_half_written(tmp_pa
     """Case 8 as root (mode bits do not stop root): the file system refuses the first part."""
     manifest = write_manifest(tmp_path / "c", clips)
     out = tmp_path / "rofs.h5"
-    os.environ[faults.ENV] = "part-write:1:erofs"
-    faults.reset()
-    try:
-        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
-    finally:
-        del os.environ[faults.ENV]
-        faults.reset()
+    result = invoke_with_fault("part-write:1:erofs", manifest_args(manifest, tiny, out))
     assert result.exit_code == 2
     line = error_line(result.output)
     assert "Read-only file system" in line and str(out) in line
@@ -671,13 +670,7 @@ def test_a_parts_folder_that_cannot_be_removed_after_the_final_rename_is_a_note(
     was complete. Now a note; the run succeeds and the next run removes the leftover."""
     manifest = write_manifest(tmp_path / "c", clips)
     out = tmp_path / "stuck.h5"
-    os.environ[faults.ENV] = "consolidate-renamed:1:erofs"
-    faults.reset()
-    try:
-        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
-    finally:
-        del os.environ[faults.ENV]
-        faults.reset()
+    result = invoke_with_fault("consolidate-renamed:1:erofs", manifest_args(manifest, tiny, out))
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     notes = [x for x in result.output.splitlines() if x.startswith("note: ")]
     assert notes == [
@@ -817,13 +810,7 @@ def test_a_write_error_after_the_lock_or_a_commit_is_one_line_that_counts_right(
     1st part was committed the line said "nothing was committed yet" (the rerun resumed it)."""
     manifest = write_manifest(tmp_path / "c", clips)
     out = tmp_path / "w.h5"
-    os.environ[faults.ENV] = fault
-    faults.reset()
-    try:
-        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--flush-seconds", "0"))
-    finally:
-        del os.environ[faults.ENV]
-        faults.reset()
+    result = invoke_with_fault(fault, manifest_args(manifest, tiny, out, "--flush-seconds", "0"))
     assert result.exit_code == 2, result.output
     line = error_line(result.output)
     assert "(No space left on device)" in line and line.endswith(said), line

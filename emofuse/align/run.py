@@ -67,12 +67,25 @@ def textgrid_name(utt_id: str) -> str:
     return stem + ".TextGrid"
 
 
+def _columns_of(path: Path) -> list[str] | None:
+    """The columns of an existing manifest (None: not readable as one)."""
+    try:
+        return read_rows(path)[0]
+    except (EmofuseError, OSError, ValueError):
+        return None
+
+
 def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSummary:
     manifest, out = Path(cfg.manifest).expanduser(), Path(cfg.out).expanduser()
     if manifest.resolve() == out.resolve():
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
     check_out_file(out)
     check_manifest_name(out)  # before the TextGrid folder (named after OUT) or any alignment
+    if out.is_file() and "alignment" not in (_columns_of(out) or []):  # never another file
+        raise EmofuseError(
+            f"--out {out} exists and is not an earlier output of emofuse align (no alignment "
+            "column); give a new file name (it is never overwritten)"
+        )
     columns, rows = read_rows(manifest)
     if "text" not in columns:
         raise EmofuseError(

@@ -48,8 +48,9 @@ def check_resumed(
             if key in row and canonical_json(row[key]) != canonical_json(value):
                 raise EmofuseError(
                     f"utterance {u.id}: {key} {row[key]!r} in {where} but {value!r} in this "
-                    f"corpus (the manifest changed since it was extracted); rerun with the original "
-                    f"corpus, or {restart}"
+                    f"corpus (the corpus, its manifest or --classes changed since it was "
+                    f"extracted); rerun with the original corpus and options (--classes …), or "
+                    f"{restart}"
                 )
     hashed = [u for u in utts if (stored.get(u.id) or {}).get("audio_sha1")]
     with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -134,6 +134,22 @@ def test_an_out_name_that_is_not_a_manifest_is_refused_before_aligning(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no al_textgrids folder
 
 
+def test_an_existing_manifest_that_is_not_an_align_output_is_never_overwritten(
+    tmp_path, synth_utts
+):
+    """Round-9 audit: `--out` naming another corpus's manifest replaced it without a word."""
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2])
+    other = tmp_path / "other.csv"
+    other.write_text("id,audio\nx,x.wav\n")
+    result = invoke("align", "--manifest", manifest, "--out", other, "--quiet")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and lines == [
+        f"error: --out {other} exists and is not an earlier output of emofuse align (no "
+        "alignment column); give a new file name (it is never overwritten)"
+    ], result.output
+    assert other.read_text() == "id,audio\nx,x.wav\n"
+
+
 def test_a_second_align_into_the_same_out_is_refused_while_the_first_holds_it(tmp_path, synth_utts):
     """align took no lock: two processes wrote one manifest and one TextGrid folder at once."""
     import os

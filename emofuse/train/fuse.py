@@ -11,9 +11,9 @@ cross-entropy, then to the earlier grid point (the grid lists single runs first)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, log_loss
 
 from emofuse import __version__
-from emofuse.errors import EmofuseError
-from emofuse.fileio import write_json
+from emofuse.errors import EmofuseError, os_reason, write_fix
+from emofuse.fileio import atomic_open, write_json
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 from emofuse.train.configseal import write_run_config
@@ -116,7 +116,18 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
         raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
     check_run_out(out, "emofuse fuse")  # a folder of the user's files is never written into
     with output_lock(out, "fuse"):  # one writer: never into a folder a train or fuse writes
-        return _fuse_into(runs, plans, folds, out)
+        try:
+            return _fuse_into(runs, plans, folds, out)
+        except OSError as err:  # a full disk, a file size limit, a read-only folder
+            for tmp in out.glob("**/*.tmp"):  # a half-written file never stays behind
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            where = f" writing {err.filename}" if err.filename else ""
+            raise EmofuseError(
+                f"cannot write the fused run {out} ({os_reason(err)}{where}); "
+                + write_fix(err, "free disk space or make it writable")
+                + ", then rerun the same command (it fuses again)"
+            ) from None
 
 
 def _fuse_into(
@@ -139,7 +150,8 @@ def _fuse_into(
     }
     digests = {absolute(r): member_digest(r, folds) for r in runs}  # what was fused, as it was
     prepare_out(out)
-    shutil.copyfile(runs[0] / "folds.json", out / "folds.json")
+    with atomic_open(out / "folds.json", "wb") as fh:  # whole or not there
+        fh.write((runs[0] / "folds.json").read_bytes())
     weights: dict[int, list[float]] = {}
     for k in progress_bar(folds, desc="fuse", leave=False):
         val, test = inputs[k]

@@ -1250,3 +1250,34 @@ def test_predict_after_the_runs_head_file_moved_names_the_file(tmp_path, cache):
         f"the head file {head} that {out} was trained with is gone (moved, renamed or deleted); "
         "put it back at that path (the run loads its head from there)"
     )
+
+
+def test_a_write_error_while_fuse_writes_is_one_line_and_the_rerun_fuses(
+    run, tmp_path, monkeypatch
+):
+    """Round-9 audit: a write error while fuse copied folds.json (`ulimit -f 1`: EFBIG) was a
+    traceback that left a truncated folds.json, and the advised rerun was then refused."""
+    import errno
+
+    import emofuse.train.fuse as fuse_module
+    from emofuse.fileio import atomic_open
+
+    def too_big(path, mode="w", **kw):
+        if Path(path).name == "folds.json":
+            raise OSError(errno.EFBIG, "File too large", str(path))
+        return atomic_open(path, mode, **kw)
+
+    other = copy(run, tmp_path)
+    out = tmp_path / "fused"
+    monkeypatch.setattr(fuse_module, "atomic_open", too_big)
+    line = _one_error_line(
+        CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(out)])
+    )
+    assert line.startswith(f"error: cannot write the fused run {out} (File too large writing "), (
+        line
+    )
+    assert line.endswith("then rerun the same command (it fuses again)") and "ulimit -f" in line
+    assert not (out / "folds.json").exists()
+    monkeypatch.undo()
+    again = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(out)])
+    assert again.exit_code == 0 and (out / "config.json").is_file(), again.output

@@ -63,12 +63,13 @@ class PredictResult:
     notes: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     text_ignored: bool = False  # a transcript was given but the head reads no text
+    reads_text: bool = True  # the run's head reads the text stream at all
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "folds": self.folds,
             "notes": self.notes,
-            "text_used": not self.text_ignored,
+            "text_used": self.reads_text and not self.text_ignored,
             "skipped": self.skipped,
             "predictions": [p.__dict__ for p in self.predictions],
         }
@@ -377,7 +378,7 @@ def predict(
         )
         for a, p, t in zip(audio, probs, texts, strict=True)
     ]
-    return PredictResult(preds, folds, notes, text_ignored=text_ignored)
+    return PredictResult(preds, folds, notes, text_ignored=text_ignored, reads_text="text" in needs)
 
 
 def _transcribe_missing(audio, texts: list, asr_model: str, device: str) -> list[str]:

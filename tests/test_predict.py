@@ -407,6 +407,10 @@ def test_predict_with_text_for_a_head_that_reads_none_notes_it_is_ignored(traine
     assert out["text_used"] is False and out["predictions"][0]["text"] is None
     result = CliRunner().invoke(cli, ["predict", "--run", str(pooled_run), str(utt.audio)])
     assert result.exit_code == 0 and "ignored" not in result.output  # no --text: no note
+    result = CliRunner().invoke(
+        cli, ["predict", "--run", str(pooled_run), str(utt.audio), "--json"]
+    )  # round 9: without --text it claimed text_used true for a head that reads no text
+    assert json.loads(result.stdout)["text_used"] is False
     result = CliRunner().invoke(  # a head that reads text: no note, the text is echoed
         cli, ["predict", "--run", str(trained["run"]), str(utt.audio), "--text", "hi", "--json"]
     )

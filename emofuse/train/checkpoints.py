@@ -21,6 +21,7 @@ from emofuse.train.folds import FoldPlan
 from emofuse.train.paths import absolute_head, head_file, relative_path_error
 from emofuse.train.predfiles import HEADER
 from emofuse.train.rundir import (
+    check_checkpoint_digests,
     check_checkpoints,
     finished_folds,
     fold_dir,
@@ -192,7 +193,7 @@ def check_own_checkpoints(run: Path, folds: Sequence[int]) -> None:
         _check_own_head(run, path, ckpt)
         _check_own_fold(run, k, path, ckpt)
         del ckpt
-    check_checkpoints(run, folds, digests=True)  # the very bytes that were written
+    check_checkpoint_digests(run, folds)  # the very bytes that were written
 
 
 def _load(run: Path, path: Path, device: str | torch.device, mmap: bool = False) -> Any:
@@ -252,7 +253,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
     ckpt = _load(run, ckpt_path, device)
     _check_own_head(run, ckpt_path, ckpt)
     _check_own_fold(run, k, ckpt_path, ckpt)
-    check_checkpoints(run, [k], digests=True)  # and the very bytes that were written
+    check_checkpoint_digests(run, [k])  # and the very bytes that were written
     head_cls = resolve_saved_head(run, ckpt["head"])
     cfg = head_cls.config_from_saved(ckpt["head_config"])
     try:

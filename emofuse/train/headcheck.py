@@ -13,21 +13,17 @@ import torch
 from emofuse.errors import EmofuseError
 from emofuse.train.checkpoints import make_dims
 from emofuse.train.data import TrainData
+from emofuse.train.paths import head_file
 
 BYTES_PER_PARAMETER = 16  # float32 weight, its gradient and AdamW's two moments
-
-
-def user_head(head_spec: str) -> bool:
-    """A ``path/to/file.py:Class`` head (its code is the user's, its errors are the user's)."""
-    return ":" in head_spec and head_spec.rpartition(":")[0].endswith(".py")
 
 
 def _reason(err: BaseException, head_spec: str) -> str:
     """``Type: first line of the message[, at file.py line N]`` (the user file's last frame)."""
     text = (str(err).strip().splitlines() or [""])[0][:160]
     where = ""
-    if user_head(head_spec):
-        file = head_spec.rpartition(":")[0]
+    file = head_file(head_spec)  # a user's file.py:Class head: its last frame in that file
+    if file is not None:
         frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(file)]
         if frames:
             where = f", at {file} line {frames[-1].lineno}"

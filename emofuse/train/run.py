@@ -49,10 +49,10 @@ from emofuse.train.command import train_command
 from emofuse.train.configseal import CONFIG_SEAL, check_config_seal, write_run_config
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
-from emofuse.train.headcheck import check_buildable, check_forward, head_failed, user_head
+from emofuse.train.headcheck import check_buildable, check_forward, head_failed
 from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.outdir import record_wall
-from emofuse.train.paths import absolute, absolute_head, model_dirs
+from emofuse.train.paths import absolute, absolute_head, head_file, model_dirs
 from emofuse.train.recipes import resolve_loop
 from emofuse.train.rundir import (
     check_finished_folds,
@@ -422,7 +422,7 @@ def run_fold(
             )
         except (Exception, SystemExit) as err:
             check_unchanged(*watch)  # garbage read from a cache written over in place is named
-            if user_head(head_meta["head"]) and not isinstance(err, EmofuseError):
+            if head_file(head_meta["head"]) and not isinstance(err, EmofuseError):  # user code
                 raise head_failed(head_meta["head"], k, err) from None
             raise
     check_unchanged(*watch)  # trained from the file the run opened, or not saved at all

@@ -212,24 +212,30 @@ def check_finished_folds(run: Path, folds: Sequence[int], trained: bool = True) 
         check_checkpoints(run, folds)
 
 
-def check_checkpoints(run: Path, folds: Sequence[int], digests: bool = False) -> None:
-    """Each fold's checkpoint.pt is whole (:func:`checkpoint_problem`), else one line naming it;
-    ``digests``: also the sha256 its metrics.json records (flipped bits in its weights gave NaN
-    predictions; checked after the checks that can say where a wrong checkpoint came from)."""
+CHECKPOINT_CHANGED = "was changed after the fold was written (its sha256 is not the one its metrics.json records)"  # fmt: skip
+
+
+def check_checkpoints(run: Path, folds: Sequence[int]) -> None:
+    """Each fold's checkpoint.pt is whole (:func:`checkpoint_problem`), else one line naming it."""
+    for k in folds:
+        _refuse_checkpoint(run, k, checkpoint_problem(fold_dir(run, k) / "checkpoint.pt"))
+
+
+def check_checkpoint_digests(run: Path, folds: Sequence[int]) -> None:
+    """Each fold's checkpoint.pt has the sha256 its metrics.json records, if it records one
+    (flipped weight bits gave NaN predictions); after the checks that can name a source."""
     for k in folds:
         d = fold_dir(run, k)
-        problem = checkpoint_problem(d / "checkpoint.pt")
-        recorded = recorded_digest(d / "metrics.json", "checkpoint.pt") if digests else None
-        if problem is None and recorded and file_sha256(d / "checkpoint.pt") != recorded:
-            problem = (
-                "was changed after the fold was written (its sha256 is not the one its "
-                "metrics.json records)"
-            )
-        if problem:
-            raise EmofuseError(
-                f"{d / 'checkpoint.pt'} {problem}, so fold {k} is not finished; delete {d} and "
-                f"rerun {train_command(run)} (it retrains that fold only)"
-            )
+        recorded = recorded_digest(d / "metrics.json", "checkpoint.pt")
+        if recorded and file_sha256(d / "checkpoint.pt") != recorded:
+            _refuse_checkpoint(run, k, CHECKPOINT_CHANGED)
+
+
+def _refuse_checkpoint(run: Path, k: int, problem: str | None) -> None:
+    d = fold_dir(run, k)
+    if problem:
+        raise EmofuseError(f"{d / 'checkpoint.pt'} {problem}, so fold {k} is not finished; "
+                           f"delete {d} and rerun {train_command(run)} (it retrains that fold only)")  # fmt: skip
 
 
 def missing_folds_note(run: Path, plan: FoldPlan, advice: str) -> str | None:

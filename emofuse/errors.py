@@ -58,6 +58,19 @@ def os_reason(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+# errno of a write the file system refuses, and of a folder where a file goes
+WRITE_ERRORS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EFBIG,
+)
+IN_THE_WAY = (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY)
+
+
 def write_fix(err: BaseException, usual: str) -> str:
     """What to do about a failed write: ``usual`` (free disk space ...), except for a per-file size
     limit (EFBIG), which more disk space cannot lift."""

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 
 from emofuse import faults
-from emofuse.errors import EmofuseError, check_out_path, os_reason, write_fix
+from emofuse.errors import (
+    IN_THE_WAY,
+    WRITE_ERRORS,
+    EmofuseError,
+    check_out_path,
+    os_reason,
+    write_fix,
+)
 from emofuse.fileio import atomic_open, write_json
 from emofuse.train.command import train_command
 from emofuse.train.curves import read_curves
@@ -463,17 +470,6 @@ def prepare_out(out: Path) -> None:
         ) from None
 
 
-WRITE_ERRORS = (
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EROFS,
-    errno.EACCES,
-    errno.EPERM,
-    errno.EIO,
-    errno.EFBIG,
-)
-
-
 @contextlib.contextmanager
 def writes_into(out: Path) -> Any:
     """A write that the file system refuses (disk full, read-only, no permission) is one line
@@ -481,18 +477,18 @@ def writes_into(out: Path) -> Any:
     try:
         yield
     except OSError as err:
-        if err.errno not in WRITE_ERRORS:
+        if err.errno not in (*WRITE_ERRORS, *IN_THE_WAY):
             raise
         for tmp in out.glob("**/*.tmp"):  # a half-written file never stays behind
             with contextlib.suppress(OSError):
                 tmp.unlink()
         where = f" writing {err.filename}" if err.filename else ""
-        fix = write_fix(
-            err,
-            "free disk space"
-            if err.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "make it writable (or choose another --out)",
-        )
+        if err.errno in IN_THE_WAY:
+            fix = f"move away what is in the way ({err.filename} is not a regular file)"
+        elif err.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = write_fix(err, "free disk space")
+        else:
+            fix = write_fix(err, "make it writable (or choose another --out)")
         kept = len(finished_folds(out)) if out.is_dir() else 0
         raise EmofuseError(
             f"cannot write the run folder {out} ({os_reason(err)}{where}); {fix}, then rerun the "

@@ -386,6 +386,27 @@ def test_fuse_is_refused_into_an_out_a_train_is_writing(run, tmp_path, held_by_a
     assert not (out / "config.json").exists()
 
 
+@pytest.mark.parametrize("name", ["wall.json", "summary.json", "report.md"])
+def test_a_folder_in_the_way_of_a_run_file_is_one_line_and_the_rerun_resumes(
+    run, tmp_path, cache, name
+):
+    """A folder where train writes wall.json (or the summary, the report) was a 47-line
+    IsADirectoryError traceback once the new fold was saved (round-10 row 13)."""
+    out = copy(run, tmp_path)
+    shutil.rmtree(fold_dir(out, 2))
+    (out / name).unlink(missing_ok=True)
+    (out / name).mkdir()
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "is in the way" in msg and name in msg, msg
+    assert "2 finished fold(s) are kept" in msg and finished_folds(out) == [1, 2]
+    (out / name).rmdir()  # what the line says to do
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+    assert (out / name).is_file() or name == "wall.json"  # no fold trained: no wall time to add
+
+
 @pytest.mark.parametrize("target", ["c.zarr", "c.zarr/streams", "c.h5", "c.h5.parts/run"])
 def test_out_on_the_cache_itself_is_one_cli_line(tmp_path, monkeypatch, target):
     import emofuse.cache

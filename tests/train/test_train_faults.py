@@ -89,18 +89,22 @@ def test_nan_in_the_cache_names_the_stream_and_utterance(tmp_path):
     assert "\n" not in msg and "'speech'" in msg and bad.ids[5] in msg and "verify" in msg
 
 
-def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("clip", ["0", "1"])
+def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch, clip):
+    """With a clip already on, "or set --grad-clip 1" was advice that changed nothing (round 10)."""
     import emofuse.cache
 
     monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
     (tmp_path / "fake.h5").write_bytes(b"")
     result = CliRunner().invoke(cli, [
         "train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD, "--lr", "1e30",
-        "--epochs", "2", "--folds", "1", "--out", str(tmp_path / "r"), "--quiet",
+        "--epochs", "2", "--folds", "1", "--out", str(tmp_path / "r"), "--quiet", "--grad-clip", clip,
     ])  # fmt: skip
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert lines[0].startswith("error: fold 1, epoch 1") and "--lr" in lines[0]
+    assert lines[0].startswith("error: fold 1, epoch 1") and "lower --lr" in lines[0]
+    assert ("set --grad-clip 1" in lines[0]) == (clip == "0"), lines[0]
+    assert ("--grad-clip 1 is already on" in lines[0]) == (clip == "1"), lines[0]
 
 
 @pytest.mark.parametrize(

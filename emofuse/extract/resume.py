@@ -55,13 +55,20 @@ def check_resumed(
     hashed = [u for u in utts if (stored.get(u.id) or {}).get("audio_sha1")]
     with ThreadPoolExecutor(max(1, workers)) as pool:
         now = list(pool.map(lambda u: audio_sha1(u.audio), hashed))
+    owner = {row["audio_sha1"]: uid for uid, row in stored.items() if row.get("audio_sha1")}
     for u, sha in zip(hashed, now, strict=True):
         # unreadable now (None): its features were made when it was readable, and stand
         if sha is not None and sha != stored[u.id]["audio_sha1"]:
+            # only the bytes' digest is stored, not the path: either may be what changed
+            what = (
+                f"it holds utterance {owner[sha]}'s audio"
+                if owner.get(sha, u.id) != u.id
+                else "other content"
+            )
             raise EmofuseError(
-                f"utterance {u.id}: its audio file {u.audio} changed since it was extracted into "
-                f"{where} (same name, other content); restore the original file to resume, or "
-                f"{restart}"
+                f"utterance {u.id}: its audio file {u.audio} is not the audio extracted into "
+                f"{where} ({what}: the file changed, or the corpus now names another file); "
+                f"restore the original file or path to resume, or {restart}"
             )
 
 

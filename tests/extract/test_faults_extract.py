@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import re
 import signal
 import subprocess
@@ -276,8 +277,9 @@ def test_resume_after_a_stored_wav_changed_is_refused_naming_the_file(tmp_path, 
     again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
     assert again.exit_code == 2, again.output
     line = error_line(again.output)
-    assert f"utterance {victim}: its audio file {wav} changed" in line
-    assert "restore the original file" in line and f"delete {out}.parts" in line
+    assert f"utterance {victim}: its audio file {wav} is not the audio extracted" in line
+    assert "(other content: the file changed" in line
+    assert "restore the original file or path" in line and f"delete {out}.parts" in line
     assert not out.exists() and len(_stored_ids(out)) == 2  # the parts are kept
     # the original bytes back: the resume goes on, and a touched (same bytes) file is fine too
     sf.write(wav, samples, rate, subtype="PCM_16")
@@ -290,7 +292,30 @@ def test_resume_after_a_stored_wav_changed_is_refused_naming_the_file(tmp_path, 
     # a finished store is checked the same way when the command is run again
     sf.write(wav, samples[::-1].copy(), rate, subtype="PCM_16")
     done = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
-    assert done.exit_code == 2 and f"its audio file {wav} changed" in error_line(done.output)
+    assert done.exit_code == 2 and f"its audio file {wav} is not" in error_line(done.output)
+
+
+def test_resume_with_a_row_pointing_at_another_stored_wav_names_both(tmp_path, tiny, clips):
+    """A manifest row whose audio path now names another utterance's (unchanged) file: the line
+    said "same name, other content" and "restore the original file", though no file changed
+    (round-10 row 13 of the extract side)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "moved.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    victim, other = _stored_ids(out)[:2]
+    wrong = tmp_path / "elsewhere" / "take2.wav"  # a copy of the other utterance's recording
+    wrong.parent.mkdir()
+    shutil.copy(tmp_path / "c" / f"{other}.wav", wrong)
+    text = manifest.read_text()
+    manifest.write_text(text.replace(f"{victim}.wav", str(wrong), 1))
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert f"utterance {victim}: its audio file {wrong} is not the audio extracted" in line
+    assert f"it holds utterance {other}'s audio" in line and "or the corpus now names" in line
+    manifest.write_text(text)  # the path back, as the line says: the resume goes on
+    resumed = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert resumed.exit_code == 0 and "2 were already there" in resumed.output, resumed.output
 
 
 @pytest.mark.parametrize("damage", ["manifest.json", "index.json"])

@@ -7,8 +7,8 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import resource
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,8 @@ def consolidate(
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a consolidation killed midway
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if compression is None:  # its size is known: refuse a store that cannot fit before writing
+        _check_room(plan, kind, path, folder)
     try:
         digest = _write_store(plan, kind, path, tmp, compression, progress)
     except EmofuseError:  # a part found damaged during the copy: no half-written store is left
@@ -220,10 +223,34 @@ def _copy_array(store, plan: StoreLayout, name: str, aname: str, compression, ba
     return crc, sha.hexdigest()
 
 
-def _megabytes(plan: StoreLayout) -> int:
+def _nbytes(plan: StoreLayout) -> int:
     meta = plan.meta(complete=False, compression=None)
-    total = sum(m["nbytes"] for st in meta["streams"].values() for m in st["arrays"].values())
-    return max(1, round(total / 1e6))
+    return sum(m["nbytes"] for st in meta["streams"].values() for m in st["arrays"].values())
+
+
+def _megabytes(plan: StoreLayout) -> int:
+    return max(1, round(_nbytes(plan) / 1e6))
+
+
+def _check_room(plan: StoreLayout, kind: str, path: Path, folder: Path) -> None:
+    """One line before anything is written when the store cannot fit: the disk's free space, and
+    for HDF5 (one file) the process's file-size limit (`ulimit -f`). HDF5 running out of room
+    midway fails inside its C library (tracebacks from h5py's deallocators, then a crash)."""
+    need = int(_nbytes(plan) * 1.02) + (1 << 20)  # the data, headroom for metadata, the table
+    keep = f" and rerun the same command: the parts in {folder} are kept and are consolidated again"
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise EmofuseError(
+            f"cannot write {path}: its file system has {free / 1e6:.1f} MB free and the store "
+            f"needs up to {need / 1e6:.1f} MB; free disk space" + keep
+        )
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if kind == "hdf5" and limit != resource.RLIM_INFINITY and limit < need:
+        raise EmofuseError(
+            f"cannot write {path}: this shell's `ulimit -f` limits one file to {limit / 1e6:.1f} "
+            f"MB and the store needs up to {need / 1e6:.1f} MB; raise the limit (`ulimit -f unlimited`)"
+            + keep
+        )
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:

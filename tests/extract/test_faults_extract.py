@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,66 @@ def test_disk_full_during_the_final_hdf5_write_is_one_line_and_the_rerun_finishe
     again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
     assert again.exit_code == 0 and f"{N_CLIPS} were already there" in again.output, again.output
     assert open_cache(out).meta["digest"] == open_cache(ref).meta["digest"]
+
+
+def _parts_before_consolidation(tmp_path, tiny, manifest: Path, out: Path) -> None:
+    """Every utterance committed to parts; the run stopped where consolidation opens the store."""
+    result = invoke_with_fault("consolidate-open:1:enospc", manifest_args(manifest, tiny, out))
+    assert result.exit_code == 2 and (Path(f"{out}.parts") / "manifest.json").is_file()
+
+
+@pytest.mark.subprocess
+def test_a_file_size_limit_below_the_hdf5_store_is_one_line_before_writing(tmp_path, tiny, clips):
+    """A real `ulimit -f` smaller than the store: HDF5 ran out of room inside its C library
+    (sixty h5py deallocator tracebacks, then a segmentation fault, round-10 row 47). The limit
+    is checked before the store is opened; the parts are kept and the rerun finishes."""
+    import resource
+
+    manifest = write_manifest(tmp_path / "c", clips)
+    ref = tmp_path / "ref.h5"
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, ref)).exit_code == 0
+    out = tmp_path / "limited.h5"
+    _parts_before_consolidation(tmp_path, tiny, manifest, out)
+    limit = ref.stat().st_size // 2  # above every part file, below the store
+    child = subprocess.run(
+        [sys.executable, "-m", "emofuse", *manifest_args(manifest, tiny, out)],
+        env=child_env(), capture_output=True, text=True, timeout=600,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )  # fmt: skip
+    assert child.returncode == 2, child.stdout + child.stderr
+    line = error_line(child.stdout + child.stderr)
+    assert line.startswith(f"error: cannot write {out}: this shell's `ulimit -f` limits one file")
+    assert f"{out}.parts are kept" in line and "rerun the same command" in line
+    assert not os.path.lexists(out) and not list(tmp_path.glob(".limited.h5.tmp-*"))
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 0 and f"{N_CLIPS} were already there" in again.output, again.output
+    assert open_cache(out).meta["digest"] == open_cache(ref).meta["digest"]
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_too_little_free_disk_for_the_store_is_one_line_before_writing(
+    tmp_path, tiny, clips, monkeypatch, suffix
+):
+    """A disk with less room than the store is refused before anything is written, naming
+    the free and the needed space (a disk filling midway is the injected-ENOSPC case)."""
+    import importlib
+    import shutil as sh
+
+    consolidate = importlib.import_module("emofuse.cache.consolidate")
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / f"small{suffix}"
+    _parts_before_consolidation(tmp_path, tiny, manifest, out)
+    usage = sh.disk_usage(tmp_path)
+    monkeypatch.setattr(consolidate.shutil, "disk_usage", lambda p: usage._replace(free=4096))
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert line.startswith(f"error: cannot write {out}: its file system has 0.0 MB free and")
+    assert "free disk space and rerun the same command" in line and f"{out}.parts are kept" in line
+    assert not os.path.lexists(out) and not list(tmp_path.glob(f".small{suffix}.tmp-*"))
+    monkeypatch.undo()
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 0 and f"{N_CLIPS} were already there" in again.output, again.output
 
 
 def test_resume_after_the_labels_changed_is_refused_naming_the_utterance(tmp_path, tiny, clips):

@@ -72,6 +72,22 @@ class FoldPlan:
             head["lopo_val"] = self.lopo_val
         return {**head, "folds": [f.to_dict() for f in self.folds]}
 
+    def difference(self, other: FoldPlan) -> str | None:
+        """What first tells ``other`` from this plan (None: the same folds, utterance for
+        utterance), in the words of the options that made it."""
+        if other.split != self.split:
+            return f"--split {other.split} vs {self.split}"
+        if self.split == "lopo" and other.lopo_val != self.lopo_val:
+            return f"--lopo-val {other.lopo_val} vs {self.lopo_val}"
+        if [f.fold for f in other.folds] != [f.fold for f in self.folds]:
+            return f"{len(other.folds)} folds vs {len(self.folds)}"
+        seeds = f" (--seed {other.seed} vs {self.seed})" if other.seed != self.seed else ""
+        for mine, theirs in zip(self.folds, other.folds, strict=True):
+            for part in ("test", "val", "train"):
+                if sorted(getattr(mine, part)) != sorted(getattr(theirs, part)):
+                    return f"fold {mine.fold} has other {part} utterances{seeds}"
+        return None
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> FoldPlan:
         """The plan from its JSON form; ``source`` (e.g. ``fold plan run/folds.json``) names it in

@@ -100,10 +100,11 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     for r, p in zip(runs[1:], plans[1:], strict=True):
         # the same folds, utterance for utterance; the seed may differ (a seed ensemble) where
         # the split draws nothing at random (lopo's validation speakers are fixed)
-        if (p.split, p.folds) != (plans[0].split, plans[0].folds):
+        if why := plans[0].difference(p):
             raise EmofuseError(
-                f"{r} and {runs[0]} use different fold plans; fuse runs trained with the same "
-                "--split on the same corpus (and the same --seed where validation is drawn at random)"
+                f"{r} and {runs[0]} use different fold plans ({why}); fuse runs trained with the "
+                "same --split and --lopo-val on the same corpus (and the same --seed where "
+                "validation is drawn at random)"
             )
     folds = finished_folds(runs[0])
     for r in runs[1:]:

@@ -209,18 +209,23 @@ def test_fuse_is_at_least_its_best_member_on_validation(loso_run, cache, tmp_pat
     # a run on another plan is refused
     out_c = tmp_path / "c"
     train(cache, out_c, split="lopo", loop=LoopConfig(**{**LOOP.__dict__, "epochs": 1}), folds=[1])
-    with pytest.raises(EmofuseError, match="different fold plans"):
+    with pytest.raises(EmofuseError, match=r"different fold plans \(--split lopo vs loso\)"):
         fuse_runs([out_a, out_c], tmp_path / "bad")
     # loso draws validation with the seed: another seed is another plan
     one = LoopConfig(**{**LOOP.__dict__, "epochs": 1})
     out_d = tmp_path / "d"
     train(cache, out_d, loop=LoopConfig(**{**one.__dict__, "seed": 1}), folds=[1])
-    with pytest.raises(EmofuseError, match="different fold plans"):
+    with pytest.raises(EmofuseError, match=r"other val utterances \(--seed 1 vs 0\)"):
         fuse_runs([out_a, out_d], tmp_path / "bad")
     # lopo's folds do not depend on the seed: runs with two seeds fuse (a seed ensemble)
     out_e = tmp_path / "e"
     train(cache, out_e, split="lopo", loop=LoopConfig(**{**one.__dict__, "seed": 1}), folds=[1])
     assert [f["fold"] for f in fuse_runs([out_c, out_e], tmp_path / "seeds")["folds"]] == [1]
+    # lopo with validation drawn from the training speakers: named, not "use the same --split"
+    out_f = tmp_path / "f"
+    train(cache, out_f, split="lopo", loop=one, folds=[1], lopo_val="train")
+    with pytest.raises(EmofuseError, match=r"\(--lopo-val train vs partner\); fuse runs"):
+        fuse_runs([out_c, out_f], tmp_path / "val")
 
 
 def test_report_regenerates(loso_run):

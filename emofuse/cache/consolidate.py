@@ -192,12 +192,35 @@ def _fill_store(
     meta["complete"] = True
     meta["digest"] = result.digest  # for `info` and re-runs; verify recomputes it from the data
     store.write_meta(seal(meta))
+    store.flush()  # a disk that fills now raises here, not in a destructor (HDF5)
     store.close()
     if tmp.is_dir():
         fsync_tree(tmp)
     else:
         fsync_path(tmp)
+    _check_closed(tmp, store.kind, result.digest, path)
     return result.digest
+
+
+def _check_closed(tmp: Path, kind: str, digest: str, path: Path) -> None:
+    """The closed store's metadata read back before it gets its final name: a write that fails
+    while HDF5 closes the file (its metadata cache is flushed then) reaches only stderr, and the
+    store would otherwise be called complete, and its parts deleted, with damaged headers."""
+    try:
+        store = make_store(kind, tmp, "r")
+        try:
+            store.check_metadata()
+            meta = store.read_meta() or {}
+        finally:
+            store.close()
+    except (EmofuseError, OSError):
+        meta = {}
+    if not (meta.get("complete") and meta.get("digest") == digest):
+        raise EmofuseError(
+            f"cannot write {path}: it reads back damaged after it was closed (a disk that filled "
+            "as it was written?); free disk space and rerun the same command: the parts in "
+            f"{parts_dir(path)} are kept and are consolidated again"
+        )
 
 
 def _copy_array(store, plan: StoreLayout, name: str, aname: str, compression, bar, hasher):
@@ -232,11 +255,17 @@ def _megabytes(plan: StoreLayout) -> int:
     return max(1, round(_nbytes(plan) / 1e6))
 
 
+def room_needed(plan: StoreLayout) -> int:
+    """Bytes the uncompressed store takes at most: its arrays, and headroom for the headers,
+    checksums, offsets and the table (about 1 KB an utterance)."""
+    return int(_nbytes(plan) * 1.02) + (256 << 10) + 1024 * len(plan.ids)
+
+
 def _check_room(plan: StoreLayout, kind: str, path: Path, folder: Path) -> None:
     """One line before anything is written when the store cannot fit: the disk's free space, and
     for HDF5 (one file) the process's file-size limit (`ulimit -f`). HDF5 running out of room
     midway fails inside its C library (tracebacks from h5py's deallocators, then a crash)."""
-    need = int(_nbytes(plan) * 1.02) + (1 << 20)  # the data, headroom for metadata, the table
+    need = room_needed(plan)
     keep = f" and rerun the same command: the parts in {folder} are kept and are consolidated again"
     free = shutil.disk_usage(path.parent).free
     if free < need:

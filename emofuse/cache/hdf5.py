@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import mmap
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,25 @@ def _reading(method: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
+def _writing(method: F) -> F:
+    """A write HDF5 could not do (``RuntimeError``: "file write failed … errno = 28 …", as from
+    a disk that filled midway) is the ``OSError`` it is, so the writer's one-line handling of a
+    full disk or a size limit applies; h5py reports these only as RuntimeError."""
+
+    @functools.wraps(method)
+    def guarded(self: HDF5Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except RuntimeError as err:
+            found = re.search(r"errno = (\d+)", str(err))
+            if not found:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), str(self.path)) from None
+
+    return guarded  # type: ignore[return-value]
+
+
 def _filters(compression: str | None) -> dict[str, Any]:
     if compression is None:
         return {}
@@ -100,6 +120,7 @@ class HDF5Store(ArrayStore):
             return None
         return json.loads(self.f["meta"][()].tobytes().decode("utf-8"))
 
+    @_writing
     def write_meta(self, meta: dict) -> None:
         raw = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
         if "meta" in self.f:
@@ -118,6 +139,7 @@ class HDF5Store(ArrayStore):
                 raise missing_array_error(self.path, name) from None
             raise damaged_cache_error(self.path, short_reason(err)) from None  # a damaged heap
 
+    @_writing
     def create(self, name: str, shape: tuple, dtype: str, chunks: tuple, compression: str | None):
         opts = _filters(compression)
         if opts:
@@ -125,6 +147,7 @@ class HDF5Store(ArrayStore):
         else:  # contiguous: exact size on disk, one byte range per layer
             self.f.create_dataset(name, shape=shape, dtype=dtype)
 
+    @_writing
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self.f[name][index] = value
 
@@ -200,8 +223,10 @@ class HDF5Store(ArrayStore):
         except (*H5_FAILURES, KeyError) as err:
             raise _failure(self.path, err) from None
 
+    @_writing
     def flush(self) -> None:
         self.f.flush()
 
+    @_writing
     def close(self) -> None:
         self.f.close()

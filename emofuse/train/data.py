@@ -40,6 +40,12 @@ from emofuse.streams import (
     advice,
 )
 
+# a stream no extractor makes: extracting again cannot help, the head's required_streams must change
+UNKNOWN_STREAM = (
+    f"no emofuse extractor makes a stream of that name (streams: {', '.join(STREAMS)}); fix the "
+    "head's required_streams"
+)
+
 # per-speaker normalisation standardises the ACOUSTIC_STREAMS: not text, and not the speaker
 # vector, which is nearly constant within a speaker by design
 
@@ -215,7 +221,7 @@ class TrainData:
             s = missing[0]
             raise EmofuseError(
                 f"the head needs stream '{s}' but cache {cache.path} has only "
-                f"{', '.join(sorted(cache.streams))}; {advice(s) if s in STREAMS else 'extract it'}"
+                f"{', '.join(sorted(cache.streams))}; {advice(s) if s in STREAMS else UNKNOWN_STREAM}"
             )
         loaded: dict[str, StreamData] = {}
         for name in sorted(streams):

@@ -950,6 +950,12 @@ class StringStreams(TinyHead):
     @classmethod
     def required_streams(cls, cfg):
         return "speech"
+
+
+class UnknownStream(TinyHead):
+    @classmethod
+    def required_streams(cls, cfg):
+        return {"speech", "nosuchstream"}
 """
 
 
@@ -1010,6 +1016,16 @@ def test_a_user_head_whose_required_streams_is_a_string_is_named(tmp_path, monke
         'of stream names like {"speech", "text"}'
     ), line
     assert not out.exists()
+
+
+def test_a_user_head_needing_a_stream_no_extractor_makes_is_told_to_fix_the_head(
+    tmp_path, monkeypatch
+):
+    """The advice was "extract it", which no extract can do for a made-up name (round 10)."""
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "UnknownStream")
+    assert line.startswith("error: the head needs stream 'nosuchstream' but cache"), line
+    assert "no emofuse extractor makes a stream of that name" in line and "extract it" not in line
+    assert line.endswith("fix the head's required_streams") and not out.exists()
 
 
 @pytest.mark.parametrize("finished", [True, False])

@@ -460,3 +460,47 @@ def test_predict_notes_go_to_stderr_so_stdout_holds_only_the_table(trained):
     assert lines[0].startswith("(") and len(lines) == 2, result.stdout
     assert lines[1].split("\t")[:2] == [str(utt.audio), lines[1].split("\t")[1]]
     assert "note:" not in result.stdout
+
+
+BOOM_HEAD = """
+import os
+
+from tests.train.tiny_head import TinyHead
+
+
+class BoomHead(TinyHead):  # trains as TinyHead; raises once EMOFUSE_TEST_BOOM is set
+    def embed(self, batch):
+        if os.environ.get("EMOFUSE_TEST_BOOM"):
+            raise ValueError("eval boom")
+        return super().embed(batch)
+"""
+
+
+def test_a_user_head_raising_in_predict_or_report_tsne_is_one_line_naming_it(
+    trained, tmp_path, monkeypatch
+):
+    """Train named a raising user head in one line; predict and `report --tsne` let its
+    exception out as a traceback, exit 1 (round-10 row 35 of the train side)."""
+    head = tmp_path / "boom_head.py"
+    head.write_text(BOOM_HEAD)
+    run = tmp_path / "run"
+    result = invoke(
+        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head",
+        f"{head}:BoomHead", "--folds", "1", "--epochs", "1", "--out", run, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("EMOFUSE_TEST_BOOM", "1")
+    utt = trained["utts"][trained["test_ids"][0]]
+    line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
+    assert line.startswith(f"error: head {head}:BoomHead failed while predicting with fold 1 ("), (
+        line
+    )
+    assert f"ValueError: eval boom, at {head} line 10" in line, line
+    assert line.endswith("fix the head, then rerun the same command"), line
+    line = _one_line(invoke("report", run, "--tsne"))
+    assert line.startswith(
+        f"error: head {head}:BoomHead failed while computing the t-SNE embeddings of fold 1 ("
+    ), line
+    assert "eval boom" in line and line.endswith("rerun the same `emofuse report`"), line
+    monkeypatch.delenv("EMOFUSE_TEST_BOOM")
+    assert invoke("predict", "--run", run, utt.audio, "--text", "hi").exit_code == 0

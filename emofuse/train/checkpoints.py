@@ -292,6 +292,7 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
     """``head.embed`` of every finished fold's test utterances, by that fold's model (pooled)."""
     from emofuse.cache import open_cache
     from emofuse.heads.registry import head_streams
+    from emofuse.train.headerrors import user_head_code
     from emofuse.train.loop import forward_all
 
     run = Path(run)
@@ -320,6 +321,12 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
     for k in finished_folds(run):
         model = load_fold_model(run, k, data.device)
         idx = data.indices(plan.fold(k).test)
-        embs.append(forward_all(model, data, idx, 64, embed=True).numpy())  # (N_k, E)
+        with user_head_code(
+            config["head"],
+            k,
+            "computing the t-SNE embeddings of",
+            "rerun the same `emofuse report`",
+        ):
+            embs.append(forward_all(model, data, idx, 64, embed=True).numpy())  # (N_k, E)
         labels += [data.label_names[int(y)] for y in data.labels[idx.to(data.labels.device)]]
     return np.concatenate(embs), labels

@@ -5,7 +5,6 @@ config, and its forward on two utterances has the right shape, is finite and has
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 import torch
@@ -13,21 +12,9 @@ import torch
 from emofuse.errors import EmofuseError
 from emofuse.train.checkpoints import make_dims
 from emofuse.train.data import TrainData
-from emofuse.train.paths import head_file
+from emofuse.train.headerrors import reason as _reason
 
 BYTES_PER_PARAMETER = 16  # float32 weight, its gradient and AdamW's two moments
-
-
-def _reason(err: BaseException, head_spec: str) -> str:
-    """``Type: first line of the message[, at file.py line N]`` (the user file's last frame)."""
-    text = (str(err).strip().splitlines() or [""])[0][:160]
-    where = ""
-    file = head_file(head_spec)  # a user's file.py:Class head: its last frame in that file
-    if file is not None:
-        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(file)]
-        if frames:
-            where = f", at {file} line {frames[-1].lineno}"
-    return f"{type(err).__name__}" + (f": {text}" if text else "") + where
 
 
 def _parameters_on_meta(head_cls: type, cfg: Any, dims: Any, n_classes: int) -> int | None:
@@ -69,14 +56,6 @@ def check_buildable(
             f"head {head_spec} cannot be built with this config ({_reason(err, head_spec)}); "
             f"check {given}"
         ) from None
-
-
-def head_failed(head_spec: str, fold: int, err: BaseException) -> EmofuseError:
-    """A user head that raised (or called sys.exit) while fold ``fold`` trained."""
-    return EmofuseError(
-        f"head {head_spec} failed while training fold {fold} ({_reason(err, head_spec)}); fix "
-        "the head, then rerun the same command (finished folds are kept)"
-    )
 
 
 def check_forward(head_spec: str, head_cls: type, cfg: Any, data: TrainData) -> None:

@@ -49,7 +49,8 @@ from emofuse.train.command import train_command
 from emofuse.train.configseal import CONFIG_SEAL, check_config_seal, write_run_config
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
-from emofuse.train.headcheck import check_buildable, check_forward, head_failed
+from emofuse.train.headcheck import check_buildable, check_forward
+from emofuse.train.headerrors import head_failed
 from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.outdir import record_wall
 from emofuse.train.paths import absolute, absolute_head, head_file, model_dirs

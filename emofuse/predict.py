@@ -17,6 +17,7 @@ text model sees an empty string (only its special tokens).
 from __future__ import annotations
 
 import csv
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,13 +107,35 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
         raise EmofuseError(f"--transcripts {path} is not UTF-8 text: save it as UTF-8") from None
 
 
-def _text_for(audio: Path, given: str, transcripts: dict[str, str] | None) -> str | None:
+def _texts_for(audio: Sequence[str], transcripts: dict[str, str] | None) -> list[str | None]:
+    """Each AUDIO's row of ``--transcripts``: the row naming the same file (as given, or the same
+    absolute path), else the row whose path is the longest tail of the file's path (``b/x.wav``
+    for ``w/b/x.wav`` before ``x.wav``). A row that is the best match of two different files is
+    refused: it cannot say which recording it transcribes (a bare name matched both)."""
     if transcripts is None:
-        return None
-    for key in (given, str(audio), audio.name):
-        if key in transcripts:
-            return transcripts[key]
-    raise EmofuseError(f"--transcripts has no row for {given}: add a line '{given},<text>'")
+        return [None] * len(audio)
+    here = {key: Path(os.path.abspath(key)) for key in transcripts}
+    chosen = []
+    for given in audio:
+        path = Path(os.path.abspath(given))
+        exact = [k for k in transcripts if k == given or here[k] == path]
+        tails = [k for k in transcripts if Path(k).parts and path.parts[-len(Path(k).parts) :]
+                 == Path(k).parts]  # fmt: skip
+        best = exact or sorted(tails, key=lambda k: -len(Path(k).parts))
+        if not best:
+            raise EmofuseError(f"--transcripts has no row for {given}: add a line '{given},<text>'")
+        chosen.append(best[0])
+    files: dict[str, dict[Path, str]] = {}
+    for given, key in zip(audio, chosen, strict=True):
+        files.setdefault(key, {})[Path(given).resolve()] = given
+    for key, matched in files.items():
+        if len(matched) > 1:
+            a, b = list(matched.values())[:2]
+            raise EmofuseError(
+                f"--transcripts row {key!r} matches {len(matched)} different AUDIO files ({a}, "
+                f"{b}, …): give each file its own row, with its path as on the command line"
+            )
+    return [transcripts[key] for key in chosen]
 
 
 def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -278,7 +301,7 @@ def predict(
             )
         if not Path(given).is_file():
             raise EmofuseError(f"audio file {given} not found")
-        texts.append(text if text is not None else _text_for(Path(given), given, table))
+    texts = [text] * len(audio) if text is not None else _texts_for(audio, table)
     if asr_model is not None:
         notes += _transcribe_missing(audio, texts, asr_model, device)
     for i, (given, t) in enumerate(zip(audio, texts, strict=True)):

@@ -504,3 +504,35 @@ def test_a_user_head_raising_in_predict_or_report_tsne_is_one_line_naming_it(
     assert "eval boom" in line and line.endswith("rerun the same `emofuse report`"), line
     monkeypatch.delenv("EMOFUSE_TEST_BOOM")
     assert invoke("predict", "--run", run, utt.audio, "--text", "hi").exit_code == 0
+
+
+def test_transcripts_rows_match_the_longest_path_tail_and_a_shared_name_is_refused(
+    trained, tmp_path, monkeypatch
+):
+    """`w/b/x.wav` took the row `x.wav` (another file's) though the CSV had `b/x.wav`; a bare
+    name matching two different files gave both its text (round-10 row 40 of the train side)."""
+    import shutil
+
+    utts, ids = trained["utts"], trained["test_ids"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w" / "b").mkdir(parents=True)
+    shutil.copy(utts[ids[0]].audio, "w/x.wav")
+    shutil.copy(utts[ids[1]].audio, "w/b/x.wav")
+    table = write_transcripts(tmp_path / "t.csv", [("x.wav", "hello"), ("b/x.wav", "other")])
+    result = invoke("predict", "--run", trained["run"], "--transcripts", table, "--json",
+                    "w/x.wav", "w/b/x.wav")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert [(p["audio"], p["text"]) for p in out["predictions"]] == [
+        ("w/x.wav", "hello"), ("w/b/x.wav", "other"),
+    ]  # fmt: skip
+    alone = write_transcripts(tmp_path / "one.csv", [("x.wav", "hello")])
+    line = _one_line(invoke("predict", "--run", trained["run"], "--transcripts", alone,
+                            "w/x.wav", "w/b/x.wav"))  # fmt: skip
+    assert line.startswith("error: --transcripts row 'x.wav' matches 2 different AUDIO files"), line
+    assert "(w/x.wav, w/b/x.wav, …)" in line and "its own row" in line, line
+    # the same file twice on the command line is one file: its row serves both
+    twice = invoke("predict", "--run", trained["run"], "--transcripts", alone, "--json",
+                   "w/x.wav", "./w/x.wav")  # fmt: skip
+    assert twice.exit_code == 0, twice.output
+    assert [p["text"] for p in json.loads(twice.stdout)["predictions"]] == ["hello", "hello"]

@@ -289,7 +289,9 @@ def predict(
             )
         folds = [fold]
     if not folds:
-        raise EmofuseError(f"{run} has no finished fold: run `emofuse train` to completion first")
+        from emofuse.train.outdir import unfinished_advice
+
+        raise EmofuseError(f"{run} has no finished fold: {unfinished_advice(run)}")
     check_checkpoints(run, folds)  # a damaged one fails now, not after the features are made
 
     norm = settings.get("text_norm", "default")

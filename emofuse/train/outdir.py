@@ -105,26 +105,47 @@ def not_a_run(run: Path, command: str) -> EmofuseError:
 
 def reproduce_refusal(run: Path, command: str) -> EmofuseError | None:
     """The refusal naming a run inside ``run`` where it is an ``emofuse reproduce`` folder or one
-    of its rows; None for any other folder."""
+    of its rows; None for any other folder. The example is a finished row run (an interrupted
+    reproduce has unfinished ones, and no table yet)."""
 
     def example(r: Path) -> str:
         if command in ("report", "predict"):
             return f"`emofuse report {r}`" if command == "report" else f"--run {r}"
         return str(r)
 
+    def pick(runs: list[Path]) -> str:
+        done = [r for r in runs if (r / "summary.json").is_file()] or runs
+        return example(done[0])
+
     rows = sorted(p.parent for p in run.glob("*/seed*/config.json"))
     if rows:
+        if not (run / "table.md").is_file():
+            return EmofuseError(
+                f"{run} is an unfinished `emofuse reproduce` folder (no table.md yet): rerun the "
+                f"same `emofuse reproduce … --out {run}` to finish it"
+                + ("" if not any((r / "summary.json").is_file() for r in rows) else
+                   f", or give one of its finished row runs, e.g. {pick(rows)}")
+            )  # fmt: skip
         return EmofuseError(
             f"{run} is an `emofuse reproduce` folder (its table: {run / 'table.md'}), not a run: "
-            f"give one of its row runs, e.g. {example(rows[0])}"
+            f"give one of its row runs, e.g. {pick(rows)}"
         )
     seeds = sorted(p.parent for p in run.glob("seed*/config.json"))
     if seeds:
         return EmofuseError(
             f"{run} is a row of an `emofuse reproduce` folder, not a run: give one of its seed "
-            f"runs, e.g. {example(seeds[0])} ({len(seeds)} seed runs)"
+            f"runs, e.g. {pick(seeds)} ({len(seeds)} seed runs)"
         )
     return None
+
+
+def unfinished_advice(run: Path) -> str:
+    """How to finish a run with no finished fold: a row run of ``emofuse reproduce``
+    (DIR/row/seedN) is finished by rerunning the reproduce, any other by ``emofuse train``."""
+    root = run.parent.parent
+    if run.name.startswith("seed") and reproduce_refusal(root, "report") is not None:
+        return f"rerun the same `emofuse reproduce … --out {root}` to finish it"
+    return "run `emofuse train` to completion first"
 
 
 def finish_advice(fused: bool) -> str:

@@ -262,7 +262,9 @@ def write_summary(out: Path, plan: FoldPlan) -> dict[str, Any]:
     """summary.json + pooled predictions CSVs from every finished fold (in fold order)."""
     done = finished_folds(out)
     if not done:
-        raise EmofuseError(f"{out} has no finished fold yet; run `emofuse train` first")
+        from emofuse.train.outdir import unfinished_advice
+
+        raise EmofuseError(f"{out} has no finished fold yet: {unfinished_advice(out)}")
     pooled = {
         kind: [read_fold_predictions(out, plan, k, kind) for k in done]
         for kind in ("predictions.csv", "val_predictions.csv")

@@ -189,6 +189,7 @@ def test_reproduce_refuses_an_out_that_is_a_run_or_holds_other_files(tmp_path):
 def test_report_of_a_reproduce_folder_names_a_row_run(tmp_path):
     (tmp_path / "m" / "frame" / "seed1").mkdir(parents=True)  # run with --seeds 1: no seed0
     (tmp_path / "m" / "frame" / "seed1" / "config.json").write_text("{}")
+    (tmp_path / "m" / "table.md").write_text("")  # a finished reproduce
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "m")])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
@@ -213,6 +214,7 @@ def test_predict_on_a_reproduce_row_folder_names_a_seed_run(tmp_path):
     (seed / "config.json").write_text("{}")
     wav = tmp_path / "a.wav"
     sf.write(wav, np.zeros(1600), 16000)
+    (tmp_path / "m" / "table.md").write_text("")  # a finished reproduce
     for folder, start in (
         (tmp_path / "m" / "frame", "is a row of an `emofuse reproduce` folder, not a run: give "
          f"one of its seed runs, e.g. --run {seed} (1 seed runs)"),
@@ -223,3 +225,31 @@ def test_predict_on_a_reproduce_row_folder_names_a_seed_run(tmp_path):
         assert result.exit_code == 2 and len(lines) == 1, result.output
         assert lines[0].startswith(f"error: {folder} {start}"), lines[0]
         assert f"--run {seed}" in lines[0]
+
+
+def test_an_interrupted_reproduce_folder_says_to_rerun_it_and_names_a_finished_row(tmp_path):
+    """Killed mid-row: the line named a table.md that did not exist and, as its example, the
+    unfinished row, whose report then said "run `emofuse train`" (round-10 row 42, train side)."""
+    from emofuse.train.outdir import unfinished_advice
+
+    root = tmp_path / "m"
+    for row in ("coattention", "frame"):
+        (root / row / "seed0").mkdir(parents=True)
+        (root / row / "seed0" / "config.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["report", str(root)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0] == (
+        f"error: {root} is an unfinished `emofuse reproduce` folder (no table.md yet): rerun the "
+        f"same `emofuse reproduce … --out {root}` to finish it"
+    )
+    (root / "frame" / "seed0" / "summary.json").write_text("{}")  # one row finished
+    line = CliRunner().invoke(cli, ["report", str(root)]).output.strip()
+    assert line.endswith(
+        f"to finish it, or give one of its finished row runs, e.g. `emofuse report "
+        f"{root / 'frame' / 'seed0'}`"
+    ), line
+    assert unfinished_advice(root / "coattention" / "seed0") == (
+        f"rerun the same `emofuse reproduce … --out {root}` to finish it"
+    )
+    assert unfinished_advice(tmp_path / "run") == "run `emofuse train` to completion first"

@@ -85,6 +85,14 @@ def write_fix(err: BaseException, usual: str) -> str:
     return usual
 
 
+def cannot_write(err: OSError, target: str | os.PathLike, then: str) -> EmofuseError:
+    """The one line for a write the file system refused (full disk, size limit, read-only):
+    which file, why, what to do about it, and ``then`` (how the rerun goes on)."""
+    name = err.filename or target
+    usual = f"free disk space or make {Path(name).parent} writable"
+    return EmofuseError(f"cannot write {name} ({os_reason(err)}): {write_fix(err, usual)}, {then}")
+
+
 def check_out_file(out: str | os.PathLike, option: str = "--out") -> None:
     """One-line error when the output FILE ``out`` cannot be written: it is a folder, a parent is
     a regular file, or the nearest existing folder is not writable (nothing is created)."""

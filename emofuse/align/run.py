@@ -21,13 +21,14 @@ from pathlib import Path
 from emofuse.audio import AudioProblem, duration_of, load_audio
 from emofuse.corpus.rows import (
     check_manifest_name,
+    columns_of,
     read_rows,
     rebase,
     relative_to,
     resolve,
     write_rows,
 )
-from emofuse.errors import EmofuseError, check_out_file, check_out_path
+from emofuse.errors import EmofuseError, cannot_write, check_out_file, check_out_path
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 
@@ -67,21 +68,13 @@ def textgrid_name(utt_id: str) -> str:
     return stem + ".TextGrid"
 
 
-def _columns_of(path: Path) -> list[str] | None:
-    """The columns of an existing manifest (None: not readable as one)."""
-    try:
-        return read_rows(path)[0]
-    except (EmofuseError, OSError, ValueError):
-        return None
-
-
 def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSummary:
     manifest, out = Path(cfg.manifest).expanduser(), Path(cfg.out).expanduser()
     if manifest.resolve() == out.resolve():
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
     check_out_file(out)
     check_manifest_name(out)  # before the TextGrid folder (named after OUT) or any alignment
-    if out.is_file() and "alignment" not in (_columns_of(out) or []):  # never another file
+    if out.is_file() and "alignment" not in (columns_of(out) or []):  # never another file
         raise EmofuseError(
             f"--out {out} exists and is not an earlier output of emofuse align (no alignment "
             "column); give a new file name (it is never overwritten)"
@@ -105,7 +98,12 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
             "ASCII letters or digits"
         )
     with output_lock(out, "align"):  # one writer of OUT (and its TextGrids) at a time
-        return _align(cfg, manifest, out, columns, rows, align_dir, echo)
+        try:
+            return _align(cfg, manifest, out, columns, rows, align_dir, echo)
+        except OSError as err:
+            for tmp in align_dir.glob(".*.TextGrid.tmp"):  # a TextGrid cut off mid-write
+                tmp.unlink(missing_ok=True)
+            raise cannot_write(err, out, "then rerun the same command") from None
 
 
 def _align(

@@ -32,8 +32,15 @@ import numpy as np
 
 from emofuse import faults
 from emofuse.audio import AudioProblem, audio_sha1, duration_of, load_audio
-from emofuse.corpus.rows import check_manifest_name, read_rows, rebase, resolve, write_rows
-from emofuse.errors import EmofuseError, check_out_file
+from emofuse.corpus.rows import (
+    check_manifest_name,
+    columns_of,
+    read_rows,
+    rebase,
+    resolve,
+    write_rows,
+)
+from emofuse.errors import EmofuseError, cannot_write, check_out_file
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 
@@ -135,15 +142,20 @@ def _write_record(path: Path, settings: dict, records: list[dict]) -> None:
 
 class _Journal:
     def __init__(self, path: Path, settings: dict, fresh: bool):
+        self.path = path
         self.f = path.open("a", encoding="utf-8")
         if fresh:
-            self.f.truncate(0)
+            if self.f.tell():  # an unusable journal (torn header, other settings): start over
+                self.f.truncate(0)
             self._write([settings])
 
     def _write(self, records: list[dict]) -> None:
-        self.f.write("".join(json.dumps(r) + "\n" for r in records))
-        self.f.flush()
-        os.fsync(self.f.fileno())
+        try:
+            self.f.write("".join(json.dumps(r) + "\n" for r in records))
+            self.f.flush()
+            os.fsync(self.f.fileno())
+        except OSError as err:  # a write error on an open file names no file: name the journal
+            raise OSError(err.errno, err.strerror, str(self.path)) from err
 
     def add(self, records: list[dict]) -> None:
         self._write(records)
@@ -200,8 +212,19 @@ def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -
     check_manifest_name(out)  # and a name write_rows cannot write
     if cfg.batch_size < 1:
         raise EmofuseError(f"--batch-size {cfg.batch_size}: give 1 or more")
+    if out.is_file() and "asr_text" not in (columns_of(out) or []):  # never another file
+        raise EmofuseError(
+            f"--out {out} exists and is not an earlier output of emofuse transcribe (no asr_text "
+            "column); give a new file name (it is never overwritten)"
+        )
     with output_lock(out, "transcribe"):  # one writer of OUT and its journal at a time
-        return _transcribe(cfg, manifest, out, echo)
+        try:
+            return _transcribe(cfg, manifest, out, echo)
+        except OSError as err:  # the journal's batches are durable: the rerun goes on from them
+            raise cannot_write(
+                err, out, f"then rerun the same command: the batches in {journal_path(out)} "
+                "are kept and not transcribed again"
+            ) from None  # fmt: skip
 
 
 def _transcribe(

@@ -39,6 +39,14 @@ def read_rows(path: str | Path, need: tuple[str, ...] = ("id", "audio")) -> tupl
     return columns, rows
 
 
+def columns_of(path: str | Path) -> list[str] | None:
+    """The columns of an existing manifest (None: not readable as one)."""
+    try:
+        return read_rows(path)[0]
+    except (EmofuseError, OSError, ValueError):
+        return None
+
+
 def resolve(base: Path, value: str) -> Path:
     """A manifest path value (relative to the manifest's folder, or absolute) as a path."""
     p = Path(value.strip()).expanduser()

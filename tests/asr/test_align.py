@@ -216,3 +216,25 @@ def test_a_very_long_id_gets_a_short_unique_textgrid_name() -> None:
     a, b = "x" * 300 + "a", "x" * 300 + "b"
     assert len(textgrid_name(a).encode()) <= 255 and textgrid_name(a) != textgrid_name(b)
     assert textgrid_name("Ses01F_impro01_F000") == "Ses01F_impro01_F000.TextGrid"
+
+
+def test_a_full_disk_under_a_textgrid_is_one_line_and_leaves_no_temporary(tmp_path, synth_utts):
+    """A real ENOSPC writing a TextGrid was a traceback, exit 1, and left a 0-byte
+    `.u1.TextGrid.tmp` (round-10 row 97 of the extract side)."""
+    from emofuse.align.run import textgrid_name
+
+    utts = synth_utts[:2]
+    manifest = write_manifest(tmp_path / "in.csv", utts)
+    out = tmp_path / "al.csv"
+    grids = tmp_path / "al_textgrids"
+    grids.mkdir()
+    (grids / f".{textgrid_name(utts[0].id)}.tmp").symlink_to("/dev/full")
+    result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 2 and "Traceback" not in result.output, lines
+    assert lines[0].startswith("aligning 2 rows")
+    assert lines[1].startswith("error: cannot write ") and "(No space left on device)" in lines[1]
+    assert lines[1].endswith("then rerun the same command") and not out.exists()
+    assert not list(grids.glob(".*.tmp"))
+    result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")
+    assert result.exit_code == 0 and "2 of 2 rows aligned" in result.output, result.output

@@ -172,13 +172,48 @@ def test_a_meaningless_number_is_refused_before_the_model_loads(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
-def test_an_existing_out_file_is_replaced_by_a_rerun(tmp_path, tiny_asr, synth_utts):
+def test_an_earlier_output_is_replaced_by_a_rerun_and_any_other_file_never(
+    tmp_path, tiny_asr, synth_utts
+):
+    """Another corpus's manifest (its gold text), any CSV or JSONL named as --out was replaced
+    without a word; align refused the same (round-10 row 88 of the extract side)."""
     manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
     out = tmp_path / "out.csv"
-    out.write_text("id,audio\nold,old.wav\n")
+    out.write_text("id,audio,text,asr_text\nold,old.wav,,x\n")  # transcribe's earlier output
     result = invoke(*transcribe_args(manifest, out, tiny_asr))
     assert result.exit_code == 0, result.output
     assert [r["id"] for r in read_csv(out)] == [u.id for u in synth_utts[:2]]
+    for name, content in (("other.csv", "id,audio,text\nx,x.wav,gold words\n"),
+                          ("ab.csv", "a,b\n"), ("some.jsonl", '{"x": 1}\n')):  # fmt: skip
+        other = tmp_path / name
+        other.write_text(content)
+        line = one_error_line(invoke(*transcribe_args(manifest, other, tiny_asr)))
+        assert line == (
+            f"error: --out {other} exists and is not an earlier output of emofuse transcribe "
+            "(no asr_text column); give a new file name (it is never overwritten)"
+        ), line
+        assert other.read_text() == content
+
+
+def test_a_full_disk_under_the_journal_is_one_line_and_the_rerun_finishes(
+    tmp_path, tiny_asr, synth_utts
+):
+    """A real ENOSPC appending to the journal was a traceback, exit 1 (round-10 row 95)."""
+    from emofuse.asr.transcribe import journal_path
+
+    manifest = write_manifest(tmp_path / "in.csv", synth_utts[:3], lambda u: "")
+    out = tmp_path / "out.csv"
+    journal_path(out).symlink_to("/dev/full")
+    result = invoke(*transcribe_args(manifest, out, tiny_asr))
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(lines) == 2 and lines[0].startswith("transcribing 3 of 3 rows"), lines
+    line = lines[1]
+    assert line.startswith(f"error: cannot write {journal_path(out)} (No space left on device)")
+    assert "rerun the same command: the batches in" in line and not out.exists()
+    journal_path(out).unlink()  # room again
+    result = invoke(*transcribe_args(manifest, out, tiny_asr))
+    assert result.exit_code == 0 and "3 rows, 3 transcribed now" in result.output, result.output
 
 
 @pytest.mark.subprocess
@@ -258,12 +293,13 @@ def test_a_second_transcribe_into_the_same_out_is_refused_while_the_first_holds_
 
     manifest = write_manifest(tmp_path / "in.csv", synth_utts[:2], lambda u: "")
     out = tmp_path / "out.csv"
-    out.write_text("id,audio\nold,old.wav\n")
+    out.write_text("id,audio,asr_text\nold,old.wav,x\n")  # an earlier transcribe's output
     with output_lock(out, "transcribe"):
         line = one_error_line(invoke(*transcribe_args(manifest, out, tiny_asr)))
         assert f"{out} is being written by another emofuse transcribe (pid {os.getpid()}" in line
         assert lock_path(out).exists()
-    assert out.read_text() == "id,audio\nold,old.wav\n" and not journal_path(out).exists()
+    assert out.read_text() == "id,audio,asr_text\nold,old.wav,x\n"
+    assert not journal_path(out).exists()
     result = invoke(*transcribe_args(manifest, out, tiny_asr))  # released: the run goes ahead
     assert result.exit_code == 0, result.output
     assert not lock_path(out).exists()

@@ -34,6 +34,7 @@ from emofuse.train.paths import absolute
 from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
+    is_trained_run,
     prediction_digests,
     prepare_out,
     read_fold_predictions,
@@ -95,7 +96,9 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
         seen[r.resolve()] = r
     for r in runs:  # a member whose settings are damaged is named before anything is read
         if (r / "config.json").is_file():
-            read_run_config(r / "config.json")
+            config = read_run_config(r / "config.json")
+            if not is_trained_run(config):  # a fused member that report would call stale
+                check_members_current(r, config)
     plans = [FoldPlan.load(r / "folds.json") for r in runs]
     for r, p in zip(runs[1:], plans[1:], strict=True):
         # the same folds, utterance for utterance; the seed may differ (a seed ensemble) where

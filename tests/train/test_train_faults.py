@@ -872,9 +872,15 @@ def test_a_fused_run_whose_member_was_retrained_is_not_reported_as_current(run, 
     other_loop = LoopConfig(epochs=1, batch_size=8, lr=1e-2, patience=1, seed=0)
     train_run(cache, TINY_HEAD, other, "loso", loop=other_loop, folds=[1, 2], progress=False)
     expected = f"error: {fused} was fused from {other} as it was before {other} was retrained"
-    for args in (["report", str(fused)], ["compare", str(fused), str(fused)]):
+    again = tmp_path / "f2"  # fuse took the stale run as a member and made a "current" one
+    for args in (
+        ["report", str(fused)],
+        ["compare", str(fused), str(fused)],
+        ["fuse", str(fused), str(run), "--out", str(again)],
+    ):
         line = _one_error_line(CliRunner().invoke(cli, args))
         assert line.startswith(expected) and "fuse again" in line, line
+    assert not again.exists()
 
 
 BAD_WIDTH_HEAD = """

@@ -29,6 +29,7 @@ from emofuse.cache.layout import (
 from emofuse.cache.parts import MANIFEST, part_damage
 from emofuse.cache.schema import (
     FIXED,
+    RAGGED,
     TABLE_COLUMNS,
     TYPED_COLUMNS,
     ArrayInfo,
@@ -163,6 +164,17 @@ class Cache:
             )
         self.streams: dict[str, StreamInfo] = {}
         for name, s in meta["streams"].items():
+            # a ragged stream's offsets: one per utterance and one past the last (a shorter
+            # array reads fine until an utterance past its end is asked for)
+            header = (
+                store.array_header(stored_name(name, "offsets")) if s["kind"] == RAGGED else None
+            )
+            if header is not None and header[0] != (n + 1,):
+                raise damaged_cache_error(
+                    self.path,
+                    f"the stored array {stored_name(name, 'offsets')} has shape "
+                    f"{list(header[0])}, but a store of {n} utterances holds [{n + 1}] offsets",
+                )
             arrays = {
                 a: ArrayInfo(m["dtype"], tuple(m["row_shape"]), m["rows"], m["nbytes"], m["sha256"])
                 for a, m in s["arrays"].items()

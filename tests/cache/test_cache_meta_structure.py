@@ -259,3 +259,32 @@ def test_a_genuine_cache_opens_for_reading(tmp_path, bases, suffix):
     with open_cache(bases[suffix]) as cache:
         values, offsets = cache.load("speech", "data", layers=[3])
         assert values.shape[0] == offsets[-1] == cache.streams["speech"].rows
+
+
+@SUFFIXES
+def test_an_offsets_array_one_short_is_named_at_open(tmp_path, bases, suffix):
+    """Round-10 row 110: the speech offsets cut to one per utterance (the last end lost): info
+    said "complete", though reading refused the stream; their shape is now checked at open."""
+    n = read_doc(bases[suffix])["n_utterances"]
+    path = tmp_path / f"short{suffix}"
+    if suffix == ".h5":
+        shutil.copyfile(bases[suffix], path)
+        with h5py.File(path, "r+") as f:
+            kept = f["streams/speech/offsets"][:n]
+            del f["streams/speech/offsets"]
+            f.create_dataset("streams/speech/offsets", data=kept)
+    else:
+        shutil.copytree(bases[suffix], path)
+        doc = path / "streams" / "speech" / "offsets" / "zarr.json"
+        meta = json.loads(doc.read_text())
+        meta["shape"] = [n]
+        doc.write_text(json.dumps(meta))
+    text = (
+        f"error: {path} is damaged (the stored array streams/speech/offsets has shape [{n}], but "
+        f"a store of {n} utterances holds [{n + 1}] offsets); {FIX}"
+    )
+    assert _one_line(_cli("info", str(path)), 2) == text
+    assert _one_line(_train(path, tmp_path / "run"), 2) == text
+    assert not (tmp_path / "run").exists()
+    verify = _cli("verify", str(path))  # verify had found it: its own lines, exit 1
+    assert verify.exit_code == 1 and "offsets damaged" in verify.output, verify.output

@@ -57,20 +57,29 @@ def durations_of(utts: Sequence[Utterance], workers: int) -> list[float]:
     return out
 
 
+TOKENS_PER_SECOND = 4.0  # rough rate of subword tokens in a transcript of speech
+
+
 def estimate_bytes(
     durations: Sequence[float], models: Models, layers: list[int], cfg: ExtractConfig
 ) -> int:
-    """Rough store size: speech frames × stored layers × dim × 2 bytes, plus pooled and segment rows."""
-    if models.speech is None:
-        return 0
-    enc = models.speech
-    frames = sum(enc.n_frames(int(d * SAMPLE_RATE)) for d in durations)
-    per_row = len(layers) * enc.dim * 2
-    total = len(durations) * 2 * enc.num_layers * enc.dim * 2  # speech_mean + speech_std
-    if "frame" in cfg.granularity:
-        total += frames * per_row
+    """Rough store size (float16): speech frames x stored layers x dim, its pooled mean and std,
+    100 Hz log-mel, text tokens (about ``TOKENS_PER_SECOND``) x layers x dim and a speaker
+    vector per utterance; segment rows are not counted."""
+    seconds = float(sum(durations))
+    total = 0.0
+    if models.speech is not None:
+        enc = models.speech
+        frames = sum(enc.n_frames(int(d * SAMPLE_RATE)) for d in durations)
+        total += len(durations) * 2 * enc.num_layers * enc.dim * 2  # speech_mean + speech_std
+        if "frame" in cfg.granularity:
+            total += frames * len(layers) * enc.dim * 2
     if models.fbank is not None:
-        total += frames * 2 * 80 * 2  # 100 Hz log-mel
+        total += seconds * 100 * models.fbank.dim * 2  # 100 Hz log-mel
+    if models.text is not None:
+        total += seconds * TOKENS_PER_SECOND * models.text.num_layers * models.text.dim * 2
+    if models.speaker is not None:
+        total += len(durations) * models.speaker.dim * 2
     return int(total)
 
 

@@ -142,14 +142,11 @@ def _not_finite(
             f"--weight-decay {cfg.weight_decay:g}, which shrinks every weight by lr x "
             f"{cfg.weight_decay:g} per step; use a weight decay below 1 (the recipes use 0.01-0.1)"
         )
-    clip = (  # a clip already on is no advice: with it the run diverged all the same
-        f" (--grad-clip {cfg.grad_clip:g} is already on)"
-        if cfg.grad_clip > 0
-        else ", or set --grad-clip 1"
-    )
+    # AdamW's step is about lr per weight whatever the gradient's norm: clipping cannot help
     return EmofuseError(
         f"fold {fold}, epoch {epoch}: the {what} went non-finite (NaN or inf) with lr {cfg.lr:g}; "
-        f"lower --lr{clip}"
+        f"lower --lr (e.g. --lr {cfg.lr / 10:g}: AdamW moves each weight by about lr a step, so "
+        "--grad-clip cannot stop this)"
     )
 
 

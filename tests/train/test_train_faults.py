@@ -91,7 +91,8 @@ def test_nan_in_the_cache_names_the_stream_and_utterance(tmp_path):
 
 @pytest.mark.parametrize("clip", ["0", "1"])
 def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch, clip):
-    """With a clip already on, "or set --grad-clip 1" was advice that changed nothing (round 10)."""
+    """ "or set --grad-clip 1" was advice that changed nothing, with the clip on or off: AdamW's
+    step is about lr whatever the gradient (round-10 rows 7 and 49 of the train side)."""
     import emofuse.cache
 
     monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
@@ -103,8 +104,8 @@ def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch,
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith("error: fold 1, epoch 1") and "lower --lr" in lines[0]
-    assert ("set --grad-clip 1" in lines[0]) == (clip == "0"), lines[0]
-    assert ("--grad-clip 1 is already on" in lines[0]) == (clip == "1"), lines[0]
+    assert "--lr 1e+29: AdamW moves each weight by about lr a step" in lines[0], lines[0]
+    assert "set --grad-clip" not in lines[0]  # following it changed nothing, clip on or off
 
 
 @pytest.mark.parametrize(

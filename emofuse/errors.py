@@ -71,6 +71,12 @@ WRITE_ERRORS = (
 IN_THE_WAY = (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY)
 
 
+def in_the_way(err: OSError) -> str:
+    """What to do about an ``IN_THE_WAY`` error: move away the file or folder it names."""
+    what = "a file where a folder" if err.errno == errno.ENOTDIR else "a folder where a file"
+    return f"move away what is in the way ({err.filename} is {what} goes)"
+
+
 def write_fix(err: BaseException, usual: str) -> str:
     """What to do about a failed write: ``usual`` (free disk space ...), except for a per-file size
     limit (EFBIG), which more disk space cannot lift."""

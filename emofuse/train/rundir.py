@@ -24,6 +24,7 @@ from emofuse.errors import (
     WRITE_ERRORS,
     EmofuseError,
     check_out_path,
+    in_the_way,
     os_reason,
     write_fix,
 )
@@ -486,7 +487,7 @@ def writes_into(out: Path) -> Any:
                 tmp.unlink()
         where = f" writing {err.filename}" if err.filename else ""
         if err.errno in IN_THE_WAY:
-            fix = f"move away what is in the way ({err.filename} is not a regular file)"
+            fix = in_the_way(err)
         elif err.errno in (errno.ENOSPC, errno.EDQUOT):
             fix = write_fix(err, "free disk space")
         else:

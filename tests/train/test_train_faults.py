@@ -89,6 +89,22 @@ def test_nan_in_the_cache_names_the_stream_and_utterance(tmp_path):
     assert "\n" not in msg and "'speech'" in msg and bad.ids[5] in msg and "verify" in msg
 
 
+def test_a_file_where_a_fold_folder_goes_is_one_line_and_the_rerun_resumes(run, tmp_path, cache):
+    """`fold_02` replaced by a file: train's rmtree of the fold folder was a NotADirectoryError
+    traceback (round-10 row 56 of the train side)."""
+    out = copy(run, tmp_path)
+    shutil.rmtree(fold_dir(out, 2))
+    fold_dir(out, 2).write_text("hi")
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{fold_dir(out, 2)} is a file where a folder goes" in msg, msg
+    assert "1 finished fold(s) are kept" in msg
+    fold_dir(out, 2).unlink()  # what the line says to do
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+
+
 @pytest.mark.parametrize("clip", ["0", "1"])
 def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch, clip):
     """ "or set --grad-clip 1" was advice that changed nothing, with the clip on or off: AdamW's
@@ -404,7 +420,7 @@ def test_a_folder_in_the_way_of_a_run_file_is_one_line_and_the_rerun_resumes(
     with pytest.raises(EmofuseError) as err:
         train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
     msg = str(err.value)
-    assert "\n" not in msg and "is in the way" in msg and name in msg, msg
+    assert "\n" not in msg and f"{out / name} is a folder where a file goes" in msg, msg
     assert "2 finished fold(s) are kept" in msg and finished_folds(out) == [1, 2]
     (out / name).rmdir()  # what the line says to do
     summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)

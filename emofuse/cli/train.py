@@ -208,22 +208,10 @@ def report_command(run, tsne) -> None:
         raise EmofuseError(f"{run} does not exist: give the run folder that train or fuse wrote")
     if not run.is_dir():
         raise EmofuseError(f"{run} is a file, not a run folder: give the folder --out named")
-    if (run / "folds.json").is_file() and not (run / "config.json").exists():
-        # train writes config.json before folds.json; fuse copies folds.json first, config last
-        from emofuse.train.rundir import unfinished_fuse_members
+    from emofuse.train.fuse import config_missing_error
 
-        if any(run.glob("fold_*/checkpoint.pt")):  # trained folds: a train run lost its config
-            raise EmofuseError(
-                f"{run / 'config.json'} is missing (deleted or lost), and a trained run cannot be "
-                "reported, resumed or predicted without the settings it records; restore it, or "
-                "train again into a new --out"
-            )
-
-        members = " ".join(unfinished_fuse_members(run)) or "RUN RUN …"
-        raise EmofuseError(
-            f"{run} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
-            f"rerun the same `emofuse fuse {members} --out {run}`"
-        )
+    if refusal := config_missing_error(run):
+        raise refusal
     if not (run / "folds.json").is_file() or not (run / "config.json").is_file():
         raise not_a_run(run, "report")
     with output_lock(run, "report"):  # it rewrites summary.json: never under a running train

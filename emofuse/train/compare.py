@@ -47,6 +47,8 @@ CONFIDENCE = 0.95
 
 def load_run(run: str | Path) -> dict[str, Any]:
     """A finished run's test predictions per fold: ``{"run", "plan", "labels", "folds": {k: part}}``."""
+    from emofuse.train.fuse import config_missing_error
+
     run = Path(run)
     if not (run / "folds.json").is_file():
         raise not_a_run(run, "compare")
@@ -61,6 +63,8 @@ def load_run(run: str | Path) -> dict[str, Any]:
     done = set(finished_folds(run))
     check_metrics(run, sorted(done))  # as report and fuse: a damaged fold is named, not compared
     missing = [f.fold for f in plan.folds if f.fold not in done]
+    if missing and (refusal := config_missing_error(run)):  # an interrupted fuse, not members
+        raise refusal
     if missing:
         raise EmofuseError(
             f"{run} has {len(plan.folds) - len(missing)} of {len(plan.folds)} folds finished "

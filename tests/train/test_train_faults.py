@@ -1096,11 +1096,13 @@ def test_report_of_a_fuse_killed_midway_says_to_rerun_the_same_fuse(run, tmp_pat
     for name in ("config.json", "summary.json", "report.md", "predictions.csv"):
         (fused / name).unlink()
     shutil.rmtree(fold_dir(fused, 2))  # killed while fusing fold 2
-    line = _one_error_line(CliRunner().invoke(cli, ["report", str(fused)]))
-    assert line == (
-        f"error: {fused} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
-        f"rerun the same `emofuse fuse {run} {other} --out {fused}`"
-    ), line
+    # compare blamed the members ("finish those folds in every member run"; round-10 row 53)
+    for args in (["report", str(fused)], ["compare", str(fused), str(run)]):
+        line = _one_error_line(CliRunner().invoke(cli, args))
+        assert line == (
+            f"error: {fused} is an unfinished `emofuse fuse` (it stopped before writing "
+            f"config.json): rerun the same `emofuse fuse {run} {other} --out {fused}`"
+        ), line
 
 
 def test_a_checkpoint_copied_from_a_run_of_another_split_is_named(tmp_path):

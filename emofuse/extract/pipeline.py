@@ -163,6 +163,12 @@ def run_extract(
                 Path(cfg.out), writer.skipped_records(), utts, writer.complete, cfg.decode_workers
             )
         corpus_ids = {u.id for u in utts}
+        if writer.complete and done and utts and not done & {u.id for u in utts}:
+            raise EmofuseError(
+                f"{cfg.out} is a finished store of another corpus: none of its {len(done)} "
+                f"utterances is in this one (its first {sorted(done)[0]!r}, this corpus's first "
+                f"{utts[0].id!r}); choose another --out"
+            )
         if writer.complete and (more := [u.id for u in utts if u.id not in done]):
             raise EmofuseError(
                 f"{cfg.out} is a finished store of {len(done)} utterances (an earlier run's corpus, "

@@ -310,3 +310,29 @@ def test_the_size_estimate_is_of_the_streams_extracted(tmp_path, corpus_root, ti
     assert said, result.output
     estimate = float(said.group(1)) * 1000 ** ["B", "KB", "MB", "GB"].index(said.group(2))
     assert out.stat().st_size / 3 <= estimate <= out.stat().st_size * 3, (estimate, out.stat())
+
+
+def test_a_finished_store_of_another_corpus_is_named_as_such(tmp_path, corpus_root, tiny):
+    """Round-10 row 132: a store of another corpus (no id in common) was called "an earlier
+    run's corpus, e.g. a smaller --limit" and the advice was to delete it and rerun."""
+    wav = next(corpus_root.rglob("*.wav"))
+    manifest = tmp_path / "other.csv"
+    manifest.write_text(f"id,audio,text,label,speaker\nelsewhere1,{wav},hello there,neu,s1\n")
+    out = tmp_path / "other.h5"
+    first = CliRunner().invoke(cli, [
+        "extract", "--corpus", "manifest", "--manifest", str(manifest), "--out", str(out),
+        "--speech-model", str(tiny.speech["hubert"]), "--text-model", "none",
+        "--speaker-model", "none", "--fbank", "--batch-seconds", "4", "--quiet",
+    ])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    base = extract_args(corpus_root, tiny, out, "--text-model", "none", "--speaker-model", "none")
+    again = CliRunner().invoke(cli, [*base, "--limit", "3"])
+    assert again.exit_code == 2, again.output
+    lines = [x for x in again.output.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {out} is a finished store of another corpus: none of its 1 utterances is in "
+        "this one (its first 'elsewhere1', this corpus's first "
+    ), again.output
+    assert lines[0].endswith("choose another --out") and "delete" not in lines[0]
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before

@@ -208,7 +208,7 @@ def report_command(run, tsne) -> None:
         raise EmofuseError(f"{run} does not exist: give the run folder that train or fuse wrote")
     if not run.is_dir():
         raise EmofuseError(f"{run} is a file, not a run folder: give the folder --out named")
-    from emofuse.train.fuse import config_missing_error
+    from emofuse.train.outdir import config_missing_error
 
     if refusal := config_missing_error(run):
         raise refusal

@@ -30,12 +30,11 @@ from emofuse.errors import EmofuseError, os_reason, write_fix
 from emofuse.fileio import atomic_open
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
-from emofuse.train.outdir import finish_advice, not_a_run
+from emofuse.train.outdir import finish_advice, is_fused_folder, not_a_run
 from emofuse.train.rundir import (
     check_metrics,
     check_recorded_scores,
     finished_folds,
-    is_fused_folder,
     is_trained_run,
     read_fold_predictions,
     read_run_config,
@@ -47,7 +46,7 @@ CONFIDENCE = 0.95
 
 def load_run(run: str | Path) -> dict[str, Any]:
     """A finished run's test predictions per fold: ``{"run", "plan", "labels", "folds": {k: part}}``."""
-    from emofuse.train.fuse import config_missing_error
+    from emofuse.train.outdir import config_missing_error
 
     run = Path(run)
     if not (run / "folds.json").is_file():

@@ -41,7 +41,6 @@ from emofuse.train.rundir import (
     read_metrics,
     read_predictions,
     read_run_config,
-    unfinished_fuse_members,
     write_predictions,
     write_summary,
 )
@@ -239,25 +238,6 @@ def member_digest(run: Path, folds: Sequence[int]) -> str | None:
             except OSError:
                 return None
     return h.hexdigest()
-
-
-def config_missing_error(run: Path) -> EmofuseError | None:
-    """The refusal for a run folder with a fold plan but no config.json (None: not that case):
-    a fuse stopped before its last file (train writes config.json before folds.json, fuse copies
-    folds.json first), or a trained run whose config was lost."""
-    if not (run / "folds.json").is_file() or (run / "config.json").exists():
-        return None
-    if any(run.glob("fold_*/checkpoint.pt")):  # trained folds: a train run lost its config
-        return EmofuseError(
-            f"{run / 'config.json'} is missing (deleted or lost), and a trained run cannot be "
-            "reported, resumed or predicted without the settings it records; restore it, or "
-            "train again into a new --out"
-        )
-    members = " ".join(unfinished_fuse_members(run)) or "RUN RUN …"
-    return EmofuseError(
-        f"{run} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
-        f"rerun the same `emofuse fuse {members} --out {run}`"
-    )
 
 
 def check_members_current(run: Path, config: dict[str, Any]) -> None:

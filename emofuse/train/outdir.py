@@ -85,12 +85,18 @@ def not_a_run(run: Path, command: str) -> EmofuseError:
     """The one-line refusal for a folder that holds no run, pointing at the run inside it where
     it is a folder of ``emofuse reproduce`` (its root holds rows, each row holds seed runs)."""
     config = _json_object(run / "config.json") if (run / "config.json").is_file() else None
-    if config and any(k in config for k in RUN_CONFIG_KEYS) and not (run / "folds.json").exists():
+    plan = run / "folds.json"
+    if config and any(k in config for k in RUN_CONFIG_KEYS) and not plan.is_file():
         from emofuse.train.command import train_command
 
         trained = "cache" in config  # fuse writes no cache
         return EmofuseError(  # a run that lost its fold plan
-            f"{run / 'folds.json'} is missing (deleted or lost); "
+            f"{plan} "
+            + (
+                "is not a regular file: move it away, then "
+                if plan.exists()
+                else "is missing (deleted or lost); "
+            )  # fmt: skip
             + (
                 f"rerun {train_command(run)} (it writes the fold plan again and keeps the "
                 "finished folds)"
@@ -172,3 +178,44 @@ def record_wall(out: Path, folds: list[int], jobs: int, seconds: float) -> None:
         ) from None
     calls.append({"folds": folds, "jobs": jobs, "minutes": round(seconds / 60, 3)})
     write_json(path, {"calls": calls})
+
+
+def is_fused_folder(run: Path) -> bool:
+    """``run`` holds a late fusion, finished (its config.json records ``fused_runs``) or not:
+    a fold plan without config.json (train writes config.json first, fuse writes it last)."""
+    config = _json_object(run / "config.json")
+    if config is not None:
+        return "fused_runs" in config
+    return (run / "folds.json").is_file() and not (run / "config.json").exists()
+
+
+def unfinished_fuse_members(run: Path) -> list[str]:
+    """The member runs an unfinished fuse into ``run`` was given (from its folds' metrics.json,
+    which record each member's weight), or [] when no fold of it got that far."""
+    for path in sorted(run.glob("fold_*/metrics.json")):
+        metrics = _json_object(path)
+        weights = metrics.get("weights") if metrics is not None else None
+        if isinstance(weights, dict) and weights:
+            return [str(m) for m in weights]
+    return []
+
+
+def config_missing_error(run: Path) -> EmofuseError | None:
+    """The refusal for a run folder with a fold plan but no config.json (None: not that case):
+    a fuse stopped before its last file (train writes config.json before folds.json, fuse copies
+    folds.json first), or a trained run whose config was lost."""
+    config = run / "config.json"
+    if not (run / "folds.json").is_file() or config.is_file():
+        return None
+    gone = "is not a regular file" if config.exists() else "is missing (deleted or lost)"
+    if any(run.glob("fold_*/checkpoint.pt")):  # trained folds: a train run lost its config
+        return EmofuseError(
+            f"{config} {gone}, and a trained run cannot be "
+            "reported, resumed or predicted without the settings it records; restore it, or "
+            "train again into a new --out"
+        )
+    members = " ".join(unfinished_fuse_members(run)) or "RUN RUN …"
+    return EmofuseError(
+        f"{run} is an unfinished `emofuse fuse` (it stopped before writing config.json): "
+        f"rerun the same `emofuse fuse {members} --out {run}`"
+    )

@@ -426,35 +426,16 @@ def check_out(out: Path, cache_path: str | Path | None) -> None:
     check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
     check_run_out(out, "emofuse train")  # a folder of the user's files is never written into
     check_outside_runs(out, "a folder for the run")
+    from emofuse.train.outdir import config_missing_error, is_fused_folder
+
+    if (out / "folds.json").is_file() and any(out.glob("fold_*/checkpoint.pt")):
+        if refusal := config_missing_error(out):  # trained folds, their settings lost
+            raise refusal
     if is_fused_folder(out):
         raise EmofuseError(
             f"--out {out} is a late-fusion run folder (made by `emofuse fuse`), not a train run: "
             "emofuse train cannot resume it; give a new --out"
         )
-
-
-def is_fused_folder(run: Path) -> bool:
-    """``run`` holds a late fusion, finished (its config.json records ``fused_runs``) or not:
-    a fold plan without config.json (train writes config.json first, fuse writes it last)."""
-    from emofuse.train.outdir import _json_object
-
-    config = _json_object(run / "config.json")
-    if config is not None:
-        return "fused_runs" in config
-    return (run / "folds.json").is_file() and not (run / "config.json").exists()
-
-
-def unfinished_fuse_members(run: Path) -> list[str]:
-    """The member runs an unfinished fuse into ``run`` was given (from its folds' metrics.json,
-    which record each member's weight), or [] when no fold of it got that far."""
-    from emofuse.train.outdir import _json_object
-
-    for path in sorted(run.glob("fold_*/metrics.json")):
-        metrics = _json_object(path)
-        weights = metrics.get("weights") if metrics is not None else None
-        if isinstance(weights, dict) and weights:
-            return [str(m) for m in weights]
-    return []
 
 
 def prepare_out(out: Path) -> None:

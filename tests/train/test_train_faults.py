@@ -105,6 +105,46 @@ def test_a_file_where_a_fold_folder_goes_is_one_line_and_the_rerun_resumes(run, 
     assert [f["fold"] for f in summary["folds"]] == [1, 2]
 
 
+@pytest.mark.parametrize("how", ["deleted", "a folder"])
+def test_a_trained_run_whose_config_is_gone_is_refused_by_train_and_report(
+    run, tmp_path, cache, how
+):
+    """config.json deleted: train called the run "a late-fusion run folder"; a folder in its
+    place: a traceback (round-10 row 58). Resuming without the recorded settings could mix
+    results of two settings, so both are refused, by train as by report."""
+    out = copy(run, tmp_path)
+    (out / "config.json").unlink()
+    if how == "a folder":
+        (out / "config.json").mkdir()
+    gone = "is not a regular file" if how == "a folder" else "is missing (deleted or lost)"
+    expected = (
+        f"{out / 'config.json'} {gone}, and a trained run cannot be reported, resumed or "
+        "predicted without the settings it records; restore it, or train again into a new --out"
+    )
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
+    assert str(err.value) == expected
+    assert _one_error_line(CliRunner().invoke(cli, ["report", str(out)])) == f"error: {expected}"
+    assert finished_folds(out) == [1, 2] and not fold_dir(out, 3).exists()
+
+
+def test_a_folder_in_place_of_folds_json_is_named_and_the_rerun_mends_it(run, tmp_path, cache):
+    """report said "not a run folder … train it first", train a traceback (round-10 row 57)."""
+    out = copy(run, tmp_path)
+    (out / "folds.json").unlink()
+    (out / "folds.json").mkdir()
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line == (
+        f"error: {out / 'folds.json'} is not a regular file: move it away, then rerun "
+        f"{train_command(out)} (it writes the fold plan again and keeps the finished folds)"
+    ), line
+    with pytest.raises(EmofuseError, match="folds.json is a folder where a file goes"):
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    (out / "folds.json").rmdir()
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]
+
+
 @pytest.mark.parametrize("clip", ["0", "1"])
 def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch, clip):
     """ "or set --grad-clip 1" was advice that changed nothing, with the clip on or off: AdamW's

@@ -11,6 +11,7 @@ is refused while the first holds `OUT.lock` (emofuse.locks).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from emofuse.corpus.rows import (
     write_rows,
 )
 from emofuse.errors import EmofuseError, cannot_write, check_out_file, check_out_path
+from emofuse.fileio import write_json
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 
@@ -99,11 +101,56 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
         )
     with output_lock(out, "align"):  # one writer of OUT (and its TextGrids) at a time
         try:
-            return _align(cfg, manifest, out, columns, rows, align_dir, echo)
+            ledger = _claim_textgrids(align_dir, [textgrid_name(r["id"]) for r in rows])
+            summary = _align(cfg, manifest, out, columns, rows, align_dir, echo)
+            _seal_ledger(align_dir, ledger)
+            return summary
         except OSError as err:
             for tmp in align_dir.glob(".*.TextGrid.tmp"):  # a TextGrid cut off mid-write
                 tmp.unlink(missing_ok=True)
             raise cannot_write(err, out, "then rerun the same command") from None
+
+
+LEDGER = ".emofuse-align.json"  # TextGrid name -> SHA-1 of what align wrote (None: being written)
+
+
+def _sha1(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha1").hexdigest()
+
+
+def _claim_textgrids(align_dir: Path, names: list[str]) -> dict[str, str | None]:
+    """Refuse a TextGrid in the way that align did not write (the user's own, or one edited since
+    it was written); else record the names about to be written, before any is, so a run killed
+    midway leaves them claimed. Returns the ledger."""
+    path = align_dir / LEDGER
+    try:
+        ledger = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        ledger = {}
+    ledger = ledger if isinstance(ledger, dict) else {}
+    for name in names:
+        file = align_dir / name
+        if file.exists() and (name not in ledger or ledger[name] not in (None, _sha1(file))):
+            raise EmofuseError(
+                f"--align-dir {align_dir} holds {name}, which emofuse align did not write (or "
+                "it was edited since): move it away or give another --align-dir (a TextGrid "
+                "align did not write is never overwritten)"
+            )
+    ledger.update(dict.fromkeys(names))
+    align_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, ledger)
+    return ledger
+
+
+def _seal_ledger(align_dir: Path, ledger: dict[str, str | None]) -> None:
+    """The SHA-1 of every TextGrid written (a name claimed but not written is let go)."""
+    sealed = {}
+    for name, sha in ledger.items():
+        file = align_dir / name
+        if file.is_file():
+            sealed[name] = _sha1(file) if sha is None else sha
+    write_json(align_dir / LEDGER, sealed)
 
 
 def _align(

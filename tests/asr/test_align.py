@@ -238,3 +238,32 @@ def test_a_full_disk_under_a_textgrid_is_one_line_and_leaves_no_temporary(tmp_pa
     assert not list(grids.glob(".*.tmp"))
     result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")
     assert result.exit_code == 0 and "2 of 2 rows aligned" in result.output, result.output
+
+
+def test_a_textgrid_align_did_not_write_is_never_overwritten(tmp_path, synth_utts):
+    """Round-10 row 99: a hand-corrected TextGrid in --align-dir was replaced without a word.
+    align records what it writes; its own are rewritten by a rerun, any other file is refused."""
+    from emofuse.align.run import textgrid_name
+
+    utts = synth_utts[:2]
+    manifest = write_manifest(tmp_path / "in.csv", utts)
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    mine = grids / textgrid_name(utts[0].id)
+    mine.write_text("MY OWN HAND-CORRECTED TEXTGRID")
+    args = ["align", "--manifest", manifest, "--out", tmp_path / "al.csv", "--align-dir", grids,
+            "--quiet"]  # fmt: skip
+    result = invoke(*args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and lines == [
+        f"error: --align-dir {grids} holds {mine.name}, which emofuse align did not write (or it "
+        "was edited since): move it away or give another --align-dir (a TextGrid align did not "
+        "write is never overwritten)"
+    ], result.output
+    assert mine.read_text() == "MY OWN HAND-CORRECTED TEXTGRID"
+    mine.unlink()
+    assert invoke(*args).exit_code == 0 and mine.read_text().startswith('File type = "ooTextFile"')
+    again = invoke(*args)  # its own TextGrids: a rerun rewrites them
+    assert again.exit_code == 0 and "2 of 2 rows aligned" in again.output, again.output
+    mine.write_text(mine.read_text().replace('"', "'", 1))  # the user corrects one by hand
+    assert invoke(*args).exit_code == 2 and "'" in mine.read_text()[:20]

@@ -69,6 +69,14 @@ def run_demo(
             f"--out {out} {where} the cache {cache}; give the demo a folder of its own "
             "(e.g. --out demo)"
         )
+    from emofuse.train.outdir import check_outside_runs, is_run_folder
+
+    if is_run_folder(out):  # before anything is written: 80 MB went into a finished run before
+        raise EmofuseError(
+            f"--out {out} is a run folder (train or fuse wrote it); give the demo a folder of its "
+            "own (e.g. --out demo)"
+        )
+    check_outside_runs(out, "the demo a folder of its own")
     corpus_dir = out / "corpus"
     if not (corpus_dir / "Session1").is_dir():
         echo(f"[1/4] writing the synthetic demo corpus to {corpus_dir}")
@@ -87,6 +95,7 @@ def run_demo(
         echo("[2/4] using the given encoders")
 
     cache = out / "cache" / "demo.h5"
+    _check_cache_models(out, cache, speech_model, text_model, speaker_model)
     echo(f"[3/4] extracting {len(read.utterances)} utterances into {cache}")
     run_extract(
         read.utterances,
@@ -122,6 +131,32 @@ def run_demo(
         result.summaries[head] = summary or {}
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_cache_models(out: Path, cache: Path, *models: str) -> None:
+    """A finished demo cache made with its models at other paths (the demo folder was copied or
+    moved: its models are recorded as they were given): one line saying so. The rerun's
+    "extracted with --speaker-model …, rerun with the same options" named options the demo
+    chooses itself."""
+    if not cache.is_file():
+        return
+    from emofuse.cache import open_cache
+
+    try:
+        recorded = open_cache(cache).settings
+    except EmofuseError:
+        return  # damaged or unfinished: extract names that itself
+    keys = ("speech_model", "text_model", "speaker_model")
+    moved = [
+        (k, recorded.get(k)) for k, m in zip(keys, models, strict=True) if recorded.get(k) != m
+    ]
+    if moved:
+        key, was = moved[0]
+        raise EmofuseError(
+            f"--out {out} holds a demo cache made with its models at other paths ({key} "
+            f"{was!r}: the folder was copied or moved?); delete {cache} to extract it again "
+            "here, or give the demo a new --out"
+        )
 
 
 def format_table(name: str, summary: dict[str, Any]) -> str:

@@ -315,3 +315,48 @@ def test_a_malformed_fault_plan_is_one_line(tmp_path, monkeypatch):
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1, result.output
         assert lines[0].startswith(f"error: EMOFUSE_FAULT={spec!r}: give STAGE:N[:ACTION]")
+
+
+def test_demo_into_or_inside_a_run_folder_is_refused_before_writing(tmp_path):
+    """Round-10 row 62 (train side): `demo --out RUN` wrote its corpus, models and cache (80 MB)
+    into a finished run before the run-folder check at step 4."""
+    from emofuse.train.loop import LoopConfig
+    from emofuse.train.run import train_run
+    from tests.helpers import TINY_HEAD, FakeCache
+
+    run = tmp_path / "run"
+    train_run(FakeCache(n_per_speaker=4), TINY_HEAD, run, "loso",
+              loop=LoopConfig(epochs=1, batch_size=16), folds=[1], progress=False)  # fmt: skip
+    before = sorted(p.name for p in run.iterdir())
+    for out, start in ((run, f"error: --out {run} is a run folder (train or fuse wrote it)"),
+                       (run / "demo", f"error: --out {run / 'demo'} is inside the run folder")):  # fmt: skip
+        result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith(start), lines[0]
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_demo_cache_made_with_its_models_elsewhere_says_the_folder_moved(tmp_path):
+    """Round-10 row 61: a copied demo folder's rerun said "extracted with --speaker-model
+    'demo/models/…', rerun with the same options", options the demo chooses itself."""
+    from emofuse.cache import CacheWriter
+    from emofuse.demo import _check_cache_models
+    from emofuse.errors import EmofuseError
+    from tests.cache.cache_synth import feed, order, specs
+
+    cache = tmp_path / "copy" / "cache" / "demo.h5"
+    old = {"speech_model": "demo/models/speech/hubert", "text_model": "demo/models/text/bert",
+           "speaker_model": "demo/models/speaker/ecapa"}  # fmt: skip
+    w = CacheWriter(cache, settings=old, streams=specs())
+    feed(w, 3)
+    w.close(order=order(3))
+    _check_cache_models(tmp_path / "demo", cache, *old.values())  # the same paths: no objection
+    new = [v.replace("demo/", "copy/", 1) for v in old.values()]
+    with pytest.raises(EmofuseError) as err:
+        _check_cache_models(tmp_path / "copy", cache, *new)
+    assert str(err.value) == (
+        f"--out {tmp_path / 'copy'} holds a demo cache made with its models at other paths "
+        "(speech_model 'demo/models/speech/hubert': the folder was copied or moved?); delete "
+        f"{cache} to extract it again here, or give the demo a new --out"
+    )

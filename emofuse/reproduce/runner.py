@@ -121,21 +121,44 @@ def _summary_from_folds(out: Path, plan: FoldPlan) -> None:
         write_summary(out, plan)
 
 
-def check_row_folder(
+def row_mismatch(
     out: Path, row: Row, preset: str | None, seed: int, cache: Any, loop_flags: dict
-) -> None:
-    """A row's folder that holds a run of other settings (a hand-made run, another row's) is one
-    line naming the setting; train_run would only say 'different settings' with both configs."""
+) -> str | None:
+    """How a row's folder that holds a run (a hand-made run, another row's, an earlier reproduce
+    with other settings) differs from this row and seed; None when it holds none or the same."""
     if not (out / "config.json").is_file():
+        return None
+    return settings_mismatch(read_json(out / "config.json"), row, preset, seed, cache, loop_flags)
+
+
+def check_row_folders(
+    out: Path, rows: Sequence[Row], preset: str | None, seeds: Sequence[int], cache: Any,
+    loop_flags: dict,
+) -> None:  # fmt: skip
+    """Every row folder checked before any is trained: a reproduce asked with other settings
+    than ``out`` was made with is one line counting all such folders (it was refused one row at
+    a time, each after the rows before it had been trained anew)."""
+    odd = [
+        (path, row, seed, mismatch)
+        for row in rows
+        if not row.fused
+        for seed in seeds
+        if (
+            mismatch := row_mismatch(
+                path := run_dir(out, row.slug, seed), row, preset, seed, cache, loop_flags
+            )
+        )  # fmt: skip
+    ]
+    if not odd:
         return
-    config = read_json(out / "config.json")
-    mismatch = settings_mismatch(config, row, preset, seed, cache, loop_flags)
-    if mismatch:
-        raise EmofuseError(
-            f"{out} holds a run made with other settings than row {row.slug} seed {seed} "
-            f"({mismatch}); delete or move that folder and rerun, or give another --out for other "
-            "settings"
-        )
+    path, row, seed, mismatch = odd[0]
+    more = f", and so do {len(odd) - 1} more row folders of {out}" if len(odd) > 1 else ""
+    redo = "those folders" if len(odd) > 1 else "that folder"
+    raise EmofuseError(
+        f"{path} holds a run made with other settings than row {row.slug} seed {seed} "
+        f"({mismatch}){more}; give another --out for these settings, or delete or move {redo} "
+        "and rerun"
+    )
 
 
 def fused_is_current(out: Path, members: list[Path]) -> bool:
@@ -222,6 +245,13 @@ def run_rows(
     check_out_path(out)
     check_reproduce_out(out, rows)
     flags = dict(loop_flags or {})
+    check_row_folders(out, rows, preset, seeds, cache, flags)
+    stale = [out / name for name in TABLE_FILES]  # the table is of the rows as they were
+
+    def redo() -> None:  # before a row is trained or fused again, its old table goes
+        for table in stale:
+            table.unlink(missing_ok=True)
+
     runs: dict[str, dict[int, Path]] = {}
     trained, reused = [], []
     for row in rows:
@@ -235,6 +265,7 @@ def run_rows(
                     echo(f"{row.slug} seed {seed}: finished, reused ({path})")
                 else:
                     echo(f"{row.slug} seed {seed}: late fusion of {' + '.join(row.members)}")
+                    redo()
                     fuse_row(path, members)
                     trained.append(path)
                 continue
@@ -242,8 +273,8 @@ def run_rows(
                 reused.append(path)
                 echo(f"{row.slug} seed {seed}: finished, reused ({path})")
                 continue
-            check_row_folder(path, row, preset, seed, cache, flags)
             echo(f"{row.slug} seed {seed}: training into {path}")
+            redo()
             run_module.train_run(
                 cache, row.head, path, row.split, preset=preset, sets=dict(row.overrides),
                 loop_flags={**flags, "seed": seed}, device=device, progress=progress, jobs=jobs,

@@ -155,13 +155,37 @@ def test_a_damaged_or_foreign_row_folder_is_one_line_not_reused(tmp_path):
 
     frame = out / "frame" / "seed0"  # made with 1 epoch; the same folder asked with 2 epochs
     shutil.rmtree(frame / "fold_03")
+    # every row was made with 1 epoch: one line counts them all, before any is trained again
+    # (round-10 row 71: refused one row at a time, each after the ones before were retrained)
     message = (f"{frame} holds a run made with other settings than row frame seed 0 (loop epochs "
-               "1, this command's is 2); delete or move that folder and rerun, or give another "
-               "--out")  # fmt: skip
-    with pytest.raises(EmofuseError, match=re.escape(message)):
+               "1, this command's is 2), and so do ")  # fmt: skip
+    with pytest.raises(EmofuseError, match=re.escape(message)) as err:
         reproduce_multilevel(cache, out, seeds=[0], loop_flags={**FAST, "epochs": 2},
                              progress=False)  # fmt: skip
+    assert str(err.value).endswith(
+        "give another --out for these settings, or delete or move those folders and rerun"
+    )
     assert not (frame / "fold_03").exists()  # nothing trained
+
+
+def test_a_row_trained_again_takes_the_old_table_away_first(tmp_path, monkeypatch):
+    """Round-10 row 71: rows retrained into a finished reproduce left table.md showing the old
+    figures (nothing marked it stale) until the whole table was written again."""
+    cache, out = fake_cache(segments=True), tmp_path / "m"
+    reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    assert (out / "table.md").is_file()
+    shutil.rmtree(out / "word" / "seed0" / "fold_02")  # one row to finish again
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as a Ctrl-C while the row trains
+
+    monkeypatch.setattr(runner.run_module, "train_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    assert not (out / "table.md").exists() and not (out / "table.png").exists()
+    monkeypatch.undo()
+    reproduce_multilevel(cache, out, seeds=[0], loop_flags=FAST, progress=False)
+    assert (out / "table.md").is_file()
 
 
 def test_reproduce_refuses_an_out_that_is_a_run_or_holds_other_files(tmp_path):

@@ -419,18 +419,24 @@ def test_predict_with_text_for_a_head_that_reads_none_notes_it_is_ignored(traine
     assert out["text_used"] is True and out["predictions"][0]["text"] == "hi"
 
 
+def _train_user_head(trained, tmp_path: Path, spec: str) -> Path:
+    """A one-fold run of a user head file (``path.py:Class``) on the shared cache."""
+    run = tmp_path / "run"
+    result = invoke(
+        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head", spec,
+        "--folds", "1", "--epochs", "1", "--out", run, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run
+
+
 def test_predict_after_the_user_head_file_was_edited_names_the_file(trained, tmp_path):
     """predict advised "retrain the run with this emofuse version" for a user's own edit."""
     from tests.helpers import TINY_HEAD
 
     head = tmp_path / "my_head.py"
     head.write_text(Path(TINY_HEAD.rpartition(":")[0]).read_text())
-    run = tmp_path / "run"
-    result = invoke(
-        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head",
-        f"{head}:TinyHead", "--folds", "1", "--epochs", "1", "--out", run, "--quiet",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    run = _train_user_head(trained, tmp_path, f"{head}:TinyHead")
     source = head.read_text()
     edited = source.replace(
         "        self.classifier = nn.Linear(cfg.hidden, n_classes)",
@@ -483,12 +489,7 @@ def test_a_user_head_raising_in_predict_or_report_tsne_is_one_line_naming_it(
     exception out as a traceback, exit 1 (round-10 row 35 of the train side)."""
     head = tmp_path / "boom_head.py"
     head.write_text(BOOM_HEAD)
-    run = tmp_path / "run"
-    result = invoke(
-        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head",
-        f"{head}:BoomHead", "--folds", "1", "--epochs", "1", "--out", run, "--quiet",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    run = _train_user_head(trained, tmp_path, f"{head}:BoomHead")
     monkeypatch.setenv("EMOFUSE_TEST_BOOM", "1")
     utt = trained["utts"][trained["test_ids"][0]]
     line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))

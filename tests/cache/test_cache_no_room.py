@@ -43,12 +43,17 @@ def _refused(path: Path, match: str) -> None:
     assert (Path(f"{path}.parts") / "manifest.json").is_file()
 
 
-def test_an_hdf5_write_error_at_flush_is_a_full_disk_line(tmp_path, monkeypatch):
+def _reference_and_parts(tmp_path: Path, name: str) -> tuple[Path, str]:
+    """The reference digest of a whole close, and a store ``name`` of the same parts unclosed."""
     ref = tmp_path / "ref.h5"
     _parts(ref)
-    ref_digest = _close(ref)
-    path = tmp_path / "full.h5"
+    path = tmp_path / name
     _parts(path)
+    return path, _close(ref)
+
+
+def test_an_hdf5_write_error_at_flush_is_a_full_disk_line(tmp_path, monkeypatch):
+    path, ref_digest = _reference_and_parts(tmp_path, "full.h5")
 
     def full(self):
         raise RuntimeError(
@@ -64,11 +69,7 @@ def test_an_hdf5_write_error_at_flush_is_a_full_disk_line(tmp_path, monkeypatch)
 
 
 def test_a_store_damaged_as_it_is_closed_never_gets_its_name(tmp_path, monkeypatch):
-    ref = tmp_path / "ref.h5"
-    _parts(ref)
-    ref_digest = _close(ref)
-    path = tmp_path / "lost.h5"
-    _parts(path)
+    path, ref_digest = _reference_and_parts(tmp_path, "lost.h5")
     real_close = HDF5Store.close
 
     def lossy_close(self):  # what a close whose metadata flush hit a full disk leaves

@@ -96,4 +96,9 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(
         f"size:        {human(s['disk_bytes'])} on disk, {human(s['raw_bytes'])} raw{ratio}"
     )
+    if s["complete"] and not s.get("damaged"):  # info reads headers, not the data
+        lines.append(
+            "checked:     structure and metadata only; `emofuse verify` reads every byte against "
+            "its checksums"
+        )
     return "\n".join(lines)

@@ -9,11 +9,13 @@ and what that means for one fold (80 % of 5531 utterances x 20 epochs, the paper
     .venv/bin/python bench/heads.py --preset small --device cpu
     .venv/bin/python bench/heads.py --preset paper --device cuda
     python3 bench/heads.py --preset paper --device cuda --amp --heads tdfnet --gru-compare
+    .venv/bin/python bench/heads.py --step-check --heads tdfnet,audio --steps 21
 
 ``--amp`` runs the forward under bf16 autocast, as ``emofuse train`` does on CUDA. ``--gru-compare``
 times TDFNet a second time with its shared GRU left inside autocast (bf16, the code before the GRU
 was kept in fp32) and counts which RNN kernels ran: one ``_cudnn_rnn`` call per GRU, or a
-per-time-step ``_thnn_fused_gru_cell`` (CUDA) / ``gru_cell`` path.
+per-time-step ``_thnn_fused_gru_cell`` (CUDA) / ``gru_cell`` path. ``--step-check`` times the
+same step with and without the training loop's per-step finiteness check of the loss, in turn.
 """
 
 from __future__ import annotations
@@ -120,6 +122,38 @@ def time_head(name: str, args, batches, labels) -> tuple[int, float, float, Coun
     return count_parameters(head), train_rate, eval_rate, ops
 
 
+def step_check_cost(name: str, args, batches, labels) -> tuple[float, float, float]:
+    """(median plain step s, median checked step s, median ratio) over pairs run in turn: the
+    same training step with and without the loop's per-step CPU finiteness check of the loss
+    (``bool(torch.isfinite(loss))`` before backward, emofuse.train.loop since a2e6a77)."""
+    cls = get_head(name)
+    head = cls(cls.make_config(args.preset), DIMS, 4).to(args.device).train()
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-4)
+
+    def step(i: int, check: bool) -> float:
+        start = time.perf_counter()
+        opt.zero_grad()
+        loss = F.cross_entropy(head(batches[i % 2]).float(), labels)
+        if check and not bool(torch.isfinite(loss)):
+            raise RuntimeError("non-finite loss")
+        loss.backward()
+        opt.step()
+        sync(args.device)
+        return time.perf_counter() - start
+
+    step(0, False)  # warm-up
+    plain, checked = [], []
+    for i in range(args.steps):
+        first = i % 2 == 0  # alternate which goes first in a pair
+        a = step(i, not first)
+        b = step(i, first)
+        plain.append(b if first else a)
+        checked.append(a if first else b)
+    ratios = sorted(c / p for c, p in zip(checked, plain, strict=True))
+    mid = len(ratios) // 2
+    return sorted(plain)[mid], sorted(checked)[mid], ratios[mid]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
@@ -131,6 +165,9 @@ def main() -> None:
         "--amp", action="store_true", help="bf16 autocast, as emofuse train on CUDA"
     )
     parser.add_argument("--gru-compare", action="store_true", help="TDFNet GRU fp32 vs bf16")
+    parser.add_argument(
+        "--step-check", action="store_true", help="cost of the per-step finiteness check"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     batches = [iemocap_like_batch(args.batch, args.device, s) for s in range(2)]
@@ -138,6 +175,19 @@ def main() -> None:
     print(f"preset={args.preset} device={args.device} batch={args.batch} steps={args.steps} "
           f"threads={torch.get_num_threads()} amp={'bf16' if args.amp else 'off'} "
           f"torch={torch.__version__} cudnn={torch.backends.cudnn.version()}")  # fmt: skip
+    if args.step_check:
+        loss, calls = torch.tensor(1.25), 100_000  # a CPU scalar, as the loss is
+        start = time.perf_counter()
+        for _ in range(calls):
+            bool(torch.isfinite(loss))
+        alone = (time.perf_counter() - start) / calls
+        print(f"the check alone: {alone * 1e6:.2f} us a call ({calls:,} calls)")
+        for name in args.heads.split(","):
+            plain, checked, ratio = step_check_cost(name, args, batches, labels)
+            print(f"{name}: step {plain * 1e3:.1f} ms plain, {checked * 1e3:.1f} ms with the "
+                  f"finiteness check; checked/plain per pair, median of {args.steps}: {ratio:.4f};"
+                  f" the check alone is {alone / plain:.1e} of a plain step")  # fmt: skip
+        return
     print(f"{'head':<18}{'params':>13}{'train utt/s':>13}{'min/fold':>10}{'eval utt/s':>12}")
     rates = {}
     runs = [(name, False) for name in args.heads.split(",")]

@@ -57,12 +57,21 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             columns = list(reader.fieldnames or [])
-            rows = []
-            for lineno, row in enumerate(reader, 2):
+            rows, end = [], 1  # the line the previous row ended on
+            for row in reader:
+                lineno, end = end + 1, reader.line_num
                 if None in row:
                     raise EmofuseError(
                         f"manifest {path} line {lineno} has more fields than the header — "
                         "quote values that contain commas"
+                    )
+                spread = next((k for k, v in row.items() if v and ("\n" in v or "\r" in v)), None)
+                if spread is not None:  # an unclosed quote: later lines were read into one value
+                    raise EmofuseError(
+                        f"manifest {path} line {lineno}: its {spread} value runs "
+                        + (f"over lines {lineno}-{end}" if end > lineno else "past its line")
+                        + f' ({row[spread][:40]!r}…), so a quote " opened there is not closed; '
+                        'close it (a quote inside a value is written "")'
                     )
                 rows.append({k: (v or "") for k, v in row.items()})
         if not columns:

@@ -161,3 +161,26 @@ def test_float_samples_far_outside_full_scale_are_bad_audio(root):
         load_audio(root / "huge.wav")
     sf.write(root / "loud.wav", np.clip(wav, -4, 4), 16000, subtype="FLOAT")  # hot, not broken
     assert np.abs(load_audio(root / "loud.wav").wav).max() == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    "rows, lines",
+    [
+        (
+            ['a,a.wav,"hi there,neu,s1', "b,b.wav,fine,hap,s1", 'c,c.wav,bye" she said,sad,s1'],
+            "2-4",
+        ),
+        (['a,a.wav,"unterminated,neu,s1'], None),
+    ],
+    ids=["closed-later", "last-row"],
+)
+def test_an_unclosed_quote_is_named_not_rows_merged(root, rows, lines):
+    """Round-11 rows 75-76: a stray quote in a text (a spreadsheet-export slip) made the reader
+    take the following lines into that value: rows vanished without a word and the first took a
+    later row's label, or the label was called empty though it was there."""
+    line = one_line_error(stats(manifest(root, *rows)))
+    runs = f"over lines {lines}" if lines else "past its line"
+    assert line.startswith(
+        f"error: manifest {root / 'm.csv'} line 2: its text value runs {runs}"
+    ), line
+    assert 'a quote " opened there is not closed' in line

@@ -537,3 +537,43 @@ def test_transcripts_rows_match_the_longest_path_tail_and_a_shared_name_is_refus
                    "w/x.wav", "./w/x.wav")  # fmt: skip
     assert twice.exit_code == 0, twice.output
     assert [p["text"] for p in json.loads(twice.stdout)["predictions"]] == ["hello", "hello"]
+
+
+def test_a_head_file_edited_with_the_same_shapes_is_refused_by_predict_report_and_train(
+    trained, tmp_path
+):
+    """Round-11 row 40: an edit of a user head's code that keeps its parameter shapes was used
+    without a word by predict and `report --tsne` (the recorded digest was only read when the
+    weights did not fit), and a resume would train the remaining folds with the edited code."""
+    import sys
+
+    from tests.helpers import TINY_HEAD
+
+    head = tmp_path / "same_shapes.py"
+    head.write_text(Path(TINY_HEAD.rpartition(":")[0]).read_text())
+    run = _train_user_head(trained, tmp_path, f"{head}:TinyHead")
+    source = head.read_text()
+    edited = source.replace(
+        "    def embed(self, batch", "    # edited after training\n    def embed(self, batch", 1
+    )
+    assert edited != source
+    head.write_text(edited)
+    for name in [m for m in sys.modules if m.startswith("emofuse_user_head_")]:
+        del sys.modules[name]
+    expected = f"error: head file {head} changed since {run} was trained (its SHA-256 is not the"
+    utt = trained["utts"][trained["test_ids"][0]]
+    line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
+    assert line.startswith(expected) and "fold 1's checkpoint would run other code" in line, line
+    assert line.endswith(
+        "restore the file as it was when the run was trained, or retrain into a new --out"
+    )
+    assert _one_line(invoke("report", run, "--tsne")).startswith(expected)
+    line = _one_line(invoke(
+        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head",
+        f"{head}:TinyHead", "--folds", "1,2", "--epochs", "1", "--out", run, "--quiet",
+    ))  # fmt: skip
+    assert line.startswith(expected) and "its finished folds were trained with other code" in line
+    head.write_text(source)  # the file as it was: everything works again
+    for name in [m for m in sys.modules if m.startswith("emofuse_user_head_")]:
+        del sys.modules[name]
+    assert invoke("predict", "--run", run, utt.audio, "--text", "hi").exit_code == 0

@@ -41,6 +41,7 @@ from emofuse.train import parallel
 from emofuse.train.cachewatch import check_unchanged, identity
 from emofuse.train.checkpoints import (
     check_own_checkpoints,
+    head_file_changed,
     head_file_digest,
     make_dims,
     resolve_head,
@@ -70,6 +71,7 @@ from emofuse.train.rundir import (
 # config.json keys that may change between a run and its resume without changing any result
 RESUME_FREE = (
     "folds",
+    "head_sha256",  # checked on its own (check_resume): runs made before do not record it
     "device",
     "cache",
     "loop_sources",
@@ -114,6 +116,9 @@ def run_config(
         "preset": preset,
         "set": dict(sets),
         "head_config": dataclasses.asdict(cfg),
+        # a file.py:Class head's file: a resume with that file edited would train the remaining
+        # folds with other code (None for a registry head)
+        "head_sha256": head_file_digest(head_spec),
         "cache": absolute(cache.path),  # report --tsne from any folder
         "cache_fingerprint": cache.fingerprint,
         # the content's digest (the fingerprint is of the settings only): a resume on a cache
@@ -160,6 +165,9 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
             f"run folder {out} was trained on other contents of cache {config['cache']} ({how}); "
             "train into a new --out, or put the original cache back to resume"
         )
+    was = old.get("head_sha256")
+    if was is not None and config.get("head_sha256") not in (None, was):
+        raise head_file_changed(old["head"], out, "its finished folds were trained with")
     for key in sorted(set(old) | set(config)):
         if key in RESUME_FREE:
             continue

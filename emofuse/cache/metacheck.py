@@ -274,7 +274,10 @@ def _check_described(store: ArrayStore, meta: dict) -> None:
     if not extra:
         return
     first = extra[0]
-    _, stream, array = first.split("/", 2)
+    parts = first.split("/", 2)
+    if len(parts) < 3:  # an array right under streams/, where only stream groups belong
+        raise _Fault(f"the store holds {first}, which is no array of a stream")
+    _, stream, array = parts
     if stream not in meta["streams"]:
         raise _Fault(
             f"metadata field streams has no entry for the stored stream {stream!r} "

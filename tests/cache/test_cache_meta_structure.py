@@ -290,3 +290,23 @@ def test_an_offsets_array_one_short_is_named_at_open(tmp_path, bases, suffix):
     assert not (tmp_path / "run").exists()
     verify = _cli("verify", str(path))  # verify had found it: its own lines, exit 1
     assert verify.exit_code == 1 and "offsets damaged" in verify.output, verify.output
+
+
+@SUFFIXES
+def test_an_array_right_under_streams_is_named(tmp_path, bases, suffix):
+    """Round-11 rows 129-130: an array added at streams/evil (no stream group) was a ValueError
+    traceback in info, verify and extract."""
+    import numpy as np
+    import zarr
+
+    path = tmp_path / f"evil{suffix}"
+    if suffix == ".h5":
+        shutil.copyfile(bases[suffix], path)
+        with h5py.File(path, "r+") as f:
+            f["streams/evil"] = np.zeros(3)
+    else:
+        shutil.copytree(bases[suffix], path)
+        zarr.open_group(str(path), mode="r+")["streams"].create_array(
+            "evil", shape=(3,), dtype="f4"
+        )
+    assert_refused(path, tmp_path, "the store holds streams/evil, which is no array of a stream")

@@ -76,6 +76,27 @@ def _stale(holder: dict | None) -> bool:
 
 
 def _try_create(path: Path, record: dict) -> bool:
+    """Take the lock: the record is written whole under a temporary name, then hard-linked to
+    the lock's name (atomic, and refused when it exists), so no process ever sees a lock file
+    without its holder in it (an empty one read as stale let a second writer take a live lock).
+    Where the file system has no hard links, an exclusive create and write instead."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (some network and FUSE file systems)
+        return _create_exclusive(path, record)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _create_exclusive(path: Path, record: dict) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:

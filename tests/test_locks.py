@@ -129,3 +129,35 @@ def test_a_lock_whose_pid_now_belongs_to_a_later_process_is_stale(tmp_path, caps
     with pytest.raises(EmofuseError, match="being written by another emofuse extract"):
         with output_lock(out, "extract"):
             pass
+
+
+def test_a_lock_file_never_appears_without_its_holder(tmp_path, monkeypatch):
+    """Round-11 row 119: between the exclusive create and the write of its record a lock file
+    was empty, and a second writer read an empty lock as stale, removed it and ran alongside.
+    The record is written under a temporary name and hard-linked to the lock's name."""
+    import os
+
+    from emofuse import locks
+
+    out = tmp_path / "out.csv"
+    seen = []
+    real_link = os.link
+
+    def link(src, dst):  # the moment the lock's name appears, its record is already there
+        seen.append(json.loads(open(src).read()))
+        real_link(src, dst)
+
+    monkeypatch.setattr(locks.os, "link", link)
+    with output_lock(out, "align"):
+        assert seen and seen[0]["pid"] == os.getpid() and seen[0]["command"] == "align"
+        assert json.loads(lock_path(out).read_text()) == seen[0]
+        assert [p.name for p in tmp_path.iterdir()] == [lock_path(out).name]  # no temporary left
+    assert not lock_path(out).exists()
+
+    def no_links(src, dst):  # a file system without hard links: an exclusive create instead
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(locks.os, "link", no_links)
+    with output_lock(out, "align"):
+        assert json.loads(lock_path(out).read_text())["pid"] == os.getpid()
+    assert list(tmp_path.iterdir()) == []

@@ -88,7 +88,30 @@ def write_fix(err: BaseException, usual: str) -> str:
         )
     if code == errno.EROFS:  # disk space is not the problem there
         return "the file system is mounted read-only: remount it read-write or write elsewhere"
+    left = _inodes_left(getattr(err, "filename", None)) if code == errno.ENOSPC else None
+    if left is not None and left < FEW_INODES:  # bytes may be free: files are what ran out
+        return (
+            f"{usual} — its file system has room for only {left} more files (`df -i`; a Zarr "
+            "store is many files), so free some files there or write to another file system"
+        )
     return usual
+
+
+FEW_INODES = 1000  # free inodes below which a full disk may be one of files, not bytes
+
+
+def _inodes_left(filename: str | os.PathLike | None) -> int | None:
+    """Files (inodes) the file system holding ``filename`` can still make; None: not known."""
+    if not filename:
+        return None
+    folder = Path(filename).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None
+    return int(stat.f_favail) if stat.f_files > 0 else None  # f_files 0: no count kept
 
 
 def cannot_write(err: OSError, target: str | os.PathLike, then: str) -> EmofuseError:

@@ -30,3 +30,22 @@ def test_an_error_of_the_writer_itself_is_not_disguised(tmp_path: Path) -> None:
         with atomic_open(tmp_path / "x.bin", "wb"):
             raise RuntimeError("not a write error")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_that_is_out_of_inodes_says_so(tmp_path, monkeypatch):
+    """Round-11 row 110: with 20 MB free but no inodes left (a Zarr store is many files) the line
+    said only "free disk space (the store needs about 1 MB)"."""
+    import errno
+    import os
+    from types import SimpleNamespace
+
+    from emofuse.errors import write_fix
+
+    err = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.zarr" / "c" / "0"))
+    assert write_fix(err, "free disk space") == "free disk space"  # a disk with inodes to spare
+    few = SimpleNamespace(f_files=4096, f_favail=7)
+    monkeypatch.setattr(os, "statvfs", lambda path: few)
+    assert write_fix(err, "free disk space") == (
+        "free disk space — its file system has room for only 7 more files (`df -i`; a Zarr store "
+        "is many files), so free some files there or write to another file system"
+    )

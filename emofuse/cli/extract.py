@@ -9,6 +9,7 @@ import click
 
 from emofuse.cli.corpus import corpus_options
 from emofuse.cli.options import OUT, FiniteFloatRange
+from emofuse.errors import EmofuseError
 from emofuse.extract import (
     DEFAULT_SPEAKER,
     DEFAULT_SPEECH,
@@ -135,6 +136,12 @@ def extract_cmd(**opts) -> None:
 
         # rows lost to bad audio are listed in the cache (a repaired file is named on a rerun)
         lost = {r: ids for r, ids in read.skipped.items() if r in (*AUDIO_SKIPS, SKIP_BAD_WAV)}
+        if cfg.strict and lost:  # the reader's skips too: --strict makes bad audio fatal
+            reason, ids = next(iter(lost.items()))
+            raise EmofuseError(
+                f"utterance {ids[0]}: {reason} (--strict; drop --strict to skip bad audio and "
+                "list it in the summary)"
+            )
         summary = run_extract(read.utterances, cfg, echo=click.echo, skipped=lost)
     except KeyboardInterrupt:  # the group prints "interrupted: <this>"
         from emofuse.cache.parts import list_parts

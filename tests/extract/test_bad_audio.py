@@ -278,3 +278,27 @@ def test_a_skipped_file_fixed_as_advised_is_not_kept_skipped_by_the_rerun(
     assert done.exit_code == 0, done.output
     c = open_cache(out)
     assert sorted(c.ids) == ["broken", "good", "other"] and c.skipped == []
+
+
+def test_strict_makes_an_iemocap_wav_the_reader_skipped_fatal(
+    tmp_path, corpus_root, utterances, tiny
+):
+    """Round-11 row 136: an unreadable IEMOCAP wav was skipped by the corpus reader and the
+    extract went on under --strict ("bad audio is fatal instead of skipped"), exit 0."""
+    import shutil
+
+    from tests.helpers import extract_args
+
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus_root, root)
+    wav = root / Path(utterances[0].audio).relative_to(corpus_root)
+    wav.write_bytes(b"RIFF\x00\x00")  # truncated to a few bytes
+    out = tmp_path / "strict.h5"
+    result = CliRunner().invoke(cli, [*extract_args(root, tiny, out), "--strict"])
+    assert result.exit_code == 2, result.output
+    errors = [x for x in result.output.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: utterance {wav.stem}: "), errors
+    assert "(--strict; drop --strict to skip bad audio" in errors[0] and not out.exists()
+    assert "Traceback" not in result.output
+    relaxed = CliRunner().invoke(cli, extract_args(root, tiny, out))  # without: skipped, listed
+    assert relaxed.exit_code == 0 and wav.stem in relaxed.output, relaxed.output

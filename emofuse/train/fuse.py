@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, log_loss
 
 from emofuse import __version__
-from emofuse.errors import EmofuseError, os_reason, write_fix
+from emofuse.errors import EmofuseError, check_out_path, os_reason, write_fix
 from emofuse.fileio import atomic_open, write_json
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
@@ -118,6 +118,7 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
     if not folds:
         raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
+    check_out_path(out)  # a link to nowhere, a parent that is a file, a read-only folder
     check_run_out(out, "emofuse fuse")  # a folder of the user's files is never written into
     with output_lock(out, "fuse"):  # one writer: never into a folder a train or fuse writes
         try:

@@ -1387,3 +1387,26 @@ def test_a_write_error_while_fuse_writes_is_one_line_and_the_rerun_fuses(
     monkeypatch.undo()
     again = CliRunner().invoke(cli, ["fuse", str(run), str(other), "--out", str(out)])
     assert again.exit_code == 0 and (out / "config.json").is_file(), again.output
+
+
+def test_an_out_that_is_a_dangling_symlink_is_named_as_such(run, tmp_path, cache, monkeypatch):
+    """Round-11 rows 113-114: a --out linking to nowhere was "a parent is a regular file" in
+    train and fuse, and "File exists: free disk space" in compare."""
+    import emofuse.cache
+
+    dang = tmp_path / "dang"
+    dang.symlink_to(tmp_path / "nowhere" / "x")
+    expected = (
+        f"error: --out {dang}: {dang} is a symbolic link to {tmp_path / 'nowhere' / 'x'}, which "
+        "does not exist; fix or remove the link, or choose another --out"
+    )
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (tmp_path / "fake.h5").write_bytes(b"")
+    other = copy(run, tmp_path)
+    for args in (
+        ["train", "--cache", str(tmp_path / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+         "--epochs", "1", "--folds", "1", "--quiet", "--out", str(dang)],
+        ["fuse", str(run), str(other), "--out", str(dang)],
+    ):  # fmt: skip
+        assert _one_error_line(CliRunner().invoke(cli, args)) == expected
+    assert dang.is_symlink() and not (tmp_path / "nowhere").exists()

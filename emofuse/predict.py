@@ -105,6 +105,11 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
             return out
     except UnicodeDecodeError:
         raise EmofuseError(f"--transcripts {path} is not UTF-8 text: save it as UTF-8") from None
+    except csv.Error as err:  # a value past the csv module's 128 KiB: an unclosed quote
+        raise EmofuseError(
+            f'--transcripts {path}: {err}; close a quote " left open (a quote inside a value is '
+            'written "") or shorten the value'
+        ) from None
 
 
 def _texts_for(audio: Sequence[str], transcripts: dict[str, str] | None) -> list[str | None]:

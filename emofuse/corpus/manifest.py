@@ -51,29 +51,41 @@ def _load_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         ) from None
 
 
+def _csv_rows(path: Path, reader: csv.DictReader) -> tuple[list[str], list[dict[str, str]]]:
+    columns = list(reader.fieldnames or [])
+    rows, end = [], 1  # the line the previous row ended on
+    for row in reader:
+        lineno, end = end + 1, reader.line_num
+        if None in row:
+            raise EmofuseError(
+                f"manifest {path} line {lineno} has more fields than the header — "
+                "quote values that contain commas"
+            )
+        spread = next((k for k, v in row.items() if v and ("\n" in v or "\r" in v)), None)
+        if spread is not None:  # a line break inside a value: most often an unclosed quote
+            raise EmofuseError(
+                f"manifest {path} line {lineno}: its {spread} value runs "
+                + (f"over lines {lineno}-{end}" if end > lineno else "past its line")
+                + f" ({row[spread][:40]!r}…): a value must be on one line, so put it on one, "
+                'or close the quote " opened there (a quote inside a value is written "")'
+            )
+        rows.append({k: (v or "") for k, v in row.items()})
+    return columns, rows
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            columns = list(reader.fieldnames or [])
-            rows, end = [], 1  # the line the previous row ended on
-            for row in reader:
-                lineno, end = end + 1, reader.line_num
-                if None in row:
-                    raise EmofuseError(
-                        f"manifest {path} line {lineno} has more fields than the header — "
-                        "quote values that contain commas"
-                    )
-                spread = next((k for k, v in row.items() if v and ("\n" in v or "\r" in v)), None)
-                if spread is not None:  # an unclosed quote: later lines were read into one value
-                    raise EmofuseError(
-                        f"manifest {path} line {lineno}: its {spread} value runs "
-                        + (f"over lines {lineno}-{end}" if end > lineno else "past its line")
-                        + f' ({row[spread][:40]!r}…), so a quote " opened there is not closed; '
-                        'close it (a quote inside a value is written "")'
-                    )
-                rows.append({k: (v or "") for k, v in row.items()})
+            try:
+                columns, rows = _csv_rows(path, reader)
+            except csv.Error as err:  # a value past the csv module's limit (128 KiB) ...
+                raise EmofuseError(
+                    f"manifest {path} line {reader.line_num}: {err}; no transcript is that long: "
+                    'close a quote " opened near there (a quote inside a value is written "") '
+                    "or shorten the value"
+                ) from None
         if not columns:
             raise EmofuseError(f"manifest {path} is empty: it needs a header {','.join(REQUIRED)}")
         if len(set(columns)) != len(columns) or any(not c.strip() for c in columns):

@@ -183,4 +183,15 @@ def test_an_unclosed_quote_is_named_not_rows_merged(root, rows, lines):
     assert line.startswith(
         f"error: manifest {root / 'm.csv'} line 2: its text value runs {runs}"
     ), line
-    assert 'a quote " opened there is not closed' in line
+    assert 'a value must be on one line, so put it on one, or close the quote " opened' in line
+
+
+@pytest.mark.parametrize("quoted", [True, False], ids=["unclosed-quote", "huge-field"])
+def test_a_value_past_the_csv_field_limit_is_one_line(root, quoted):
+    """Round-12 rows 22-23: an unclosed quote swallowing more than 128 KiB (or one huge value)
+    was a `_csv.Error: field larger than field limit` traceback."""
+    rows = ["a,a.wav,ok,neu,s1"] + [f"r{i},b.wav,text {i},hap,s1" for i in range(10000)]
+    rows[1] = 'r0,b.wav,"she said hi,hap,s1' if quoted else f"r0,b.wav,{'word ' * 40000},hap,s1"
+    line = one_line_error(stats(manifest(root, *rows)))
+    assert line.startswith(f"error: manifest {root / 'm.csv'} line "), line
+    assert "field larger than field limit (131072); no transcript is that long" in line, line

@@ -30,10 +30,11 @@ def check_out_path(out: str | os.PathLike, option: str = "--out") -> None:
 def _check_nearest_folder(out: Path, start: Path, option: str) -> None:
     """The nearest existing ancestor of ``start`` (itself included) must be a writable folder."""
     for link in (out, *out.parents):  # a link to nowhere: neither a parent file nor disk space
-        if link.is_symlink() and not link.exists():
+        # (a link to a path not made yet in a folder that exists is fine: it is written there)
+        if link.is_symlink() and not Path(os.path.realpath(link)).parent.exists():
             raise EmofuseError(
-                f"{option} {out}: {link} is a symbolic link to {os.readlink(link)}, which does not "
-                f"exist; fix or remove the link, or choose another {option}"
+                f"{option} {out}: {link} is a symbolic link to {os.readlink(link)}, whose folder "
+                f"does not exist; fix or remove the link, or choose another {option}"
             )
     probe = start
     while not probe.exists() and probe != probe.parent:

@@ -1397,8 +1397,8 @@ def test_an_out_that_is_a_dangling_symlink_is_named_as_such(run, tmp_path, cache
     dang = tmp_path / "dang"
     dang.symlink_to(tmp_path / "nowhere" / "x")
     expected = (
-        f"error: --out {dang}: {dang} is a symbolic link to {tmp_path / 'nowhere' / 'x'}, which "
-        "does not exist; fix or remove the link, or choose another --out"
+        f"error: --out {dang}: {dang} is a symbolic link to {tmp_path / 'nowhere' / 'x'}, whose "
+        "folder does not exist; fix or remove the link, or choose another --out"
     )
     monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
     (tmp_path / "fake.h5").write_bytes(b"")

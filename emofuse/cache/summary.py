@@ -41,7 +41,10 @@ def summarize(cache: Cache) -> dict[str, Any]:
         "format_version": cache.format_version,
         "emofuse_version": cache.emofuse_version,
         "fingerprint": cache.fingerprint,
-        "digest": cache.meta.get("digest"),
+        "digest": cache.meta.get("digest"),  # as recorded at consolidation, not recomputed
+        # what info read: headers and metadata; `emofuse verify` recomputes the digest from data
+        "checked": "structure and metadata only (the digest is the recorded one; emofuse verify "
+        "reads every byte and recomputes it)",
         "compression": cache.compression,
         "utterances": len(cache.ids),
         "skipped": len(cache.skipped),

@@ -75,6 +75,8 @@ def test_an_unsealed_genuine_cache_still_opens_and_verifies(tmp_path, bases, suf
     assert info.exit_code == 0 and "complete)" in info.output, info.output
     # "complete" is of what info reads: it says the data were not checked (round-10 borderline)
     assert "checked:     structure and metadata only; `emofuse verify` reads every" in info.output
+    as_json = json.loads(_cli("info", "--json", str(path)).output)  # round-12 row 36: scripts too
+    assert as_json["checked"].startswith("structure and metadata only (the digest is the recorded")
 
 
 @SUFFIXES

@@ -57,3 +57,12 @@ def write_json(path: Path, obj: Any, tmp_tag: str = "") -> None:
     """``obj`` as indented JSON, atomically and durably."""
     with atomic_open(path, tmp_tag=tmp_tag) as fh:
         fh.write(json.dumps(obj, indent=1) + "\n")
+
+
+def remove_temporaries(folder: Path, pattern: str = "**/*.tmp") -> None:
+    """Delete what a failed write left under ``folder`` (``pattern``: its temporaries), so a
+    half-written file never stays behind; one that cannot be deleted now is left (the write's
+    own error is what the user is told)."""
+    for tmp in Path(folder).glob(pattern):
+        with contextlib.suppress(OSError):
+            tmp.unlink()

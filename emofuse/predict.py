@@ -120,13 +120,13 @@ def _texts_for(audio: Sequence[str], transcripts: dict[str, str] | None) -> list
     if transcripts is None:
         return [None] * len(audio)
     here = {key: Path(os.path.abspath(key)) for key in transcripts}
+    parts = {key: Path(key).parts for key in transcripts}  # each row's path, once
     chosen = []
     for given in audio:
         path = Path(os.path.abspath(given))
         exact = [k for k in transcripts if k == given or here[k] == path]
-        tails = [k for k in transcripts if Path(k).parts and path.parts[-len(Path(k).parts) :]
-                 == Path(k).parts]  # fmt: skip
-        best = exact or sorted(tails, key=lambda k: -len(Path(k).parts))
+        tails = [k for k, p in parts.items() if p and path.parts[-len(p) :] == p]
+        best = exact or sorted(tails, key=lambda k: -len(parts[k]))
         if not best:
             raise EmofuseError(f"--transcripts has no row for {given}: add a line '{given},<text>'")
         chosen.append(best[0])

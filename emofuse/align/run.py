@@ -22,7 +22,7 @@ from pathlib import Path
 from emofuse.audio import AudioProblem, duration_of, load_audio
 from emofuse.corpus.rows import (
     check_manifest_name,
-    columns_of,
+    check_own_output,
     read_rows,
     rebase,
     relative_to,
@@ -30,7 +30,7 @@ from emofuse.corpus.rows import (
     write_rows,
 )
 from emofuse.errors import EmofuseError, cannot_write, check_out_file, check_out_path
-from emofuse.fileio import write_json
+from emofuse.fileio import remove_temporaries, write_json
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 
@@ -76,11 +76,7 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
         raise EmofuseError(f"--out {out} is the input manifest: write to a new file")
     check_out_file(out)
     check_manifest_name(out)  # before the TextGrid folder (named after OUT) or any alignment
-    if out.is_file() and "alignment" not in (columns_of(out) or []):  # never another file
-        raise EmofuseError(
-            f"--out {out} exists and is not an earlier output of emofuse align (no alignment "
-            "column); give a new file name (it is never overwritten)"
-        )
+    check_own_output(out, "align", "alignment")  # never another file
     columns, rows = read_rows(manifest)
     if "text" not in columns:
         raise EmofuseError(
@@ -106,8 +102,7 @@ def run_align(cfg: AlignConfig, echo: Callable[[str], None] = print) -> AlignSum
             _seal_ledger(align_dir, ledger)
             return summary
         except OSError as err:
-            for tmp in align_dir.glob(".*.TextGrid.tmp"):  # a TextGrid cut off mid-write
-                tmp.unlink(missing_ok=True)
+            remove_temporaries(align_dir, ".*.TextGrid.tmp")  # a TextGrid cut off mid-write
             raise cannot_write(err, out, "then rerun the same command") from None
 
 

@@ -34,7 +34,7 @@ from emofuse import faults
 from emofuse.audio import AudioProblem, audio_sha1, duration_of, load_audio
 from emofuse.corpus.rows import (
     check_manifest_name,
-    columns_of,
+    check_own_output,
     read_rows,
     rebase,
     resolve,
@@ -212,11 +212,7 @@ def run_transcribe(cfg: TranscribeConfig, echo: Callable[[str], None] = print) -
     check_manifest_name(out)  # and a name write_rows cannot write
     if cfg.batch_size < 1:
         raise EmofuseError(f"--batch-size {cfg.batch_size}: give 1 or more")
-    if out.is_file() and "asr_text" not in (columns_of(out) or []):  # never another file
-        raise EmofuseError(
-            f"--out {out} exists and is not an earlier output of emofuse transcribe (no asr_text "
-            "column); give a new file name (it is never overwritten)"
-        )
+    check_own_output(out, "transcribe", "asr_text")  # never another file
     with output_lock(out, "transcribe"):  # one writer of OUT and its journal at a time
         try:
             return _transcribe(cfg, manifest, out, echo)

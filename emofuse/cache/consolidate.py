@@ -59,8 +59,7 @@ def consolidate(
         raise EmofuseError(
             f"cannot write {path} ({os_reason(err)}): "
             + write_fix(err, f"free disk space (the store needs about {_megabytes(plan)} MB)")
-            + f" and rerun the same command: the parts in {folder} are kept and are consolidated "
-            "again"
+            + _rerun(folder)
         ) from err
     os.replace(tmp, path)
     fsync_path(path.parent)
@@ -218,8 +217,7 @@ def _check_closed(tmp: Path, kind: str, digest: str, path: Path) -> None:
     if not (meta.get("complete") and meta.get("digest") == digest):
         raise EmofuseError(
             f"cannot write {path}: it reads back damaged after it was closed (a disk that filled "
-            "as it was written?); free disk space and rerun the same command: the parts in "
-            f"{parts_dir(path)} are kept and are consolidated again"
+            "as it was written?); free disk space" + _rerun(parts_dir(path))
         )
 
 
@@ -255,6 +253,11 @@ def _megabytes(plan: StoreLayout) -> int:
     return max(1, round(_nbytes(plan) / 1e6))
 
 
+def _rerun(folder: Path) -> str:
+    """How every refused consolidation goes on: the journal stays, the same command redoes it."""
+    return f" and rerun the same command: the parts in {folder} are kept and are consolidated again"
+
+
 def room_needed(plan: StoreLayout) -> int:
     """Bytes the uncompressed store takes at most: its arrays, and headroom for the headers,
     checksums, offsets and the table (about 1 KB an utterance)."""
@@ -266,7 +269,7 @@ def _check_room(plan: StoreLayout, kind: str, path: Path, folder: Path) -> None:
     for HDF5 (one file) the process's file-size limit (`ulimit -f`). HDF5 running out of room
     midway fails inside its C library (tracebacks from h5py's deallocators, then a crash)."""
     need = room_needed(plan)
-    keep = f" and rerun the same command: the parts in {folder} are kept and are consolidated again"
+    keep = _rerun(folder)
     free = shutil.disk_usage(path.parent).free
     if free < need:
         raise EmofuseError(

@@ -47,6 +47,16 @@ def columns_of(path: str | Path) -> list[str] | None:
         return None
 
 
+def check_own_output(out: Path, command: str, column: str) -> None:
+    """An existing ``out`` is replaced only when it is ``command``'s earlier output (it has the
+    ``column`` that command adds): another corpus's manifest or any other file is never lost."""
+    if out.is_file() and column not in (columns_of(out) or []):
+        raise EmofuseError(
+            f"--out {out} exists and is not an earlier output of emofuse {command} (no {column} "
+            "column); give a new file name (it is never overwritten)"
+        )
+
+
 def resolve(base: Path, value: str) -> Path:
     """A manifest path value (relative to the manifest's folder, or absolute) as a path."""
     p = Path(value.strip()).expanduser()

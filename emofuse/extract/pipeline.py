@@ -163,7 +163,7 @@ def run_extract(
                 Path(cfg.out), writer.skipped_records(), utts, writer.complete, cfg.decode_workers
             )
         corpus_ids = {u.id for u in utts}
-        if writer.complete and done and utts and not done & {u.id for u in utts}:
+        if writer.complete and done and utts and not done & corpus_ids:
             raise EmofuseError(
                 f"{cfg.out} is a finished store of another corpus: none of its {len(done)} "
                 f"utterances is in this one (its first {sorted(done)[0]!r}, this corpus's first "

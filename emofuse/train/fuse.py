@@ -11,7 +11,6 @@ cross-entropy, then to the earlier grid point (the grid lists single runs first)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from sklearn.metrics import balanced_accuracy_score, log_loss
 
 from emofuse import __version__
 from emofuse.errors import EmofuseError, check_out_path, os_reason, write_fix
-from emofuse.fileio import atomic_open, write_json
+from emofuse.fileio import atomic_open, remove_temporaries, write_json
 from emofuse.locks import output_lock
 from emofuse.progress import progress_bar
 from emofuse.train.configseal import write_run_config
@@ -124,9 +123,7 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
         try:
             return _fuse_into(runs, plans, folds, out)
         except OSError as err:  # a full disk, a file size limit, a read-only folder
-            for tmp in out.glob("**/*.tmp"):  # a half-written file never stays behind
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+            remove_temporaries(out)
             where = f" writing {err.filename}" if err.filename else ""
             raise EmofuseError(
                 f"cannot write the fused run {out} ({os_reason(err)}{where}); "

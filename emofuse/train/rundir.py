@@ -28,7 +28,7 @@ from emofuse.errors import (
     os_reason,
     write_fix,
 )
-from emofuse.fileio import atomic_open, write_json
+from emofuse.fileio import atomic_open, remove_temporaries, write_json
 from emofuse.train.command import train_command
 from emofuse.train.curves import read_curves
 from emofuse.train.data import TrainData
@@ -463,9 +463,7 @@ def writes_into(out: Path) -> Any:
     except OSError as err:
         if err.errno not in (*WRITE_ERRORS, *IN_THE_WAY):
             raise
-        for tmp in out.glob("**/*.tmp"):  # a half-written file never stays behind
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        remove_temporaries(out)
         where = f" writing {err.filename}" if err.filename else ""
         if err.errno in IN_THE_WAY:
             fix = in_the_way(err)

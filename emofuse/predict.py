@@ -112,6 +112,30 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
         ) from None
 
 
+def _unfinished_note(run: Path, config: dict[str, Any]) -> list[str]:
+    """A note when the run lacks folds of its plan: the prediction is the mean of fewer folds
+    than its report may show (a fold deleted or damaged since, or trained with --folds)."""
+    from emofuse.train.folds import FoldPlan
+
+    try:
+        plan = FoldPlan.load(run / "folds.json")
+    except EmofuseError:
+        return []
+    chosen = config.get("folds")  # the last train call's --folds, or all the plan's
+    wanted = chosen if isinstance(chosen, list) else [f.fold for f in plan.folds]
+    done = set(finished_folds(run))
+    missing = [k for k in wanted if k not in done]
+    if not missing:
+        return []
+    others = [k for k in wanted if k in done] or sorted(done)
+    rest = f"fold{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}"
+    return [
+        f"{run}: fold {', '.join(map(str, missing))} of the {len(wanted)} it was trained with "
+        f"{'is' if len(missing) == 1 else 'are'} not finished (deleted or damaged since; rerun "
+        f"`emofuse train` with the same options to retrain them): predicting with {rest} only"
+    ]
+
+
 def _texts_for(audio: Sequence[str], transcripts: dict[str, str] | None) -> list[str | None]:
     """Each AUDIO's row of ``--transcripts``: the row naming the same file (as given, or the same
     absolute path), else the row whose path is the longest tail of the file's path (``b/x.wav``
@@ -297,10 +321,11 @@ def predict(
         from emofuse.train.outdir import unfinished_advice
 
         raise EmofuseError(f"{run} has no finished fold: {unfinished_advice(run)}")
+    notes = [] if fold is not None else _unfinished_note(run, config)
     check_checkpoints(run, folds)  # a damaged one fails now, not after the features are made
 
     norm = settings.get("text_norm", "default")
-    utts, texts, notes = [], [], []
+    utts, texts = [], []
     for given in audio:
         if Path(given).is_dir():
             raise EmofuseError(
@@ -362,7 +387,11 @@ def predict(
             by_id = {u.id: str(a) for u, a in zip(utts, audio, strict=True)}
             if summary.skipped:
                 bad = summary.skipped[0]
-                raise EmofuseError(f"{by_id.get(bad['id'], bad['id'])}: {bad['reason']}")
+                given = by_id.get(bad["id"], bad["id"])
+                why = str(bad["reason"]).replace(f" {Path(given).name}", "", 1).rstrip(".")
+                raise EmofuseError(
+                    f"{given}: {why}; give a recording soundfile reads (WAV, FLAC, OGG or MP3)"
+                )
             if summary.padded:
                 short = ", ".join(by_id.get(uid, uid) for uid in summary.padded[:3])
                 more = f" and {len(summary.padded) - 3} more" if len(summary.padded) > 3 else ""

@@ -577,3 +577,94 @@ def test_a_head_file_edited_with_the_same_shapes_is_refused_by_predict_report_an
     for name in [m for m in sys.modules if m.startswith("emofuse_user_head_")]:
         del sys.modules[name]
     assert invoke("predict", "--run", run, utt.audio, "--text", "hi").exit_code == 0
+
+
+def test_a_module_the_head_file_imports_edited_after_training_is_refused(trained, tmp_path):
+    """Round-12 rows 5-6 (train side): a user head importing a sibling ``helper.py`` recorded only
+    the head file's digest, so predict and `report --tsne` ran the edited helper without a word
+    (its probabilities moved from sad 0.284 to 0.262)."""
+    import json
+    import sys
+
+    from tests.helpers import TINY_HEAD
+
+    folder = tmp_path / "h"
+    folder.mkdir()
+    helper_name = f"scale_helper_{tmp_path.name.replace('-', '_')}"
+    helper = folder / f"{helper_name}.py"
+    helper.write_text("SCALE = 1.0\n")
+    source = Path(TINY_HEAD.rpartition(":")[0]).read_text()
+    source = source.replace(
+        "from emofuse.heads.base",
+        f"import os, sys\nsys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))\n"
+        f"import {helper_name} as helper  # noqa: E402\n\nfrom emofuse.heads.base",
+    ).replace("return self.mlp(torch.cat(parts", "return helper.SCALE * self.mlp(torch.cat(parts")
+    assert "helper.SCALE" in source
+    head = folder / "head.py"
+    head.write_text(source)
+
+    def new_process() -> None:  # a new emofuse process imports the files as they are now
+        for name in [m for m in sys.modules if m.startswith(("emofuse_user_head_", helper_name))]:
+            del sys.modules[name]
+
+    try:
+        run = _train_user_head(trained, tmp_path, f"{head}:TinyHead")
+        recorded = json.loads((run / "config.json").read_text())["head_modules"]
+        assert list(recorded) == [str(helper.resolve())], recorded  # not emofuse, not torch
+        helper.write_text("SCALE = 0.0\n")
+        new_process()
+        expected = (
+            f"error: module {helper.resolve()} (imported by head file {head}) changed since {run} "
+            "was trained (its SHA-256 is not the recorded one)"
+        )
+        utt = trained["utts"][trained["test_ids"][0]]
+        line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
+        assert line.startswith(expected) and "fold 1's checkpoint would run" in line, line
+        new_process()
+        assert _one_line(invoke("report", run, "--tsne")).startswith(expected)
+        new_process()
+        line = _one_line(invoke(
+            "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head",
+            f"{head}:TinyHead", "--folds", "1,2", "--epochs", "1", "--out", run, "--quiet",
+        ))  # fmt: skip
+        assert line.startswith(expected) and "its finished folds were trained with" in line, line
+        helper.write_text("SCALE = 1.0\n")  # as it was: everything works again
+        new_process()
+        assert invoke("predict", "--run", run, utt.audio, "--text", "hi").exit_code == 0
+    finally:
+        new_process()
+        sys.path[:] = [p for p in sys.path if p != str(folder)]
+
+
+def test_unreadable_audio_is_one_line_naming_the_file_once(trained, tmp_path):
+    """Round-12 row 61 (train side): `error: bad.wav: unreadable audio bad.wav: Format not
+    recognised.` named the file twice and said nothing of what to do."""
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"junk" * 100)
+    line = _one_line(invoke("predict", "--run", trained["run"], bad, "--text", "hi"))
+    assert line.startswith(f"error: {bad}: unreadable audio: "), line
+    assert line.count("bad.wav") == 1 and line.endswith("(WAV, FLAC, OGG or MP3)"), line
+
+
+def test_predict_with_a_fold_of_the_run_gone_says_so(trained, tmp_path):
+    """Round-12 row 55 (train side): with a fold's metrics deleted predict printed "(mean of
+    folds 1,2,3,5)" and no word that the run is no longer whole."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    result = invoke(
+        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head", "tdfnet",
+        "--preset", "small", "--set", "d_model=32", "--set", "ffn=64", "--folds", "1,2",
+        "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--out", run, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    utt = trained["utts"][trained["test_ids"][0]]
+    whole = CliRunner().invoke(cli, ["predict", "--run", str(run), str(utt.audio)])
+    assert whole.exit_code == 0 and "not finished" not in whole.stderr, whole.output
+    assert "(mean of folds 1,2)" in whole.stdout, whole.stdout
+    (run / "fold_02" / "metrics.json").unlink()
+    result = CliRunner().invoke(cli, ["predict", "--run", str(run), str(utt.audio)])
+    assert result.exit_code == 0, result.output
+    assert f"note: {run}: fold 2 of the 2 it was trained with is not finished" in result.stderr
+    assert "predicting with fold 1 only" in result.stderr and "(fold 1)" in result.stdout

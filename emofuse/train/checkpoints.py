@@ -18,6 +18,7 @@ from emofuse.errors import EmofuseError
 from emofuse.train.command import train_command
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
+from emofuse.train.headcode import check_head_code, head_file_digest
 from emofuse.train.paths import absolute_head, head_file, relative_path_error
 from emofuse.train.predfiles import HEADER
 from emofuse.train.rundir import (
@@ -59,30 +60,6 @@ def _check_head_file_reachable(run: Path, spec: str) -> None:
         raise relative_path_error(
             run, "head file", file, "run this from the folder the run was trained in"
         )
-
-
-def head_file_changed(spec: str, run: Path, what: str) -> EmofuseError:
-    """A ``file.py:Class`` head whose file is not the one ``run`` was trained with (its SHA-256
-    differs): ``what`` would run other code than was trained."""
-    return EmofuseError(
-        f"head file {head_file(spec)} changed since {run} was trained (its SHA-256 is not the "
-        f"recorded one), so {what} other code; restore the file as it was when the run was "
-        "trained, or retrain into a new --out"
-    )
-
-
-def head_file_digest(spec: str) -> str | None:
-    """sha256 of a ``file.py:Class`` head's file (None for a registry head or a file not found):
-    the checkpoint records it, so a head file edited after training is named as the cause."""
-    import hashlib
-
-    file = head_file(spec)
-    if file is None:
-        return None
-    try:
-        return hashlib.sha256(Path(file).read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
@@ -265,9 +242,8 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
     _check_own_fold(run, k, ckpt_path, ckpt)
     check_checkpoint_digests(run, [k])  # and the very bytes that were written
     head_cls = resolve_saved_head(run, ckpt["head"])
-    now, recorded = head_file_digest(str(ckpt["head"])), ckpt.get("head_sha256")
-    if recorded is not None and now is not None and now != recorded:  # same shapes, other code
-        raise head_file_changed(str(ckpt["head"]), run, f"fold {k}'s checkpoint would run")
+    # same shapes, other code: the head file or a module it imports edited since training
+    check_head_code(str(ckpt["head"]), ckpt, run, f"fold {k}'s checkpoint would run")
     cfg = head_cls.config_from_saved(ckpt["head_config"])
     try:
         model = head_cls(

@@ -28,7 +28,7 @@ from emofuse.progress import progress_bar
 from emofuse.train.configseal import write_run_config
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import summarize
-from emofuse.train.outdir import check_outside_runs, check_run_out
+from emofuse.train.outdir import check_outside_runs, check_run_out, config_missing_error
 from emofuse.train.paths import absolute
 from emofuse.train.rundir import (
     finished_folds,
@@ -94,6 +94,8 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
         seen[r.resolve()] = r
     for r in runs:  # a member whose settings are damaged is named before anything is read
+        if (unfinished := config_missing_error(r)) is not None:  # a killed fuse or train
+            raise unfinished
         if (r / "config.json").is_file():
             config = read_run_config(r / "config.json")
             if not is_trained_run(config):  # a fused member that report would call stale
@@ -151,6 +153,7 @@ def _fuse_into(
         k: tuple([_aligned(r, plans[0], k, kind) for r in runs] for kind in KINDS) for k in folds
     }
     digests = {absolute(r): member_digest(r, folds) for r in runs}  # what was fused, as it was
+    first = read_run_config(runs[0] / "config.json")
     prepare_out(out)
     with atomic_open(out / "folds.json", "wb") as fh:  # whole or not there
         fh.write((runs[0] / "folds.json").read_bytes())
@@ -187,7 +190,6 @@ def _fuse_into(
                 "sha256": prediction_digests(d),
             },
         )
-    first = read_run_config(runs[0] / "config.json")
     write_run_config(
         out / "config.json",
         {

@@ -41,8 +41,6 @@ from emofuse.train import parallel
 from emofuse.train.cachewatch import check_unchanged, identity
 from emofuse.train.checkpoints import (
     check_own_checkpoints,
-    head_file_changed,
-    head_file_digest,
     make_dims,
     resolve_head,
 )
@@ -51,6 +49,7 @@ from emofuse.train.configseal import CONFIG_SEAL, check_config_seal, write_run_c
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.headcheck import check_buildable, check_forward
+from emofuse.train.headcode import check_head_code, head_file_digest, head_module_digests
 from emofuse.train.headerrors import head_failed
 from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.outdir import record_wall
@@ -72,6 +71,7 @@ from emofuse.train.rundir import (
 RESUME_FREE = (
     "folds",
     "head_sha256",  # checked on its own (check_resume): runs made before do not record it
+    "head_modules",  # likewise
     "device",
     "cache",
     "loop_sources",
@@ -119,6 +119,8 @@ def run_config(
         # a file.py:Class head's file: a resume with that file edited would train the remaining
         # folds with other code (None for a registry head)
         "head_sha256": head_file_digest(head_spec),
+        # and of the modules it imported from its folder (a helper.py beside it)
+        "head_modules": head_module_digests(head_spec),
         "cache": absolute(cache.path),  # report --tsne from any folder
         "cache_fingerprint": cache.fingerprint,
         # the content's digest (the fingerprint is of the settings only): a resume on a cache
@@ -165,9 +167,8 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
             f"run folder {out} was trained on other contents of cache {config['cache']} ({how}); "
             "train into a new --out, or put the original cache back to resume"
         )
-    was = old.get("head_sha256")
-    if was is not None and config.get("head_sha256") not in (None, was):
-        raise head_file_changed(old["head"], out, "its finished folds were trained with")
+    if isinstance(old.get("head"), str):  # else the comparison below names it
+        check_head_code(old["head"], old, out, "its finished folds were trained with")
     for key in sorted(set(old) | set(config)):
         if key in RESUME_FREE:
             continue
@@ -345,6 +346,7 @@ def _train_folds(
         "labels": data.label_names,
         "cache_fingerprint": cache.fingerprint,
         "head_sha256": head_file_digest(head_spec),  # predict names a head file edited since
+        "head_modules": config["head_modules"],  # and a module it imports
         "loop": config["loop"],  # a checkpoint of another seed or loop is not this run's
     }
     if world > 1:

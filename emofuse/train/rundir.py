@@ -35,7 +35,7 @@ from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.loop import FoldOutput
 from emofuse.train.metrics import summarize
-from emofuse.train.outdir import check_outside_runs, check_run_out
+from emofuse.train.outdir import check_outside_runs, check_run_out, is_fused_folder
 from emofuse.train.predfiles import file_sha256, parse_predictions, write_predictions
 
 
@@ -308,14 +308,27 @@ def read_json(path: Path) -> dict[str, Any]:
     one-line error naming it."""
     try:
         obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        reason = type(err).__name__
+    except OSError as err:
+        reason = os_reason(err)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        reason = "not valid JSON: cut short or edited"
     else:
         if isinstance(obj, dict):
             return obj
         reason = f"a JSON {type(obj).__name__}, not an object"
-    raise EmofuseError(
-        f"{path} is unreadable ({reason}); restore it, or delete the run folder and train again"
+    raise EmofuseError(f"{path} is unreadable ({reason}); {_json_fix(path)}")
+
+
+def _json_fix(path: Path) -> str:
+    """What to do about a damaged JSON file of a run: a fold's file costs that fold only."""
+    fold = path.parent
+    if not fold.name.startswith("fold_"):
+        return "restore it, or delete the run folder and train again"
+    run = fold.parent
+    if is_fused_folder(run):
+        return "restore it, or fuse the same runs again into a new --out"
+    return (
+        f"restore it, or delete {fold} and rerun {train_command(run)} (it retrains that fold only)"
     )
 
 
@@ -426,7 +439,7 @@ def check_out(out: Path, cache_path: str | Path | None) -> None:
     check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
     check_run_out(out, "emofuse train")  # a folder of the user's files is never written into
     check_outside_runs(out, "a folder for the run")
-    from emofuse.train.outdir import config_missing_error, is_fused_folder
+    from emofuse.train.outdir import config_missing_error
 
     if (out / "folds.json").is_file() and any(out.glob("fold_*/checkpoint.pt")):
         if refusal := config_missing_error(out):  # trained folds, their settings lost

@@ -289,7 +289,9 @@ def test_damaged_run_files_and_bad_out_folders_are_one_line_errors(loso_run, cac
     with pytest.raises(EmofuseError, match=r"fold_03/predictions.csv does not hold the \d+ utt"):
         train(cache, run)
     (run / "config.json").write_text('{"head": ')
-    with pytest.raises(EmofuseError, match=r"config.json is unreadable \(JSONDecodeError\)"):
+    with pytest.raises(
+        EmofuseError, match=r"config.json is unreadable \(not valid JSON: cut short or edited\)"
+    ):
         train(cache, run)
 
 

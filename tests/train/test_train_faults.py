@@ -599,6 +599,19 @@ def test_a_run_json_file_holding_a_list_is_named_in_report(run, tmp_path, name):
     assert lines[0].startswith(f"error: {out / name} is unreadable (a JSON list"), lines[0]
 
 
+def test_a_cut_fold_metrics_file_costs_that_fold_only(run, tmp_path):
+    """Round-12 row 50 (train side): a cut fold_01/metrics.json said "(JSONDecodeError); restore
+    it, or delete the run folder and train again" - a Python class name, and advice that throws
+    away every good fold; the advice that works retrains fold 1 alone."""
+    out = copy(run, tmp_path)
+    metrics = out / "fold_01" / "metrics.json"
+    metrics.write_text('{"ua": 0.9')
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: {metrics} is unreadable (not valid JSON: cut short or edited)")
+    assert f"delete {out / 'fold_01'} and rerun `emofuse train " in line, line
+    assert line.endswith("(it retrains that fold only)") and "JSONDecodeError" not in line
+
+
 def _users_folder(path: Path) -> dict[str, bytes]:
     """A folder of the user's own files, with names a run folder also uses."""
     path.mkdir()
@@ -1137,12 +1150,21 @@ def test_report_of_a_fuse_killed_midway_says_to_rerun_the_same_fuse(run, tmp_pat
         (fused / name).unlink()
     shutil.rmtree(fold_dir(fused, 2))  # killed while fusing fold 2
     # compare blamed the members ("finish those folds in every member run"; round-10 row 53)
-    for args in (["report", str(fused)], ["compare", str(fused), str(run)]):
+    # and as a member of another fuse it said "has no finished fold; run `emofuse train` first",
+    # or "config.json is unreadable (FileNotFoundError)" (round-12 rows 29-30, train side)
+    again = tmp_path / "again"
+    for args in (
+        ["report", str(fused)],
+        ["compare", str(fused), str(run)],
+        ["fuse", str(fused), str(run), "--out", str(again)],
+        ["fuse", str(run), str(fused), "--out", str(again)],
+    ):
         line = _one_error_line(CliRunner().invoke(cli, args))
         assert line == (
             f"error: {fused} is an unfinished `emofuse fuse` (it stopped before writing "
             f"config.json): rerun the same `emofuse fuse {run} {other} --out {fused}`"
         ), line
+        assert not again.exists()  # a refused fuse leaves no half folder behind
 
 
 def test_a_checkpoint_copied_from_a_run_of_another_split_is_named(tmp_path):

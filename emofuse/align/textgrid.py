@@ -39,7 +39,11 @@ def write_textgrid(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tg.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, reportingMode="silence")
+    try:
+        tg.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, reportingMode="silence")
+    except OSError as err:  # a write's error names no file: name the TextGrid (not align's CSV)
+        err.filename = err.filename or str(path)
+        raise
     tmp.replace(path)
 
 

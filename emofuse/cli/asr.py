@@ -96,6 +96,11 @@ def transcribe_cmd(corpus, manifest, out, asr_model, all_rows, device, compute_t
         click.echo("WER: no row has gold text")
     for f in s.failed:
         click.echo(f"not transcribed: {f['id']}: {f['reason']} (kept, reason in asr_error)")
+    if s.failed:
+        click.echo(
+            "to transcribe them: fix their audio (or its path in the manifest) and rerun the same "
+            "command: rows whose audio changed are redone, the others are kept"
+        )
 
 
 @click.command("align")

@@ -194,7 +194,7 @@ def report_command(run, tsne) -> None:
     from emofuse.locks import output_lock
     from emofuse.train.folds import FoldPlan
     from emofuse.train.outdir import finish_advice, not_a_run
-    from emofuse.train.report import write_report
+    from emofuse.train.report import wall_note, write_report
     from emofuse.train.rundir import (
         check_finished_folds,
         finished_folds,
@@ -240,8 +240,9 @@ def report_command(run, tsne) -> None:
                 + write_fix(err, f"free disk space, or move away what is in the way in {run}")
                 + ", then rerun the same command"
             ) from None
-    if note:
-        click.echo(f"note: {note}")
+    for line in (note, wall_note(run)):
+        if line:
+            click.echo(f"note: {line}")
     click.echo(f"report: {report}")
 
 

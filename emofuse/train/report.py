@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # headless: reports are written on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from emofuse.errors import EmofuseError  # noqa: E402
+from emofuse.errors import EmofuseError, os_reason  # noqa: E402
 
 METRICS = ("UA", "WA", "F1")
 
@@ -202,17 +202,43 @@ def plot_tsne(run: Path, path: Path, seed: int = 0) -> None:
     plt.close(fig)
 
 
-def _wall_line(run: Path) -> str:
-    """The plan's wall-clock minutes from ``wall.json`` (every call that trained folds), or ''."""
+def _read_wall(run: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The calls ``wall.json`` records, and why it cannot be read (None when it is whole or absent:
+    a run trained before it was written has none)."""
     path = run / "wall.json"
+    if not path.exists():
+        return [], None
     if not path.is_file():
-        return ""
+        return [], "is not a regular file"
     try:
         calls = json.loads(path.read_text())["calls"]
-        minutes = sum(float(c["minutes"]) for c in calls)
-        jobs = max(int(c["jobs"]) for c in calls)
+        for c in calls:
+            float(c["minutes"]), int(c["jobs"])
+    except OSError as err:
+        return [], f"cannot be read ({os_reason(err)})"
     except (ValueError, KeyError, TypeError):
+        return [], "is damaged (not the JSON train writes)"
+    return calls, None
+
+
+def wall_note(run: Path) -> str | None:
+    """A note when ``wall.json`` is there but unreadable: the report leaves its line out, and says so."""
+    _, problem = _read_wall(run)
+    if problem is None:
+        return None
+    return (
+        f"{run / 'wall.json'} {problem}, so report.md has no wall-clock line (the folds and their "
+        "own minutes are unaffected); move it away to silence this note"
+    )
+
+
+def _wall_line(run: Path) -> str:
+    """The plan's wall-clock minutes from ``wall.json`` (every call that trained folds), or ''."""
+    calls, _ = _read_wall(run)
+    if not calls:
         return ""  # the minutes are a courtesy: a damaged wall.json never stops a report
+    minutes = sum(float(c["minutes"]) for c in calls)
+    jobs = max(int(c["jobs"]) for c in calls)
     at_once = f", up to {jobs} folds at once" if jobs > 1 else ""
     return (
         f"Wall clock: {minutes:.2f} min for the folds trained ({len(calls)} call(s) of "

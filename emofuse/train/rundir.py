@@ -253,6 +253,9 @@ def missing_folds_note(run: Path, plan: FoldPlan, advice: str) -> str | None:
     missing = [f.fold for f in plan.folds if f.fold not in done]
     if not missing:
         return None
+    in_way = [fold_dir(run, k) for k in missing if fold_dir(run, k).is_file()]
+    if in_way:  # a file where a fold folder goes: train would refuse it, so say so first
+        advice = f"{', '.join(map(str, in_way))}: a file where a fold folder goes; move it away, then {advice}"
     return (
         f"{len(done)} of {len(plan.folds)} folds finished; missing: "
         f"{', '.join(map(str, missing))} ({advice})"

@@ -233,7 +233,10 @@ def test_a_full_disk_under_a_textgrid_is_one_line_and_leaves_no_temporary(tmp_pa
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 2 and "Traceback" not in result.output, lines
     assert lines[0].startswith("aligning 2 rows")
-    assert lines[1].startswith("error: cannot write ") and "(No space left on device)" in lines[1]
+    grid = grids / textgrid_name(
+        utts[0].id
+    )  # the file that failed, not align's CSV (round-12 row 19)
+    assert lines[1].startswith(f"error: cannot write {grid} (No space left on device)"), lines[1]
     assert lines[1].endswith("then rerun the same command") and not out.exists()
     assert not list(grids.glob(".*.tmp"))
     result = invoke("align", "--manifest", manifest, "--out", out, "--quiet")

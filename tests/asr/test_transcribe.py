@@ -111,6 +111,13 @@ def test_bad_audio_row_is_kept_with_its_reason(tmp_path, tiny_asr, synth_utts):
     rows = read_csv(tmp_path / "out.csv")
     assert len(rows) == 2 and "missing audio file" in rows[1]["asr_error"]
     assert f"not transcribed: {utts[1].id}: missing audio file" in result.output
+    advice = result.output.strip().splitlines()[-1]  # what to do was missing (round-12 row 14)
+    assert advice.startswith("to transcribe them: fix their audio (or its path"), advice
+    manifest.write_text(text.replace(str(tmp_path / "gone.wav"), str(utts[1].audio)))  # followed
+    result = invoke(*transcribe_args(manifest, tmp_path / "out.csv", tiny_asr))
+    assert result.exit_code == 0 and "not transcribed" not in result.output, result.output
+    rows = read_csv(tmp_path / "out.csv")
+    assert not rows[1].get("asr_error") and rows[1]["asr_language"], rows[1]
 
 
 @pytest.mark.parametrize("model", ["does/not/exist", "no-such-model-name"])

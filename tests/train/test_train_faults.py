@@ -1140,6 +1140,43 @@ def test_report_of_a_missing_path_or_a_file_says_which(tmp_path):
     assert line.startswith(f"error: {cache_file} is a file, not a run folder"), line
 
 
+def test_report_names_a_file_where_a_fold_folder_goes(run, tmp_path):
+    """fold_02 replaced by an empty file was counted "missing" with train's advice, which train
+    then refused (round-12 train side row 13): the note names the file to move first."""
+    out = copy(run, tmp_path)
+    shutil.rmtree(fold_dir(out, 2))
+    fold_dir(out, 2).write_text("")
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    note = result.output.splitlines()[0]
+    assert note.startswith("note: 1 of 5 folds finished; missing: 2, 3, 4, 5 ("), note
+    assert f"{fold_dir(out, 2)}: a file where a fold folder goes; move it away, then rerun" in note
+
+
+@pytest.mark.parametrize("damage", ["a folder", "cut", "no jobs"])
+def test_report_says_when_a_damaged_wall_file_leaves_out_the_wall_clock_line(run, tmp_path, damage):
+    """A folder (or garbage) in place of wall.json silently dropped report.md's wall-clock line
+    (round-12 train side row 7): the report still runs, and a note names the file."""
+    out = copy(run, tmp_path)
+    wall = out / "wall.json"
+    clean = CliRunner().invoke(cli, ["report", str(out)])
+    assert clean.exit_code == 0 and "wall.json" not in clean.output, clean.output
+    assert "Wall clock:" in (out / "report.md").read_text()
+    wall.unlink()
+    if damage == "a folder":
+        wall.mkdir()
+    else:
+        wall.write_text(
+            '{"calls": [{"minutes": 0.1' if damage == "cut" else '{"calls": [{"minutes": 1}]}'
+        )
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "wall.json" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {wall} is "), notes
+    assert "no wall-clock line" in notes[0]
+    assert "Wall clock:" not in (out / "report.md").read_text()
+
+
 def test_report_of_a_fuse_killed_midway_says_to_rerun_the_same_fuse(run, tmp_path):
     other = copy(run, tmp_path)
     fused = tmp_path / "f"

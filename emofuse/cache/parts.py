@@ -287,12 +287,18 @@ def read_journal_json(path: Path, fix: str) -> dict:
 def is_journal(folder: Path) -> bool:
     """Does ``folder`` hold only what a parts journal holds (its manifest, committed parts, their
     temporary and set-aside copies)? Never a user's files to delete with it."""
+    return foreign_entries(folder) == []
+
+
+def foreign_entries(folder: Path) -> list[str] | None:
+    """The names in ``folder`` that a parts journal never holds (sorted), or None when it is not
+    a readable folder (a file, say)."""
     try:
         names = [p.name for p in folder.iterdir()]
     except OSError:
-        return False
+        return None
     ours = (MANIFEST, "rank", ".tmp-", ".damaged-", f".{MANIFEST}.")  # and manifest temps
-    return all(n.startswith(ours) for n in names)
+    return sorted(n for n in names if not n.startswith(ours))
 
 
 def to_numpy(value: Any) -> np.ndarray:

@@ -874,15 +874,39 @@ def test_a_user_folder_or_file_where_the_journal_goes_is_refused_and_kept(
         (taken / "notes.txt").write_text("keep")
     result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
     assert result.exit_code == 2, result.output
+    where = f"error: {taken} (where extract keeps its journal for {out})"
     assert error_line(result.output) == (
-        f"error: {taken} (where extract keeps its journal for {out}) is a file or holds files "
-        "that are not emofuse's; move it away, or choose another --out"
+        f"{where} is not a folder; move it away, or choose another --out"
+        if what == "file"
+        else f"{where} holds files that are not emofuse's (notes.txt); move them out of it (the "
+        "journal's parts are kept) and rerun, or choose another --out"
     )
     assert (taken.read_text() if what == "file" else (taken / "notes.txt").read_text()) in (
         "data",
         "keep",
     )
     assert not out.exists()
+
+
+def test_a_stray_file_in_a_journal_is_named_and_moving_it_resumes(tmp_path, tiny, clips):
+    """A stray file in a half-written journal was "move it away" — the whole journal with its good
+    parts (round-12 extract side row 47): the line names the file, and moving it out resumes."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "j.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    stray = Path(f"{out}.parts") / "stray.txt"
+    stray.write_text("junk")
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert result.exit_code == 2, result.output
+    assert "holds files that are not emofuse's (stray.txt); move them out" in error_line(
+        result.output
+    )
+    stray.unlink()  # what the line says
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{len(clips) - 2} utterances" in result.output and "2 were already there" in result.output
+    )
 
 
 @pytest.mark.parametrize("fault, said", [

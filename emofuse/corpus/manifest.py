@@ -51,11 +51,37 @@ def _load_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         ) from None
 
 
+class Row(dict):
+    """One manifest row (column -> value). ``line``: the file line it starts on, set only where
+    that is not the row's number plus the header (blank lines skipped before it)."""
+
+    line: int | None = None
+
+
+def _row(values: dict[str, str], lineno: int, rowno: int, header: int) -> Row:
+    row = Row(values)
+    if lineno != rowno + header:
+        row.line = lineno
+    return row
+
+
+def row_where(path: Path, rowno: int, row: dict[str, str]) -> str:
+    """``manifest PATH row N`` (and the file line, where blank lines make the two differ)."""
+    line = getattr(row, "line", None)
+    return f"manifest {path} row {rowno}" + (f" (line {line} of the file)" if line else "")
+
+
 def _csv_rows(path: Path, reader: csv.DictReader) -> tuple[list[str], list[dict[str, str]]]:
     columns = list(reader.fieldnames or [])
-    rows, end = [], 1  # the line the previous row ended on
+    rows: list[dict[str, str]] = []
+    end = 1  # the line the previous row ended on (the header's)
     for row in reader:
-        lineno, end = end + 1, reader.line_num
+        # where this row starts: after the previous one, past the empty lines csv skips unseen
+        # (a value open at the end of the file holds a line break no line follows)
+        breaks = sum(v.count("\n") for v in row.values() if isinstance(v, str))
+        lineno, end = max(end + 1, reader.line_num - breaks), reader.line_num
+        if not any(isinstance(v, str) and v.strip() for v in row.values()) and None not in row:
+            continue  # a line of blanks or bare commas holds no row, as an empty line does not
         if None in row:
             raise EmofuseError(
                 f"manifest {path} line {lineno} has more fields than the header — "
@@ -69,7 +95,7 @@ def _csv_rows(path: Path, reader: csv.DictReader) -> tuple[list[str], list[dict[
                 + f" ({row[spread][:40]!r}…): a value must be on one line, so put it on one, "
                 'or close the quote " opened there (a quote inside a value is written "")'
             )
-        rows.append({k: (v or "") for k, v in row.items()})
+        rows.append(_row({k: (v or "") for k, v in row.items()}, lineno, len(rows) + 1, 1))
     return columns, rows
 
 
@@ -114,7 +140,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
                     "without a transcript, or fill the text in"
                 )
             columns += [k for k in obj if k not in columns]
-            rows.append({k: "" if v is None else str(v) for k, v in obj.items()})
+            values = {k: "" if v is None else str(v) for k, v in obj.items()}
+            rows.append(_row(values, lineno, len(rows) + 1, 0))
         return columns, rows
     raise EmofuseError(f"manifest {path}: unknown format {suffix!r}; use a .csv or .jsonl file")
 
@@ -256,7 +283,7 @@ def read_manifest(
     for rowno, row in enumerate(
         progress_bar(rows, desc="manifest", enabled=progress, leave=False), 1
     ):
-        where = f"manifest {path} row {rowno}"
+        where = row_where(path, rowno, row)
         for col in ("id", "audio", "label", "speaker"):
             if not row.get(col, "").strip():
                 raise EmofuseError(f"{where}: empty {col!r} — fill it in or remove the row")

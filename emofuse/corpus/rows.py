@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from emofuse.corpus.manifest import _load_rows
+from emofuse.corpus.manifest import _load_rows, row_where
 from emofuse.errors import EmofuseError
 
 
@@ -30,9 +30,9 @@ def read_rows(path: str | Path, need: tuple[str, ...] = ("id", "audio")) -> tupl
     for n, row in enumerate(rows, 1):
         utt = row.get("id", "").strip()
         if not utt or not row.get("audio", "").strip():
-            raise EmofuseError(f"manifest {path} row {n}: empty id or audio — fill it in")
+            raise EmofuseError(f"{row_where(path, n, row)}: empty id or audio — fill it in")
         if utt in seen:
-            raise EmofuseError(f"manifest {path} row {n}: duplicate id {utt!r}")
+            raise EmofuseError(f"{row_where(path, n, row)}: duplicate id {utt!r}")
         seen.add(utt)
     if not rows:
         raise EmofuseError(f"manifest {path} has no rows")

@@ -151,6 +151,30 @@ def test_bad_manifests(audio_dir, header, rows, message):
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
+def test_blank_lines_hold_no_row_and_an_error_names_the_file_line(audio_dir):
+    """A line of spaces between rows was read as a row with an empty id, reported as "row 4" of a
+    file whose culprit was line 6 (round-12 extract side row 27): blank lines hold no row, and a
+    row after them is named with its file line too."""
+    rows = [ROWS[0], "", "   ", ",,,,,,,,", ROWS[1], ROWS[2]]
+    res = _read(_csv(audio_dir, rows))
+    assert [u.id for u in res.utterances] == ["u1", "u2", "u3"]
+    rows[-1] = ROWS[2].replace(",sad,", ",,")
+    path = _csv(audio_dir, rows)
+    with pytest.raises(EmofuseError) as err:
+        _read(path)
+    assert str(err.value) == (
+        f"manifest {path} row 3 (line 7 of the file): empty 'label' — fill it in or remove the row"
+    )
+    path = _csv(audio_dir, [ROWS[0], ROWS[2].replace(",sad,", ",,")])  # no blank line: as before
+    with pytest.raises(EmofuseError, match=r"row 2: empty 'label'"):
+        _read(path)
+    jsonl = audio_dir / "m.jsonl"
+    good = {"id": "u1", "audio": "clips/a.wav", "text": "", "label": "neu", "speaker": "s"}
+    jsonl.write_text("\n".join([json.dumps(good), "", json.dumps({**good, "id": ""})]) + "\n")
+    with pytest.raises(EmofuseError, match=r"row 2 \(line 3 of the file\): empty 'id'"):
+        _read(jsonl)
+
+
 def test_manifest_that_is_not_utf8_names_the_fix(audio_dir):
     path = _csv(audio_dir, [ROWS[0].replace("Hello there.", "Café olé")])
     path.write_bytes(path.read_text().encode("latin-1"))

@@ -20,10 +20,28 @@ def incomplete_message(path: Path, done: int | None = None) -> str:
     holder = live_holder(path)
     if holder is not None:  # not interrupted: a rerun would only meet the lock
         return f"{path} is incomplete ({count}{busy(holder)})"
+    if damage := _damaged_part(path):  # "rerun to resume" would only meet it: say it first
+        return (
+            f"{path} is incomplete (extraction interrupted) and its journal has a damaged part: "
+            f"{damage} the same `emofuse extract` command to resume it"
+        )
     return (
         f"{path} is incomplete ({count}extraction interrupted; the finished work is in "
         f"{parts_dir(path)}); rerun the same `emofuse extract` command to resume it"
     )
+
+
+def _damaged_part(path: Path) -> str | None:
+    """The one line a resume would stop at for a committed part whose index.json is lost, torn
+    or lacks its fields (cheap: no array is read), or None."""
+    from emofuse.cache.parts import Part, list_parts
+
+    for part in list_parts(parts_dir(path)):
+        try:
+            _ = Part(part).index  # reads and checks it
+        except EmofuseError as err:
+            return str(err)  # ends "... and rerun"
+    return None
 
 
 def missing_cache_error(path: Path, option: str | None = "--cache") -> EmofuseError:

@@ -909,6 +909,52 @@ def test_a_stray_file_in_a_journal_is_named_and_moving_it_resumes(tmp_path, tiny
     )
 
 
+@pytest.mark.parametrize("damage", ["deleted", "torn"])
+def test_verify_of_a_journal_with_a_lost_part_index_gives_the_advice_that_works(
+    tmp_path, tiny, clips, damage
+):
+    """verify (and train) said "rerun the same extract to resume it" of a journal whose part had
+    lost its index.json, and that rerun only stopped at the part (round-12 extract side row 45):
+    they name the part to delete first, and following that line finishes the cache."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "j.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    part = sorted(Path(f"{out}.parts").glob("rank*"))[1]
+    if damage == "deleted":
+        (part / "index.json").unlink()
+    else:
+        (part / "index.json").write_text('{"ids": [')
+    for args in (
+        ["verify", str(out)],
+        [
+            "train",
+            "--cache",
+            str(out),
+            "--split",
+            "loso",
+            "--head",
+            "audio",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        line = error_line(result.output)
+        assert line.startswith(f"error: {out} is incomplete (extraction interrupted) and its "), (
+            line
+        )
+        assert line.endswith(
+            f"delete the folder {part} (its utterances are extracted again) and rerun the same "
+            "`emofuse extract` command to resume it"
+        ), line
+    shutil.rmtree(part)  # what the line says
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert result.exit_code == 0 and "1 were already there" in result.output, result.output
+    result = CliRunner().invoke(cli, ["verify", str(out)])
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("fault, said", [
     ("lock-taken:1:enospc", "then rerun the same command"),
     ("part-committed:1:enospc", "it resumes from the 1 part(s) already committed"),

@@ -58,7 +58,7 @@ def consolidate(
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise EmofuseError(
             f"cannot write {path} ({os_reason(err)}): "
-            + write_fix(err, f"free disk space (the store needs about {_megabytes(plan)} MB)")
+            + write_fix(err, f"free disk space (the store needs up to {_megabytes(plan)} MB)")
             + _rerun(folder)
         ) from err
     os.replace(tmp, path)
@@ -249,8 +249,9 @@ def _nbytes(plan: StoreLayout) -> int:
     return sum(m["nbytes"] for st in meta["streams"].values() for m in st["arrays"].values())
 
 
-def _megabytes(plan: StoreLayout) -> int:
-    return max(1, round(_nbytes(plan) / 1e6))
+def _megabytes(plan: StoreLayout) -> str:
+    """The room the store needs, as the check before writing states it (one figure everywhere)."""
+    return f"{room_needed(plan) / 1e6:.1f}"
 
 
 def _rerun(folder: Path) -> str:
@@ -274,13 +275,13 @@ def _check_room(plan: StoreLayout, kind: str, path: Path, folder: Path) -> None:
     if free < need:
         raise EmofuseError(
             f"cannot write {path}: its file system has {free / 1e6:.1f} MB free and the store "
-            f"needs up to {need / 1e6:.1f} MB; free disk space" + keep
+            f"needs up to {_megabytes(plan)} MB; free disk space" + keep
         )
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if kind == "hdf5" and limit != resource.RLIM_INFINITY and limit < need:
         raise EmofuseError(
             f"cannot write {path}: this shell's `ulimit -f` limits one file to {limit / 1e6:.1f} "
-            f"MB and the store needs up to {need / 1e6:.1f} MB; raise the limit (`ulimit -f unlimited`)"
+            f"MB and the store needs up to {_megabytes(plan)} MB; raise the limit (`ulimit -f unlimited`)"
             + keep
         )
 

@@ -149,6 +149,11 @@ def test_disk_full_during_consolidation_is_one_line_and_the_rerun_finishes(
         CacheWriter(path, settings=SETTINGS, streams=specs()).close(order=order(N_UTTS))
     message = str(err.value)
     assert "\n" not in message and str(path) in message and "rerun" in message
+    from emofuse.cache.consolidate import room_needed
+    from emofuse.cache.layout import StoreLayout
+
+    need = room_needed(StoreLayout(Path(f"{path}.parts"), order(N_UTTS)))
+    assert f"(the store needs up to {need / 1e6:.1f} MB)" in message, message  # as the check says
     assert not path.exists() and not list(path.parent.glob(f".{path.name}.tmp-*"))
     assert (Path(str(path) + ".parts") / "manifest.json").is_file()
     monkeypatch.delenv(faults.ENV)

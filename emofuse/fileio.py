@@ -59,6 +59,23 @@ def write_json(path: Path, obj: Any, tmp_tag: str = "") -> None:
         fh.write(json.dumps(obj, indent=1) + "\n")
 
 
+def write_text(path: Path, text: str) -> None:
+    """``text`` written atomically and durably: a full disk or a kill never leaves it torn."""
+    with atomic_open(path) as fh:
+        fh.write(text)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A matplotlib figure as PNG, atomically (never a torn image beside the old report); closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_open(Path(path), "wb") as fh:
+            fig.savefig(fh, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+
+
 def remove_temporaries(folder: Path, pattern: str = "**/*.tmp") -> None:
     """Delete what a failed write left under ``folder`` (``pattern``: its temporaries), so a
     half-written file never stays behind; one that cannot be deleted now is left (the write's

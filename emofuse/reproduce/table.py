@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from emofuse.fileio import save_figure, write_text
 from emofuse.reproduce import tdfnet
 from emofuse.train.folds import FoldPlan
 from emofuse.train.rundir import read_json
@@ -140,7 +141,7 @@ def finish_table(lines: list[str], rows, scores, figures: dict | None, out: Path
         "",
     ]
     path = out / "table.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     plot_rows(rows, scores, figures, out / "table.png")
     return path
 
@@ -167,5 +168,4 @@ def plot_rows(rows, scores, figures: dict | None, path: Path) -> None:
         ax.set_title(f"{metric} (%)")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

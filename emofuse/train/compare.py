@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats
 
 from emofuse.errors import EmofuseError, os_reason, write_fix
-from emofuse.fileio import atomic_open
+from emofuse.fileio import atomic_open, save_figure
 from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
 from emofuse.train.outdir import finish_advice, is_fused_folder, not_a_run
@@ -315,11 +315,7 @@ def plot_compare(result: dict[str, Any], path: Path) -> None:
         ax_diff.set_xticks(xd, names[1:], rotation=30, ha="right", fontsize=8)
     ax_diff.set_title(f"UA difference vs {names[0]} (points)")
     fig.tight_layout()
-    try:
-        with atomic_open(Path(path), "wb") as fh:
-            fig.savefig(fh, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_compare(result: dict[str, Any], out: str | Path) -> Path:

@@ -116,7 +116,10 @@ class FoldPlan:
         return plan
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        """Atomically: a resume rewrites a finished run's plan, which a failed write never tears."""
+        from emofuse.fileio import write_json
+
+        write_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> FoldPlan:
@@ -126,9 +129,10 @@ class FoldPlan:
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            from emofuse.train.outdir import plan_fix
+
             raise EmofuseError(
-                f"fold plan {path} is not valid JSON ({err}); restore it, or train again into a "
-                "new --out"
+                f"fold plan {path} is not valid JSON ({err}); {plan_fix(path)}"
             ) from None
         return cls.from_dict(data, source=f"fold plan {path}")
 

@@ -87,26 +87,34 @@ def not_a_run(run: Path, command: str) -> EmofuseError:
     config = _json_object(run / "config.json") if (run / "config.json").is_file() else None
     plan = run / "folds.json"
     if config and any(k in config for k in RUN_CONFIG_KEYS) and not plan.is_file():
-        from emofuse.train.command import train_command
-
-        trained = "cache" in config  # fuse writes no cache
         return EmofuseError(  # a run that lost its fold plan
             f"{plan} "
-            + (
-                "is not a regular file: move it away, then "
-                if plan.exists()
-                else "is missing (deleted or lost); "
-            )  # fmt: skip
-            + (
-                f"rerun {train_command(run)} (it writes the fold plan again and keeps the "
-                "finished folds)"
-                if trained
-                else "fuse its runs again into a new --out"
-            )
-        )
+            + ("is not a regular file: move it away, then " if plan.exists() else "is missing (deleted or lost); ")
+            + _remake_plan(run, config)
+        )  # fmt: skip
     return reproduce_refusal(run, command) or EmofuseError(
         f"{run} is not a run folder (no folds.json/config.json): train it first"
     )
+
+
+def _remake_plan(run: Path, config: dict[str, Any]) -> str:
+    if "cache" in config:  # a trained run (fuse writes no cache)
+        from emofuse.train.command import train_command
+
+        return (
+            f"rerun {train_command(run)} (it writes the fold plan again and keeps the finished "
+            "folds)"
+        )
+    return "fuse its runs again into a new --out"
+
+
+def plan_fix(plan: Path) -> str:
+    """What to do about a run's folds.json that is torn or edited: delete it and let the run's
+    own command write it again (train keeps the finished folds); outside a run, restore it."""
+    config = _json_object(plan.parent / "config.json")
+    if config and any(k in config for k in RUN_CONFIG_KEYS):
+        return "delete it and " + _remake_plan(plan.parent, config)
+    return "restore it, or train again into a new --out"
 
 
 def reproduce_refusal(run: Path, command: str) -> EmofuseError | None:

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from emofuse.errors import EmofuseError, os_reason  # noqa: E402
+from emofuse.fileio import save_figure, write_text  # noqa: E402
 
 METRICS = ("UA", "WA", "F1")
 
@@ -122,7 +123,7 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
         plot_tsne(run, run / "tsne.png")
     if (run / "tsne.png").is_file():
         lines += ["", "![t-SNE of pooled test embeddings](tsne.png)"]
-    (run / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(run / "report.md", "\n".join(lines) + "\n")
     return run / "report.md"
 
 
@@ -144,8 +145,7 @@ def plot_confusion(confusion: dict[str, Any], labels: list[str], path: Path) -> 
     ax.set_ylabel("true")
     ax.set_title("pooled test confusion (row %)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(run: Path, path: Path) -> bool:
@@ -173,8 +173,7 @@ def plot_curves(run: Path, path: Path) -> bool:
     ax_ua.set_xlabel("epoch")
     ax_loss.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -198,8 +197,7 @@ def plot_tsne(run: Path, path: Path, seed: int = 0) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _read_wall(run: Path) -> tuple[list[dict[str, Any]], str | None]:

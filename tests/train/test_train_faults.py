@@ -21,6 +21,7 @@ from emofuse.errors import EmofuseError
 from emofuse.locks import lock_path
 from emofuse.train.command import train_command
 from emofuse.train.loop import LoopConfig
+from emofuse.train.report import write_report
 from emofuse.train.run import train_run
 from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
 from tests.helpers import ROOT, TINY_HEAD, FakeCache, write_five_session_cache
@@ -75,6 +76,78 @@ def test_a_second_train_into_one_out_is_refused_while_the_first_holds_the_lock(t
         stdout, _ = first.communicate()
     assert first.returncode == 0 and b"finished" in stdout
     assert finished_folds(out) == [1] and not lock_path(out).exists()
+
+
+LIMITED = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from tests.helpers import FakeCache, TINY_HEAD
+from emofuse.errors import EmofuseError
+from emofuse.train.loop import LoopConfig
+from emofuse.train.report import write_report
+from emofuse.train.run import train_run
+out, limit, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+cache = FakeCache(n_per_speaker=4)  # made before the limit: only the run's own files meet it
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    if what == "train":
+        loop = LoopConfig(epochs=2, batch_size=16, lr=3e-3, patience=2, seed=0)
+        train_run(cache, TINY_HEAD, out, "loso", loop=loop, folds=[1, 2, 3], progress=False)
+    else:
+        write_report(out)
+except (EmofuseError, OSError) as err:
+    print("refused:", err, flush=True)
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("what, victim", [("train", "folds.json"), ("report", "confusion.png")])
+def test_a_file_size_limit_never_tears_a_finished_run_file(run, tmp_path, cache, what, victim):
+    """`ulimit -f` below folds.json's size while resuming a finished run tore that file in place
+    (FoldPlan.save wrote it directly): the 2 finished folds could no longer be reported or
+    resumed, and the advice said to train again (round-13 train side row 32); report tore
+    confusion.png the same way (row 33). Both files are written through a temporary now."""
+    out = copy(run, tmp_path)
+    if what == "report":
+        write_report(out)
+    before = (out / victim).read_bytes()
+    limit = len(before) - 1  # the one file this call writes that does not fit
+    assert all(
+        p.stat().st_size < limit for p in (out / "config.json", out / "summary.json") if p.exists()
+    )
+    code = LIMITED.format(root=str(ROOT))
+    child = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(limit), what],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert child.returncode == 0 and "File too large" in child.stdout, child.stdout + child.stderr
+    assert (out / victim).read_bytes() == before  # whole, as it was
+    assert not list(out.rglob("*.tmp")) and finished_folds(out) == [1, 2]
+    if what == "train":  # the line's advice: the same command, without the limit, goes on
+        summary = train_run(
+            cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False
+        )
+        assert [f["fold"] for f in summary["folds"]] == [1, 2, 3]
+
+
+def test_a_torn_fold_plan_says_to_delete_it_and_rerun_train_which_keeps_the_folds(
+    run, tmp_path, cache
+):
+    """A folds.json cut short was "restore it, or train again into a new --out", which throws
+    the finished folds away (round-13 train side rows 31-32): train writes it again."""
+    out = copy(run, tmp_path)
+    plan = out / "folds.json"
+    plan.write_text(plan.read_text()[:500])
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: fold plan {plan} is not valid JSON ("), line
+    assert line.endswith(
+        f"); delete it and rerun {train_command(out)} (it writes the fold plan again and keeps "
+        "the finished folds)"
+    ), line
+    plan.unlink()  # what the line says
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2] and plan.is_file()
+    assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0
 
 
 def test_nan_in_the_cache_names_the_stream_and_utterance(tmp_path):

@@ -126,8 +126,9 @@ def live_holder(out: str | os.PathLike) -> dict | None:
 
 
 @contextlib.contextmanager
-def output_lock(out: Path, command: str) -> Iterator[Path]:
-    """Hold ``<out>.lock`` for the duration of the block (see the module docstring)."""
+def output_lock(out: Path, command: str, fix: str = "choose a writable --out") -> Iterator[Path]:
+    """Hold ``<out>.lock`` for the duration of the block (see the module docstring); ``fix``:
+    what to do where the lock cannot be written (a command that writes in place has no --out)."""
     path = lock_path(out)
     record = {
         "pid": os.getpid(),
@@ -159,13 +160,9 @@ def output_lock(out: Path, command: str) -> Iterator[Path]:
             f"cannot create {path}: a parent of {out} is a regular file; choose another --out"
         ) from err
     except PermissionError as err:
-        raise EmofuseError(
-            f"cannot write in {path.parent} (permission denied); choose a writable --out"
-        ) from err
+        raise EmofuseError(f"cannot write in {path.parent} (permission denied); {fix}") from err
     except OSError as err:  # a read-only file system, a full disk ...
-        raise EmofuseError(
-            f"cannot write in {path.parent} ({os_reason(err)}); choose a writable --out"
-        ) from err
+        raise EmofuseError(f"cannot write in {path.parent} ({os_reason(err)}); {fix}") from err
     try:
         yield path
     finally:

@@ -214,7 +214,11 @@ def report_command(run, tsne) -> None:
         raise refusal
     if not (run / "folds.json").is_file() or not (run / "config.json").is_file():
         raise not_a_run(run, "report")
-    with output_lock(run, "report"):  # it rewrites summary.json: never under a running train
+    in_place = (
+        f"report rewrites summary.json, report.md and the plots inside {run}: copy the run folder "
+        "somewhere writable and report the copy"
+    )
+    with output_lock(run, "report", in_place):  # it rewrites summary.json: never under a train
         plan = FoldPlan.load(run / "folds.json")
         config = read_run_config(run / "config.json")
         trained = is_trained_run(config)

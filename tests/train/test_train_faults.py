@@ -150,6 +150,28 @@ def test_a_torn_fold_plan_says_to_delete_it_and_rerun_train_which_keeps_the_fold
     assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0
 
 
+def test_report_on_a_read_only_file_system_says_to_copy_the_run(run, tmp_path, monkeypatch):
+    """report of a run on a read-only mount said "choose a writable --out", an option report has
+    not (round-13 train side row 18): it writes in place, so the line says to copy the run."""
+    import errno
+
+    from emofuse import locks
+
+    out = copy(run, tmp_path)
+
+    def read_only(path, record):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(locks, "_try_create", read_only)
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line == (
+        f"error: cannot write in {out.parent} (Read-only file system); report rewrites "
+        f"summary.json, report.md and the plots inside {out}: copy the run folder somewhere "
+        "writable and report the copy"
+    ), line
+    assert "--out" not in line
+
+
 def test_nan_in_the_cache_names_the_stream_and_utterance(tmp_path):
     bad = FakeCache(n_per_speaker=4)
     values, offsets = bad.arrays["speech"]

@@ -251,6 +251,9 @@ def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -
         path = settings.get(key)
         if path and path != "none" and is_local(path) and not Path(path).expanduser().exists():
             option = "--" + key.replace("_", "-")
+            if moved.get(key):  # the folder given now is not there: not the run's recorded one
+                raise EmofuseError(f"{option} {path} does not exist: give the folder the "
+                                   f"{key.replace('_', ' ')} was moved to")  # fmt: skip
             if not Path(path).expanduser().is_absolute() and key not in moved:
                 raise relative_path_error(
                     run, key.replace("_", " "), path, f"run predict from the folder the cache was "

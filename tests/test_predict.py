@@ -190,6 +190,12 @@ def test_predict_finds_moved_model_folders_by_option_and_checks_their_weights(tr
             utt.audio,
         )  # fmt: skip
         assert other.exit_code == 2 and "other weights" in other.output, other.output
+        typo = trained["base"] / "nonexist"  # said the run was trained with it (round-13 row 23)
+        wrong = invoke("predict", "--run", trained["run"], "--speech-model", typo, utt.audio)
+        assert wrong.exit_code == 2 and wrong.output.strip() == (
+            f"error: --speech-model {typo} does not exist: give the folder the speech model was "
+            "moved to"
+        ), wrong.output
     finally:
         moved.rename(speech)
 

@@ -170,6 +170,12 @@ def load_error(kind: str, name: str, option: str, exc: BaseException) -> Emofuse
     """The one-line message for a model that cannot be loaded: what failed and how to fix it."""
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
     if is_local(name):
+        if kind != "speaker" and (Path(name).expanduser() / "hyperparams.yaml").is_file():
+            return EmofuseError(
+                f"{option} {name} is a SpeechBrain speaker model (it holds hyperparams.yaml), not "
+                f"a {kind} model: give it as --speaker-model, and a transformers {kind} model "
+                f"folder as {option}"
+            )
         broken = broken_file(Path(name))
         if broken is not None:
             path, why = broken
@@ -177,9 +183,14 @@ def load_error(kind: str, name: str, option: str, exc: BaseException) -> Emofuse
                 f"cannot load {kind} model from folder {name}: {path.name} is damaged ({why}); "
                 f"copy that file again from where the model came from (or save_pretrained again)"
             )
+        holds = (
+            "SpeechBrain's hyperparams.yaml and the checkpoints it names (embedding_model.ckpt …)"
+            if kind == "speaker"
+            else "the model's config and weights as written by save_pretrained (or "
+            "huggingface-cli download)"
+        )
         return EmofuseError(
-            f"cannot load {kind} model from folder {name} ({reason}); the folder must hold the model's "
-            f"config and weights as written by save_pretrained (or huggingface-cli download)"
+            f"cannot load {kind} model from folder {name} ({reason}); the folder must hold {holds}"
         )
     return EmofuseError(
         f"cannot load {kind} model '{name}' ({reason}); no model hub is reachable here: on a connected "

@@ -133,6 +133,32 @@ class SpeakerEncoder:
         return self._forward(arrays)
 
 
+def _refuse_transformers_model(name: str) -> None:
+    """A transformers folder (speech or text) given as the speaker model: SpeechBrain fails on
+    its missing hyperparams.yaml; say what the folder is and where it goes instead."""
+    import json
+
+    folder = Path(name).expanduser()
+    if not is_local(name) or (folder / "hyperparams.yaml").is_file():
+        return
+    try:
+        kind = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable config: the loader says what is wrong
+    if not kind:
+        return
+    from emofuse.encoders.families import SPEECH_FAMILIES
+
+    what, option = (
+        ("speech", "--speech-model") if kind in SPEECH_FAMILIES else ("text", "--text-model")
+    )
+    raise EmofuseError(
+        f"{OPTION} {name} is a transformers {what} model (model type {kind!r}), not a SpeechBrain "
+        f"speaker model: give it as {option}, and a SpeechBrain folder (hyperparams.yaml, "
+        f"embedding_model.ckpt) as {OPTION}"
+    )
+
+
 def load_speaker_encoder(
     name_or_path: str | Path = DEFAULT_SPEAKER_MODEL,
     device: str | torch.device = "cpu",
@@ -142,6 +168,7 @@ def load_speaker_encoder(
     """Load a SpeechBrain EncoderClassifier from a hub id or a local folder in SpeechBrain's layout."""
     name = str(name_or_path)
     check_folder(name, OPTION)
+    _refuse_transformers_model(name)
     device = as_device(device)
     local = is_local(name)
     try:

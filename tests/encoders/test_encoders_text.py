@@ -89,3 +89,27 @@ def test_a_speech_model_given_as_the_text_model_is_named_as_such(tiny):
         f"--text-model {folder} is a speech model (model type 'wav2vec2'), not a text model: give "
         "it as --speech-model, and a BERT-family model folder (with its tokenizer) as --text-model"
     )
+
+
+def test_speaker_and_transformers_folders_swapped_are_named_as_what_they_are(tiny):
+    """Round-13 audit (extract side row 41): a HuBERT folder as --speaker-model, or the ECAPA
+    folder as --speech/--text-model, got "must hold the model's config and weights as written
+    by save_pretrained", which the folder already did (or which SpeechBrain never writes)."""
+    from emofuse.encoders import load_speaker_encoder, load_speech_encoder
+
+    speech, text, speaker = tiny.speech["hubert"], tiny.text, tiny.speaker
+    cases = [
+        (load_speaker_encoder, speech, f"--speaker-model {speech} is a transformers speech model "
+         "(model type 'hubert'), not a SpeechBrain speaker model: give it as --speech-model"),
+        (load_speaker_encoder, text, f"--speaker-model {text} is a transformers text model "
+         "(model type 'bert'), not a SpeechBrain speaker model: give it as --text-model"),
+        (load_speech_encoder, speaker, f"--speech-model {speaker} is a SpeechBrain speaker model "
+         "(it holds hyperparams.yaml), not a speech model: give it as --speaker-model"),
+        (load_text_encoder, speaker, f"--text-model {speaker} is a SpeechBrain speaker model "
+         "(it holds hyperparams.yaml), not a text model: give it as --speaker-model"),
+    ]  # fmt: skip
+    for load, folder, said in cases:
+        with pytest.raises(EmofuseError) as err:
+            load(folder)
+        assert str(err.value).startswith(said) and "\n" not in str(err.value), str(err.value)
+        assert "save_pretrained" not in str(err.value)

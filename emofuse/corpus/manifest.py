@@ -107,8 +107,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
             try:
                 columns, rows = _csv_rows(path, reader)
             except csv.Error as err:  # a value past the csv module's limit (128 KiB) ...
-                raise EmofuseError(
-                    f"manifest {path} line {reader.line_num}: {err}; no transcript is that long: "
+                raise EmofuseError(  # line_num counts the lines before the failing row
+                    f"manifest {path} line {reader.line_num + 1}: {err}; no transcript is that long: "
                     'close a quote " opened near there (a quote inside a value is written "") '
                     "or shorten the value"
                 ) from None

@@ -239,7 +239,25 @@ def _follow_out_link(cfg: ExtractConfig) -> ExtractConfig:
             f"--out {link} is a symbolic link to {target}, whose folder {target.parent} does not "
             "exist; create it (or fix the link), or give another --out"
         )
+    if target.exists() and not (target.is_file() or target.is_dir()):
+        raise EmofuseError(
+            f"--out {link} is a symbolic link to {target}, which is a device or a pipe, not a "
+            "file a cache can be written to; give another --out"
+        )
+    if _backend_suffixes(target) != _backend_suffixes(link):  # the store takes the target's name
+        raise EmofuseError(
+            f"--out {link} is a symbolic link to {target}, and the cache is written at the "
+            f"link's target, whose name must end in {link.suffix} as the link's does; link to "
+            "such a name, or give another --out"
+        )
     return dataclasses.replace(cfg, out=type(cfg.out)(target))
+
+
+def _backend_suffixes(path: Path) -> tuple[str, ...] | None:
+    from emofuse.cache.backends import BACKENDS
+
+    suffix = path.suffix.lower()
+    return next((b.suffixes for b in BACKENDS.values() if suffix in b.suffixes), None)
 
 
 def _check_ids(utts: Sequence[Utterance]) -> None:

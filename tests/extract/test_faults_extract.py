@@ -789,6 +789,21 @@ def test_an_out_that_is_a_symbolic_link_writes_the_store_at_its_target(tmp_path,
         "another --out"
     )
     assert not (tmp_path / "nowhere").exists() and dangling.is_symlink()
+    device = tmp_path / "full.h5"  # named the link's target only (round-13 extract side row 33)
+    device.symlink_to("/dev/full")
+    refused = CliRunner().invoke(cli, manifest_args(manifest, tiny, device))
+    assert refused.exit_code == 2 and error_line(refused.output) == (
+        f"error: --out {device} is a symbolic link to /dev/full, which is a device or a pipe, "
+        "not a file a cache can be written to; give another --out"
+    )
+    other = tmp_path / "other.h5"
+    other.symlink_to(tmp_path / "disk" / "store.zarr")
+    refused = CliRunner().invoke(cli, manifest_args(manifest, tiny, other))
+    assert refused.exit_code == 2 and error_line(refused.output).startswith(
+        f"error: --out {other} is a symbolic link to {tmp_path / 'disk' / 'store.zarr'}, and the "
+        "cache is written at the link's target, whose name must end in .h5"
+    )
+    assert not (tmp_path / "disk" / "store.zarr").exists()
 
 
 def test_a_rerun_of_a_finished_store_removes_a_leftover_journal_only(tmp_path, tiny, clips):

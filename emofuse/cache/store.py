@@ -33,14 +33,22 @@ def incomplete_message(path: Path, done: int | None = None) -> str:
 
 def _damaged_part(path: Path) -> str | None:
     """The one line a resume would stop at for a committed part whose index.json is lost, torn
-    or lacks its fields (cheap: no array is read), or None."""
+    or lacks its fields, or that lost an array file its index records (cheap: no array is
+    read), or None."""
     from emofuse.cache.parts import Part, list_parts
 
     for part in list_parts(parts_dir(path)):
         try:
-            _ = Part(part).index  # reads and checks it
+            index = Part(part).index  # reads and checks it
         except EmofuseError as err:
             return str(err)  # ends "... and rerun"
+        files = index.get("files")
+        lost = (
+            sorted(n for n in files if not (part / n).is_file()) if isinstance(files, dict) else []
+        )
+        if lost:  # what the resume stops at (a cut or changed file it sets aside by itself)
+            return (f"{part / lost[0]} is missing (deleted or lost); delete the folder {part} "
+                    "(its utterances are extracted again) and rerun")  # fmt: skip
     return None
 
 

@@ -924,7 +924,7 @@ def test_a_stray_file_in_a_journal_is_named_and_moving_it_resumes(tmp_path, tiny
     )
 
 
-@pytest.mark.parametrize("damage", ["deleted", "torn"])
+@pytest.mark.parametrize("damage", ["deleted", "torn", "array deleted"])
 def test_verify_of_a_journal_with_a_lost_part_index_gives_the_advice_that_works(
     tmp_path, tiny, clips, damage
 ):
@@ -937,8 +937,11 @@ def test_verify_of_a_journal_with_a_lost_part_index_gives_the_advice_that_works(
     part = sorted(Path(f"{out}.parts").glob("rank*"))[1]
     if damage == "deleted":
         (part / "index.json").unlink()
-    else:
+    elif damage == "torn":
         (part / "index.json").write_text('{"ids": [')
+    else:  # round-13 extract side row 34: verify said "rerun to resume", which stopped at it
+        array = sorted(part.glob("*.npy"))[0]
+        array.unlink()
     for args in (
         ["verify", str(out)],
         [
@@ -959,6 +962,8 @@ def test_verify_of_a_journal_with_a_lost_part_index_gives_the_advice_that_works(
         assert line.startswith(f"error: {out} is incomplete (extraction interrupted) and its "), (
             line
         )
+        if damage == "array deleted":
+            assert f": {array} is missing (deleted or lost); delete the folder {part} " in line
         assert line.endswith(
             f"delete the folder {part} (its utterances are extracted again) and rerun the same "
             "`emofuse extract` command to resume it"

@@ -171,10 +171,12 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(run config, extraction settings of the cache it was trained on)."""
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
-        from emofuse.train.outdir import reproduce_refusal
+        from emofuse.train.outdir import config_missing_error, reproduce_refusal
 
-        raise reproduce_refusal(run, "predict") or EmofuseError(
-            f"{run} is not an emofuse run folder (no config.json): give --run RUN"
+        raise (
+            config_missing_error(run)
+            or reproduce_refusal(run, "predict")
+            or EmofuseError(f"{run} is not an emofuse run folder (no config.json): give --run RUN")
         )
     config = read_run_config(cfg_path)
     if not is_trained_run(config):

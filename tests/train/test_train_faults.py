@@ -1285,8 +1285,13 @@ def test_report_of_a_fuse_killed_midway_says_to_rerun_the_same_fuse(run, tmp_pat
     # and as a member of another fuse it said "has no finished fold; run `emofuse train` first",
     # or "config.json is unreadable (FileNotFoundError)" (round-12 rows 29-30, train side)
     again = tmp_path / "again"
+    import soundfile as sf
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32), 16000)
     for args in (
         ["report", str(fused)],
+        ["predict", "--run", str(fused), str(wav)],  # "not an emofuse run folder" (round 13, 7)
         ["compare", str(fused), str(run)],
         ["fuse", str(fused), str(run), "--out", str(again)],
         ["fuse", str(run), str(fused), "--out", str(again)],

@@ -119,6 +119,7 @@ def mix_batch(
 
 
 SANE_WEIGHT = 1e4  # |weight| below which a loss gone non-finite is the forward's doing
+ABSURD_LR = 0.1  # above it no head here trains: advise the recipes' range, not a tenth of it
 
 
 def _not_finite(
@@ -143,10 +144,16 @@ def _not_finite(
             f"{cfg.weight_decay:g} per step; use a weight decay below 1 (the recipes use 0.01-0.1)"
         )
     # AdamW's step is about lr per weight whatever the gradient's norm: clipping cannot help
+    example = (  # a tenth of an absurd lr diverges again: point at the range that trains
+        f"e.g. --lr {cfg.lr / 10:g}"
+        if cfg.lr <= ABSURD_LR
+        else "the heads train at 1e-4 to 1e-3: leave --lr out for the head's recipe, or e.g. "
+        "--lr 0.001"
+    )
     return EmofuseError(
         f"fold {fold}, epoch {epoch}: the {what} went non-finite (NaN or inf) with lr {cfg.lr:g}; "
-        f"lower --lr (e.g. --lr {cfg.lr / 10:g}: AdamW moves each weight by about lr a step, so "
-        "--grad-clip cannot stop this)"
+        f"lower --lr ({example}; AdamW moves each weight by about lr a step, so --grad-clip "
+        "cannot stop this)"
     )
 
 

@@ -54,6 +54,9 @@ def _load_from_file(spec: str) -> type[Head]:
     module_name = f"emofuse_user_head_{digest}"
     module = sys.modules.get(module_name)
     if module is None:
+        folder = str(path.resolve().parent)  # its sibling modules import as a script's would
+        if folder not in sys.path:  # (last: never in place of an installed module)
+            sys.path.append(folder)
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module

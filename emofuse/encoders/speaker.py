@@ -179,9 +179,11 @@ def load_speaker_encoder(
         kwargs: dict = {"savedir": str(savedir) if savedir is not None else None}
         if local:
             folder = str(Path(name).expanduser().resolve())
-            # weights straight from the folder: no hub, no symlinks into a cache
+            # weights straight from the folder: no hub, no copies or links in a savedir (a file
+            # already there was used in place of the folder's: another model's vectors)
             kwargs["overrides"] = {"pretrained_path": folder}
             kwargs["local_strategy"] = LocalStrategy.NO_LINK
+            kwargs["savedir"] = None
             source = folder
         else:
             source = name

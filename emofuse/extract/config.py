@@ -132,8 +132,13 @@ def load_models(cfg: ExtractConfig, device: torch.device, dtype: torch.dtype) ->
     if cfg.speaker_model:
         from emofuse.encoders.speaker import load_speaker_encoder
 
-        savedir = Path(cfg.model_dir or Path(cfg.out).parent / ".emofuse-models")
-        _check_savedir(savedir)
+        from emofuse.encoders.common import is_local
+
+        savedir = None  # a local folder is read in place: no copy that a stale one could shadow
+        if not is_local(cfg.speaker_model):  # a hub id: SpeechBrain links its files here
+            savedir = Path(cfg.model_dir or Path(cfg.out).parent / ".emofuse-models")
+            savedir = savedir / str(cfg.speaker_model).replace("/", "--")  # one folder an id
+            _check_savedir(savedir)
         speaker = load_speaker_encoder(cfg.speaker_model, device=device, savedir=savedir)
     if cfg.fbank:
         from emofuse.encoders.fbank import FbankEncoder

@@ -130,9 +130,8 @@ def load_models(cfg: ExtractConfig, device: torch.device, dtype: torch.dtype) ->
 
         text = load_text_encoder(cfg.text_model, device=device, dtype=dtype)
     if cfg.speaker_model:
-        from emofuse.encoders.speaker import load_speaker_encoder
-
         from emofuse.encoders.common import is_local
+        from emofuse.encoders.speaker import load_speaker_encoder
 
         savedir = None  # a local folder is read in place: no copy that a stale one could shadow
         if not is_local(cfg.speaker_model):  # a hub id: SpeechBrain links its files here

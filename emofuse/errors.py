@@ -85,8 +85,9 @@ def in_the_way(err: OSError) -> str:
 
 
 def write_fix(err: BaseException, usual: str) -> str:
-    """What to do about a failed write: ``usual`` (free disk space ...), except for a per-file size
-    limit (EFBIG), which more disk space cannot lift."""
+    """What to do about a failed write: ``usual`` (free disk space ...), except where more disk
+    space cannot help: a per-file size limit (EFBIG), a read-only mount, too many open files or
+    too little memory."""
     code = getattr(err, "errno", None)
     if code == errno.EFBIG:
         return (
@@ -95,6 +96,13 @@ def write_fix(err: BaseException, usual: str) -> str:
         )
     if code == errno.EROFS:  # disk space is not the problem there
         return "the file system is mounted read-only: remount it read-write or write elsewhere"
+    if code in (errno.EMFILE, errno.ENFILE):  # open files, not disk space, ran out
+        return (
+            "the process ran out of open files (the shell's `ulimit -n`, or the system's limit): "
+            "raise it (e.g. `ulimit -n 4096`)"
+        )
+    if code == errno.ENOMEM:
+        return "the process ran out of memory (or the shell's `ulimit -v`): free memory or raise it"
     left = _inodes_left(getattr(err, "filename", None)) if code == errno.ENOSPC else None
     if left is not None and left < FEW_INODES:  # bytes may be free: files are what ran out
         return (

@@ -2,7 +2,8 @@
 
 ``EMOFUSE_FAULT="STAGE:N[:ACTION]"`` (several separated by ``,``): the N-th time this process reaches
 ``STAGE`` it performs ACTION — ``kill`` (default: SIGKILL itself, as a power loss or OOM kill would),
-``enospc`` (raise ``OSError(ENOSPC)``, as a full disk would), ``efbig`` (``OSError(EFBIG)``, a per-file size limit), ``erofs`` (raise ``OSError(EROFS)``, as
+``enospc`` (raise ``OSError(ENOSPC)``, as a full disk would), ``efbig`` (``OSError(EFBIG)``, a per-file size limit), ``emfile`` (``OSError(EMFILE)``, the
+open-files limit), ``erofs`` (raise ``OSError(EROFS)``, as
 a read-only file system would), ``stop`` (SIGSTOP itself: alive but frozen at that point, e.g.
 holding a lock, until the test kills it) or ``devfull`` (at a stage that passes the ``path`` it is
 about to create: make it a symlink to /dev/full, so the library writing it meets a real ENOSPC and
@@ -45,7 +46,13 @@ STAGES = (
     "consolidate-renamed", "consolidate-open", "consolidate-write", "workers-start",
     "workers-started", "fold-write", "fold-reported", "fold-written", "transcribe-batch",
 )  # fmt: skip
-ACTIONS = ("kill", "stop", "enospc", "efbig", "erofs", "devfull")
+ERRNOS = {
+    "enospc": errno.ENOSPC,
+    "erofs": errno.EROFS,
+    "efbig": errno.EFBIG,
+    "emfile": errno.EMFILE,
+}
+ACTIONS = ("kill", "stop", "enospc", "efbig", "erofs", "emfile", "devfull")
 
 
 def _plan() -> dict[str, tuple[int, str]]:
@@ -100,8 +107,8 @@ def reach(stage: str, path: str | os.PathLike | None = None) -> None:
                 "applies to consolidate-open)"
             )
         os.symlink("/dev/full", path)
-    elif action in ("enospc", "erofs", "efbig"):
-        code = {"enospc": errno.ENOSPC, "erofs": errno.EROFS, "efbig": errno.EFBIG}[action]
+    elif action in ERRNOS:
+        code = ERRNOS[action]
         raise OSError(code, os.strerror(code) + f" (injected at {stage})")
     else:
         raise ValueError(f"{ENV}: unknown action {action!r} for stage {stage!r}")

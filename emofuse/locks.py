@@ -12,6 +12,7 @@ one output takes one lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -81,10 +82,14 @@ def _try_create(path: Path, record: dict) -> bool:
     without its holder in it (an empty one read as stale let a second writer take a live lock).
     Where the file system has no hard links, an exclusive create and write instead."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:  # a full disk: no empty temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         os.link(tmp, path)
         return True
@@ -162,6 +167,8 @@ def output_lock(out: Path, command: str, fix: str = "choose a writable --out") -
     except PermissionError as err:
         raise EmofuseError(f"cannot write in {path.parent} (permission denied); {fix}") from err
     except OSError as err:  # a read-only file system, a full disk ...
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # writable, but full: say so first
+            fix = f"free disk space there and rerun the same command (or {fix})"
         raise EmofuseError(f"cannot write in {path.parent} ({os_reason(err)}); {fix}") from err
     try:
         yield path

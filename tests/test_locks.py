@@ -161,3 +161,27 @@ def test_a_lock_file_never_appears_without_its_holder(tmp_path, monkeypatch):
     with output_lock(out, "align"):
         assert json.loads(lock_path(out).read_text())["pid"] == os.getpid()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_where_the_lock_goes_says_to_free_space_and_leaves_no_temporary(
+    tmp_path, monkeypatch
+):
+    """A full disk when the lock was written said "choose a writable --out" of a writable folder
+    and left a 0-byte `.x.h5.lock.….tmp` behind, even after the rerun (round-13 extract side
+    row 68)."""
+    import errno
+
+    from emofuse import locks
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(locks.os, "fsync", full)
+    out = tmp_path / "x.h5"
+    with pytest.raises(EmofuseError) as err, output_lock(out, "extract"):
+        pass
+    assert str(err.value) == (
+        f"cannot write in {tmp_path} (No space left on device); free disk space there and rerun "
+        "the same command (or choose a writable --out)"
+    )
+    assert list(tmp_path.iterdir()) == []  # no lock, no temporary

@@ -163,6 +163,26 @@ def test_disk_full_during_consolidation_is_one_line_and_the_rerun_finishes(
 
 
 @pytest.mark.parametrize("stage", ["part-write", "consolidate-write"])
+def test_too_many_open_files_is_named_not_called_a_full_disk(tmp_path, monkeypatch, stage):
+    """EMFILE (`ulimit -n 12`) at consolidation said "free disk space (the store needs …)",
+    which cannot help: the rerun failed the same way (round-13 extract side row 75)."""
+    from emofuse.errors import EmofuseError
+
+    monkeypatch.setenv(faults.ENV, f"{stage}:1:emfile")
+    faults.reset()
+    path = tmp_path / "fds.h5"
+    with pytest.raises(EmofuseError) as err:
+        write_cache(path)
+    message = str(err.value)
+    assert message.startswith(f"cannot write {path} (Too many open files): the process ran out "
+                              "of open files (the shell's `ulimit -n`"), message  # fmt: skip
+    assert "free disk space" not in message and "rerun the same command" in message
+    monkeypatch.delenv(faults.ENV)
+    faults.reset()
+    assert write_cache(path)  # the advice followed (the limit lifted): the same call finishes
+
+
+@pytest.mark.parametrize("stage", ["part-write", "consolidate-write"])
 def test_a_file_size_limit_is_named_not_called_a_full_disk(tmp_path, monkeypatch, stage):
     """EFBIG (`ulimit -f`, FAT32's 4 GB) while writing a part or the store: the advice was 'free
     disk space', which cannot lift a per-file limit (fourth audit round, row 54)."""

@@ -146,3 +146,27 @@ def check_out_file(out: str | os.PathLike, option: str = "--out") -> None:
     _check_nearest_folder(
         out, out.parent, option
     )  # an existing file is replaced: its folder counts
+
+
+MEMORY_ADVICE = (
+    "the process ran out of memory or address space (the shell's `ulimit -v`, a cluster job's "
+    "memory limit): free memory or raise the limit (PyTorch's libraries alone map several GB; "
+    "`ulimit -v unlimited`)"
+)
+_MEMORY_WORDS = (
+    "cannot allocate memory",
+    "unable to mmap",
+    "failed to map segment",
+    "out of memory",
+)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """``exc`` (or what caused it) says memory or address space ran out, not that a file is bad."""
+    seen = 0
+    while exc is not None and seen < 8:
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError) or any(w in text for w in _MEMORY_WORDS):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False

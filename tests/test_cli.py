@@ -360,3 +360,48 @@ def test_a_demo_cache_made_with_its_models_elsewhere_says_the_folder_moved(tmp_p
         "(speech_model 'demo/models/speech/hubert': the folder was copied or moved?); delete "
         f"{cache} to extract it again here, or give the demo a new --out"
     )
+
+
+@pytest.mark.parametrize(
+    "failure, said",
+    [
+        ("libnccl.so.2: failed to map segment from shared object", "the process ran out of memory"),
+        ("libtorch_cpu.so: cannot open shared object file", "a library emofuse needs cannot be imported"),
+    ],
+)  # fmt: skip
+def test_torch_that_cannot_load_is_one_line_not_a_traceback(tmp_path, failure, said) -> None:
+    """Under `ulimit -v 3000000` (a cluster's memory limit) importing torch failed with an
+    ImportError traceback (round-13 extract side row 76); a broken install the same."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"raise ImportError({failure!r})\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{fake.parent}{os.pathsep}{root}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "emofuse", "extract", "--root", str(tmp_path), "--out",
+         str(tmp_path / "x.h5"), "--quiet"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
+    assert lines[0].startswith(f"error: {said}") and failure in lines[0], lines[0]
+
+
+def test_a_model_that_does_not_fit_in_memory_is_not_called_damaged(tmp_path) -> None:
+    """An intact safetensors file whose mapping a memory limit refused was "damaged … copy that
+    file again" (round-13 extract side row 77)."""
+    from emofuse.encoders.common import load_error
+
+    (tmp_path / "config.json").write_text("{}")
+    err = OSError(
+        "unable to mmap 486752 bytes from file <model.safetensors>: Cannot allocate memory"
+    )
+    message = str(load_error("speech", str(tmp_path), "--speech-model", RuntimeError("x")))
+    assert "ran out of memory" not in message  # an ordinary failure keeps its own line
+    try:
+        raise RuntimeError("Error while deserializing header") from err
+    except RuntimeError as chained:
+        message = str(load_error("speech", str(tmp_path), "--speech-model", chained))
+    assert message.startswith(f"cannot load speech model {tmp_path}: the process ran out of "
+                              "memory or address space"), message  # fmt: skip
+    assert "damaged" not in message and "copy that file again" not in message

@@ -149,9 +149,26 @@ class _Group(click.Group):
             sys.exit(err.exit_code)
         except KeyboardInterrupt as err:  # a command may say what to do next (extract: resume)
             _interrupted(err)
+        except (ImportError, MemoryError) as err:  # torch's libraries under `ulimit -v`, say
+            click.echo(f"error: {_import_or_memory(err)}", err=True)
+            sys.exit(2)
         except OSError as err:
             _stdout_failed(err)
             raise
+
+
+def _import_or_memory(err: BaseException) -> str:
+    """One line for a library that failed to load, or memory that ran out, outside the places
+    that name their own file: what failed, and what to do."""
+    from emofuse.errors import MEMORY_ADVICE, out_of_memory  # torch-free: torch may be what failed
+
+    reason = " ".join(str(err).split())[:160] or type(err).__name__
+    if out_of_memory(err):
+        return f"{MEMORY_ADVICE} ({reason})"
+    return (
+        f"a library emofuse needs cannot be imported ({reason}); reinstall the environment "
+        "(`make install` in a fresh clone, or `pip install -e .` in this one)"
+    )
 
 
 @click.group(cls=_Group)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from emofuse.audio import SAMPLE_RATE  # noqa: F401 - the encoders' input rate, re-exported
-from emofuse.errors import EmofuseError
+from emofuse.errors import MEMORY_ADVICE, EmofuseError, out_of_memory
 
 # Weight files whose bytes identify a model folder (transformers, SpeechBrain, plain torch).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
@@ -169,6 +169,8 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
 def load_error(kind: str, name: str, option: str, exc: BaseException) -> EmofuseError:
     """The one-line message for a model that cannot be loaded: what failed and how to fix it."""
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if out_of_memory(exc):  # an intact model that did not fit: never "damaged" or "re-download"
+        return EmofuseError(f"cannot load {kind} model {name}: {MEMORY_ADVICE} ({reason[:120]})")
     if is_local(name):
         if kind != "speaker" and (Path(name).expanduser() / "hyperparams.yaml").is_file():
             return EmofuseError(
@@ -216,6 +218,8 @@ def broken_file(folder: Path) -> tuple[Path, str] | None:
             with safe_open(str(path), framework="pt") as fh:
                 fh.keys()
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            if out_of_memory(err):  # a mapping refused by a memory limit: the file may be fine
+                continue
             return path, f"not a readable safetensors file: {' '.join(str(err).split())[:80]}"
     return None
 

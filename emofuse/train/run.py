@@ -163,6 +163,13 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
             else f"extraction fingerprint {str(old.get('cache_fingerprint'))[:12]}… then, "
             f"{str(config.get('cache_fingerprint'))[:12]}… now: another extraction put at its path"
         )
+        if old.get("cache") and old["cache"] != config["cache"]:  # another --cache was given
+            raise EmofuseError(
+                f"run folder {out} was trained on the cache {old['cache']}, and --cache "
+                f"{config['cache']} holds other features (digest {str(now)[:12]}…, not "
+                f"{str(was)[:12]}…); give --cache {old['cache']} to resume, or train into a new "
+                "--out"
+            )
         raise EmofuseError(
             f"run folder {out} was trained on other contents of cache {config['cache']} ({how}); "
             "train into a new --out, or put the original cache back to resume"

@@ -372,6 +372,16 @@ def test_a_resume_on_a_cache_of_other_contents_with_the_same_settings_is_refused
         f"(extraction fingerprint {first.fingerprint[:12]}… then, cccccccccccc… now: another "
         "extraction put at its path)" in str(err.value)
     ), err.value  # round-7 row 34: not "same"
+    second.path = str(tmp_path / "other.zarr")  # another --cache given (round-13 train side 37)
+    with pytest.raises(EmofuseError) as err:
+        train_run(second, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    trained_on = Path(first.path).resolve()
+    assert str(err.value) == (
+        f"run folder {out} was trained on the cache {trained_on}, and --cache "
+        f"{tmp_path / 'other.zarr'} holds other features (digest bbbbbbbbbbbb…, not "
+        f"aaaaaaaaaaaa…); give --cache {trained_on} to resume, or train into a new --out"
+    ), err.value
+    second.path = first.path
     second.fingerprint = first.fingerprint
     config = json.loads((out / "config.json").read_text())
     config.pop("cache_digest")  # a run made before the digest was recorded

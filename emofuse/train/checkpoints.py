@@ -295,6 +295,13 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
             run, "cache", config["cache"], "run `emofuse report` from the folder the run was "
             "trained in (t-SNE reads the cache)"
         )  # fmt: skip
+    gone = Path(config["cache"])
+    if not gone.exists() and not Path(f"{gone}.parts").exists():  # moved: not "run extract first"
+        raise EmofuseError(
+            f"the cache {gone} that {run} was trained on is gone (moved or deleted), and t-SNE "
+            f"reads its features: put it back, or rerun {train_command(run, config, 'NEW')} with "
+            "NEW its new place (that records it; the finished folds are kept)"
+        )
     cache = open_cache(config["cache"])
     if cache.fingerprint != config["cache_fingerprint"]:
         raise EmofuseError(

@@ -40,16 +40,24 @@ def _recipe_loop(head: str, preset: str | None) -> dict[str, Any] | None:
     return None
 
 
-def train_command(run: Path, config: dict[str, Any] | None = None) -> str:
+def train_command(run: Path, config: dict[str, Any] | None = None, cache: str | None = None) -> str:
     """``emofuse train …`` that resumes ``run`` as it was trained; ``config``: its config.json
-    (read when not given). A config that cannot be read gives the bare advice."""
+    (read when not given); ``cache``: another --cache to show (a moved cache's new place). A
+    config that cannot be read gives the bare advice."""
     if config is None:
         try:
             config = json.loads((run / "config.json").read_text())
         except (OSError, ValueError):
             return f"`emofuse train` for {run} with its original options"
     try:
-        args = ["emofuse", "train", "--cache", str(config["cache"]), "--split", config["split"]]
+        args = [
+            "emofuse",
+            "train",
+            "--cache",
+            cache or str(config["cache"]),
+            "--split",
+            config["split"],
+        ]
         if config.get("lopo_val"):
             args += ["--lopo-val", config["lopo_val"]]
         args += ["--head", config["head"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,34 @@ def test_a_worker_refuses_a_cache_replaced_since_the_run_started(cache_path, tmp
     }  # fmt: skip
     with pytest.raises(EmofuseError, match="changed while emofuse train was starting"):
         _worker_init(spec)
+
+
+def test_report_tsne_of_a_run_whose_cache_moved_gives_the_resume_that_records_it(
+    serial_run, cache_path, tmp_path
+):
+    """A moved cache was "no cache at …; run `emofuse extract` first" in report --tsne (round-13
+    train side row 38): the line says the cache moved, and its resume command records the new
+    place, after which t-SNE is drawn."""
+    import shlex
+
+    shutil.copy(cache_path, tmp_path / "c.h5")
+    run = tmp_path / "run"
+    shutil.copytree(serial_run, run)
+    result = invoke(  # resumed on the copy: the run records that place (nothing retrained)
+        "train", "--cache", tmp_path / "c.h5", "--split", "loso", "--head", "concat",
+        "--preset", "small", "--out", run, *TRAIN,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (tmp_path / "c.h5").rename(tmp_path / "moved.h5")
+    result = CliRunner().invoke(cli, ["report", str(run), "--tsne"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(
+        f"error: the cache {tmp_path / 'c.h5'} that {run} was trained on is gone (moved or "
+        "deleted), and t-SNE reads its features: put it back, or rerun `emofuse train --cache NEW"
+    ), lines[0]
+    command = lines[0].split("`")[1].replace("--cache NEW", f"--cache {tmp_path / 'moved.h5'}")
+    result = invoke(*shlex.split(command)[1:])  # the advice, as printed
+    assert result.exit_code == 0, result.output
+    result = invoke("report", run, "--tsne")
+    assert result.exit_code == 0 and (run / "tsne.png").is_file(), result.output

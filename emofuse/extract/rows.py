@@ -11,6 +11,7 @@ from emofuse.audio import SAMPLE_RATE, AudioProblem, load_audio
 from emofuse.corpus import Utterance
 from emofuse.encoders.common import half
 from emofuse.extract.config import ExtractConfig, Models
+from emofuse.extract.values import check_values
 from emofuse.segments import pool_utterances, tier_to_spans
 from emofuse.streams import SEGMENT_TIERS
 
@@ -98,6 +99,8 @@ class RowBuilder:
         truncated = (
             [bool(o.truncated) for o in outs] if m.text is not None else [False] * len(batch)
         )
+        for d, row in zip(batch, data, strict=True):  # NaN or a wrong scale: never stored
+            check_values(d.utt.id, row, self.cfg.dtype)
         return [
             (self._meta(d, n, t), row)
             for d, n, t, row in zip(batch, n_frames, truncated, data, strict=True)

@@ -1043,3 +1043,43 @@ def test_an_out_that_is_a_symlink_loop_is_one_line_everywhere(tmp_path, tiny, cl
         assert seen.exit_code == 2 and "is a symbolic link whose target is missing or loops" in (
             error_line(seen.output)
         ), seen.output
+
+
+def test_a_model_that_emits_nan_or_values_of_another_scale_is_named_not_stored(
+    tmp_path, tiny, clips
+):
+    """A speech model with one NaN weight stored a third of its values as NaN, and an ECAPA
+    whose outputs were ~1e5 stored every speaker value as ±65504 (float16's clamp), both
+    reported as a success that verify passed (round-13 extract side rows 95-96)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from emofuse.encoders.tiny import build_speaker
+
+    manifest = write_manifest(tmp_path / "c", clips)
+    broken = tmp_path / "nan-model"
+    shutil.copytree(tiny.speech["wav2vec2-group"], broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(k for k in weights if "k_proj.weight" in k)
+    weights[name][0, 0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    args = manifest_args(manifest, tiny, tmp_path / "nan.h5")
+    args[args.index("--speech-model") + 1] = str(broken)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert re.match(r"error: utterance \S+: --speech-model emitted NaN \(\d+ of \d+ values of "
+                    r"stream speech, stored layer\(s\) [\d, ]+\); its weights are damaged", line), line  # fmt: skip
+    assert not (tmp_path / "nan.h5").exists()
+    loud = build_speaker(tmp_path / "loud", seed=0)
+    state = torch.load(loud / "embedding_model.ckpt")
+    torch.save({k: v + 0.5 if v.is_floating_point() else v for k, v in state.items()},
+               loud / "embedding_model.ckpt")  # fmt: skip
+    args = manifest_args(manifest, None, tmp_path / "loud.h5")
+    args[args.index("--speaker-model") + 1] = str(loud)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert re.match(r"error: utterance \S+: \d+% of stream speaker's values from --speaker-model "
+                    r"lie beyond ±65504, float16's range", line), line  # fmt: skip
+    assert not (tmp_path / "loud.h5").exists()

@@ -17,6 +17,7 @@ import numpy as np
 from emofuse.encoders.common import FP16_MAX
 from emofuse.errors import EmofuseError
 
+FP16_MAX_BITS = 0x7BFF  # 65504 as float16 bits (sign cleared): NaN and inf lie above it
 MAX_CLAMPED = 0.01  # share of a stream's values at ±65504 above which its scale is wrong
 
 # stream -> the option of the model that wrote it
@@ -37,11 +38,15 @@ def check_values(utt_id: str, row: Mapping[str, Mapping[str, np.ndarray]], dtype
     """Each float array of one utterance's row is finite and mostly inside float16's range.
 
     One pass over each array when all is well (``|x| < 65504`` is False for NaN, inf and a clamped
-    value alike); the kinds are told apart only for an array that failed it."""
+    value alike; for float16, one integer max over its magnitude bits); the kinds are told apart
+    only for an array that failed it."""
     for stream, arrays in row.items():
         data = arrays.get("data")
         if data is None or data.dtype.kind != "f" or not data.size:
             continue
+        if data.dtype == np.float16:  # the magnitude bits: integer SIMD, ~10x numpy's fp16 abs
+            if int((data.view(np.uint16) & 0x7FFF).max()) < FP16_MAX_BITS:
+                continue
         inside = np.abs(data) < FP16_MAX
         if inside.all():
             continue

@@ -157,5 +157,13 @@ def load_text_encoder(
             f"{OPTION} {name}: its tokenizer has no fast (Rust) version, which word ids need; "
             "add a tokenizer.json (save_pretrained of the fast tokenizer) to the folder"
         )
+    vocab = getattr(model.config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) < vocab / 2:  # its vocabulary files are lost
+        raise EmofuseError(
+            f"{OPTION} {name}: its tokenizer knows {len(tokenizer)} tokens but the model has a "
+            f"vocabulary of {vocab}, so most words would be [UNK] (tokenizer.json or vocab.txt "
+            "missing?); copy the tokenizer's files into the folder (save_pretrained of the "
+            "tokenizer writes them)"
+        )
     revision = model_revision(name, resolved_dir(name))
     return TextEncoder(model, tokenizer, name, revision, device, dtype, max_tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -113,3 +115,24 @@ def test_speaker_and_transformers_folders_swapped_are_named_as_what_they_are(tin
             load(folder)
         assert str(err.value).startswith(said) and "\n" not in str(err.value), str(err.value)
         assert "save_pretrained" not in str(err.value)
+
+
+def test_a_text_model_folder_that_lost_its_vocabulary_is_refused(tiny, tmp_path):
+    """Without tokenizer.json and vocab.txt transformers built a tokenizer of the 5 special
+    tokens: every word became [UNK], stored as a success (round-13 extract side row 104)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny.text, folder)
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.txt").unlink()
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    with pytest.raises(EmofuseError) as err:
+        load_text_encoder(folder)
+    assert re.fullmatch(
+        rf"--text-model {re.escape(str(folder))}: its tokenizer knows \d+ tokens but the model "
+        rf"has a vocabulary of {vocab}, so most words would be \[UNK\] .*",
+        str(err.value),
+    ), str(err.value)
+    assert load_text_encoder(tiny.text).tokenizer is not None  # the whole folder loads

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from pathlib import Path
 
 
@@ -84,6 +85,31 @@ def in_the_way(err: OSError) -> str:
     return f"move away what is in the way ({err.filename} is {what} goes)"
 
 
+NAME_TOO_LONG = (
+    "a file name there is longer than the file system allows (255 bytes a name, the side files "
+    "NAME.lock and NAME.parts included); give a shorter name"
+)
+
+
+def from_stdout(err: BaseException) -> bool:
+    """Whether ``err`` was raised writing standard output: click.echo to file descriptor 1 (every
+    command prints through click.echo; a file it writes raises from its own code, not from here).
+    A command's own write-error line must not blame its output file for it."""
+    import click.utils
+
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is click.utils.echo.__code__:
+            stream = frame.f_locals.get("file")
+            try:
+                return stream is sys.stdout or stream.fileno() == 1
+            except (AttributeError, OSError, ValueError):  # a stream without a descriptor
+                return False
+        tb = tb.tb_next
+    return False
+
+
 def write_fix(err: BaseException, usual: str) -> str:
     """What to do about a failed write: ``usual`` (free disk space ...), except where more disk
     space cannot help: a per-file size limit (EFBIG), a read-only mount, too many open files or
@@ -96,6 +122,8 @@ def write_fix(err: BaseException, usual: str) -> str:
         )
     if code == errno.EROFS:  # disk space is not the problem there
         return "the file system is mounted read-only: remount it read-write or write elsewhere"
+    if code == errno.ENAMETOOLONG:
+        return NAME_TOO_LONG
     if code in (errno.EMFILE, errno.ENFILE):  # open files, not disk space, ran out
         return (
             "the process ran out of open files (the shell's `ulimit -n`, or the system's limit): "
@@ -132,6 +160,8 @@ def _inodes_left(filename: str | os.PathLike | None) -> int | None:
 def cannot_write(err: OSError, target: str | os.PathLike, then: str) -> EmofuseError:
     """The one line for a write the file system refused (full disk, size limit, read-only):
     which file, why, what to do about it, and ``then`` (how the rerun goes on)."""
+    if from_stdout(err):  # not the file's doing: the command line's own handler says so
+        raise err
     name = err.filename or target
     usual = f"free disk space or make {Path(name).parent} writable"
     return EmofuseError(f"cannot write {name} ({os_reason(err)}): {write_fix(err, usual)}, {then}")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from emofuse.errors import EmofuseError, os_reason
+from emofuse.errors import NAME_TOO_LONG, EmofuseError, os_reason
 
 
 def lock_path(out: str | os.PathLike) -> Path:
@@ -169,6 +169,8 @@ def output_lock(out: Path, command: str, fix: str = "choose a writable --out") -
     except OSError as err:  # a read-only file system, a full disk ...
         if err.errno in (errno.ENOSPC, errno.EDQUOT):  # writable, but full: say so first
             fix = f"free disk space there and rerun the same command (or {fix})"
+        elif err.errno == errno.ENAMETOOLONG:  # NAME.lock's name: the folder is fine
+            fix = NAME_TOO_LONG
         raise EmofuseError(f"cannot write in {path.parent} ({os_reason(err)}); {fix}") from err
     try:
         yield path

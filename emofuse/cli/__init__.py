@@ -28,7 +28,7 @@ import click
 import click.utils
 
 from emofuse import __version__, faults
-from emofuse.errors import EmofuseError, os_reason
+from emofuse.errors import NAME_TOO_LONG, EmofuseError, from_stdout, os_reason
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
 # click >= 8.2 raises it for a group given no subcommand (8.1 prints the help itself)
@@ -53,25 +53,9 @@ COMMAND_MODULES: dict[str, str] = {
 }
 
 
-def _from_stdout(err: OSError) -> bool:
-    """Whether ``err`` was raised writing standard output: click.echo to file descriptor 1 (every
-    command prints through click.echo; a file it writes raises from its own code, not from here)."""
-    tb = err.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code is click.utils.echo.__code__:
-            stream = frame.f_locals.get("file")
-            try:
-                return stream is sys.stdout or stream.fileno() == 1
-            except (AttributeError, OSError, ValueError):  # a stream without a descriptor
-                return False
-        tb = tb.tb_next
-    return False
-
-
 def _stdout_failed(err: OSError) -> None:
     """Exit as the module docstring says when ``err`` came from writing stdout; else return."""
-    if not _from_stdout(err):
+    if not from_stdout(err):
         return
     try:  # what is still buffered for stdout goes nowhere, so the interpreter's last flush at exit
         # cannot fail again ("Exception ignored ... BrokenPipeError")
@@ -121,6 +105,9 @@ class _Group(click.Group):
             return super().make_context(*args, **kwargs)
         except OSError as err:
             _stdout_failed(err)
+            if err.errno == errno.ENAMETOOLONG:  # a path a user gave: one line, not a traceback
+                click.echo(f"error: {err.filename or 'a path'}: {NAME_TOO_LONG}", err=True)
+                sys.exit(2)
             raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -154,6 +141,9 @@ class _Group(click.Group):
             sys.exit(2)
         except OSError as err:
             _stdout_failed(err)
+            if err.errno == errno.ENAMETOOLONG:  # a path a user gave: one line, not a traceback
+                click.echo(f"error: {err.filename or 'a path'}: {NAME_TOO_LONG}", err=True)
+                sys.exit(2)
             raise
 
 

@@ -22,7 +22,7 @@ import torch
 from emofuse import faults
 from emofuse.corpus import Utterance
 from emofuse.device import resolve_device
-from emofuse.errors import EmofuseError, os_reason, write_fix
+from emofuse.errors import EmofuseError, from_stdout, os_reason, write_fix
 from emofuse.extract.batching import (
     durations_of,
     estimate_bytes,
@@ -207,6 +207,8 @@ def run_extract(
         run_batches(job, todo, show=cfg.progress and ddp.rank == 0)
         _finish(writer, ddp, [u.id for u in utts], summary)
     except OSError as err:  # the writer's are its own lines: one between the lock and it
+        if from_stdout(err):  # a full disk or a closed pipe on stdout: the CLI's line says so
+            raise
         raise EmofuseError(
             f"cannot write {err.filename or cfg.out} ({os_reason(err)}): "
             + write_fix(err, f"free disk space or make {Path(cfg.out).parent} writable")

@@ -24,6 +24,7 @@ from emofuse.errors import (
     WRITE_ERRORS,
     EmofuseError,
     check_out_path,
+    from_stdout,
     in_the_way,
     os_reason,
     write_fix,
@@ -477,7 +478,7 @@ def writes_into(out: Path) -> Any:
     try:
         yield
     except OSError as err:
-        if err.errno not in (*WRITE_ERRORS, *IN_THE_WAY):
+        if err.errno not in (*WRITE_ERRORS, *IN_THE_WAY) or from_stdout(err):
             raise
         remove_temporaries(out)
         where = f" writing {err.filename}" if err.filename else ""

@@ -1083,3 +1083,43 @@ def test_a_model_that_emits_nan_or_values_of_another_scale_is_named_not_stored(
     assert re.match(r"error: utterance \S+: \d+% of stream speaker's values from --speaker-model "
                     r"lie beyond ±65504, float16's range", line), line  # fmt: skip
     assert not (tmp_path / "loud.h5").exists()
+
+
+def test_a_full_stdout_is_named_as_such_not_as_the_store(tmp_path, tiny, clips):
+    """`extract … > /dev/full` said "cannot write OUT (No space left on device): free disk space
+    or make its folder writable", of a writable folder with room (round-13 extract side row
+    102): the line is about standard output, as every other command's."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "x.h5"
+    args = [a for a in manifest_args(manifest, tiny, out) if a != "--quiet"]
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([PYTHON, "-m", "emofuse", *args], stdout=full, stderr=subprocess.PIPE,
+                             text=True, env=child_env(), timeout=600)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert error_line(run.stderr) == (
+        "error: cannot write the command's output to standard output (No space left on device); "
+        "free disk space or redirect the output elsewhere, then rerun"
+    )
+
+
+def test_an_out_name_too_long_for_the_file_system_is_one_line(tmp_path, tiny, clips):
+    """A 260-byte --out name was an OSError traceback in extract and info; a 250-byte one (whose
+    NAME.lock is too long) said "free disk space or make the folder writable" (round-13 extract
+    side rows 100-101)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    for length in (260, 250):
+        out = tmp_path / ("n" * (length - 3) + ".h5")
+        result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+        assert result.exit_code == 2, result.output
+        line = error_line(result.output)
+        assert (
+            "(File name too long); a file name there is longer than the file system allows (255 "
+            "bytes a name, the side files NAME.lock and NAME.parts included); give a shorter name"
+        ) in line or line.endswith(": a file name there is longer than the file system allows "
+                                   "(255 bytes a name, the side files NAME.lock and NAME.parts "
+                                   "included); give a shorter name"), line  # fmt: skip
+        assert "free disk space" not in line and "writable" not in line
+    result = CliRunner().invoke(cli, ["info", str(tmp_path / ("n" * 257 + ".h5"))])
+    assert result.exit_code == 2 and "longer than the file system allows" in error_line(
+        result.output
+    )

@@ -303,10 +303,15 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
             "NEW its new place (that records it; the finished folds are kept)"
         )
     cache = open_cache(config["cache"])
-    if cache.fingerprint != config["cache_fingerprint"]:
+    digest, recorded = cache.meta.get("digest"), config.get("cache_digest")
+    if cache.fingerprint != config["cache_fingerprint"] or (recorded and digest != recorded):
+        what = (
+            "fingerprint" if cache.fingerprint != config["cache_fingerprint"] else "content digest"
+        )
         raise EmofuseError(
-            f"cache {config['cache']} changed since {run} was trained (fingerprint differs); "
-            "t-SNE needs the same cache"
+            f"cache {config['cache']} changed since {run} was trained ({what} differs: another "
+            "extraction put at its path); t-SNE needs the features the run was trained on: put "
+            "the original cache back"
         )
     head_cls = resolve_saved_head(run, config["head"])
     cfg = head_cls.config_from_saved(config["head_config"])

@@ -250,3 +250,25 @@ def test_report_tsne_of_a_run_whose_cache_moved_gives_the_resume_that_records_it
     assert result.exit_code == 0, result.output
     result = invoke("report", run, "--tsne")
     assert result.exit_code == 0 and (run / "tsne.png").is_file(), result.output
+
+
+def test_report_tsne_refuses_a_cache_of_other_contents_with_the_same_settings(
+    serial_run, monkeypatch
+):
+    """A cache re-extracted with the same settings (same fingerprint, other features, e.g. another
+    --limit) at the run's path was used by report --tsne without a word, while train refused
+    it by its content digest (round-13 train side row 69)."""
+    import emofuse.cache
+
+    real = emofuse.cache.open_cache
+
+    def re_extracted(path, *args, **kw):
+        cache = real(path, *args, **kw)
+        cache.meta = {**cache.meta, "digest": "0" * 64}
+        return cache
+
+    monkeypatch.setattr(emofuse.cache, "open_cache", re_extracted)
+    result = CliRunner().invoke(cli, ["report", str(serial_run), "--tsne"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "changed since" in lines[0] and "(content digest differs: another extraction" in lines[0]

@@ -141,16 +141,9 @@ def run_config(
     }
 
 
-def check_resume(out: Path, config: dict[str, Any]) -> None:
-    """Refuse to mix results of different settings in one run folder (a folder with no finished
-    fold holds no result, so a corrected command simply starts it again)."""
-    path = out / "config.json"
-    if not path.is_file() or not finished_folds(out):
-        return
-    old = read_run_config(path)
-    check_config_seal(path, old)  # after the checkpoint checks (train_run), which name more
-    if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
-        old["head"] = absolute_head(old["head"])
+def _check_same_cache(out: Path, old: dict[str, Any], config: dict[str, Any]) -> None:
+    """The resumed run's finished folds were trained on the features of this cache (its content
+    digest, where the run recorded one); else one line saying which cache they came from."""
     was, now = old.get("cache_digest"), config.get("cache_digest")
     if was is not None and now is not None and was != now:  # a run made before it was recorded
         same = old.get("cache_fingerprint") == config.get(
@@ -174,6 +167,36 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
             f"run folder {out} was trained on other contents of cache {config['cache']} ({how}); "
             "train into a new --out, or put the original cache back to resume"
         )
+
+
+def _early_cache_check(out: Path, cache: Any) -> None:
+    """Before the plan is built from the cache (a split it cannot make would be blamed on
+    --split): a resume on other features is named first."""
+    path = out / "config.json"
+    if not path.is_file() or not finished_folds(out):
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # check_resume names a damaged config
+    if isinstance(old, dict) and cache.path:
+        _check_same_cache(out, old, {
+            "cache": absolute(cache.path), "cache_fingerprint": cache.fingerprint,
+            "cache_digest": (getattr(cache, "meta", None) or {}).get("digest"),
+        })  # fmt: skip
+
+
+def check_resume(out: Path, config: dict[str, Any]) -> None:
+    """Refuse to mix results of different settings in one run folder (a folder with no finished
+    fold holds no result, so a corrected command simply starts it again)."""
+    path = out / "config.json"
+    if not path.is_file() or not finished_folds(out):
+        return
+    old = read_run_config(path)
+    check_config_seal(path, old)  # after the checkpoint checks (train_run), which name more
+    if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
+        old["head"] = absolute_head(old["head"])
+    _check_same_cache(out, old, config)
     if isinstance(old.get("head"), str):  # else the comparison below names it
         check_head_code(old["head"], old, out, "its finished folds were trained with")
     for key in sorted(set(old) | set(config)):
@@ -249,6 +272,7 @@ def train_run(
 
         cache = open_cache(cache)
     watch = (cache.path, identity(cache.path) if cache.path else None)  # checked per fold
+    _early_cache_check(out, cache)
     head_cls = resolve_head(head_spec)
     cfg = head_cls.make_config(preset, sets)
     adapted = head_cls.fit_to_cache(cfg, cache.table, set(sets))  # {option: why}

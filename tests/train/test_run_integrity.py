@@ -391,6 +391,25 @@ def test_a_resume_on_a_cache_of_other_contents_with_the_same_settings_is_refused
     assert (out / "fold_02" / "metrics.json").is_file()
 
 
+def test_a_resume_on_other_features_is_named_before_the_split_is_checked(tmp_path):
+    """A cache of one session put at the run's path: the resume said "split 'loso' needs at
+    least 2 sessions … use --split ra", and following that only then named the cache (round-13
+    train side row 68). The cache is named first."""
+    from emofuse.errors import EmofuseError
+
+    first, second = FakeCache(n_per_speaker=4), FakeCache(n_per_speaker=4)
+    first.meta, second.meta = {"digest": "a" * 64}, {"digest": "b" * 64}
+    second.table["session"][:] = "Ses01"
+    out = tmp_path / "run"
+    train_run(first, TINY_HEAD, out, "loso", loop=LOOP, folds=[1], progress=False)
+    with pytest.raises(EmofuseError) as err:
+        train_run(second, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert str(err.value).startswith(
+        f"run folder {out} was trained on other contents of cache {Path(first.path).resolve()} "
+        "(content digest aaaaaaaaaaaa… then, bbbbbbbbbbbb… now"
+    ), err.value
+
+
 def test_a_plausible_score_edited_into_a_fold_metrics_file_is_named(run, tmp_path):
     """A fold's metrics.json UA set to 0.99 (valid JSON): report showed the true figure from the
     predictions but left the contradicting file unmentioned (audit round 5, row 16)."""

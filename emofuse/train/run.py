@@ -44,40 +44,26 @@ from emofuse.train.checkpoints import (
     make_dims,
     resolve_head,
 )
-from emofuse.train.command import train_command
-from emofuse.train.configseal import CONFIG_SEAL, check_config_seal, write_run_config
+from emofuse.train.configseal import write_run_config
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.headcheck import check_buildable, check_forward
-from emofuse.train.headcode import check_head_code, head_file_digest, head_module_digests
+from emofuse.train.headcode import head_file_digest, head_module_digests
 from emofuse.train.headerrors import head_failed
 from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.outdir import record_wall
 from emofuse.train.paths import absolute, absolute_head, head_file, model_dirs
 from emofuse.train.recipes import resolve_loop
+from emofuse.train.resume import check_resume, early_cache_check
 from emofuse.train.rundir import (
     check_finished_folds,
     check_out,
     finished_folds,
     fold_dir,
     prepare_out,
-    read_run_config,
     save_fold,
     write_summary,
     writes_into,
-)
-
-# config.json keys that may change between a run and its resume without changing any result
-RESUME_FREE = (
-    "folds",
-    "head_sha256",  # checked on its own (check_resume): runs made before do not record it
-    "head_modules",  # likewise
-    "device",
-    "cache",
-    "loop_sources",
-    "model_dirs",
-    "cache_digest",
-    CONFIG_SEAL,
 )
 
 
@@ -141,79 +127,6 @@ def run_config(
     }
 
 
-def _check_same_cache(out: Path, old: dict[str, Any], config: dict[str, Any]) -> None:
-    """The resumed run's finished folds were trained on the features of this cache (its content
-    digest, where the run recorded one); else one line saying which cache they came from."""
-    was, now = old.get("cache_digest"), config.get("cache_digest")
-    if was is not None and now is not None and was != now:  # a run made before it was recorded
-        same = old.get("cache_fingerprint") == config.get(
-            "cache_fingerprint"
-        )  # has none: as before
-        how = (
-            f"content digest {str(was)[:12]}… then, {str(now)[:12]}… now: re-extracted or replaced "
-            "with the same settings"
-            if same
-            else f"extraction fingerprint {str(old.get('cache_fingerprint'))[:12]}… then, "
-            f"{str(config.get('cache_fingerprint'))[:12]}… now: another extraction put at its path"
-        )
-        if old.get("cache") and old["cache"] != config["cache"]:  # another --cache was given
-            raise EmofuseError(
-                f"run folder {out} was trained on the cache {old['cache']}, and --cache "
-                f"{config['cache']} holds other features (digest {str(now)[:12]}…, not "
-                f"{str(was)[:12]}…); give --cache {old['cache']} to resume, or train into a new "
-                "--out"
-            )
-        raise EmofuseError(
-            f"run folder {out} was trained on other contents of cache {config['cache']} ({how}); "
-            "train into a new --out, or put the original cache back to resume"
-        )
-
-
-def _early_cache_check(out: Path, cache: Any) -> None:
-    """Before the plan is built from the cache (a split it cannot make would be blamed on
-    --split): a resume on other features is named first."""
-    path = out / "config.json"
-    if not path.is_file() or not finished_folds(out):
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return  # check_resume names a damaged config
-    if isinstance(old, dict) and cache.path:
-        _check_same_cache(out, old, {
-            "cache": absolute(cache.path), "cache_fingerprint": cache.fingerprint,
-            "cache_digest": (getattr(cache, "meta", None) or {}).get("digest"),
-        })  # fmt: skip
-
-
-def check_resume(out: Path, config: dict[str, Any]) -> None:
-    """Refuse to mix results of different settings in one run folder (a folder with no finished
-    fold holds no result, so a corrected command simply starts it again)."""
-    path = out / "config.json"
-    if not path.is_file() or not finished_folds(out):
-        return
-    old = read_run_config(path)
-    check_config_seal(path, old)  # after the checkpoint checks (train_run), which name more
-    if isinstance(old.get("head"), str):  # recorded as typed before: the same file from here
-        old["head"] = absolute_head(old["head"])
-    _check_same_cache(out, old, config)
-    if isinstance(old.get("head"), str):  # else the comparison below names it
-        check_head_code(old["head"], old, out, "its finished folds were trained with")
-    for key in sorted(set(old) | set(config)):
-        if key in RESUME_FREE:
-            continue
-        if old.get(key) != config.get(key):
-            was, now = old.get(key), config.get(key)
-            if key == "loop" and isinstance(was, dict) and isinstance(now, dict):
-                # one field, as its flag: not a dict of every loop field to translate by hand
-                field = next(f for f in sorted(set(was) | set(now)) if was.get(f) != now.get(f))
-                key, was, now = "--" + field.replace("_", "-"), was.get(field), now.get(field)
-            raise EmofuseError(
-                f"run folder {out} was made with different settings ({key}: {was!r} vs "
-                f"{now!r}); use a new --out, or resume it with {train_command(out, old)}"
-            )
-
-
 def load_data(
     cache: CacheSource, head_spec: str, head_cls: type, cfg: Any, loop: LoopConfig, device: str
 ) -> TrainData:
@@ -272,7 +185,7 @@ def train_run(
 
         cache = open_cache(cache)
     watch = (cache.path, identity(cache.path) if cache.path else None)  # checked per fold
-    _early_cache_check(out, cache)
+    early_cache_check(out, cache)
     head_cls = resolve_head(head_spec)
     cfg = head_cls.make_config(preset, sets)
     adapted = head_cls.fit_to_cache(cfg, cache.table, set(sets))  # {option: why}

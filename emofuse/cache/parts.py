@@ -290,6 +290,22 @@ def is_journal(folder: Path) -> bool:
     return foreign_entries(folder) == []
 
 
+def check_journal_place(folder: Path, store: Path) -> None:
+    """``folder`` (where extract keeps the journal for ``store``) is absent or holds only what a
+    journal holds; else one line naming what is in the way, never a user's file deleted."""
+    if not folder.exists() or is_journal(folder):
+        return
+    where = f"{folder} (where extract keeps its journal for {store})"
+    stray = foreign_entries(folder)
+    if stray is None:
+        raise EmofuseError(f"{where} is not a folder; move it away, or choose another --out")
+    shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+    raise EmofuseError(
+        f"{where} holds files that are not emofuse's ({shown}); move them out of it (the "
+        "journal's parts are kept) and rerun, or choose another --out"
+    )
+
+
 def foreign_entries(folder: Path) -> list[str] | None:
     """The names in ``folder`` that a parts journal never holds (sorted), or None when it is not
     a readable folder (a file, say)."""

@@ -29,8 +29,8 @@ from emofuse.cache.backends import backend_of
 from emofuse.cache.consolidate import consolidate
 from emofuse.cache.parts import (
     MANIFEST,
+    check_journal_place,
     commit_part,
-    foreign_entries,
     is_journal,
     list_parts,
     part_damage,
@@ -150,18 +150,7 @@ class CacheWriter:
     def _open_parts(self) -> None:
         manifest_file = self.folder / MANIFEST
         restart = f"delete {self.folder} and rerun to extract from scratch"
-        if self.folder.exists() and not is_journal(self.folder):  # the journal's place, taken
-            where = f"{self.folder} (where extract keeps its journal for {self.path})"
-            stray = foreign_entries(self.folder)
-            if stray is None:
-                raise EmofuseError(
-                    f"{where} is not a folder; move it away, or choose another --out"
-                )
-            shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
-            raise EmofuseError(
-                f"{where} holds files that are not emofuse's ({shown}); move them out of it (the "
-                "journal's parts are kept) and rerun, or choose another --out"
-            )
+        check_journal_place(self.folder, self.path)
         if manifest_file.is_file():
             manifest = read_journal_json(manifest_file, restart)
             self._check_fingerprint(manifest, str(self.folder))

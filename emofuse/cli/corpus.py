@@ -16,6 +16,7 @@ import click
 from emofuse.cli.options import FINITE, OUT, SEED
 from emofuse.corpus import CORPORA, CorpusReadResult, read_corpus
 from emofuse.corpus.text import TEXT_NORMS
+from emofuse.errors import EmofuseError
 
 
 def corpus_options(func: Callable) -> Callable:
@@ -25,9 +26,9 @@ def corpus_options(func: Callable) -> Callable:
         "--corpus",
         "kind",
         type=click.Choice(CORPORA),
-        default="iemocap",
-        show_default=True,
-        help="Corpus reader (the synthetic corpus is read with iemocap).",
+        default=None,
+        help="Corpus reader [default: manifest with --manifest, else iemocap] (the synthetic "
+        "corpus is read with iemocap).",
     )
     @click.option(
         "--root",
@@ -59,6 +60,13 @@ def corpus_options(func: Callable) -> Callable:
     )
     @functools.wraps(func)
     def wrapper(kind, root, manifest, classes, improvised_only, skip_missing, text_norm, **kw):
+        if kind is None:  # --manifest alone means the manifest (it was ignored for IEMOCAP)
+            kind = "manifest" if manifest is not None else "iemocap"
+        elif kind != "manifest" and manifest is not None:
+            raise EmofuseError(
+                f"--manifest {manifest} is read with --corpus manifest, not --corpus {kind}; "
+                "drop --corpus (or give --corpus manifest)"
+            )
         corpus = read_corpus(
             kind,
             root=root,

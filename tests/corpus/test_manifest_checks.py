@@ -4,6 +4,7 @@ another recording."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,20 @@ def test_a_value_past_the_csv_field_limit_is_one_line(root, quoted):
     # the row's own line (header 1, a 2, r0 3): it said line 2 (round-13 extract side rows 2-3)
     assert line.startswith(f"error: manifest {root / 'm.csv'} line 3: "), line
     assert "field larger than field limit (131072); no transcript is that long" in line, line
+
+
+def test_a_manifest_given_without_corpus_manifest_is_read_not_ignored(root):
+    """`--manifest m.csv` without `--corpus manifest` was ignored: the default IEMOCAP reader ran
+    instead, and an IEMOCAP cache came out (round-13 extract side row 121)."""
+    path = manifest(root, "a,a.wav,hi,neu,s1", "b,b.wav,yo,hap,s2")
+    result = CliRunner().invoke(cli, ["corpus", "stats", "--manifest", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    stats_json = json.loads(result.output)
+    assert stats_json["utterances"] == 2 and stats_json["speakers"] == {"s1": 1, "s2": 1}
+    line = one_line_error(
+        CliRunner().invoke(cli, ["corpus", "stats", "--corpus", "iemocap", "--manifest", str(path)])
+    )
+    assert line == (
+        f"error: --manifest {path} is read with --corpus manifest, not --corpus iemocap; drop "
+        "--corpus (or give --corpus manifest)"
+    )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -139,6 +141,12 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
                     f"manifest {path} line {lineno}: 'text' is null; write \"\" for an utterance "
                     "without a transcript, or fill the text in"
                 )
+            odd = next((k for k, v in obj.items() if isinstance(v, list | dict | bool)), None)
+            if odd is not None:  # a list, an object or true would be stored as Python text
+                raise EmofuseError(
+                    f"manifest {path} line {lineno}: {odd!r} is {json.dumps(obj[odd])[:40]}, not "
+                    "a string or a number; write it as a string"
+                )
             columns += [k for k in obj if k not in columns]
             values = {k: "" if v is None else str(v) for k, v in obj.items()}
             rows.append(_row(values, lineno, len(rows) + 1, 0))
@@ -162,6 +170,13 @@ def _check_columns(path: Path, columns: list[str]) -> list[str]:
                 f"(columns: {','.join(REQUIRED)} and optional {','.join(OPTIONAL)})"
             )
     if missing:
+        sep = next((c for c in (";", "\t", "|") if any(c in col for col in columns)), None)
+        if sep is not None and len(columns) == 1:  # a spreadsheet's other separator
+            shown = "a tab" if sep == "\t" else repr(sep)
+            raise EmofuseError(
+                f"manifest {path}: its header is one column {columns[0][:60]!r}: values are "
+                f"separated by {shown}, not commas; save it as CSV with commas (or as .jsonl)"
+            )
         raise EmofuseError(
             f"manifest {path}: missing column(s) {','.join(missing)} "
             f"(needs {','.join(REQUIRED)}; optional {','.join(OPTIONAL)})"
@@ -308,6 +323,16 @@ def read_manifest(
         if keep is not None and label not in keep:
             result.skip(SKIP_LABEL, utt_id)
             continue
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]+://", row["audio"].strip()):  # not a path here
+            raise EmofuseError(
+                f"{where}: audio {row['audio'].strip()!r} for {utt_id} is a URL; emofuse reads "
+                "local files only: download the audio and give its path"
+            )
+        if os.name != "nt" and re.match(r"[a-zA-Z]:[\\/]", row["audio"].strip()):
+            raise EmofuseError(
+                f"{where}: audio {row['audio'].strip()!r} for {utt_id} is a Windows path; give "
+                "the file's path on this machine (relative to the manifest, or absolute)"
+            )
         audio = Path(row["audio"].strip()).expanduser()
         audio = audio if audio.is_absolute() else base / audio
         problem = _audio_problem(audio)

@@ -214,3 +214,33 @@ def test_a_manifest_given_without_corpus_manifest_is_read_not_ignored(root):
         f"error: --manifest {path} is read with --corpus manifest, not --corpus iemocap; drop "
         "--corpus (or give --corpus manifest)"
     )
+
+
+def test_other_separators_non_string_json_values_and_urls_are_named(root):
+    """Round-13 extract side rows 51, 64, 105: a ';' or tab-separated file was "missing
+    column(s) id,audio,…" though every column was there; JSON lists, objects and booleans were
+    stored as Python text (`{'t': 1}`); a URL was glued onto the manifest's folder and called
+    missing."""
+    semi = manifest(root, "a;a.wav;hi;neu;s1", header="id;audio;text;label;speaker")
+    assert one_line_error(stats(semi)) == (
+        f"error: manifest {semi}: its header is one column 'id;audio;text;label;speaker': values "
+        "are separated by ';', not commas; save it as CSV with commas (or as .jsonl)"
+    )
+    tab = manifest(root, "a\ta.wav\thi\tneu\ts1", header="id\taudio\ttext\tlabel\tspeaker")
+    assert "values are separated by a tab, not commas" in one_line_error(stats(tab))
+    jsonl = root / "m.jsonl"
+    row = {"id": 7, "audio": "a.wav", "text": {"t": 1}, "label": "neu", "speaker": "s1"}
+    jsonl.write_text(json.dumps(row) + "\n")
+    assert one_line_error(stats(jsonl)) == (
+        f"error: manifest {jsonl} line 1: 'text' is {{\"t\": 1}}, not a string or a number; write "
+        "it as a string"
+    )
+    jsonl.write_text(json.dumps({**row, "text": "hi"}) + "\n")  # a number id is fine
+    assert stats(jsonl).exit_code == 0
+    url = manifest(root, "a,http://example.com/a.wav,hi,neu,s1")
+    assert one_line_error(stats(url)) == (
+        f"error: manifest {url} row 1: audio 'http://example.com/a.wav' for a is a URL; emofuse "
+        "reads local files only: download the audio and give its path"
+    )
+    win = manifest(root, "a,C:\\data\\a.wav,hi,neu,s1")  # round-13 extract side row 126
+    assert "is a Windows path; give the file's path on this machine" in one_line_error(stats(win))

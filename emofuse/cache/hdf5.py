@@ -8,6 +8,7 @@ headers, and a layer of a layer-major array is one contiguous byte range (one re
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import mmap
@@ -38,6 +39,12 @@ def _failure(path: Path, err: Exception) -> EmofuseError:
     """An OS-level failure (h5py sets errno: permission, a folder) names that; anything else in
     h5py means the file's content is damaged."""
     code = getattr(err, "errno", None)
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(err):
+        return EmofuseError(  # HDF5's file lock: another program has it open for writing
+            f"{path}: another program has it open for writing (HDF5's file lock: "
+            f"{os_reason(err)}); close that program, or to read it meanwhile set "
+            "HDF5_USE_FILE_LOCKING=FALSE"
+        )
     if isinstance(code, int) and code > 0:
         return EmofuseError(f"{path}: cannot read it as an HDF5 cache ({os_reason(err)})")
     reason = short_reason(err)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from emofuse.cache import CacheWriter, open_cache
 from emofuse.cli import cli
 from emofuse.errors import EmofuseError
-from tests.cache.cache_synth import N_UTTS, SETTINGS, feed, specs
+from tests.cache.cache_synth import N_UTTS, SETTINGS, feed, specs, write_cache
 
 
 def invoke(*args: str):
@@ -189,3 +189,29 @@ def test_fingerprint_mismatch_on_resume_writes_nothing(tmp_path, suffix, state):
     with pytest.raises(EmofuseError, match="stream specs"):
         CacheWriter(path, settings=SETTINGS, streams=specs()[:2])
     assert snapshot(watched) == before
+
+
+@pytest.mark.subprocess
+def test_a_store_another_program_holds_open_for_writing_says_so(tmp_path):
+    """HDF5's file lock: a store held open with 'r+' by another program was "cannot read it as
+    an HDF5 cache (Resource temporarily unavailable)", naming no cause (round-13 extract side
+    row 61). The holder reports when it holds the file, and holds it until told to stop."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "held.h5"  # HDF5 only: a Zarr store has no file lock
+    write_cache(path)
+    code = "import sys, h5py\nf = h5py.File(sys.argv[1], 'r+')\nprint('held', flush=True)\nsys.stdin.read()\n"
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        one_error_line(
+            invoke("info", str(path)),
+            f"{path}: another program has it open for writing (HDF5's file lock",
+            "close that program, or to read it meanwhile set HDF5_USE_FILE_LOCKING=FALSE",
+        )
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0

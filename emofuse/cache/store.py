@@ -173,6 +173,11 @@ def open_store(path: Path) -> tuple[ArrayStore, dict]:
     if not path.exists():  # interrupted, or never there: not "not an emofuse cache"
         raise missing_cache_error(path, None)
     not_cache = f"{path} is not an emofuse cache (no emofuse metadata); check the path"
+    if path.is_dir() and not any(path.iterdir()):  # made by hand before extracting
+        raise EmofuseError(
+            f"{path} is an empty folder, not a cache: remove it (`emofuse extract` makes the "
+            "store there), or check the path"
+        )
     if path.is_file() and path.stat().st_size == 0:  # a failed copy or write
         raise EmofuseError(f"{path} is empty (0 bytes: a copy or write that failed?); check the "
                            "path, or delete it and rerun `emofuse extract`")  # fmt: skip

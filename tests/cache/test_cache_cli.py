@@ -79,8 +79,11 @@ def test_not_a_cache(tmp_path):
     with h5py.File(plain, "w") as f:
         f["x"] = [1, 2, 3]
     one_error_line(invoke("verify", str(plain)), "not an emofuse cache")
-    folder = tmp_path / "empty.zarr"
+    folder = tmp_path / "empty.zarr"  # "check the path" said nothing to do (round-13 row 32)
     folder.mkdir()
+    one_error_line(invoke("info", str(folder)), f"{folder} is an empty folder, not a cache: "
+                   "remove it (`emofuse extract` makes the store there)")  # fmt: skip
+    (folder / "notes.txt").write_text("mine")
     one_error_line(invoke("info", str(folder)), "not an emofuse cache")
     one_error_line(invoke("info", str(tmp_path / "missing.zarr")), "no cache at")
     one_error_line(invoke("info", str(tmp_path / "cache.txt")), "must end in .h5")

@@ -136,6 +136,13 @@ class _Group(click.Group):
             sys.exit(err.exit_code)
         except KeyboardInterrupt as err:  # a command may say what to do next (extract: resume)
             _interrupted(err)
+        except RuntimeError as err:  # Python 3.11's Path.resolve() on a looping link
+            if not str(err).startswith("Symlink loop from "):
+                raise
+            looped = str(err).removeprefix("Symlink loop from ").strip("'\"")
+            click.echo(f"error: {looped} is a symbolic link that loops back on itself (directly "
+                       "or through another link); fix or remove the link", err=True)  # fmt: skip
+            sys.exit(2)
         except (ImportError, MemoryError) as err:  # torch's libraries under `ulimit -v`, say
             click.echo(f"error: {_import_or_memory(err)}", err=True)
             sys.exit(2)

@@ -1579,3 +1579,34 @@ def test_an_out_that_is_a_dangling_symlink_is_named_as_such(run, tmp_path, cache
     ):  # fmt: skip
         assert _one_error_line(CliRunner().invoke(cli, args)) == expected
     assert dang.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_a_name_too_long_or_a_looping_link_is_one_line_in_every_train_side_command(
+    run, tmp_path, h5_cache
+):
+    """A 300-byte name was an `OSError: File name too long` traceback in train, report, fuse,
+    compare and predict, and a symlink loop as --out a `RuntimeError: Symlink loop` traceback
+    (round-13 train side rows 105, 106, 112)."""
+    long = tmp_path / ("x" * 300)
+    loop = tmp_path / "loopA"
+    loop.symlink_to(tmp_path / "loopB")
+    (tmp_path / "loopB").symlink_to(loop)
+    train = ["train", "--cache", str(h5_cache), "--split", "loso", "--head", "audio"]
+    for args in (
+        ["report", str(long)],
+        [*train, "--out", str(long)],
+        ["predict", "--run", str(long), str(long) + ".wav"],
+        ["compare", str(long), str(run)],
+        ["fuse", str(run), str(long), "--out", str(tmp_path / "f")],
+        ["train", "--cache", str(h5_cache), "--split", "loso", "--head", f"{long}.py:X",
+         "--out", str(tmp_path / "r")],
+    ):  # fmt: skip
+        line = _one_error_line(CliRunner().invoke(cli, args))
+        assert "longer than the file system allows" in line and "give a shorter name" in line, (
+            args[0], line)  # fmt: skip
+    other = copy(run, tmp_path)
+    for args in ([*train, "--out", str(loop)],
+                 ["fuse", str(run), str(other), "--out", str(loop)]):  # fmt: skip
+        line = _one_error_line(CliRunner().invoke(cli, args))
+        assert line == (f"error: {loop} is a symbolic link that loops back on itself (directly or "
+                        "through another link); fix or remove the link"), (args[0], line)  # fmt: skip

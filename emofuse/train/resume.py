@@ -13,7 +13,7 @@ from emofuse.train.command import train_command
 from emofuse.train.configseal import CONFIG_SEAL, check_config_seal
 from emofuse.train.headcode import check_head_code
 from emofuse.train.paths import absolute, absolute_head
-from emofuse.train.rundir import finished_folds, read_run_config
+from emofuse.train.rundir import finished_folds, fold_dir, read_run_config
 
 # config.json keys that may change between a run and its resume without changing any result
 RESUME_FREE = (
@@ -99,4 +99,34 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
             raise EmofuseError(
                 f"run folder {out} was made with different settings ({key}: {was!r} vs "
                 f"{now!r}); use a new --out, or resume it with {train_command(out, old)}"
+            )
+
+
+FOLD_FILES = (
+    "curves.jsonl",
+    "checkpoint.pt",
+    "predictions.csv",
+    "val_predictions.csv",
+    "metrics.json",
+)
+
+
+def check_unfinished_folds(out: Path, folds: list[int]) -> None:
+    """An unfinished fold's folder is deleted and trained again from scratch: it must hold only
+    what train writes there (a user's notes inside it were deleted without a word); else one line
+    naming them, before anything is trained."""
+    done = set(finished_folds(out))
+    for k in folds:
+        d = fold_dir(out, k)
+        if k in done or not d.is_dir():
+            continue
+        stray = sorted(
+            p.name for p in d.iterdir()
+            if not (p.name.endswith(".tmp") or (p.name in FOLD_FILES and p.is_file()))
+        )  # fmt: skip
+        if stray:
+            raise EmofuseError(
+                f"{d} (fold {k}, unfinished: it is trained again from scratch) holds what "
+                f"emofuse does not write there ({', '.join(stray[:3])}); move that out, then "
+                "rerun the same command"
             )

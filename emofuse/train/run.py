@@ -54,7 +54,7 @@ from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.outdir import record_wall
 from emofuse.train.paths import absolute, absolute_head, head_file, model_dirs
 from emofuse.train.recipes import resolve_loop
-from emofuse.train.resume import check_resume, early_cache_check
+from emofuse.train.resume import check_resume, check_unfinished_folds, early_cache_check
 from emofuse.train.rundir import (
     check_finished_folds,
     check_out,
@@ -266,6 +266,7 @@ def _train_folds(
     head_spec, table = config["head"], cache.table
     check_own_checkpoints(out, finished_folds(out))  # what predict checks: a copied-in fold, …
     check_resume(out, config)
+    check_unfinished_folds(out, selected)  # retrained from scratch: never a user's file with it
     finished = finished_folds(out)
     if (
         finished

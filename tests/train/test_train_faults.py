@@ -1610,3 +1610,22 @@ def test_a_name_too_long_or_a_looping_link_is_one_line_in_every_train_side_comma
         line = _one_error_line(CliRunner().invoke(cli, args))
         assert line == (f"error: {loop} is a symbolic link that loops back on itself (directly or "
                         "through another link); fix or remove the link"), (args[0], line)  # fmt: skip
+
+
+def test_a_users_file_in_an_unfinished_fold_is_named_not_deleted(run, tmp_path, cache):
+    """A resume deleted an unfinished fold's folder with a user's notes in it, without a word
+    (round-13 train side row 109)."""
+    out = copy(run, tmp_path)
+    (fold_dir(out, 1) / "metrics.json").unlink()  # unfinished: trained again from scratch
+    notes = fold_dir(out, 1) / "mynotes.txt"
+    notes.write_text("mine")
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert str(err.value) == (
+        f"{fold_dir(out, 1)} (fold 1, unfinished: it is trained again from scratch) holds what "
+        "emofuse does not write there (mynotes.txt); move that out, then rerun the same command"
+    )
+    assert notes.read_text() == "mine"
+    notes.rename(tmp_path / "mynotes.txt")  # what the line says
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2]

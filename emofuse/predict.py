@@ -181,6 +181,9 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     config = read_run_config(cfg_path)
     if not is_trained_run(config):
         raise EmofuseError(fused_run_message(run, config))
+    from emofuse.train.configseal import check_config_seal
+
+    check_config_seal(cfg_path, config)  # an edited model record is config.json's, not the models'
     settings = config.get("cache_settings")
     if not settings:
         raise EmofuseError(

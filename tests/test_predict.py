@@ -328,7 +328,8 @@ def test_predict_from_another_folder_finds_models_the_cache_names_relative(
     config = json.loads((base / "relrun" / "config.json").read_text())
     assert config["cache"] == str(base / "rel.h5")
     assert config["model_dirs"]["speech_model"] == str(tiny.speech["hubert"])
-    old = {k: v for k, v in config.items() if k != "model_dirs"}  # as an older emofuse wrote it
+    # as an older emofuse wrote it: no model_dirs, and no seal over config.json yet
+    old = {k: v for k, v in config.items() if k not in ("model_dirs", "config_sha256")}
     (base / "relrun" / "config.json").write_text(json.dumps(old))
     result = invoke("predict", "--run", base / "relrun", utt.audio, "--text", "hi")
     lines = result.output.strip().splitlines()
@@ -674,3 +675,18 @@ def test_predict_with_a_fold_of_the_run_gone_says_so(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"note: {run}: fold 2 of the 2 it was trained with is not finished" in result.stderr
     assert "predicting with fold 1 only" in result.stderr and "(fold 1)" in result.stdout
+
+
+def test_a_hand_edited_config_json_is_named_by_predict_not_the_model_folders(trained, tmp_path):
+    """An edited model record in config.json was "the encoders loaded now differ …; restore the
+    original model folders", which are untouched (round-13 train side row 99); report named it."""
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(trained["run"], run)
+    config = json.loads((run / "config.json").read_text())
+    config["cache_settings"]["speech_model"] += "-other"
+    (run / "config.json").write_text(json.dumps(config))
+    utt = trained["utts"][trained["test_ids"][0]]
+    line = _one_line(invoke("predict", "--run", run, utt.audio))
+    assert line.startswith(f"error: {run / 'config.json'} was edited after the run wrote it"), line

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from emofuse.errors import EmofuseError
-from emofuse.train.command import train_command
+from emofuse.train.command import retrain_fold, train_command
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.headcode import check_head_code, head_file_digest
@@ -67,9 +67,7 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
     copied from another run: that one would fail later on a stream the run never loads."""
 
     def fix() -> str:  # only when refusing: it reads config.json and resolves the head's recipe
-        return (
-            f"delete {ckpt_path.parent} and rerun {train_command(run)} (it retrains that fold only)"
-        )
+        return retrain_fold(ckpt_path.parent)
 
     keys = ("head", "head_config", "dims", "labels", "state_dict")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
@@ -190,8 +188,7 @@ def _load(run: Path, path: Path, device: str | torch.device, mmap: bool = False)
         return torch.load(path, map_location=device, mmap=mmap, weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         raise EmofuseError(
-            f"{path} is damaged ({str(err).splitlines()[0][:80]}); delete {path.parent} and "
-            f"rerun {train_command(run)} (it retrains that fold only)"
+            f"{path} is damaged ({str(err).splitlines()[0][:80]}); {retrain_fold(path.parent)}"
         ) from None
 
 
@@ -225,8 +222,7 @@ def _check_own_fold(run: Path, k: int, ckpt_path: Path, ckpt: Any) -> None:
             )
         raise EmofuseError(
             f"{ckpt_path} was trained for another test set than fold {k} of {run} (copied from "
-            f"another run?); delete {ckpt_path.parent} and rerun {train_command(run)} (it "
-            "retrains that fold only)"
+            f"another run?); {retrain_fold(ckpt_path.parent)}"
         )
 
 
@@ -236,7 +232,7 @@ def load_fold_model(run: Path, k: int, device: str | torch.device = "cpu") -> An
 
     ckpt_path = fold_dir(run, k) / "checkpoint.pt"
     if not ckpt_path.is_file():
-        raise EmofuseError(f"{ckpt_path} is missing; rerun {train_command(run)}")
+        raise EmofuseError(f"{ckpt_path} is missing; {retrain_fold(ckpt_path.parent)}")
     ckpt = _load(run, ckpt_path, device)
     _check_own_head(run, ckpt_path, ckpt)
     _check_own_fold(run, k, ckpt_path, ckpt)

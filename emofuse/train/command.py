@@ -40,10 +40,16 @@ def _recipe_loop(head: str, preset: str | None) -> dict[str, Any] | None:
     return None
 
 
-def train_command(run: Path, config: dict[str, Any] | None = None, cache: str | None = None) -> str:
+def train_command(
+    run: Path,
+    config: dict[str, Any] | None = None,
+    cache: str | None = None,
+    fold: int | None = None,
+) -> str:
     """``emofuse train …`` that resumes ``run`` as it was trained; ``config``: its config.json
-    (read when not given); ``cache``: another --cache to show (a moved cache's new place). A
-    config that cannot be read gives the bare advice."""
+    (read when not given); ``cache``: another --cache to show (a moved cache's new place);
+    ``fold``: a fold the command must train (the last call's --folds may not hold it). A config
+    that cannot be read gives the bare advice."""
     if config is None:
         try:
             config = json.loads((run / "config.json").read_text())
@@ -72,9 +78,22 @@ def train_command(run: Path, config: dict[str, Any] | None = None, cache: str | 
                 continue
             if plain is None or plain.get(name) != value:
                 args += _flag(name, value)
-        if config.get("folds"):  # the folds the last command trained (others: not asked for)
-            args += ["--folds", ",".join(str(k) for k in config["folds"])]
+        folds = list(config.get("folds") or [])  # the folds the last command trained
+        if folds and fold is not None and fold not in folds:  # the fold to retrain is named too
+            folds = sorted([*folds, fold])
+        if folds:
+            args += ["--folds", ",".join(str(k) for k in folds)]
         args += ["--out", str(run)]
     except (KeyError, TypeError, AttributeError):
         return f"`emofuse train` for {run} with its original options"
     return "`" + shlex.join(args) + "`"
+
+
+def retrain_fold(fold_folder: Path) -> str:
+    """``delete FOLD and rerun `emofuse train …` (it retrains that fold only)``: the advice for a
+    fold whose files are damaged, with that fold among the command's --folds."""
+    run = fold_folder.parent
+    k = int(fold_folder.name.removeprefix("fold_")) if fold_folder.name[5:].isdigit() else None
+    return (
+        f"delete {fold_folder} and rerun {train_command(run, fold=k)} (it retrains that fold only)"
+    )

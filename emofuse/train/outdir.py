@@ -113,7 +113,7 @@ def plan_fix(plan: Path) -> str:
     own command write it again (train keeps the finished folds); outside a run, restore it."""
     config = _json_object(plan.parent / "config.json")
     if config and any(k in config for k in RUN_CONFIG_KEYS):
-        return "delete it and " + _remake_plan(plan.parent, config)
+        return "restore it, or delete it and " + _remake_plan(plan.parent, config)
     return "restore it, or train again into a new --out"
 
 

@@ -122,7 +122,7 @@ def check_unfinished_folds(out: Path, folds: list[int]) -> None:
             continue
         stray = sorted(
             p.name for p in d.iterdir()
-            if not (p.name.endswith(".tmp") or (p.name in FOLD_FILES and p.is_file()))
+            if not (p.name.endswith(".tmp") or (p.name in FOLD_FILES and not _holds_files(p)))
         )  # fmt: skip
         if stray:
             raise EmofuseError(
@@ -130,3 +130,8 @@ def check_unfinished_folds(out: Path, folds: list[int]) -> None:
                 f"emofuse does not write there ({', '.join(stray[:3])}); move that out, then "
                 "rerun the same command"
             )
+
+
+def _holds_files(path: Path) -> bool:
+    """A folder with something in it (where train writes a file: a user's folder of notes)."""
+    return path.is_dir() and not path.is_symlink() and any(path.iterdir())

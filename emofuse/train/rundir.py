@@ -30,7 +30,7 @@ from emofuse.errors import (
     write_fix,
 )
 from emofuse.fileio import atomic_open, remove_temporaries, write_json
-from emofuse.train.command import train_command
+from emofuse.train.command import retrain_fold
 from emofuse.train.curves import read_curves
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
@@ -65,7 +65,7 @@ def _redo_advice(path: Path) -> str:
     with contextlib.suppress(EmofuseError):
         if not is_trained_run(read_json(run / "config.json")):
             return f"fuse the runs of {run} again into a new --out"
-    return f"delete {folder} and rerun {train_command(run)} (it retrains that fold only)"
+    return retrain_fold(folder)
 
 
 def read_fold_predictions(run: Path, plan: FoldPlan, k: int, kind: str) -> dict[str, Any]:
@@ -244,7 +244,7 @@ def _refuse_checkpoint(run: Path, k: int, problem: str | None) -> None:
     d = fold_dir(run, k)
     if problem:
         raise EmofuseError(f"{d / 'checkpoint.pt'} {problem}, so fold {k} is not finished; "
-                           f"delete {d} and rerun {train_command(run)} (it retrains that fold only)")  # fmt: skip
+                           f"{retrain_fold(d)}")  # fmt: skip
 
 
 def missing_folds_note(run: Path, plan: FoldPlan, advice: str) -> str | None:
@@ -331,9 +331,7 @@ def _json_fix(path: Path) -> str:
     run = fold.parent
     if is_fused_folder(run):
         return "restore it, or fuse the same runs again into a new --out"
-    return (
-        f"restore it, or delete {fold} and rerun {train_command(run)} (it retrains that fold only)"
-    )
+    return f"restore it, or {retrain_fold(fold)}"
 
 
 # what every run's config.json must hold, by kind: a trained run's (train writes it) and a late

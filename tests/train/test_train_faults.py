@@ -141,7 +141,8 @@ def test_a_torn_fold_plan_says_to_delete_it_and_rerun_train_which_keeps_the_fold
     line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
     assert line.startswith(f"error: fold plan {plan} is not valid JSON ("), line
     assert line.endswith(
-        f"); delete it and rerun {train_command(out)} (it writes the fold plan again and keeps "
+        f"); restore it, or delete it and rerun {train_command(out)} (it writes the fold plan "
+        "again and keeps "
         "the finished folds)"
     ), line
     plan.unlink()  # what the line says
@@ -1629,3 +1630,22 @@ def test_a_users_file_in_an_unfinished_fold_is_named_not_deleted(run, tmp_path, 
     notes.rename(tmp_path / "mynotes.txt")  # what the line says
     summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
     assert [f["fold"] for f in summary["folds"]] == [1, 2]
+
+
+def test_the_retrain_advice_names_the_damaged_fold_among_its_folds(run, tmp_path, cache):
+    """After `train --folds 3` the advice for a damaged fold 1 was "rerun `emofuse train …
+    --folds 3`", which does not retrain fold 1 (round-13 train side row 104)."""
+    import re
+
+    out = copy(run, tmp_path)
+    train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[3], progress=False)
+    metrics = fold_dir(out, 1) / "metrics.json"
+    metrics.write_text('{"ua": 0.9')
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert f"delete {fold_dir(out, 1)} and rerun `emofuse train " in line, line
+    folds = re.search(r"--folds ([\d,]+)", line).group(1)
+    assert folds == "1,3", line
+    shutil.rmtree(fold_dir(out, 1))  # the advice, followed
+    train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[int(k) for k in folds.split(",")],
+              progress=False)  # fmt: skip
+    assert finished_folds(out) == [1, 2, 3]

@@ -35,7 +35,6 @@ from emofuse.train.rundir import (
     fold_dir,
     is_trained_run,
     prediction_digests,
-    prepare_out,
     read_fold_predictions,
     read_metrics,
     read_predictions,
@@ -43,6 +42,7 @@ from emofuse.train.rundir import (
     write_predictions,
     write_summary,
 )
+from emofuse.train.runout import prepare_out
 
 GRID_STEPS = 10  # weights in multiples of 1/10
 KINDS = ("val_predictions.csv", "predictions.csv")

@@ -57,14 +57,12 @@ from emofuse.train.recipes import resolve_loop
 from emofuse.train.resume import check_resume, check_unfinished_folds, early_cache_check
 from emofuse.train.rundir import (
     check_finished_folds,
-    check_out,
     finished_folds,
     fold_dir,
-    prepare_out,
     save_fold,
     write_summary,
-    writes_into,
 )
+from emofuse.train.runout import check_out, prepare_out, writes_into
 
 
 def _dist_env() -> tuple[int, int]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import hashlib
 import json
+import os
 import re
 import zipfile
 from collections.abc import Sequence
@@ -20,23 +20,17 @@ import torch
 
 from emofuse import faults
 from emofuse.errors import (
-    IN_THE_WAY,
-    WRITE_ERRORS,
     EmofuseError,
-    check_out_path,
-    from_stdout,
-    in_the_way,
     os_reason,
-    write_fix,
 )
-from emofuse.fileio import atomic_open, remove_temporaries, write_json
+from emofuse.fileio import atomic_open, write_json
 from emofuse.train.command import retrain_fold
 from emofuse.train.curves import read_curves
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
 from emofuse.train.loop import FoldOutput
 from emofuse.train.metrics import summarize
-from emofuse.train.outdir import check_outside_runs, check_run_out, is_fused_folder
+from emofuse.train.outdir import is_fused_folder
 from emofuse.train.predfiles import file_sha256, parse_predictions, write_predictions
 
 
@@ -176,6 +170,10 @@ def finished_folds(out: Path) -> list[int]:
     )
 
 
+UNREADABLE = "cannot be read (Permission denied)"
+READABLE = "make it readable (`chmod u+r` it, or ask its owner), then rerun the same command"
+
+
 def checkpoint_problem(path: Path) -> str | None:
     """Why ``path`` is not a whole checkpoint (missing, cut short, not a torch file), or None.
 
@@ -183,6 +181,8 @@ def checkpoint_problem(path: Path) -> str | None:
     has none) and checks that every member ends inside the file; no tensor is read."""
     if not path.is_file():
         return "is missing"
+    if not os.access(path, os.R_OK):
+        return UNREADABLE
     try:
         size = path.stat().st_size
         with zipfile.ZipFile(path) as zf:
@@ -242,6 +242,8 @@ def check_checkpoint_digests(run: Path, folds: Sequence[int]) -> None:
 
 def _refuse_checkpoint(run: Path, k: int, problem: str | None) -> None:
     d = fold_dir(run, k)
+    if problem == UNREADABLE:  # an intact fold, perhaps: never "delete it" for a permission
+        raise EmofuseError(f"{d / 'checkpoint.pt'} {problem}; {READABLE}")
     if problem:
         raise EmofuseError(f"{d / 'checkpoint.pt'} {problem}, so fold {k} is not finished; "
                            f"{retrain_fold(d)}")  # fmt: skip
@@ -312,6 +314,8 @@ def read_json(path: Path) -> dict[str, Any]:
     one-line error naming it."""
     try:
         obj = json.loads(path.read_text())
+    except PermissionError as err:  # intact, perhaps: never "delete the fold" for it
+        raise EmofuseError(f"{path} cannot be read ({os_reason(err)}); {READABLE}") from None
     except OSError as err:
         reason = os_reason(err)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -428,66 +432,3 @@ def check_metrics(run: Path, folds: Sequence[int]) -> None:
     """Each finished fold's metrics.json is whole (:func:`read_metrics`), else one line naming it."""
     for k in folds:
         read_metrics(fold_dir(run, k) / "metrics.json", k)
-
-
-def check_out(out: Path, cache_path: str | Path | None) -> None:
-    """One-line errors for an ``--out`` that cannot be a run folder: a file, a path under a regular
-    file, or a place inside the cache (a Zarr cache is a folder; ``.parts`` is its journal)."""
-    if out.exists() and not out.is_dir():
-        raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
-    check_out_path(out)  # a parent that is a regular file, or not writable
-    from emofuse.cache.store import check_outside_caches
-
-    check_outside_caches(out, "a run folder", [cache_path] if cache_path is not None else [])
-    check_run_out(out, "emofuse train")  # a folder of the user's files is never written into
-    check_outside_runs(out, "a folder for the run")
-    from emofuse.train.outdir import config_missing_error
-
-    if (out / "folds.json").is_file() and any(out.glob("fold_*/checkpoint.pt")):
-        if refusal := config_missing_error(out):  # trained folds, their settings lost
-            raise refusal
-    if is_fused_folder(out):
-        raise EmofuseError(
-            f"--out {out} is a late-fusion run folder (made by `emofuse fuse`), not a train run: "
-            "emofuse train cannot resume it; give a new --out"
-        )
-
-
-def prepare_out(out: Path) -> None:
-    """Create the run folder ``out``; what the file system refuses is a one-line error."""
-    if out.exists() and not out.is_dir():
-        raise EmofuseError(f"--out {out} is a file, not a folder; give a folder for the run")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise EmofuseError(
-            f"--out {out}: a parent is a regular file, not a folder; choose another --out"
-        ) from None
-    except OSError as err:
-        raise EmofuseError(
-            f"cannot create the run folder {out} ({os_reason(err)}); choose a writable --out"
-        ) from None
-
-
-@contextlib.contextmanager
-def writes_into(out: Path) -> Any:
-    """A write that the file system refuses (disk full, read-only, no permission) is one line
-    saying that the finished folds are kept and the same command resumes."""
-    try:
-        yield
-    except OSError as err:
-        if err.errno not in (*WRITE_ERRORS, *IN_THE_WAY) or from_stdout(err):
-            raise
-        remove_temporaries(out)
-        where = f" writing {err.filename}" if err.filename else ""
-        if err.errno in IN_THE_WAY:
-            fix = in_the_way(err)
-        elif err.errno in (errno.ENOSPC, errno.EDQUOT):
-            fix = write_fix(err, "free disk space")
-        else:
-            fix = write_fix(err, "make it writable (or choose another --out)")
-        kept = len(finished_folds(out)) if out.is_dir() else 0
-        raise EmofuseError(
-            f"cannot write the run folder {out} ({os_reason(err)}{where}); {fix}, then rerun the "
-            f"same command: its {kept} finished fold(s) are kept and only the rest is trained"
-        ) from None

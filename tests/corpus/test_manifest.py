@@ -230,7 +230,7 @@ def test_jsonl_text_null_names_the_line(audio_dir):
 
 def test_duplicate_rows_in_a_transcripts_file_name_the_audio_and_line(tmp_path):
     """Case 15: `emofuse predict --transcripts`: a second row for the same audio was last-wins."""
-    from emofuse.predict import read_transcripts
+    from emofuse.transcripts import read_transcripts
 
     path = tmp_path / "t.csv"
     path.write_text("audio,text\na.wav,hello\nb.wav,there\na.wav,other words\n")

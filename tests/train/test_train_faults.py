@@ -1649,3 +1649,39 @@ def test_the_retrain_advice_names_the_damaged_fold_among_its_folds(run, tmp_path
     train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[int(k) for k in folds.split(",")],
               progress=False)  # fmt: skip
     assert finished_folds(out) == [1, 2, 3]
+
+
+def test_a_fold_file_that_cannot_be_read_for_permissions_is_not_called_damaged(
+    run, tmp_path, monkeypatch
+):
+    """`chmod 000` on an intact checkpoint was "is damaged (cut short, or not a torch
+    checkpoint) … delete the fold and rerun", and on metrics.json "restore it, or delete the
+    fold" (round-13 train side rows 113-114): the fix is to make it readable. (Root reads
+    everything, so the permission is refused here by the checks' own calls.)"""
+    import os as os_module
+    from pathlib import Path as P
+
+    out = copy(run, tmp_path)
+    ckpt = fold_dir(out, 2) / "checkpoint.pt"
+    real_access = os_module.access
+    monkeypatch.setattr(
+        os_module, "access", lambda p, m: False if P(p) == ckpt else real_access(p, m)
+    )
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line == (
+        f"error: {ckpt} cannot be read (Permission denied); make it readable (`chmod u+r` it, or "
+        "ask its owner), then rerun the same command"
+    ), line
+    monkeypatch.setattr(os_module, "access", real_access)
+    metrics = fold_dir(out, 1) / "metrics.json"
+    real_read = P.read_text
+
+    def refused(self, *a, **kw):
+        if self == metrics:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *a, **kw)
+
+    monkeypatch.setattr(P, "read_text", refused)
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: {metrics} cannot be read (Permission denied); make it "), line
+    assert "delete" not in line

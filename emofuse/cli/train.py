@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -238,10 +239,15 @@ def report_command(run, tsne) -> None:
             write_summary(run, plan)  # from the folds on disk now, never a stale summary
             note = missing_folds_note(run, plan, finish_advice(fused=not trained))
             report = write_report(run, tsne=tsne)
-        except OSError as err:  # a full disk, or a folder where report.md goes
+        except OSError as err:  # a full disk, a folder where report.md goes, no permission
+            usual = (
+                f"make {run} writable, or {in_place.split(': ', 1)[1]}"
+                if err.errno in (errno.EACCES, errno.EPERM)
+                else f"free disk space, or move away what is in the way in {run}"
+            )
             raise EmofuseError(
                 f"cannot write {err.filename or run} ({os_reason(err)}): "
-                + write_fix(err, f"free disk space, or move away what is in the way in {run}")
+                + write_fix(err, usual)
                 + ", then rerun the same command"
             ) from None
     for line in (note, wall_note(run)):

@@ -1685,3 +1685,23 @@ def test_a_fold_file_that_cannot_be_read_for_permissions_is_not_called_damaged(
     line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
     assert line.startswith(f"error: {metrics} cannot be read (Permission denied); make it "), line
     assert "delete" not in line
+
+
+def test_report_into_a_run_folder_it_may_not_write_says_to_make_it_writable(
+    run, tmp_path, monkeypatch
+):
+    """EACCES writing summary.json was "free disk space, or move away what is in the way"
+    (round-13 train side row 115). (Root writes everywhere: the refusal is injected.)"""
+    from emofuse.train import rundir
+
+    out = copy(run, tmp_path)
+
+    def refused(run_folder, plan):
+        raise PermissionError(13, "Permission denied", str(run_folder / "summary.json"))
+
+    monkeypatch.setattr(rundir, "write_summary", refused)
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line == (
+        f"error: cannot write {out / 'summary.json'} (Permission denied): make {out} writable, or "
+        "copy the run folder somewhere writable and report the copy, then rerun the same command"
+    ), line

@@ -586,10 +586,12 @@ def test_a_head_file_edited_with_the_same_shapes_is_refused_by_predict_report_an
     assert invoke("predict", "--run", run, utt.audio, "--text", "hi").exit_code == 0
 
 
-def test_a_module_the_head_file_imports_edited_after_training_is_refused(trained, tmp_path):
+@pytest.mark.parametrize("lazily", [False, True], ids=["at the top", "inside forward"])
+def test_a_module_the_head_file_imports_edited_after_training_is_refused(trained, tmp_path, lazily):
     """Round-12 rows 5-6 (train side): a user head importing a sibling ``helper.py`` recorded only
     the head file's digest, so predict and `report --tsne` ran the edited helper without a word
-    (its probabilities moved from sad 0.284 to 0.262)."""
+    (its probabilities moved from sad 0.284 to 0.262). Round-13 row 100: imported inside a method,
+    it was not loaded when the digests were taken (``head_modules`` was empty)."""
     import json
     import sys
 
@@ -601,11 +603,18 @@ def test_a_module_the_head_file_imports_edited_after_training_is_refused(trained
     helper = folder / f"{helper_name}.py"
     helper.write_text("SCALE = 1.0\n")
     source = Path(TINY_HEAD.rpartition(":")[0]).read_text()
-    source = source.replace(
-        "from emofuse.heads.base",
-        f"import {helper_name} as helper  # a plain sibling import (round-13 train side row 1)\n\n"
-        "from emofuse.heads.base",
-    ).replace("return self.mlp(torch.cat(parts", "return helper.SCALE * self.mlp(torch.cat(parts")
+    imported = f"import {helper_name} as helper"  # a plain sibling import (round-13 row 1)
+    if lazily:
+        source = source.replace(
+            "return self.mlp(torch.cat(parts",
+            f"{imported}\n\n        return helper.SCALE * self.mlp(torch.cat(parts",
+        )
+    else:
+        source = source.replace(
+            "from emofuse.heads.base", f"{imported}\n\nfrom emofuse.heads.base"
+        ).replace(
+            "return self.mlp(torch.cat(parts", "return helper.SCALE * self.mlp(torch.cat(parts"
+        )
     assert "helper.SCALE" in source
     head = folder / "head.py"
     head.write_text(source)

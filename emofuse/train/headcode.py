@@ -8,11 +8,14 @@ a word: each is refused in one line naming the file (:func:`check_head_code`).
 
 Modules installed in an environment under that folder (``site-packages``) and emofuse itself are
 not the user's head code and are left out. A module the head imports only later (inside a
-method) is not loaded yet when the run records its digests and so is not covered.
+method) is not loaded yet when the run records its digests: the head file's own ``import``
+statements name it, and a sibling module (or package) of that name is recorded too. What such
+a module imports in turn, only later, is not covered.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import sys
 from pathlib import Path
@@ -64,7 +67,28 @@ def head_module_digests(spec: str) -> dict[str, str] | None:
         digest = _sha256(path)
         if digest is not None:
             found[str(path)] = digest
+    for name in _imported_names(head):  # imported inside a function: not loaded yet, still used
+        for path in (folder / f"{name}.py", folder / name / "__init__.py"):
+            digest = _sha256(path) if path.is_file() and str(path) not in found else None
+            if digest is not None:
+                found[str(path)] = digest
     return dict(sorted(found.items()))
+
+
+def _imported_names(head: Path) -> set[str]:
+    """The top-level names every ``import`` of the head file names, nested ones included (a
+    sibling imported lazily, inside ``embed``, is in no ``sys.modules`` when training starts)."""
+    try:
+        tree = ast.parse(head.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def head_file_changed(spec: str, run: Path, what: str, file: str | None = None) -> EmofuseError:

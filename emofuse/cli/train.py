@@ -180,7 +180,12 @@ def fuse_command(runs, out) -> None:
     for run in runs:
         if not (run / "folds.json").is_file():
             raise not_a_run(run, "fuse")
-    summary = fuse_runs(runs, out)
+    try:
+        summary = fuse_runs(runs, out)
+    except KeyboardInterrupt:  # the group prints "interrupted: <this>"
+        raise KeyboardInterrupt(
+            f"rerun the same command to fuse again into {out} (an unfinished fuse is redone)"
+        ) from None
     cfg = json.loads((out / "config.json").read_text())
     for k, w in cfg["weights"].items():
         click.echo(f"fold {k} weights: " + ", ".join(f"{x:.1f}" for x in w))

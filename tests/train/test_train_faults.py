@@ -1705,3 +1705,22 @@ def test_report_into_a_run_folder_it_may_not_write_says_to_make_it_writable(
         f"error: cannot write {out / 'summary.json'} (Permission denied): make {out} writable, or "
         "copy the run folder somewhere writable and report the copy, then rerun the same command"
     ), line
+
+
+def test_ctrl_c_during_fuse_says_how_to_go_on(run, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM of fuse printed a bare `interrupted` (round-13 train side row 78)."""
+    from emofuse.train import fuse
+
+    def stopped(runs, out):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fuse, "fuse_runs", stopped)
+    out = tmp_path / "f"
+    result = CliRunner().invoke(
+        cli, ["fuse", str(run), str(copy(run, tmp_path)), "--out", str(out)]
+    )
+    assert result.exit_code == 130, result.output
+    assert result.output.strip() == (
+        f"interrupted: rerun the same command to fuse again into {out} (an unfinished fuse is "
+        "redone)"
+    )

@@ -196,6 +196,13 @@ def compare_runs(
     """Every run's per-fold, mean ± std and pooled scores; each later run against the first."""
     if not runs:
         raise EmofuseError("compare needs at least one run folder")
+    seen: dict[Path, str | Path] = {}
+    for r in runs:  # a run against itself is a typo, never a comparison (diff 0, p 1)
+        if Path(r).resolve() in seen:
+            raise EmofuseError(
+                f"{r} is given twice (also as {seen[Path(r).resolve()]}); compare different runs"
+            )
+        seen[Path(r).resolve()] = r
     loaded = [load_run(r) for r in runs]
     for other in loaded[1:]:
         check_same_plan(loaded[0], other)
@@ -324,6 +331,9 @@ def write_compare(result: dict[str, Any], out: str | Path) -> Path:
 
     out = Path(out)
     check_out_path(out)
+    from emofuse.cache.store import check_outside_caches
+
+    check_outside_caches(out, "the comparison's folder")  # not among a Zarr cache's arrays
     try:  # each file whole or not there: a full disk never leaves one that looks like a result
         out.mkdir(parents=True, exist_ok=True)
         with atomic_open(out / "compare.json") as fh:

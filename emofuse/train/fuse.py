@@ -144,6 +144,9 @@ def _fuse_into(
             "give an empty or new folder"
         )
     check_outside_runs(out, "a folder for the fused run")  # not in a member's fold folder
+    from emofuse.cache.store import check_outside_caches
+
+    check_outside_caches(out, "a folder for the fused run")  # never inside a Zarr cache
     # every member's files are read and checked first: a damaged one names itself, and nothing
     # of the fused run is written before all of them are known good
     for r in runs:

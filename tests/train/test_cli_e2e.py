@@ -272,3 +272,28 @@ def test_report_tsne_refuses_a_cache_of_other_contents_with_the_same_settings(
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "changed since" in lines[0] and "(content digest differs: another extraction" in lines[0]
+
+
+def test_compare_of_a_run_with_itself_and_outputs_inside_a_zarr_cache_are_refused(
+    serial_run, tmp_path
+):
+    """`compare RUN RUN` printed diff +0.00, p 1 for a typo; fuse and compare wrote their files
+    inside a Zarr cache folder (among its arrays), where train refuses to (round-13 train side
+    rows 85, 97)."""
+    twice = CliRunner().invoke(cli, ["compare", str(serial_run), str(serial_run)])
+    assert twice.exit_code == 2 and twice.output.strip() == (
+        f"error: {serial_run} is given twice (also as {serial_run}); compare different runs"
+    ), twice.output
+    store = tmp_path / "c.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text("{}")  # what marks a folder as a Zarr store
+    other = tmp_path / "other"
+    shutil.copytree(serial_run, other)
+    for args in (
+        ["fuse", str(serial_run), str(other), "--out", str(store / "f")],
+        ["compare", str(serial_run), str(other), "--out", str(store / "streams")],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and f"is inside the cache {store}" in result.output, (
+            args[0], result.output)  # fmt: skip
+    assert sorted(p.name for p in store.iterdir()) == ["zarr.json"]

@@ -304,6 +304,8 @@ def predict(
             raise EmofuseError(
                 f"audio {given} is a folder: give audio files (e.g. {Path(given) / '*.wav'})"
             )
+        if Path(given).exists() and not Path(given).is_file():  # a FIFO, /dev/zero: never read
+            raise EmofuseError(f"audio {given} is a device or a pipe, not a file: give audio files")
         if not Path(given).is_file():
             raise EmofuseError(f"audio file {given} not found")
     texts = [text] * len(audio) if text is not None else _texts_for(audio, table)

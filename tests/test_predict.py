@@ -699,3 +699,14 @@ def test_a_hand_edited_config_json_is_named_by_predict_not_the_model_folders(tra
     utt = trained["utts"][trained["test_ids"][0]]
     line = _one_line(invoke("predict", "--run", run, utt.audio))
     assert line.startswith(f"error: {run / 'config.json'} was edited after the run wrote it"), line
+
+
+def test_a_pipe_or_a_device_given_as_audio_is_named_as_such(trained, tmp_path):
+    """A FIFO or /dev/zero as audio was "audio file … not found" (round-13 train side row 107)."""
+    import os
+
+    fifo = tmp_path / "a.wav"
+    os.mkfifo(fifo)
+    for given in (fifo, Path("/dev/zero")):
+        line = _one_line(invoke("predict", "--run", trained["run"], given, "--text", "hi"))
+        assert line == f"error: audio {given} is a device or a pipe, not a file: give audio files"

@@ -11,6 +11,7 @@ only the temporary file a run killed while writing its first config.json leaves 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,9 @@ def not_a_run(run: Path, command: str) -> EmofuseError:
             + ("is not a regular file: move it away, then " if plan.exists() else "is missing (deleted or lost); ")
             + _remake_plan(run, config)
         )  # fmt: skip
+    parent = run.parent
+    if re.fullmatch(r"fold_\d+", run.name) and (parent / "folds.json").is_file():
+        return EmofuseError(f"{run} is one fold of the run {parent}: give the run folder {parent}")
     return reproduce_refusal(run, command) or EmofuseError(
         f"{run} is not a run folder (no folds.json/config.json): train it first"
     )

@@ -1724,3 +1724,16 @@ def test_ctrl_c_during_fuse_says_how_to_go_on(run, tmp_path, monkeypatch):
         f"interrupted: rerun the same command to fuse again into {out} (an unfinished fuse is "
         "redone)"
     )
+
+
+def test_a_fold_folder_given_as_a_run_is_named(run, tmp_path):
+    """A run's fold folder was "not a run folder … train it first" (round-13 train side row 110)."""
+    fold = fold_dir(run, 1)
+    for args in (
+        ["report", str(fold)],
+        ["fuse", str(fold), str(run), "--out", str(tmp_path / "f")],
+    ):
+        line = _one_error_line(CliRunner().invoke(cli, args))
+        assert line == f"error: {fold} is one fold of the run {run}: give the run folder {run}", (
+            line
+        )

@@ -242,14 +242,20 @@ def _check_same_encoders(
     for key in MATCH_KEYS:
         if key in moved and trained.get(key) and now.get(key):
             # a moved folder has another path: the weights (their hash) must be the same
-            if trained[key].get("revision") != now[key].get("revision"):
+            recorded = trained[key].get("config")  # an older run records none
+            if trained[key].get("revision") != now[key].get("revision") or (
+                recorded and recorded != now[key].get("config")
+            ):
                 raise EmofuseError(
                     f"--{key.replace('_', '-')} {now[key].get('id')} holds other weights than "
                     f"the model {run} was trained with ({trained[key].get('id')}); give the "
                     "folder of the original model"
                 )
             continue
-        if trained.get(key) != now.get(key):
+        was, current = trained.get(key), now.get(key)
+        if isinstance(was, dict) and isinstance(current, dict) and "config" not in was:
+            current = {k: v for k, v in current.items() if k != "config"}  # an older run's record
+        if was != current:
             raise EmofuseError(
                 f"the encoders loaded now differ from those {run} was trained on ({key}: "
                 f"{trained.get(key)!r} vs {now.get(key)!r}); restore the original model folders"

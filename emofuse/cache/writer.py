@@ -192,7 +192,7 @@ class CacheWriter:
                 *((options, ours) if options != ours else (stored_settings, self.settings))
             )
             option = key if "." in key else "--" + key.replace("_", "-")  # extract's option
-            model = re.fullmatch(r"fingerprint\.(\w+)_model\.revision", key)
+            model = re.fullmatch(r"fingerprint\.(\w+)_model\.(?:revision|config)", key)
             if model:  # the same option, other files: the folder's weights were replaced
                 folder = self.settings.get(f"{model[1]}_model")
                 raise _OptionsDiffer(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -169,6 +171,8 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
 def load_error(kind: str, name: str, option: str, exc: BaseException) -> EmofuseError:
     """The one-line message for a model that cannot be loaded: what failed and how to fix it."""
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if isinstance(exc, MissingWeights):  # the folder is whole but inconsistent: say so
+        return EmofuseError(f"{option} {name}: {exc}")
     if out_of_memory(exc):  # an intact model that did not fit: never "damaged" or "re-download"
         return EmofuseError(f"cannot load {kind} model {name}: {MEMORY_ADVICE} ({reason[:120]})")
     if is_local(name):
@@ -222,6 +226,26 @@ def broken_file(folder: Path) -> tuple[Path, str] | None:
                 continue
             return path, f"not a readable safetensors file: {' '.join(str(err).split())[:80]}"
     return None
+
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".txt", ".model")  # configs, vocabularies
+
+
+def config_sha256(folder: str | os.PathLike) -> str | None:
+    """sha256 over the names and bytes of a local model folder's other files that shape its
+    output (config.json, preprocessor_config.json, tokenizer files, hyperparams.yaml), or None
+    for a folder without one. With ``weights_sha256`` it is what a resume checks: an edited
+    ``do_normalize`` or ``layer_norm_eps`` changes the features as the weights do."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in CONFIG_SUFFIXES)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()
 
 
 def weights_sha256(folder: str | os.PathLike) -> str:
@@ -322,11 +346,44 @@ def resolved_dir(name: str) -> Path | None:
 
 
 def from_pretrained(cls, name: str, device: torch.device, dtype: torch.dtype):
-    """``cls.from_pretrained`` with SDPA attention on CUDA where the architecture has it."""
+    """``cls.from_pretrained`` with SDPA attention on CUDA where the architecture has it; a
+    checkpoint that lacks weights of its encoder layers (a config.json asking for more layers
+    than the weights hold: transformers fills them at random) is refused."""
     with quiet_hf():
+        model = info = None
         if device.type == "cuda":
             try:
-                return cls.from_pretrained(name, dtype=dtype, attn_implementation="sdpa")
+                model, info = cls.from_pretrained(
+                    name, dtype=dtype, attn_implementation="sdpa", output_loading_info=True
+                )
             except ValueError:
                 pass  # this architecture has no SDPA path (e.g. WavLM): its default attention
-        return cls.from_pretrained(name, dtype=dtype)
+        if model is None:
+            model, info = cls.from_pretrained(name, dtype=dtype, output_loading_info=True)
+    random = [k for k in (info or {}).get("missing_keys", []) if _LAYER_KEY.search(k)]
+    if random:
+        raise MissingWeights(
+            f"its weights lack {len(random)} tensor(s) its config.json asks for (e.g. "
+            f"{random[0]}), which would be random: the config and the weights are not of one "
+            "model; copy the folder again as save_pretrained wrote it"
+        )
+    return model
+
+
+_LAYER_KEY = re.compile(r"(^|\.)(layers?|encoder|embeddings)\.")  # not a head or a pooler
+
+
+class MissingWeights(ValueError):
+    """A checkpoint whose weights do not fill the model its config describes."""
+
+
+def check_sampling_rate(name: str, feature_extractor: Any) -> None:
+    """The model's preprocessor reads 16 kHz (what emofuse decodes every file to); another rate
+    in its preprocessor_config.json is one line, not transformers' ValueError on the first batch."""
+    rate = getattr(feature_extractor, "sampling_rate", SAMPLE_RATE)
+    if rate != SAMPLE_RATE:
+        raise EmofuseError(
+            f"--speech-model {name}: its preprocessor_config.json says sampling_rate {rate}, but "
+            f"emofuse feeds {SAMPLE_RATE} Hz audio (every file is resampled to it): give a "
+            f"{SAMPLE_RATE // 1000} kHz speech model"
+        )

@@ -158,6 +158,12 @@ def load_text_encoder(
             "add a tokenizer.json (save_pretrained of the fast tokenizer) to the folder"
         )
     vocab = getattr(model.config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:  # ids past the embedding table
+        raise EmofuseError(
+            f"{OPTION} {name}: its tokenizer knows {len(tokenizer)} tokens but the model's "
+            f"embedding table has {vocab}, so a token past it cannot be embedded (the tokenizer "
+            "of another model?); give the tokenizer files the model was saved with"
+        )
     if isinstance(vocab, int) and len(tokenizer) < vocab / 2:  # its vocabulary files are lost
         raise EmofuseError(
             f"{OPTION} {name}: its tokenizer knows {len(tokenizer)} tokens but the model has a "

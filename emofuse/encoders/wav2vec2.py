@@ -33,6 +33,7 @@ from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtract
 
 from emofuse.encoders.common import (
     SAMPLE_RATE,
+    check_sampling_rate,
     from_pretrained,
     hold_frozen,
     load_error,
@@ -190,6 +191,7 @@ def load_wav2vec2_family(
         feature_extractor = _load_feature_extractor(name)
     except Exception as exc:  # noqa: BLE001 - any failure here is "cannot load this model"
         raise load_error("speech", name, OPTION, exc) from exc
+    check_sampling_rate(name, feature_extractor)
     revision = model_revision(name, resolved_dir(name))
     return SSLSpeechEncoder(
         model, feature_extractor, name, revision, device, dtype, max_batch_seconds

@@ -27,6 +27,7 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from emofuse.encoders.common import (
     SAMPLE_RATE,
+    check_sampling_rate,
     fp16_range,
     from_pretrained,
     hold_frozen,
@@ -225,6 +226,7 @@ def load_whisper_encoder(
         feature_extractor = WhisperFeatureExtractor.from_pretrained(name)
     except Exception as exc:  # noqa: BLE001 - any failure here is "cannot load this model"
         raise load_error("speech", name, OPTION, exc) from exc
+    check_sampling_rate(name, feature_extractor)
     revision = model_revision(name, resolved_dir(name))
     return WhisperSpeechEncoder(
         encoder, feature_extractor, name, revision, device, dtype, max_batch_seconds

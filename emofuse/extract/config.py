@@ -164,9 +164,17 @@ def _check_savedir(savedir: Path) -> None:
 
 
 def _model_ref(enc: SpeechEncoder | TextEncoder | SpeakerEncoder | None) -> dict | None:
+    """The model as the fingerprint names it: id, the revision of its weights and, for a local
+    folder, of its configuration files (a hub revision is a commit: it covers both)."""
     if enc is None:
         return None
-    return {"id": str(enc.model_id), "revision": str(enc.revision)}
+    from emofuse.encoders.common import config_sha256, is_local
+
+    ref = {"id": str(enc.model_id), "revision": str(enc.revision)}
+    config = (
+        config_sha256(Path(str(enc.model_id)).expanduser()) if is_local(str(enc.model_id)) else None
+    )
+    return {**ref, "config": config} if config else ref
 
 
 def content_settings(cfg: ExtractConfig, device: torch.device) -> dict:

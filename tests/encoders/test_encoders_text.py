@@ -136,3 +136,40 @@ def test_a_text_model_folder_that_lost_its_vocabulary_is_refused(tiny, tmp_path)
         str(err.value),
     ), str(err.value)
     assert load_text_encoder(tiny.text).tokenizer is not None  # the whole folder loads
+
+
+def test_a_config_asking_for_more_layers_or_a_larger_tokenizer_is_refused(tiny, tmp_path):
+    """A hubert whose config.json asks for 4 layers with weights for 2 (transformers fills the
+    rest at random: two runs stored different features), a preprocessor at 8 kHz (a
+    ValueError traceback on the first batch) and a tokenizer larger than the embedding table
+    (an IndexError traceback) are each one line at load (round-14 extract side rows 21, 41, 24)."""
+    import json
+    import shutil
+
+    from emofuse.encoders import load_speech_encoder
+
+    deep = tmp_path / "deep"
+    shutil.copytree(tiny.speech["hubert"], deep)
+    config = json.loads((deep / "config.json").read_text())
+    config["num_hidden_layers"] += 2
+    (deep / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EmofuseError) as err:
+        load_speech_encoder(deep)
+    assert str(err.value).startswith(f"--speech-model {deep}: its weights lack "), err.value
+    assert "which would be random" in str(err.value)
+    slow = tmp_path / "slow"
+    shutil.copytree(tiny.speech["hubert"], slow)
+    pre = json.loads((slow / "preprocessor_config.json").read_text())
+    pre["sampling_rate"] = 8000
+    (slow / "preprocessor_config.json").write_text(json.dumps(pre))
+    with pytest.raises(EmofuseError, match="its preprocessor_config.json says sampling_rate 8000"):
+        load_speech_encoder(slow)
+    big = tmp_path / "bert"
+    shutil.copytree(tiny.text, big)
+    (big / "tokenizer.json").unlink()
+    vocab = (big / "vocab.txt").read_text().splitlines()
+    size = json.loads((big / "config.json").read_text())["vocab_size"]
+    extra = [f"zz{i}" for i in range(size + 5 - len(vocab))]
+    (big / "vocab.txt").write_text("\n".join(vocab + extra) + "\n")
+    with pytest.raises(EmofuseError, match="embedding table has"):
+        load_text_encoder(big)

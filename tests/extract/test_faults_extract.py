@@ -1123,3 +1123,39 @@ def test_an_out_name_too_long_for_the_file_system_is_one_line(tmp_path, tiny, cl
     assert result.exit_code == 2 and "longer than the file system allows" in error_line(
         result.output
     )
+
+
+@pytest.mark.parametrize("file, edit", [
+    ("config.json", ("layer_norm_eps", 0.5)),
+    ("preprocessor_config.json", ("do_normalize", False)),
+])  # fmt: skip
+def test_a_resume_after_the_models_config_changed_is_refused(tmp_path, tiny, clips, file, edit):
+    """The model's revision covered its weight files only: a resume after an edit of config.json
+    (layer_norm_eps) or preprocessor_config.json (do_normalize) mixed utterances of two models,
+    and verify passed (round-14 extract side rows 43, 65)."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    model = tmp_path / "model"
+    shutil.copytree(tiny.speech["wav2vec2-group"], model)
+    out = tmp_path / "m.h5"
+
+    def args(*more: str) -> list[str]:
+        base = manifest_args(manifest, tiny, out, *more)
+        base[base.index("--speech-model") + 1] = str(model)
+        return base
+
+    os.environ[faults.ENV] = "part-write:3:enospc"
+    faults.reset()
+    try:
+        assert CliRunner().invoke(cli, args("--flush-seconds", "0")).exit_code == 2
+    finally:
+        del os.environ[faults.ENV]
+        faults.reset()
+    config = json.loads((model / file).read_text())
+    config[edit[0]] = edit[1]
+    (model / file).write_text(json.dumps(config))
+    again = CliRunner().invoke(cli, args("--flush-seconds", "0"))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert line.startswith(
+        f"error: {out}.parts was extracted with other files of the speech model {model} (content "
+    ), line

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from emofuse.cli.corpus import corpus_options
-from emofuse.cli.options import OUT, FiniteFloatRange
+from emofuse.cli.options import OUT, FiniteFloatRange, note
 from emofuse.errors import EmofuseError
 from emofuse.extract import (
     DEFAULT_SPEAKER,
@@ -105,9 +105,7 @@ def extract_cmd(**opts) -> None:
     """
     read = opts.pop("corpus")
     for reason, items in read.skipped.items():
-        click.echo(
-            f"corpus: skipped {len(items)} ({reason}), e.g. {', '.join(items[:3])}", err=True
-        )
+        note(f"corpus: skipped {len(items)} ({reason}), e.g. {', '.join(items[:3])}")
     # the reader's normalisation mode belongs in the fingerprint (corpus_options consumed it)
     text_norm = click.get_current_context().params.get("text_norm", "default")
     cfg = ExtractConfig(

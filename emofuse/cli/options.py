@@ -52,3 +52,12 @@ def _example(ctx: click.Context | None) -> str:
 
 
 OUT = OutPath(path_type=Path)  # every command's --out
+
+
+def note(text: str) -> None:
+    """An informational line on stderr; a stderr that cannot take it (a full log disk, a closed
+    pipe) costs the note only, never the run (it was an uncaught OSError, exit 1)."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(text, err=True)

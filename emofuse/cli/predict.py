@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from emofuse.cli.options import note
+
 
 @click.command("predict")
 @click.option("--run", "run", required=True, type=click.Path(path_type=Path), help="run folder")
@@ -67,14 +69,14 @@ def predict_cmd(
         },
     )
     ignored = [n for n in result.notes if result.text_ignored and " is ignored: head " in n]
-    for note in ignored:  # about the command line, not the predictions: stderr, even with --json
-        click.echo(f"note: {note}", err=True)
+    for line in ignored:  # about the command line, not the predictions: stderr, even with --json
+        note(f"note: {line}")
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    for note in result.notes:  # stderr: stdout holds the data lines only (`| cut -f2`)
-        if note not in ignored:
-            click.echo(f"note: {note}", err=True)
+    for line in result.notes:  # stderr: stdout holds the data lines only (`| cut -f2`)
+        if line not in ignored:
+            note(f"note: {line}")
     folds = ",".join(map(str, result.folds))
     click.echo(f"(fold {folds})" if len(result.folds) == 1 else f"(mean of folds {folds})")
     for p in result.predictions:

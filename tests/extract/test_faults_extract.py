@@ -1159,3 +1159,20 @@ def test_a_resume_after_the_models_config_changed_is_refused(tmp_path, tiny, cli
     assert line.startswith(
         f"error: {out}.parts was extracted with other files of the speech model {model} (content "
     ), line
+
+
+def test_a_full_stderr_costs_the_notes_not_the_run(tmp_path, tiny, clips):
+    """`extract … 2>/dev/full` (a cron job whose log disk is full) died with exit 1 and nothing
+    stored when its `corpus: skipped …` note could not be written (round-14 extract side row
+    60): the notes are lost, the cache is made."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    with open(manifest, "a") as fh:
+        fh.write("gone,gone.wav,hello there,neu,spk1\n")  # skipped: a note on stderr
+    out = tmp_path / "x.h5"
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(
+            [PYTHON, "-m", "emofuse", *manifest_args(manifest, tiny, out, "--skip-missing")],
+            stdout=subprocess.PIPE, stderr=full, text=True, env=child_env(), timeout=600,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stdout
+    assert open_cache(out).complete and len(open_cache(out).ids) == len(clips)

@@ -61,7 +61,7 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Decoded:
     except Exception as err:  # libsndfile raises several types for damaged files
         why = getattr(err, "error_string", None) or str(err).splitlines()[0]
         raise AudioProblem(f"unreadable audio {path.name}: {why}") from None
-    problem = header_problem(path, int(rate))
+    problem = header_problem(path, int(rate)) or _decoded_short(path, raw, data.shape[0], rate)
     if problem:
         raise AudioProblem(problem)
     if data.shape[0] == 0:
@@ -119,6 +119,21 @@ def rate_problem(path: str | Path, rate: int) -> str | None:
         f"sample rate {rate} Hz of {Path(path).name} is {where}, outside {RATE_RANGE} "
         "(a damaged header or not speech audio); re-export the file at 16 kHz"
     )
+
+
+def _decoded_short(path: Path, raw: bytes, n: int, rate: int) -> str | None:
+    """A compressed file (MP3 with a Xing/LAME header, say) whose header states a length its
+    data falls well short of: cut short, decoded without complaint (it was stored short)."""
+    try:
+        claimed = sf.info(io.BytesIO(raw)).frames
+    except Exception:  # noqa: BLE001 - the read above succeeded: no header figure to compare
+        return None
+    if claimed > 0 and n < 0.95 * claimed and (claimed - n) / rate > 0.1:
+        return (
+            f"truncated audio {path.name}: its header states {claimed / rate:.2f} s, its data "
+            f"holds {n / rate:.2f} s (an interrupted copy?); copy the file again"
+        )
+    return None
 
 
 def wav_truncated(path: Path) -> tuple[int, int] | None:

@@ -302,3 +302,20 @@ def test_strict_makes_an_iemocap_wav_the_reader_skipped_fatal(
     assert "Traceback" not in result.output
     relaxed = CliRunner().invoke(cli, extract_args(root, tiny, out))  # without: skipped, listed
     assert relaxed.exit_code == 0 and wav.stem in relaxed.output, relaxed.output
+
+
+def test_a_compressed_file_cut_short_is_truncated_audio_not_a_short_utterance(tmp_path):
+    """An MP3 cut to half its bytes decoded without complaint and was stored as a 1.1 s utterance
+    of a 2.6 s recording (round-14 extract side row 66); its Xing header states the length."""
+    import numpy as np
+    import soundfile as sf
+
+    from emofuse.audio import AudioProblem, load_audio
+
+    t = np.arange(16000 * 3) / 16000
+    sf.write(tmp_path / "w.mp3", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    assert abs(len(load_audio(tmp_path / "w.mp3").wav) / 16000 - 3.0) < 0.05  # the whole file
+    raw = (tmp_path / "w.mp3").read_bytes()
+    (tmp_path / "half.mp3").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(AudioProblem, match=r"truncated audio half.mp3: its header states 3.00 s"):
+        load_audio(tmp_path / "half.mp3")

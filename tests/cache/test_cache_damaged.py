@@ -217,11 +217,14 @@ def _unrelated_hdf5(path: Path) -> None:
 def test_something_else_is_still_not_an_emofuse_cache(tmp_path, name, make):
     path = tmp_path / name
     make(path)
+    said = (
+        f"error: {path} is an empty folder, not a cache: remove it (`emofuse extract` makes the "
+        "store there), or check the path"
+        if name == "empty.zarr"  # what to do with it (round-13 extract side row 32)
+        else f"error: {path} is not an emofuse cache (no emofuse metadata); check the path"
+    )
     for command in ("info", "verify"):
-        line = _one_line(_cli(command, str(path)), 2)
-        assert (
-            line == f"error: {path} is not an emofuse cache (no emofuse metadata); check the path"
-        )
+        assert _one_line(_cli(command, str(path)), 2) == said
 
 
 def test_deleted_checksums_are_one_line_in_verify(tmp_path, reference):

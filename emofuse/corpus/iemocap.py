@@ -18,7 +18,7 @@ import soundfile as sf
 
 from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
-from emofuse.corpus.utterance import CorpusReadResult, Segment, Utterance
+from emofuse.corpus.utterance import ALIGN_SLACK_S, CorpusReadResult, Segment, Utterance
 from emofuse.errors import EmofuseError
 from emofuse.progress import progress_bar
 
@@ -52,6 +52,14 @@ SKIP_BAD_WAV = "sentence wav unreadable by soundfile (not audio, empty or damage
 SKIP_BAD_RATE = f"sentence wav sample rate outside {RATE_RANGE} (damaged header)"
 SKIP_BAD_SUMMARY = "label line not in the summary format"
 SKIP_NOT_IMPRO = "scripted dialog (--improvised-only)"
+SKIP_ALIGN_PAST = (
+    "its alignment ends past its audio (another recording's?): kept, unaligned, so its word, "
+    "syllable and phone segments are left out"
+)
+
+
+def _tiers_end(tiers: dict) -> float:
+    return max((float(seg[1]) for segs in tiers.values() for seg in segs), default=0.0)
 
 
 def skip_label_reason(code: str, classes: str) -> str:
@@ -325,6 +333,10 @@ def read_iemocap(
                 continue
             duration = info.duration
             raw = texts[utt_id][2]
+            tiers = read_tiers(align_dir, utt_id)
+            if tiers and _tiers_end(tiers) > duration + ALIGN_SLACK_S:  # another file's, clamped
+                result.skip(SKIP_ALIGN_PAST, utt_id)  # onto the last frames: left out, unaligned
+                tiers = None
             result.utterances.append(
                 Utterance(
                     id=utt_id,
@@ -335,7 +347,7 @@ def read_iemocap(
                     session=ses,
                     gender=gender,
                     duration=duration,
-                    tiers=read_tiers(align_dir, utt_id),
+                    tiers=tiers,
                     extra={
                         "dialog": dialog,
                         "improvised": is_improvised(dialog),

@@ -21,7 +21,7 @@ import soundfile as sf
 
 from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
-from emofuse.corpus.utterance import CorpusReadResult, Utterance
+from emofuse.corpus.utterance import ALIGN_SLACK_S, CorpusReadResult, Utterance
 from emofuse.errors import EmofuseError
 from emofuse.progress import progress_bar
 
@@ -191,9 +191,6 @@ def _audio_problem(audio: Path) -> str | None:
     if audio.is_file() and audio.stat().st_size == 0:
         return "is empty (0 bytes): the export or copy failed"
     return None
-
-
-ALIGN_SLACK_S = 0.5  # an alignment may end this far past the audio (rounding, a trailing pause)
 
 
 def _tiers(base: Path, value: str, where: str, utt_id: str, duration: float):

@@ -41,6 +41,9 @@ class Utterance:
         return self.text if self.text_norm is None else self.text_norm
 
 
+ALIGN_SLACK_S = 0.5  # an alignment may end this far past the audio (rounding, a trailing pause)
+
+
 @dataclass
 class CorpusReadResult:
     """What a reader kept, and what it left out and why (reason -> ids or file names)."""

@@ -238,3 +238,21 @@ def test_utterance_without_an_emoevaluation_block_is_listed_in_skipped(mini_iemo
     assert {u.id for u in res.utterances} == {
         "Ses01F_impro01_F000", "Ses03M_impro05a_F000", "Ses05M_script01_1b_F002"
     }  # fmt: skip
+
+
+def test_an_alignment_far_past_its_audio_is_dropped_and_listed(mini_iemocap):
+    """An alignment ending well past its wav (another recording's) had every span clamped onto
+    the last frame and stored without a flag (round-14 extract side row 73); the manifest
+    reader refuses such a TextGrid. The utterance is kept unaligned, and listed."""
+    import numpy as np
+    import soundfile as sf
+
+    from emofuse.corpus.iemocap import SKIP_ALIGN_PAST
+
+    assert {u.id: u for u in _read(mini_iemocap).utterances}["Ses01F_impro01_F000"].aligned
+    wav = mini_iemocap / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
+    sf.write(wav, np.full(8000, 0.1, dtype=np.float32), 16000)  # 0.5 s; its words reach 2.02 s
+    res = _read(mini_iemocap)
+    u = {u.id: u for u in res.utterances}["Ses01F_impro01_F000"]
+    assert u.tiers is None and not u.aligned
+    assert res.skipped[SKIP_ALIGN_PAST] == ["Ses01F_impro01_F000"]

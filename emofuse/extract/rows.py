@@ -150,7 +150,16 @@ class RowBuilder:
 
 
 def corpus_fields(u: Utterance) -> dict:
-    """The table fields that come from the corpus reader (not from decoding or the models)."""
+    """The table fields that come from the corpus reader (not from decoding or the models); an
+    aligned utterance's ``extra`` holds the SHA-1 of its tiers, so a resume after its alignment
+    changed is refused like one after its text changed (its word spans were kept stale)."""
+    extra = dict(u.extra)
+    if u.tiers:
+        import hashlib
+
+        from emofuse.cache.schema import canonical_json
+
+        extra["alignment_sha1"] = hashlib.sha1(canonical_json(u.tiers)).hexdigest()
     return {
         "speaker": u.speaker,
         "session": u.session or "",
@@ -160,5 +169,5 @@ def corpus_fields(u: Utterance) -> dict:
         "text_norm": u.model_text,
         "aligned": u.aligned,
         "split": u.split or "",
-        "extra": dict(u.extra),
+        "extra": extra,
     }

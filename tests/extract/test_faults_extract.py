@@ -1176,3 +1176,35 @@ def test_a_full_stderr_costs_the_notes_not_the_run(tmp_path, tiny, clips):
         )  # fmt: skip
     assert run.returncode == 0, run.stdout
     assert open_cache(out).complete and len(open_cache(out).ids) == len(clips)
+
+
+def test_a_resume_after_the_alignment_changed_is_refused(tmp_path, tiny, clips):
+    """The resume compared text, label, speaker and audio but not the alignment: the stored word
+    spans stayed those of the old TextGrid, and verify passed (round-14 extract side row 58)."""
+    from emofuse.align.textgrid import write_textgrid
+
+    folder = tmp_path / "c"
+    manifest = write_manifest(folder, clips)
+
+    def align(split: float) -> None:
+        rows = list(csv.DictReader(manifest.open()))
+        for row in rows:
+            wav, rate = clips[row["audio"]]
+            end = len(wav) / rate
+            tiers = {"word": [(0.0, split * end, "hello"), (split * end, end, "there")]}
+            write_textgrid(folder / f"{row['id']}.TextGrid", tiers, end)
+            row["alignment"] = f"{row['id']}.TextGrid"
+        with manifest.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    align(0.5)
+    out = tmp_path / "al.h5"
+    interrupted(tmp_path, tiny, manifest, out, 2)
+    align(0.2)  # the same words, other spans
+    again = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert again.exit_code == 2, again.output
+    line = error_line(again.output)
+    assert re.match(r"error: utterance \S+: extra \{.*'alignment_sha1'", line), line
+    assert "changed since it was extracted" in line and not out.exists()

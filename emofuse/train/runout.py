@@ -22,6 +22,8 @@ from emofuse.fileio import remove_temporaries
 from emofuse.train.outdir import check_outside_runs, check_run_out, is_fused_folder
 from emofuse.train.rundir import finished_folds
 
+OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # open files or memory: write_fix names them
+
 
 def check_out(out: Path, cache_path: str | Path | None) -> None:
     """One-line errors for an ``--out`` that cannot be a run folder: a file, a path under a regular
@@ -69,7 +71,7 @@ def writes_into(out: Path) -> Any:
     try:
         yield
     except OSError as err:
-        if err.errno not in (*WRITE_ERRORS, *IN_THE_WAY) or from_stdout(err):
+        if err.errno not in (*WRITE_ERRORS, *IN_THE_WAY, *OUT_OF) or from_stdout(err):
             raise
         remove_temporaries(out)
         where = f" writing {err.filename}" if err.filename else ""

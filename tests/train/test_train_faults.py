@@ -271,8 +271,9 @@ def test_a_diverging_run_is_one_cli_line_naming_the_epoch(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize(
-    "when", ["fold-write:2:enospc", "fold-write:1:erofs", "fold-write:1:efbig"]
-)
+    "when",
+    ["fold-write:2:enospc", "fold-write:1:erofs", "fold-write:1:efbig", "fold-write:1:emfile"],
+)  # emfile: a traceback (round-14 train side row 34)
 def test_disk_full_or_read_only_while_training_is_one_line_and_the_rerun_resumes(
     tmp_path, cache, monkeypatch, when
 ):
@@ -288,6 +289,8 @@ def test_disk_full_or_read_only_while_training_is_one_line_and_the_rerun_resumes
         assert "`ulimit -f` limits one file's size" in msg and "free disk space" not in msg
     if when.endswith("erofs"):  # disk space is not the problem on a read-only mount
         assert "mounted read-only: remount it" in msg and "free disk space" not in msg
+    if when.endswith("emfile"):
+        assert "ran out of open files" in msg and "free disk space" not in msg
     assert finished_folds(out) == list(range(1, kept + 1))  # the failed fold is not "finished"
     assert not list(out.glob("**/*.tmp")) and not lock_path(out).exists()
     monkeypatch.delenv(faults.ENV)

@@ -245,6 +245,14 @@ def report_command(run, tsne) -> None:
             note = missing_folds_note(run, plan, finish_advice(fused=not trained))
             report = write_report(run, tsne=tsne)
         except OSError as err:  # a full disk, a folder where report.md goes, no permission
+            outside = err.filename and not Path(err.filename).resolve().is_relative_to(
+                run.resolve()
+            )
+            if outside and err.errno in (errno.EACCES, errno.EPERM):  # read: the cache for t-SNE
+                raise EmofuseError(
+                    f"cannot read {err.filename} ({os_reason(err)}), which report --tsne reads: "
+                    "make it readable (`chmod u+r` it, or ask its owner), then rerun the same command"
+                ) from None
             usual = (
                 f"make {run} writable, or {in_place.split(': ', 1)[1]}"
                 if err.errno in (errno.EACCES, errno.EPERM)

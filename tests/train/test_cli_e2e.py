@@ -297,3 +297,23 @@ def test_compare_of_a_run_with_itself_and_outputs_inside_a_zarr_cache_are_refuse
         assert result.exit_code == 2 and f"is inside the cache {store}" in result.output, (
             args[0], result.output)  # fmt: skip
     assert sorted(p.name for p in store.iterdir()) == ["zarr.json"]
+
+
+def test_report_tsne_with_an_unreadable_cache_says_to_make_it_readable(
+    serial_run, cache_path, monkeypatch
+):
+    """A cache without read permission was "cannot write … make the run writable" in report
+    --tsne (round-14 train side row 42). (Root reads everything: the refusal is injected.)"""
+    import emofuse.cache
+
+    def refused(path, *args, **kw):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(emofuse.cache, "open_cache", refused)
+    result = CliRunner().invoke(cli, ["report", str(serial_run), "--tsne"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: cannot read {cache_path} (Permission denied), which "), (
+        lines
+    )
+    assert "writable" not in lines[0]

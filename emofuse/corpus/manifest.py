@@ -361,6 +361,11 @@ def read_manifest(
         try:
             info = sf.info(str(audio))
         except RuntimeError:  # soundfile's LibsndfileError
+            if not os.access(audio, os.R_OK):  # a good file it may not open: not "convert it"
+                raise EmofuseError(
+                    f"{where}: audio file {audio} for {utt_id} cannot be read (Permission "
+                    "denied): make it readable (`chmod u+r` it, or ask its owner)"
+                ) from None
             if skip_missing:
                 result.skip(SKIP_UNREADABLE, utt_id)
                 continue

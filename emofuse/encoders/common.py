@@ -185,6 +185,10 @@ def load_error(kind: str, name: str, option: str, exc: BaseException) -> Emofuse
         broken = broken_file(Path(name))
         if broken is not None:
             path, why = broken
+            if why.startswith("cannot be read"):
+                return EmofuseError(
+                    f"cannot load {kind} model from folder {name}: {path.name} {why}"
+                )
             return EmofuseError(
                 f"cannot load {kind} model from folder {name}: {path.name} is damaged ({why}); "
                 f"copy that file again from where the model came from (or save_pretrained again)"
@@ -211,11 +215,15 @@ def broken_file(folder: Path) -> tuple[Path, str] | None:
     if not folder.is_dir():
         return None
     for path in sorted(folder.glob("*.json")):
+        if not os.access(path, os.R_OK):
+            return path, "cannot be read (Permission denied): make it readable (`chmod u+r` it)"
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as err:
             return path, f"not valid JSON: {' '.join(str(err).split())[:80]}"
     for path in sorted(folder.glob("*.safetensors")):
+        if not os.access(path, os.R_OK):  # intact, perhaps: "damaged, copy it again" is wrong
+            return path, "cannot be read (Permission denied): make it readable (`chmod u+r` it)"
         try:
             from safetensors import safe_open
 

@@ -244,3 +244,28 @@ def test_other_separators_non_string_json_values_and_urls_are_named(root):
     )
     win = manifest(root, "a,C:\\data\\a.wav,hi,neu,s1")  # round-13 extract side row 126
     assert "is a Windows path; give the file's path on this machine" in one_line_error(stats(win))
+
+
+def test_an_audio_file_without_read_permission_says_so(root, monkeypatch):
+    """A good WAV under `chmod 000` was "soundfile cannot read … convert it to wav/flac"
+    (round-14 extract side row 74). (Root reads everything: the refusal is injected.)"""
+    import os
+
+    import soundfile
+
+    wav = root / "a.wav"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == wav else real(p, m))
+
+    def refused(path, *a, **kw):
+        if Path(path) == wav:
+            raise RuntimeError("Error opening: Permission denied")
+        return real_info(path, *a, **kw)
+
+    real_info = soundfile.info
+    monkeypatch.setattr(soundfile, "info", refused)
+    line = one_line_error(stats(manifest(root, "a,a.wav,hi,neu,s1")))
+    assert line == (
+        f"error: manifest {root / 'm.csv'} row 1: audio file {wav} for a cannot be read "
+        "(Permission denied): make it readable (`chmod u+r` it, or ask its owner)"
+    ), line

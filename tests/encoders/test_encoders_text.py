@@ -173,3 +173,24 @@ def test_a_config_asking_for_more_layers_or_a_larger_tokenizer_is_refused(tiny, 
     (big / "vocab.txt").write_text("\n".join(vocab + extra) + "\n")
     with pytest.raises(EmofuseError, match="embedding table has"):
         load_text_encoder(big)
+
+
+def test_a_model_file_without_read_permission_is_named_as_such(tiny, monkeypatch):
+    """`chmod 000 model.safetensors` was "is damaged (… No such file or directory) … copy that
+    file again", which keeps its mode (round-14 extract side row 75). (Root reads everything:
+    the permission is refused by the check's own call.)"""
+    import os
+    from pathlib import Path
+
+    from emofuse.encoders.common import broken_file, load_error
+
+    weights = Path(tiny.speech["hubert"]) / "model.safetensors"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == weights else real(p, m))
+
+    assert broken_file(weights.parent)[1].startswith("cannot be read (Permission denied)")
+    line = str(load_error("speech", str(weights.parent), "--speech-model", OSError("x")))
+    assert line == (
+        f"cannot load speech model from folder {weights.parent}: model.safetensors cannot be read "
+        "(Permission denied): make it readable (`chmod u+r` it)"
+    ), line

@@ -194,6 +194,13 @@ def load_speaker_encoder(
         raise load_error("speaker", name, OPTION, exc) from exc
     if classifier is None or not hasattr(classifier, "encode_batch"):
         raise EmofuseError(f"{OPTION} {name}: not a SpeechBrain EncoderClassifier folder")
+    rate = getattr(getattr(classifier, "hparams", None), "sample_rate", SAMPLE_RATE)
+    if rate != SAMPLE_RATE:  # it would be fed 16 kHz audio as if it were its own rate
+        raise EmofuseError(
+            f"{OPTION} {name}: its hyperparams.yaml says sample_rate {rate}, but emofuse feeds "
+            f"{SAMPLE_RATE} Hz audio (every file is resampled to it): give a "
+            f"{SAMPLE_RATE // 1000} kHz speaker model"
+        )
     classifier.eval()
     revision = model_revision(name, Path(source) if local else _hub_dir(name))
     return SpeakerEncoder(classifier, name, revision, device, max_length_ratio=max_length_ratio)

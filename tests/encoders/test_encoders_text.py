@@ -194,3 +194,17 @@ def test_a_model_file_without_read_permission_is_named_as_such(tiny, monkeypatch
         f"cannot load speech model from folder {weights.parent}: model.safetensors cannot be read "
         "(Permission denied): make it readable (`chmod u+r` it)"
     ), line
+
+
+def test_a_speaker_model_of_another_sampling_rate_is_refused(tmp_path):
+    """An ECAPA whose hyperparams.yaml says sample_rate 8000 was fed 16 kHz audio and stored as a
+    success (round-14 extract side row 89)."""
+    from emofuse.encoders.speaker import load_speaker_encoder
+    from emofuse.encoders.tiny import build_speaker
+
+    folder = build_speaker(tmp_path / "ecapa8k")
+    yaml = folder / "hyperparams.yaml"
+    yaml.write_text(yaml.read_text().replace("sample_rate: 16000", "sample_rate: 8000"))
+    with pytest.raises(EmofuseError, match="its hyperparams.yaml says sample_rate 8000"):
+        load_speaker_encoder(folder)
+    assert load_speaker_encoder(build_speaker(tmp_path / "ecapa")) is not None  # 16 kHz loads

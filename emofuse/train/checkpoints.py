@@ -86,8 +86,7 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
         raise EmofuseError(
             f"{path} lists the labels {', '.join(map(str, labels))} but fold "
             f"{ckpt_path.parent.name[len('fold_') :].lstrip('0')} of {run} was trained with "
-            f"{', '.join(ckpt['labels'])} (its checkpoint.pt and predictions.csv): config.json was "
-            f'edited; restore its "labels" to {json.dumps(ckpt["labels"])} (keep the folds)'
+            f"{', '.join(ckpt['labels'])} (its checkpoint.pt and predictions.csv): {_restore('labels', ckpt['labels'])}"
         )
     for section in ("loop", "head_config"):  # absent in checkpoints of an older emofuse
         held, said = ckpt.get(section), config.get(section)
@@ -102,8 +101,7 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
             raise EmofuseError(
                 f"{path} says {key} {json.dumps(said.get(key))} but every finished fold of "
                 f"{run} was trained with {json.dumps(held.get(key))} (their checkpoints): "
-                f'config.json was edited; restore its "{section}" to '
-                f"{json.dumps(held, sort_keys=True)} (keep the folds)"
+                f"{_restore(section, held)}"
             )
         raise EmofuseError(
             f"{ckpt_path} was trained with other settings than {run} ({key} "
@@ -113,8 +111,7 @@ def _check_own_head(run: Path, ckpt_path: Path, ckpt: Any) -> None:
     if not same_head and _every_fold_trained_with(run, "head", ckpt["head"]):
         raise EmofuseError(  # config.json is the odd one out
             f"{path} says head {config['head']} but every finished fold of {run} was trained "
-            f"with {ckpt['head']} (their checkpoints): config.json was edited; restore its "
-            f'"head" to {json.dumps(ckpt["head"])} (keep the folds)'
+            f"with {ckpt['head']} (their checkpoints): {_restore('head', ckpt['head'])}"
         )
     if not same_head or ckpt["labels"] != labels:
         held = ckpt.get("head_name") or ckpt["head"]
@@ -327,3 +324,13 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
             embs.append(forward_all(model, data, idx, 64, embed=True).numpy())  # (N_k, E)
         labels += [data.label_names[int(y)] for y in data.labels[idx.to(data.labels.device)]]
     return np.concatenate(embs), labels
+
+
+def _restore(key: str, value: Any) -> str:
+    """The advice when config.json, not the folds, is the odd one out: it was edited, or is
+    another run's (sealed: editing it back by hand then cannot match its checksum)."""
+    return (
+        "config.json was edited, or is another run's: restore this run's own config.json (its "
+        f'"{key}" was {json.dumps(value, sort_keys=True)}; the folds are kept), or train again '
+        "into a new --out"
+    )

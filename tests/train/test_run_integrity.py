@@ -201,7 +201,7 @@ def test_labels_edited_in_config_json_are_blamed_on_config_json_not_on_a_fold(ru
     path.write_text(json.dumps(config))
     expected = f"{path} lists the labels {', '.join(config['labels'])} but fold 1 of {edited}"
     line = _blamed_in_report_predict_and_train(edited, cache, expected)
-    assert f'restore its "labels" to {json.dumps(trained)}' in line
+    assert f'(its "labels" was {json.dumps(trained)}; the folds are kept)' in line
     assert all((fold_dir(edited, k) / "metrics.json").is_file() for k in range(1, 6))
     config["labels"] = trained  # what the message says to do
     path.write_text(json.dumps(config))
@@ -250,8 +250,9 @@ def test_the_head_edited_in_config_json_is_blamed_on_config_json(run, cache, tmp
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0] == (
         f"error: {path} says head pooled but every finished fold of {edited} was trained with "
-        f'{trained} (their checkpoints): config.json was edited; restore its "head" to '
-        f"{json.dumps(trained)} (keep the folds)"
+        f"{trained} (their checkpoints): config.json was edited, or is another run's: restore "
+        f'this run\'s own config.json (its "head" was {json.dumps(trained)}; the folds are kept), '
+        "or train again into a new --out"
     )
 
 
@@ -275,7 +276,8 @@ def test_a_loop_or_head_config_edited_in_config_json_is_blamed_on_config_json(
     )
     line = _blamed_in_report_predict_and_train(edited, cache, expected)
     assert line.endswith(
-        f'restore its "{section}" to {json.dumps(trained, sort_keys=True)} (keep the folds)'
+        f'(its "{section}" was {json.dumps(trained, sort_keys=True)}; the folds are kept), or '
+        "train again into a new --out"
     )
     path.write_text(json.dumps({**config, section: trained}))  # what the message says to do
     assert CliRunner().invoke(cli, ["report", str(edited)]).exit_code == 0

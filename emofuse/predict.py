@@ -34,6 +34,7 @@ from emofuse.streams import SEGMENT_TIERS
 from emofuse.train.checkpoints import load_fold_model, resolve_saved_head
 from emofuse.train.configseal import check_config_seal
 from emofuse.train.data import NonFiniteError, TrainData
+from emofuse.train.headcode import check_no_unrecorded_modules
 from emofuse.train.headerrors import user_head_code
 from emofuse.train.loop import predict_probs
 from emofuse.train.paths import relative_path_error
@@ -409,6 +410,7 @@ def predict(
             model = load_fold_model(run, k, data.device)
             with user_head_code(config["head"], k, "predicting with", "rerun the same command"):
                 probs += predict_probs(model, data, idx, 32)  # (N, C)
+        check_no_unrecorded_modules(config["head"], config, run, "these predictions ran")
         check_config_seal(run / "config.json", config)  # an edit not named by those checks
         probs /= len(folds)
     labels = list(config["labels"])

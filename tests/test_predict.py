@@ -710,3 +710,43 @@ def test_a_pipe_or_a_device_given_as_audio_is_named_as_such(trained, tmp_path):
     for given in (fifo, Path("/dev/zero")):
         line = _one_line(invoke("predict", "--run", trained["run"], given, "--text", "hi"))
         assert line == f"error: audio {given} is a device or a pipe, not a file: give audio files"
+
+
+def test_a_module_the_head_imports_by_a_computed_name_is_refused_by_predict(trained, tmp_path):
+    """`importlib.import_module("dyn" + "help")` inside the head's forward: in no record, so an
+    edit of it after training changed predictions silently (round-14 train side row 31)."""
+    import sys
+
+    from tests.helpers import TINY_HEAD
+
+    folder = tmp_path / "h"
+    folder.mkdir()
+    name = f"dynhelp_{tmp_path.name.replace('-', '_')}"
+    (folder / f"{name}.py").write_text("SCALE = 1.0\n")
+    source = (
+        Path(TINY_HEAD.rpartition(":")[0])
+        .read_text()
+        .replace(
+            "return self.mlp(torch.cat(parts",
+            f"import importlib\n\n        helper = importlib.import_module({name[:3]!r} + {name[3:]!r})\n"
+            "        return helper.SCALE * self.mlp(torch.cat(parts",
+        )
+    )
+    assert "import_module" in source
+    (folder / "head.py").write_text(source)
+    try:
+        run = _train_user_head(trained, tmp_path, f"{folder / 'head.py'}:TinyHead")
+        for m in [m for m in sys.modules if m.startswith(("emofuse_user_head_", name))]:
+            del sys.modules[m]  # a new process: nothing of training loaded
+        utt = trained["utts"][trained["test_ids"][0]]
+        line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
+        assert (
+            line.startswith(
+                f"error: module {(folder / f'{name}.py').resolve()} (loaded by head file "
+            )
+            and "was not recorded when" in line
+        ), line
+    finally:
+        for m in [m for m in sys.modules if m.startswith(("emofuse_user_head_", name))]:
+            del sys.modules[m]
+        sys.path[:] = [p for p in sys.path if p != str(folder.resolve())]

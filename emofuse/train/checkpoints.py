@@ -18,7 +18,7 @@ from emofuse.errors import EmofuseError
 from emofuse.train.command import retrain_fold, train_command
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
-from emofuse.train.headcode import check_head_code, head_file_digest
+from emofuse.train.headcode import check_head_code, check_no_unrecorded_modules, head_file_digest
 from emofuse.train.paths import absolute_head, head_file, relative_path_error
 from emofuse.train.predfiles import HEADER
 from emofuse.train.rundir import (
@@ -323,6 +323,7 @@ def fold_embeddings(run: str | Path, device: str = "auto") -> tuple[np.ndarray, 
         ):
             embs.append(forward_all(model, data, idx, 64, embed=True).numpy())  # (N_k, E)
         labels += [data.label_names[int(y)] for y in data.labels[idx.to(data.labels.device)]]
+    check_no_unrecorded_modules(config["head"], config, run, "the t-SNE embeddings ran")
     return np.concatenate(embs), labels
 
 

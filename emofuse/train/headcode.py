@@ -123,3 +123,20 @@ def check_head_code(spec: str, recorded: dict[str, Any], run: Path, what: str) -
     module = changed_module(recorded.get("head_modules"))
     if module is not None:
         raise head_file_changed(spec, run, what, module)
+
+
+def check_no_unrecorded_modules(spec: str, recorded: dict[str, Any], run: Path, what: str) -> None:
+    """After a head ran: every module it loaded from its folder was recorded when ``run`` was
+    trained. One imported by a computed name (``importlib.import_module("dyn" + "help")``) or by
+    another module later is in no record, so its code then is unknown: refused, never used."""
+    known = recorded.get("head_modules")
+    if not isinstance(known, dict):  # a run of an older emofuse, or a registry head
+        return
+    extra = sorted(set(head_module_digests(spec) or {}) - set(known))
+    if extra:
+        raise EmofuseError(
+            f"module {extra[0]} (loaded by head file {head_file(spec)} as it ran) was not recorded "
+            f"when {run} was trained (imported by a computed name, or late by another module), "
+            f"so the code {what} is unknown: import it by name in the head file (`import "
+            f"{Path(extra[0]).stem}`) and train again into a new --out"
+        )

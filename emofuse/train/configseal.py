@@ -38,3 +38,20 @@ def check_config_seal(path: Path, config: dict[str, Any]) -> None:
 
 def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+METRICS_SEAL = "fields_sha256"  # a fold's metrics.json: its fields no other file can check
+SEALED_FIELDS = ("fold", "test_set", "best_epoch", "epochs_run", "minutes")
+
+
+def seal_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with the sha256 of the fields the report shows that no prediction file or
+    checkpoint can contradict (UA, WA and F1 are checked against predictions.csv)."""
+    return {**metrics, METRICS_SEAL: _digest({k: metrics.get(k) for k in SEALED_FIELDS})}
+
+
+def metrics_edited(metrics: dict[str, Any]) -> bool:
+    """A sealed metrics.json whose sealed fields changed since (an older fold has no seal)."""
+    recorded = metrics.get(METRICS_SEAL)
+    body = json.loads(json.dumps({k: metrics.get(k) for k in SEALED_FIELDS}))
+    return recorded is not None and recorded != _digest(body)

@@ -25,6 +25,7 @@ from emofuse.errors import (
 )
 from emofuse.fileio import atomic_open, write_json
 from emofuse.train.command import retrain_fold
+from emofuse.train.configseal import metrics_edited, seal_metrics
 from emofuse.train.curves import read_curves
 from emofuse.train.data import TrainData
 from emofuse.train.folds import FoldPlan
@@ -157,7 +158,7 @@ def save_fold(
         "confusion": fold_summary["confusion"],
         "sha256": {**prediction_digests(d), "checkpoint.pt": file_sha256(d / "checkpoint.pt")},
     }
-    write_json(d / "metrics.json", metrics)
+    write_json(d / "metrics.json", seal_metrics(metrics))
     faults.reach("fold-written")
     return metrics
 
@@ -423,6 +424,10 @@ def read_metrics(path: Path, k: int) -> dict[str, Any]:
     ran, best = metrics.get("epochs_run"), metrics.get("best_epoch")
     if problem is None and isinstance(ran, int) and isinstance(best, int) and not 1 <= best <= ran:
         problem = f"'best_epoch' {best} is not one of the {ran} epochs it ran"
+    if problem is None and metrics_edited(metrics):  # test_set, best_epoch, minutes …
+        problem = (
+            "its test_set, best_epoch, epochs_run or minutes was edited after the fold was written"
+        )
     if problem:
         raise EmofuseError(f"{path} is damaged ({problem}); {_redo_advice(path)}")
     return metrics

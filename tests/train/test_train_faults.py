@@ -1054,7 +1054,7 @@ def test_a_fused_run_whose_member_was_retrained_is_not_reported_as_current(run, 
     again = tmp_path / "f2"  # fuse took the stale run as a member and made a "current" one
     for args in (
         ["report", str(fused)],
-        ["compare", str(fused), str(fused)],
+        ["compare", str(fused), str(run)],
         ["fuse", str(fused), str(run), "--out", str(again)],
     ):
         line = _one_error_line(CliRunner().invoke(cli, args))
@@ -1740,3 +1740,20 @@ def test_a_fold_folder_given_as_a_run_is_named(run, tmp_path):
         assert line == f"error: {fold} is one fold of the run {run}: give the run folder {run}", (
             line
         )
+
+
+@pytest.mark.parametrize(
+    "field, value", [("test_set", "Ses03"), ("best_epoch", 2), ("minutes", 99.0)]
+)
+def test_a_fold_metrics_field_no_other_file_checks_is_sealed(run, tmp_path, field, value):
+    """test_set, best_epoch and minutes edited in a fold's metrics.json were reported as fact
+    (round-14 train side row 39); an edited UA is caught by predictions.csv, these by a seal."""
+    out = copy(run, tmp_path)
+    path = fold_dir(out, 1) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    if metrics[field] == value:  # best_epoch: the other one of the fold's two epochs
+        value = 3 - value
+    path.write_text(json.dumps({**metrics, field: value}))
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: {path} is damaged (its test_set, best_epoch, epochs_run or "
+                           "minutes was edited after the fold was written); delete "), line  # fmt: skip

@@ -271,8 +271,10 @@ def _train_folds(
         and (out / "folds.json").is_file()
         and FoldPlan.load(out / "folds.json").to_dict() != plan.to_dict()
     ):
-        raise EmofuseError(
-            f"run folder {out} holds a different fold plan (the cache changed?); use a new --out"
+        raise EmofuseError(  # the cache's identity is checked before: folds.json was edited
+            f"{out / 'folds.json'} is not the fold plan the cache gives (edited after the run "
+            f"wrote it?); restore it, or delete it and rerun the same command (it writes the plan "
+            "again and keeps the finished folds)"
         )
     # the report reads them at the end: damage fails now (checkpoints: checked above)
     check_finished_folds(out, finished, trained=False)

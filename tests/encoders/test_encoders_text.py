@@ -157,13 +157,14 @@ def test_a_config_asking_for_more_layers_or_a_larger_tokenizer_is_refused(tiny, 
         load_speech_encoder(deep)
     assert str(err.value).startswith(f"--speech-model {deep}: its weights lack "), err.value
     assert "which would be random" in str(err.value)
-    slow = tmp_path / "slow"
-    shutil.copytree(tiny.speech["hubert"], slow)
-    pre = json.loads((slow / "preprocessor_config.json").read_text())
-    pre["sampling_rate"] = 8000
-    (slow / "preprocessor_config.json").write_text(json.dumps(pre))
-    with pytest.raises(EmofuseError, match="its preprocessor_config.json says sampling_rate 8000"):
-        load_speech_encoder(slow)
+    for family in ("hubert", "whisper"):  # whisper's was used at 16 kHz silently (row 93)
+        slow = tmp_path / f"slow-{family}"
+        shutil.copytree(tiny.speech[family], slow)
+        pre = json.loads((slow / "preprocessor_config.json").read_text())
+        pre["sampling_rate"] = 8000
+        (slow / "preprocessor_config.json").write_text(json.dumps(pre))
+        with pytest.raises(EmofuseError, match="preprocessor_config.json says sampling_rate 8000"):
+            load_speech_encoder(slow)
     big = tmp_path / "bert"
     shutil.copytree(tiny.text, big)
     (big / "tokenizer.json").unlink()

@@ -1757,3 +1757,20 @@ def test_a_fold_metrics_field_no_other_file_checks_is_sealed(run, tmp_path, fiel
     line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
     assert line.startswith(f"error: {path} is damaged (its test_set, best_epoch, epochs_run or "
                            "minutes was edited after the fold was written); delete "), line  # fmt: skip
+
+
+def test_an_edited_fold_plan_on_resume_says_to_delete_it_not_to_use_a_new_out(run, tmp_path, cache):
+    """folds.json edited in a fold not trained yet was "holds a different fold plan (the cache
+    changed?); use a new --out", which throws away the finished folds (round-14 train side
+    row 44): the cache is checked first, so the plan was edited, and train writes it again."""
+    out = copy(run, tmp_path)
+    plan = json.loads((out / "folds.json").read_text())
+    fold3 = next(f for f in plan["folds"] if f["fold"] == 3)
+    fold3["val"], fold3["train"] = fold3["val"] + fold3["train"][:3], fold3["train"][3:]
+    (out / "folds.json").write_text(json.dumps(plan))
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
+    assert str(err.value).startswith(f"{out / 'folds.json'} is not the fold plan the cache gives")
+    (out / "folds.json").unlink()  # what the line says
+    summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
+    assert [f["fold"] for f in summary["folds"]] == [1, 2, 3]

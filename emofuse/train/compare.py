@@ -334,6 +334,11 @@ def write_compare(result: dict[str, Any], out: str | Path) -> Path:
     from emofuse.cache.store import check_outside_caches
 
     check_outside_caches(out, "the comparison's folder")  # not among a Zarr cache's arrays
+    if mine := _not_ours(out):  # a user's compare.md is never written over
+        raise EmofuseError(
+            f"--out {out} holds {mine}, which emofuse compare did not write; give another --out "
+            "(an earlier comparison's files are replaced, nothing else)"
+        )
     try:  # each file whole or not there: a full disk never leaves one that looks like a result
         out.mkdir(parents=True, exist_ok=True)
         with atomic_open(out / "compare.json") as fh:
@@ -350,3 +355,19 @@ def write_compare(result: dict[str, Any], out: str | Path) -> Path:
             + ", then rerun the same command"
         ) from None
     return out / "compare.md"
+
+
+def _not_ours(out: Path) -> str | None:
+    """The first of compare's file names in ``out`` that holds something else (None: none)."""
+    md, js = out / "compare.md", out / "compare.json"
+    try:
+        if md.exists() and not md.read_text(errors="replace").startswith("# Run comparison"):
+            return md.name
+        if js.exists() and "fold_test" not in (json.loads(js.read_text()) or {}):
+            return js.name
+    except (OSError, ValueError, TypeError, AttributeError):
+        return js.name
+    png = out / "compare.png"
+    if png.exists() and not md.exists():  # a plot with no comparison beside it: not ours
+        return png.name
+    return None

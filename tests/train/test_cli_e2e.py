@@ -317,3 +317,25 @@ def test_report_tsne_with_an_unreadable_cache_says_to_make_it_readable(
         lines
     )
     assert "writable" not in lines[0]
+
+
+def test_compare_never_writes_over_a_users_file_of_the_same_name(serial_run, tmp_path):
+    """`compare … --out notes` replaced the user's notes/compare.md without a word (round-14
+    train side row 48); an earlier comparison in the same --out is still replaced."""
+    other = tmp_path / "other"
+    shutil.copytree(serial_run, other)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "compare.md").write_text("my own notes\n")
+    result = CliRunner().invoke(cli, ["compare", str(serial_run), str(other), "--out", str(notes)])
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: --out {notes} holds compare.md, which emofuse compare did not write; give "
+        "another --out (an earlier comparison's files are replaced, nothing else)"
+    ), result.output
+    assert (notes / "compare.md").read_text() == "my own notes\n"
+    mine = tmp_path / "cmp"
+    for _ in range(2):  # the second run replaces the first's files
+        result = CliRunner().invoke(
+            cli, ["compare", str(serial_run), str(other), "--out", str(mine)]
+        )
+        assert result.exit_code == 0, result.output

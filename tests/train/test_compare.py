@@ -98,9 +98,13 @@ def test_ci_and_p_equal_a_direct_scipy_computation(pair):
     assert result["runs"][1]["std"]["UA"] == pytest.approx(np.std(fold_b))
 
 
-def test_a_run_against_itself_differs_by_zero_with_p_one(pair):
+def test_a_run_against_a_copy_of_itself_differs_by_zero_with_p_one(pair, tmp_path):
+    import shutil
+
     a, _ = pair
-    comp = compare_runs([a, a], resamples=200)["comparisons"][0]
+    same = tmp_path / "copy"  # the same run twice is refused as a typo
+    shutil.copytree(a, same)
+    comp = compare_runs([a, same], resamples=200)["comparisons"][0]
     assert comp["pooled_UA_diff"] == 0.0
     assert comp["ci"] == [0.0, 0.0]
     assert comp["p"] == 1.0
@@ -119,9 +123,9 @@ def test_different_plans_are_refused_in_one_line(pair, tmp_path):
 def test_incomplete_run_is_refused(pair):
     """These folders have no config.json, as a fuse killed before its last file leaves them: a
     missing fold there is the fuse's to finish, not its members' (round-10 row 53)."""
-    a, _ = pair
+    a, b = pair
     (fold_dir(a, 3) / "metrics.json").unlink()
-    res = CliRunner().invoke(cli, ["compare", str(a), str(a)])
+    res = CliRunner().invoke(cli, ["compare", str(a), str(b)])
     assert res.exit_code == 2 and f"{a} is an unfinished `emofuse fuse`" in res.output, res.output
 
 

@@ -17,18 +17,12 @@ from emofuse.train.fuse import fuse_runs
 from emofuse.train.loop import LoopConfig
 from emofuse.train.predfiles import file_sha256
 from emofuse.train.report import write_report
+from emofuse.train.resume import FOLD_FILES  # what train writes in a fold folder
 from emofuse.train.run import train_run
 from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
 from tests.helpers import TINY_HEAD, FakeCache
 
 LOOP = LoopConfig(epochs=4, batch_size=16, lr=3e-3, patience=2, seed=0)
-FOLD_FILES = (
-    "curves.jsonl",
-    "checkpoint.pt",
-    "predictions.csv",
-    "val_predictions.csv",
-    "metrics.json",
-)
 RUN_FILES = (
     "config.json",
     "folds.json",

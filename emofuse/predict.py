@@ -212,7 +212,9 @@ def _recorded_dirs(
     return found
 
 
-def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -> dict[str, Any]:
+def _locate_models(
+    run: Path, settings: dict[str, Any], moved: dict[str, str], given: Sequence[str] = ()
+) -> dict[str, Any]:
     """The run's extraction settings with any moved model folders put in; a local model folder
     that is gone is a one-line error naming the option that gives its new place."""
     from emofuse.encoders.common import is_local
@@ -222,7 +224,7 @@ def _locate_models(run: Path, settings: dict[str, Any], moved: dict[str, str]) -
         path = settings.get(key)
         if path and path != "none" and is_local(path) and not Path(path).expanduser().exists():
             option = "--" + key.replace("_", "-")
-            if moved.get(key):  # the folder given now is not there: not the run's recorded one
+            if key in given:  # the folder the user gave now is not there: not the run's one
                 raise EmofuseError(f"{option} {path} does not exist: give the folder the "
                                    f"{key.replace('_', ' ')} was moved to")  # fmt: skip
             if not Path(path).expanduser().is_absolute() and key not in moved:
@@ -283,8 +285,9 @@ def predict(
     run = Path(run)
     config, settings = _run_settings(run)
     moved = {k: v for k, v in (models or {}).items() if v is not None}
+    given = tuple(moved)  # on the command line (the others: the run's recorded folders)
     moved = {**_recorded_dirs(settings, config, moved), **moved}
-    settings = _locate_models(run, settings, moved)
+    settings = _locate_models(run, settings, moved, given)
     if not audio:
         raise EmofuseError("no AUDIO given: name one or more audio files")
     if text is not None and transcripts is not None:

@@ -328,6 +328,13 @@ def test_predict_from_another_folder_finds_models_the_cache_names_relative(
     config = json.loads((base / "relrun" / "config.json").read_text())
     assert config["cache"] == str(base / "rel.h5")
     assert config["model_dirs"]["speech_model"] == str(tiny.speech["hubert"])
+    speech = Path(tiny.speech["hubert"])
+    speech.rename(speech.with_name("hubert-away"))  # the recorded folder gone, no option given
+    try:  # it said "--speech-model … does not exist", an option never given (round-14 row 55)
+        line = _one_line(invoke("predict", "--run", base / "relrun", utt.audio, "--text", "hi"))
+    finally:
+        speech.with_name("hubert-away").rename(speech)
+    assert line.startswith(f"error: the speech model {base / 'relrun'} was trained with, "), line
     # as an older emofuse wrote it: no model_dirs, and no seal over config.json yet
     old = {k: v for k, v in config.items() if k not in ("model_dirs", "config_sha256")}
     (base / "relrun" / "config.json").write_text(json.dumps(old))

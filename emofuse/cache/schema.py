@@ -295,3 +295,12 @@ def first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any]:
             if canonical_json(a.get(k)) != canonical_json(b.get(k)):
                 return first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
     return key, a, b
+
+
+def without_configs(settings: dict) -> bytes:
+    """``settings`` as an emofuse before model config digests wrote them (canonical JSON)."""
+    fp = settings.get("fingerprint")
+    if isinstance(fp, dict):
+        fp = {k: {n: v for n, v in r.items() if n != "config"} if isinstance(r, dict) else r
+              for k, r in fp.items()}  # fmt: skip
+    return canonical_json({**settings, "fingerprint": fp} if fp is not None else settings)

@@ -53,6 +53,7 @@ from emofuse.cache.schema import (
     normalise_specs,
     parts_dir,
     settings_fingerprint,
+    without_configs,
 )
 from emofuse.cache.store import open_store
 from emofuse.cache.verify import verify_store
@@ -182,6 +183,11 @@ class CacheWriter:
                 "upgrade emofuse or choose another output name"
             )
         stored_settings = meta.get("settings")
+        if stored_settings is not None and without_configs(self.settings) == canonical_json(
+            stored_settings
+        ):  # an older store records no model config digests: it goes on as it was written
+            self.settings = stored_settings
+            self.fingerprint = settings_fingerprint(self.settings)
         if stored_settings is not None and canonical_json(stored_settings) != canonical_json(
             self.settings
         ):  # name the option (e.g. --layers, --batch-seconds: the batch plan decides numbers too)

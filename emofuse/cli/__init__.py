@@ -74,6 +74,15 @@ def _stdout_failed(err: OSError) -> None:
     sys.exit(2)
 
 
+def _os_failed(err: OSError) -> None:
+    """Exit with one line for an OSError no command turned into its own: stdout that failed
+    (:func:`_stdout_failed`), or a path a user gave that is too long; else return."""
+    _stdout_failed(err)
+    if err.errno == errno.ENAMETOOLONG:
+        click.echo(f"error: {err.filename or 'a path'}: {NAME_TOO_LONG}", err=True)
+        sys.exit(2)
+
+
 _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 _received: list[int] = []  # the stop signal that ended this command, if any
 
@@ -104,10 +113,7 @@ class _Group(click.Group):
         try:  # --help and --version print while the arguments are parsed
             return super().make_context(*args, **kwargs)
         except OSError as err:
-            _stdout_failed(err)
-            if err.errno == errno.ENAMETOOLONG:  # a path a user gave: one line, not a traceback
-                click.echo(f"error: {err.filename or 'a path'}: {NAME_TOO_LONG}", err=True)
-                sys.exit(2)
+            _os_failed(err)
             raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -147,10 +153,7 @@ class _Group(click.Group):
             click.echo(f"error: {_import_or_memory(err)}", err=True)
             sys.exit(2)
         except OSError as err:
-            _stdout_failed(err)
-            if err.errno == errno.ENAMETOOLONG:  # a path a user gave: one line, not a traceback
-                click.echo(f"error: {err.filename or 'a path'}: {NAME_TOO_LONG}", err=True)
-                sys.exit(2)
+            _os_failed(err)
             raise
 
 

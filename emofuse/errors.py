@@ -178,6 +178,9 @@ def check_out_file(out: str | os.PathLike, option: str = "--out") -> None:
     )  # an existing file is replaced: its folder counts
 
 
+MAKE_READABLE = "make it readable (`chmod u+r` it, or ask its owner)"  # a permission, not damage
+RERUN = "then rerun the same command"
+
 MEMORY_ADVICE = (
     "the process ran out of memory or address space (the shell's `ulimit -v`, a cluster job's "
     "memory limit): free memory or raise the limit (PyTorch's libraries alone map several GB; "

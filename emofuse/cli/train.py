@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from emofuse.cli.options import OUT, SEED, FiniteFloatRange
-from emofuse.errors import EmofuseError, os_reason, write_fix
+from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, os_reason, write_fix
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import LOPO_VALS, SPLITS
 
@@ -251,7 +251,7 @@ def report_command(run, tsne) -> None:
             if outside and err.errno in (errno.EACCES, errno.EPERM):  # read: the cache for t-SNE
                 raise EmofuseError(
                     f"cannot read {err.filename} ({os_reason(err)}), which report --tsne reads: "
-                    "make it readable (`chmod u+r` it, or ask its owner), then rerun the same command"
+                    f"{MAKE_READABLE}, {RERUN}"
                 ) from None
             usual = (
                 f"make {run} writable, or {in_place.split(': ', 1)[1]}"

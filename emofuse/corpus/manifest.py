@@ -22,7 +22,7 @@ import soundfile as sf
 from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import ALIGN_SLACK_S, CorpusReadResult, Utterance
-from emofuse.errors import EmofuseError
+from emofuse.errors import MAKE_READABLE, EmofuseError
 from emofuse.progress import progress_bar
 
 REQUIRED = ("id", "audio", "text", "label", "speaker")
@@ -364,7 +364,7 @@ def read_manifest(
             if not os.access(audio, os.R_OK):  # a good file it may not open: not "convert it"
                 raise EmofuseError(
                     f"{where}: audio file {audio} for {utt_id} cannot be read (Permission "
-                    "denied): make it readable (`chmod u+r` it, or ask its owner)"
+                    f"denied): {MAKE_READABLE}"
                 ) from None
             if skip_missing:
                 result.skip(SKIP_UNREADABLE, utt_id)

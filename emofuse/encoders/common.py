@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from emofuse.audio import SAMPLE_RATE  # noqa: F401 - the encoders' input rate, re-exported
-from emofuse.errors import MEMORY_ADVICE, EmofuseError, out_of_memory
+from emofuse.errors import MAKE_READABLE, MEMORY_ADVICE, EmofuseError, out_of_memory
 
 # Weight files whose bytes identify a model folder (transformers, SpeechBrain, plain torch).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
@@ -216,14 +216,14 @@ def broken_file(folder: Path) -> tuple[Path, str] | None:
         return None
     for path in sorted(folder.glob("*.json")):
         if not os.access(path, os.R_OK):
-            return path, "cannot be read (Permission denied): make it readable (`chmod u+r` it)"
+            return path, f"cannot be read (Permission denied): {MAKE_READABLE}"
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as err:
             return path, f"not valid JSON: {' '.join(str(err).split())[:80]}"
     for path in sorted(folder.glob("*.safetensors")):
         if not os.access(path, os.R_OK):  # intact, perhaps: "damaged, copy it again" is wrong
-            return path, "cannot be read (Permission denied): make it readable (`chmod u+r` it)"
+            return path, f"cannot be read (Permission denied): {MAKE_READABLE}"
         try:
             from safetensors import safe_open
 

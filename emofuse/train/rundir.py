@@ -19,10 +19,7 @@ from typing import Any
 import torch
 
 from emofuse import faults
-from emofuse.errors import (
-    EmofuseError,
-    os_reason,
-)
+from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, os_reason
 from emofuse.fileio import atomic_open, write_json
 from emofuse.train.command import retrain_fold
 from emofuse.train.configseal import metrics_edited, seal_metrics
@@ -172,7 +169,7 @@ def finished_folds(out: Path) -> list[int]:
 
 
 UNREADABLE = "cannot be read (Permission denied)"
-READABLE = "make it readable (`chmod u+r` it, or ask its owner), then rerun the same command"
+READABLE = f"{MAKE_READABLE}, {RERUN}"
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -193,7 +193,7 @@ def test_a_model_file_without_read_permission_is_named_as_such(tiny, monkeypatch
     line = str(load_error("speech", str(weights.parent), "--speech-model", OSError("x")))
     assert line == (
         f"cannot load speech model from folder {weights.parent}: model.safetensors cannot be read "
-        "(Permission denied): make it readable (`chmod u+r` it)"
+        "(Permission denied): make it readable (`chmod u+r` it, or ask its owner)"
     ), line
 
 

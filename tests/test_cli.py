@@ -265,6 +265,23 @@ def test_a_closed_pipe_on_stdout_ends_quietly_as_unix_tools_do(args) -> None:
     assert run.returncode == 141 and run.stderr == "", run.stderr
 
 
+@pytest.mark.parametrize("args", [["heads"], ["--version"], ["predict", "--help"]], ids=" ".join)
+def test_a_closed_standard_output_is_refused_not_a_silent_success(args) -> None:
+    """`emofuse predict … >&-` exited 0 with its labels printed nowhere (round-14 train side row
+    22): Python starts with sys.stdout = None and click's echo drops everything written there."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        ["bash", "-c", 'exec "$0" -m emofuse "$@" >&-', sys.executable, *args],
+        stderr=subprocess.PIPE, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [
+        "error: standard output is closed (`>&-`), where emofuse prints its results and "
+        "progress: send it to a file (`> out.txt`) or to /dev/null, then rerun"
+    ], run.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -178,5 +178,12 @@ def cli() -> None:
 
 
 def main() -> None:
+    if sys.stdout is None:  # started with standard output closed (`>&-`): results would vanish
+        if sys.stderr is not None:
+            sys.stderr.write(
+                "error: standard output is closed (`>&-`), where emofuse prints its results "
+                "and progress: send it to a file (`> out.txt`) or to /dev/null, then rerun\n"
+            )
+        sys.exit(2)
     _catch_stop_signals()
     cli(prog_name="emofuse")

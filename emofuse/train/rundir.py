@@ -219,9 +219,6 @@ def check_finished_folds(run: Path, folds: Sequence[int], trained: bool = True) 
         check_checkpoints(run, folds)
 
 
-CHECKPOINT_CHANGED = "was changed after the fold was written (its sha256 is not the one its metrics.json records)"  # fmt: skip
-
-
 def check_checkpoints(run: Path, folds: Sequence[int]) -> None:
     """Each fold's checkpoint.pt is whole (:func:`checkpoint_problem`), else one line naming it."""
     for k in folds:
@@ -234,8 +231,10 @@ def check_checkpoint_digests(run: Path, folds: Sequence[int]) -> None:
     for k in folds:
         d = fold_dir(run, k)
         recorded = recorded_digest(d / "metrics.json", "checkpoint.pt")
-        if recorded and file_sha256(d / "checkpoint.pt") != recorded:
-            _refuse_checkpoint(run, k, CHECKPOINT_CHANGED)
+        if recorded and file_sha256(d / "checkpoint.pt") != recorded:  # which one: unknowable
+            _refuse_checkpoint(run, k, f"does not match {d / 'metrics.json'} (its sha256 is not "
+                               "the one recorded there: the checkpoint or the fold's result files "
+                               "were changed or replaced after the fold was written)")  # fmt: skip
 
 
 def _refuse_checkpoint(run: Path, k: int, problem: str | None) -> None:

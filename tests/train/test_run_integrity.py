@@ -140,8 +140,9 @@ def test_a_checkpoint_whose_weights_were_flipped_is_refused_by_predict_and_repor
         raw[i] ^= 0x40
     ckpt.write_bytes(bytes(raw))
     expected = (
-        f"{ckpt} was changed after the fold was written (its sha256 is not the one its "
-        f"metrics.json records), so fold 1 is not finished; delete {ckpt.parent} and rerun "
+        f"{ckpt} does not match {ckpt.parent / 'metrics.json'} (its sha256 is not the one "
+        "recorded there: the checkpoint or the fold's result files were changed or replaced "
+        f"after the fold was written), so fold 1 is not finished; delete {ckpt.parent} and rerun "
         f"{train_command(damaged)} (it retrains that fold only)"
     )
     with pytest.raises(EmofuseError) as err:
@@ -149,6 +150,31 @@ def test_a_checkpoint_whose_weights_were_flipped_is_refused_by_predict_and_repor
     assert str(err.value) == expected, str(err.value)
     result = CliRunner().invoke(cli, ["report", str(damaged)])
     assert result.exit_code == 2 and result.output.strip() == f"error: {expected}", result.output
+
+
+def test_result_files_from_another_run_are_not_blamed_on_the_untouched_checkpoint(
+    run, cache, tmp_path
+):
+    """Round-14 train side row 25: fold_01's predictions, metrics.json and curves copied from
+    another run (its own checkpoint kept) was refused as "checkpoint.pt was changed", the one
+    file that was not; the line now says the two do not match, and its advice works."""
+    other = tmp_path / "other"
+    loop = LoopConfig(epochs=1, batch_size=16, lr=3e-3, patience=1, seed=1)
+    train_run(cache, TINY_HEAD, other, "loso", loop=loop, folds=[1], progress=False)
+    swapped = _copy(run, tmp_path, "swapped")
+    d = fold_dir(swapped, 1)
+    for name in ("predictions.csv", "val_predictions.csv", "metrics.json", "curves.jsonl"):
+        shutil.copy(fold_dir(other, 1) / name, d / name)
+    result = CliRunner().invoke(cli, ["report", str(swapped)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith(
+        f"error: {d / 'checkpoint.pt'} does not match {d / 'metrics.json'} (its sha256 is not "
+        "the one recorded there: the checkpoint or the fold's result files were changed or "
+        "replaced after the fold was written), so fold 1 is not finished; delete "
+    ), result.output
+    shutil.rmtree(d)  # the advice: delete the fold and retrain it
+    train_run(cache, TINY_HEAD, swapped, "loso", loop=LOOP, folds=[1], progress=False)
+    assert CliRunner().invoke(cli, ["report", str(swapped)]).exit_code == 0
 
 
 def test_a_fused_run_records_digests_and_refuses_an_edited_fold(run, tmp_path):

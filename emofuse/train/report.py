@@ -8,6 +8,7 @@ peers' tables rarely say which they give.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -210,8 +211,9 @@ def _read_wall(run: Path) -> tuple[list[dict[str, Any]], str | None]:
         return [], "is not a regular file"
     try:
         calls = json.loads(path.read_text())["calls"]
-        for c in calls:
-            float(c["minutes"]), int(c["jobs"])
+        for c in calls:  # a negative or non-finite duration is an edit, not a wall time
+            if not (0 <= float(c["minutes"]) < math.inf and int(c["jobs"]) >= 1):
+                raise ValueError
     except OSError as err:
         return [], f"cannot be read ({os_reason(err)})"
     except (ValueError, KeyError, TypeError):

@@ -153,7 +153,11 @@ def save_fold(
         "epochs_run": len(result.curves),
         **({"minutes": round(seconds / 60, 3)} if seconds is not None else {}),
         "confusion": fold_summary["confusion"],
-        "sha256": {**prediction_digests(d), "checkpoint.pt": file_sha256(d / "checkpoint.pt")},
+        "sha256": {
+            **prediction_digests(d),
+            "checkpoint.pt": file_sha256(d / "checkpoint.pt"),
+            "curves.jsonl": file_sha256(d / "curves.jsonl"),  # what report draws, sealed too
+        },
     }
     write_json(d / "metrics.json", seal_metrics(metrics))
     faults.reach("fold-written")
@@ -212,6 +216,12 @@ def check_finished_folds(run: Path, folds: Sequence[int], trained: bool = True) 
                 raise EmofuseError(
                     f"{curves} holds {len(rows)} epochs but fold {k} ran {ran} (its "
                     f"metrics.json); {_redo_advice(curves)}"
+                )
+            recorded = recorded_digest(fold_dir(run, k) / "metrics.json", "curves.jsonl")
+            if recorded is not None and file_sha256(curves) != recorded:  # an edited value
+                raise EmofuseError(
+                    f"{curves} was changed after fold {k} was written (its sha256 is not the one "
+                    f"its metrics.json records); {_redo_advice(curves)}"
                 )
         elif (fold_dir(run, k) / "checkpoint.pt").exists():  # trained (not fused): train wrote one
             raise EmofuseError(f"{curves} is missing (deleted or lost); {_redo_advice(curves)}")

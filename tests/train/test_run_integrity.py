@@ -115,7 +115,7 @@ def test_each_fold_records_the_digests_of_its_prediction_files(run):
         recorded = json.loads((d / "metrics.json").read_text())["sha256"]
         assert recorded == {
             kind: file_sha256(d / kind)
-            for kind in ("predictions.csv", "val_predictions.csv", "checkpoint.pt")
+            for kind in ("predictions.csv", "val_predictions.csv", "checkpoint.pt", "curves.jsonl")
         }
 
 

@@ -455,6 +455,22 @@ def test_a_deleted_or_implausible_curves_file_is_one_line_naming_the_fold(
     )
 
 
+def test_a_curves_value_edited_in_place_is_refused_not_drawn(run, tmp_path):
+    """Round-14 train side row 50: an epoch's val_UA 0.3125 -> 0.9125 (valid JSON, the same
+    epochs) was drawn in curves.png without a word; metrics.json now seals curves.jsonl too."""
+    out = copy(run, tmp_path)
+    curves = fold_dir(out, 1) / "curves.jsonl"
+    rows = [json.loads(x) for x in curves.read_text().splitlines()]
+    rows[0]["val_UA"] = min(1.0, rows[0]["val_UA"] + 0.6)
+    curves.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line == (
+        f"error: {curves} was changed after fold 1 was written (its sha256 is not the one its "
+        f"metrics.json records); delete {curves.parent} and rerun {train_command(out)} (it "
+        "retrains that fold only)"
+    ), line
+
+
 def test_a_damaged_curves_file_is_found_before_a_resume_trains_anything(run, tmp_path, cache):
     out = copy(run, tmp_path)
     curves = fold_dir(out, 2) / "curves.jsonl"
@@ -1262,7 +1278,7 @@ def test_report_names_a_file_where_a_fold_folder_goes(run, tmp_path):
     assert f"{fold_dir(out, 2)}: a file where a fold folder goes; move it away, then rerun" in note
 
 
-@pytest.mark.parametrize("damage", ["a folder", "cut", "no jobs"])
+@pytest.mark.parametrize("damage", ["a folder", "cut", "no jobs", "negative minutes", "NaN"])
 def test_report_says_when_a_damaged_wall_file_leaves_out_the_wall_clock_line(run, tmp_path, damage):
     """A folder (or garbage) in place of wall.json silently dropped report.md's wall-clock line
     (round-12 train side row 7): the report still runs, and a note names the file."""
@@ -1275,8 +1291,13 @@ def test_report_says_when_a_damaged_wall_file_leaves_out_the_wall_clock_line(run
     if damage == "a folder":
         wall.mkdir()
     else:
-        wall.write_text(
-            '{"calls": [{"minutes": 0.1' if damage == "cut" else '{"calls": [{"minutes": 1}]}'
+        wall.write_text(  # the last two: round-14 row 50 printed "Wall clock: -5.00 min"
+            {
+                "cut": '{"calls": [{"minutes": 0.1',
+                "no jobs": '{"calls": [{"minutes": 1}]}',
+                "negative minutes": '{"calls": [{"folds": [1], "jobs": 1, "minutes": -5.0}]}',
+                "NaN": '{"calls": [{"folds": [1], "jobs": 1, "minutes": NaN}]}',
+            }[damage]
         )
     result = CliRunner().invoke(cli, ["report", str(out)])
     assert result.exit_code == 0, result.output

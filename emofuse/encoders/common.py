@@ -323,14 +323,19 @@ def pack_batches(
 
 @contextmanager
 def quiet_hf():
-    """Hide transformers' per-load progress bars (extract shows its own progress)."""
+    """Hide transformers' per-load progress bars (extract shows its own progress) and its
+    warnings (a many-line LOAD REPORT of missing weights: emofuse checks those itself and says
+    so in one line)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
 

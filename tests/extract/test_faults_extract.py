@@ -657,6 +657,30 @@ def test_two_part_model_path_that_does_not_exist_fails_fast_in_one_line(tmp_path
     assert "--speech-model" in line
 
 
+def test_weights_missing_from_a_model_are_one_line_without_transformers_report(
+    tmp_path, tiny, clips
+):
+    """A config.json asking for more layers than the weights hold was refused, but only after
+    transformers' 27-line LOAD REPORT table on stderr (round-15 extract side row 1)."""
+    deep = tmp_path / "deep"
+    shutil.copytree(tiny.speech["hubert"], deep)
+    config = json.loads((deep / "config.json").read_text())
+    config["num_hidden_layers"] += 2
+    (deep / "config.json").write_text(json.dumps(config))
+    args = manifest_args(write_manifest(tmp_path / "c", clips), None, tmp_path / "x.h5")
+    args[args.index("--speech-model") + 1] = str(deep)
+    run = subprocess.run(
+        [PYTHON, "-m", "emofuse", *args], env=child_env(), capture_output=True, text=True
+    )
+    assert run.returncode == 2, run.stderr
+    noise = [
+        x for x in run.stderr.splitlines() if x.strip() and not x.lstrip().startswith("manifest:")
+    ]
+    assert noise == [error_line(run.stderr)], run.stderr
+    assert f"--speech-model {deep}: its weights lack " in noise[0], noise
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_quiet_extract_prints_no_progress_bar(tmp_path, tiny, clips):
     """--quiet silences every bar, the manifest reader's included (stderr is in the output)."""
     manifest = write_manifest(tmp_path / "c", clips)

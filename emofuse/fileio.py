@@ -51,6 +51,10 @@ def atomic_open(path: Path, mode: str = "w", tmp_tag: str = "", **kw: Any) -> It
         if isinstance(cause, OSError):
             raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
         raise
+    except BaseException:  # Ctrl-C or SIGTERM mid-write, a plot that failed: no temporary stays
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def write_json(path: Path, obj: Any, tmp_tag: str = "") -> None:

@@ -49,3 +49,16 @@ def test_a_full_disk_that_is_out_of_inodes_says_so(tmp_path, monkeypatch):
         "free disk space — its file system has room for only 7 more files (`df -i`; a Zarr store "
         "is many files), so free some files there or write to another file system"
     )
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, ValueError])
+def test_a_write_stopped_midway_leaves_no_temporary_and_the_old_file(tmp_path: Path, stop) -> None:
+    """`report` stopped by SIGTERM (a KeyboardInterrupt here) while saving a plot left a 0-byte
+    confusion.png.tmp beside the old one (round-14 train side row 51)."""
+    path = tmp_path / "confusion.png"
+    path.write_bytes(b"old")
+    with pytest.raises(stop), atomic_open(path, "wb") as fh:
+        fh.write(b"half")
+        raise stop()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion.png"]
+    assert path.read_bytes() == b"old"

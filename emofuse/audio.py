@@ -165,12 +165,46 @@ def wav_truncated(path: Path) -> tuple[int, int] | None:
     return None
 
 
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255  # an Ogg page's header, lacing table and body at most
+
+
+def ogg_truncated(path: Path) -> bool:
+    """An Ogg file (Vorbis, Opus, FLAC in Ogg) whose last page does not end its stream.
+
+    Ogg states no total length, so libsndfile decodes a cut file without complaint, only shorter;
+    but the stream's last page carries the end-of-stream flag (header type bit 0x04), and a file
+    cut short ends on a page without it."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"OggS":
+                return False
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - _OGG_MAX_PAGE))
+            tail = fh.read()
+    except OSError:
+        return False
+    last = len(tail)
+    while (last := tail.rfind(b"OggS", 0, last)) >= 0:  # the page that ends where the file does
+        if len(tail) < last + 27 or tail[last + 4] != 0:  # cut in its header, or not a page
+            continue
+        lacing = tail[last + 27 : last + 27 + tail[last + 26]]  # the page's segment sizes
+        if last + 27 + len(lacing) + sum(lacing) == len(tail):
+            return not tail[last + 5] & 0x04
+    return True  # no page ends at the end of the file: cut inside one
+
+
 def truncation_problem(path: Path) -> str | None:
-    """The reason a WAV cut short is skipped (see ``wav_truncated``), or None; header reads only."""
+    """The reason a WAV or Ogg file cut short is skipped (see ``wav_truncated``,
+    ``ogg_truncated``), or None; header and tail reads only."""
     if cut := wav_truncated(path):
         return (
             f"truncated audio {Path(path).name}: the header claims {cut[0]} data bytes, the file "
             f"holds {cut[1]} (an interrupted copy?); copy the file again"
+        )
+    if ogg_truncated(path):
+        return (
+            f"truncated audio {Path(path).name}: its last Ogg page does not end the stream (an "
+            "interrupted copy?); copy the file again"
         )
     return None
 

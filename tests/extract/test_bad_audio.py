@@ -319,3 +319,22 @@ def test_a_compressed_file_cut_short_is_truncated_audio_not_a_short_utterance(tm
     (tmp_path / "half.mp3").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(AudioProblem, match=r"truncated audio half.mp3: its header states 3.00 s"):
         load_audio(tmp_path / "half.mp3")
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_an_ogg_file_cut_short_is_truncated_audio_not_a_short_utterance(tmp_path, subtype):
+    """An OGG cut to half its bytes was stored as a 0.78 s utterance of a 2.56 s recording
+    (round-15 extract side row 12): Ogg states no length, but its last page ends the stream."""
+    import numpy as np
+    import soundfile as sf
+
+    from emofuse.audio import AudioProblem, load_audio
+
+    noise = 0.1 * np.random.default_rng(0).standard_normal(16000 * 3)
+    sf.write(tmp_path / "w.ogg", noise.astype(np.float32), 16000, format="OGG", subtype=subtype)
+    assert abs(len(load_audio(tmp_path / "w.ogg").wav) / 16000 - 3.0) < 0.05  # the whole file
+    raw = (tmp_path / "w.ogg").read_bytes()
+    for frac in (0.5, 0.9):
+        (tmp_path / "cut.ogg").write_bytes(raw[: int(len(raw) * frac)])
+        with pytest.raises(AudioProblem, match="truncated audio cut.ogg: its last Ogg page"):
+            load_audio(tmp_path / "cut.ogg")

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -324,8 +325,8 @@ def pack_batches(
 @contextmanager
 def quiet_hf():
     """Hide transformers' per-load progress bars (extract shows its own progress) and its
-    warnings (a many-line LOAD REPORT of missing weights: emofuse checks those itself and says
-    so in one line)."""
+    warnings (a many-line LOAD REPORT of missing weights, a mel filter bank's UserWarning for a
+    preprocessor at another rate: emofuse checks those itself and says so in one line)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
@@ -333,7 +334,9 @@ def quiet_hf():
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if was_enabled:

@@ -34,6 +34,7 @@ from emofuse.encoders.common import (
     load_error,
     model_revision,
     pack_batches,
+    quiet_hf,
     resolved_dir,
     to_device,
 )
@@ -223,7 +224,8 @@ def load_whisper_encoder(
         model = from_pretrained(WhisperModel, name, device, dtype)
         encoder = model.get_encoder().to(device)
         del model  # the decoder is never used
-        feature_extractor = WhisperFeatureExtractor.from_pretrained(name)
+        with quiet_hf():  # an 8 kHz preprocessor's mel filters warn before the rate is checked
+            feature_extractor = WhisperFeatureExtractor.from_pretrained(name)
     except Exception as exc:  # noqa: BLE001 - any failure here is "cannot load this model"
         raise load_error("speech", name, OPTION, exc) from exc
     check_sampling_rate(name, feature_extractor)

@@ -657,18 +657,27 @@ def test_two_part_model_path_that_does_not_exist_fails_fast_in_one_line(tmp_path
     assert "--speech-model" in line
 
 
-def test_weights_missing_from_a_model_are_one_line_without_transformers_report(
-    tmp_path, tiny, clips
+@pytest.mark.parametrize(
+    "family, file, key, change, says",
+    [
+        ("hubert", "config.json", "num_hidden_layers", 2, "its weights lack "),
+        ("whisper", "preprocessor_config.json", "sampling_rate", -8000, "its preprocessor_config"),
+    ],
+    ids=["layers missing", "8 kHz"],
+)
+def test_a_broken_model_is_one_line_without_transformers_own_warnings(
+    tmp_path, tiny, clips, family, file, key, change, says
 ):
     """A config.json asking for more layers than the weights hold was refused, but only after
-    transformers' 27-line LOAD REPORT table on stderr (round-15 extract side row 1)."""
-    deep = tmp_path / "deep"
-    shutil.copytree(tiny.speech["hubert"], deep)
-    config = json.loads((deep / "config.json").read_text())
-    config["num_hidden_layers"] += 2
-    (deep / "config.json").write_text(json.dumps(config))
+    transformers' 27-line LOAD REPORT table on stderr; an 8 kHz Whisper preprocessor after a
+    2-line UserWarning about its mel filters (round-15 extract side rows 1 and 4)."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny.speech[family], broken)
+    config = json.loads((broken / file).read_text())
+    config[key] += change
+    (broken / file).write_text(json.dumps(config))
     args = manifest_args(write_manifest(tmp_path / "c", clips), None, tmp_path / "x.h5")
-    args[args.index("--speech-model") + 1] = str(deep)
+    args[args.index("--speech-model") + 1] = str(broken)
     run = subprocess.run(
         [PYTHON, "-m", "emofuse", *args], env=child_env(), capture_output=True, text=True
     )
@@ -677,7 +686,7 @@ def test_weights_missing_from_a_model_are_one_line_without_transformers_report(
         x for x in run.stderr.splitlines() if x.strip() and not x.lstrip().startswith("manifest:")
     ]
     assert noise == [error_line(run.stderr)], run.stderr
-    assert f"--speech-model {deep}: its weights lack " in noise[0], noise
+    assert noise[0].startswith(f"error: --speech-model {broken}: {says}"), noise
     assert not (tmp_path / "x.h5").exists()
 
 

@@ -719,32 +719,69 @@ def test_a_pipe_or_a_device_given_as_audio_is_named_as_such(trained, tmp_path):
         assert line == f"error: audio {given} is a device or a pipe, not a file: give audio files"
 
 
-def test_a_module_the_head_imports_by_a_computed_name_is_refused_by_predict(trained, tmp_path):
-    """`importlib.import_module("dyn" + "help")` inside the head's forward: in no record, so an
-    edit of it after training changed predictions silently (round-14 train side row 31)."""
-    import sys
-
+def _dynamic_head(tmp_path: Path, when: str | None = None) -> tuple[Path, str]:
+    """A copy of the tiny head whose forward imports a sibling by a computed name
+    (``importlib.import_module("dyn" + "help…")``), always or only when ``when`` holds."""
     from tests.helpers import TINY_HEAD
 
     folder = tmp_path / "h"
     folder.mkdir()
     name = f"dynhelp_{tmp_path.name.replace('-', '_')}"
     (folder / f"{name}.py").write_text("SCALE = 1.0\n")
+    load = f"importlib.import_module({name[:3]!r} + {name[3:]!r}).SCALE"
+    scale = f"({load} if {when} else 1.0)" if when else load
     source = (
         Path(TINY_HEAD.rpartition(":")[0])
         .read_text()
         .replace(
             "return self.mlp(torch.cat(parts",
-            f"import importlib\n\n        helper = importlib.import_module({name[:3]!r} + {name[3:]!r})\n"
-            "        return helper.SCALE * self.mlp(torch.cat(parts",
+            f"import importlib\n        import os\n\n        return {scale} * self.mlp(torch.cat(parts",
         )
     )
     assert "import_module" in source
     (folder / "head.py").write_text(source)
+    return folder, name
+
+
+def _forget_head(folder: Path, name: str) -> None:
+    import sys
+
+    for m in [m for m in sys.modules if m.startswith(("emofuse_user_head_", name))]:
+        del sys.modules[m]  # a new process: nothing of training loaded
+    sys.path[:] = [p for p in sys.path if p != str(folder.resolve())]
+
+
+def test_a_module_the_head_imports_by_a_computed_name_is_recorded_by_train(trained, tmp_path):
+    """`importlib.import_module("dyn" + "help")` inside the head's forward: in no record, so an
+    edit of it after training changed predictions silently (round-14 train side row 31), then
+    train finished a run predict always refused (round-15 row 2). Train records what the head's
+    first forward loads: predict runs, and an edit of the module is named."""
+    folder, name = _dynamic_head(tmp_path)
+    helper = (folder / f"{name}.py").resolve()
     try:
         run = _train_user_head(trained, tmp_path, f"{folder / 'head.py'}:TinyHead")
-        for m in [m for m in sys.modules if m.startswith(("emofuse_user_head_", name))]:
-            del sys.modules[m]  # a new process: nothing of training loaded
+        assert str(helper) in json.loads((run / "config.json").read_text())["head_modules"]
+        _forget_head(folder, name)
+        utt = trained["utts"][trained["test_ids"][0]]
+        result = invoke("predict", "--run", run, utt.audio, "--text", "hi")
+        assert result.exit_code == 0, result.output
+        _forget_head(folder, name)
+        helper.write_text("SCALE = 2.0\n")
+        line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
+        assert line.startswith(f"error: module {helper} (imported by head file "), line
+        assert "changed since" in line
+    finally:
+        _forget_head(folder, name)
+
+
+def test_a_module_the_head_imports_only_at_predict_time_is_refused(trained, tmp_path, monkeypatch):
+    """A sibling the head loads by a computed name in a branch training never took: its code
+    is in no record, so predict refuses it rather than run unverified code."""
+    folder, name = _dynamic_head(tmp_path, when="os.environ.get('EMOFUSE_TEST_LATE_IMPORT')")
+    try:
+        run = _train_user_head(trained, tmp_path, f"{folder / 'head.py'}:TinyHead")
+        _forget_head(folder, name)
+        monkeypatch.setenv("EMOFUSE_TEST_LATE_IMPORT", "1")
         utt = trained["utts"][trained["test_ids"][0]]
         line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "hi"))
         assert (
@@ -754,6 +791,39 @@ def test_a_module_the_head_imports_by_a_computed_name_is_refused_by_predict(trai
             and "was not recorded when" in line
         ), line
     finally:
-        for m in [m for m in sys.modules if m.startswith(("emofuse_user_head_", name))]:
-            del sys.modules[m]
-        sys.path[:] = [p for p in sys.path if p != str(folder.resolve())]
+        _forget_head(folder, name)
+
+
+def test_a_module_the_head_imports_only_while_training_is_refused_before_the_fold_is_saved(
+    trained, tmp_path
+):
+    """Loaded in a branch the first (eval-mode) forward never takes: no fold is saved that
+    predict would refuse; the line says what to change."""
+    folder, name = _dynamic_head(tmp_path, when="self.training")
+    try:
+        run = tmp_path / "run"
+        line = _one_line(
+            invoke(
+                "train",
+                "--cache",
+                trained["base"] / "cache.h5",
+                "--split",
+                "loso",
+                "--head",
+                f"{folder / 'head.py'}:TinyHead",
+                "--folds",
+                "1",
+                "--epochs",
+                "1",
+                "--out",
+                run,
+                "--quiet",
+            )  # fmt: skip
+        )
+        assert line.startswith(
+            f"error: module {(folder / f'{name}.py').resolve()} (loaded by head file "
+        ), line
+        assert "so the code fold 1 trained with is unknown: import it by name" in line, line
+        assert not (run / "fold_01" / "metrics.json").exists()
+    finally:
+        _forget_head(folder, name)

@@ -48,7 +48,11 @@ from emofuse.train.configseal import write_run_config
 from emofuse.train.data import CacheSource, TrainData
 from emofuse.train.folds import Fold, FoldPlan, build_folds_from_columns
 from emofuse.train.headcheck import check_buildable, check_forward
-from emofuse.train.headcode import head_file_digest, head_module_digests
+from emofuse.train.headcode import (
+    check_no_unrecorded_modules,
+    head_file_digest,
+    head_module_digests,
+)
 from emofuse.train.headerrors import head_failed
 from emofuse.train.loop import LoopConfig, train_fold
 from emofuse.train.outdir import record_wall
@@ -227,6 +231,8 @@ def train_run(
         config["lopo_val"] = lopo_val
     check_buildable(head_spec, head_cls, cfg, make_dims(data), len(data.label_names), sets)
     check_forward(head_spec, head_cls, cfg, data)
+    if config["head_modules"] is not None:  # and what that forward loaded by a computed name
+        config["head_modules"] = head_module_digests(head_spec)
     check_out(out, cache.path)
     with contextlib.ExitStack() as stack:
         if rank == 0:  # one writer per run folder (torchrun's ranks share rank 0's lock)
@@ -382,6 +388,8 @@ def run_fold(
                 raise head_failed(head_meta["head"], k, err) from None
             raise
     check_unchanged(*watch)  # trained from the file the run opened, or not saved at all
+    # a module the head loaded only while training is in no record: predict could never run it
+    check_no_unrecorded_modules(head_meta["head"], head_meta, out, f"fold {k} trained with")
     save_fold(
         out,
         result,

@@ -37,6 +37,7 @@ from emofuse import __version__, faults
 from emofuse.errors import EmofuseError
 from emofuse.heads.registry import head_streams
 from emofuse.locks import output_lock
+from emofuse.streams import SPEECH_LAYER_STREAMS
 from emofuse.train import parallel
 from emofuse.train.cachewatch import check_unchanged, identity
 from emofuse.train.checkpoints import (
@@ -129,6 +130,21 @@ def run_config(
     }
 
 
+def check_layers_read(head_cls: type, cfg: Any, head_spec: str, sets: dict[str, str]) -> None:
+    """``--set text_layers`` / ``speech_layers`` for a head that reads no such stream would be
+    recorded and ignored: one line instead (as ``mix_index`` without ``layer_mix=single``)."""
+    needs = head_streams(head_cls, cfg, head_spec)
+    for key, kind, uses in (
+        ("text_layers", "text", {"text"}),
+        ("speech_layers", "speech", set(SPEECH_LAYER_STREAMS)),
+    ):
+        if key in sets and not needs & uses:
+            raise EmofuseError(
+                f"--set {key}={sets[key]} has no effect: head {head_spec} reads no {kind} stream "
+                f"(it reads {', '.join(sorted(needs))}); drop it, or choose a head that reads {kind}"
+            )
+
+
 def load_data(
     cache: CacheSource, head_spec: str, head_cls: type, cfg: Any, loop: LoopConfig, device: str
 ) -> TrainData:
@@ -190,6 +206,7 @@ def train_run(
     early_cache_check(out, cache)
     head_cls = resolve_head(head_spec)
     cfg = head_cls.make_config(preset, sets)
+    check_layers_read(head_cls, cfg, head_spec, sets)
     adapted = head_cls.fit_to_cache(cfg, cache.table, set(sets))  # {option: why}
     if loop is None:
         loop, loop_sources = resolve_loop(head_cls, preset, loop_flags)

@@ -1795,3 +1795,21 @@ def test_an_edited_fold_plan_on_resume_says_to_delete_it_not_to_use_a_new_out(ru
     (out / "folds.json").unlink()  # what the line says
     summary = train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
     assert [f["fold"] for f in summary["folds"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "head, key, kind, reads",
+    [("audio", "text_layers", "text", "speech"), ("text", "speech_layers", "speech", "text")],
+)
+def test_layers_of_a_stream_the_head_does_not_read_are_refused(
+    cache, tmp_path, head, key, kind, reads
+):
+    """`--set text_layers=0` with the audio head was recorded in config.json and ignored (round-15
+    train side row 14); nothing is written."""
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, head, tmp_path / "r", "loso", sets={key: "0"}, loop=LOOP, progress=False)
+    assert str(err.value) == (
+        f"--set {key}=0 has no effect: head {head} reads no {kind} stream (it reads {reads}); "
+        f"drop it, or choose a head that reads {kind}"
+    )
+    assert not (tmp_path / "r").exists()

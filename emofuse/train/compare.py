@@ -90,7 +90,11 @@ def check_same_plan(first: dict[str, Any], other: dict[str, Any]) -> None:
             if sorted(fa.test) != sorted(fb.test):
                 why = f"fold {fa.fold} tests other utterances"
                 break
-    if why is None and first["labels"] != other["labels"]:
+    if (
+        why is None
+        and None not in (first["labels"], other["labels"])
+        and first["labels"] != other["labels"]
+    ):
         why = f"classes {','.join(other['labels'])} vs {','.join(first['labels'])}"
     if why:
         raise EmofuseError(
@@ -203,6 +207,16 @@ def compare_runs(
                 f"{r} is given twice (also as {seen[Path(r).resolve()]}); compare different runs"
             )
         seen[Path(r).resolve()] = r
+    # the fold plans first: runs that can never be compared are told so before any advice to
+    # finish one of them (which would end at this refusal)
+    plans = [
+        {"run": Path(r), "plan": FoldPlan.load(Path(r) / "folds.json"), "labels": None}
+        for r in runs
+        if (Path(r) / "folds.json").is_file()
+    ]
+    if len(plans) == len(runs):
+        for other in plans[1:]:
+            check_same_plan(plans[0], other)
     loaded = [load_run(r) for r in runs]
     for other in loaded[1:]:
         check_same_plan(loaded[0], other)

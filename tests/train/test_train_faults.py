@@ -1813,3 +1813,14 @@ def test_layers_of_a_stream_the_head_does_not_read_are_refused(
         f"drop it, or choose a head that reads {kind}"
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_compare_names_a_fold_plan_mismatch_before_advising_to_finish_a_run(run, cache, tmp_path):
+    """compare of a partial loso run with a complete run of another plan advised training the 3
+    missing folds, after which it refused the plans anyway (round-15 train side row 19)."""
+    other = tmp_path / "lopo"
+    train_run(cache, TINY_HEAD, other, "lopo", loop=LOOP, progress=False)
+    for runs in ([other, run], [run, other]):
+        line = _one_error_line(CliRunner().invoke(cli, ["compare", *map(str, runs)]))
+        assert " have different fold plans (split " in line, line
+        assert "folds finished" not in line, line

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from emofuse.audio import AudioProblem, audio_sha1, load_audio
 from emofuse.corpus import Utterance
@@ -49,10 +50,9 @@ def check_resumed(
                 value = {k: v for k, v in value.items() if k != "alignment_sha1"}
             if key in row and canonical_json(row[key]) != canonical_json(value):
                 raise EmofuseError(
-                    f"utterance {u.id}: {key} {row[key]!r} in {where} but {value!r} in this "
-                    f"corpus (the corpus, its manifest or --classes changed since it was "
-                    f"extracted); rerun with the original corpus and options (--classes …), or "
-                    f"{restart}"
+                    f"utterance {u.id}: {_first_difference(key, row[key], value, where)} (the "
+                    "corpus, its manifest or --classes changed since it was extracted); rerun "
+                    f"with the original corpus and options (--classes …), or {restart}"
                 )
     hashed = [u for u in utts if (stored.get(u.id) or {}).get("audio_sha1")]
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -110,3 +110,27 @@ def check_skipped_again(
         f"utterance {fixed[0].id}{more} was skipped in {where} ({reason.rstrip('.')}) but its "
         f"audio {fixed[0].audio} reads now; {redo}"
     )
+
+
+def _first_difference(key: str, was: Any, now: Any, where: Path) -> str:
+    """What differs between a stored corpus field and this corpus's, in words: the first key of a
+    dict field that differs (not two whole dicts of annotations), the alignment by name."""
+    from emofuse.cache.schema import canonical_json
+
+    if isinstance(was, dict) and isinstance(now, dict):
+        for sub in sorted(set(was) | set(now)):
+            a, b = was.get(sub), now.get(sub)
+            if canonical_json(a) == canonical_json(b):
+                continue
+            if sub == "alignment_sha1":
+                return (
+                    f"its alignment (the word/syllable/phone segments of its TextGrid or "
+                    f".wdseg/.syseg/.phseg files) is not the one extracted into {where}"
+                )
+            return f"{key} field {sub!r} is {_short(a)} in {where} but {_short(b)} in this corpus"
+    return f"{key} {_short(was)} in {where} but {_short(now)} in this corpus"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -154,12 +154,21 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     raise EmofuseError(f"manifest {path}: unknown format {suffix!r}; use a .csv or .jsonl file")
 
 
+# extra fields of a stored row that extract computes, never copied from a manifest column
+RESERVED = {"alignment_sha1": "the SHA-1 of the utterance's alignment, checked on resume"}
+
+
 def _check_columns(path: Path, columns: list[str]) -> list[str]:
     """Missing required columns and misspelt known ones are errors; returns the extra columns."""
     known = REQUIRED + OPTIONAL
     extras = [c for c in columns if c not in known]
     missing = [c for c in REQUIRED if c not in columns]
     for col in extras:
+        if col in RESERVED:  # emofuse writes this field itself: the user's values would be lost
+            raise EmofuseError(
+                f"manifest {path}: column {col!r} is a name emofuse uses for its own record "
+                f"({RESERVED[col]}), so its values would be replaced; rename the column"
+            )
         # a column that looks like a known one (Label, labels, speaker_id …) is a typo, not data
         guess = difflib.get_close_matches(
             col.lower(), [k for k in known if k not in columns], 1, 0.75

@@ -269,3 +269,17 @@ def test_an_audio_file_without_read_permission_says_so(root, monkeypatch):
         f"error: manifest {root / 'm.csv'} row 1: audio file {wav} for a cannot be read "
         "(Permission denied): make it readable (`chmod u+r` it, or ask its owner)"
     ), line
+
+
+def test_a_column_named_like_a_field_emofuse_computes_is_refused(root):
+    """A user column `alignment_sha1` was silently replaced in the stored row by the digest
+    extract computes under that name (round-15 extract side row 31)."""
+    path = manifest(root, "u1,a.wav,x,neu,s1,same", header=HEADER + ",alignment_sha1")
+    line = one_line_error(stats(path))
+    assert line == (
+        f"error: manifest {path}: column 'alignment_sha1' is a name emofuse uses for its own "
+        "record (the SHA-1 of the utterance's alignment, checked on resume), so its values would "
+        "be replaced; rename the column"
+    ), line
+    renamed = manifest(root, "u1,a.wav,x,neu,s1,same", header=HEADER + ",my_sha1")
+    assert stats(renamed).exit_code == 0

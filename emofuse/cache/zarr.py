@@ -118,9 +118,8 @@ def _wrong_size_chunks(root: Path, name: str, array: Any) -> str | None:
     wrong = sorted(f for f in files if f.is_file() and is_chunk(f) and f.stat().st_size != size)
     if not wrong:
         return None
-    first = wrong[0].relative_to(root.parent)
-    return (
-        f"array {name} has {len(wrong)} chunk file(s) of the wrong size ({first}: "
+    return (  # the file's path as the store was given: one the user can open from here
+        f"array {name} has {len(wrong)} chunk file(s) of the wrong size ({wrong[0]}: "
         f"{wrong[0].stat().st_size} bytes, not {size}; truncated or overwritten)"
     )
 

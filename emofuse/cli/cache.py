@@ -33,7 +33,8 @@ def info(cache: str, as_json: bool) -> None:
 def verify(cache: str, progress: bool) -> None:
     """Recompute CACHE's stored checksums; exit 1 naming damaged streams and utterances.
 
-    Prints `digest: <sha256>`, a content digest equal for the same content in HDF5 and Zarr.
+    Prints `digest: <sha256>`, a content digest equal for the same content in HDF5 and Zarr
+    (for an intact store only).
     """
     try:
         result = verify_cache(cache, progress=progress)  # emofuse.progress: bars on a terminal only
@@ -42,10 +43,10 @@ def verify(cache: str, progress: bool) -> None:
         sys.exit(1)
     for problem in result.problems:
         click.echo(f"damaged: {problem}")
-    click.echo(f"digest: {result.digest}")
-    if not result.ok:
+    if not result.ok:  # no digest line: a digest of damaged bytes is no store's content digest
         click.echo(f"verify: FAILED, {len(result.problems)} problem(s) in {cache}")
         sys.exit(1)
+    click.echo(f"digest: {result.digest}")
     click.echo(f"verify: ok, {result.checked_bytes} bytes checked")
 
 

@@ -152,7 +152,7 @@ def test_truncated_uncompressed_zarr_chunk_is_damage(tmp_path, chunk, keep):
         assert f"{array} has 1 chunk file(s) of the wrong size" in line, line
     line = _one_line(_train(path, tmp_path / "run"), 2)
     assert f"array {array} has 1 chunk file(s) of the wrong size" in line, line
-    assert f"ref.zarr/{chunk}" in line and "re-extract it" in line, line
+    assert f"({file}: " in line and "re-extract it" in line, line  # its whole path (round 15)
     verify = _cli("verify", str(path))
     assert verify.exit_code == 1 and "verify: FAILED" in verify.output, verify.output
     assert "wrong size" in verify.output and "Traceback" not in verify.output

@@ -51,8 +51,9 @@ def test_flipped_byte_fails_verify_and_names_stream_and_utterance(reference):
     damaged = [line for line in bad.output.splitlines() if line.startswith("damaged:")]
     assert len(damaged) == 1 and "'speech'" in damaged[0] and "1 utterance(s)" in damaged[0]
     assert victim in damaged[0]
-    new_digest = re.search(r"digest: ([0-9a-f]{64})", bad.output).group(1)
-    assert new_digest != digest
+    # no digest line for a damaged store: a script taking `digest:` would record damaged bytes'
+    # digest as the content's (round-15 extract side row 35)
+    assert "digest:" not in bad.output and bad.output.splitlines()[-1].startswith("verify: FAILED")
 
 
 def test_digest_same_across_backends_chunking_and_compression(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ The CLI prints ``error: <message>`` and exits with status 2 — never a tracebac
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -47,9 +48,11 @@ def _check_nearest_folder(out: Path, start: Path, option: str) -> None:
     # the effective uid decides what this process may write (os.access checks the real one)
     effective = os.access in os.supports_effective_ids
     if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK, effective_ids=effective):
-        raise EmofuseError(
-            f"{option} {out}: cannot write in {probe} (permission denied); choose a writable {option}"
-        )
+        fix = f"choose a writable {option}"
+        with contextlib.suppress(OSError):
+            if probe == out and any(probe.iterdir()):  # a run or store to resume: keep its work
+                fix = f"make it writable (`chmod u+w {probe}`) to go on in it, or {fix}"
+        raise EmofuseError(f"{option} {out}: cannot write in {probe} (permission denied); {fix}")
 
 
 def os_reason(err: BaseException) -> str:

@@ -508,6 +508,32 @@ def test_a_read_only_out_or_parent_is_one_line_with_real_permissions(
     assert list((base / "ro").iterdir()) == [] and list((base / "ro_parent").iterdir()) == []
 
 
+def test_a_read_only_finished_run_is_told_to_be_made_writable_not_trained_elsewhere(
+    run, tmp_path, unprivileged, monkeypatch
+):
+    """A resume into a run folder the user may not write advised "choose a writable --out",
+    which trains every fold again elsewhere (round-15 train side row 37)."""
+    import emofuse.cache
+
+    base, as_user = unprivileged
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (base / "fake.h5").write_bytes(b"")
+    done = base / "done"
+    shutil.copytree(run, done)
+    done.chmod(0o555)
+    CliRunner().invoke(cli, ["train", "--help"])  # the command's module is imported as root
+    with as_user():
+        result = CliRunner().invoke(cli, [
+            "train", "--cache", str(base / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+            "--folds", "1,2", "--quiet", "--out", str(done),
+        ])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: --out {done}: cannot write in {done} (permission denied); make it writable "
+        f"(`chmod u+w {done}`) to go on in it, or choose a writable --out"
+    ), result.output
+
+
 def test_a_head_that_cannot_be_built_is_one_line_before_anything_is_written(tmp_path, cache):
     """A value the head's own checks miss (here a user head's negative width, which torch refuses
     when the layer is made) fails before the run folder exists, not after config.json."""

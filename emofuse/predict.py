@@ -354,6 +354,18 @@ def predict(
         )
     if "text" in needs and text is None and table is None and asr_model is None:
         notes.append("no transcript given: the text stream is empty (the text model saw '')")
+    elif "text" in needs:  # given, but nothing a text model reads is left of it
+        wordless = [
+            str(a) for u, a, t in zip(utts, audio, texts, strict=True)
+            if t is not None and not any(ch.isalnum() for ch in u.model_text)
+        ]  # fmt: skip
+        if wordless:
+            more = f" and {len(wordless) - 1} more" if len(wordless) > 1 else ""
+            notes.append(
+                f"the transcript of {wordless[0]}{more} has no words once normalised as in "
+                f"extraction (text_norm {norm}: tags and blanks removed), so the text model saw "
+                "none and the prediction rests on the other streams"
+            )
     text_ignored = "text" not in needs and any(t is not None for t in texts)
     if text_ignored:
         option = "--text" if text is not None else "--transcripts"
@@ -376,6 +388,16 @@ def predict(
                 why = str(bad["reason"]).replace(f" {Path(given).name}", "", 1).rstrip(".")
                 raise EmofuseError(
                     f"{given}: {why}; give a recording soundfile reads (WAV, FLAC, OGG or MP3)"
+                )
+            if summary.truncated and "text" in needs:
+                flags = [str(f) for f in cache.table["flags"]]
+                cut = [by_id.get(str(i), str(i)) for i, f in zip(cache.ids, flags, strict=True)
+                       if "text-truncated" in f]  # fmt: skip
+                notes.append(
+                    f"the transcript of {cut[0] if cut else 'a file'}"
+                    f"{f' and {len(cut) - 1} more' if len(cut) > 1 else ''} is longer than the "
+                    "text model takes: it was cut to the model's maximum length (its tail "
+                    "dropped), as in extraction"
                 )
             if summary.padded:
                 short = ", ".join(by_id.get(uid, uid) for uid in summary.padded[:3])

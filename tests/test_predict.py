@@ -482,6 +482,29 @@ def test_predict_notes_go_to_stderr_so_stdout_holds_only_the_table(trained):
     assert "note:" not in result.stdout
 
 
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("   ", "has no words once normalised as in extraction (text_norm default"),
+        ("[LAUGHTER]", "has no words once normalised as in extraction (text_norm default"),
+        ("\x01\x02", "has no words once normalised as in extraction (text_norm default"),
+        (" ".join(["word"] * 3000), "is longer than the text model takes: it was cut to"),
+    ],
+    ids=["blank", "a tag only", "control characters", "3000 words"],
+)
+def test_predict_says_when_the_text_model_saw_no_words_or_a_cut_transcript(trained, text, says):
+    """A transcript with no words left after normalisation, and one cut at the text model's
+    length, were predicted from silently (`"notes": []`; round-15 train side rows 27, 28)."""
+    utt = trained["utts"][trained["test_ids"][0]]
+    result = CliRunner().invoke(
+        cli, ["predict", "--run", str(trained["run"]), str(utt.audio), "--text", text, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert len(notes) == 1 and says in notes[0], notes
+    assert notes[0].startswith(f"the transcript of {utt.audio}"), notes
+
+
 BOOM_HEAD = """
 import os
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from emofuse.corpus import Utterance
+from emofuse.distenv import dist_env
 from emofuse.extract.rows import Decoded, decode
 
 
@@ -87,10 +87,8 @@ class Dist:
 
     @classmethod
     def from_env(cls) -> Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls()
-        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        env = dist_env()
+        return cls(env.rank, env.world_size, env.local_rank)
 
     def init(self, device: torch.device) -> None:
         if self.world_size > 1 and not dist.is_initialized():

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 from emofuse import __version__, faults
+from emofuse.distenv import dist_env
 from emofuse.errors import EmofuseError
 from emofuse.heads.registry import head_streams
 from emofuse.locks import output_lock
@@ -71,7 +72,8 @@ from emofuse.train.runout import check_out, prepare_out, writes_into
 
 
 def _dist_env() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    env = dist_env()
+    return env.rank, env.world_size
 
 
 def test_set_name(split: str, fold: Fold, table: dict[str, Any]) -> str:

@@ -87,15 +87,20 @@ def check_resume(out: Path, config: dict[str, Any]) -> None:
     _check_same_cache(out, old, config)
     if isinstance(old.get("head"), str):  # else the comparison below names it
         check_head_code(old["head"], old, out, "its finished folds were trained with")
-    for key in sorted(set(old) | set(config)):
+    # --preset first: it is what the user typed, the head_config fields it set follow from it
+    for key in sorted(set(old) | set(config), key=lambda k: (k != "preset", k)):
         if key in RESUME_FREE:
             continue
         if old.get(key) != config.get(key):
             was, now = old.get(key), config.get(key)
-            if key == "loop" and isinstance(was, dict) and isinstance(now, dict):
-                # one field, as its flag: not a dict of every loop field to translate by hand
+            flag = {"loop": "--{}", "head_config": "--set {}"}.get(key)
+            if flag and isinstance(was, dict) and isinstance(now, dict):
+                # one field, as its flag: not a dict of every field to compare by hand
                 field = next(f for f in sorted(set(was) | set(now)) if was.get(f) != now.get(f))
-                key, was, now = "--" + field.replace("_", "-"), was.get(field), now.get(field)
+                name = field.replace("_", "-") if key == "loop" else field
+                key, was, now = flag.format(name), was.get(field), now.get(field)
+            elif key == "preset":
+                key = "--preset"
             raise EmofuseError(
                 f"run folder {out} was made with different settings ({key}: {was!r} vs "
                 f"{now!r}); use a new --out, or resume it with {train_command(out, old)}"

@@ -73,6 +73,42 @@ def test_a_resume_with_another_loop_flag_names_that_flag_and_the_resume_command(
     assert "{" not in line and line.endswith(f"--epochs 1 --folds 1 --out {out}`"), line
 
 
+@pytest.mark.parametrize(
+    "head, first, then, names",
+    [
+        (TINY_HEAD, ("--set", "hidden=8"), ("--set", "hidden=16"), "(--set hidden: 8 vs 16)"),
+        ("audio", (), ("--preset", "small"), "(--preset: None vs 'small')"),
+    ],
+    ids=["--set", "--preset"],
+)
+def test_a_resume_with_another_head_option_names_that_option_not_two_dicts(
+    cache, tmp_path, head, first, then, names
+) -> None:
+    """Another --preset printed two whole 14-field head_config dicts that differed in one field,
+    and never named --preset (round-15 train side row 45)."""
+    out = tmp_path / "run"
+    base = (
+        "--cache",
+        str(cache),
+        "--split",
+        "loso",
+        "--head",
+        head,
+        "--folds",
+        "1",
+        "--epochs",
+        "1",
+    )
+    assert _train(*base, *first, "--out", str(out)).exit_code == 0
+    refused = _train(*base, *then, "--out", str(out))
+    assert refused.exit_code == 2, refused.output
+    line = refused.output.strip()
+    assert line.startswith(f"error: run folder {out} was made with different settings {names}; "), (
+        line
+    )
+    assert "{" not in line, line
+
+
 def test_a_set_key_given_twice_is_refused(cache, tmp_path) -> None:
     out = tmp_path / "run"
     result = _train(

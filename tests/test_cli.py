@@ -422,3 +422,32 @@ def test_a_model_that_does_not_fit_in_memory_is_not_called_damaged(tmp_path) -> 
     assert message.startswith(f"cannot load speech model {tmp_path}: the process ran out of "
                               "memory or address space"), message  # fmt: skip
     assert "damaged" not in message and "copy that file again" not in message
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--cache", "", "--split", "loso", "--head", "audio", "--out", "r"],
+        ["train", "--cache", "c.h5", "--split", "loso", "--head", " ", "--out", "r"],
+        ["report", ""],
+        ["predict", "--run", "", "a.wav"],
+        ["predict", "--run", "r", ""],
+        ["predict", "--run", "r", "a.wav", "--transcripts", ""],
+        ["fuse", "", "r", "--out", "f"],
+        ["compare", "r", ""],
+        ["info", ""],
+        ["verify", ""],
+    ],
+    ids=lambda a: " ".join(x if x.strip() else "''" for x in a),
+)
+def test_an_empty_path_or_name_is_refused_as_empty_not_as_the_current_folder(
+    tmp_path, monkeypatch, args
+) -> None:
+    """`report ""` said `. is not a run folder`, predict `audio  is a folder` (round-15 train
+    side row 48): a path the user never named."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "is empty (an unset shell variable?); give a " in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == []

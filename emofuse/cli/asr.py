@@ -5,11 +5,9 @@ Thin: options are parsed here, the work is in emofuse.asr.transcribe and emofuse
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from emofuse.cli.options import OUT
+from emofuse.cli.options import IN, OUT
 
 _corpus = click.option(
     "--corpus",
@@ -21,7 +19,7 @@ _corpus = click.option(
 _manifest = click.option(
     "--manifest",
     required=True,
-    type=click.Path(path_type=Path),
+    type=IN,
     help="Input CSV/JSONL manifest (id,audio[,text,…]).",
 )
 _out = click.option("--out", required=True, type=OUT, help="Output manifest (.csv/.jsonl).")
@@ -109,7 +107,7 @@ def transcribe_cmd(corpus, manifest, out, asr_model, all_rows, device, compute_t
 @_out
 @click.option(
     "--align-dir",
-    type=click.Path(path_type=Path),
+    type=IN,
     default=None,
     help="Where the TextGrids go (default: beside OUT, in OUT-stem_textgrids/).",
 )

@@ -10,10 +10,11 @@ import click
 from emofuse.cache import open_cache, verify_cache
 from emofuse.cache.backends import DamagedCacheError
 from emofuse.cache.summary import format_summary, summarize
+from emofuse.cli.options import IN_STR
 
 
 @click.command("info")
-@click.argument("cache", type=click.Path(path_type=str))
+@click.argument("cache", type=IN_STR)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info(cache: str, as_json: bool) -> None:
     """Describe CACHE: utterances, labels, speakers, streams, models, layers, size on disk.
@@ -26,7 +27,7 @@ def info(cache: str, as_json: bool) -> None:
 
 
 @click.command("verify")
-@click.argument("cache", type=click.Path(path_type=str))
+@click.argument("cache", type=IN_STR)
 @click.option(
     "--progress/--no-progress", default=True, help="Progress bar (drawn on a terminal only)."
 )

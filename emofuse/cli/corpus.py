@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import FINITE, OUT, SEED
+from emofuse.cli.options import FINITE, IN, OUT, SEED
 from emofuse.corpus import CORPORA, CorpusReadResult, read_corpus
 from emofuse.corpus.text import TEXT_NORMS
 from emofuse.errors import EmofuseError
@@ -32,12 +32,12 @@ def corpus_options(func: Callable) -> Callable:
     )
     @click.option(
         "--root",
-        type=click.Path(path_type=Path),
+        type=IN,
         help="IEMOCAP_full_release folder (or a synthetic corpus from `emofuse corpus synth`).",
     )
     @click.option(
         "--manifest",
-        type=click.Path(path_type=Path),
+        type=IN,
         help="CSV/JSONL with id,audio,text,label,speaker [,session,gender,split].",
     )
     @click.option(

@@ -42,6 +42,35 @@ class OutPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class InPath(click.Path):
+    """``click.Path`` for a file or folder that is read, refusing an empty value: ``"$RUN"`` with
+    ``RUN`` unset gave ``Path("")``, and the command reported the current folder ``.``, which the
+    user never named."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"{value!r} is empty (an unset shell variable?); give a path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+IN = InPath(path_type=Path)  # a path a command reads
+IN_STR = InPath(path_type=str)
+
+
+class NonEmpty(click.ParamType):
+    """A name (``--head``) that refuses an empty value, as the paths do."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"{value!r} is empty (an unset shell variable?); give a value", param, ctx)
+        return value
+
+
+NON_EMPTY = NonEmpty()
+
+
 # an example --out per command (the cache of extract is a file name with its suffix)
 OUT_EXAMPLES = {"extract": "cache/mine.h5", "transcribe": "mine.csv", "align": "mine.csv",
                 "folds": "plan.json", "synth": "corpus/mine", "compare": "compare/mine"}  # fmt: skip

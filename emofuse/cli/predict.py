@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from emofuse.cli.options import note
+from emofuse.cli.options import IN, IN_STR, note
 
 
 @click.command("predict")
-@click.option("--run", "run", required=True, type=click.Path(path_type=Path), help="run folder")
-@click.argument("audio", nargs=-1, required=True)
+@click.option("--run", "run", required=True, type=IN, help="run folder")
+@click.argument("audio", nargs=-1, required=True, type=IN_STR)
 @click.option("--text", default=None, help="transcript used for every AUDIO file")
 @click.option(
     "--transcripts",
     default=None,
-    type=click.Path(path_type=Path),
+    type=IN,
     help="CSV with columns audio,text (one row per AUDIO file)",
 )
 @click.option(

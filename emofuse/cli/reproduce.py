@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import OUT
+from emofuse.cli.options import IN, OUT
 from emofuse.errors import EmofuseError
 from emofuse.train.folds import SPLITS
 
@@ -67,7 +67,7 @@ def run_options(command):
 
 @reproduce_group.command("tdfnet")
 @click.option("--table", "table", required=True, help="1 (LOSO/LOPO/RA) or 5 (ablations)")
-@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
+@click.option("--cache", "cache_path", required=True, type=IN)
 @click.option("--out", required=True, type=OUT, help="folder of the runs")
 @run_options
 def tdfnet_command(table, cache_path, out, preset, seeds, device, jobs, epochs, quiet) -> None:
@@ -86,7 +86,7 @@ def tdfnet_command(table, cache_path, out, preset, seeds, device, jobs, epochs, 
 
 
 @reproduce_group.command("multilevel")
-@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
+@click.option("--cache", "cache_path", required=True, type=IN)
 @click.option("--out", required=True, type=OUT, help="folder of the runs")
 @click.option("--split", type=click.Choice(SPLITS), default="loso", show_default=True)
 @run_options

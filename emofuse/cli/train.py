@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from emofuse.cli.options import OUT, SEED, FiniteFloatRange
+from emofuse.cli.options import IN, NON_EMPTY, OUT, SEED, FiniteFloatRange
 from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, os_reason, write_fix
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import LOPO_VALS, SPLITS
@@ -69,7 +69,7 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
 
 
 @click.command("train")
-@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
+@click.option("--cache", "cache_path", required=True, type=IN)
 @click.option("--split", required=True, type=click.Choice(SPLITS))
 @click.option(
     "--lopo-val",
@@ -79,7 +79,9 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
     help="lopo validation: the test speaker's session partner, or a stratified 10 %% of the "
     "training speakers' utterances (train: TDFNet's setting, every other speaker trains)",
 )
-@click.option("--head", required=True, help="registry name, or path/to/file.py:Class")
+@click.option(
+    "--head", required=True, type=NON_EMPTY, help="registry name, or path/to/file.py:Class"
+)
 @click.option("--preset", default=None, help="a preset of the head (e.g. small, paper)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="head config override")
 @click.option("--out", required=True, type=OUT, help="run folder")
@@ -170,7 +172,7 @@ def train_command(
 
 
 @click.command("fuse")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("runs", nargs=-1, required=True, type=IN)
 @click.option("--out", required=True, type=OUT, help="fused run folder")
 def fuse_command(runs, out) -> None:
     """Late fusion of runs on the same fold plan; weights chosen per fold on validation."""
@@ -193,7 +195,7 @@ def fuse_command(runs, out) -> None:
 
 
 @click.command("report")
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("run", type=IN)
 @click.option("--tsne", is_flag=True, help="also draw t-SNE of pooled test embeddings")
 def report_command(run, tsne) -> None:
     """Regenerate report.md and plots of a run folder."""

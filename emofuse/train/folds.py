@@ -19,6 +19,7 @@ Splits (docs/architecture.md §6):
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from collections import Counter
@@ -31,7 +32,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from emofuse.corpus.utterance import Utterance
-from emofuse.errors import EmofuseError
+from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, os_reason
 
 SPLITS = ("loso", "lopo", "ra", "predefined")
 LOPO_VALS = ("partner", "train")
@@ -133,6 +134,11 @@ class FoldPlan:
 
             raise EmofuseError(
                 f"fold plan {path} is not valid JSON ({err}); {plan_fix(path)}"
+            ) from None
+        except OSError as err:  # its mode, not damage: never "cannot write the run folder"
+            fix = MAKE_READABLE if err.errno in (errno.EACCES, errno.EPERM) else "check the disk"
+            raise EmofuseError(
+                f"fold plan {path} cannot be read ({os_reason(err)}); {fix}, {RERUN}"
             ) from None
         return cls.from_dict(data, source=f"fold plan {path}")
 

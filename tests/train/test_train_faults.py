@@ -534,6 +534,45 @@ def test_a_read_only_finished_run_is_told_to_be_made_writable_not_trained_elsewh
     ), result.output
 
 
+def test_an_unreadable_fold_plan_is_one_line_naming_its_mode_in_every_command(
+    run, tmp_path, unprivileged, monkeypatch
+):
+    """folds.json at mode 000: a PermissionError traceback in report, fuse and compare, and
+    "cannot write the run folder … make it writable" from a resume whose folder was writable
+    (round-15 train side rows 55, 56)."""
+    import emofuse.cache
+
+    base, as_user = unprivileged
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (base / "fake.h5").write_bytes(b"")
+    plan = base / "pc" / "folds.json"
+    shutil.copytree(run, base / "pc")
+    shutil.copytree(run, base / "other")
+    if os.geteuid() == 0:  # the run is the user's own, only its plan unreadable
+        for path in [base / "pc", *(base / "pc").rglob("*")]:
+            os.chown(path, 65534, 65534)
+    plan.chmod(0)
+    CliRunner().invoke(cli, ["train", "--help"])  # the command modules are imported as root
+    commands = {
+        "report": ["report", str(base / "pc")],
+        "fuse": ["fuse", str(base / "pc"), str(base / "other"), "--out", str(base / "f")],
+        "compare": ["compare", str(base / "pc"), str(base / "other")],
+        "train": ["train", "--cache", str(base / "fake.h5"), "--split", "loso", "--head",
+                  TINY_HEAD, "--epochs", "2", "--folds", "1,2", "--quiet", "--out",
+                  str(base / "pc")],
+    }  # fmt: skip
+    with as_user():
+        results = {name: CliRunner().invoke(cli, args) for name, args in commands.items()}
+    for name, result in results.items():
+        assert result.exit_code == 2, (name, result.output)
+        assert "Traceback" not in result.output, (name, result.output)
+        errors = [x for x in result.output.splitlines() if x.startswith("error: ")]
+        assert errors == [
+            f"error: fold plan {plan} cannot be read (Permission denied); make it readable "
+            "(`chmod u+r` it, or ask its owner), then rerun the same command"
+        ], (name, result.output)
+
+
 def test_a_head_that_cannot_be_built_is_one_line_before_anything_is_written(tmp_path, cache):
     """A value the head's own checks miss (here a user head's negative width, which torch refuses
     when the layer is made) fails before the run folder exists, not after config.json."""

@@ -104,7 +104,7 @@ def parse_alignment(path: Path) -> list[Segment]:
     the rest of the row. The header (`SFrm EFrm ...`) and the `Total score` trailer are skipped.
     """
     segments: list[Segment] = []
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is not a character
     for lineno, line in enumerate(text.splitlines(), 1):
         cols = line.split()
         if not cols or cols[0] == "SFrm" or line.strip().startswith("Total score"):
@@ -169,7 +169,7 @@ def parse_annotations(lines: Iterable[str]) -> dict[str, dict]:
 def parse_summary(path: Path, result: CorpusReadResult) -> list[dict]:
     """One record per summary line of an EmoEvaluation/<dialog>.txt file (annotators attached)."""
     records: list[dict] = []
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is not a character
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r")
         if line.startswith("["):
@@ -198,7 +198,9 @@ def parse_summary(path: Path, result: CorpusReadResult) -> list[dict]:
 def parse_transcript(path: Path, result: CorpusReadResult) -> dict[str, tuple[float, float, str]]:
     """id -> (start, end, raw text) from a CRLF transcription file; odd lines are reported."""
     out: dict[str, tuple[float, float, str]] = {}
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    # utf-8-sig: a BOM (what Notepad writes when a transcript is fixed by hand) made the first
+    # line "odd" and dropped its utterance
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
     for lineno, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
         if not line:

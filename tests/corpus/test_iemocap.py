@@ -256,3 +256,23 @@ def test_an_alignment_far_past_its_audio_is_dropped_and_listed(mini_iemocap):
     u = {u.id: u for u in res.utterances}["Ses01F_impro01_F000"]
     assert u.tiers is None and not u.aligned
     assert res.skipped[SKIP_ALIGN_PAST] == ["Ses01F_impro01_F000"]
+
+
+def test_a_byte_order_mark_in_the_text_files_is_not_part_of_the_first_line(mini_iemocap):
+    """A BOM prepended to a transcription file (Notepad) made its first line an "odd line" and
+    dropped that utterance as "no transcript" (round-15 extract side row 52); also in the
+    EmoEvaluation and ForcedAlignment files."""
+    before = _read(mini_iemocap)
+    session = mini_iemocap / "Session1"
+    files = [
+        session / "dialog" / "transcriptions" / "Ses01F_impro01.txt",
+        session / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt",
+        *sorted((session / "sentences" / "ForcedAlignment").rglob("Ses01F_impro01_*.wdseg")),
+    ]
+    for path in files:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    after = _read(mini_iemocap)
+    assert [(u.id, u.label, u.text, u.tiers) for u in after.utterances] == [
+        (u.id, u.label, u.text, u.tiers) for u in before.utterances
+    ]
+    assert after.skipped == before.skipped

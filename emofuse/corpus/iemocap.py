@@ -229,6 +229,11 @@ def find_root(root: Path) -> Path:
     for session in SESSIONS:
         for sub in ("", "/dialog/EmoEvaluation", "/dialog/transcriptions", "/sentences/wav"):
             if not (root / f"{session}{sub}").is_dir():
+                if sub and (root / session).is_dir():  # the right root, one session incomplete
+                    raise EmofuseError(
+                        f"{root / session} is incomplete: its folder {sub.lstrip('/')} is missing "
+                        "(an interrupted unpack or copy?); restore it from the IEMOCAP release"
+                    )
                 raise EmofuseError(
                     f"{root} is not IEMOCAP_full_release: expected folder {session}{sub} is missing"
                     " — point --root at the folder that holds Session1 … Session5"

@@ -110,12 +110,12 @@ def run_tasks(
             jobs, functools.partial(_setup_worker, threads), init, init_arg, task, items,
             on_done=lambda item, result: (bar.update(1), faults.reach("fold-reported")),
         )  # fmt: skip
-    except WorkerDied:
+    except WorkerDied as died:
         if explain_death is not None:  # raises its own line where it knows why (cache changed)
             explain_death()
         raise EmofuseError(
-            "a fold worker process died (out of memory?); rerun the same command with "
-            "--jobs 1: the finished folds are kept"
+            f"the worker process training fold {died.item} {died.how}; rerun the same command "
+            "(with --jobs 1 if memory ran out): the finished folds are kept"
         ) from None
     finally:
         bar.close()

@@ -48,7 +48,24 @@ class RemoteTraceback(Exception):
 
 
 class WorkerDied(Exception):
-    """A worker process ended without answering (killed: out of memory, a signal)."""
+    """A worker process ended without answering (killed: out of memory, a signal).
+
+    ``item``: the task it held; ``how``: what ended it, in words ("was ended by SIGTERM", "was
+    killed (SIGKILL: out of memory?)", "exited with status 3")."""
+
+    def __init__(self, w: _Worker) -> None:
+        w.process.join(STOP_WAIT_S)  # its exit status tells a signal from a crash
+        code = w.process.exitcode
+        if code is None:
+            how = "stopped answering"
+        elif code == -signal.SIGKILL:
+            how = "was killed (SIGKILL: out of memory, or killed from outside?)"
+        elif code < 0:
+            how = f"was ended by {signal.Signals(-code).name} (sent from outside?)"
+        else:
+            how = f"exited with status {code}"
+        super().__init__(f"worker pid {w.process.pid} {how}")
+        self.item, self.how = w.item, how
 
 
 def _die_with_parent() -> None:
@@ -167,7 +184,7 @@ def _hand(w: _Worker, item: Any) -> None:
     try:
         w.conn.send(item)
     except OSError:  # BrokenPipeError: the worker is gone
-        raise WorkerDied(f"worker pid {w.process.pid} died") from None
+        raise WorkerDied(w) from None
 
 
 def run_in_workers(
@@ -199,7 +216,7 @@ def run_in_workers(
                 try:
                     kind, *payload = conn.recv()
                 except (EOFError, OSError):
-                    raise WorkerDied(f"worker pid {w.process.pid} died") from None
+                    raise WorkerDied(w) from None
                 if kind == "error":
                     err, tb = payload
                     if isinstance(err, EmofuseError):

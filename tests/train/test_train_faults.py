@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1002,7 +1003,12 @@ def test_a_fold_worker_killed_mid_fold_is_one_line_and_the_rerun_resumes(tmp_pat
     proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
-    assert lines[0].startswith("error: a fold worker process died") and "--jobs 1" in lines[0]
+    assert re.fullmatch(  # which fold, and what ended it (round-15 train side row 53)
+        r"error: the worker process training fold [12] was killed \(SIGKILL: out of memory, or "
+        r"killed from outside\?\); rerun the same command \(with --jobs 1 if memory ran out\): "
+        r"the finished folds are kept",
+        lines[0],
+    ), lines[0]
     env.pop(faults.ENV)
     proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
@@ -1889,3 +1895,27 @@ def test_compare_names_a_fold_plan_mismatch_before_advising_to_finish_a_run(run,
         line = _one_error_line(CliRunner().invoke(cli, ["compare", *map(str, runs)]))
         assert " have different fold plans (split " in line, line
         assert "folds finished" not in line, line
+
+
+@pytest.mark.parametrize(
+    "sig, how",
+    [
+        (signal.SIGTERM, "was ended by SIGTERM (sent from outside?)"),
+        (signal.SIGKILL, "was killed (SIGKILL: out of memory, or killed from outside?)"),
+    ],
+)
+def test_a_dead_worker_is_named_by_its_fold_and_what_ended_it(sig, how):
+    """A fold worker SIGTERMed from outside was reported as "died (out of memory?)", with no
+    fold and no signal (round-15 train side row 53)."""
+    import multiprocessing
+    import types
+
+    from emofuse.train.workers import WorkerDied
+
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=signal.pause)
+    proc.start()
+    os.kill(proc.pid, sig)
+    died = WorkerDied(types.SimpleNamespace(process=proc, item=3))
+    assert (died.item, died.how) == (3, how)
+    assert str(died) == f"worker pid {proc.pid} {how}"

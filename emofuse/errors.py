@@ -184,6 +184,20 @@ def check_out_file(out: str | os.PathLike, option: str = "--out") -> None:
 MAKE_READABLE = "make it readable (`chmod u+r` it, or ask its owner)"  # a permission, not damage
 RERUN = "then rerun the same command"
 
+
+def cannot_read(path: str | os.PathLike, err: OSError) -> EmofuseError:
+    """One line for a file a command only reads and may not open: its mode, never "cannot write"
+    or "damaged" (an intact file, perhaps)."""
+    fix = MAKE_READABLE if err.errno in (errno.EACCES, errno.EPERM) else "check the file and disk"
+    return EmofuseError(f"{path} cannot be read ({os_reason(err)}); {fix}, {RERUN}")
+
+
+def readable_folder(folder: Path) -> bool:
+    """This process (its effective uid) may list and enter ``folder``."""
+    effective = os.access in os.supports_effective_ids
+    return os.access(folder, os.R_OK | os.X_OK, effective_ids=effective)
+
+
 MEMORY_ADVICE = (
     "the process ran out of memory or address space (the shell's `ulimit -v`, a cluster job's "
     "memory limit): free memory or raise the limit (PyTorch's libraries alone map several GB; "

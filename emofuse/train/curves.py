@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, cannot_read
 from emofuse.train.command import train_command
 
 
@@ -22,7 +22,11 @@ def _redo(path: Path) -> str:
 def read_curves(path: Path) -> list[dict[str, Any]]:
     """One fold's curves.jsonl; a damaged line is a one-line error naming the file and line."""
     rows = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:  # its mode (a file that is there): never a traceback
+        raise cannot_read(path, err) from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

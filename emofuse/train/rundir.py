@@ -19,7 +19,14 @@ from typing import Any
 import torch
 
 from emofuse import faults
-from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, os_reason
+from emofuse.errors import (
+    MAKE_READABLE,
+    RERUN,
+    EmofuseError,
+    cannot_read,
+    os_reason,
+    readable_folder,
+)
 from emofuse.fileio import atomic_open, write_json
 from emofuse.train.command import retrain_fold
 from emofuse.train.configseal import metrics_edited, seal_metrics
@@ -43,6 +50,8 @@ def read_predictions(path: Path) -> dict[str, Any]:
         raise EmofuseError(f"{path} is missing (deleted or lost); {_redo_advice(path)}")
     try:
         return parse_predictions(path)
+    except OSError as err:  # its mode: never "cannot write" or "damaged"
+        raise cannot_read(path, err) from None
     except (UnicodeDecodeError, csv.Error, ValueError) as err:
         reason = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
         raise EmofuseError(f"{path} is damaged ({reason}); {_redo_advice(path)}") from None
@@ -165,6 +174,12 @@ def save_fold(
 
 
 def finished_folds(out: Path) -> list[int]:
+    for d in out.glob("fold_*"):  # a fold folder it may not open is not a missing fold
+        if re.fullmatch(r"fold_\d+", d.name) and d.is_dir() and not readable_folder(d):
+            raise EmofuseError(
+                f"{d} cannot be read (Permission denied): make it readable (`chmod u+rwx {d}`, "
+                f"or ask its owner), {RERUN}"
+            )
     return sorted(
         int(p.parent.name[len("fold_") :])
         for p in out.glob("fold_*/metrics.json")

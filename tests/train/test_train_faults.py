@@ -574,6 +574,45 @@ def test_an_unreadable_fold_plan_is_one_line_naming_its_mode_in_every_command(
         ], (name, result.output)
 
 
+@pytest.mark.parametrize(
+    "target", ["fold_01", "fold_01/curves.jsonl", "fold_01/predictions.csv",
+               "fold_01/val_predictions.csv"],
+)  # fmt: skip
+def test_a_fold_file_or_folder_the_user_may_not_read_is_named_not_missing_or_unwritable(
+    run, tmp_path, unprivileged, target
+):
+    """At mode 000: an intact fold folder was "missing" (report rewrote the summary without it),
+    curves.jsonl a PermissionError traceback, predictions.csv "cannot write … make it writable",
+    a member's val_predictions.csv "free disk space" in fuse (round-15 train side rows 57-60)."""
+    base, as_user = unprivileged
+    for name in ("r", "other"):
+        shutil.copytree(run, base / name)
+    if os.geteuid() == 0:  # the runs are the user's own, only the target unreadable
+        for path in [base / "r", *(base / "r").rglob("*")]:
+            os.chown(path, 65534, 65534)
+    (base / "r" / target).chmod(0)
+    before = (base / "r" / "summary.json").read_bytes()
+    CliRunner().invoke(cli, ["train", "--help"])  # the command modules are imported as root
+    with as_user():
+        results = [
+            CliRunner().invoke(cli, ["report", str(base / "r")]),
+            CliRunner().invoke(
+                cli, ["fuse", str(base / "r"), str(base / "other"), "--out", str(base / "f")]
+            ),
+        ]
+    if target.endswith("curves.jsonl"):  # fuse reads no curves: it fuses as it should
+        assert results.pop().exit_code == 0
+    for result in results:
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        errors = [x for x in result.output.splitlines() if x.startswith("error: ")]
+        assert len(errors) == 1, result.output
+        assert errors[0].startswith(f"error: {base / 'r' / target} cannot be read (Permission "), (
+            errors
+        )
+        assert "then rerun the same command" in errors[0] and "writable" not in errors[0], errors
+    assert (base / "r" / "summary.json").read_bytes() == before  # nothing rewritten without it
+
+
 def test_a_head_that_cannot_be_built_is_one_line_before_anything_is_written(tmp_path, cache):
     """A value the head's own checks miss (here a user head's negative width, which torch refuses
     when the layer is made) fails before the run folder exists, not after config.json."""

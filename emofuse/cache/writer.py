@@ -445,9 +445,11 @@ class CacheWriter:
             final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
             kept = len(list_parts(self.folder))  # every rank's, the one just committed too
+            # the folder that refused: the parts folder itself, perhaps (another user's journal)
+            where = Path(err.filename).parent if err.filename else self.folder.parent
             raise EmofuseError(
-                f"cannot write {self.path} ({os_reason(err)}): "
-                + write_fix(err, f"free disk space or make {self.folder.parent} writable")
+                f"cannot write {err.filename or self.path} ({os_reason(err)}): "
+                + write_fix(err, f"free disk space or make {where} writable")
                 + ", then rerun the same command: "
                 + (
                     f"it resumes from the {kept} part(s) already committed"

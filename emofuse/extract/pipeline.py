@@ -211,7 +211,7 @@ def run_extract(
             raise
         raise EmofuseError(
             f"cannot write {err.filename or cfg.out} ({os_reason(err)}): "
-            + write_fix(err, f"free disk space or make {Path(cfg.out).parent} writable")
+            + write_fix(err, f"free disk space or make {_refusing_folder(err, cfg.out)} writable")
             + ", then rerun the same command"
         ) from None
     finally:
@@ -362,3 +362,8 @@ def _finish(writer: Any, ddp: Dist, order: list[str], summary: ExtractSummary) -
         summary.truncated = sum(p[3] for p in parts)
         summary.unaligned = sum(p[4] for p in parts)
         summary.audio_seconds = sum(p[5] for p in parts)
+
+
+def _refusing_folder(err: OSError, out: str | Path) -> Path:
+    """The folder a failed write was in (the parts folder, perhaps), else the output's own."""
+    return Path(err.filename).parent if err.filename else Path(out).parent

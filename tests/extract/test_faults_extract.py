@@ -1246,3 +1246,30 @@ def test_a_resume_after_the_alignment_changed_is_refused(tmp_path, tiny, clips):
     ), line
     assert "changed since it was extracted" in line and not out.exists()
     assert "{" not in line and "alignment_sha1" not in line, line
+
+
+def test_a_parts_folder_that_refuses_a_write_is_the_folder_named(
+    tmp_path, tiny, clips, monkeypatch
+):
+    """A journal folder left read-only (another user's, a root run's): the line named the cache
+    and advised making its parent writable, which changed nothing (round-15 extract side row 56).
+    The refusal is what `mkdir` in a mode-555 folder raises (root ignores the mode itself)."""
+    import errno
+
+    import emofuse.cache.writer as writer
+
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "ro.h5"
+    parts = Path(str(out) + ".parts")
+
+    def refused(folder, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder / ".tmp-rank0-0"))
+
+    monkeypatch.setattr(writer, "commit_part", refused)
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--flush-seconds", "0"))
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert line.startswith(f"error: cannot write {parts / '.tmp-rank0-0'} (Permission denied): "), (
+        line
+    )
+    assert f"make {parts} writable" in line, line

@@ -94,6 +94,24 @@ def retrain_fold(fold_folder: Path) -> str:
     fold whose files are damaged, with that fold among the command's --folds."""
     run = fold_folder.parent
     k = int(fold_folder.name.removeprefix("fold_")) if fold_folder.name[5:].isdigit() else None
+    planned = planned_folds(run)
+    if k is not None and planned and k not in planned:  # a stray copy: no fold to retrain
+        return (
+            f"{fold_folder.name} is no fold of the plan in {run / 'folds.json'} (folds "
+            f"{','.join(map(str, planned))}): move {fold_folder} out of {run}, then rerun the same "
+            "command"
+        )
     return (
         f"delete {fold_folder} and rerun {train_command(run, fold=k)} (it retrains that fold only)"
     )
+
+
+def planned_folds(run: Path) -> list[int]:
+    """The fold numbers of ``run``'s folds.json ([] when it cannot be read: no claim made)."""
+    import json
+
+    try:
+        folds = json.loads((run / "folds.json").read_text())["folds"]
+        return sorted(int(f["fold"]) for f in folds)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []

@@ -28,7 +28,7 @@ from emofuse.errors import (
     readable_folder,
 )
 from emofuse.fileio import atomic_open, write_json
-from emofuse.train.command import retrain_fold
+from emofuse.train.command import planned_folds, retrain_fold
 from emofuse.train.configseal import metrics_edited, seal_metrics
 from emofuse.train.curves import read_curves
 from emofuse.train.data import TrainData
@@ -174,12 +174,17 @@ def save_fold(
 
 
 def finished_folds(out: Path) -> list[int]:
-    for d in out.glob("fold_*"):  # a fold folder it may not open is not a missing fold
-        if re.fullmatch(r"fold_\d+", d.name) and d.is_dir() and not readable_folder(d):
+    planned = planned_folds(out)
+    for d in out.glob("fold_*"):
+        if not re.fullmatch(r"fold_\d+", d.name):
+            continue
+        if d.is_dir() and not readable_folder(d):  # not a missing fold: one it may not open
             raise EmofuseError(
                 f"{d} cannot be read (Permission denied): make it readable (`chmod u+rwx {d}`, "
                 f"or ask its owner), {RERUN}"
             )
+        if planned and int(d.name[len("fold_") :]) not in planned:  # a stray copy, say
+            raise EmofuseError(f"{d} is in the run folder, but {retrain_fold(d)}")
     return sorted(
         int(p.parent.name[len("fold_") :])
         for p in out.glob("fold_*/metrics.json")

@@ -1958,3 +1958,19 @@ def test_a_dead_worker_is_named_by_its_fold_and_what_ended_it(sig, how):
     died = WorkerDied(types.SimpleNamespace(process=proc, item=3))
     assert (died.item, died.how) == (3, how)
     assert str(died) == f"worker pid {proc.pid} {how}"
+
+
+def test_a_fold_folder_outside_the_plan_is_to_be_moved_away_not_retrained(run, tmp_path):
+    """A fold_06 (a copy of fold_01) in a 5-fold run: "damaged; delete it and rerun … --folds
+    1,2,6", which fails when followed (round-15 train side row 31)."""
+    out = copy(run, tmp_path)
+    stray = out / "fold_06"
+    shutil.copytree(fold_dir(out, 1), stray)
+    for args in (["report", str(out)], ["fuse", str(out), str(run), "--out", str(tmp_path / "f")]):
+        line = _one_error_line(CliRunner().invoke(cli, args))
+        assert line.endswith(
+            f"fold_06 is no fold of the plan in {out / 'folds.json'} (folds 1,2,3,4,5): move "
+            f"{stray} out of {out}, then rerun the same command"
+        ), line
+    shutil.move(stray, tmp_path / "fold_06")  # the advice
+    assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0

@@ -36,6 +36,7 @@ from emofuse.train.rundir import (
     check_recorded_scores,
     finished_folds,
     is_trained_run,
+    is_transductive,
     read_fold_predictions,
     read_run_config,
 )
@@ -74,7 +75,10 @@ def load_run(run: str | Path) -> dict[str, Any]:
     }
     check_recorded_scores(run, {k: scores(p["true"], p["predicted"]) for k, p in parts.items()})
     labels = next(iter(parts.values()))["labels"]
-    return {"run": run, "plan": plan, "labels": labels, "folds": parts}
+    return {
+        "run": run, "plan": plan, "labels": labels, "folds": parts,
+        "transductive": is_transductive(run),
+    }  # fmt: skip
 
 
 def check_same_plan(first: dict[str, Any], other: dict[str, Any]) -> None:
@@ -191,6 +195,7 @@ def _run_row(run: dict[str, Any], order: dict[int, list[str]], seed: int, resamp
         "std": {m: float(np.std(v)) for m, v in table.items()},
         "pooled": pooled,
         "pooled_UA_ci": [low, high],
+        "transductive": run["transductive"],  # --speaker-norm (itself or a fused member)
     }
 
 
@@ -307,6 +312,14 @@ def format_compare(result: dict[str, Any]) -> str:
         "",
         f"CI: {result['bootstrap']} ({result['resamples']} resamples); p: {result['fold_test']}.",
     ]
+    normed = [r["run"] for r in rows if r.get("transductive")]
+    if normed and len(normed) < len(rows):  # a mix: the difference is partly the protocol's
+        lines += [
+            "",
+            f"note: {', '.join(normed)} standardised features per speaker (--speaker-norm, the "
+            "test speakers' unlabelled audio included: transductive) and the other runs did not, "
+            "so their differences are not a like-for-like comparison",
+        ]
     return "\n".join(lines)
 
 

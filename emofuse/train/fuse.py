@@ -34,6 +34,7 @@ from emofuse.train.rundir import (
     finished_folds,
     fold_dir,
     is_trained_run,
+    is_transductive,
     prediction_digests,
     read_fold_predictions,
     read_metrics,
@@ -193,6 +194,7 @@ def _fuse_into(
                 "sha256": prediction_digests(d),
             },
         )
+    speaker_normed = [str(r) for r in runs if is_transductive(r)]
     write_run_config(
         out / "config.json",
         {
@@ -208,6 +210,8 @@ def _fuse_into(
             # each member's fold predictions as fused: a member retrained later is found stale
             "member_digests": digests,
             "cache_fingerprint": first.get("cache_fingerprint"),
+            # members that standardised per speaker: the fusion is transductive too
+            **({"transductive": speaker_normed} if speaker_normed else {}),
         },
     )
     summary = write_summary(out, plans[0])

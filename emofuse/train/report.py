@@ -73,6 +73,17 @@ def write_report(run: str | Path, tsne: bool = False) -> Path:
             if config.get("loop", {}).get("speaker_norm")
             else []
         ),
+        *(
+            [
+                "- **speaker normalisation** in member run(s) "
+                + ", ".join(f"`{r}`" for r in config["transductive"])
+                + " (`--speaker-norm`: features standardised per speaker, the test speaker's "
+                "unlabelled audio included; transductive), so this fusion is transductive too. "
+                "Compare it only with runs that do the same."
+            ]
+            if isinstance(config.get("transductive"), list)
+            else []
+        ),
         "",
         "## Per fold (test set of each fold, %)",
         "",

@@ -216,6 +216,20 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
+def is_transductive(run: Path) -> bool:
+    """``run`` standardised features per speaker (``--speaker-norm``, test speakers' unlabelled
+    audio included), itself or, for a late fusion, in a member run: its scores compare only with
+    runs that do the same."""
+    try:
+        config = json.loads((Path(run) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict):
+        return False
+    loop = config.get("loop")
+    return bool((isinstance(loop, dict) and loop.get("speaker_norm")) or config.get("transductive"))
+
+
 def is_trained_run(config: dict[str, Any]) -> bool:
     """A run trained here (its folds keep checkpoints), not a late fusion of runs (none)."""
     return "fused_runs" not in config

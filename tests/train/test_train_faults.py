@@ -1974,3 +1974,32 @@ def test_a_fold_folder_outside_the_plan_is_to_be_moved_away_not_retrained(run, t
         ), line
     shutil.move(stray, tmp_path / "fold_06")  # the advice
     assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0
+
+
+def test_a_speaker_normalised_run_is_named_transductive_in_compare_and_in_a_fusion(cache, tmp_path):
+    """A --speaker-norm run (transductive) compared with an ordinary one got no note, and its
+    fusion's config.json and report.md did not mention it (round-15 train side row 76)."""
+    import dataclasses
+
+    plain, normed = tmp_path / "plain", tmp_path / "normed"
+    train_run(cache, TINY_HEAD, plain, "loso", loop=LOOP, progress=False)
+    train_run(cache, TINY_HEAD, normed, "loso", loop=dataclasses.replace(LOOP, speaker_norm=True),
+              progress=False)  # fmt: skip
+    result = CliRunner().invoke(cli, ["compare", str(plain), str(normed), "--out",
+                                      str(tmp_path / "cmp")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    note = f"note: {normed} standardised features per speaker (--speaker-norm"
+    assert note in result.output and note in (tmp_path / "cmp" / "compare.md").read_text()
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["runs"]
+    assert [r["transductive"] for r in rows] == [False, True]
+    fused = tmp_path / "fused"
+    assert (
+        CliRunner().invoke(cli, ["fuse", str(plain), str(normed), "--out", str(fused)]).exit_code
+        == 0
+    )
+    assert json.loads((fused / "config.json").read_text())["transductive"] == [str(normed)]
+    assert "so this fusion is transductive too" in (fused / "report.md").read_text()
+    again = CliRunner().invoke(
+        cli, ["compare", str(plain), str(fused), "--out", str(tmp_path / "c2")]
+    )
+    assert again.exit_code == 0 and f"note: {fused} standardised" in again.output, again.output

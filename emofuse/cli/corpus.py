@@ -67,6 +67,12 @@ def corpus_options(func: Callable) -> Callable:
                 f"--manifest {manifest} is read with --corpus manifest, not --corpus {kind}; "
                 "drop --corpus (or give --corpus manifest)"
             )
+        if kind == "manifest" and root is not None:  # one of the two is a slip: say which is read
+            raise EmofuseError(
+                f"--root {root} is the IEMOCAP folder, but the manifest {manifest} is what "
+                "--corpus manifest reads (its audio paths are relative to it); drop --root, or "
+                "drop --manifest to read the IEMOCAP folder"
+            )
         corpus = read_corpus(
             kind,
             root=root,

@@ -283,3 +283,15 @@ def test_a_column_named_like_a_field_emofuse_computes_is_refused(root):
     ), line
     renamed = manifest(root, "u1,a.wav,x,neu,s1,same", header=HEADER + ",my_sha1")
     assert stats(renamed).exit_code == 0
+
+
+def test_a_manifest_and_an_iemocap_root_together_are_refused(root):
+    """`extract --manifest m.csv --root demo/corpus` read the manifest and ignored --root
+    without a word (round-15 extract side row 72)."""
+    path = manifest(root, "u1,a.wav,x,neu,s1")
+    line = one_line_error(stats(path, "--root", str(root)))
+    assert line == (
+        f"error: --root {root} is the IEMOCAP folder, but the manifest {path} is what --corpus "
+        "manifest reads (its audio paths are relative to it); drop --root, or drop --manifest "
+        "to read the IEMOCAP folder"
+    ), line

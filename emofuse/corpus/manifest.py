@@ -129,10 +129,15 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=_pairs)
             except json.JSONDecodeError as err:
                 raise EmofuseError(
                     f"manifest {path} line {lineno} is not JSON: {err.msg}"
+                ) from None
+            except _RepeatedKey as err:  # the last would win silently (a hand-edit slip)
+                raise EmofuseError(
+                    f"manifest {path} line {lineno}: key {err.args[0]!r} is given twice in one "
+                    "object; keep one"
                 ) from None
             if not isinstance(obj, dict):
                 raise EmofuseError(f"manifest {path} line {lineno} is not a JSON object")
@@ -156,6 +161,19 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 # extra fields of a stored row that extract computes, never copied from a manifest column
 RESERVED = {"alignment_sha1": "the SHA-1 of the utterance's alignment, checked on resume"}
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object of a manifest line holds a key twice (:func:`_pairs`)."""
+
+
+def _pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen[key] = value
+    return seen
 
 
 def _check_columns(path: Path, columns: list[str]) -> list[str]:

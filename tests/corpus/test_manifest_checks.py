@@ -295,3 +295,13 @@ def test_a_manifest_and_an_iemocap_root_together_are_refused(root):
         "manifest reads (its audio paths are relative to it); drop --root, or drop --manifest "
         "to read the IEMOCAP folder"
     ), line
+
+
+def test_a_key_given_twice_in_a_jsonl_object_is_refused(root):
+    """`{"id":"u0","id":"u9",…}` stored id u9 without a word (round-15 extract side row 59)."""
+    path = root / "m.jsonl"
+    path.write_text(
+        '{"id":"u0","id":"u9","audio":"a.wav","text":"x","label":"neu","speaker":"s"}\n'
+    )
+    line = one_line_error(stats(path))
+    assert line == f"error: manifest {path} line 1: key 'id' is given twice in one object; keep one"

@@ -201,6 +201,17 @@ def build_folds_from_columns(
     dupes = [i for i, n in Counter(ids).items() if n > 1]
     if dupes:
         raise EmofuseError(f"utterance id {dupes[0]!r} appears more than once; ids must be unique")
+    if split == "predefined":  # name the first row without a mark, not a Python repr of it
+        bad = next(
+            ((i, s) for i, s in zip(ids, splits, strict=True) if s not in ("train", "val", "test")),
+            None,
+        )
+        if bad is not None:
+            what = "has no split" if bad[1] in (None, "") else f"has split {bad[1]!r}"
+            raise EmofuseError(
+                f"split 'predefined' needs train, val or test in the 'split' column of every row; "
+                f"utterance {bad[0]} {what}: fill it in, or use another split"
+            )
     ids = np.asarray(ids, dtype=object)
     labels = np.asarray(labels, dtype=object)
     builders = {"loso": _loso, "lopo": _lopo, "ra": _ra, "predefined": _predefined}
@@ -366,13 +377,7 @@ def _ra(labels, speakers, sessions, splits, seed):
 
 
 def _predefined(labels, speakers, sessions, splits, seed):
-    marks = np.asarray(splits, dtype=object)
-    bad = sorted({str(s) for s in splits if s not in ("train", "val", "test")})
-    if bad:
-        raise EmofuseError(
-            "split 'predefined' needs a 'split' column with train/val/test on every row "
-            f"(found {bad[0]!r}); add it to the manifest or use another split"
-        )
+    marks = np.asarray(splits, dtype=object)  # every mark checked (build_folds_from_columns)
     parts = [np.flatnonzero(marks == name) for name in ("train", "val", "test")]
     for name, idx in zip(("train", "val", "test"), parts, strict=True):
         if len(idx) == 0:

@@ -262,3 +262,19 @@ def test_train_with_loso_over_one_session_is_one_cli_line(tmp_path, monkeypatch)
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "needs at least 2 sessions" in lines[0] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("mark, says", [(None, "has no split"), ("Train", "has split 'Train'")])
+def test_a_predefined_split_names_the_first_row_without_a_mark(mark, says):
+    """One empty cell gave "(found 'None')", naming neither the row nor what empty means
+    (round-15 extract side row 69)."""
+    from emofuse.train.folds import build_folds_from_columns
+
+    ids = [f"u{i}" for i in range(6)]
+    splits = ["train", "train", "val", mark, "test", "test"]
+    with pytest.raises(EmofuseError) as err:
+        build_folds_from_columns(ids, ["a", "b"] * 3, ["s"] * 6, [None] * 6, splits, "predefined")
+    assert str(err.value) == (
+        "split 'predefined' needs train, val or test in the 'split' column of every row; "
+        f"utterance u3 {says}: fill it in, or use another split"
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from emofuse.cli.options import IN, NON_EMPTY, OUT, SEED, FiniteFloatRange
-from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, os_reason, write_fix
+from emofuse.errors import IN_THE_WAY, MAKE_READABLE, RERUN, EmofuseError, os_reason, write_fix
 from emofuse.train.config import SCHEDULES, SELECTS
 from emofuse.train.folds import LOPO_VALS, SPLITS
 
@@ -255,11 +255,12 @@ def report_command(run, tsne) -> None:
                     f"cannot read {err.filename} ({os_reason(err)}), which report --tsne reads: "
                     f"{MAKE_READABLE}, {RERUN}"
                 ) from None
-            usual = (
-                f"make {run} writable, or {in_place.split(': ', 1)[1]}"
-                if err.errno in (errno.EACCES, errno.EPERM)
-                else f"free disk space, or move away what is in the way in {run}"
-            )
+            if err.errno in (errno.EACCES, errno.EPERM):
+                usual = f"make {run} writable, or {in_place.split(': ', 1)[1]}"
+            elif err.errno in IN_THE_WAY:  # a folder where the file goes: no disk space to free
+                usual = f"move away what is in the way in {run}"
+            else:
+                usual = f"free disk space, or move away what is in the way in {run}"
             raise EmofuseError(
                 f"cannot write {err.filename or run} ({os_reason(err)}): "
                 + write_fix(err, usual)

@@ -2003,3 +2003,17 @@ def test_a_speaker_normalised_run_is_named_transductive_in_compare_and_in_a_fusi
         cli, ["compare", str(plain), str(fused), "--out", str(tmp_path / "c2")]
     )
     assert again.exit_code == 0 and f"note: {fused} standardised" in again.output, again.output
+
+
+@pytest.mark.parametrize("name", ["report.md", "confusion.png"])
+def test_a_folder_where_report_writes_a_file_is_to_be_moved_not_disk_freed(run, tmp_path, name):
+    """report.md replaced by a folder: "free disk space, or move away what is in the way" —
+    freeing disk space cannot fix it (round-15 train side row 77); nothing in it is lost."""
+    out = copy(run, tmp_path)
+    (out / name).unlink()
+    (out / name).mkdir()
+    (out / name / "mine.txt").write_text("keep")
+    line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
+    assert line.startswith(f"error: cannot write {out / name} (Is a directory): "), line
+    assert "move away what is in the way" in line and "disk space" not in line, line
+    assert (out / name / "mine.txt").read_text() == "keep"

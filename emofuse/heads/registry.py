@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emofuse.errors import EmofuseError
+from emofuse.errors import EmofuseError, cannot_read
 from emofuse.heads.base import Head, InputDims
 
 BUILTIN = {
@@ -62,6 +62,9 @@ def _load_from_file(spec: str) -> type[Head]:
         sys.modules[module_name] = module
         try:
             module_spec.loader.exec_module(module)
+        except OSError as err:  # the file (or a sibling it imports) may not be read: its mode
+            del sys.modules[module_name]
+            raise cannot_read(err.filename or path, err) from None
         except Exception as err:
             del sys.modules[module_name]
             raise EmofuseError(f"--head {spec}: importing {path} failed: {err}") from err

@@ -2017,3 +2017,20 @@ def test_a_folder_where_report_writes_a_file_is_to_be_moved_not_disk_freed(run, 
     assert line.startswith(f"error: cannot write {out / name} (Is a directory): "), line
     assert "move away what is in the way" in line and "disk space" not in line, line
     assert (out / name / "mine.txt").read_text() == "keep"
+
+
+def test_a_head_file_the_user_may_not_read_is_named_with_a_fix(tmp_path, unprivileged):
+    """predict of a run whose head file is at mode 000 said "--head …: importing … failed:
+    [Errno 13]" (predict has no --head) with no advice (round-15 train side row 73)."""
+    from emofuse.heads.registry import get_head
+
+    base, as_user = unprivileged
+    head = base / "locked_head.py"
+    head.write_text(Path(TINY_HEAD.rpartition(":")[0]).read_text())
+    head.chmod(0)
+    with as_user(), pytest.raises(EmofuseError) as err:
+        get_head(f"{head}:TinyHead")
+    assert str(err.value) == (
+        f"{head} cannot be read (Permission denied); make it readable (`chmod u+r` it, or ask its "
+        "owner), then rerun the same command"
+    )

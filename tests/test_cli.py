@@ -451,3 +451,12 @@ def test_an_empty_path_or_name_is_refused_as_empty_not_as_the_current_folder(
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "is empty (an unset shell variable?); give a " in lines[0], lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_enormous_bootstrap_count_is_refused_up_front() -> None:
+    """`compare --resamples 100000000` ran for minutes without a word (round-15 train side
+    row 49)."""
+    result = CliRunner().invoke(cli, ["compare", "a", "b", "--resamples", "100000000"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "--resamples" in lines[0] and "100000" in lines[0], lines[0]

@@ -251,7 +251,17 @@ def _wall_line(run: Path) -> str:
     minutes = sum(float(c["minutes"]) for c in calls)
     jobs = max(int(c["jobs"]) for c in calls)
     at_once = f", up to {jobs} folds at once" if jobs > 1 else ""
+    from emofuse.train.rundir import finished_folds
+
+    covered = {k for c in calls if isinstance(c.get("folds"), list) for k in c["folds"]}
+    unrecorded = sorted(set(finished_folds(run)) - covered)  # wall.json deleted, say, and re-made
+    lost = (
+        f" Folds {', '.join(map(str, unrecorded))} were trained by calls wall.json does not "
+        "record (it was deleted or replaced since), so their time is not in this figure."
+        if unrecorded and covered
+        else ""
+    )
     return (
         f"Wall clock: {minutes:.2f} min for the folds trained ({len(calls)} call(s) of "
-        f"`emofuse train`{at_once}); the minutes column is each fold's own wall time."
+        f"`emofuse train`{at_once}); the minutes column is each fold's own wall time.{lost}"
     )

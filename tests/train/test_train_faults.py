@@ -2034,3 +2034,17 @@ def test_a_head_file_the_user_may_not_read_is_named_with_a_fix(tmp_path, unprivi
         f"{head} cannot be read (Permission denied); make it readable (`chmod u+r` it, or ask its "
         "owner), then rerun the same command"
     )
+
+
+def test_a_wall_clock_line_says_which_folds_its_record_lost(run, cache, tmp_path):
+    """wall.json deleted, then the run extended: report.md gave the new call's minutes as the
+    run's wall clock with no word of the earlier folds (round-15 train side row 34)."""
+    out = copy(run, tmp_path)
+    (out / "wall.json").unlink()
+    train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2, 3], progress=False)
+    text = (out / "report.md").read_text()
+    assert "Wall clock: " in text and (
+        "Folds 1, 2 were trained by calls wall.json does not record" in text
+    ), text
+    clean = (run / "report.md").read_text()
+    assert "does not record" not in clean

@@ -179,6 +179,9 @@ def verify_store(
             except DamagedCacheError as err:  # the backend says what happened (a chunk lost)
                 problems.append(f"{label}: {getattr(err, 'reason', err)}")
                 continue
+            except EmofuseError as err:  # a file it may not read: the line names it and the fix
+                problems.append(f"{label}: unreadable ({_reason(err)})")
+                continue
             except Exception as err:  # a damaged chunk can fail to decode in either backend
                 problems.append(f"{label}: unreadable ({type(err).__name__}: {err})")
                 continue

@@ -6,6 +6,7 @@ whole-stream read is a few hundred large files. Compression is an optional Zstd/
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import warnings
@@ -18,7 +19,7 @@ import zarr
 from zarr.errors import ZarrUserWarning
 
 from emofuse.cache.backends import ArrayStore, damaged_cache_error, missing_array_error
-from emofuse.errors import EmofuseError, os_reason
+from emofuse.errors import EmofuseError, cannot_read, os_reason
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,6 +53,8 @@ def _failure(path: Path, err: Exception) -> EmofuseError:
     """An OS-level failure (permission) names that; anything else zarr raises while reading
     means a metadata document is damaged: name the broken one."""
     if isinstance(err, OSError) and isinstance(err.errno, int) and err.errno > 0:
+        if err.filename and err.errno in (errno.EACCES, errno.EPERM):  # one file's mode: name it
+            return cannot_read(err.filename, err)
         return EmofuseError(f"{path}: cannot read it as a Zarr cache ({os_reason(err)})")
     reason = broken_metadata(path) or f"{type(err).__name__}: {' '.join(str(err).split())}"
     return damaged_cache_error(path, reason)

@@ -382,3 +382,26 @@ def test_an_unsealed_store_marked_incomplete_says_to_re_extract(tmp_path):
     assert _one_line(_train(path, tmp_path / "run"), 2) == f"error: {text}"
     assert _one_line(_cli("verify", str(path)), 1) == f"verify: FAILED, {text}"
     assert _one_line(_cli("info", str(path)), 2) == f"error: {text}"
+
+
+def test_a_zarr_chunk_the_user_may_not_read_is_named_with_its_fix(unprivileged):
+    """A chunk at mode 000: verify listed "unreadable (EmofuseError: …: cannot read it as a Zarr
+    cache (Permission denied))", naming neither the file nor the fix (round-15 extract row 64)."""
+    import os
+
+    base, as_user = unprivileged
+    path = base / "perm.zarr"
+    write_cache(path)
+    chunk = path / "streams" / "speech" / "data" / "c" / "1" / "0" / "0"
+    if os.geteuid() == 0:
+        for p in [path, *path.rglob("*")]:
+            os.chown(p, 65534, 65534)
+    chunk.chmod(0)
+    with as_user():
+        verify = _cli("verify", str(path))
+    assert verify.exit_code == 1 and "Traceback" not in verify.output, verify.output
+    assert "EmofuseError" not in verify.output, verify.output
+    assert (
+        f"unreadable ({chunk} cannot be read (Permission denied); make it readable (`chmod u+r` "
+        "it, or ask its owner), then rerun the same command)"
+    ) in verify.output, verify.output

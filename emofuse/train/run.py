@@ -381,9 +381,10 @@ def run_fold(
     """Train fold ``k`` from scratch into its folder (a fold killed mid-way left one behind);
     ``watch``: the cache's path and identity, checked before the fold is saved as finished."""
     d = fold_dir(out, k)
+    _check_in_place(out, k)
     if d.exists():  # a fold killed mid-way restarts from scratch (its seed makes it identical)
         shutil.rmtree(d)
-    d.mkdir(parents=True)
+    d.mkdir()  # never parents: a run folder moved away is not made again here
     started = time.perf_counter()
     with (d / "curves.jsonl").open("w") as curves:
 
@@ -407,6 +408,7 @@ def run_fold(
                 raise head_failed(head_meta["head"], k, err) from None
             raise
     check_unchanged(*watch)  # trained from the file the run opened, or not saved at all
+    _check_in_place(out, k)
     # a module the head loaded only while training is in no record: predict could never run it
     check_no_unrecorded_modules(head_meta["head"], head_meta, out, f"fold {k} trained with")
     save_fold(
@@ -417,6 +419,17 @@ def run_fold(
         test_set_name(plan.split, plan.fold(k), table),
         seconds=time.perf_counter() - started,
     )
+
+
+def _check_in_place(out: Path, k: int) -> None:
+    """The run folder is where train started it (config.json is written before any fold): one
+    moved or deleted while training is never made again with a fold and a 1-fold summary."""
+    if not (out / "config.json").is_file():
+        raise EmofuseError(
+            f"the run folder {out} was moved or deleted while train ran (its config.json is "
+            f"gone), so fold {k} was not saved there; rerun the same command with --out at the "
+            "folder's new place to resume it"
+        )
 
 
 _WORKER: dict[str, Any] = {}  # a fold worker's loaded state (one per worker process)

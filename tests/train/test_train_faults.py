@@ -2048,3 +2048,31 @@ def test_a_wall_clock_line_says_which_folds_its_record_lost(run, cache, tmp_path
     ), text
     clean = (run / "report.md").read_text()
     assert "does not record" not in clean
+
+
+def test_a_run_folder_moved_while_train_runs_is_not_made_again(cache, tmp_path, monkeypatch):
+    """`mv r/mvr r/mvr2` after fold 1 was saved: train made r/mvr again and left fold 2 and a
+    1-fold summary there (round-15 train side row 62)."""
+    import emofuse.train.run as run_module
+
+    out, moved = tmp_path / "mvr", tmp_path / "mvr2"
+    real = run_module.save_fold
+
+    def save_then_move(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        if metrics["fold"] == 1:
+            shutil.move(out, moved)  # the user's mv, between two folds
+        return metrics
+
+    monkeypatch.setattr(run_module, "save_fold", save_then_move)
+    with pytest.raises(EmofuseError) as err:
+        train_run(cache, TINY_HEAD, out, "loso", loop=LOOP, folds=[1, 2], progress=False)
+    assert str(err.value) == (
+        f"the run folder {out} was moved or deleted while train ran (its config.json is gone), "
+        "so fold 2 was not saved there; rerun the same command with --out at the folder's new "
+        "place to resume it"
+    )
+    assert not out.exists()
+    monkeypatch.setattr(run_module, "save_fold", real)
+    train_run(cache, TINY_HEAD, moved, "loso", loop=LOOP, folds=[1, 2], progress=False)  # advice
+    assert finished_folds(moved) == [1, 2]

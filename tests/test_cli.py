@@ -460,3 +460,21 @@ def test_an_enormous_bootstrap_count_is_refused_up_front() -> None:
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "--resamples" in lines[0] and "100000" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["report", "loopA"], ["predict", "--run", "loopA", "a.wav"], ["predict", "--run", "r", "loopA"],
+     ["fuse", "r", "loopA", "--out", "f"], ["compare", "r", "loopA"], ["info", "loopA"]],
+    ids=" ".join,
+)  # fmt: skip
+def test_a_symlink_loop_given_as_an_input_is_named_a_loop(tmp_path, monkeypatch, args) -> None:
+    """As an input the loop was "does not exist", "not a run folder", "audio file … not found"
+    (round-15 train side row 68); as an output it was already named a loop."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink("loopB", "loopA")
+    os.symlink("loopA", "loopB")
+    result = CliRunner().invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "loopA is a symbolic link that loops back on itself" in lines[0], lines[0]

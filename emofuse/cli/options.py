@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from pathlib import Path
 
 import click
@@ -50,7 +52,22 @@ class InPath(click.Path):
     def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
         if isinstance(value, str) and not value.strip():
             self.fail(f"{value!r} is empty (an unset shell variable?); give a path", param, ctx)
+        if isinstance(value, str) and _loops(value):  # else "does not exist" / "not a run folder"
+            self.fail(
+                f"{value} is a symbolic link that loops back on itself (directly or through "
+                "another link); fix or remove the link",
+                param,
+                ctx,
+            )
         return super().convert(value, param, ctx)
+
+
+def _loops(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
 
 
 IN = InPath(path_type=Path)  # a path a command reads

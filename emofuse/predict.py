@@ -16,7 +16,6 @@ text model sees an empty string (only its special tokens).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from emofuse.train.rundir import (
     is_trained_run,
     read_run_config,
 )
-from emofuse.transcripts import read_transcripts
+from emofuse.transcripts import read_transcripts, texts_for
 
 # fingerprint keys that decide what the head sees; dtype/device may differ between the GPU box that
 # extracted the training cache and the machine that predicts (fp16 storage rounds both the same way)
@@ -100,37 +99,6 @@ def _unfinished_note(run: Path, config: dict[str, Any]) -> list[str]:
         f"{'is' if len(missing) == 1 else 'are'} not finished (deleted or damaged since; rerun "
         f"`emofuse train` with the same options to retrain them): predicting with {rest} only"
     ]
-
-
-def _texts_for(audio: Sequence[str], transcripts: dict[str, str] | None) -> list[str | None]:
-    """Each AUDIO's row of ``--transcripts``: the row naming the same file (as given, or the same
-    absolute path), else the row whose path is the longest tail of the file's path (``b/x.wav``
-    for ``w/b/x.wav`` before ``x.wav``). A row that is the best match of two different files is
-    refused: it cannot say which recording it transcribes (a bare name matched both)."""
-    if transcripts is None:
-        return [None] * len(audio)
-    here = {key: Path(os.path.abspath(key)) for key in transcripts}
-    parts = {key: Path(key).parts for key in transcripts}  # each row's path, once
-    chosen = []
-    for given in audio:
-        path = Path(os.path.abspath(given))
-        exact = [k for k in transcripts if k == given or here[k] == path]
-        tails = [k for k, p in parts.items() if p and path.parts[-len(p) :] == p]
-        best = exact or sorted(tails, key=lambda k: -len(parts[k]))
-        if not best:
-            raise EmofuseError(f"--transcripts has no row for {given}: add a line '{given},<text>'")
-        chosen.append(best[0])
-    files: dict[str, dict[Path, str]] = {}
-    for given, key in zip(audio, chosen, strict=True):
-        files.setdefault(key, {})[Path(given).resolve()] = given
-    for key, matched in files.items():
-        if len(matched) > 1:
-            a, b = list(matched.values())[:2]
-            raise EmofuseError(
-                f"--transcripts row {key!r} matches {len(matched)} different AUDIO files ({a}, "
-                f"{b}, …): give each file its own row, with its path as on the command line"
-            )
-    return [transcripts[key] for key in chosen]
 
 
 def _run_settings(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -318,7 +286,7 @@ def predict(
             raise EmofuseError(f"audio {given} is a device or a pipe, not a file: give audio files")
         if not Path(given).is_file():
             raise EmofuseError(f"audio file {given} not found")
-    texts = [text] * len(audio) if text is not None else _texts_for(audio, table)
+    texts = [text] * len(audio) if text is not None else texts_for(audio, table)
     if asr_model is not None:
         notes += _transcribe_missing(audio, texts, asr_model, device)
     for i, (given, t) in enumerate(zip(audio, texts, strict=True)):
@@ -360,9 +328,8 @@ def predict(
             if t is not None and not any(ch.isalnum() for ch in u.model_text)
         ]  # fmt: skip
         if wordless:
-            more = f" and {len(wordless) - 1} more" if len(wordless) > 1 else ""
             notes.append(
-                f"the transcript of {wordless[0]}{more} has no words once normalised as in "
+                f"the transcript of {_some(wordless)} has no words once normalised as in "
                 f"extraction (text_norm {norm}: tags and blanks removed), so the text model saw "
                 "none and the prediction rests on the other streams"
             )
@@ -389,21 +356,18 @@ def predict(
                 raise EmofuseError(
                     f"{given}: {why}; give a recording soundfile reads (WAV, FLAC, OGG or MP3)"
                 )
-            if summary.truncated and "text" in needs:
-                flags = [str(f) for f in cache.table["flags"]]
-                cut = [by_id.get(str(i), str(i)) for i, f in zip(cache.ids, flags, strict=True)
-                       if "text-truncated" in f]  # fmt: skip
+            flags = [str(f) for f in cache.table["flags"]]
+            cut = [by_id.get(str(i), str(i)) for i, f in zip(cache.ids, flags, strict=True)
+                   if "text-truncated" in f]  # fmt: skip
+            if cut and "text" in needs:
                 notes.append(
-                    f"the transcript of {cut[0] if cut else 'a file'}"
-                    f"{f' and {len(cut) - 1} more' if len(cut) > 1 else ''} is longer than the "
-                    "text model takes: it was cut to the model's maximum length (its tail "
-                    "dropped), as in extraction"
+                    f"the transcript of {_some(cut)} is longer than the text model takes: it was "
+                    "cut to the model's maximum length (its tail dropped), as in extraction"
                 )
             if summary.padded:
-                short = ", ".join(by_id.get(uid, uid) for uid in summary.padded[:3])
-                more = f" and {len(summary.padded) - 3} more" if len(summary.padded) > 3 else ""
+                short = _some([by_id.get(uid, uid) for uid in summary.padded], shown=3)
                 notes.append(
-                    f"{short}{more}: shorter than the encoders' minimum of {summary.min_samples} "
+                    f"{short}: shorter than the encoders' minimum of {summary.min_samples} "
                     f"samples ({1000 * summary.min_samples / 16000:.0f} ms at 16 kHz), padded with "
                     "silence as in extraction"
                 )
@@ -499,3 +463,9 @@ def _loadable(needs: set[str], cache: Any) -> set[str]:
             "run's extraction settings"
         )
     return needs
+
+
+def _some(names: list[str], shown: int = 1) -> str:
+    """``a`` or ``a and 2 more``: the files a note is about."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -445,8 +445,7 @@ class CacheWriter:
             final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
             kept = len(list_parts(self.folder))  # every rank's, the one just committed too
-            # the folder that refused: the parts folder itself, perhaps (another user's journal)
-            where = Path(err.filename).parent if err.filename else self.folder.parent
+            where = Path(err.filename).parent if err.filename else self.folder.parent  # refused
             raise EmofuseError(
                 f"cannot write {err.filename or self.path} ({os_reason(err)}): "
                 + write_fix(err, f"free disk space or make {where} writable")

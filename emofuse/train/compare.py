@@ -81,15 +81,16 @@ def load_run(run: str | Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def check_same_plan(first: dict[str, Any], other: dict[str, Any]) -> None:
-    """One line when ``other`` does not test the same utterances in the same folds as ``first``."""
+def check_same_plan(first: dict[str, Any], other: dict[str, Any], tests: bool = True) -> None:
+    """One line when ``other`` does not test the same utterances in the same folds as ``first``
+    (``tests`` False: the split and the fold numbers only, before the folds are read)."""
     a, b = first["plan"], other["plan"]
     why = None
     if a.split != b.split:
         why = f"split {b.split} vs {a.split}"
     elif [f.fold for f in a.folds] != [f.fold for f in b.folds]:
         why = f"{len(b.folds)} folds vs {len(a.folds)}"
-    else:
+    elif tests:
         for fa, fb in zip(a.folds, b.folds, strict=True):
             if sorted(fa.test) != sorted(fb.test):
                 why = f"fold {fa.fold} tests other utterances"
@@ -212,8 +213,9 @@ def compare_runs(
                 f"{r} is given twice (also as {seen[Path(r).resolve()]}); compare different runs"
             )
         seen[Path(r).resolve()] = r
-    # the fold plans first: runs that can never be compared are told so before any advice to
-    # finish one of them (which would end at this refusal)
+    # the plans' shapes first: runs that can never be compared are told so before any advice to
+    # finish one of them (which would end at this refusal); their test sets once the folds are
+    # read (an edited folds.json is named there)
     plans = [
         {"run": Path(r), "plan": FoldPlan.load(Path(r) / "folds.json"), "labels": None}
         for r in runs
@@ -221,7 +223,7 @@ def compare_runs(
     ]
     if len(plans) == len(runs):
         for other in plans[1:]:
-            check_same_plan(plans[0], other)
+            check_same_plan(plans[0], other, tests=False)
     loaded = [load_run(r) for r in runs]
     for other in loaded[1:]:
         check_same_plan(loaded[0], other)

@@ -1799,7 +1799,7 @@ def test_a_fold_file_that_cannot_be_read_for_permissions_is_not_called_damaged(
     ckpt = fold_dir(out, 2) / "checkpoint.pt"
     real_access = os_module.access
     monkeypatch.setattr(
-        os_module, "access", lambda p, m: False if P(p) == ckpt else real_access(p, m)
+        os_module, "access", lambda p, m, **kw: False if P(p) == ckpt else real_access(p, m, **kw)
     )
     line = _one_error_line(CliRunner().invoke(cli, ["report", str(out)]))
     assert line == (

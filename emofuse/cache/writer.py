@@ -57,7 +57,7 @@ from emofuse.cache.schema import (
 )
 from emofuse.cache.store import open_store
 from emofuse.cache.verify import verify_store
-from emofuse.errors import EmofuseError, os_reason, write_fix
+from emofuse.errors import RERUN, EmofuseError, cannot_write
 
 
 class _OptionsDiffer(EmofuseError):
@@ -445,17 +445,12 @@ class CacheWriter:
             final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
             kept = len(list_parts(self.folder))  # every rank's, the one just committed too
-            where = Path(err.filename).parent if err.filename else self.folder.parent  # refused
-            raise EmofuseError(
-                f"cannot write {err.filename or self.path} ({os_reason(err)}): "
-                + write_fix(err, f"free disk space or make {where} writable")
-                + ", then rerun the same command: "
-                + (
-                    f"it resumes from the {kept} part(s) already committed"
-                    if kept
-                    else "nothing was committed yet, it starts again"
-                )
-            ) from err
+            goes_on = (
+                f"it resumes from the {kept} part(s) already committed"
+                if kept
+                else "nothing was committed yet, it starts again"
+            )  # the file and folder named are the ones that refused (the parts folder, perhaps)
+            raise cannot_write(err, self.path, f"{RERUN}: {goes_on}") from err
         self._indexes[final.name] = {
             "rows": {m["id"]: m for m in index["meta"]},
             "skipped": {s["id"]: str(s.get("reason", "")) for s in index["skipped"]},

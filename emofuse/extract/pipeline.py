@@ -22,7 +22,7 @@ import torch
 from emofuse import faults
 from emofuse.corpus import Utterance
 from emofuse.device import resolve_device
-from emofuse.errors import EmofuseError, from_stdout, os_reason, write_fix
+from emofuse.errors import RERUN, EmofuseError, cannot_write
 from emofuse.extract.batching import (
     durations_of,
     estimate_bytes,
@@ -207,13 +207,9 @@ def run_extract(
         run_batches(job, todo, show=cfg.progress and ddp.rank == 0)
         _finish(writer, ddp, [u.id for u in utts], summary)
     except OSError as err:  # the writer's are its own lines: one between the lock and it
-        if from_stdout(err):  # a full disk or a closed pipe on stdout: the CLI's line says so
-            raise
-        raise EmofuseError(
-            f"cannot write {err.filename or cfg.out} ({os_reason(err)}): "
-            + write_fix(err, f"free disk space or make {_refusing_folder(err, cfg.out)} writable")
-            + ", then rerun the same command"
-        ) from None
+        # stdout's own failure is re-raised for the CLI's line; the folder named is the one that
+        # refused (the parts folder, perhaps)
+        raise cannot_write(err, cfg.out, RERUN) from None
     finally:
         held.close()
         ddp.shutdown()
@@ -362,8 +358,3 @@ def _finish(writer: Any, ddp: Dist, order: list[str], summary: ExtractSummary) -
         summary.truncated = sum(p[3] for p in parts)
         summary.unaligned = sum(p[4] for p in parts)
         summary.audio_seconds = sum(p[5] for p in parts)
-
-
-def _refusing_folder(err: OSError, out: str | Path) -> Path:
-    """The folder a failed write was in (the parts folder, perhaps), else the output's own."""
-    return Path(err.filename).parent if err.filename else Path(out).parent

@@ -45,9 +45,7 @@ def _check_nearest_folder(out: Path, start: Path, option: str) -> None:
         raise EmofuseError(
             f"{option} {out}: {probe} is a regular file, not a folder; choose another {option}"
         )
-    # the effective uid decides what this process may write (os.access checks the real one)
-    effective = os.access in os.supports_effective_ids
-    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK, effective_ids=effective):
+    if probe.is_dir() and not _may(probe, os.W_OK | os.X_OK):
         fix = f"choose a writable {option}"
         with contextlib.suppress(OSError):
             if probe == out and any(probe.iterdir()):  # a run or store to resume: keep its work
@@ -192,10 +190,21 @@ def cannot_read(path: str | os.PathLike, err: OSError) -> EmofuseError:
     return EmofuseError(f"{path} cannot be read ({os_reason(err)}); {fix}, {RERUN}")
 
 
+def _may(path: Path, mode: int) -> bool:
+    """This process may access ``path`` in ``mode``: its effective uid decides (os.access
+    checks the real one by default)."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
 def readable_folder(folder: Path) -> bool:
-    """This process (its effective uid) may list and enter ``folder``."""
-    effective = os.access in os.supports_effective_ids
-    return os.access(folder, os.R_OK | os.X_OK, effective_ids=effective)
+    """This process may list and enter ``folder``."""
+    return _may(folder, os.R_OK | os.X_OK)
+
+
+LOOPS = (
+    "is a symbolic link that loops back on itself (directly or through another link); fix or "
+    "remove the link"
+)
 
 
 MEMORY_ADVICE = (

@@ -28,7 +28,7 @@ import click
 import click.utils
 
 from emofuse import __version__, faults
-from emofuse.errors import NAME_TOO_LONG, EmofuseError, from_stdout, os_reason
+from emofuse.errors import LOOPS, NAME_TOO_LONG, EmofuseError, from_stdout, os_reason
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
 # click >= 8.2 raises it for a group given no subcommand (8.1 prints the help itself)
@@ -146,8 +146,7 @@ class _Group(click.Group):
             if not str(err).startswith("Symlink loop from "):
                 raise
             looped = str(err).removeprefix("Symlink loop from ").strip("'\"")
-            click.echo(f"error: {looped} is a symbolic link that loops back on itself (directly "
-                       "or through another link); fix or remove the link", err=True)  # fmt: skip
+            click.echo(f"error: {looped} {LOOPS}", err=True)
             sys.exit(2)
         except (ImportError, MemoryError) as err:  # torch's libraries under `ulimit -v`, say
             click.echo(f"error: {_import_or_memory(err)}", err=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from emofuse.errors import LOOPS
+
 # numpy's SeedSequence and torch take larger seeds, but scikit-learn and numpy's legacy seeding
 # stop at 2**32 - 1; a negative seed is refused by numpy (a ValueError traceback before this)
 SEED = click.IntRange(min=0, max=2**32 - 1)
@@ -53,12 +55,7 @@ class InPath(click.Path):
         if isinstance(value, str) and not value.strip():
             self.fail(f"{value!r} is empty (an unset shell variable?); give a path", param, ctx)
         if isinstance(value, str) and _loops(value):  # else "does not exist" / "not a run folder"
-            self.fail(
-                f"{value} is a symbolic link that loops back on itself (directly or through "
-                "another link); fix or remove the link",
-                param,
-                ctx,
-            )
+            self.fail(f"{value} {LOOPS}", param, ctx)
         return super().convert(value, param, ctx)
 
 

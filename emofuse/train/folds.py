@@ -19,7 +19,6 @@ Splits (docs/architecture.md §6):
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 from collections import Counter
@@ -32,7 +31,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from emofuse.corpus.utterance import Utterance
-from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, os_reason
+from emofuse.errors import EmofuseError, cannot_read
 
 SPLITS = ("loso", "lopo", "ra", "predefined")
 LOPO_VALS = ("partner", "train")
@@ -136,10 +135,7 @@ class FoldPlan:
                 f"fold plan {path} is not valid JSON ({err}); {plan_fix(path)}"
             ) from None
         except OSError as err:  # its mode, not damage: never "cannot write the run folder"
-            fix = MAKE_READABLE if err.errno in (errno.EACCES, errno.EPERM) else "check the disk"
-            raise EmofuseError(
-                f"fold plan {path} cannot be read ({os_reason(err)}); {fix}, {RERUN}"
-            ) from None
+            raise cannot_read(f"fold plan {path}", err) from None
         return cls.from_dict(data, source=f"fold plan {path}")
 
     def fold(self, k: int) -> Fold:

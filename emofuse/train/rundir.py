@@ -174,7 +174,9 @@ def save_fold(
 
 
 def finished_folds(out: Path) -> list[int]:
+    """The folds of ``out`` whose metrics.json is written (fold_NN only: not fold_01_backup)."""
     planned = planned_folds(out)
+    done = []
     for d in out.glob("fold_*"):
         if not re.fullmatch(r"fold_\d+", d.name):
             continue
@@ -183,13 +185,12 @@ def finished_folds(out: Path) -> list[int]:
                 f"{d} cannot be read (Permission denied): make it readable (`chmod u+rwx {d}`, "
                 f"or ask its owner), {RERUN}"
             )
-        if planned and int(d.name[len("fold_") :]) not in planned:  # a stray copy, say
+        k = int(d.name[len("fold_") :])
+        if planned and k not in planned:  # a stray copy, say
             raise EmofuseError(f"{d} is in the run folder, but {retrain_fold(d)}")
-    return sorted(
-        int(p.parent.name[len("fold_") :])
-        for p in out.glob("fold_*/metrics.json")
-        if p.is_file() and re.fullmatch(r"fold_\d+", p.parent.name)  # not fold_01_backup
-    )
+        if (d / "metrics.json").is_file():
+            done.append(k)
+    return sorted(done)
 
 
 UNREADABLE = "cannot be read (Permission denied)"

@@ -50,8 +50,8 @@ class RemoteTraceback(Exception):
 class WorkerDied(Exception):
     """A worker process ended without answering (killed: out of memory, a signal).
 
-    ``item``: the task it held; ``how``: what ended it, in words ("was ended by SIGTERM", "was
-    killed (SIGKILL: out of memory?)", "exited with status 3")."""
+    ``item``: the task it held; ``how``: what ended it, in words ("was ended by SIGTERM (sent
+    from outside?)", "was killed (SIGKILL: out of memory, …)", "exited with status 3")."""
 
     def __init__(self, w: _Worker) -> None:
         w.process.join(STOP_WAIT_S)  # its exit status tells a signal from a crash

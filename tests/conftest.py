@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.users import NOBODY
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -29,7 +31,7 @@ def unprivileged():
         if os.geteuid() != 0:
             yield
             return
-        os.seteuid(65534)
+        os.seteuid(NOBODY)
         try:
             yield
         finally:

@@ -387,15 +387,13 @@ def test_an_unsealed_store_marked_incomplete_says_to_re_extract(tmp_path):
 def test_a_zarr_chunk_the_user_may_not_read_is_named_with_its_fix(unprivileged):
     """A chunk at mode 000: verify listed "unreadable (EmofuseError: …: cannot read it as a Zarr
     cache (Permission denied))", naming neither the file nor the fix (round-15 extract row 64)."""
-    import os
+    from tests.users import give_to_user
 
     base, as_user = unprivileged
     path = base / "perm.zarr"
     write_cache(path)
     chunk = path / "streams" / "speech" / "data" / "c" / "1" / "0" / "0"
-    if os.geteuid() == 0:
-        for p in [path, *path.rglob("*")]:
-            os.chown(p, 65534, 65534)
+    give_to_user(path)
     chunk.chmod(0)
     with as_user():
         verify = _cli("verify", str(path))

@@ -26,6 +26,7 @@ from emofuse.train.report import write_report
 from emofuse.train.run import train_run
 from emofuse.train.rundir import finished_folds, fold_dir, read_predictions
 from tests.helpers import ROOT, TINY_HEAD, FakeCache, write_five_session_cache
+from tests.users import give_to_user
 
 LOOP = LoopConfig(epochs=2, batch_size=16, lr=3e-3, patience=2, seed=0)
 CHILD = """
@@ -549,9 +550,7 @@ def test_an_unreadable_fold_plan_is_one_line_naming_its_mode_in_every_command(
     plan = base / "pc" / "folds.json"
     shutil.copytree(run, base / "pc")
     shutil.copytree(run, base / "other")
-    if os.geteuid() == 0:  # the run is the user's own, only its plan unreadable
-        for path in [base / "pc", *(base / "pc").rglob("*")]:
-            os.chown(path, 65534, 65534)
+    give_to_user(base / "pc")  # the run is the user's own, only its plan unreadable
     plan.chmod(0)
     CliRunner().invoke(cli, ["train", "--help"])  # the command modules are imported as root
     commands = {
@@ -587,9 +586,7 @@ def test_a_fold_file_or_folder_the_user_may_not_read_is_named_not_missing_or_unw
     base, as_user = unprivileged
     for name in ("r", "other"):
         shutil.copytree(run, base / name)
-    if os.geteuid() == 0:  # the runs are the user's own, only the target unreadable
-        for path in [base / "r", *(base / "r").rglob("*")]:
-            os.chown(path, 65534, 65534)
+    give_to_user(base / "r")  # the run is the user's own, only the target unreadable
     (base / "r" / target).chmod(0)
     before = (base / "r" / "summary.json").read_bytes()
     CliRunner().invoke(cli, ["train", "--help"])  # the command modules are imported as root

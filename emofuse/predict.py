@@ -77,6 +77,18 @@ class PredictResult:
         }
 
 
+def _audio_advice(why: str) -> str:
+    """What to do about audio extraction skipped: the reasons that carry their own advice keep it
+    (a truncated copy, a sample rate, cancelling channels), the others get the one that fits."""
+    if "; " in why:
+        return ""
+    if why.startswith(("silent audio", "empty audio")):
+        return "; give a recording with speech in it"
+    if why.startswith("corrupt audio"):
+        return "; give an intact copy of the recording (export it again)"
+    return "; give a recording soundfile reads (WAV, FLAC, OGG or MP3)"
+
+
 def _unfinished_note(run: Path, config: dict[str, Any]) -> list[str]:
     """A note when the run lacks folds of its plan: the prediction is the mean of fewer folds
     than its report may show (a fold deleted or damaged since, or trained with --folds)."""
@@ -328,10 +340,16 @@ def predict(
             if t is not None and not any(ch.isalnum() for ch in u.model_text)
         ]  # fmt: skip
         if wordless:
+            rest = (
+                "the prediction rests on the other streams"
+                if needs - {"text"}
+                else "its prediction says nothing of the recording (the head reads text only): "
+                "give a transcript with words"
+            )
             notes.append(
                 f"the transcript of {_some(wordless)} has no words once normalised as in "
                 f"extraction (text_norm {norm}: tags and blanks removed), so the text model saw "
-                "none and the prediction rests on the other streams"
+                f"none and {rest}"
             )
     text_ignored = "text" not in needs and any(t is not None for t in texts)
     if text_ignored:
@@ -353,9 +371,7 @@ def predict(
                 bad = summary.skipped[0]
                 given = by_id.get(bad["id"], bad["id"])
                 why = str(bad["reason"]).replace(f" {Path(given).name}", "", 1).rstrip(".")
-                raise EmofuseError(
-                    f"{given}: {why}; give a recording soundfile reads (WAV, FLAC, OGG or MP3)"
-                )
+                raise EmofuseError(f"{given}: {why}{_audio_advice(why)}")
             flags = [str(f) for f in cache.table["flags"]]
             cut = [by_id.get(str(i), str(i)) for i, f in zip(cache.ids, flags, strict=True)
                    if "text-truncated" in f]  # fmt: skip

@@ -505,6 +505,23 @@ def test_predict_says_when_the_text_model_saw_no_words_or_a_cut_transcript(train
     assert notes[0].startswith(f"the transcript of {utt.audio}"), notes
 
 
+def test_a_wordless_transcript_for_a_text_only_head_says_the_prediction_is_empty(trained, tmp_path):
+    """Round-16 train side row 21: for a head that reads only text, a blank transcript was said to
+    leave "the prediction [resting] on the other streams": there are none."""
+    run = tmp_path / "text_run"
+    result = invoke(
+        "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head", "text",
+        "--folds", "1", "--epochs", "1", "--batch-size", "8", "--out", run, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    utt = trained["utts"][trained["test_ids"][0]]
+    result = invoke("predict", "--run", run, utt.audio, "--text", "   ", "--json")
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert len(notes) == 1 and "the other streams" not in notes[0], notes
+    assert notes[0].endswith("(the head reads text only): give a transcript with words"), notes
+
+
 BOOM_HEAD = """
 import os
 
@@ -690,6 +707,24 @@ def test_unreadable_audio_is_one_line_naming_the_file_once(trained, tmp_path):
     line = _one_line(invoke("predict", "--run", trained["run"], bad, "--text", "hi"))
     assert line.startswith(f"error: {bad}: unreadable audio: "), line
     assert line.count("bad.wav") == 1 and line.endswith("(WAV, FLAC, OGG or MP3)"), line
+
+
+def test_audio_the_tool_read_but_cannot_use_gets_advice_that_fits(trained, tmp_path):
+    """Round-16 train side row 17: silent audio was told to "give a recording soundfile reads",
+    the advice for a file soundfile cannot read, and a truncated copy got two pieces of advice."""
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.float32), 16000)
+    line = _one_line(invoke("predict", "--run", trained["run"], silent, "--text", "hi"))
+    want = (
+        f"error: {silent}: silent audio (peak below -80 dBFS); give a recording with speech in it"
+    )
+    assert line == want, line
+    cut = tmp_path / "cut.wav"
+    sf.write(cut, np.random.default_rng(0).uniform(-0.5, 0.5, 32000).astype(np.float32), 16000)
+    cut.write_bytes(cut.read_bytes()[:20000])  # the header still claims 2 s
+    line = _one_line(invoke("predict", "--run", trained["run"], cut, "--text", "hi"))
+    assert line.startswith(f"error: {cut}: truncated audio"), line
+    assert line.endswith("copy the file again") and "soundfile reads" not in line, line
 
 
 def test_predict_with_a_fold_of_the_run_gone_says_so(trained, tmp_path):

@@ -7,6 +7,7 @@ peers' tables rarely say which they give.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from pathlib import Path
@@ -18,7 +19,7 @@ matplotlib.use("Agg")  # headless: reports are written on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from emofuse.errors import EmofuseError, os_reason  # noqa: E402
+from emofuse.errors import MAKE_READABLE, EmofuseError, os_reason  # noqa: E402
 from emofuse.fileio import save_figure, write_text  # noqa: E402
 
 METRICS = ("UA", "WA", "F1")
@@ -212,35 +213,36 @@ def plot_tsne(run: Path, path: Path, seed: int = 0) -> None:
     save_figure(fig, path)
 
 
+NO_LINE = "report.md has no wall-clock line (the folds and their own minutes are unaffected)"
+
+
 def _read_wall(run: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """The calls ``wall.json`` records, and why it cannot be read (None when it is whole or absent:
-    a run trained before it was written has none)."""
+    """The calls ``wall.json`` records, and why it cannot be read with what to do (None when it is
+    whole or absent: a run trained before it was written has none)."""
     path = run / "wall.json"
     if not path.exists():
         return [], None
     if not path.is_file():
-        return [], "is not a regular file"
+        return [], f"is not a regular file, so {NO_LINE}; move it away"
     try:
         calls = json.loads(path.read_text())["calls"]
         for c in calls:  # a negative or non-finite duration is an edit, not a wall time
             if not (0 <= float(c["minutes"]) < math.inf and int(c["jobs"]) >= 1):
                 raise ValueError
     except OSError as err:
-        return [], f"cannot be read ({os_reason(err)})"
+        why = f"cannot be read ({os_reason(err)})"
+        if err.errno in (errno.EACCES, errno.EPERM):  # not damaged: its record is worth keeping
+            return [], f"{why}, so {NO_LINE}; {MAKE_READABLE} to get the line back, or move it away"
+        return [], f"{why}, so {NO_LINE}; move it away"
     except (ValueError, KeyError, TypeError):
-        return [], "is damaged (not the JSON train writes)"
+        return [], f"is damaged (not the JSON train writes), so {NO_LINE}; move it away"
     return calls, None
 
 
 def wall_note(run: Path) -> str | None:
     """A note when ``wall.json`` is there but unreadable: the report leaves its line out, and says so."""
     _, problem = _read_wall(run)
-    if problem is None:
-        return None
-    return (
-        f"{run / 'wall.json'} {problem}, so report.md has no wall-clock line (the folds and their "
-        "own minutes are unaffected); move it away to silence this note"
-    )
+    return f"{run / 'wall.json'} {problem} to silence this note" if problem else None
 
 
 def _wall_line(run: Path) -> str:

@@ -1414,6 +1414,30 @@ def test_report_says_when_a_damaged_wall_file_leaves_out_the_wall_clock_line(run
     assert "Wall clock:" not in (out / "report.md").read_text()
 
 
+def test_an_unreadable_wall_file_is_told_to_be_made_readable_not_thrown_away(run, unprivileged):
+    """Round-16 train side row 12: an unreadable wall.json got only "move it away", which throws
+    its record away; `chmod u+r`, as for the other files, keeps it, and the line comes back."""
+    base, as_user = unprivileged
+    out = base / "r"
+    shutil.copytree(run, out)
+    give_to_user(out)
+    (out / "wall.json").chmod(0)
+    CliRunner().invoke(cli, ["report", "--help"])  # the command modules are imported as root
+    with as_user():
+        result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "wall.json" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {out / 'wall.json'} cannot be read ("), (
+        notes
+    )
+    assert "make it readable (`chmod u+r` it, or ask its owner) to get the line back" in notes[0]
+    (out / "wall.json").chmod(0o644)  # the advice followed
+    with as_user():
+        again = CliRunner().invoke(cli, ["report", str(out)])
+    assert again.exit_code == 0 and "wall.json" not in again.output, again.output
+    assert "Wall clock:" in (out / "report.md").read_text()
+
+
 def test_report_of_a_fuse_killed_midway_says_to_rerun_the_same_fuse(run, tmp_path):
     other = copy(run, tmp_path)
     fused = tmp_path / "f"

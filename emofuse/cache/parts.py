@@ -26,7 +26,7 @@ import numpy as np
 
 from emofuse import faults
 from emofuse.cache.schema import canonical_json, little_endian
-from emofuse.errors import EmofuseError, os_reason
+from emofuse.errors import RERUN, EmofuseError, os_reason
 from emofuse.fileio import atomic_open, fsync_path
 
 PART_RE = re.compile(r"^rank(\d{3,})-(\d{6,})$")
@@ -297,6 +297,14 @@ def check_journal_place(folder: Path, store: Path) -> None:
         return
     where = f"{folder} (where extract keeps its journal for {store})"
     stray = foreign_entries(folder)
+    if stray is None and folder.is_dir():  # a folder this process may not list
+        try:
+            next(folder.iterdir(), None)
+        except OSError as err:
+            raise EmofuseError(
+                f"{where} cannot be read ({os_reason(err)}); make it readable (`chmod u+rwx "
+                f"{folder}`, or ask its owner), {RERUN}"
+            ) from err
     if stray is None:
         raise EmofuseError(f"{where} is not a folder; move it away, or choose another --out")
     shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")

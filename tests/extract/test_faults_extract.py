@@ -22,7 +22,9 @@ from click.testing import CliRunner
 from emofuse import faults
 from emofuse.cache import open_cache
 from emofuse.cli import cli
+from emofuse.errors import EmofuseError
 from tests.helpers import PYTHON
+from tests.users import NOBODY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -964,6 +966,30 @@ def test_a_user_folder_or_file_where_the_journal_goes_is_refused_and_kept(
         "keep",
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("mode", [0o000, 0o333])
+def test_an_unlistable_journal_is_told_to_be_made_readable_not_called_a_file(unprivileged, mode):
+    """Round-17 extract side row 4: an interrupted extract's journal folder made unreadable was
+    called "not a folder; move it away" (moving it throws the committed parts away)."""
+    from emofuse.cache.parts import check_journal_place
+
+    base, as_user = unprivileged
+    journal = base / "j.h5.parts"
+    journal.mkdir()
+    (journal / "manifest.json").write_text("{}")
+    os.chown(journal, NOBODY, NOBODY)
+    journal.chmod(mode)
+    with as_user(), pytest.raises(EmofuseError) as err:
+        check_journal_place(journal, base / "j.h5")
+    assert str(err.value) == (
+        f"{journal} (where extract keeps its journal for {base / 'j.h5'}) cannot be read "
+        f"(Permission denied); make it readable (`chmod u+rwx {journal}`, or ask its owner), "
+        "then rerun the same command"
+    )
+    journal.chmod(0o755)  # the advice followed: a journal again
+    with as_user():
+        check_journal_place(journal, base / "j.h5")
 
 
 def test_a_stray_file_in_a_journal_is_named_and_moving_it_resumes(tmp_path, tiny, clips):

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from emofuse.corpus import Utterance
-from emofuse.distenv import dist_env
+from emofuse.distenv import DistEnv, dist_env, join_group
 from emofuse.extract.rows import Decoded, decode
 
 
@@ -93,9 +93,10 @@ class Dist:
     def init(self, device: torch.device) -> None:
         if self.world_size > 1 and not dist.is_initialized():
             # extraction ranks finish at different times: the final barrier must wait long
-            dist.init_process_group(
+            join_group(
                 "nccl" if device.type == "cuda" else "gloo",
-                timeout=datetime.timedelta(hours=48),
+                datetime.timedelta(hours=48),
+                DistEnv(self.rank, self.world_size, self.local_rank),
             )
             self.started_here = True
 

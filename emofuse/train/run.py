@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 
 from emofuse import __version__, faults
-from emofuse.distenv import dist_env
+from emofuse.distenv import dist_env, join_group
 from emofuse.errors import EmofuseError
 from emofuse.heads.registry import head_streams
 from emofuse.locks import output_lock
@@ -321,7 +321,7 @@ def _train_folds(
     }
     if world > 1:
         # gloo works on CPU and GPU alike: the only collective is one barrier
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
+        join_group("gloo", datetime.timedelta(hours=24), dist_env())
         dist.barrier()  # rank 0 has written config.json / folds.json
     done = set(finished_folds(out))
     todo = [k for k in selected if k not in done]

@@ -10,12 +10,14 @@ code paths; it is deterministic for a given seed and thread count.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emofuse.corpus.synthetic.layout import MARKER
 from emofuse.errors import EmofuseError
 
 # (head, preset, --set overrides, loop): sized so both fit the demo's 5-minute budget on 2 CPU cores.
@@ -77,8 +79,9 @@ def run_demo(
             "own (e.g. --out demo)"
         )
     check_outside_runs(out, "the demo a folder of its own")
+    _check_demo_folder(out)
     corpus_dir = out / "corpus"
-    if not (corpus_dir / "Session1").is_dir():
+    if not _corpus_complete(corpus_dir):  # an interrupted demo's half corpus is written again
         echo(f"[1/4] writing the synthetic demo corpus to {corpus_dir}")
         write_synthetic_corpus(corpus_dir, profile="demo", seed=seed, progress=progress)
     else:
@@ -131,6 +134,38 @@ def run_demo(
         result.summaries[head] = summary or {}
     result.seconds = time.perf_counter() - start
     return result
+
+
+DEMO_ENTRIES = ("corpus", "models", "cache", "runs")  # all the demo writes in its --out
+
+
+def _check_demo_folder(out: Path) -> None:
+    """``out`` is new, empty, or an earlier demo's (only the demo's folders, its corpus marked
+    synthetic): the demo never spreads its folders among a user's (``--out /`` or ``--out ~``)."""
+    try:
+        names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except OSError:
+        return  # an unreadable folder: the first write names it
+    foreign = [n for n in names if n not in DEMO_ENTRIES]
+    corpus = out / "corpus"
+    if corpus.is_dir() and any(corpus.iterdir()) and not (corpus / MARKER).is_file():
+        foreign.insert(0, "corpus (not the demo's synthetic corpus)")
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise EmofuseError(
+            f"--out {out} is not empty and not a demo folder (it holds {shown}); give the demo a "
+            "new or empty folder of its own (e.g. --out demo)"
+        )
+
+
+def _corpus_complete(corpus: Path) -> bool:
+    """The synthetic corpus there was written to its end (its marker says so)."""
+    try:
+        return json.loads((corpus / MARKER).read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _check_cache_models(out: Path, cache: Path, *models: str) -> None:

@@ -354,6 +354,51 @@ def test_demo_into_or_inside_a_run_folder_is_refused_before_writing(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+@pytest.mark.parametrize("where", ["a user's folder", "a folder with a corpus of its own"])
+def test_demo_into_a_folder_of_other_files_is_refused_before_writing(tmp_path, where):
+    """Round-17: `demo --out /` spread corpus/, models/, cache/ and runs/ among the root's
+    folders; a folder whose corpus/ is not the demo's would have been extracted and trained on."""
+    out = tmp_path / "home"
+    if where == "a user's folder":
+        (out / "notes").mkdir(parents=True)
+        (out / "thesis.tex").write_text("keep")
+        holds = "notes, thesis.tex"
+    else:
+        (out / "corpus" / "Session1").mkdir(parents=True)
+        holds = "corpus (not the demo's synthetic corpus)"
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0] == (
+        f"error: --out {out} is not empty and not a demo folder (it holds {holds}); give the "
+        "demo a new or empty folder of its own (e.g. --out demo)"
+    )
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_an_interrupted_demo_writes_its_half_corpus_again(tmp_path, monkeypatch):
+    """A demo killed while writing its corpus left corpus/Session1: the rerun "reused" the half
+    corpus (only Session1's presence was checked) and extracted and trained on it."""
+    import emofuse.corpus
+    from emofuse.corpus.synthetic.layout import MARKER
+
+    out = tmp_path / "demo"
+    (out / "corpus" / "Session1").mkdir(parents=True)
+    (out / "corpus" / MARKER).write_text('{"complete": false}\n')  # as the writer leaves it
+
+    class Rewritten(Exception):
+        pass
+
+    def rewrite(*args, **kwargs):
+        raise Rewritten
+
+    monkeypatch.setattr(emofuse.corpus, "write_synthetic_corpus", rewrite)
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    assert isinstance(result.exception, Rewritten), result.output
+    assert "writing the synthetic demo corpus" in result.output, result.output
+
+
 def test_a_demo_cache_made_with_its_models_elsewhere_says_the_folder_moved(tmp_path):
     """Round-10 row 61: a copied demo folder's rerun said "extracted with --speaker-model
     'demo/models/…', rerun with the same options", options the demo chooses itself."""

@@ -28,6 +28,8 @@ def lock_path(out: str | os.PathLike) -> Path:
     """``<out>.lock`` beside the output's real path: a symlink to it, ``a/../out`` or a trailing
     ``/`` name the same lock as ``out`` itself, so no spelling of a path lets two writers in."""
     real = Path(os.path.realpath(out))
+    if not real.name:  # the root: no folder holds it, so no lock can sit beside it
+        raise EmofuseError(f"{out} is the file-system root: give a name inside a folder instead")
     return real.with_name(real.name + ".lock")
 
 

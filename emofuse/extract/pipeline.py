@@ -88,6 +88,7 @@ def run_extract(
     ``skipped``: reason -> ids of corpus rows the reader dropped for bad audio (``--skip-missing``);
     the cache lists them with the utterances extraction itself skips: a dropped row leaves a trace."""
     from emofuse.cache import CacheWriter
+    from emofuse.cache.backends import backend_for
     from emofuse.cache.store import check_outside_caches
 
     start = time.perf_counter()
@@ -97,6 +98,7 @@ def run_extract(
             "no --fbank); give at least one model (or --fbank) so the cache holds features"
         )
     cfg = _follow_out_link(cfg)
+    backend_for(Path(cfg.out))  # its name before anything, the lock beside it included
     # before the lock: even <out>.lock would be a stray file in another cache
     check_outside_caches(cfg.out, "a cache path")
     utts = list(utterances[: cfg.limit] if cfg.limit else utterances)

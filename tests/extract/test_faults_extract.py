@@ -992,6 +992,21 @@ def test_an_unlistable_journal_is_told_to_be_made_readable_not_called_a_file(unp
         check_journal_place(journal, base / "j.h5")
 
 
+def test_the_file_system_root_as_out_is_one_line(tmp_path, tiny, clips):
+    """Round-17 extract side row 7: `extract --out /` was a ValueError traceback from the lock
+    (taken before the cache name was checked)."""
+    from emofuse.locks import lock_path
+
+    manifest = write_manifest(tmp_path / "c", clips)
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, Path("/")))
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output) == (
+        "error: /: a cache name must end in .h5/.hdf5 (HDF5) or .zarr (Zarr v3)"
+    )
+    with pytest.raises(EmofuseError, match="^/ is the file-system root: give a name inside"):
+        lock_path("/")  # train, fuse and the other writers take their lock the same way
+
+
 def test_a_stray_file_in_a_journal_is_named_and_moving_it_resumes(tmp_path, tiny, clips):
     """A stray file in a half-written journal was "move it away" — the whole journal with its good
     parts (round-12 extract side row 47): the line names the file, and moving it out resumes."""

@@ -13,6 +13,7 @@ fit in memory.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import numpy as np
 
 from emofuse import faults
 from emofuse.cache.schema import canonical_json, little_endian
-from emofuse.errors import RERUN, EmofuseError, os_reason
+from emofuse.errors import LOOPS, RERUN, EmofuseError, os_reason
 from emofuse.fileio import atomic_open, fsync_path
 
 PART_RE = re.compile(r"^rank(\d{3,})-(\d{6,})$")
@@ -293,9 +294,19 @@ def is_journal(folder: Path) -> bool:
 def check_journal_place(folder: Path, store: Path) -> None:
     """``folder`` (where extract keeps the journal for ``store``) is absent or holds only what a
     journal holds; else one line naming what is in the way, never a user's file deleted."""
+    where = f"{folder} (where extract keeps its journal for {store})"
+    if folder.is_symlink() and not folder.exists():  # mkdir would say "File exists"
+        try:
+            os.stat(folder)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise EmofuseError(f"{where} {LOOPS}, then rerun") from None
+        raise EmofuseError(
+            f"{where} is a symbolic link to {os.readlink(folder)!r}, which does not exist; "
+            f"remove the link (`rm {folder}`), then rerun"
+        )
     if not folder.exists() or is_journal(folder):
         return
-    where = f"{folder} (where extract keeps its journal for {store})"
     stray = foreign_entries(folder)
     if stray is None and folder.is_dir():  # a folder this process may not list
         try:

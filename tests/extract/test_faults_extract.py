@@ -1007,6 +1007,29 @@ def test_the_file_system_root_as_out_is_one_line(tmp_path, tiny, clips):
         lock_path("/")  # train, fuse and the other writers take their lock the same way
 
 
+@pytest.mark.parametrize("link", ["dangling", "loop"])
+def test_a_journal_path_that_is_a_broken_link_names_the_link(tmp_path, tiny, clips, link):
+    """Round-17 extract side row 12: a dangling or looping symbolic link at NAME.h5.parts was
+    "cannot write … (File exists): free disk space or make c writable", which changes nothing."""
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "x.h5"
+    journal = Path(f"{out}.parts")
+    if link == "dangling":
+        journal.symlink_to("nowhere")
+        says = f"is a symbolic link to 'nowhere', which does not exist; remove the link (`rm {journal}`)"
+    else:
+        journal.symlink_to("other")
+        (tmp_path / "other").symlink_to(journal.name)
+        says = "is a symbolic link that loops back on itself"
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out))
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert line.startswith(f"error: {journal} (where extract keeps its journal for {out}) {says}")
+    assert journal.is_symlink() and not out.exists()
+    journal.unlink()  # the advice followed
+    assert CliRunner().invoke(cli, manifest_args(manifest, tiny, out)).exit_code == 0
+
+
 def test_a_stray_file_in_a_journal_is_named_and_moving_it_resumes(tmp_path, tiny, clips):
     """A stray file in a half-written journal was "move it away" — the whole journal with its good
     parts (round-12 extract side row 47): the line names the file, and moving it out resumes."""

@@ -66,6 +66,10 @@ def _reading(method: F) -> F:
             return method(self, *args, **kwargs)
         except H5_FAILURES as err:
             raise _failure(self.path, err) from None
+        except KeyError as err:  # h5py's "Unable to synchronously open object (… corruption)"
+            if "Unable to" not in str(err):
+                raise
+            raise _failure(self.path, err) from None
 
     return guarded  # type: ignore[return-value]
 
@@ -125,7 +129,7 @@ class HDF5Store(ArrayStore):
     def read_meta(self) -> dict | None:
         if "meta" not in self.f or self.f.attrs.get("format") is None:
             return None
-        return json.loads(self.f["meta"][()].tobytes().decode("utf-8"))
+        return json.loads(self._dataset("meta")[()].tobytes().decode("utf-8"))
 
     @_writing
     def write_meta(self, meta: dict) -> None:
@@ -140,11 +144,14 @@ class HDF5Store(ArrayStore):
     def _dataset(self, name: str) -> h5py.Dataset:
         """Array ``name``; one the file lacks (a group deleted with h5py) is a damaged cache."""
         try:
-            return self.f[name]
+            obj = self.f[name]
         except KeyError as err:
             if any(gone in str(err) for gone in ("doesn't exist", "component not found")):
                 raise missing_array_error(self.path, name) from None
             raise damaged_cache_error(self.path, short_reason(err)) from None  # a damaged heap
+        if not isinstance(obj, h5py.Dataset):  # a damaged object header reads as another kind
+            raise damaged_cache_error(self.path, f"{name} is a {type(obj).__name__}, not an array")
+        return obj
 
     @_writing
     def create(self, name: str, shape: tuple, dtype: str, chunks: tuple, compression: str | None):

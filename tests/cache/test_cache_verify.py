@@ -56,6 +56,55 @@ def test_flipped_byte_fails_verify_and_names_stream_and_utterance(reference):
     assert "digest:" not in bad.output and bad.output.splitlines()[-1].startswith("verify: FAILED")
 
 
+def test_every_flipped_superblock_byte_is_a_verdict_not_a_traceback(tmp_path):
+    """Round-17 extract side row 22: one flipped byte of the HDF5 superblock (its end-of-file
+    address) made `verify` and `info` a KeyError traceback from h5py; every byte of it now gives
+    verify's FAILED or a one-line error."""
+    path = tmp_path / "a.h5"
+    write_cache(path)
+    data = path.read_bytes()
+    for i in range(128):
+        flipped = bytearray(data)
+        flipped[i] ^= 0xFF
+        path.write_bytes(flipped)
+        for command in ("verify", "info"):
+            result = CliRunner().invoke(cli, [command, str(path)])
+            assert result.exception is None or isinstance(result.exception, SystemExit), (
+                i,
+                command,
+                repr(result.exception),
+            )
+            assert result.exit_code in (0, 1, 2) and "Traceback" not in result.output, (
+                i,
+                result.output,
+            )
+
+
+def test_a_name_that_reads_as_a_datatype_is_a_damaged_cache(tmp_path):
+    """A damaged object header (round-17 extract side, found by flipping every byte of a store)
+    made h5py return a named Datatype for an array: `verify` was an AttributeError traceback."""
+    from emofuse.cache.hdf5 import HDF5Store
+
+    path = tmp_path / "a.h5"
+    write_cache(path)
+    with h5py.File(path, "r+") as f:
+        del f["streams/speech/offsets"]
+        f["streams/speech/offsets"] = np.dtype("int64")  # a committed datatype in its place
+    store = HDF5Store(path, "r")
+    try:
+        with pytest.raises(
+            EmofuseError, match="streams/speech/offsets is a Datatype, not an array"
+        ):
+            store.read("streams/speech/offsets")
+    finally:
+        store.close()
+    result = CliRunner().invoke(cli, ["verify", str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert (
+        "offsets unreadable (streams/speech/offsets is a Datatype, not an array)" in result.output
+    )
+
+
 def test_digest_same_across_backends_chunking_and_compression(tmp_path, monkeypatch):
     digests = {
         "h5": write_cache(tmp_path / "a.h5"),

@@ -196,6 +196,11 @@ def _may(path: Path, mode: int) -> bool:
     return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
 
 
+def readable_file(path: Path) -> bool:
+    """This process may open ``path`` for reading."""
+    return _may(path, os.R_OK)
+
+
 def readable_folder(folder: Path) -> bool:
     """This process may list and enter ``folder``."""
     return _may(folder, os.R_OK | os.X_OK)

@@ -19,7 +19,7 @@ import soundfile as sf
 from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import ALIGN_SLACK_S, CorpusReadResult, Segment, Utterance
-from emofuse.errors import EmofuseError
+from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, cannot_read, readable_file
 from emofuse.progress import progress_bar
 
 SESSIONS = tuple(f"Session{i}" for i in range(1, 6))
@@ -97,6 +97,24 @@ def frames_to_seconds(sfrm: int, efrm: int) -> tuple[float, float]:
     return start, end
 
 
+def read_corpus_text(path: Path) -> str:
+    """A corpus text file (summary, transcript, alignment) as UTF-8 (a BOM is not a character):
+    one it may not read or that is not UTF-8 is one line naming it, never a traceback or a text
+    with its odd bytes silently replaced (what the text model would embed)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise cannot_read(path, err) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise EmofuseError(
+            f"{path}: line {line} is not UTF-8 text (byte 0x{raw[err.start]:02X}); save the file as "
+            f"UTF-8 (e.g. `iconv -f latin1 -t utf-8`), {RERUN}"
+        ) from None
+
+
 def parse_alignment(path: Path) -> list[Segment]:
     """Parse a Sphinx-3 .wdseg/.syseg/.phseg file by whitespace columns.
 
@@ -104,7 +122,7 @@ def parse_alignment(path: Path) -> list[Segment]:
     the rest of the row. The header (`SFrm EFrm ...`) and the `Total score` trailer are skipped.
     """
     segments: list[Segment] = []
-    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is not a character
+    text = read_corpus_text(path)
     for lineno, line in enumerate(text.splitlines(), 1):
         cols = line.split()
         if not cols or cols[0] == "SFrm" or line.strip().startswith("Total score"):
@@ -169,7 +187,7 @@ def parse_annotations(lines: Iterable[str]) -> dict[str, dict]:
 def parse_summary(path: Path, result: CorpusReadResult) -> list[dict]:
     """One record per summary line of an EmoEvaluation/<dialog>.txt file (annotators attached)."""
     records: list[dict] = []
-    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is not a character
+    text = read_corpus_text(path)
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r")
         if line.startswith("["):
@@ -200,7 +218,7 @@ def parse_transcript(path: Path, result: CorpusReadResult) -> dict[str, tuple[fl
     out: dict[str, tuple[float, float, str]] = {}
     # utf-8-sig: a BOM (what Notepad writes when a transcript is fixed by hand) made the first
     # line "odd" and dropped its utterance
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    text = read_corpus_text(path)
     for lineno, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
         if not line:
@@ -333,6 +351,10 @@ def read_iemocap(
             try:
                 info = sf.info(str(audio))
             except RuntimeError:  # soundfile's LibsndfileError: reported, never a traceback
+                if not readable_file(audio):  # an intact file it may not open: not "damaged"
+                    raise EmofuseError(
+                        f"{audio} cannot be read (Permission denied); {MAKE_READABLE}, {RERUN}"
+                    ) from None
                 result.skip(SKIP_BAD_WAV, utt_id)
                 continue
             if rate_problem(audio, info.samplerate):

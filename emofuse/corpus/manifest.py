@@ -22,7 +22,7 @@ import soundfile as sf
 from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import ALIGN_SLACK_S, CorpusReadResult, Utterance
-from emofuse.errors import MAKE_READABLE, EmofuseError
+from emofuse.errors import MAKE_READABLE, EmofuseError, readable_file
 from emofuse.progress import progress_bar
 
 REQUIRED = ("id", "audio", "text", "label", "speaker")
@@ -388,7 +388,7 @@ def read_manifest(
         try:
             info = sf.info(str(audio))
         except RuntimeError:  # soundfile's LibsndfileError
-            if not os.access(audio, os.R_OK):  # a good file it may not open: not "convert it"
+            if not readable_file(audio):  # a good file it may not open: not "convert it"
                 raise EmofuseError(
                     f"{where}: audio file {audio} for {utt_id} cannot be read (Permission "
                     f"denied): {MAKE_READABLE}"

@@ -286,3 +286,54 @@ def test_a_byte_order_mark_in_the_text_files_is_not_part_of_the_first_line(mini_
         (u.id, u.label, u.text, u.tiers) for u in before.utterances
     ]
     assert after.skipped == before.skipped
+
+
+@pytest.mark.parametrize(
+    "victim",
+    [
+        "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt",
+        "Session1/dialog/transcriptions/Ses01F_impro01.txt",
+        "Session1/sentences/ForcedAlignment/Ses01F_impro01/Ses01F_impro01_F000.wdseg",
+        "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav",
+    ],
+    ids=["summary", "transcript", "alignment", "wav"],
+)
+def test_a_corpus_file_the_user_may_not_read_is_named_with_chmod_advice(
+    mini_iemocap, unprivileged, victim
+):
+    """Round-17 extract side rows 43, 44: an unreadable EmoEvaluation file was a PermissionError
+    traceback, and an unreadable (intact) wav was dropped as "not audio, empty or damaged"."""
+    import shutil
+
+    from tests.users import give_to_user
+
+    base, as_user = unprivileged
+    whole = len(_read(mini_iemocap).utterances)
+    root = base / "IEMOCAP_full_release"
+    shutil.copytree(mini_iemocap, root)
+    give_to_user(root)
+    (root / victim).chmod(0)
+    with as_user(), pytest.raises(EmofuseError) as err:
+        _read(root)
+    assert str(err.value) == (
+        f"{root / victim} cannot be read (Permission denied); make it readable (`chmod u+r` it, "
+        "or ask its owner), then rerun the same command"
+    )
+    (root / victim).chmod(0o644)  # the advice followed
+    with as_user():
+        assert len(_read(root).utterances) == whole
+
+
+def test_a_transcript_that_is_not_utf8_is_named_not_silently_altered(mini_iemocap):
+    """Round-17 extract side row 62: a Latin-1 `café` in a transcript became `caf\ufffd`, which the
+    text model embedded, with no word anywhere and the store called complete."""
+    path = mini_iemocap / "Session1" / "dialog" / "transcriptions" / "Ses01F_impro01.txt"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = lines[1].rstrip(b"\r") + " café".encode("latin-1") + b"\r"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(EmofuseError) as err:
+        _read(mini_iemocap)
+    assert str(err.value) == (
+        f"{path}: line 2 is not UTF-8 text (byte 0xE9); save the file as UTF-8 (e.g. `iconv -f "
+        "latin1 -t utf-8`), then rerun the same command"
+    )

@@ -255,7 +255,9 @@ def test_an_audio_file_without_read_permission_says_so(root, monkeypatch):
 
     wav = root / "a.wav"
     real = os.access
-    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == wav else real(p, m))
+    monkeypatch.setattr(
+        os, "access", lambda p, m, **kw: False if Path(p) == wav else real(p, m, **kw)
+    )
 
     def refused(path, *a, **kw):
         if Path(path) == wav:

@@ -201,6 +201,14 @@ def readable_file(path: Path) -> bool:
     return _may(path, os.R_OK)
 
 
+def closed_folder(path: str | os.PathLike) -> Path | None:
+    """The outermost folder above ``path`` this process may not enter (search), or None."""
+    for folder in reversed(Path(os.path.abspath(path)).parents):
+        if folder.is_dir() and not _may(folder, os.X_OK):
+            return folder
+    return None
+
+
 def readable_folder(folder: Path) -> bool:
     """This process may list and enter ``folder``."""
     return _may(folder, os.R_OK | os.X_OK)

@@ -28,7 +28,7 @@ import click
 import click.utils
 
 from emofuse import __version__, faults
-from emofuse.errors import LOOPS, NAME_TOO_LONG, EmofuseError, from_stdout, os_reason
+from emofuse.errors import LOOPS, NAME_TOO_LONG, EmofuseError, closed_folder, from_stdout, os_reason
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
 # click >= 8.2 raises it for a group given no subcommand (8.1 prints the help itself)
@@ -76,10 +76,24 @@ def _stdout_failed(err: OSError) -> None:
 
 def _os_failed(err: OSError) -> None:
     """Exit with one line for an OSError no command turned into its own: stdout that failed
-    (:func:`_stdout_failed`), or a path a user gave that is too long; else return."""
+    (:func:`_stdout_failed`), a path a user gave that is too long, or a path this process may not
+    access (the outermost folder it may not enter named); else return."""
     _stdout_failed(err)
     if err.errno == errno.ENAMETOOLONG:
         click.echo(f"error: {err.filename or 'a path'}: {NAME_TOO_LONG}", err=True)
+        sys.exit(2)
+    if err.errno in (errno.EACCES, errno.EPERM) and err.filename:  # a path no check foresaw
+        closed = closed_folder(err.filename)
+        reason = os_reason(err)
+        if closed is not None:
+            why = f"the folder {closed} cannot be entered ({reason}); make it accessible "
+            why += f"(`chmod u+rwx {closed}`"
+        else:
+            why = f"it cannot be accessed ({reason}); make it (or its folder) accessible (`chmod u+rw`"
+        click.echo(
+            f"error: {err.filename}: {why}, or ask its owner), then rerun the same command",
+            err=True,
+        )
         sys.exit(2)
 
 

@@ -22,7 +22,7 @@ import torch
 from emofuse import faults
 from emofuse.corpus import Utterance
 from emofuse.device import resolve_device
-from emofuse.errors import RERUN, EmofuseError, cannot_write
+from emofuse.errors import RERUN, EmofuseError, cannot_write, closed_folder, os_reason
 from emofuse.extract.batching import (
     durations_of,
     estimate_bytes,
@@ -225,8 +225,15 @@ def _follow_out_link(cfg: ExtractConfig) -> ExtractConfig:
     """An --out that is a symbolic link names the store at its target: the final rename would
     otherwise replace the link with a file beside it (and the target's disk never get it)."""
     link = Path(cfg.out)
-    if not link.is_symlink():
-        return cfg
+    try:
+        if not link.is_symlink():
+            return cfg
+    except OSError as err:  # a folder above it this process may not enter
+        closed = closed_folder(link) or link.parent
+        raise EmofuseError(
+            f"--out {link}: the folder {closed} cannot be entered ({os_reason(err)}); make it "
+            f"accessible (`chmod u+rwx {closed}`, or ask its owner), or choose another --out"
+        ) from None
     try:
         target = link.resolve()
     except (RuntimeError, OSError):  # Python 3.11: RuntimeError("Symlink loop from …")

@@ -1030,6 +1030,28 @@ def test_a_journal_path_that_is_a_broken_link_names_the_link(tmp_path, tiny, cli
     assert CliRunner().invoke(cli, manifest_args(manifest, tiny, out)).exit_code == 0
 
 
+def test_an_out_under_a_folder_it_may_not_enter_is_one_line(unprivileged):
+    """Round-17 extract side row 77: --out under a folder of mode 000 was a PermissionError
+    traceback from the --out symbolic-link check, before the writability check."""
+    from emofuse.extract import ExtractConfig
+    from emofuse.extract.pipeline import _follow_out_link
+
+    base, as_user = unprivileged
+    closed = base / "px"
+    (closed / "in").mkdir(parents=True)
+    closed.chmod(0)
+    out = closed / "in" / "y.h5"
+    try:
+        with as_user(), pytest.raises(EmofuseError) as err:
+            _follow_out_link(ExtractConfig(out=out))
+    finally:
+        closed.chmod(0o755)
+    assert str(err.value) == (
+        f"--out {out}: the folder {closed} cannot be entered (Permission denied); make it "
+        f"accessible (`chmod u+rwx {closed}`, or ask its owner), or choose another --out"
+    )
+
+
 def test_a_stray_file_in_a_journal_is_named_and_moving_it_resumes(tmp_path, tiny, clips):
     """A stray file in a half-written journal was "move it away" — the whole journal with its good
     parts (round-12 extract side row 47): the line names the file, and moving it out resumes."""

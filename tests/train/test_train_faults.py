@@ -536,6 +536,32 @@ def test_a_read_only_finished_run_is_told_to_be_made_writable_not_trained_elsewh
     ), result.output
 
 
+def test_an_out_under_a_folder_it_may_not_enter_is_one_line(unprivileged, monkeypatch):
+    """Found re-checking round-17 extract side row 77 on train: `train --out` under a folder of
+    mode 000 was a PermissionError traceback (config.json's stat in the resume check)."""
+    import emofuse.cache
+
+    base, as_user = unprivileged
+    monkeypatch.setattr(emofuse.cache, "open_cache", lambda path: FakeCache(n_per_speaker=4))
+    (base / "fake.h5").write_bytes(b"")
+    closed = base / "px"
+    (closed / "in").mkdir(parents=True)
+    closed.chmod(0)
+    CliRunner().invoke(cli, ["train", "--help"])  # the command modules are imported as root
+    args = ["train", "--cache", str(base / "fake.h5"), "--split", "loso", "--head", TINY_HEAD,
+            "--epochs", "1", "--folds", "1", "--quiet", "--out", str(closed / "in" / "r")]  # fmt: skip
+    try:
+        with as_user():
+            result = CliRunner().invoke(cli, args)
+    finally:
+        closed.chmod(0o755)
+    assert _one_error_line(result) == (
+        f"error: {closed / 'in' / 'r' / 'config.json'}: the folder {closed} cannot be entered "
+        f"(Permission denied); make it accessible (`chmod u+rwx {closed}`, or ask its owner), "
+        "then rerun the same command"
+    )
+
+
 def test_an_unreadable_fold_plan_is_one_line_naming_its_mode_in_every_command(
     run, tmp_path, unprivileged, monkeypatch
 ):

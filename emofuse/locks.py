@@ -43,10 +43,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+UNREADABLE = {"unreadable": True}  # the holder of a lock this process may not read
+
+
 def _holder(path: Path) -> dict | None:
-    """The lock's contents, or None when it is unreadable (a writer killed mid-write)."""
+    """The lock's contents, or None when it is torn (a writer killed mid-write). One this
+    process may not read is held (``UNREADABLE``): another user's live writer, perhaps."""
     try:
         return json.loads(path.read_text())
+    except PermissionError:
+        return dict(UNREADABLE)
     except (OSError, ValueError):
         return None
 
@@ -70,6 +76,8 @@ def _started_after(pid: int, started: str) -> bool:
 def _stale(holder: dict | None) -> bool:
     if holder is None:
         return True
+    if holder == UNREADABLE:  # never removed unread: its writer may be alive
+        return False
     if holder.get("host") != socket.gethostname():
         return False
     pid = holder.get("pid")
@@ -117,6 +125,11 @@ def _create_exclusive(path: Path, record: dict) -> bool:
 
 def busy(holder: dict, another: str = "") -> str:
     """``being written by [another ]emofuse COMMAND (pid …); wait for it to finish``."""
+    if holder == UNREADABLE:
+        return (
+            "locked by a lock file this process may not read (another user's emofuse writing "
+            "it?); wait for it to finish"
+        )
     return (
         f"being written by {another}emofuse {holder.get('command', '?')} (pid {holder.get('pid')} "
         f"on {holder.get('host')}, since {holder.get('started', '?')}); wait for it to finish"
@@ -154,6 +167,12 @@ def output_lock(out: Path, command: str, fix: str = "choose a writable --out") -
             if _try_create(path, record):
                 break
             holder = _holder(path)
+            if holder == UNREADABLE:
+                raise EmofuseError(
+                    f"{out} is locked by {path}, which this process may not read (Permission "
+                    "denied): another user's emofuse may be writing it; ask them, or if no emofuse "
+                    f"is running on it, delete {path}"
+                )
             if not _stale(holder):
                 raise EmofuseError(f"{out} is {busy(holder, 'another ')}, or if that process is "
                                    f"gone, delete {path}")  # fmt: skip

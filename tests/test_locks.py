@@ -185,3 +185,25 @@ def test_a_full_disk_where_the_lock_goes_says_to_free_space_and_leaves_no_tempor
         "the same command (or choose a writable --out)"
     )
     assert list(tmp_path.iterdir()) == []  # no lock, no temporary
+
+
+def test_a_lock_this_process_may_not_read_is_never_taken_as_stale(unprivileged):
+    """Round-17 extract side row 87: a live writer's lock at mode 000 (another user's, umask 077)
+    read as torn, so it was removed as stale and a second writer went ahead beside the first."""
+    from emofuse.locks import live_holder
+
+    base, as_user = unprivileged
+    out = base / "c.h5"
+    lock = lock_path(out)
+    with output_lock(out, "extract"):  # held by this (root) process, alive
+        lock.chmod(0)
+        with as_user():
+            with pytest.raises(EmofuseError) as err, output_lock(out, "extract"):
+                pass
+            assert live_holder(out) is not None  # readers see it held too
+        assert lock.exists()
+    assert str(err.value) == (
+        f"{out} is locked by {lock}, which this process may not read (Permission denied): "
+        f"another user's emofuse may be writing it; ask them, or if no emofuse is running on it, "
+        f"delete {lock}"
+    )

@@ -9,6 +9,7 @@ a run says exactly which utterances it used — peers silently lose some.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ import soundfile as sf
 from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import ALIGN_SLACK_S, CorpusReadResult, Segment, Utterance
-from emofuse.errors import MAKE_READABLE, RERUN, EmofuseError, cannot_read, readable_file
+from emofuse.errors import LOOPS, MAKE_READABLE, RERUN, EmofuseError, cannot_read, readable_file
 from emofuse.progress import progress_bar
 
 SESSIONS = tuple(f"Session{i}" for i in range(1, 6))
@@ -268,9 +269,20 @@ def _scan(folder: Path, suffix: str, result: CorpusReadResult, root: Path) -> li
         for entry in it:
             if is_twin(entry.name):
                 result.skip(SKIP_TWIN, (folder / entry.name).relative_to(root).as_posix())
-            elif entry.name.endswith(suffix) and entry.is_file():
+            elif entry.name.endswith(suffix) and _entry_is_file(entry):
                 names.append(entry.name)
     return sorted(names)
+
+
+def _entry_is_file(entry: os.DirEntry) -> bool:
+    """A regular file (through links); a link that loops is one line naming it, not ELOOP's
+    traceback (a dangling one is no file: its utterance is listed as skipped)."""
+    try:
+        return entry.is_file()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise EmofuseError(f"{entry.path} {LOOPS}, then rerun") from None
+        raise cannot_read(entry.path, err) from None
 
 
 def _subfolders(folder: Path) -> set[str]:

@@ -337,3 +337,27 @@ def test_a_transcript_that_is_not_utf8_is_named_not_silently_altered(mini_iemoca
         f"{path}: line 2 is not UTF-8 text (byte 0xE9); save the file as UTF-8 (e.g. `iconv -f "
         "latin1 -t utf-8`), then rerun the same command"
     )
+
+
+@pytest.mark.parametrize(
+    "victim",
+    [
+        "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav",
+        "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt",
+        "Session1/dialog/transcriptions/Ses01F_impro01.txt",
+        "Session1/sentences/ForcedAlignment/Ses01F_impro01/Ses01F_impro01_F000.wdseg",
+    ],
+    ids=["wav", "summary", "transcript", "alignment"],
+)
+def test_a_corpus_file_that_is_a_looping_link_is_named(mini_iemocap, victim):
+    """Round-17 extract side row 90: a wav (or summary, transcript, alignment) replaced by a link
+    to itself was an ELOOP traceback from the folder scan."""
+    path = mini_iemocap / victim
+    path.unlink()
+    path.symlink_to(path.name)
+    with pytest.raises(EmofuseError) as err:
+        _read(mini_iemocap)
+    assert str(err.value) == (
+        f"{path} is a symbolic link that loops back on itself (directly or through another "
+        "link); fix or remove the link, then rerun"
+    )

@@ -59,6 +59,8 @@ from emofuse.cache.store import open_store
 from emofuse.cache.verify import verify_store
 from emofuse.errors import RERUN, EmofuseError, cannot_write
 
+CPU_BF16 = "EMOFUSE_CPU_BF16"  # encoders.common.BF16_ENV (not imported: the cache needs no torch)
+
 
 class _OptionsDiffer(EmofuseError):
     """The store was extracted with other options than this run's (if its metadata is intact)."""
@@ -206,6 +208,15 @@ class CacheWriter:
                     f"(content {str(was)[:19]}… then, {str(now)[:19]}… now: its files changed "
                     f"since); restore them to resume, or delete {where} (or choose another "
                     "output name) to extract from scratch"
+                )
+            then = stored_settings.get("fingerprint", {}).get("dtype")
+            here = self.settings.get("fingerprint", {}).get("dtype")
+            if then != here and options.get("dtype") == "auto":  # the same option, another CPU
+                raise _OptionsDiffer(
+                    f"{where} was extracted in {then} (--dtype auto chose it on that machine), and "
+                    f"here it would compute in {here}; resume with --dtype auto and {CPU_BF16}="
+                    f"{int(then == 'bfloat16')} set (it forces auto's choice), or choose another "
+                    "output name"
                 )
             raise _OptionsDiffer(
                 f"{where} was extracted with {option} {was!r}, this run has {option} {now!r}; "

@@ -1052,6 +1052,32 @@ def test_an_out_under_a_folder_it_may_not_enter_is_one_line(unprivileged):
     )
 
 
+def test_a_resume_where_dtype_auto_chooses_otherwise_says_how_to_force_it(
+    tmp_path, tiny, clips, monkeypatch
+):
+    """Round-17 extract side row 50: an extract interrupted on a bf16 CPU and resumed on another
+    (`--dtype auto` both times) was told to "rerun with the same options", which it had done."""
+    from emofuse.cache.writer import CPU_BF16
+    from emofuse.encoders.common import BF16_ENV
+
+    assert CPU_BF16 == BF16_ENV
+    manifest = write_manifest(tmp_path / "c", clips)
+    out = tmp_path / "bf.h5"
+    monkeypatch.setenv(BF16_ENV, "1")
+    interrupted(tmp_path, tiny, manifest, out, 2, "--dtype", "auto")
+    monkeypatch.setenv(BF16_ENV, "0")  # another machine: auto picks fp32 there
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--dtype", "auto"))
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output) == (
+        f"error: {out}.parts was extracted in bfloat16 (--dtype auto chose it on that machine), "
+        f"and here it would compute in float32; resume with --dtype auto and {BF16_ENV}=1 set "
+        "(it forces auto's choice), or choose another output name"
+    )
+    monkeypatch.setenv(BF16_ENV, "1")  # the advice followed
+    result = CliRunner().invoke(cli, manifest_args(manifest, tiny, out, "--dtype", "auto"))
+    assert result.exit_code == 0 and "resuming: 2 already stored" in result.output, result.output
+
+
 def test_a_stray_file_in_a_journal_is_named_and_moving_it_resumes(tmp_path, tiny, clips):
     """A stray file in a half-written journal was "move it away" — the whole journal with its good
     parts (round-12 extract side row 47): the line names the file, and moving it out resumes."""

@@ -10,8 +10,10 @@ deterministic from ``seed``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import string
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,12 +255,36 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> TinyModels:
     )
     marker = folder / "tiny-models.json"
     stamp = {"version": TINY_VERSION, "seed": seed}
-    if marker.is_file() and json.loads(marker.read_text()) == stamp:
-        return models
+    try:
+        built = json.loads(marker.read_text()) if marker.is_file() else None
+    except (OSError, ValueError):
+        built = None  # a damaged marker: built again
+    if isinstance(built, dict) and {k: built.get(k) for k in stamp} == stamp:
+        if built.get("files") == _file_digests(folder, models):
+            return models
+        print(  # a file of theirs damaged or deleted since: they are the demo's, made again
+            f"note: the tiny models in {folder} changed since they were built (a file damaged or "
+            "deleted); building them again",
+            file=sys.stderr,
+            flush=True,
+        )
     with quiet_hf():
         for family, path in models.speech.items():
             build_speech(path, family, seed)
         build_text(models.text, seed)
     build_speaker(models.speaker, seed)
+    stamp["files"] = _file_digests(folder, models)
     marker.write_text(json.dumps(stamp))  # last: a half-built folder is never reused
     return models
+
+
+def _file_digests(folder: Path, models: TinyModels) -> dict[str, str]:
+    """SHA-256 of every file of the tiny models (a few MB in all), by path under ``folder`` (not
+    what extract adds beside them, e.g. SpeechBrain's links)."""
+    roots = [*models.speech.values(), models.text, models.speaker]
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for root in roots
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }

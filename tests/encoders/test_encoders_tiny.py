@@ -42,3 +42,20 @@ def test_deterministic_from_seed_and_reused(tiny, tmp_path):
     stamp = (again.text / "model.safetensors").stat().st_mtime_ns
     build_tiny_models(tmp_path / "a", seed=0)
     assert (again.text / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_damaged_or_deleted_tiny_model_file_is_built_again(tmp_path, capsys):
+    """Round-17 extract side row 74: the demo reused its tiny models with a file truncated (then
+    deleted), and the error said to copy the file "from where the model came from"."""
+    models = build_tiny_models(tmp_path / "m", seed=0)
+    weights = models.text / "model.safetensors"
+    whole = weights.read_bytes()
+    for damage in ("truncate", "delete"):
+        if damage == "truncate":
+            weights.write_bytes(whole[:1000])
+        else:
+            weights.unlink()
+        capsys.readouterr()
+        build_tiny_models(tmp_path / "m", seed=0)
+        assert weights.read_bytes() == whole, damage  # the same seed: the same bytes again
+        assert "changed since they were built" in capsys.readouterr().err

@@ -46,11 +46,23 @@ def _check_nearest_folder(out: Path, start: Path, option: str) -> None:
             f"{option} {out}: {probe} is a regular file, not a folder; choose another {option}"
         )
     if probe.is_dir() and not _may(probe, os.W_OK | os.X_OK):
+        if _read_only_mount(probe):  # access() says "no" there whatever the mode: chmod cannot help
+            raise EmofuseError(
+                f"{option} {out}: {probe} is on a file system mounted read-only; remount it "
+                f"read-write, or choose another {option}"
+            )
         fix = f"choose a writable {option}"
         with contextlib.suppress(OSError):
             if probe == out and any(probe.iterdir()):  # a run or store to resume: keep its work
                 fix = f"make it writable (`chmod u+w {probe}`) to go on in it, or {fix}"
         raise EmofuseError(f"{option} {out}: cannot write in {probe} (permission denied); {fix}")
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def os_reason(err: BaseException) -> str:

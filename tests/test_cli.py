@@ -523,3 +523,32 @@ def test_a_symlink_loop_given_as_an_input_is_named_a_loop(tmp_path, monkeypatch,
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "loopA is a symbolic link that loops back on itself" in lines[0], lines[0]
+
+
+def test_an_out_on_a_read_only_mount_says_so_not_chmod(tmp_path, monkeypatch):
+    """Round-17 train side row 37: a resume into a run on a read-only bind mount was told to
+    `chmod u+w` it, which fails there too (chmod: Read-only file system)."""
+    import types
+
+    from emofuse import errors
+    from emofuse.errors import EmofuseError, check_out_path
+
+    run = tmp_path / "rob"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    real = os.statvfs
+    monkeypatch.setattr(errors, "_may", lambda path, mode: False)  # access(W_OK): EROFS
+    monkeypatch.setattr(
+        os,
+        "statvfs",
+        lambda p: types.SimpleNamespace(f_flag=os.ST_RDONLY) if Path(p) == run else real(p),
+    )
+    with pytest.raises(EmofuseError) as err:
+        check_out_path(run)
+    assert str(err.value) == (
+        f"--out {run}: {run} is on a file system mounted read-only; remount it read-write, or "
+        "choose another --out"
+    )
+    monkeypatch.setattr(os, "statvfs", real)  # a writable mount, the folder's mode the cause
+    with pytest.raises(EmofuseError, match=r"make it writable \(`chmod u\+w"):
+        check_out_path(run)

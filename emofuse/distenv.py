@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -67,7 +68,16 @@ def join_group(backend: str, timeout: datetime.timedelta, env: DistEnv) -> None:
     process while it waits, and a rendezvous that fails is one line."""
     import torch.distributed as dist
 
-    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    host = os.environ["MASTER_ADDR"]
+    where = f"{host}:{os.environ['MASTER_PORT']}"
+    try:  # torch retries an unknown host for ever, printing C++ warnings
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError) as err:
+        why = getattr(err, "strerror", None) or str(err)
+        raise EmofuseError(
+            f"environment variable MASTER_ADDR={host!r} names no host this machine can find "
+            f"({why}; a stale torchrun or Slurm setting?); fix it, or unset WORLD_SIZE {TORCHRUN}"
+        ) from None
     note = threading.Timer(
         NOTE_AFTER_S,
         lambda: print(

@@ -108,8 +108,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _waiter(timeout: float) -> subprocess.Popen:
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
+def _waiter(timeout: float, host: str = "127.0.0.1") -> subprocess.Popen:
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": host,
            "MASTER_PORT": str(_free_port())}  # fmt: skip
     code = WAITER.format(root=str(ROOT), timeout=timeout)
     return subprocess.Popen(
@@ -141,3 +141,20 @@ def test_a_rendezvous_that_times_out_is_one_line() -> None:
     assert lines[0].endswith(
         "check MASTER_ADDR and MASTER_PORT, or unset WORLD_SIZE to run in one process, or start emofuse with torchrun (which sets them all)"
     )
+
+
+def test_a_master_addr_that_names_no_host_is_one_line() -> None:
+    """Round-17 train side row 100: an unresolvable MASTER_ADDR retried for ever, printing only
+    torch's C++ warnings (ten in 45 s), and no `error:` line."""
+    proc = _waiter(timeout=3600, host="no.such.host.invalid")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in err and "[W" not in err, err
+    line = err.strip()
+    assert line.startswith(
+        "error: environment variable MASTER_ADDR='no.such.host.invalid' names no host this "
+        "machine can find ("  # the resolver's reason varies (no name, or no DNS at all)
+    ), line
+    assert line.endswith(
+        "; a stale torchrun or Slurm setting?); fix it, or unset WORLD_SIZE to run in one "
+        "process, or start emofuse with torchrun (which sets them all)"
+    ), line

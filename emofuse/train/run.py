@@ -38,7 +38,7 @@ from emofuse.distenv import dist_env, join_group
 from emofuse.errors import EmofuseError
 from emofuse.heads.registry import head_streams
 from emofuse.locks import output_lock
-from emofuse.streams import SPEECH_LAYER_STREAMS
+from emofuse.streams import ACOUSTIC_STREAMS, SPEECH_LAYER_STREAMS
 from emofuse.train import parallel
 from emofuse.train.cachewatch import check_unchanged, identity
 from emofuse.train.checkpoints import (
@@ -147,6 +147,18 @@ def check_layers_read(head_cls: type, cfg: Any, head_spec: str, sets: dict[str, 
             )
 
 
+def check_speaker_norm_read(head_cls: type, cfg: Any, head_spec: str, loop: LoopConfig) -> None:
+    """``--speaker-norm`` for a head that reads no acoustic stream standardises nothing, yet the
+    run would be recorded (and compared) as transductive: one line instead."""
+    needs = head_streams(head_cls, cfg, head_spec)
+    if loop.speaker_norm and not needs & set(ACOUSTIC_STREAMS):
+        raise EmofuseError(
+            f"--speaker-norm has no effect: head {head_spec} reads no acoustic stream (it reads "
+            f"{', '.join(sorted(needs))}), so there is nothing to standardise; drop it, or choose "
+            "a head that reads speech"
+        )
+
+
 def load_data(
     cache: CacheSource, head_spec: str, head_cls: type, cfg: Any, loop: LoopConfig, device: str
 ) -> TrainData:
@@ -215,6 +227,7 @@ def train_run(
     else:
         loop.validate()
         loop_sources = None
+    check_speaker_norm_read(head_cls, cfg, head_spec, loop)
     rank, world = _dist_env()
     if world > 1 and device == "auto" and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"

@@ -90,10 +90,10 @@ def check_same_plan(first: dict[str, Any], other: dict[str, Any], tests: bool = 
         why = f"split {b.split} vs {a.split}"
     elif [f.fold for f in a.folds] != [f.fold for f in b.folds]:
         why = f"{len(b.folds)} folds vs {len(a.folds)}"
-    elif tests:
+    elif tests or _options_differ(a, b):  # a plan drawn otherwise is told before any advice
         for fa, fb in zip(a.folds, b.folds, strict=True):
             if sorted(fa.test) != sorted(fb.test):
-                why = f"fold {fa.fold} tests other utterances"
+                why = f"fold {fa.fold} tests other utterances{_option_difference(a, b)}"
                 break
     if (
         why is None
@@ -104,8 +104,19 @@ def check_same_plan(first: dict[str, Any], other: dict[str, Any], tests: bool = 
     if why:
         raise EmofuseError(
             f"{other['run']} and {first['run']} have different fold plans ({why}); compare runs "
-            "trained on the same cache with the same --split"
+            "trained on the same cache with the same --split (and the same --seed where it draws "
+            "the folds)"
         )
+
+
+def _options_differ(a: FoldPlan, b: FoldPlan) -> bool:
+    """Drawn with another --seed (--lopo-val changes validation only, never the test sets)."""
+    return a.seed != b.seed
+
+
+def _option_difference(a: FoldPlan, b: FoldPlan) -> str:
+    """`` (--seed 2 vs 1)``: the train option that made the test sets differ, or ''."""
+    return f" (--seed {b.seed} vs {a.seed})" if a.seed != b.seed else ""
 
 
 def _codes(run: dict[str, Any], order: dict[int, list[str]]) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@ failed start — each is the right result or one line naming the file and what t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -1981,6 +1982,20 @@ def test_compare_names_a_fold_plan_mismatch_before_advising_to_finish_a_run(run,
         line = _one_error_line(CliRunner().invoke(cli, ["compare", *map(str, runs)]))
         assert " have different fold plans (split " in line, line
         assert "folds finished" not in line, line
+
+
+def test_compare_names_the_seed_that_drew_other_folds_before_advising_to_finish(cache, tmp_path):
+    """Round-17 train side rows 87, 89: two `--split ra` runs of other seeds were first told to
+    finish their folds, and after that refused as of another "--split", which was the same."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train_run(cache, TINY_HEAD, a, "ra", loop=dataclasses.replace(LOOP, seed=1), folds=[1],
+              progress=False)  # fmt: skip
+    train_run(cache, TINY_HEAD, b, "ra", loop=dataclasses.replace(LOOP, seed=2), folds=[1],
+              progress=False)  # fmt: skip
+    why = "(--seed 2 vs 1)"
+    line = _one_error_line(CliRunner().invoke(cli, ["compare", str(a), str(b)]))
+    assert line.startswith(f"error: {b} and {a} have different fold plans (fold "), line
+    assert f"tests other utterances {why})" in line and "folds finished" not in line, line
 
 
 @pytest.mark.parametrize(

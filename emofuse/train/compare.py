@@ -53,15 +53,21 @@ def load_run(run: str | Path) -> dict[str, Any]:
     if not (run / "folds.json").is_file():
         raise not_a_run(run, "compare")
     fused = is_fused_folder(run)
+    trained = False
     if (run / "config.json").is_file():  # a damaged or stale run is never compared as current
         from emofuse.train.fuse import check_members_current
 
         config = read_run_config(run / "config.json")
-        if not is_trained_run(config):
+        trained = is_trained_run(config)
+        if not trained:
             check_members_current(run, config)
     plan = FoldPlan.load(run / "folds.json")
     done = set(finished_folds(run))
     check_metrics(run, sorted(done))  # as report and fuse: a damaged fold is named, not compared
+    if trained:  # a fold copied in from another run is named, as report and predict name it
+        from emofuse.train.checkpoints import check_own_checkpoints
+
+        check_own_checkpoints(run, sorted(done))
     missing = [f.fold for f in plan.folds if f.fold not in done]
     if missing and (refusal := config_missing_error(run)):  # an interrupted fuse, not members
         raise refusal

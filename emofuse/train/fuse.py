@@ -120,6 +120,11 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
     if not folds:
         raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
+    for r in runs:  # a fold copied in from another run is named, as report and predict name it
+        if (r / "config.json").is_file() and is_trained_run(read_run_config(r / "config.json")):
+            from emofuse.train.checkpoints import check_own_checkpoints
+
+            check_own_checkpoints(r, folds)
     check_out_path(out)  # a link to nowhere, a parent that is a file, a read-only folder
     check_run_out(out, "emofuse fuse")  # a folder of the user's files is never written into
     with output_lock(out, "fuse"):  # one writer: never into a folder a train or fuse writes

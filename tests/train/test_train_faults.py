@@ -2138,3 +2138,21 @@ def test_a_run_folder_moved_while_train_runs_is_not_made_again(cache, tmp_path, 
     monkeypatch.setattr(run_module, "save_fold", real)
     train_run(cache, TINY_HEAD, moved, "loso", loop=LOOP, folds=[1, 2], progress=False)  # advice
     assert finished_folds(moved) == [1, 2]
+
+
+def test_compare_and_fuse_refuse_a_fold_copied_in_from_another_run(run, cache, tmp_path):
+    """Round-17 train side rows 105, 106: a fold folder copied in from another run (another head,
+    or the same head trained with other epochs) was scored by compare as the run's own and fused
+    by fuse, exit 0, where report, predict and train refuse it."""
+    other = tmp_path / "other"
+    train_run(cache, TINY_HEAD, other, "loso", loop=dataclasses.replace(LOOP, epochs=3),
+              folds=[1, 2], progress=False)  # fmt: skip
+    mixed = tmp_path / "mixed"
+    shutil.copytree(run, mixed)
+    shutil.rmtree(fold_dir(mixed, 2))
+    shutil.copytree(fold_dir(other, 2), fold_dir(mixed, 2))
+    says = f"error: {fold_dir(mixed, 2) / 'checkpoint.pt'} was trained with other settings than {mixed} (epochs 3 vs 2), copied from another run?"
+    for args in (["compare", str(mixed), str(run)], ["fuse", str(mixed), str(run), "--out", str(tmp_path / "f")]):  # fmt: skip
+        line = _one_error_line(CliRunner().invoke(cli, args))
+        assert line.startswith(says), line
+    assert not (tmp_path / "f").exists()

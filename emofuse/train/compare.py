@@ -32,7 +32,7 @@ from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
 from emofuse.train.outdir import finish_advice, is_fused_folder, not_a_run
 from emofuse.train.rundir import (
-    check_metrics,
+    check_finished_folds,
     check_recorded_scores,
     finished_folds,
     is_trained_run,
@@ -63,7 +63,8 @@ def load_run(run: str | Path) -> dict[str, Any]:
             check_members_current(run, config)
     plan = FoldPlan.load(run / "folds.json")
     done = set(finished_folds(run))
-    check_metrics(run, sorted(done))  # as report and fuse: a damaged fold is named, not compared
+    # as report and fuse: a damaged fold (metrics, curves) is named, never compared
+    check_finished_folds(run, sorted(done), trained=False)
     if trained:  # a fold copied in from another run is named, as report and predict name it
         from emofuse.train.checkpoints import check_own_checkpoints
 
@@ -327,10 +328,10 @@ def format_compare(result: dict[str, Any]) -> str:
                 f"| {c['run']} | {c['against']} | {100 * c['pooled_UA_diff']:+.2f} | "
                 f"[{100 * c['ci'][0]:+.2f}, {100 * c['ci'][1]:+.2f}] | {c['p']:.3g} |"
             )
-    lines += [
-        "",
-        f"CI: {result['bootstrap']} ({result['resamples']} resamples); p: {result['fold_test']}.",
-    ]
+        lines += [  # how the table's CIs and p-values were made (a single run has none)
+            "",
+            f"CI: {result['bootstrap']} ({result['resamples']} resamples); p: {result['fold_test']}.",
+        ]
     normed = [r["run"] for r in rows if r.get("transductive")]
     if normed and len(normed) < len(rows):  # a mix: the difference is partly the protocol's
         lines += [

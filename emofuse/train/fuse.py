@@ -31,6 +31,7 @@ from emofuse.train.metrics import summarize
 from emofuse.train.outdir import check_outside_runs, check_run_out, config_missing_error
 from emofuse.train.paths import absolute
 from emofuse.train.rundir import (
+    check_finished_folds,
     finished_folds,
     fold_dir,
     is_trained_run,
@@ -120,7 +121,8 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
     if not folds:
         raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
-    for r in runs:  # a fold copied in from another run is named, as report and predict name it
+    for r in runs:  # a damaged fold, or one copied in from another run, named as report names it
+        check_finished_folds(r, folds, trained=False)
         if (r / "config.json").is_file() and is_trained_run(read_run_config(r / "config.json")):
             from emofuse.train.checkpoints import check_own_checkpoints
 

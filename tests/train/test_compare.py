@@ -168,3 +168,14 @@ def test_a_run_with_a_damaged_fold_metrics_file_is_refused_as_report_refuses_it(
     res = CliRunner().invoke(cli, ["compare", str(a), str(b)])
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
     assert res.output.startswith(f"error: {bad} is damaged")
+
+
+def test_a_single_run_gets_its_scores_and_no_word_of_a_test_never_made(pair):
+    """Round-17 train side row 55: `compare RUN` alone printed the CI and Wilcoxon legend of a
+    comparison it never computed."""
+    a, b = pair
+    alone = CliRunner().invoke(cli, ["compare", str(a)])
+    assert alone.exit_code == 0 and "pooled" in alone.output, alone.output
+    assert "CI:" not in alone.output and "Wilcoxon" not in alone.output, alone.output
+    both = CliRunner().invoke(cli, ["compare", str(a), str(b)])
+    assert "CI: percentile" in both.output and "Wilcoxon" in both.output, both.output

@@ -2156,3 +2156,16 @@ def test_compare_and_fuse_refuse_a_fold_copied_in_from_another_run(run, cache, t
         line = _one_error_line(CliRunner().invoke(cli, args))
         assert line.startswith(says), line
     assert not (tmp_path / "f").exists()
+
+
+def test_compare_and_fuse_name_a_fold_whose_curves_were_deleted_as_report_does(run, tmp_path):
+    """Round-17 train side row 95: with a fold's curves.jsonl deleted report said to retrain that
+    fold, while compare treated the run as complete."""
+    gone = tmp_path / "gone"
+    shutil.copytree(run, gone)
+    (fold_dir(gone, 1) / "curves.jsonl").unlink()
+    says = f"error: {fold_dir(gone, 1) / 'curves.jsonl'} is missing (deleted or lost); "
+    for args in (["report", str(gone)], ["compare", str(gone), str(run)],
+                 ["fuse", str(gone), str(run), "--out", str(tmp_path / "f")]):  # fmt: skip
+        line = _one_error_line(CliRunner().invoke(cli, args))
+        assert line.startswith(says), (args[0], line)

@@ -333,7 +333,15 @@ def predict(
             "together as one speaker (give recordings of a single speaker)"
         )
     if "text" in needs and text is None and table is None and asr_model is None:
-        notes.append("no transcript given: the text stream is empty (the text model saw '')")
+        notes.append(
+            "no transcript given: the text stream is empty (the text model saw '')"
+            + (
+                ""
+                if needs - {"text"}
+                else "; the head reads text only, so its prediction says nothing of the "
+                "recording: give --text, --transcripts or --asr-model"
+            )
+        )
     elif "text" in needs:  # given, but nothing a text model reads is left of it
         wordless = [
             str(a) for u, a, t in zip(utts, audio, texts, strict=True)

@@ -520,6 +520,15 @@ def test_a_wordless_transcript_for_a_text_only_head_says_the_prediction_is_empty
     notes = json.loads(result.stdout)["notes"]
     assert len(notes) == 1 and "the other streams" not in notes[0], notes
     assert notes[0].endswith("(the head reads text only): give a transcript with words"), notes
+    # no transcript at all (round-17 train side row 46): exit 0 with the head's bias, no word
+    result = invoke("predict", "--run", run, utt.audio, "--json")
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert notes == [
+        "no transcript given: the text stream is empty (the text model saw ''); the head reads "
+        "text only, so its prediction says nothing of the recording: give --text, --transcripts "
+        "or --asr-model"
+    ], notes
 
 
 BOOM_HEAD = """

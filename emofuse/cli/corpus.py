@@ -172,7 +172,7 @@ def synth(out, profile, seed, utterances_per_speaker, others_per_speaker, durati
     type=click.Choice(["partner", "train"]),
     default="partner",
     show_default=True,
-    help="lopo validation: the session partner, or a stratified 10 %% of the training speakers.",
+    help="lopo validation: the session partner, or a stratified 10 % of the training speakers.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--out", type=OUT, default=None, help="Also save the plan here.")

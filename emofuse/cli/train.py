@@ -76,7 +76,7 @@ LOOP_HELP = "default: the head's recipe for the preset (`emofuse heads` lists th
     type=click.Choice(LOPO_VALS),
     default="partner",
     show_default=True,
-    help="lopo validation: the test speaker's session partner, or a stratified 10 %% of the "
+    help="lopo validation: the test speaker's session partner, or a stratified 10 % of the "
     "training speakers' utterances (train: TDFNet's setting, every other speaker trains)",
 )
 @click.option(

@@ -34,6 +34,7 @@ SKIP_MISSING = "audio file missing (--skip-missing)"
 SKIP_UNREADABLE = (
     "audio unreadable: not an audio file (a folder, a pipe, empty or undecodable; --skip-missing)"
 )
+SKIP_NO_PERMISSION = "audio file this user may not read (--skip-missing; `chmod u+r` keeps it)"
 SKIP_LABEL = "label not in --classes"
 SKIP_RATE = f"sample rate outside {RATE_RANGE} (--skip-missing)"
 AUDIO_SKIPS = (
@@ -388,6 +389,9 @@ def read_manifest(
         try:
             info = sf.info(str(audio))
         except RuntimeError:  # soundfile's LibsndfileError
+            if not readable_file(audio) and skip_missing:  # --skip-missing: "or unreadable"
+                result.skip(SKIP_NO_PERMISSION, utt_id)
+                continue
             if not readable_file(audio):  # a good file it may not open: not "convert it"
                 raise EmofuseError(
                     f"{where}: audio file {audio} for {utt_id} cannot be read (Permission "

@@ -198,7 +198,14 @@ RERUN = "then rerun the same command"
 def cannot_read(path: str | os.PathLike, err: OSError) -> EmofuseError:
     """One line for a file a command only reads and may not open: its mode, never "cannot write"
     or "damaged" (an intact file, perhaps)."""
-    fix = MAKE_READABLE if err.errno in (errno.EACCES, errno.EPERM) else "check the file and disk"
+    denied = err.errno in (errno.EACCES, errno.EPERM)
+    closed = closed_folder(path) if denied else None
+    if closed is not None:  # the file may be fine: a folder above it cannot be entered
+        return EmofuseError(
+            f"{path} cannot be read ({os_reason(err)}): the folder {closed} cannot be entered; "
+            f"make it accessible (`chmod u+rwx {closed}`, or ask its owner), {RERUN}"
+        )
+    fix = MAKE_READABLE if denied else "check the file and disk"
     return EmofuseError(f"{path} cannot be read ({os_reason(err)}); {fix}, {RERUN}")
 
 

@@ -403,3 +403,27 @@ def test_a_zarr_chunk_the_user_may_not_read_is_named_with_its_fix(unprivileged):
         f"unreadable ({chunk} cannot be read (Permission denied); make it readable (`chmod u+r` "
         "it, or ask its owner), then rerun the same command)"
     ) in verify.output, verify.output
+
+
+def test_a_zarr_array_folder_the_user_may_not_enter_names_the_folder(unprivileged):
+    """Round-17 extract side row 21: an array folder at mode 000 was "…/data/zarr.json cannot be
+    read; make it readable (`chmod u+r` it)" — the file is readable, the folder is not."""
+    from tests.users import give_to_user
+
+    base, as_user = unprivileged
+    path = base / "perm.zarr"
+    write_cache(path)
+    folder = path / "streams" / "speech" / "data"
+    give_to_user(path)
+    folder.chmod(0)
+    try:
+        with as_user():
+            info = _cli("info", str(path))
+    finally:
+        folder.chmod(0o755)
+    line = _one_line(info, 2)
+    assert line.startswith("error: ") and f"the folder {folder} cannot be entered; make it " in line
+    assert line.endswith(
+        f"accessible (`chmod u+rwx {folder}`, or ask its owner), then rerun the same command"
+    ), line
+    assert "chmod u+r`" not in line, line

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import warnings
+import zipfile
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -234,6 +235,14 @@ def broken_file(folder: Path) -> tuple[Path, str] | None:
             if out_of_memory(err):  # a mapping refused by a memory limit: the file may be fine
                 continue
             return path, f"not a readable safetensors file: {' '.join(str(err).split())[:80]}"
+    for path in sorted([*folder.glob("*.ckpt"), *folder.glob("*.pt"), *folder.glob("*.bin")]):
+        try:  # torch.save's zip archive (SpeechBrain's checkpoints): cut short, it has no end
+            with open(path, "rb") as fh:
+                zipped = fh.read(4) == b"PK\x03\x04"
+        except OSError:
+            continue  # named by the loader itself
+        if zipped and not zipfile.is_zipfile(path):
+            return path, "a torch checkpoint cut short (its zip archive has no end record)"
     return None
 
 

@@ -62,3 +62,21 @@ def test_fbank_shape_rate_and_spectral_content():
     assert peak_low < 20 < 40 < peak_high
     with pytest.raises(EmofuseError):
         fbank.encode([np.zeros(100, np.float32)])
+
+
+def test_a_speaker_checkpoint_cut_short_is_named_as_damaged(tiny, tmp_path):
+    """Round-17 extract side row 37: a truncated embedding_model.ckpt gave torch's raw
+    "PytorchStreamReader failed reading zip archive" instead of naming the damaged file."""
+    import shutil
+
+    folder = tmp_path / "ecapa"
+    shutil.copytree(tiny.speaker, folder)
+    ckpt = folder / "embedding_model.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(EmofuseError) as err:
+        load_speaker_encoder(folder, savedir=tmp_path / "sb")
+    assert str(err.value) == (
+        f"cannot load speaker model from folder {folder}: embedding_model.ckpt is damaged (a torch "
+        "checkpoint cut short (its zip archive has no end record)); copy that file again from "
+        "where the model came from (or save_pretrained again)"
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -198,5 +199,9 @@ def main() -> None:
                 "and progress: send it to a file (`> out.txt`) or to /dev/null, then rerun\n"
             )
         sys.exit(2)
+    # matplotlib falls back to a temporary cache folder where its own is not writable (a
+    # read-only HOME) and says so in two lines around a one-line CLI's output; the figure is
+    # written all the same
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     _catch_stop_signals()
     cli(prog_name="emofuse")

@@ -179,3 +179,24 @@ def test_a_single_run_gets_its_scores_and_no_word_of_a_test_never_made(pair):
     assert "CI:" not in alone.output and "Wilcoxon" not in alone.output, alone.output
     both = CliRunner().invoke(cli, ["compare", str(a), str(b)])
     assert "CI: percentile" in both.output and "Wilcoxon" in both.output, both.output
+
+
+def test_a_matplotlib_config_folder_it_cannot_make_adds_no_lines(pair, tmp_path):
+    """Round-17 train side row 69: with a read-only HOME (MPLCONFIGDIR not writable) matplotlib's
+    own two-line warning about its temporary cache folder came with the figure."""
+    import os
+    import subprocess
+    import sys
+
+    a, b = pair
+    (tmp_path / "afile").write_text("x")
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "afile" / "mpl")}  # cannot be made
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = str(root)
+    proc = subprocess.run(
+        [sys.executable, "-m", "emofuse", "compare", str(a), str(b), "--out", str(tmp_path / "c")],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "c" / "compare.png").stat().st_size > 1000
+    assert "Matplotlib" not in proc.stderr and "mkdir" not in proc.stderr, proc.stderr

@@ -199,7 +199,8 @@ def run_extract(
         if ddp.rank == 0:
             echo(
                 f"extracting {len(utts)} utterances ({sum(durations) / 3600:.2f} h) into {cfg.out};"
-                f" estimated size {human_bytes(summary.estimate_bytes)}"
+                f" estimated size {human_bytes(summary.estimate_bytes)} (twice that on disk at "
+                "the end, when the store is built beside its parts)"
                 + (f"; resuming: {resumed} already stored" if resumed else "")
                 + (f"; {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
             )

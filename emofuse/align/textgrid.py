@@ -16,7 +16,7 @@ from pathlib import Path
 
 from emofuse.align.syllables import syllabify, syllable_name
 from emofuse.corpus.utterance import Segment
-from emofuse.errors import EmofuseError
+from emofuse.errors import MAKE_READABLE, EmofuseError, readable_file
 
 TIER_NAMES = {"word": "words", "syllable": "syllables", "phone": "phones"}
 SILENCE = frozenset({"", "sil", "sp", "<eps>", "<sil>", "<s>", "</s>"})
@@ -110,6 +110,8 @@ def read_textgrid(path: str | Path) -> dict[str, list[Segment]]:
     path = Path(path)
     if not path.is_file():
         raise EmofuseError(f"alignment {path} does not exist")
+    if not readable_file(path):  # an intact file, perhaps: never "rewrite it"
+        raise EmofuseError(f"alignment {path} cannot be read (Permission denied); {MAKE_READABLE}")
     if path.stat().st_size == 0:
         raise EmofuseError(
             f"alignment {path} is empty (0 bytes) — rewrite it with `emofuse align` or empty the "

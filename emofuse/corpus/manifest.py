@@ -233,8 +233,13 @@ def _tiers(base: Path, value: str, where: str, utt_id: str, duration: float):
     path = Path(value.strip()).expanduser()
     path = path if path.is_absolute() else base / path
     if not path.is_file():
+        what = "is missing"
+        if path.is_dir():
+            what = "is a folder, not a TextGrid file"
+        elif path.is_symlink():
+            what = "is a symbolic link whose target is missing or loops back"
         raise EmofuseError(
-            f"{where}: alignment {path} for {utt_id} is missing — fix the path (relative to the "
+            f"{where}: alignment {path} for {utt_id} {what} — fix the path (relative to the "
             "manifest) or empty the cell to keep the utterance unaligned"
         )
     tiers = read_textgrid(path)

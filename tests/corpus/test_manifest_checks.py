@@ -314,3 +314,30 @@ def test_a_key_given_twice_in_a_jsonl_object_is_refused(root):
     )
     line = one_line_error(stats(path))
     assert line == f"error: manifest {path} line 1: key 'id' is given twice in one object; keep one"
+
+
+@pytest.mark.parametrize("kind", ["folder", "loop", "unreadable"])
+def test_an_alignment_path_that_is_no_textgrid_file_says_what_it_is(root, kind, monkeypatch):
+    """Round-17 extract side row 92: a folder or a looping link given as the alignment was
+    "missing", and an unreadable TextGrid was told to be rewritten with `emofuse align`."""
+    import emofuse.align.textgrid as tg
+    from emofuse.align.textgrid import write_textgrid
+
+    grid = root / "g.TextGrid"
+    if kind == "folder":
+        grid.mkdir()
+        says = f"alignment {grid} for u1 is a folder, not a TextGrid file — fix the path"
+    elif kind == "loop":
+        grid.symlink_to(grid.name)
+        says = f"alignment {grid} for u1 is a symbolic link whose target is missing or loops back"
+    else:
+        write_textgrid(grid, {"word": [(0.1, 0.5, "hello")]}, 1.0)
+        monkeypatch.setattr(tg, "readable_file", lambda p: Path(p) != grid)  # root reads all
+        says = (
+            f"alignment {grid} cannot be read (Permission denied); make it readable (`chmod u+r` "
+            "it, or ask its owner)"
+        )
+    line = one_line_error(
+        stats(manifest(root, "u1,a.wav,x,neu,s1,g.TextGrid", header=f"{HEADER},alignment"))
+    )
+    assert says in line and "emofuse align" not in line, line

@@ -248,6 +248,9 @@ def find_root(root: Path) -> Path:
     for session in SESSIONS:
         for sub in ("", "/dialog/EmoEvaluation", "/dialog/transcriptions", "/sentences/wav"):
             if not (root / f"{session}{sub}").is_dir():
+                broken = _broken_link(root / f"{session}{sub}")
+                if broken:
+                    raise EmofuseError(f"{broken[0]} {broken[1]}, then rerun")
                 if sub and (root / session).is_dir():  # the right root, one session incomplete
                     raise EmofuseError(
                         f"{root / session} is incomplete: its folder {sub.lstrip('/')} is missing "
@@ -258,6 +261,20 @@ def find_root(root: Path) -> Path:
                     " — point --root at the folder that holds Session1 … Session5"
                 )
     return root
+
+
+def _broken_link(path: Path) -> tuple[Path, str] | None:
+    """The link at or above ``path`` that leads nowhere, and why: it loops or its target is gone."""
+    for link in (path, *path.parents):
+        if link.is_symlink() and not link.exists():
+            try:
+                os.stat(link)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    return link, LOOPS
+            target = os.readlink(link)
+            return link, f"is a symbolic link to {target!r}, which does not exist; fix or remove it"
+    return None
 
 
 def _scan(folder: Path, suffix: str, result: CorpusReadResult, root: Path) -> list[str]:

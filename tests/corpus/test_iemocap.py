@@ -361,3 +361,22 @@ def test_a_corpus_file_that_is_a_looping_link_is_named(mini_iemocap, victim):
         f"{path} is a symbolic link that loops back on itself (directly or through another "
         "link); fix or remove the link, then rerun"
     )
+
+
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+def test_a_session_folder_that_is_a_broken_link_is_named(mini_iemocap, link):
+    """Round-17 extract side row 91: Session5 -> Session5 was "expected folder Session5 is
+    missing"."""
+    import shutil
+
+    session = mini_iemocap / "Session5"
+    shutil.rmtree(session)
+    session.symlink_to("Session5" if link == "loop" else "/nonexistent/Session5")
+    with pytest.raises(EmofuseError) as err:
+        _read(mini_iemocap)
+    says = (
+        "is a symbolic link that loops back on itself"
+        if link == "loop"
+        else "is a symbolic link to '/nonexistent/Session5', which does not exist; fix or remove it"
+    )
+    assert str(err.value).startswith(f"{session} {says}"), str(err.value)

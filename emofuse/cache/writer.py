@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from emofuse.cache.parts import (
     to_numpy,
     write_json_atomically,
 )
+from emofuse.cache.resumed import OptionsDiffer, options_differ
 from emofuse.cache.schema import (
     FORMAT_VERSION,
     RAGGED,
@@ -58,12 +58,6 @@ from emofuse.cache.schema import (
 from emofuse.cache.store import open_store
 from emofuse.cache.verify import verify_store
 from emofuse.errors import RERUN, EmofuseError, cannot_write
-
-CPU_BF16 = "EMOFUSE_CPU_BF16"  # encoders.common.BF16_ENV (not imported: the cache needs no torch)
-
-
-class _OptionsDiffer(EmofuseError):
-    """The store was extracted with other options than this run's (if its metadata is intact)."""
 
 
 class CacheWriter:
@@ -119,7 +113,7 @@ class CacheWriter:
         try:
             try:
                 self._check_fingerprint(meta, str(self.path))
-            except _OptionsDiffer:  # the user's options, or its recorded settings edited?
+            except OptionsDiffer:  # the user's options, or its recorded settings edited?
                 self._check_intact(store, meta)
                 raise
             # a finished store is only "already there" if it still is: every checksum re-read
@@ -193,35 +187,7 @@ class CacheWriter:
         if stored_settings is not None and canonical_json(stored_settings) != canonical_json(
             self.settings
         ):  # name the option (e.g. --layers, --batch-seconds: the batch plan decides numbers too)
-            options = {k: v for k, v in stored_settings.items() if k != "fingerprint"}
-            ours = {k: v for k, v in self.settings.items() if k != "fingerprint"}
-            # the option as typed first; the fingerprint's resolved values (models, layer indices)
-            key, was, now = first_difference(
-                *((options, ours) if options != ours else (stored_settings, self.settings))
-            )
-            option = key if "." in key else "--" + key.replace("_", "-")  # extract's option
-            model = re.fullmatch(r"fingerprint\.(\w+)_model\.(?:revision|config)", key)
-            if model:  # the same option, other files: the folder's weights were replaced
-                folder = self.settings.get(f"{model[1]}_model")
-                raise _OptionsDiffer(
-                    f"{where} was extracted with other files of the {model[1]} model {folder} "
-                    f"(content {str(was)[:19]}… then, {str(now)[:19]}… now: its files changed "
-                    f"since); restore them to resume, or delete {where} (or choose another "
-                    "output name) to extract from scratch"
-                )
-            then = stored_settings.get("fingerprint", {}).get("dtype")
-            here = self.settings.get("fingerprint", {}).get("dtype")
-            if then != here and options.get("dtype") == "auto":  # the same option, another CPU
-                raise _OptionsDiffer(
-                    f"{where} was extracted in {then} (--dtype auto chose it on that machine), and "
-                    f"here it would compute in {here}; resume with --dtype auto and {CPU_BF16}="
-                    f"{int(then == 'bfloat16')} set (it forces auto's choice), or choose another "
-                    "output name"
-                )
-            raise _OptionsDiffer(
-                f"{where} was extracted with {option} {was!r}, this run has {option} {now!r}; "
-                "rerun with the same options to resume, or choose another output name"
-            )
+            raise options_differ(stored_settings, self.settings, where)
         # the same settings give the same fingerprint and the same streams (the settings hold the
         # model ids and revisions, emofuse's version and the layers): a difference past this
         # point is metadata edited after it was written, not another run's choice
@@ -455,6 +421,13 @@ class CacheWriter:
         try:
             final = commit_part(self.folder, self.rank, self._seq, index, arrays)
         except OSError as err:
+            if not self.folder.exists() and self._seq > 0:  # it had parts: someone removed them
+                raise EmofuseError(
+                    f"{self.folder}, the journal of {self.path}, vanished while this extract wrote "
+                    "it (another extract finished or removed this store?); check "
+                    f"{self.path} with `emofuse verify`, or rerun the same command to extract "
+                    "what it lacks"
+                ) from err
             kept = len(list_parts(self.folder))  # every rank's, the one just committed too
             goes_on = (
                 f"it resumes from the {kept} part(s) already committed"

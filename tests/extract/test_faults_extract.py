@@ -1057,7 +1057,7 @@ def test_a_resume_where_dtype_auto_chooses_otherwise_says_how_to_force_it(
 ):
     """Round-17 extract side row 50: an extract interrupted on a bf16 CPU and resumed on another
     (`--dtype auto` both times) was told to "rerun with the same options", which it had done."""
-    from emofuse.cache.writer import CPU_BF16
+    from emofuse.cache.resumed import CPU_BF16
     from emofuse.encoders.common import BF16_ENV
 
     assert CPU_BF16 == BF16_ENV

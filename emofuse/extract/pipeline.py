@@ -229,7 +229,7 @@ def _follow_out_link(cfg: ExtractConfig) -> ExtractConfig:
     try:
         if not link.is_symlink():
             return cfg
-    except OSError as err:  # a folder above it this process may not enter
+    except PermissionError as err:  # a folder above it this process may not enter
         closed = closed_folder(link) or link.parent
         raise EmofuseError(
             f"--out {link}: the folder {closed} cannot be entered ({os_reason(err)}); make it "

@@ -108,8 +108,9 @@ def _unfinished_note(run: Path, config: dict[str, Any]) -> list[str]:
     rest = f"fold{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}"
     return [
         f"{run}: fold {', '.join(map(str, missing))} of the {len(wanted)} it was trained with "
-        f"{'is' if len(missing) == 1 else 'are'} not finished (deleted or damaged since; rerun "
-        f"`emofuse train` with the same options to retrain them): predicting with {rest} only"
+        f"{'is' if len(missing) == 1 else 'are'} not finished (never finished, or deleted or "
+        f"damaged since; rerun `emofuse train` with the same options to train them): predicting "
+        f"with {rest} only"
     ]
 
 

@@ -757,6 +757,8 @@ def test_predict_with_a_fold_of_the_run_gone_says_so(trained, tmp_path):
     result = CliRunner().invoke(cli, ["predict", "--run", str(run), str(utt.audio)])
     assert result.exit_code == 0, result.output
     assert f"note: {run}: fold 2 of the 2 it was trained with is not finished" in result.stderr
+    # a fold a full disk stopped before it finished was never deleted (round-17 train row 33)
+    assert "(never finished, or deleted or damaged since; rerun `emofuse train`" in result.stderr
     assert "predicting with fold 1 only" in result.stderr and "(fold 1)" in result.stdout
 
 

@@ -266,7 +266,7 @@ def test_damaged_run_files_and_bad_out_folders_are_one_line_errors(loso_run, cac
     before = (other / "config.json").read_text()
     for target in (other, run):
         with pytest.raises(EmofuseError, match="already holds a run"):
-            fuse_runs([run, out], target)
+            fuse_runs([out, other], target)  # intact inputs (run's fold 2 is damaged)
     assert (other / "config.json").read_text() == before
     # --out that is a file, and a damaged config.json on resume
     afile = tmp_path / "afile"

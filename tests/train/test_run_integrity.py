@@ -346,8 +346,8 @@ def test_an_edited_fold_plan_is_blamed_on_folds_json_not_on_the_folds(run, cache
     _blamed_in_report_predict_and_train(
         edited, cache, f"{path} was edited: its fold 1 does not test the"
     )
-    compared = CliRunner().invoke(cli, ["compare", str(run), str(edited)])  # no checkpoints read
-    assert compared.exit_code == 2 and f"error: {path} was edited: its fold 1 does not hold" in (
+    compared = CliRunner().invoke(cli, ["compare", str(run), str(edited)])  # as report says it
+    assert compared.exit_code == 2 and f"error: {path} was edited: its fold 1 does not test" in (
         compared.output
     ), compared.output
     assert all((fold_dir(edited, k) / "metrics.json").is_file() for k in range(1, 6))

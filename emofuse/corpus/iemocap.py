@@ -120,11 +120,19 @@ def parse_alignment(path: Path) -> list[Segment]:
     """Parse a Sphinx-3 .wdseg/.syseg/.phseg file by whitespace columns.
 
     Rows are `SFrm EFrm SegAScr SYMBOL...`; the symbol may contain a space (`AH(HH,L) b`), so it is
-    the rest of the row. The header (`SFrm EFrm ...`) and the `Total score` trailer are skipped.
+    the rest of the row. The header (`SFrm EFrm ...`) and the `Total score` trailer are skipped; a
+    file without the trailer is cut short (a copy interrupted midway) and refused.
     """
     segments: list[Segment] = []
     text = read_corpus_text(path)
-    for lineno, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    if not any(line.strip().startswith("Total score") for line in lines[-3:]):
+        raise EmofuseError(  # its rows would be taken for the whole alignment
+            f"{path} is cut short (no 'Total score' line ends it, as Sphinx writes every "
+            "alignment file); copy it again from the IEMOCAP release, or remove it to keep the "
+            "utterance unaligned"
+        )
+    for lineno, line in enumerate(lines, 1):
         cols = line.split()
         if not cols or cols[0] == "SFrm" or line.strip().startswith("Total score"):
             continue
@@ -188,6 +196,7 @@ def parse_annotations(lines: Iterable[str]) -> dict[str, dict]:
 def parse_summary(path: Path, result: CorpusReadResult) -> list[dict]:
     """One record per summary line of an EmoEvaluation/<dialog>.txt file (annotators attached)."""
     records: list[dict] = []
+    first_line: dict[str, int] = {}
     text = read_corpus_text(path)
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r")
@@ -197,6 +206,12 @@ def parse_summary(path: Path, result: CorpusReadResult) -> list[dict]:
                 result.skip(SKIP_BAD_SUMMARY, f"{path.name}:{lineno}")
                 continue
             start, end, utt_id, code, v, a, d = m.groups()
+            if utt_id in first_line:  # counted twice by stats, refused later by extract
+                raise EmofuseError(
+                    f"{path}:{lineno}: utterance {utt_id} is listed a second time (first at line "
+                    f"{first_line[utt_id]}); remove one of the two blocks, {RERUN}"
+                )
+            first_line[utt_id] = lineno
             records.append(
                 {
                     "id": utt_id,

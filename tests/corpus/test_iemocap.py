@@ -199,7 +199,7 @@ def test_not_iemocap_names_the_missing_folder(mini_iemocap, remove):
 
 def test_bad_alignment_row_names_file_and_line(tmp_path):
     path = tmp_path / "x.wdseg"
-    path.write_text("\t SFrm  EFrm    SegAScr Word\n\t    0   oops     -1 <s>\n")
+    path.write_text("\t SFrm  EFrm    SegAScr Word\n\t    0   oops     -1 <s>\n Total score: -1\n")
     with pytest.raises(EmofuseError, match=r"x\.wdseg:2"):
         parse_alignment(path)
 
@@ -380,3 +380,35 @@ def test_a_session_folder_that_is_a_broken_link_is_named(mini_iemocap, link):
         else "is a symbolic link to '/nonexistent/Session5', which does not exist; fix or remove it"
     )
     assert str(err.value).startswith(f"{session} {says}"), str(err.value)
+
+
+def test_an_alignment_file_cut_short_is_refused_not_taken_as_whole(mini_iemocap):
+    """Round-18 extract side row 78: a .wdseg cut after its third line (no `</s>` row, no
+    Total score trailer) was stored as the utterance's whole word tier (1 span of 6)."""
+    folder = mini_iemocap / "Session1" / "sentences" / "ForcedAlignment" / "Ses01F_impro01"
+    path = folder / "Ses01F_impro01_F000.wdseg"
+    path.write_text("\n".join(path.read_text().splitlines()[:3]) + "\n")
+    with pytest.raises(EmofuseError) as err:
+        _read(mini_iemocap)
+    assert str(err.value) == (
+        f"{path} is cut short (no 'Total score' line ends it, as Sphinx writes every alignment "
+        "file); copy it again from the IEMOCAP release, or remove it to keep the utterance "
+        "unaligned"
+    )
+    path.unlink()  # the advice followed: the utterance is kept, without that tier
+    assert _read(mini_iemocap).utterances
+
+
+def test_an_utterance_listed_twice_in_its_summary_names_both_lines(mini_iemocap):
+    """Round-18 extract side rows 82, 83: a duplicated EmoEvaluation block was counted twice by
+    `corpus stats` (exit 0), and extract named neither the file nor the lines."""
+    path = mini_iemocap / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    lines = path.read_text().splitlines()
+    first = next(i for i, x in enumerate(lines) if "\tSes01F_impro01_F000\t" in x)
+    path.write_text("\n".join([*lines, lines[first]]) + "\n")
+    with pytest.raises(EmofuseError) as err:
+        _read(mini_iemocap)
+    assert str(err.value) == (
+        f"{path}:{len(lines) + 1}: utterance Ses01F_impro01_F000 is listed a second time (first "
+        f"at line {first + 1}); remove one of the two blocks, then rerun the same command"
+    )

@@ -333,32 +333,32 @@ def predict(
             f"the run standardises features per speaker: the {len(audio)} files were standardised "
             "together as one speaker (give recordings of a single speaker)"
         )
+    text_only = needs == {"text"}  # nothing but the transcript to predict from
     if "text" in needs and text is None and table is None and asr_model is None:
-        notes.append(
-            "no transcript given: the text stream is empty (the text model saw '')"
-            + (
-                ""
-                if needs - {"text"}
-                else "; the head reads text only, so its prediction says nothing of the "
-                "recording: give --text, --transcripts or --asr-model"
+        if text_only:
+            raise EmofuseError(
+                f"head {config.get('head_name') or config['head']} of {run} reads text only and "
+                "no transcript was given, so a prediction would say nothing of the recording: "
+                "give --text, --transcripts or --asr-model"
             )
-        )
+        notes.append("no transcript given: the text stream is empty (the text model saw '')")
     elif "text" in needs:  # given, but nothing a text model reads is left of it
         wordless = [
             str(a) for u, a, t in zip(utts, audio, texts, strict=True)
             if t is not None and not any(ch.isalnum() for ch in u.model_text)
         ]  # fmt: skip
-        if wordless:
-            rest = (
-                "the prediction rests on the other streams"
-                if needs - {"text"}
-                else "its prediction says nothing of the recording (the head reads text only): "
-                "give a transcript with words"
+        if wordless and text_only:
+            raise EmofuseError(
+                f"the transcript of {_some(wordless)} has no words once normalised as in "
+                f"extraction (text_norm {norm}: tags and blanks removed), and head "
+                f"{config.get('head_name') or config['head']} of {run} reads text only, so a "
+                "prediction would say nothing of the recording: give a transcript with words"
             )
+        if wordless:
             notes.append(
                 f"the transcript of {_some(wordless)} has no words once normalised as in "
                 f"extraction (text_norm {norm}: tags and blanks removed), so the text model saw "
-                f"none and {rest}"
+                "none and the prediction rests on the other streams"
             )
     text_ignored = "text" not in needs and any(t is not None for t in texts)
     if text_ignored:

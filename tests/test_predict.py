@@ -505,9 +505,10 @@ def test_predict_says_when_the_text_model_saw_no_words_or_a_cut_transcript(train
     assert notes[0].startswith(f"the transcript of {utt.audio}"), notes
 
 
-def test_a_wordless_transcript_for_a_text_only_head_says_the_prediction_is_empty(trained, tmp_path):
-    """Round-16 train side row 21: for a head that reads only text, a blank transcript was said to
-    leave "the prediction [resting] on the other streams": there are none."""
+def test_a_text_only_head_without_words_to_read_is_refused(trained, tmp_path):
+    """Round-16 train side row 21 and round-18 rows 18, 62, 81: for a head that reads only text,
+    a blank transcript, an empty transcripts cell or no transcript at all gave exit 0 and a label
+    that is only the head's bias ("the prediction rests on the other streams": there are none)."""
     run = tmp_path / "text_run"
     result = invoke(
         "train", "--cache", trained["base"] / "cache.h5", "--split", "loso", "--head", "text",
@@ -515,20 +516,20 @@ def test_a_wordless_transcript_for_a_text_only_head_says_the_prediction_is_empty
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     utt = trained["utts"][trained["test_ids"][0]]
-    result = invoke("predict", "--run", run, utt.audio, "--text", "   ", "--json")
-    assert result.exit_code == 0, result.output
-    notes = json.loads(result.stdout)["notes"]
-    assert len(notes) == 1 and "the other streams" not in notes[0], notes
-    assert notes[0].endswith("(the head reads text only): give a transcript with words"), notes
-    # no transcript at all (round-17 train side row 46): exit 0 with the head's bias, no word
-    result = invoke("predict", "--run", run, utt.audio, "--json")
-    assert result.exit_code == 0, result.output
-    notes = json.loads(result.stdout)["notes"]
-    assert notes == [
-        "no transcript given: the text stream is empty (the text model saw ''); the head reads "
-        "text only, so its prediction says nothing of the recording: give --text, --transcripts "
-        "or --asr-model"
-    ], notes
+    line = _one_line(invoke("predict", "--run", run, utt.audio, "--text", "   ", "--json"))
+    assert line.startswith(f"error: the transcript of {utt.audio} has no words once normalised")
+    assert line.endswith("reads text only, so a prediction would say nothing of the recording: "
+                         "give a transcript with words"), line  # fmt: skip
+    table = tmp_path / "t.csv"
+    table.write_text(f"audio,text\n{utt.audio},\n")  # an empty cell
+    line = _one_line(invoke("predict", "--run", run, utt.audio, "--transcripts", table))
+    assert "has no words once normalised" in line and "reads text only" in line, line
+    line = _one_line(invoke("predict", "--run", run, utt.audio))  # no transcript at all
+    assert line == (
+        f"error: head text of {run} reads text only and no transcript was given, so a prediction "
+        "would say nothing of the recording: give --text, --transcripts or --asr-model"
+    ), line
+    assert invoke("predict", "--run", run, utt.audio, "--text", "hello there").exit_code == 0
 
 
 BOOM_HEAD = """

@@ -34,11 +34,14 @@ ARRAY_KEYS = {"shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_va
 
 def broken_metadata(root: Path) -> str | None:
     """What is wrong with the first ``zarr.json`` under ``root`` that is not a JSON object of a
-    Zarr v3 node (truncated, overwritten), naming the file relative to ``root``; None if all are."""
+    Zarr v3 node (truncated, overwritten), naming the file relative to ``root``; None if all are.
+    One this process may not read raises the one-line chmod advice instead."""
     for file in sorted(root.rglob(METADATA)):
         name = file.relative_to(root.parent)
         try:
             doc = json.loads(file.read_bytes())
+        except PermissionError as err:  # its mode, not damage: never "delete and re-extract"
+            raise cannot_read(file, err) from None
         except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
             return f"{name} is unreadable: {' '.join(str(err).split())}"
         if not isinstance(doc, dict) or doc.get("zarr_format") != 3:

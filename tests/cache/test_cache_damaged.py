@@ -427,3 +427,27 @@ def test_a_zarr_array_folder_the_user_may_not_enter_names_the_folder(unprivilege
         f"accessible (`chmod u+rwx {folder}`, or ask its owner), then rerun the same command"
     ), line
     assert "chmod u+r`" not in line, line
+
+
+@pytest.mark.parametrize("node", ["table", "streams/speech/data", "checksums/speech/data"])
+def test_a_zarr_metadata_file_the_user_may_not_read_gets_chmod_not_re_extract(unprivileged, node):
+    """Round-18 extract side row 50: an array's zarr.json at mode 000 was "damaged … re-extract it
+    (delete it …)", where `chmod u+r` alone restores the store."""
+    from tests.users import give_to_user
+
+    base, as_user = unprivileged
+    path = base / "perm.zarr"
+    write_cache(path)
+    meta = path / node / "zarr.json"
+    give_to_user(path)
+    meta.chmod(0)
+    with as_user():
+        info = _cli("info", str(path))
+    line = _one_line(info, 2)
+    assert line == (
+        f"error: {meta} cannot be read (Permission denied); make it readable (`chmod u+r` it, or "
+        "ask its owner), then rerun the same command"
+    ), line
+    meta.chmod(0o644)
+    with as_user():
+        assert _cli("verify", str(path)).exit_code == 0

@@ -101,7 +101,14 @@ def build_head(
 def head_streams(cls: type[Head], cfg: Any, spec: str) -> set[str]:
     """``cls.required_streams(cfg)`` checked: a set (or list) of stream names, never a bare string
     (iterated as characters it would ask for streams 's', 'p', …)."""
-    streams = cls.required_streams(cfg)
+    try:
+        streams = cls.required_streams(cfg)
+    except NotImplementedError:  # a user head that does not say what it reads
+        raise EmofuseError(
+            f"head {spec}: it does not define required_streams; add a classmethod "
+            "required_streams(cls, cfg) returning the stream names it reads, like "
+            '{"speech", "text"} (see emofuse/heads/base.py)'
+        ) from None
     if isinstance(streams, set | frozenset | list | tuple) and all(
         isinstance(s, str) and s for s in streams
     ):

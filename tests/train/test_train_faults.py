@@ -2167,3 +2167,25 @@ def test_compare_and_fuse_name_a_fold_whose_curves_were_deleted_as_report_does(r
                  ["fuse", str(gone), str(run), "--out", str(tmp_path / "f")]):  # fmt: skip
         line = _one_error_line(CliRunner().invoke(cli, args))
         assert line.startswith(says), (args[0], line)
+
+
+NO_STREAMS_HEAD = """
+from emofuse.heads.base import Head
+
+
+class H(Head):
+    def __init__(self, *a, **k):
+        raise ValueError("boom")
+"""
+
+
+def test_a_user_head_that_does_not_define_required_streams_is_named(tmp_path, monkeypatch):
+    """Round-19 row 103: a Head subclass without required_streams was a NotImplementedError
+    traceback from heads/base.py, exit 1."""
+    line, out, spec = _train_user_head(tmp_path, monkeypatch, "H", source=NO_STREAMS_HEAD)
+    assert line == (
+        f"error: head {spec}: it does not define required_streams; add a classmethod "
+        "required_streams(cls, cfg) returning the stream names it reads, like "
+        '{"speech", "text"} (see emofuse/heads/base.py)'
+    ), line
+    assert not out.exists()

@@ -174,7 +174,10 @@ def finish_advice(fused: bool) -> str:
             "finish those folds in every member run with `emofuse train`, then fuse them again "
             "into a new --out"
         )
-    return "rerun `emofuse train` with the same options: it trains the missing folds only"
+    return (
+        "rerun `emofuse train` with the same options, but without --folds (or with --folds "
+        "naming the missing ones): it trains the missing folds only"
+    )
 
 
 def record_wall(out: Path, folds: list[int], jobs: int, seconds: float) -> None:

@@ -804,7 +804,8 @@ def test_fuse_and_train_of_a_partial_run_say_which_folds_are_missing(run, tmp_pa
     assert result.exit_code == 0, result.output
     assert (
         "note: 1 of 5 folds finished; missing: 2, 3, 4, 5 (rerun `emofuse train` with the same "
-        "options: it trains the missing folds only)" in result.output
+        "options, but without --folds (or with --folds naming the missing ones): it trains the "
+        "missing folds only)" in result.output  # the same --folds trains nothing (round 19 #13)
     )
 
 

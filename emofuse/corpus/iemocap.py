@@ -307,14 +307,20 @@ def _scan(folder: Path, suffix: str, result: CorpusReadResult, root: Path) -> li
 
 
 def _entry_is_file(entry: os.DirEntry) -> bool:
-    """A regular file (through links); a link that loops is one line naming it, not ELOOP's
-    traceback (a dangling one is no file: its utterance is listed as skipped)."""
+    """A regular file (through links); a link that loops or leads nowhere is one line naming it
+    (not ELOOP's traceback, nor the utterance skipped as having no wav, even under --strict)."""
     try:
-        return entry.is_file()
+        is_file = entry.is_file()
     except OSError as err:
         if err.errno == errno.ELOOP:
             raise EmofuseError(f"{entry.path} {LOOPS}, then rerun") from None
         raise cannot_read(entry.path, err) from None
+    if not is_file and entry.is_symlink() and not os.path.exists(entry.path):  # not "no wav"
+        raise EmofuseError(
+            f"{entry.path} is a symbolic link to {os.readlink(entry.path)!r}, which does not "
+            "exist; fix or remove it, then rerun"
+        )
+    return is_file
 
 
 def _subfolders(folder: Path) -> set[str]:

@@ -412,3 +412,24 @@ def test_an_utterance_listed_twice_in_its_summary_names_both_lines(mini_iemocap)
         f"{path}:{len(lines) + 1}: utterance Ses01F_impro01_F000 is listed a second time (first "
         f"at line {first + 1}); remove one of the two blocks, then rerun the same command"
     )
+
+
+def test_a_wav_that_is_a_dangling_link_is_named_not_skipped_as_missing(mini_iemocap):
+    """Round-19 row 57: a wav replaced by a link to a deleted file was skipped as "no sentence
+    wav", even with --strict, and the cache counted 0 skipped."""
+    wav = (
+        mini_iemocap
+        / "Session1"
+        / "sentences"
+        / "wav"
+        / "Ses01F_impro01"
+        / "Ses01F_impro01_F000.wav"
+    )
+    wav.unlink()
+    wav.symlink_to("/nonexistent/x.wav")
+    with pytest.raises(EmofuseError) as err:
+        _read(mini_iemocap)
+    assert str(err.value) == (
+        f"{wav} is a symbolic link to '/nonexistent/x.wav', which does not exist; fix or remove "
+        "it, then rerun"
+    )

@@ -204,7 +204,6 @@ def report_command(run, tsne) -> None:
     from emofuse.train.outdir import finish_advice, not_a_run
     from emofuse.train.report import wall_note, write_report
     from emofuse.train.rundir import (
-        check_finished_folds,
         finished_folds,
         is_trained_run,
         missing_folds_note,
@@ -234,11 +233,10 @@ def report_command(run, tsne) -> None:
             from emofuse.train.fuse import check_members_current
 
             check_members_current(run, config)
-        check_finished_folds(run, finished_folds(run), trained=False)  # metrics, curves
-        if trained:  # each checkpoint whole and its fold's own, as predict will check
-            from emofuse.train.checkpoints import check_own_checkpoints
+        from emofuse.train.checkpoints import check_run_folds
 
-            check_own_checkpoints(run, finished_folds(run))
+        # metrics, curves; each checkpoint whole and its fold's own, as predict will check
+        check_run_folds(run, finished_folds(run), trained)
         from emofuse.train.configseal import check_config_seal
 
         check_config_seal(run / "config.json", config)  # an edit not named by the checks above

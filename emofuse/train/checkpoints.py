@@ -24,6 +24,7 @@ from emofuse.train.predfiles import HEADER
 from emofuse.train.rundir import (
     check_checkpoint_digests,
     check_checkpoints,
+    check_finished_folds,
     finished_folds,
     fold_dir,
     read_json,
@@ -162,6 +163,14 @@ def _fold_test_ids(d: Path) -> list[str] | None:
     except (OSError, EmofuseError):
         return None
     return part["ids"] if part is not None and part["sha256"] == recorded else None
+
+
+def check_run_folds(run: Path, folds: Sequence[int], trained: bool) -> None:
+    """A finished run's folds as report, compare and fuse check them before reading any: each
+    fold's metrics and curves whole, and a trained run's checkpoints whole and its own."""
+    check_finished_folds(run, folds, trained=False)
+    if trained:
+        check_own_checkpoints(run, folds)
 
 
 def check_own_checkpoints(run: Path, folds: Sequence[int]) -> None:

@@ -32,7 +32,6 @@ from emofuse.train.folds import FoldPlan
 from emofuse.train.metrics import scores
 from emofuse.train.outdir import finish_advice, is_fused_folder, not_a_run
 from emofuse.train.rundir import (
-    check_finished_folds,
     check_recorded_scores,
     finished_folds,
     is_trained_run,
@@ -63,12 +62,10 @@ def load_run(run: str | Path) -> dict[str, Any]:
             check_members_current(run, config)
     plan = FoldPlan.load(run / "folds.json")
     done = set(finished_folds(run))
-    # as report and fuse: a damaged fold (metrics, curves) is named, never compared
-    check_finished_folds(run, sorted(done), trained=False)
-    if trained:  # a fold copied in from another run is named, as report and predict name it
-        from emofuse.train.checkpoints import check_own_checkpoints
+    from emofuse.train.checkpoints import check_run_folds
 
-        check_own_checkpoints(run, sorted(done))
+    # as report and fuse: a damaged fold, or one copied in from another run, is never compared
+    check_run_folds(run, sorted(done), trained)
     missing = [f.fold for f in plan.folds if f.fold not in done]
     if missing and (refusal := config_missing_error(run)):  # an interrupted fuse, not members
         raise refusal
@@ -97,10 +94,12 @@ def check_same_plan(first: dict[str, Any], other: dict[str, Any], tests: bool = 
         why = f"split {b.split} vs {a.split}"
     elif [f.fold for f in a.folds] != [f.fold for f in b.folds]:
         why = f"{len(b.folds)} folds vs {len(a.folds)}"
-    elif tests or _options_differ(a, b):  # a plan drawn otherwise is told before any advice
+    elif tests or a.seed != b.seed:  # a plan drawn with another seed: told before any advice
+        # (--lopo-val changes validation only, never the test sets)
+        seeds = f" (--seed {b.seed} vs {a.seed})" if a.seed != b.seed else ""
         for fa, fb in zip(a.folds, b.folds, strict=True):
             if sorted(fa.test) != sorted(fb.test):
-                why = f"fold {fa.fold} tests other utterances{_option_difference(a, b)}"
+                why = f"fold {fa.fold} tests other utterances{seeds}"
                 break
     if (
         why is None
@@ -114,16 +113,6 @@ def check_same_plan(first: dict[str, Any], other: dict[str, Any], tests: bool = 
             "trained on the same cache with the same --split (and the same --seed where it draws "
             "the folds)"
         )
-
-
-def _options_differ(a: FoldPlan, b: FoldPlan) -> bool:
-    """Drawn with another --seed (--lopo-val changes validation only, never the test sets)."""
-    return a.seed != b.seed
-
-
-def _option_difference(a: FoldPlan, b: FoldPlan) -> str:
-    """`` (--seed 2 vs 1)``: the train option that made the test sets differ, or ''."""
-    return f" (--seed {b.seed} vs {a.seed})" if a.seed != b.seed else ""
 
 
 def _codes(run: dict[str, Any], order: dict[int, list[str]]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,6 @@ from emofuse.train.metrics import summarize
 from emofuse.train.outdir import check_outside_runs, check_run_out, config_missing_error
 from emofuse.train.paths import absolute
 from emofuse.train.rundir import (
-    check_finished_folds,
     finished_folds,
     fold_dir,
     is_trained_run,
@@ -95,12 +94,14 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
                 f"{r} is given twice (also as {seen[r.resolve()]}); fuse different runs"
             )
         seen[r.resolve()] = r
+    trained = {}  # run -> whether train made it (it keeps checkpoints), not a fusion
     for r in runs:  # a member whose settings are damaged is named before anything is read
         if (unfinished := config_missing_error(r)) is not None:  # a killed fuse or train
             raise unfinished
         if (r / "config.json").is_file():
             config = read_run_config(r / "config.json")
-            if not is_trained_run(config):  # a fused member that report would call stale
+            trained[r] = is_trained_run(config)
+            if not trained[r]:  # a fused member that report would call stale
                 check_members_current(r, config)
     plans = [FoldPlan.load(r / "folds.json") for r in runs]
     for r, p in zip(runs[1:], plans[1:], strict=True):
@@ -121,12 +122,10 @@ def fuse_runs(runs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
     if not folds:
         raise EmofuseError(f"{runs[0]} has no finished fold; run `emofuse train` first")
-    for r in runs:  # a damaged fold, or one copied in from another run, named as report names it
-        check_finished_folds(r, folds, trained=False)
-        if (r / "config.json").is_file() and is_trained_run(read_run_config(r / "config.json")):
-            from emofuse.train.checkpoints import check_own_checkpoints
+    from emofuse.train.checkpoints import check_run_folds
 
-            check_own_checkpoints(r, folds)
+    for r in runs:  # a damaged fold, or one copied in from another run, named as report names it
+        check_run_folds(r, folds, trained.get(r, False))
     check_out_path(out)  # a link to nowhere, a parent that is a file, a read-only folder
     check_run_out(out, "emofuse fuse")  # a folder of the user's files is never written into
     with output_lock(out, "fuse"):  # one writer: never into a folder a train or fuse writes

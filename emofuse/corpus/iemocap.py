@@ -20,7 +20,7 @@ import soundfile as sf
 from emofuse.audio import RATE_RANGE, rate_problem
 from emofuse.corpus.text import normalize_text
 from emofuse.corpus.utterance import ALIGN_SLACK_S, CorpusReadResult, Segment, Utterance
-from emofuse.errors import LOOPS, MAKE_READABLE, RERUN, EmofuseError, cannot_read, readable_file
+from emofuse.errors import LOOPS, RERUN, EmofuseError, cannot_read
 from emofuse.progress import progress_bar
 
 SESSIONS = tuple(f"Session{i}" for i in range(1, 6))
@@ -315,11 +315,8 @@ def _entry_is_file(entry: os.DirEntry) -> bool:
         if err.errno == errno.ELOOP:
             raise EmofuseError(f"{entry.path} {LOOPS}, then rerun") from None
         raise cannot_read(entry.path, err) from None
-    if not is_file and entry.is_symlink() and not os.path.exists(entry.path):  # not "no wav"
-        raise EmofuseError(
-            f"{entry.path} is a symbolic link to {os.readlink(entry.path)!r}, which does not "
-            "exist; fix or remove it, then rerun"
-        )
+    if not is_file and entry.is_symlink() and (broken := _broken_link(Path(entry.path))):
+        raise EmofuseError(f"{broken[0]} {broken[1]}, then rerun")  # not "no wav"
     return is_file
 
 
@@ -401,10 +398,10 @@ def read_iemocap(
             try:
                 info = sf.info(str(audio))
             except RuntimeError:  # soundfile's LibsndfileError: reported, never a traceback
-                if not readable_file(audio):  # an intact file it may not open: not "damaged"
-                    raise EmofuseError(
-                        f"{audio} cannot be read (Permission denied); {MAKE_READABLE}, {RERUN}"
-                    ) from None
+                try:  # an intact file it may not open is named with its mode, never "damaged"
+                    audio.open("rb").close()
+                except OSError as err:
+                    raise cannot_read(audio, err) from None
                 result.skip(SKIP_BAD_WAV, utt_id)
                 continue
             if rate_problem(audio, info.samplerate):

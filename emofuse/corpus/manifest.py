@@ -394,10 +394,10 @@ def read_manifest(
         try:
             info = sf.info(str(audio))
         except RuntimeError:  # soundfile's LibsndfileError
-            if not readable_file(audio) and skip_missing:  # --skip-missing: "or unreadable"
-                result.skip(SKIP_NO_PERMISSION, utt_id)
-                continue
             if not readable_file(audio):  # a good file it may not open: not "convert it"
+                if skip_missing:  # --skip-missing: "missing or unreadable"
+                    result.skip(SKIP_NO_PERMISSION, utt_id)
+                    continue
                 raise EmofuseError(
                     f"{where}: audio file {audio} for {utt_id} cannot be read (Permission "
                     f"denied): {MAKE_READABLE}"

@@ -203,7 +203,7 @@ def cannot_read(path: str | os.PathLike, err: OSError) -> EmofuseError:
     if closed is not None:  # the file may be fine: a folder above it cannot be entered
         return EmofuseError(
             f"{path} cannot be read ({os_reason(err)}): the folder {closed} cannot be entered; "
-            f"make it accessible (`chmod u+rwx {closed}`, or ask its owner), {RERUN}"
+            f"{make_enterable(closed)}, {RERUN}"
         )
     fix = MAKE_READABLE if denied else "check the file and disk"
     return EmofuseError(f"{path} cannot be read ({os_reason(err)}); {fix}, {RERUN}")
@@ -226,6 +226,11 @@ def closed_folder(path: str | os.PathLike) -> Path | None:
         if folder.is_dir() and not _may(folder, os.X_OK):
             return folder
     return None
+
+
+def make_enterable(folder: str | os.PathLike) -> str:
+    """The fix for a folder this process may not enter (the advice every message gives)."""
+    return f"make it accessible (`chmod u+rwx {folder}`, or ask its owner)"
 
 
 def readable_folder(folder: Path) -> bool:

@@ -29,7 +29,16 @@ import click
 import click.utils
 
 from emofuse import __version__, faults
-from emofuse.errors import LOOPS, NAME_TOO_LONG, EmofuseError, closed_folder, from_stdout, os_reason
+from emofuse.errors import (
+    LOOPS,
+    NAME_TOO_LONG,
+    RERUN,
+    EmofuseError,
+    closed_folder,
+    from_stdout,
+    make_enterable,
+    os_reason,
+)
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
 # click >= 8.2 raises it for a group given no subcommand (8.1 prints the help itself)
@@ -86,15 +95,13 @@ def _os_failed(err: OSError) -> None:
     if err.errno in (errno.EACCES, errno.EPERM) and err.filename:  # a path no check foresaw
         closed = closed_folder(err.filename)
         reason = os_reason(err)
-        if closed is not None:
-            why = f"the folder {closed} cannot be entered ({reason}); make it accessible "
-            why += f"(`chmod u+rwx {closed}`"
-        else:
-            why = f"it cannot be accessed ({reason}); make it (or its folder) accessible (`chmod u+rw`"
-        click.echo(
-            f"error: {err.filename}: {why}, or ask its owner), then rerun the same command",
-            err=True,
+        why = (
+            f"the folder {closed} cannot be entered ({reason}); {make_enterable(closed)}"
+            if closed is not None
+            else f"it cannot be accessed ({reason}); make it (or its folder) accessible (`chmod "
+            "u+rw`, or ask its owner)"
         )
+        click.echo(f"error: {err.filename}: {why}, {RERUN}", err=True)
         sys.exit(2)
 
 

@@ -22,7 +22,14 @@ import torch
 from emofuse import faults
 from emofuse.corpus import Utterance
 from emofuse.device import resolve_device
-from emofuse.errors import RERUN, EmofuseError, cannot_write, closed_folder, os_reason
+from emofuse.errors import (
+    RERUN,
+    EmofuseError,
+    cannot_write,
+    closed_folder,
+    make_enterable,
+    os_reason,
+)
 from emofuse.extract.batching import (
     durations_of,
     estimate_bytes,
@@ -232,8 +239,8 @@ def _follow_out_link(cfg: ExtractConfig) -> ExtractConfig:
     except PermissionError as err:  # a folder above it this process may not enter
         closed = closed_folder(link) or link.parent
         raise EmofuseError(
-            f"--out {link}: the folder {closed} cannot be entered ({os_reason(err)}); make it "
-            f"accessible (`chmod u+rwx {closed}`, or ask its owner), or choose another --out"
+            f"--out {link}: the folder {closed} cannot be entered ({os_reason(err)}); "
+            f"{make_enterable(closed)}, or choose another --out"
         ) from None
     try:
         target = link.resolve()
